@@ -1279,7 +1279,7 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
     c->head_dim = c->hidden_size / c->n_heads;
     if (!mbpo__cfg_num(mbpo__cfg_key(root, "rms_norm_eps"), "rms_norm_eps", name, &c->rms_norm_eps, 1, 0)) return 0;
     v = mbpo__cfg_key(root, "tie_word_embeddings");
-    c->tie_word_embeddings = v ? v->type == MBPO_JSON_TRUE : 1;   /* transformers' default: tied */
+    c->tie_word_embeddings = v ? v->type == MBPO_JSON_TRUE : 0;   /* Qwen2VLTextConfig default: untied */
     /* RoPE: 4.x "rope_scaling" {type|rope_type, mrope_section} + "rope_theta";
        5.x "rope_parameters" {rope_type, mrope_section, rope_theta}. */
     rope = mbpo__cfg_key(root, "rope_parameters");
@@ -1709,7 +1709,7 @@ static void mbpo__layernorm_forward(float *out, float *mean, float *rstd, const 
         mean[n] = m; rstd[n] = r;
     }
 }
-/* dinp (N,C) += LayerNorm'; dw, db (C) += ... (QWEN2VL.md 4.2). */
+/* dinp (N,C) += LayerNorm'; dw, db (C) += ... (QWEN2VL.md 4.2); dw and db both or neither NULL. */
 static void mbpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                     const float *w, const float *mean, const float *rstd, int64_t N, int64_t C) {
     int64_t n, i;
@@ -1728,6 +1728,7 @@ static void mbpo__layernorm_backward(float *dinp, float *dw, float *db, const fl
             dx[j] += r * (dy[j] * w[j] - mg - xh * mgx);
         }
     }
+    if (!dw) return;   /* activation gradient only (e.g. PGD wants the image gradient) */
     MBPO__OMP("omp parallel for schedule(static)")
     for (i = 0; i < C; i++) {
         float sw = 0.0f, sb = 0.0f;
@@ -1757,7 +1758,7 @@ static void mbpo__rmsnorm_forward(float *out, float *rstd, const float *inp, con
         rstd[n] = r;
     }
 }
-/* dinp (N,C) += r*g - x*r^3*(sum g x)/C with g = dy*w;  dw (C) += sum_n dy * x * r. */
+/* dinp (N,C) += r*g - x*r^3*(sum g x)/C with g = dy*w;  dw (C) += sum_n dy * x * r (dw may be NULL). */
 static void mbpo__rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                                   const float *w, const float *rstd, int64_t N, int64_t C) {
     int64_t n, i;
@@ -1770,6 +1771,7 @@ static void mbpo__rmsnorm_backward(float *dinp, float *dw, const float *dout, co
         s *= r * r * r / (float)C;
         for (j = 0; j < C; j++) dx[j] += r * dy[j] * w[j] - x[j] * s;
     }
+    if (!dw) return;
     MBPO__OMP("omp parallel for schedule(static)")
     for (i = 0; i < C; i++) {
         float sw = 0.0f;
@@ -1933,6 +1935,35 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
     }
 }
 
+/* Fused log-softmax + gather over n rows of logits z (n, V): logp (n) = z[y] - lse,
+   lse (n) saved for the backward. */
+static void mbpo__logsoftmax_gather_forward(float *logp, float *lse, const float *z, const int32_t *y,
+                                            int64_t n, int64_t V) {
+    int64_t r;
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (r = 0; r < n; r++) {
+        const float *zr = z + r * V;
+        float mx = -INFINITY, sum = 0.0f;
+        int64_t j;
+        for (j = 0; j < V; j++) if (zr[j] > mx) mx = zr[j];
+        for (j = 0; j < V; j++) sum += expf(zr[j] - mx);
+        lse[r] = mx + logf(sum);
+        logp[r] = zr[y[r]] - lse[r];
+    }
+}
+/* In place: z (n, V) logits in, dz = dlogp (onehot(y) - softmax(z)) out. */
+static void mbpo__logsoftmax_gather_backward(float *z, const float *dlogp, const float *lse, const int32_t *y,
+                                             int64_t n, int64_t V) {
+    int64_t r;
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (r = 0; r < n; r++) {
+        float *zr = z + r * V, d = dlogp[r], l = lse[r];
+        int64_t j;
+        for (j = 0; j < V; j++) zr[j] = -d * expf(zr[j] - l);
+        zr[y[r]] += d;
+    }
+}
+
 #endif /* !MBPO_CUDA */
 
 /* ------------------------------------------------------------------ 3. model: activations
@@ -1972,6 +2003,7 @@ struct mbpo_acts {
     int64_t *pos;                  /* (3, T) */
     int64_t *feat_row;             /* (T) image-feature row of a token, or -1 */
     int64_t *tgt_row;              /* (N) row of xf that predicts target n */
+    int32_t *tgt_label;            /* (N) the target token ids */
     int64_t *img_poff;             /* (images+1) first patch of each image */
     int64_t *img_foff;             /* (images+1) first feature row of each image */
     int64_t *seq_grid;             /* (images, 3) grids of one sequence's image runs */
@@ -2012,6 +2044,7 @@ static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, int64_t T, i
     MBPO__TAKE(dvatt, P * E); MBPO__TAKE(dfeat, PF * H);
     MBPO__TAKE(attn_scratch, (int64_t)threads * 2 * maxL);
     MBPO__ITAKE(pos, 3 * T); MBPO__ITAKE(feat_row, T); MBPO__ITAKE(tgt_row, N);
+    a->tgt_label = ibase ? (int32_t *)(ibase + iused) : NULL; iused += (size_t)N / 2 + 1;
     MBPO__ITAKE(img_poff, n_img + 1); MBPO__ITAKE(img_foff, n_img + 1); MBPO__ITAKE(seq_grid, 3 * n_img);
 #undef MBPO__TAKE
 #undef MBPO__ITAKE
@@ -2201,7 +2234,7 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
             } else {
                 a->feat_row[off + t] = -1;
             }
-            if (t > 0 && b->target[off + t]) a->tgt_row[N++] = off + t - 1;
+            if (t > 0 && b->target[off + t]) { a->tgt_row[N] = off + t - 1; a->tgt_label[N++] = b->ids[off + t]; }
         }
     }
     return 1;
@@ -2335,18 +2368,9 @@ MBPODEF int64_t mbpo_model_forward(mbpo_model *m, const mbpo_batch *b, float *lo
     mbpo__lm_forward(m, b);
     /* fused lm_head + log-softmax + gather: logp = z[y] - logsumexp(z) */
     for (n0 = 0; n0 < a->N; n0 += MBPO__HEAD_CHUNK) {
-        int64_t cn = a->N - n0 < MBPO__HEAD_CHUNK ? a->N - n0 : MBPO__HEAD_CHUNK, r;
+        int64_t cn = a->N - n0 < MBPO__HEAD_CHUNK ? a->N - n0 : MBPO__HEAD_CHUNK;
         mbpo__head_chunk(m, n0, cn);
-        MBPO__OMP("omp parallel for schedule(static)")
-        for (r = 0; r < cn; r++) {
-            const float *z = a->chunk_logits + r * V;
-            float mx = -INFINITY, sum = 0.0f;
-            int64_t j;
-            for (j = 0; j < V; j++) if (z[j] > mx) mx = z[j];
-            for (j = 0; j < V; j++) sum += expf(z[j] - mx);
-            a->tgt_lse[n0 + r] = mx + logf(sum);
-            logp[n0 + r] = z[b->ids[a->tgt_row[n0 + r] + 1]] - a->tgt_lse[n0 + r];
-        }
+        mbpo__logsoftmax_gather_forward(logp + n0, a->tgt_lse + n0, a->chunk_logits, a->tgt_label + n0, cn, V);
     }
     a->have_forward = 1;
     return a->N;
@@ -2484,13 +2508,7 @@ MBPODEF int mbpo_model_backward(mbpo_model *m, const mbpo_batch *b, const float 
     for (n0 = 0; n0 < a->N; n0 += MBPO__HEAD_CHUNK) {
         int64_t cn = a->N - n0 < MBPO__HEAD_CHUNK ? a->N - n0 : MBPO__HEAD_CHUNK, r;
         mbpo__head_chunk(m, n0, cn);
-        MBPO__OMP("omp parallel for schedule(static)")
-        for (r = 0; r < cn; r++) {
-            float *z = a->chunk_logits + r * V, d = dlogp[n0 + r], l = a->tgt_lse[n0 + r];
-            int64_t j;
-            for (j = 0; j < V; j++) z[j] = -d * expf(z[j] - l);
-            z[b->ids[a->tgt_row[n0 + r] + 1]] += d;
-        }
+        mbpo__logsoftmax_gather_backward(a->chunk_logits, dlogp + n0, a->tgt_lse + n0, a->tgt_label + n0, cn, V);
         memset(a->chunk_dx, 0, (size_t)(cn * H) * sizeof(float));
         mbpo__matmul_backward(a->chunk_dx, MBPO__G(m->g.lm_head), NULL, a->chunk_logits, a->chunk_x, m->w.lm_head,
                               cn, H, V);

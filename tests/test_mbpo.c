@@ -1,0 +1,992 @@
+/* test_mbpo.c - the unit and parity tests of mbpo.h. Run from the repository root:
+       build/test_mbpo [filter]
+   Each test compares against a reference from outside the code under test: transformers
+   fixtures (tests/fixtures, made by tests/reference/make_fixtures.py), finite differences of
+   independent double-precision implementations, or hand-made files. Ends with the line
+   "N passed, N failed" and exits non-zero on any failure. */
+#define MBPO_IMPLEMENTATION
+#include "../mbpo.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int n_passed, n_failed;
+static const char *filter;
+
+#define CHECK(cond, ...) do { if (cond) n_passed++; else { n_failed++; \
+    printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#define REQUIRE(cond, ...) do { if (!(cond)) { n_failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+    printf(__VA_ARGS__); printf(" [%s]\n", mbpo_failure_reason()); return; } } while (0)
+
+/* Compare got against ref: err = max|got - ref| / max(max|ref|, floor) (norm-relative, so
+   that near-zero entries do not dominate), reported with the absolute max error. */
+static int close_enough(const char *what, const float *got, const float *ref, int64_t n, double tol, int relative) {
+    double maxerr = 0, maxref = 0, err;
+    int64_t i, worst = 0;
+    for (i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - (double)ref[i]);
+        if (!(e <= maxerr)) { maxerr = e; worst = i; }   /* NaN counts as worst */
+        if (fabs((double)ref[i]) > maxref) maxref = fabs((double)ref[i]);
+    }
+    err = relative ? maxerr / (maxref > 1e-30 ? maxref : 1e-30) : maxerr;
+    if (!(err <= tol)) {
+        n_failed++;
+        printf("FAIL  %-46s %s err %.3e > tol %.0e (max abs %.3e at %lld: got %.8g ref %.8g)\n", what,
+               relative ? "rel" : "abs", err, tol, maxerr, (long long)worst, n ? got[worst] : 0.0, n ? ref[worst] : 0.0);
+        return 0;
+    }
+    n_passed++;
+    printf("  ok  %-46s %s err %.3e (tol %.0e, max |ref| %.3g)\n", what, relative ? "rel" : "abs", err, tol, maxref);
+    return 1;
+}
+static int contains(const char *s, const char *sub) { return strstr(s, sub) != NULL; }
+static int run_test(const char *name) {
+    if (filter && !strstr(name, filter)) return 0;
+    printf("== %s\n", name);
+    return 1;
+}
+static float *falloc(int64_t n) { return (float *)calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+static void fill_normal(float *x, int64_t n, mbpo_rng *rng, double scale) {
+    int64_t i;
+    for (i = 0; i < n; i++) x[i] = (float)(scale * mbpo_rng_normal(rng));
+}
+static const char *tmpdir(void) {
+    static char dir[64];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/mbpo_test_%ld", (long)getpid() % 100000000L);
+        mkdir(dir, 0755);
+    }
+    return dir;
+}
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (f) { fwrite(data, 1, n, f); fclose(f); }
+}
+
+/* ============================================================== base: JSON */
+
+static void test_json(void) {
+    const char *good = "{\"a\": [1, -2.5e3, true, false, null], \"s\": \"x\\u00e9\\ud83d\\ude00\\n\", \"o\": {}}";
+    mbpo_json *j = mbpo_json_parse(good, strlen(good), "good.json");
+    const mbpo_json *a, *s;
+    struct { const char *text, *expect; } bad[] = {
+        { "{\"a\": 1,}", "good.json:1:9" },          /* trailing comma */
+        { "{\"a\" 1}", "expected ':'" },
+        { "[1, 2", "expected ',' or ']'" },
+        { "\"abc", "unterminated string" },
+        { "{\n  \"a\": tru\n}", "good.json:2:8" },
+        { "01", "trailing characters" },
+        { "[1.]", "bad number" },
+        { "\"\\ud800\"", "unpaired UTF-16 surrogate" },
+        { "\"\xff\"", "invalid UTF-8" },
+        { "\"a\tb\"", "control character" },
+        { "{} {}", "trailing characters" },
+        { "", "unexpected end of input" },
+    };
+    size_t i;
+    char deep[600];
+    if (!run_test("json")) return;
+    REQUIRE(j != NULL, "valid JSON rejected");
+    a = mbpo_json_get(j, "a");
+    s = mbpo_json_get(j, "s");
+    CHECK(a && a->type == MBPO_JSON_ARRAY && a->count == 5, "array");
+    CHECK(a && a->items[0].is_int && a->items[0].integer == 1 && a->items[1].number == -2500.0 && !a->items[1].is_int, "numbers");
+    CHECK(a && a->items[2].type == MBPO_JSON_TRUE && a->items[4].type == MBPO_JSON_NULL, "literals");
+    CHECK(s && s->len == 8 && !memcmp(s->string, "x\xc3\xa9\xf0\x9f\x98\x80\n", 8), "escapes and surrogate pairs decode to UTF-8");
+    CHECK(mbpo_json_get(j, "o") && mbpo_json_get(j, "o")->count == 0, "empty object");
+    CHECK(a && a->line == 1 && a->col == 7, "value position %d:%d", a ? a->line : 0, a ? a->col : 0);
+    mbpo_json_free(j);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        mbpo_json *b = mbpo_json_parse(bad[i].text, strlen(bad[i].text), "good.json");
+        CHECK(!b && contains(mbpo_failure_reason(), bad[i].expect), "bad JSON %zu: got '%s', want '%s'", i,
+              b ? "(accepted)" : mbpo_failure_reason(), bad[i].expect);
+        mbpo_json_free(b);
+    }
+    memset(deep, '[', sizeof deep);
+    j = mbpo_json_parse(deep, sizeof deep, "deep.json");
+    CHECK(!j && contains(mbpo_failure_reason(), "MBPO_MAX_JSON_DEPTH"), "depth limit: %s", mbpo_failure_reason());
+    mbpo_json_free(j);
+}
+
+/* ============================================================== base: halves, RNG */
+
+static void test_halves_rng(void) {
+    /* bit patterns worked out by hand from the IEEE formats */
+    struct { float f; uint16_t bf, h; } t[] = {
+        { 1.0f, 0x3F80, 0x3C00 }, { -2.0f, 0xC000, 0xC000 }, { 0.5f, 0x3F00, 0x3800 },
+        { 65504.0f, 0x4780, 0x7BFF }, { 5.9604644775390625e-8f, 0x3380, 0x0001 }, { 0.0f, 0, 0 },
+        { 1.00390625f, 0x3F80, 0x3C04 },   /* 1 + 2^-8: bf16 ties to even -> 1.0 */
+        { 1.01171875f, 0x3F82, 0x3C0C },   /* 1 + 3*2^-8: bf16 ties to even -> up */
+    };
+    size_t i;
+    mbpo_rng r1, r2;
+    double mean = 0, var = 0;
+    int k, same = 1;
+    if (!run_test("halves_rng")) return;
+    for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+        CHECK(mbpo_f32_to_bf16(t[i].f) == t[i].bf, "bf16(%g) = %04x, want %04x", t[i].f, mbpo_f32_to_bf16(t[i].f), t[i].bf);
+        CHECK(mbpo_f32_to_f16(t[i].f) == t[i].h, "f16(%g) = %04x, want %04x", t[i].f, mbpo_f32_to_f16(t[i].f), t[i].h);
+        CHECK(mbpo_f16_to_f32(t[i].h) == t[i].f || t[i].f == 1.00390625f || t[i].f == 1.01171875f, "f16 -> f32 %g", t[i].f);
+    }
+    CHECK(mbpo_f32_to_f16(1e6f) == 0x7C00, "f16 overflow is inf");
+    CHECK(isnan(mbpo_bf16_to_f32(mbpo_f32_to_bf16(NAN))), "bf16 NaN stays NaN");
+    mbpo_rng_seed(&r1, 42); mbpo_rng_seed(&r2, 42);
+    for (k = 0; k < 100; k++) same &= mbpo_rng_u64(&r1) == mbpo_rng_u64(&r2);
+    CHECK(same, "same seed, same stream");
+    for (k = 0; k < 20000; k++) { double x = mbpo_rng_normal(&r1); mean += x; var += x * x; }
+    mean /= 20000; var = var / 20000 - mean * mean;
+    CHECK(fabs(mean) < 0.03 && fabs(var - 1) < 0.05, "normal(0,1): mean %.4f var %.4f", mean, var);
+}
+
+/* ============================================================== base: safetensors */
+
+static void test_safetensors(void) {
+    char path[512], dir[256], p2[1024];
+    float a[6] = { 1, -2, 3.5f, 0.1f, 1e-3f, -7 }, b[4] = { 0.5f, 1.5f, -0.25f, 3 }, got[6];
+    mbpo_st_entry e[3];
+    mbpo_st st;
+    const mbpo_st_tensor *t;
+    char *raw;
+    size_t len;
+    int i;
+    if (!run_test("safetensors")) return;
+    memset(e, 0, sizeof e);
+    e[0].name = "a"; e[0].dtype = MBPO_DT_F32; e[0].ndim = 2; e[0].shape[0] = 2; e[0].shape[1] = 3; e[0].data = a;
+    e[1].name = "b.bf16"; e[1].dtype = MBPO_DT_BF16; e[1].ndim = 1; e[1].shape[0] = 4; e[1].data = b;
+    e[2].name = "b.f16"; e[2].dtype = MBPO_DT_F16; e[2].ndim = 1; e[2].shape[0] = 4; e[2].data = b;
+    snprintf(path, sizeof path, "%s/t.safetensors", tmpdir());
+    REQUIRE(mbpo_st_write(path, e, 3), "write");
+    REQUIRE(mbpo_st_open(&st, path), "open what we wrote");
+    CHECK(st.n_tensors == 3, "3 tensors");
+    t = mbpo_st_find(&st, "a");
+    CHECK(t && t->dtype == MBPO_DT_F32 && t->ndim == 2 && t->shape[1] == 3 && mbpo_st_read_f32(&st, t, got) &&
+          !memcmp(got, a, sizeof a), "F32 round trip");
+    t = mbpo_st_find(&st, "b.bf16");
+    CHECK(t && mbpo_st_read_f32(&st, t, got) && !memcmp(got, b, sizeof b), "BF16 round trip (exact values)");
+    t = mbpo_st_find(&st, "b.f16");
+    CHECK(t && mbpo_st_read_f32(&st, t, got) && !memcmp(got, b, sizeof b), "F16 round trip (exact values)");
+    mbpo_st_close(&st);
+
+    /* corrupt files: each must fail naming the file and the problem */
+    raw = mbpo_read_file(path, &len);
+    REQUIRE(raw != NULL, "read back");
+    snprintf(p2, sizeof p2, "%s/trunc.safetensors", tmpdir());
+    write_bytes(p2, raw, len - 5);
+    CHECK(!mbpo_st_open(&st, p2) && contains(mbpo_failure_reason(), p2) && contains(mbpo_failure_reason(), "truncated"),
+          "truncated data: %s", mbpo_failure_reason());
+    write_bytes(p2, raw, 20);
+    CHECK(!mbpo_st_open(&st, p2) && contains(mbpo_failure_reason(), "truncated"), "truncated header: %s", mbpo_failure_reason());
+    write_bytes(p2, raw, 4);
+    CHECK(!mbpo_st_open(&st, p2) && contains(mbpo_failure_reason(), "truncated"), "4-byte file: %s", mbpo_failure_reason());
+    {   /* a header that lies about an offset: same length, end of 'a' moved past the data */
+        char *lie = (char *)malloc(len), *at;
+        memcpy(lie, raw, len);
+        at = strstr(lie + 8, "\"shape\":[2,3],\"data_offsets\":[0,24]}");
+        REQUIRE(at != NULL, "find a's offsets in the header");
+        memcpy(at, "\"shape\":[6],\"data_offsets\":[40,64] }", 36);   /* 40 data bytes in all */
+        write_bytes(p2, lie, len);
+        CHECK(!mbpo_st_open(&st, p2) && contains(mbpo_failure_reason(), "tensor 'a'") && contains(mbpo_failure_reason(), p2) &&
+              contains(mbpo_failure_reason(), "beyond the data section"),
+              "lying offset: %s", mbpo_failure_reason());
+        memcpy(lie, raw, len);
+        at = strstr(lie + 8, "\"data_offsets\":[0,24]");
+        memcpy(at, "\"data_offsets\":[0,28]", 21);
+        write_bytes(p2, lie, len);
+        CHECK(!mbpo_st_open(&st, p2) && contains(mbpo_failure_reason(), "needs 24"), "size mismatch: %s", mbpo_failure_reason());
+        memcpy(lie, raw, len);
+        lie[0] = (char)0xFF; lie[1] = (char)0xFF; lie[2] = (char)0xFF; lie[3] = 0x7F;
+        write_bytes(p2, lie, len);
+        CHECK(!mbpo_st_open(&st, p2) && contains(mbpo_failure_reason(), "header length"), "absurd header length: %s", mbpo_failure_reason());
+        free(lie);
+    }
+    {   /* overlapping tensors, hand-made */
+        const char *h = "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                        "\"y\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}";
+        unsigned char buf[256];
+        size_t hl = strlen(h);
+        memset(buf, 0, sizeof buf);
+        buf[0] = (unsigned char)hl;
+        memcpy(buf + 8, h, hl);
+        write_bytes(p2, buf, 8 + hl + 12);
+        CHECK(!mbpo_st_open(&st, p2) && contains(mbpo_failure_reason(), "overlap"), "overlap: %s", mbpo_failure_reason());
+    }
+    mbpo_free(raw);
+
+    /* sharded checkpoint: two files and an index */
+    snprintf(dir, sizeof dir, "%s/sharded", tmpdir());
+    mkdir(dir, 0755);
+    snprintf(p2, sizeof p2, "%s/model-00001-of-00002.safetensors", dir);
+    REQUIRE(mbpo_st_write(p2, e, 1), "shard 1");
+    snprintf(p2, sizeof p2, "%s/model-00002-of-00002.safetensors", dir);
+    REQUIRE(mbpo_st_write(p2, e + 1, 2), "shard 2");
+    snprintf(p2, sizeof p2, "%s/model.safetensors.index.json", dir);
+    {
+        const char *idx = "{\"metadata\": {\"total_size\": 40}, \"weight_map\": {\"a\": \"model-00001-of-00002.safetensors\","
+                          " \"b.bf16\": \"model-00002-of-00002.safetensors\", \"b.f16\": \"model-00002-of-00002.safetensors\"}}";
+        write_bytes(p2, idx, strlen(idx));
+    }
+    REQUIRE(mbpo_st_open_dir(&st, dir), "open sharded dir");
+    CHECK(st.n_files == 2 && st.n_tensors == 3, "2 shards, 3 tensors");
+    t = mbpo_st_find(&st, "b.f16");
+    CHECK(t && t->file == 1 && mbpo_st_read_f32(&st, t, got) && !memcmp(got, b, sizeof b), "read from shard 2");
+    t = mbpo_st_find(&st, "a");
+    CHECK(t && mbpo_st_read_f32(&st, t, got) && !memcmp(got, a, sizeof a), "read from shard 1");
+    mbpo_st_close(&st);
+    {
+        const char *idx = "{\"weight_map\": {\"a\": \"model-00002-of-00002.safetensors\"}}";
+        write_bytes(p2, idx, strlen(idx));
+        CHECK(!mbpo_st_open_dir(&st, dir) && contains(mbpo_failure_reason(), "not in shard"), "index names the wrong shard: %s",
+              mbpo_failure_reason());
+        idx = "{\"weight_map\": {\"a\": \"../evil.safetensors\"}}";
+        write_bytes(p2, idx, strlen(idx));
+        CHECK(!mbpo_st_open_dir(&st, dir) && contains(mbpo_failure_reason(), "plain file name"), "path escape: %s",
+              mbpo_failure_reason());
+    }
+    for (i = 0; i < 1; i++) {}
+}
+
+/* ============================================================== model: config */
+
+static void test_config(void) {
+    mbpo_config c2, c7, cn;
+    mbpo_param_table t;
+    char path[512];
+    const char *v5 =
+        "{\"model_type\": \"qwen2_vl\", \"image_token_id\": 1000, \"video_token_id\": 1001,"
+        " \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003,"
+        " \"text_config\": {\"vocab_size\": 1024, \"hidden_size\": 64, \"intermediate_size\": 176,"
+        "   \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"rms_norm_eps\": 1e-6,"
+        "   \"tie_word_embeddings\": true,"
+        "   \"rope_parameters\": {\"rope_type\": \"default\", \"mrope_section\": [2, 3, 3], \"rope_theta\": 1000000.0}},"
+        " \"vision_config\": {\"depth\": 2, \"embed_dim\": 64, \"num_heads\": 4, \"hidden_size\": 64}}";
+    mbpo_json *j;
+    if (!run_test("config")) return;
+    REQUIRE(mbpo_config_load(&c2, "tests/configs/Qwen2-VL-2B-Instruct/config.json"), "2B config");
+    REQUIRE(mbpo_config_load(&c7, "tests/configs/Qwen2-VL-7B-Instruct/config.json"), "7B config");
+    CHECK(c2.hidden_size == 1536 && c2.n_layers == 28 && c2.n_kv_heads == 2 && c2.tie_word_embeddings &&
+          c2.mrope_section[1] == 24 && c2.v_mlp_hidden == 5120 && c2.rms_norm_eps == 1e-6, "2B fields");
+    CHECK(c7.hidden_size == 3584 && !c7.tie_word_embeddings && c7.vocab_size == 152064, "7B fields");
+    REQUIRE(mbpo_param_table_build(&t, &c2), "2B table");
+    CHECK(t.n_params == 2208985600LL, "Qwen2-VL-2B parameters: %lld, want 2,208,985,600", (long long)t.n_params);
+    printf("  Qwen2-VL-2B: %lld parameters in %zu tensors\n", (long long)t.n_params, t.n);
+    mbpo_param_table_free(&t);
+    REQUIRE(mbpo_param_table_build(&t, &c7), "7B table");
+    CHECK(t.n_params == 8291375616LL, "Qwen2-VL-7B parameters: %lld, want 8,291,375,616", (long long)t.n_params);
+    printf("  Qwen2-VL-7B: %lld parameters in %zu tensors\n", (long long)t.n_params, t.n);
+    mbpo_param_table_free(&t);
+    /* the transformers 5.x layout (nested text_config, rope_parameters) reads the same */
+    j = mbpo_json_parse(v5, strlen(v5), "v5.json");
+    REQUIRE(j && mbpo_config_from_json(&cn, j, "v5.json"), "5.x layout");
+    CHECK(cn.hidden_size == 64 && cn.n_kv_heads == 2 && cn.tie_word_embeddings && cn.mrope_section[2] == 3 &&
+          cn.rope_theta == 1e6 && cn.v_depth == 2 && cn.head_dim == 16, "5.x fields");
+    mbpo_json_free(j);
+    /* render + re-read is the identity */
+    {
+        char *text = mbpo_config_to_json(&c7);
+        mbpo_config back;
+        j = text ? mbpo_json_parse(text, strlen(text), "rendered") : NULL;
+        CHECK(j && mbpo_config_from_json(&back, j, "rendered") && !memcmp(&back, &c7, sizeof back), "render/parse round trip");
+        mbpo_json_free(j);
+        mbpo_free(text);
+    }
+    /* missing or wrong fields name the file and the field */
+    {
+        struct { const char *text, *expect; } bad[] = {
+            { "{\"vision_config\": {}, \"hidden_size\": 64}", "missing required field \"vocab_size\"" },
+            { "{\"model_type\": \"qwen2_5_vl\"}", "not supported" },
+            { "{\"vocab_size\": 10, \"hidden_size\": 64, \"intermediate_size\": 8, \"num_hidden_layers\": 1,"
+              " \"num_attention_heads\": 4, \"rms_norm_eps\": 1e-6, \"rope_scaling\": {\"mrope_section\": [2,3,4]},"
+              " \"vision_config\": {}}", "must sum to head_dim/2" },
+            { "{\"vocab_size\": 10, \"hidden_size\": 64.5}", "must be an integer" },
+        };
+        size_t i;
+        snprintf(path, sizeof path, "%s/config.json", tmpdir());
+        for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            write_bytes(path, bad[i].text, strlen(bad[i].text));
+            CHECK(!mbpo_config_load(&cn, path) && contains(mbpo_failure_reason(), path) &&
+                  contains(mbpo_failure_reason(), bad[i].expect), "bad config %zu: %s", i, mbpo_failure_reason());
+        }
+    }
+}
+
+/* ============================================================== ops: finite differences
+
+   Each op's float backward is checked against central differences of an independent
+   double-precision forward (written here, naively), for the loss L = sum(dy * f(x)). */
+
+typedef void (*ref_fn)(double *out, const double *in, const void *ctx);
+/* d/d in_i of sum(dy * f(in)), by central differences with step h (double precision) */
+static void fd_grad(double *grad, ref_fn f, const void *ctx, double *in, int64_t n_in, const float *dy, int64_t n_out) {
+    double *out = (double *)calloc((size_t)n_out, sizeof(double)), h = 1e-6;
+    int64_t i, j;
+    for (i = 0; i < n_in; i++) {
+        double keep = in[i], lp = 0, lm = 0;
+        in[i] = keep + h; f(out, in, ctx);
+        for (j = 0; j < n_out; j++) lp += dy[j] * out[j];
+        in[i] = keep - h; f(out, in, ctx);
+        for (j = 0; j < n_out; j++) lm += dy[j] * out[j];
+        in[i] = keep;
+        grad[i] = (lp - lm) / (2 * h);
+    }
+    free(out);
+}
+static void check_fd(const char *what, const float *analytic, const double *fd, int64_t n) {
+    float *f = falloc(n);
+    int64_t i;
+    for (i = 0; i < n; i++) f[i] = (float)fd[i];
+    close_enough(what, analytic, f, n, 2e-4, 1);
+    free(f);
+}
+static double *to_double(const float *x, int64_t n) {
+    double *d = (double *)calloc((size_t)n, sizeof(double));
+    int64_t i;
+    for (i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+/* all op inputs are packed into one double vector so one FD loop covers every input */
+typedef struct { int64_t N, C, OC; } mm_ctx;
+static void ref_matmul(double *out, const double *in, const void *vctx) {
+    const mm_ctx *c = (const mm_ctx *)vctx;
+    const double *x = in, *w = in + c->N * c->C, *b = w + c->OC * c->C;
+    int64_t n, o, i;
+    for (n = 0; n < c->N; n++)
+        for (o = 0; o < c->OC; o++) {
+            double s = b[o];
+            for (i = 0; i < c->C; i++) s += x[n * c->C + i] * w[o * c->C + i];
+            out[n * c->OC + o] = s;
+        }
+}
+typedef struct { int64_t N, C; int rms; } norm_ctx;
+static void ref_norm(double *out, const double *in, const void *vctx) {
+    const norm_ctx *c = (const norm_ctx *)vctx;
+    const double *x = in, *w = in + c->N * c->C, *b = w + c->C;
+    int64_t n, i;
+    for (n = 0; n < c->N; n++) {
+        double m = 0, v = 0;
+        for (i = 0; i < c->C; i++) m += x[n * c->C + i];
+        m /= (double)c->C;
+        if (c->rms) m = 0;
+        for (i = 0; i < c->C; i++) v += (x[n * c->C + i] - m) * (x[n * c->C + i] - m);
+        v /= (double)c->C;
+        for (i = 0; i < c->C; i++)
+            out[n * c->C + i] = (x[n * c->C + i] - m) / sqrt(v + 1e-6) * w[i] + (c->rms ? 0 : b[i]);
+    }
+}
+typedef struct { int64_t n; int kind; } act_ctx;   /* 0 quick_gelu, 1 gelu, 2 swiglu */
+static void ref_act(double *out, const double *in, const void *vctx) {
+    const act_ctx *c = (const act_ctx *)vctx;
+    int64_t i;
+    for (i = 0; i < c->n; i++) {
+        double x = in[i];
+        if (c->kind == 0) out[i] = x / (1 + exp(-1.702 * x));
+        else if (c->kind == 1) out[i] = 0.5 * x * (1 + erf(x / sqrt(2.0)));
+        else out[i] = x / (1 + exp(-x)) * in[c->n + i];
+    }
+}
+typedef struct { int64_t L, NH, NKV, HS; int causal; const float *cosv, *sinv; } attn_ctx;
+/* rotate-half RoPE on q and k, then attention: the LM's attention block without projections */
+static void ref_attn(double *out, const double *in, const void *vctx) {
+    const attn_ctx *c = (const attn_ctx *)vctx;
+    int64_t L = c->L, HS = c->HS, half = HS / 2, QD = c->NH * HS, KD = c->NKV * HS, i, j, h, d;
+    double *q = (double *)calloc((size_t)(L * QD), sizeof(double)), *k = (double *)calloc((size_t)(L * KD), sizeof(double));
+    double *s = (double *)calloc((size_t)L, sizeof(double));
+    const double *v = in + L * QD + L * KD;
+    for (i = 0; i < L; i++)
+        for (d = 0; d < half; d++) {
+            double cs = c->cosv[i * half + d], sn = c->sinv[i * half + d];
+            for (h = 0; h < c->NH; h++) {
+                const double *x = in + i * QD + h * HS;
+                q[i * QD + h * HS + d] = x[d] * cs - x[d + half] * sn;
+                q[i * QD + h * HS + d + half] = x[d + half] * cs + x[d] * sn;
+            }
+            for (h = 0; h < c->NKV; h++) {
+                const double *x = in + L * QD + i * KD + h * HS;
+                k[i * KD + h * HS + d] = x[d] * cs - x[d + half] * sn;
+                k[i * KD + h * HS + d + half] = x[d + half] * cs + x[d] * sn;
+            }
+        }
+    for (h = 0; h < c->NH; h++) {
+        int64_t kvh = h / (c->NH / c->NKV);
+        for (i = 0; i < L; i++) {
+            int64_t jmax = c->causal ? i + 1 : L;
+            double mx = -1e300, sum = 0;
+            for (j = 0; j < jmax; j++) {
+                double dot = 0;
+                for (d = 0; d < HS; d++) dot += q[i * QD + h * HS + d] * k[j * KD + kvh * HS + d];
+                s[j] = dot / sqrt((double)HS);
+                if (s[j] > mx) mx = s[j];
+            }
+            for (j = 0; j < jmax; j++) { s[j] = exp(s[j] - mx); sum += s[j]; }
+            for (d = 0; d < HS; d++) {
+                double o = 0;
+                for (j = 0; j < jmax; j++) o += s[j] / sum * v[j * KD + kvh * HS + d];
+                out[i * QD + h * HS + d] = o;
+            }
+        }
+    }
+    free(q); free(k); free(s);
+}
+typedef struct { int64_t n, V; const int32_t *y; } lsm_ctx;
+static void ref_logsoftmax_gather(double *out, const double *in, const void *vctx) {
+    const lsm_ctx *c = (const lsm_ctx *)vctx;
+    int64_t r, j;
+    for (r = 0; r < c->n; r++) {
+        double mx = -1e300, s = 0;
+        for (j = 0; j < c->V; j++) if (in[r * c->V + j] > mx) mx = in[r * c->V + j];
+        for (j = 0; j < c->V; j++) s += exp(in[r * c->V + j] - mx);
+        out[r] = in[r * c->V + c->y[r]] - mx - log(s);
+    }
+}
+
+static void test_ops_fd(void) {
+    mbpo_rng rng;
+    if (!run_test("ops_fd")) return;
+    mbpo_rng_seed(&rng, 7);
+    {   /* matmul with bias; sizes not multiples of the 4x4x8 blocking */
+        mm_ctx c = { 5, 13, 7 };
+        int64_t nin = c.N * c.C + c.OC * c.C + c.OC, nout = c.N * c.OC;
+        float *in = falloc(nin), *dy = falloc(nout), *out = falloc(nout), *din = falloc(nin);
+        double *d = to_double(in, nin), *ref = (double *)calloc((size_t)nout, sizeof(double)), *fd;
+        float *reff = falloc(nout);
+        int64_t i;
+        fill_normal(in, nin, &rng, 1); fill_normal(dy, nout, &rng, 1);
+        free(d); d = to_double(in, nin);
+        mbpo__matmul_forward(out, in, in + c.N * c.C, in + c.N * c.C + c.OC * c.C, c.N, c.C, c.OC);
+        ref_matmul(ref, d, &c);
+        for (i = 0; i < nout; i++) reff[i] = (float)ref[i];
+        close_enough("matmul forward vs double", out, reff, nout, 1e-6, 1);
+        mbpo__matmul_backward(din, din + c.N * c.C, din + c.N * c.C + c.OC * c.C, dy, in, in + c.N * c.C, c.N, c.C, c.OC);
+        fd = (double *)calloc((size_t)nin, sizeof(double));
+        fd_grad(fd, ref_matmul, &c, d, nin, dy, nout);
+        check_fd("matmul backward (dx, dw, db) vs FD", din, fd, nin);
+        free(in); free(dy); free(out); free(din); free(d); free(ref); free(fd); free(reff);
+    }
+    {   /* layernorm and rmsnorm */
+        int rms;
+        for (rms = 0; rms < 2; rms++) {
+            norm_ctx c = { 4, 24, 0 };
+            int64_t nin = c.N * c.C + 2 * c.C, nout = c.N * c.C, i;
+            float *in = falloc(nin), *dy = falloc(nout), *out = falloc(nout), *din = falloc(nin), *mean = falloc(c.N), *rstd = falloc(c.N);
+            double *d, *fd = (double *)calloc((size_t)nin, sizeof(double)), *ref = (double *)calloc((size_t)nout, sizeof(double));
+            float *reff = falloc(nout);
+            c.rms = rms;
+            fill_normal(in, nin, &rng, 1); fill_normal(dy, nout, &rng, 1);
+            for (i = 0; i < c.N * c.C; i++) in[i] += 0.7f;        /* non-zero mean */
+            d = to_double(in, nin);
+            if (rms) mbpo__rmsnorm_forward(out, rstd, in, in + nout, c.N, c.C, 1e-6f);
+            else mbpo__layernorm_forward(out, mean, rstd, in, in + nout, in + nout + c.C, c.N, c.C, 1e-6f);
+            ref_norm(ref, d, &c);
+            for (i = 0; i < nout; i++) reff[i] = (float)ref[i];
+            close_enough(rms ? "rmsnorm forward vs double" : "layernorm forward vs double", out, reff, nout, 1e-6, 1);
+            if (rms) mbpo__rmsnorm_backward(din, din + nout, dy, in, in + nout, rstd, c.N, c.C);
+            else mbpo__layernorm_backward(din, din + nout, din + nout + c.C, dy, in, in + nout, mean, rstd, c.N, c.C);
+            fd_grad(fd, ref_norm, &c, d, rms ? nout + c.C : nin, dy, nout);
+            check_fd(rms ? "rmsnorm backward (dx, dw) vs FD" : "layernorm backward (dx, dw, db) vs FD", din, fd,
+                     rms ? nout + c.C : nin);
+            free(in); free(dy); free(out); free(din); free(mean); free(rstd); free(d); free(fd); free(ref); free(reff);
+        }
+    }
+    {   /* activations */
+        int kind;
+        const char *names[3] = { "quick_gelu backward vs FD", "gelu (erf) backward vs FD", "swiglu backward (dgate, dup) vs FD" };
+        for (kind = 0; kind < 3; kind++) {
+            act_ctx c = { 40, kind };
+            int64_t nin = kind == 2 ? 2 * c.n : c.n;
+            float *in = falloc(nin), *dy = falloc(c.n), *din = falloc(nin);
+            double *d, *fd = (double *)calloc((size_t)nin, sizeof(double));
+            fill_normal(in, nin, &rng, 2); fill_normal(dy, c.n, &rng, 1);
+            d = to_double(in, nin);
+            if (kind == 0) mbpo__quick_gelu_backward(din, dy, in, c.n);
+            else if (kind == 1) mbpo__gelu_backward(din, dy, in, c.n);
+            else mbpo__swiglu_backward(din, din + c.n, dy, in, in + c.n, c.n);
+            fd_grad(fd, ref_act, &c, d, nin, dy, c.n);
+            check_fd(names[kind], din, fd, nin);
+            free(in); free(dy); free(din); free(d); free(fd);
+        }
+    }
+    {   /* RoPE + attention: causal GQA (LM) and full MHA (vision) */
+        int causal;
+        for (causal = 0; causal < 2; causal++) {
+            attn_ctx c = { 7, 4, causal ? 2 : 4, 8, causal, NULL, NULL };
+            int64_t QD = c.NH * c.HS, KD = c.NKV * c.HS, nin = c.L * (QD + 2 * KD), nout = c.L * QD, i, half = c.HS / 2;
+            float *in = falloc(nin), *dy = falloc(nout), *cs = falloc(c.L * half), *sn = falloc(c.L * half);
+            float *q = falloc(c.L * QD), *k = falloc(c.L * KD), *out = falloc(nout), *lse = falloc(c.NH * c.L);
+            float *din = falloc(nin), *scratch = falloc(2 * c.L * 64), *reff = falloc(nout);
+            double *d, *fd = (double *)calloc((size_t)nin, sizeof(double)), *ref = (double *)calloc((size_t)nout, sizeof(double));
+            fill_normal(in, nin, &rng, 1); fill_normal(dy, nout, &rng, 1);
+            for (i = 0; i < c.L * half; i++) { float a = (float)(i / half) * powf(0.3f, (float)(i % half)); cs[i] = cosf(a); sn[i] = sinf(a); }
+            c.cosv = cs; c.sinv = sn;
+            d = to_double(in, nin);
+            memcpy(q, in, (size_t)(c.L * QD) * sizeof(float));
+            memcpy(k, in + c.L * QD, (size_t)(c.L * KD) * sizeof(float));
+            mbpo__rope_apply(q, cs, sn, c.L, c.NH, c.HS, QD, 1.0f);
+            mbpo__rope_apply(k, cs, sn, c.L, c.NKV, c.HS, KD, 1.0f);
+            mbpo__attention_forward(out, lse, q, k, in + c.L * (QD + KD), c.L, c.NH, c.NKV, c.HS, QD, KD, QD, c.L, causal, scratch);
+            ref_attn(ref, d, &c);
+            for (i = 0; i < nout; i++) reff[i] = (float)ref[i];
+            close_enough(causal ? "rope+attention causal GQA forward vs double" : "rope+attention full forward vs double",
+                         out, reff, nout, 1e-5, 1);
+            mbpo__attention_backward(din, din + c.L * QD, din + c.L * (QD + KD), dy, out, lse, q, k, in + c.L * (QD + KD),
+                                     c.L, c.NH, c.NKV, c.HS, QD, KD, QD, c.L, causal, scratch);
+            mbpo__rope_apply(din, cs, sn, c.L, c.NH, c.HS, QD, -1.0f);
+            mbpo__rope_apply(din + c.L * QD, cs, sn, c.L, c.NKV, c.HS, KD, -1.0f);
+            fd_grad(fd, ref_attn, &c, d, nin, dy, nout);
+            check_fd(causal ? "rope+attention causal GQA backward vs FD" : "rope+attention full backward vs FD", din, fd, nin);
+            free(in); free(dy); free(cs); free(sn); free(q); free(k); free(out); free(lse); free(din); free(scratch);
+            free(reff); free(d); free(fd); free(ref);
+        }
+    }
+    {   /* fused log-softmax + gather: forward and its dlogits */
+        lsm_ctx c = { 3, 50, NULL };
+        int32_t y[3] = { 4, 49, 0 };
+        float *z = falloc(c.n * c.V), *lp = falloc(c.n), *lse = falloc(c.n), *dz = falloc(c.n * c.V), dy[3] = { 0.7f, -1.3f, 2.0f };
+        double *d, *fd = (double *)calloc((size_t)(c.n * c.V), sizeof(double)), ref[3];
+        float reff[3];
+        int64_t r;
+        c.y = y;
+        fill_normal(z, c.n * c.V, &rng, 3);
+        d = to_double(z, c.n * c.V);
+        mbpo__logsoftmax_gather_forward(lp, lse, z, y, c.n, c.V);
+        ref_logsoftmax_gather(ref, d, &c);
+        for (r = 0; r < 3; r++) reff[r] = (float)ref[r];
+        close_enough("log-softmax gather forward vs double", lp, reff, 3, 1e-6, 1);
+        memcpy(dz, z, (size_t)(c.n * c.V) * sizeof(float));
+        mbpo__logsoftmax_gather_backward(dz, dy, lse, y, c.n, c.V);
+        fd_grad(fd, ref_logsoftmax_gather, &c, d, c.n * c.V, dy, c.n);
+        check_fd("log-softmax gather backward vs FD", dz, fd, c.n * c.V);
+        free(z); free(lp); free(lse); free(dz); free(d); free(fd);
+    }
+}
+
+/* ============================================================== model: parity with transformers */
+
+typedef struct {
+    mbpo_st st;
+    int32_t *ids, grid[6];
+    uint8_t *target;
+    int64_t S, P, n_images, n_targets;
+    float *pixel_values;
+    int32_t refs[2];
+    int64_t seq_off[2], ref_off[2];
+} fixture_case;
+
+static float *read_f32(const mbpo_st *st, const char *name, int64_t *numel) {
+    const mbpo_st_tensor *t = mbpo_st_find(st, name);
+    float *x;
+    if (!t) return NULL;
+    x = falloc(t->numel);
+    if (!mbpo_st_read_f32(st, t, x)) { free(x); return NULL; }
+    if (numel) *numel = t->numel;
+    return x;
+}
+static int64_t *read_i64(const mbpo_st *st, const char *name, int64_t *numel) {
+    const mbpo_st_tensor *t = mbpo_st_find(st, name);
+    int64_t *x;
+    if (!t) return NULL;
+    x = (int64_t *)calloc((size_t)t->numel + 1, sizeof(int64_t));
+    if (!mbpo_st_read_i64(st, t, x)) { free(x); return NULL; }
+    if (numel) *numel = t->numel;
+    return x;
+}
+static int load_case(fixture_case *fc, const char *path) {
+    int64_t n, *ids, *labels, *grid, i;
+    memset(fc, 0, sizeof *fc);
+    if (!mbpo_st_open(&fc->st, path)) return 0;
+    ids = read_i64(&fc->st, "input_ids", &fc->S);
+    labels = read_i64(&fc->st, "labels", NULL);
+    if (!ids || !labels) return 0;
+    fc->ids = (int32_t *)calloc((size_t)fc->S, sizeof(int32_t));
+    fc->target = (uint8_t *)calloc((size_t)fc->S, 1);
+    /* HF shifts inside the loss: position t-1 predicts labels[t]; -100 is ignored */
+    for (i = 0; i < fc->S; i++) {
+        fc->ids[i] = (int32_t)ids[i];
+        fc->target[i] = i > 0 && labels[i] != -100;
+        fc->n_targets += fc->target[i];
+    }
+    grid = read_i64(&fc->st, "image_grid_thw", &n);
+    if (grid) {
+        fc->n_images = n / 3;
+        for (i = 0; i < n; i++) fc->grid[i] = (int32_t)grid[i];
+        fc->pixel_values = read_f32(&fc->st, "pixel_values", &n);
+        fc->P = n / 1176;
+        for (i = 0; i < fc->n_images; i++) fc->refs[i] = (int32_t)i;
+    }
+    fc->seq_off[1] = fc->S;
+    fc->ref_off[1] = fc->n_images;
+    free(ids); free(labels); free(grid);
+    return 1;
+}
+static void free_case(fixture_case *fc) {
+    mbpo_st_close(&fc->st);
+    free(fc->ids); free(fc->target); free(fc->pixel_values);
+}
+static mbpo_batch case_batch(const fixture_case *fc) {
+    mbpo_batch b;
+    memset(&b, 0, sizeof b);
+    b.n_seqs = 1; b.ids = fc->ids; b.seq_offsets = fc->seq_off; b.target = fc->target;
+    b.n_images = (int)fc->n_images; b.grid_thw = fc->grid; b.pixel_values = fc->pixel_values;
+    b.image_refs = fc->refs; b.image_ref_offsets = fc->ref_off;
+    return b;
+}
+/* compare a slice of our trace against a fixture tensor */
+static void cmp_tensor(const char *label, const fixture_case *fc, const char *name, const float *got, int64_t n,
+                       double tol, int relative) {
+    int64_t m = 0;
+    float *ref = read_f32(&fc->st, name, &m);
+    char what[160];
+    snprintf(what, sizeof what, "%s %s", label, name);
+    if (!ref || m != n) { n_failed++; printf("FAIL  %s: fixture missing or size %lld != %lld\n", what, (long long)m, (long long)n); free(ref); return; }
+    close_enough(what, got, ref, n, tol, relative);
+    free(ref);
+}
+
+/* Tolerances (fp32 C vs fp32 transformers on the CPU; both sum in different orders):
+   activations rel 1e-5, logits abs 1e-4, loss rel 1e-6, gradients rel 1e-4 (norm-relative). */
+static void parity_case(const char *variant, const char *cname) {
+    char dir[256], path[256], label[64];
+    mbpo_model m;
+    fixture_case fc;
+    mbpo_batch b;
+    mbpo_trace tr;
+    float *logp, *dlogp, *logits, *dpix = NULL;
+    int64_t N, i, T, H, V;
+    double loss = 0;
+    size_t p;
+    snprintf(dir, sizeof dir, "tests/fixtures/%s/model", variant);
+    snprintf(path, sizeof path, "tests/fixtures/%s/case_%s.safetensors", variant, cname);
+    snprintf(label, sizeof label, "%s/%s", variant, cname);
+    REQUIRE(mbpo_model_load(&m, dir), "load %s", dir);
+    REQUIRE(load_case(&fc, path), "load %s", path);
+    b = case_batch(&fc);
+    REQUIRE(mbpo_model_plan(&m, fc.S, fc.P, fc.n_targets, 1), "plan");
+    T = fc.S; H = m.cfg.hidden_size; V = m.cfg.vocab_size;
+    logp = falloc(fc.n_targets); dlogp = falloc(fc.n_targets); logits = falloc(T * V);
+    N = mbpo_model_forward(&m, &b, logp);
+    REQUIRE(N == fc.n_targets, "forward: %lld targets", (long long)N);
+    mbpo_model_trace(&m, &tr);
+    {   /* position ids: exact */
+        int64_t *pos = read_i64(&fc.st, "position_ids", NULL), bad = 0;
+        for (i = 0; pos && i < 3 * T; i++) bad += pos[i] != tr.position_ids[i];
+        CHECK(pos && bad == 0, "%s position_ids: %lld differ", label, (long long)bad);
+        if (pos && bad == 0) printf("  ok  %-46s exact\n", "position_ids");
+        free(pos);
+    }
+    if (fc.P) {
+        cmp_tensor(label, &fc, "patch_embed", tr.patch_embed, fc.P * m.cfg.v_embed_dim, 1e-5, 1);
+        for (i = 0; i < m.cfg.v_depth; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "vision_block.%lld", (long long)i);
+            cmp_tensor(label, &fc, name, tr.vision_block_out + i * fc.P * m.cfg.v_embed_dim, fc.P * m.cfg.v_embed_dim, 1e-5, 1);
+        }
+        cmp_tensor(label, &fc, "merger", tr.image_features, fc.P / 4 * H, 1e-5, 1);
+    }
+    cmp_tensor(label, &fc, "inputs_embeds", tr.inputs_embeds, T * H, 1e-5, 1);
+    for (i = 0; i < m.cfg.n_layers; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "decoder_layer.%lld", (long long)i);
+        cmp_tensor(label, &fc, name, tr.layer_out + i * T * H, T * H, 1e-5, 1);
+    }
+    cmp_tensor(label, &fc, "final_norm", tr.final_norm, T * H, 1e-5, 1);
+    for (i = 0; i < T; i++) mbpo_model_logits(&m, i, logits + i * V);
+    cmp_tensor(label, &fc, "logits", logits, T * V, 1e-4, 0);
+    /* HF loss = mean over targets of -logp */
+    for (i = 0; i < N; i++) loss -= logp[i];
+    loss /= (double)N;
+    {
+        float lossf = (float)loss;
+        cmp_tensor(label, &fc, "loss", &lossf, 1, 1e-6, 1);
+    }
+    /* backward of that loss: dL/dlogp = -1/N */
+    for (i = 0; i < N; i++) dlogp[i] = -1.0f / (float)N;
+    if (fc.P) dpix = falloc(fc.P * 1176);
+    mbpo_model_zero_grad(&m);
+    REQUIRE(mbpo_model_backward(&m, &b, dlogp, dpix), "backward");
+    mbpo_model_trace(&m, &tr);
+    cmp_tensor(label, &fc, "grad.inputs_embeds", tr.dinputs_embeds, T * H, 1e-4, 1);
+    if (fc.P) cmp_tensor(label, &fc, "grad.pixel_values", dpix, fc.P * 1176, 1e-4, 1);
+    {   /* every parameter gradient; parameters transformers gave no gradient must be 0 here */
+        int64_t n_cmp = 0, n_zero = 0;
+        double worst = 0;
+        char worst_name[128] = "";
+        for (p = 0; p < m.table.n; p++) {
+            const mbpo_param_info *pi = &m.table.info[p];
+            char name[160];
+            int64_t n = 0;
+            float *ref;
+            snprintf(name, sizeof name, "grad.%s", pi->name);
+            ref = read_f32(&fc.st, name, &n);
+            if (!ref) {
+                int64_t nz = 0;
+                for (i = 0; i < pi->numel; i++) nz += m.grads[pi->offset + i] != 0.0f;
+                CHECK(nz == 0, "%s %s: no reference gradient but %lld non-zero values", label, pi->name, (long long)nz);
+                n_zero++;
+                continue;
+            }
+            {
+                double maxerr = 0, maxref = 0, err;
+                for (i = 0; i < n; i++) {
+                    double e = fabs((double)m.grads[pi->offset + i] - ref[i]);
+                    if (!(e <= maxerr)) maxerr = e;
+                    if (fabs(ref[i]) > maxref) maxref = fabs(ref[i]);
+                }
+                err = maxerr / (maxref > 1e-30 ? maxref : 1e-30);
+                CHECK(n == pi->numel && err <= 1e-4, "%s %s rel err %.3e (max |ref| %.3g)", label, name, err, maxref);
+                if (err > worst || err != err) { worst = err; snprintf(worst_name, sizeof worst_name, "%s", pi->name); }
+            }
+            n_cmp++;
+            free(ref);
+        }
+        printf("  ..  %-46s %lld tensors, worst rel err %.3e (%s)%s\n", "parameter gradients", (long long)n_cmp, worst,
+               worst_name, n_zero ? ", vision grads absent in fixture and zero here" : "");
+    }
+    free(logp); free(dlogp); free(logits); free(dpix);
+    free_case(&fc);
+    mbpo_model_free(&m);
+}
+static void test_parity(void) {
+    const char *variants[2] = { "tiny_a", "tiny_a_tied" }, *cases[3] = { "image", "two_images", "text" };
+    int v, c;
+    if (!run_test("parity")) return;
+    for (v = 0; v < 2; v++)
+        for (c = 0; c < 3; c++) {
+            printf("-- %s / %s\n", variants[v], cases[c]);
+            parity_case(variants[v], cases[c]);
+        }
+}
+
+/* ============================================================== model: packing and sharing
+
+   A packed batch must give each sequence exactly what it gets alone (attention never crosses
+   sequences or images), and gradients must add up. */
+static void test_packed(void) {
+    mbpo_model m;
+    fixture_case fc[3];
+    const char *names[3] = { "image", "two_images", "text" };
+    int32_t *ids, grid[9], refs[4];
+    uint8_t *target;
+    float *pv, *logp_single, *logp_packed, *grads_sum, *dl, *dpix_single, *dpix_packed;
+    int64_t seq_off[5], ref_off[5], T = 0, P = 0, N = 0, i, n_pix;
+    mbpo_batch b;
+    int c, n_img = 0;
+    char path[256];
+    if (!run_test("packed")) return;
+    REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny_a/model"), "load");
+    for (c = 0; c < 3; c++) {
+        snprintf(path, sizeof path, "tests/fixtures/tiny_a/case_%s.safetensors", names[c]);
+        REQUIRE(load_case(&fc[c], path), "case %s", names[c]);
+    }
+    /* batch: image, two_images, text, and image again sharing image 0 (a second rollout) */
+    ids = (int32_t *)calloc(200, sizeof(int32_t)); target = (uint8_t *)calloc(200, 1);
+    pv = falloc(200 * 1176);
+    seq_off[0] = 0; ref_off[0] = 0;
+    for (c = 0; c < 4; c++) {
+        const fixture_case *f = &fc[c == 3 ? 0 : c];
+        memcpy(ids + T, f->ids, (size_t)f->S * sizeof(int32_t));
+        memcpy(target + T, f->target, (size_t)f->S);
+        T += f->S; N += f->n_targets;
+        seq_off[c + 1] = T;
+        if (c < 3) {
+            for (i = 0; i < f->n_images; i++) { memcpy(grid + 3 * (n_img + i), f->grid + 3 * i, 3 * sizeof(int32_t)); refs[ref_off[c] + i] = n_img + (int32_t)i; }
+            if (f->P) memcpy(pv + P * 1176, f->pixel_values, (size_t)(f->P * 1176) * sizeof(float));
+            P += f->P; n_img += (int)f->n_images;
+            ref_off[c + 1] = ref_off[c] + f->n_images;
+        } else {
+            refs[ref_off[c]] = 0;   /* shares image 0 */
+            ref_off[c + 1] = ref_off[c] + 1;
+        }
+    }
+    n_pix = P * 1176;
+    memset(&b, 0, sizeof b);
+    b.n_seqs = 4; b.ids = ids; b.seq_offsets = seq_off; b.target = target; b.n_images = n_img; b.grid_thw = grid;
+    b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_off;
+    REQUIRE(mbpo_model_plan(&m, T, P, N, 1), "plan");
+    logp_single = falloc(N); logp_packed = falloc(N); dl = falloc(N);
+    grads_sum = falloc((int64_t)m.table.total_floats);
+    dpix_single = falloc(n_pix); dpix_packed = falloc(n_pix);
+    {   /* one at a time: logp, and the gradients of sum(logp * w) summed over sequences */
+        int64_t n0 = 0, p0 = 0;
+        for (c = 0; c < 4; c++) {
+            const fixture_case *f = &fc[c == 3 ? 0 : c];
+            mbpo_batch bs = case_batch(f);
+            float *dp = falloc(f->P * 1176);
+            REQUIRE(mbpo_model_forward(&m, &bs, logp_single + n0) == f->n_targets, "single forward %d", c);
+            for (i = 0; i < f->n_targets; i++) dl[n0 + i] = 0.1f * (float)(i % 5) - 0.3f + 0.05f * (float)c;
+            mbpo_model_zero_grad(&m);
+            REQUIRE(mbpo_model_backward(&m, &bs, dl + n0, f->P ? dp : NULL), "single backward %d", c);
+            for (i = 0; i < (int64_t)m.table.total_floats; i++) grads_sum[i] += m.grads[i];
+            /* image 0's pixels are shared by sequences 0 and 3: their gradients add */
+            if (c < 3) { for (i = 0; i < f->P * 1176; i++) dpix_single[p0 + i] += dp[i]; p0 += f->P * 1176; }
+            else for (i = 0; i < f->P * 1176; i++) dpix_single[i] += dp[i];
+            n0 += f->n_targets;
+            free(dp);
+        }
+    }
+    REQUIRE(mbpo_model_forward(&m, &b, logp_packed) == N, "packed forward");
+    close_enough("packed logp == one sequence at a time", logp_packed, logp_single, N, 1e-6, 0);
+    mbpo_model_zero_grad(&m);
+    REQUIRE(mbpo_model_backward(&m, &b, dl, dpix_packed), "packed backward");
+    close_enough("packed parameter grads == sum of singles", m.grads, grads_sum, (int64_t)m.table.total_floats, 1e-5, 1);
+    close_enough("shared image: d(pixel_values) summed", dpix_packed, dpix_single, n_pix, 1e-5, 1);
+    {   /* a run of the wrong length is refused with a clear message */
+        int64_t *pos = (int64_t *)calloc(3 * 64, sizeof(int64_t)), delta;
+        int32_t bad_grid[3] = { 1, 4, 4 };
+        CHECK(!mbpo_rope_index(&m.cfg, fc[0].ids, fc[0].S, bad_grid, 1, pos, &delta) &&
+              contains(mbpo_failure_reason(), "needs 4"), "wrong run length: %s", mbpo_failure_reason());
+        free(pos);
+    }
+    for (c = 0; c < 3; c++) free_case(&fc[c]);
+    free(ids); free(target); free(pv); free(logp_single); free(logp_packed); free(dl); free(grads_sum);
+    free(dpix_single); free(dpix_packed);
+    mbpo_model_free(&m);
+}
+
+/* ============================================================== model: image gradient by FD
+
+   d(sum of target logp)/d(pixel_values) of the whole model against central differences of
+   the model's own forward along random directions (fp32 forward, so the step is large and
+   the tolerance set by the fp32 noise of the loss: |L| ~ 100, eps_f32 ~ 6e-8 -> noise in
+   the difference quotient ~ 1e-5 / h). */
+static void test_pixel_fd(void) {
+    mbpo_model m;
+    fixture_case fc;
+    mbpo_batch b;
+    float *logp, *dl, *dpix, *pv0, *u;
+    int64_t N, n_pix, i;
+    int trial;
+    mbpo_rng rng;
+    if (!run_test("pixel_fd")) return;
+    REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny_a/model"), "load");
+    REQUIRE(load_case(&fc, "tests/fixtures/tiny_a/case_two_images.safetensors"), "case");
+    b = case_batch(&fc);
+    REQUIRE(mbpo_model_plan(&m, fc.S, fc.P, fc.n_targets, 0), "plan without grads (PGD's shape)");
+    n_pix = fc.P * 1176;
+    logp = falloc(fc.n_targets); dl = falloc(fc.n_targets); dpix = falloc(n_pix); pv0 = falloc(n_pix); u = falloc(n_pix);
+    memcpy(pv0, fc.pixel_values, (size_t)n_pix * sizeof(float));
+    N = mbpo_model_forward(&m, &b, logp);
+    for (i = 0; i < N; i++) dl[i] = 1.0f;
+    REQUIRE(mbpo_model_backward(&m, &b, dl, dpix), "backward");
+    mbpo_rng_seed(&rng, 99);
+    /* direction 0: the gradient itself (derivative = |g|); 1, 2: random mixes of the 256
+       entries with the largest |g| (a random unit vector over all entries would see mostly
+       fp32 noise, its derivative being ~|g|/sqrt(n)) */
+    for (trial = 0; trial < 3; trial++) {
+        double h = 5e-2, lp = 0, lm = 0, analytic = 0, unorm = 0, fd, tol;
+        memset(u, 0, (size_t)n_pix * sizeof(float));
+        if (trial == 0) memcpy(u, dpix, (size_t)n_pix * sizeof(float));
+        else {
+            int k;
+            for (k = 0; k < 256; k++) {   /* pick the largest remaining |g| entry, give it a random weight */
+                int64_t best = 0;
+                for (i = 0; i < n_pix; i++)
+                    if (u[i] == 0.0f && fabsf(dpix[i]) > fabsf(dpix[best] * (u[best] == 0.0f))) best = i;
+                u[best] = (float)mbpo_rng_normal(&rng);
+            }
+        }
+        for (i = 0; i < n_pix; i++) unorm += (double)u[i] * u[i];
+        unorm = sqrt(unorm);
+        for (i = 0; i < n_pix; i++) { u[i] = (float)(u[i] / unorm); analytic += (double)dpix[i] * u[i]; }
+        for (i = 0; i < n_pix; i++) fc.pixel_values[i] = pv0[i] + (float)h * u[i];
+        mbpo_model_forward(&m, &b, logp);
+        for (i = 0; i < N; i++) lp += logp[i];
+        for (i = 0; i < n_pix; i++) fc.pixel_values[i] = pv0[i] - (float)h * u[i];
+        mbpo_model_forward(&m, &b, logp);
+        for (i = 0; i < N; i++) lm += logp[i];
+        fd = (lp - lm) / (2 * h);
+        tol = 1e-2 * fabs(analytic) + 1e-4;
+        CHECK(fabs(fd - analytic) <= tol, "direction %d: FD %.6f vs analytic %.6f", trial, fd, analytic);
+        printf("  %s  d(pixel_values) direction %d: FD %.6f analytic %.6f (rel diff %.2e, tol 1e-2)\n",
+               fabs(fd - analytic) <= tol ? "ok" : "!!", trial, fd, analytic, fabs(fd - analytic) / fabs(analytic));
+    }
+    free(logp); free(dl); free(dpix); free(pv0); free(u);
+    free_case(&fc);
+    mbpo_model_free(&m);
+}
+
+/* ============================================================== model: save, load, bad files */
+
+static void test_save_load(void) {
+    mbpo_model m, back;
+    char dir[512], path[1024], cmd[1200];
+    size_t i;
+    int same = 1;
+    if (!run_test("save_load")) return;
+    REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny_a_tied/model"), "load tied");
+    snprintf(dir, sizeof dir, "%s/saved", tmpdir());
+    mkdir(dir, 0755);
+    REQUIRE(mbpo_model_save(&m, dir, MBPO_DT_F32), "save");
+    REQUIRE(mbpo_model_load(&back, dir), "load saved: %s", mbpo_failure_reason());
+    for (i = 0; i < m.table.total_floats; i++) same &= m.params[i] == back.params[i];
+    CHECK(same && back.cfg.tie_word_embeddings && back.table.n == m.table.n, "F32 save/load is exact (tied, no lm_head)");
+    mbpo_model_free(&back);
+    REQUIRE(mbpo_model_save(&m, dir, MBPO_DT_BF16), "save bf16");
+    REQUIRE(mbpo_model_load(&back, dir), "load bf16");
+    for (i = 0, same = 1; i < m.table.total_floats; i++)
+        same &= back.params[i] == mbpo_bf16_to_f32(mbpo_f32_to_bf16(m.params[i]));
+    CHECK(same, "BF16 save/load rounds each value to nearest even");
+    mbpo_model_free(&back);
+    /* the new (5.x-style) key layout loads to the same parameters */
+    {
+        mbpo_st_entry *e = (mbpo_st_entry *)calloc(m.table.n, sizeof(mbpo_st_entry));
+        char (*names)[160] = (char (*)[160])calloc(m.table.n, 160);
+        int k;
+        for (i = 0; i < m.table.n; i++) {
+            const mbpo_param_info *p = &m.table.info[i];
+            if (!strncmp(p->name, "visual.", 7)) snprintf(names[i], 160, "model.%s", p->name);
+            else snprintf(names[i], 160, "model.language_model.%s", p->name + 6);
+            e[i].name = names[i]; e[i].dtype = MBPO_DT_F32; e[i].ndim = p->ndim; e[i].data = m.params + p->offset;
+            for (k = 0; k < p->ndim; k++) e[i].shape[k] = p->shape[k];
+        }
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        REQUIRE(mbpo_st_write(path, e, m.table.n), "write new layout");
+        REQUIRE(mbpo_model_load(&back, dir), "load new layout");
+        for (i = 0, same = 1; i < m.table.total_floats; i++) same &= m.params[i] == back.params[i];
+        CHECK(same, "model.visual./model.language_model. layout loads identically");
+        mbpo_model_free(&back);
+        /* missing tensor */
+        REQUIRE(mbpo_st_write(path, e, m.table.n - 1), "write without the last tensor");
+        CHECK(!mbpo_model_load(&back, dir) && contains(mbpo_failure_reason(), "missing tensor 'model.norm.weight'"),
+              "missing tensor: %s", mbpo_failure_reason());
+        /* wrong shape */
+        e[0].shape[0] = 32; e[0].ndim = 5;
+        REQUIRE(mbpo_st_write(path, e, m.table.n), "write with a wrong shape");
+        CHECK(!mbpo_model_load(&back, dir) && contains(mbpo_failure_reason(), "model.visual.patch_embed.proj.weight") &&
+              contains(mbpo_failure_reason(), path), "wrong shape: %s", mbpo_failure_reason());
+        free(e); free(names);
+    }
+    /* a truncated checkpoint */
+    REQUIRE(mbpo_model_save(&m, dir, MBPO_DT_F32), "save again");
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(cmd, sizeof cmd, "truncate -s -1000 %s", path);
+    REQUIRE(system(cmd) == 0, "truncate");
+    CHECK(!mbpo_model_load(&back, dir) && contains(mbpo_failure_reason(), path) && contains(mbpo_failure_reason(), "truncated"),
+          "truncated model.safetensors: %s", mbpo_failure_reason());
+    /* config.json missing a required field */
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_bytes(path, "{\"vision_config\": {}}", 21);
+    CHECK(!mbpo_model_load(&back, dir) && contains(mbpo_failure_reason(), path) && contains(mbpo_failure_reason(), "vocab_size"),
+          "config without vocab_size: %s", mbpo_failure_reason());
+    remove(path);
+    CHECK(!mbpo_model_load(&back, dir) && contains(mbpo_failure_reason(), "config.json"), "no config.json: %s", mbpo_failure_reason());
+    mbpo_model_free(&m);
+}
+
+int main(int argc, char **argv) {
+    char cmd[512];
+    filter = argc > 1 ? argv[1] : NULL;
+    test_json();
+    test_halves_rng();
+    test_safetensors();
+    test_config();
+    test_ops_fd();
+    test_parity();
+    test_packed();
+    test_pixel_fd();
+    test_save_load();
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir());
+    if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir());
+    printf("%d passed, %d failed\n", n_passed, n_failed);
+    return n_failed ? 1 : 0;
+}

@@ -84,6 +84,8 @@ MBPODEF uint64_t mbpo_rng_u64(mbpo_rng *rng);
 MBPODEF double   mbpo_rng_uniform(mbpo_rng *rng);   /* [0, 1) with 53 random bits */
 MBPODEF double   mbpo_rng_normal(mbpo_rng *rng);    /* N(0, 1), Box-Muller */
 
+MBPODEF double mbpo_now(void);                      /* monotonic wall clock, seconds */
+
 /* Strict JSON (RFC 8259) reader. The tree owns all its memory; free the root only. */
 typedef enum {
     MBPO_JSON_NULL, MBPO_JSON_FALSE, MBPO_JSON_TRUE, MBPO_JSON_NUMBER,
@@ -317,6 +319,7 @@ MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *logits_row)
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #if !defined(_WIN32)
 #include <unistd.h>
 #endif
@@ -436,6 +439,16 @@ MBPODEF double mbpo_rng_uniform(mbpo_rng *rng) {
 MBPODEF double mbpo_rng_normal(mbpo_rng *rng) {
     double u1 = 1.0 - mbpo_rng_uniform(rng), u2 = mbpo_rng_uniform(rng); /* u1 in (0, 1] */
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+MBPODEF double mbpo_now(void) {
+#if !defined(_WIN32)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#else
+    return (double)clock() / CLOCKS_PER_SEC;
+#endif
 }
 
 /* ------------------------------------------------------------------ 1. base: files */
@@ -1617,69 +1630,80 @@ MBPODEF int mbpo_model_save(const mbpo_model *m, const char *dir, mbpo_dtype dty
 
 #ifndef MBPO_CUDA
 
-/* out (N,OC) = inp (N,C) . w (OC,C)^T + bias (OC); bias may be NULL.
-   Register-blocked 4 rows x 4 outputs; 8 independent partial sums per dot product, so the
-   compiler can use SIMD without -ffast-math (the reassociation is written out, fixed). */
+/* The one matrix product every Linear uses, forward and backward:
+       out (M, N) (+)= A . B^T  (+ bias (N))
+   A is (M, K) row-major, or stored transposed as (K, M) when a_t;
+   B is (N, K) row-major (a Linear weight, "out x in"), or stored as (K, N) when b_t.
+   Method: for each block of 16 output columns, copy a K-chunk of B into a small (chunk, 16)
+   panel, then for 4 rows of A at a time accumulate out[r][0..16] += A[r][k] * panel[k][0..16]:
+   a broadcast-multiply-add over 16 contiguous floats that the compiler turns into SIMD without
+   -ffast-math. Each output is summed over k in increasing order, whatever the blocking or
+   the thread count, so results are reproducible. Parallel over column blocks. */
+#define MBPO__GEMM_NB 32    /* output columns per panel */
+#define MBPO__GEMM_KB 128   /* k per panel: 16 KB, stays in L1 */
+/* c_r[0..NB) += a_r[k * as] * panel[k][0..NB) for 4 rows r, k < nk: the inner kernel.
+   Four separate NB-float accumulators the compiler keeps in vector registers. */
+static void mbpo__gemm_4x16(float *c0, float *c1, float *c2, float *c3, const float *a0, const float *a1,
+                            const float *a2, const float *a3, int64_t as, const float *panel, int64_t nk) {
+    float x0[MBPO__GEMM_NB], x1[MBPO__GEMM_NB], x2[MBPO__GEMM_NB], x3[MBPO__GEMM_NB];
+    int64_t k;
+    int j;
+    for (j = 0; j < MBPO__GEMM_NB; j++) { x0[j] = c0[j]; x1[j] = c1[j]; x2[j] = c2[j]; x3[j] = c3[j]; }
+    for (k = 0; k < nk; k++) {
+        const float *p = panel + k * MBPO__GEMM_NB;
+        float v0 = a0[k * as], v1 = a1[k * as], v2 = a2[k * as], v3 = a3[k * as];
+        for (j = 0; j < MBPO__GEMM_NB; j++) {
+            x0[j] += v0 * p[j]; x1[j] += v1 * p[j]; x2[j] += v2 * p[j]; x3[j] += v3 * p[j];
+        }
+    }
+    for (j = 0; j < MBPO__GEMM_NB; j++) { c0[j] = x0[j]; c1[j] = x1[j]; c2[j] = x2[j]; c3[j] = x3[j]; }
+}
+static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
+                       int64_t M, int64_t K, int64_t N, int accumulate) {
+    int64_t nblocks = (N + MBPO__GEMM_NB - 1) / MBPO__GEMM_NB, jb;
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (jb = 0; jb < nblocks; jb++) {
+        float panel[MBPO__GEMM_KB * MBPO__GEMM_NB], acc[4][MBPO__GEMM_NB];
+        int64_t j0 = jb * MBPO__GEMM_NB, nj = N - j0 < MBPO__GEMM_NB ? N - j0 : MBPO__GEMM_NB, k0, m0, k, j;
+        int r;
+        for (k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += MBPO__GEMM_KB) {
+            int64_t nk = K - k0 < MBPO__GEMM_KB ? K - k0 : MBPO__GEMM_KB;
+            int first = k0 == 0 && !accumulate;
+            for (k = 0; k < nk; k++)          /* panel[k][j] = B^T[k0+k][j0+j], zero padded */
+                for (j = 0; j < MBPO__GEMM_NB; j++)
+                    panel[k * MBPO__GEMM_NB + j] = j >= nj ? 0.0f
+                        : b_t ? B[(k0 + k) * N + j0 + j] : B[(j0 + j) * K + k0 + k];
+            for (m0 = 0; m0 < M; m0 += 4) {
+                const float *a[4];
+                for (r = 0; r < 4; r++) {
+                    int64_t row = m0 + r < M ? m0 + r : M - 1;   /* extra rows: computed, not stored */
+                    a[r] = a_t ? A + k0 * M + row : A + row * K + k0;
+                    for (j = 0; j < MBPO__GEMM_NB; j++)
+                        acc[r][j] = first || j >= nj ? 0.0f : out[row * N + j0 + j];
+                }
+                mbpo__gemm_4x16(acc[0], acc[1], acc[2], acc[3], a[0], a[1], a[2], a[3], a_t ? M : 1, panel, nk);
+                for (r = 0; r < 4 && m0 + r < M; r++)
+                    for (j = 0; j < nj; j++) out[(m0 + r) * N + j0 + j] = acc[r][j];
+            }
+            if (K == 0) break;
+        }
+        if (bias)
+            for (m0 = 0; m0 < M; m0++)
+                for (j = 0; j < nj; j++) out[m0 * N + j0 + j] += bias[j0 + j];
+    }
+}
+/* out (N,OC) = inp (N,C) . w (OC,C)^T + bias (OC); bias may be NULL. */
 static void mbpo__matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                                  int64_t N, int64_t C, int64_t OC) {
-    int64_t nb = (N + 3) / 4, ob = (OC + 3) / 4, blk;
-    MBPO__OMP("omp parallel for schedule(static)")
-    for (blk = 0; blk < nb * ob; blk++) {
-        int64_t n0 = (blk / ob) * 4, o0 = (blk % ob) * 4, i;
-        const float *x[4], *wr[4];
-        float acc[4][4][8];
-        int a, b, l;
-        for (a = 0; a < 4; a++) {   /* rows past the end repeat the last one; not stored */
-            x[a] = inp + (n0 + a < N ? n0 + a : N - 1) * C;
-            wr[a] = w + (o0 + a < OC ? o0 + a : OC - 1) * C;
-        }
-        memset(acc, 0, sizeof acc);
-        for (i = 0; i + 8 <= C; i += 8)
-            for (a = 0; a < 4; a++)
-                for (b = 0; b < 4; b++)
-                    for (l = 0; l < 8; l++) acc[a][b][l] += x[a][i + l] * wr[b][i + l];
-        for (; i < C; i++)
-            for (a = 0; a < 4; a++)
-                for (b = 0; b < 4; b++) acc[a][b][0] += x[a][i] * wr[b][i];
-        for (a = 0; a < 4 && n0 + a < N; a++)
-            for (b = 0; b < 4 && o0 + b < OC; b++) {
-                float s = ((acc[a][b][0] + acc[a][b][1]) + (acc[a][b][2] + acc[a][b][3])) +
-                          ((acc[a][b][4] + acc[a][b][5]) + (acc[a][b][6] + acc[a][b][7]));
-                out[(n0 + a) * OC + o0 + b] = s + (bias ? bias[o0 + b] : 0.0f);
-            }
-    }
+    mbpo__gemm(out, inp, 0, w, 0, bias, N, C, OC, 0);
 }
 /* dinp (N,C) += dout (N,OC) . w (OC,C);  dw (OC,C) += dout^T . inp;  dbias (OC) += sum_n dout.
    Any of dinp, dw, dbias may be NULL. */
 static void mbpo__matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                                   const float *inp, const float *w, int64_t N, int64_t C, int64_t OC) {
-    int64_t n, o;
-    if (dinp) {
-        MBPO__OMP("omp parallel for schedule(static)")
-        for (n = 0; n < N; n++) {
-            float *dx = dinp + n * C;
-            const float *dy = dout + n * OC;
-            int64_t oo, i;
-            for (oo = 0; oo < OC; oo++) {
-                const float *wr = w + oo * C;
-                float d = dy[oo];
-                for (i = 0; i < C; i++) dx[i] += d * wr[i];
-            }
-        }
-    }
-    if (dw) {
-        MBPO__OMP("omp parallel for schedule(static)")
-        for (o = 0; o < OC; o++) {
-            float *dwr = dw + o * C;
-            int64_t nn, i;
-            for (nn = 0; nn < N; nn++) {
-                float d = dout[nn * OC + o];
-                const float *x = inp + nn * C;
-                if (d == 0.0f) continue;
-                for (i = 0; i < C; i++) dwr[i] += d * x[i];
-            }
-        }
-    }
+    int64_t o;
+    if (dinp) mbpo__gemm(dinp, dout, 0, w, 1, NULL, N, OC, C, 1);
+    if (dw) mbpo__gemm(dw, dout, 1, inp, 1, NULL, OC, N, C, 1);
     if (dbias) {
         MBPO__OMP("omp parallel for schedule(static)")
         for (o = 0; o < OC; o++) {
@@ -1849,6 +1873,21 @@ static void mbpo__rope_apply(float *x, const float *cosv, const float *sinv, int
     }
 }
 
+/* sum_d a[d] b[d] with 16 running partial sums (a fixed, written-out reassociation the compiler
+   can vectorize without -ffast-math), then the tail, then the partials pairwise. */
+static float mbpo__dot(const float *a, const float *b, int64_t n) {
+    float p[16] = { 0 }, s;
+    int64_t d = 0;
+    int l;
+    for (; d + 16 <= n; d += 16)
+        for (l = 0; l < 16; l++) p[l] += a[d + l] * b[d + l];
+    for (l = 0; d < n; d++, l++) p[l] += a[d] * b[d];
+    for (l = 0; l < 8; l++) p[l] += p[l + 8];
+    for (l = 0; l < 4; l++) p[l] += p[l + 4];
+    s = (p[0] + p[2]) + (p[1] + p[3]);
+    return s;
+}
+
 /* Attention over one segment of L tokens. q (L, NH, HS) at stride qs floats per token,
    k, v (L, NKV, HS) at stride kvs; out (L, NH, HS) at stride os; lse (NH, L) the log-sum-exp
    of each score row, saved so backward can rebuild the probabilities without storing
@@ -1869,10 +1908,7 @@ static void mbpo__attention_forward(float *out, float *lse, const float *q, cons
         const float *qi = q + i * qs + h * HS;
         float *o = out + i * os + h * HS, mx = -INFINITY, sum = 0.0f;
         for (j = 0; j < jmax; j++) {
-            const float *kj = k + j * kvs + kvh * HS;
-            float dot = 0.0f;
-            for (d = 0; d < HS; d++) dot += qi[d] * kj[d];
-            s[j] = dot * scale;
+            s[j] = mbpo__dot(qi, k + j * kvs + kvh * HS, HS) * scale;
             if (s[j] > mx) mx = s[j];
         }
         for (j = 0; j < jmax; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
@@ -1912,11 +1948,9 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                 const float *qi = q + i * qs + h * HS, *doi = dout + i * os + h * HS, *oi = out + i * os + h * HS;
                 float *dqi = dq + i * qs + h * HS, rs = 0.0f, l = lse[h * lse_stride + i];
                 int64_t jmax = causal ? i + 1 : L;
-                for (d = 0; d < HS; d++) rs += doi[d] * oi[d];
+                rs = mbpo__dot(doi, oi, HS);
                 for (j = 0; j < jmax; j++) {
-                    const float *kj = k + j * kvs + kvh * HS, *vj = v + j * kvs + kvh * HS;
-                    float dot = 0.0f, dpv = 0.0f;
-                    for (d = 0; d < HS; d++) { dot += qi[d] * kj[d]; dpv += doi[d] * vj[d]; }
+                    float dot = mbpo__dot(qi, k + j * kvs + kvh * HS, HS), dpv = mbpo__dot(doi, v + j * kvs + kvh * HS, HS);
                     p[j] = expf(dot * scale - l);
                     dp[j] = p[j] * (dpv - rs);                  /* dS */
                 }

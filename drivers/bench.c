@@ -1,0 +1,95 @@
+/* mbpo-bench: time the Qwen2-VL forward (and backward) of mbpo on one input.
+   The input file is what tests/reference/bench_torch.py writes, so both sides run the same
+   weights on the same tokens and pixels. */
+#define MBPO_IMPLEMENTATION
+#include "../mbpo.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TRY(x) do { if (!(x)) { fprintf(stderr, "mbpo-bench: %s\n", mbpo_failure_reason()); return 1; } } while (0)
+
+static void usage(void) {
+    printf("usage: mbpo-bench --model DIR [--input FILE] [--iters 10] [--warmup 2] [--backward]\n"
+           "  --model DIR     Hugging Face model directory (config.json + safetensors)\n"
+           "  --input FILE    safetensors with input_ids, labels, pixel_values, image_grid_thw\n"
+           "                  (default: DIR/bench_input.safetensors)\n"
+           "  --iters N       timed iterations (default 10)\n"
+           "  --warmup N      untimed iterations first (default 2)\n"
+           "  --backward      time forward + backward of the mean target NLL instead\n");
+}
+
+int main(int argc, char **argv) {
+    const char *model_dir = NULL, *input = NULL;
+    char input_buf[4096];
+    int iters = 10, warmup = 2, backward = 0, i;
+    mbpo_model m;
+    mbpo_st st;
+    const mbpo_st_tensor *t_ids, *t_lab, *t_pv, *t_grid;
+    int64_t *ids64, *lab64, grid64[3] = { 0, 0, 0 }, S, P = 0, N = 0, s, seq_off[2], ref_off[2] = { 0, 0 };
+    int32_t *ids, grid[3] = { 0, 0, 0 }, refs[1] = { 0 };
+    uint8_t *target;
+    float *pv = NULL, *logp, *dlogp;
+    mbpo_batch b;
+    double t0 = 0, dt;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) model_dir = argv[++i];
+        else if (!strcmp(argv[i], "--input") && i + 1 < argc) input = argv[++i];
+        else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--backward")) backward = 1;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(); return 0; }
+        else { fprintf(stderr, "mbpo-bench: unknown or incomplete flag '%s' (see --help)\n", argv[i]); return 2; }
+    }
+    if (!model_dir || iters < 1 || warmup < 0) { usage(); return 2; }
+    if (!input) { snprintf(input_buf, sizeof input_buf, "%s/bench_input.safetensors", model_dir); input = input_buf; }
+    TRY(mbpo_model_load(&m, model_dir));
+    TRY(mbpo_st_open(&st, input));
+    t_ids = mbpo_st_find(&st, "input_ids"); t_lab = mbpo_st_find(&st, "labels");
+    t_pv = mbpo_st_find(&st, "pixel_values"); t_grid = mbpo_st_find(&st, "image_grid_thw");
+    if (!t_ids || !t_lab) { fprintf(stderr, "mbpo-bench: %s: needs input_ids and labels\n", input); return 1; }
+    S = t_ids->numel;
+    ids64 = (int64_t *)calloc((size_t)S, 8); lab64 = (int64_t *)calloc((size_t)S, 8);
+    ids = (int32_t *)calloc((size_t)S, 4); target = (uint8_t *)calloc((size_t)S, 1);
+    TRY(mbpo_st_read_i64(&st, t_ids, ids64) && mbpo_st_read_i64(&st, t_lab, lab64));
+    for (s = 0; s < S; s++) { ids[s] = (int32_t)ids64[s]; target[s] = s > 0 && lab64[s] != -100; N += target[s]; }
+    if (t_pv && t_grid && t_grid->numel == 3) {
+        TRY(mbpo_st_read_i64(&st, t_grid, grid64));
+        for (i = 0; i < 3; i++) grid[i] = (int32_t)grid64[i];
+        P = t_pv->numel / mbpo_config_pix(&m.cfg);
+        pv = (float *)malloc((size_t)t_pv->numel * sizeof(float));
+        TRY(mbpo_st_read_f32(&st, t_pv, pv));
+        ref_off[1] = 1;
+    }
+    seq_off[0] = 0; seq_off[1] = S;
+    memset(&b, 0, sizeof b);
+    b.n_seqs = 1; b.ids = ids; b.seq_offsets = seq_off; b.target = target;
+    b.n_images = P ? 1 : 0; b.grid_thw = grid; b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_off;
+    TRY(mbpo_model_plan(&m, S, P, N, backward));
+    logp = (float *)calloc((size_t)N + 1, sizeof(float)); dlogp = (float *)calloc((size_t)N + 1, sizeof(float));
+    for (s = 0; s < N; s++) dlogp[s] = -1.0f / (float)N;
+    printf("mbpo-bench: %s, %lld parameters, %lld tokens, %lld patches, %lld targets, %d threads, "
+           "activations %.1f MB\n", model_dir, (long long)m.table.n_params, (long long)S, (long long)P, (long long)N,
+#ifdef _OPENMP
+           omp_get_max_threads(),
+#else
+           1,
+#endif
+           (double)mbpo_model_plan_bytes(&m) / 1e6);
+    for (i = 0; i < warmup + iters; i++) {
+        if (i == warmup) t0 = mbpo_now();
+        TRY(mbpo_model_forward(&m, &b, logp) == N);
+        if (backward) { mbpo_model_zero_grad(&m); TRY(mbpo_model_backward(&m, &b, dlogp, NULL)); }
+    }
+    dt = (mbpo_now() - t0) / iters;
+    {
+        double loss = 0;
+        for (s = 0; s < N; s++) loss -= logp[s];
+        printf("mbpo %s: %lld tokens, %lld patches, %.3f ms/iter, %.1f tokens/s (loss %.6f)\n",
+               backward ? "fwd+bwd" : "forward", (long long)S, (long long)P, dt * 1e3, (double)S / dt, loss / (double)N);
+    }
+    free(ids64); free(lab64); free(ids); free(target); free(pv); free(logp); free(dlogp);
+    mbpo_st_close(&st);
+    mbpo_model_free(&m);
+    return 0;
+}

@@ -46,6 +46,9 @@
 
 #ifdef MBPO_STATIC
 #define MBPODEF static
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic ignored "-Wunused-function"   /* a file need not call every function */
+#endif
 #else
 #define MBPODEF extern
 #endif
@@ -1998,6 +2001,8 @@ static void mbpo__logsoftmax_gather_backward(float *z, const float *dlogp, const
     }
 }
 
+#else
+#include "mbpo_cuda.cuh"   /* the same ops on the GPU */
 #endif /* !MBPO_CUDA */
 
 /* ------------------------------------------------------------------ 3. model: activations

@@ -708,9 +708,7 @@ static void parity_case(const char *variant, const char *cname) {
     cmp_tensor(label, &fc, "grad.inputs_embeds", tr.dinputs_embeds, T * H, 1e-4, 1);
     if (fc.P) cmp_tensor(label, &fc, "grad.pixel_values", dpix, fc.P * 1176, 1e-4, 1);
     {   /* every parameter gradient; parameters transformers gave no gradient must be 0 here */
-        int64_t n_cmp = 0, n_zero = 0;
-        double worst = 0;
-        char worst_name[128] = "";
+        int64_t n_zero = 0;
         for (p = 0; p < m.table.n; p++) {
             const mbpo_param_info *pi = &m.table.info[p];
             char name[160];
@@ -725,22 +723,11 @@ static void parity_case(const char *variant, const char *cname) {
                 n_zero++;
                 continue;
             }
-            {
-                double maxerr = 0, maxref = 0, err;
-                for (i = 0; i < n; i++) {
-                    double e = fabs((double)m.grads[pi->offset + i] - ref[i]);
-                    if (!(e <= maxerr)) maxerr = e;
-                    if (fabs(ref[i]) > maxref) maxref = fabs(ref[i]);
-                }
-                err = maxerr / (maxref > 1e-30 ? maxref : 1e-30);
-                CHECK(n == pi->numel && err <= 1e-4, "%s %s rel err %.3e (max |ref| %.3g)", label, name, err, maxref);
-                if (err > worst || err != err) { worst = err; snprintf(worst_name, sizeof worst_name, "%s", pi->name); }
-            }
-            n_cmp++;
+            if (n != pi->numel) { n_failed++; printf("FAIL  %s %s: %lld values, want %lld\n", label, name, (long long)n, (long long)pi->numel); }
+            else cmp_tensor(label, &fc, name, m.grads + pi->offset, n, 1e-4, 1);
             free(ref);
         }
-        printf("  ..  %-46s %lld tensors, worst rel err %.3e (%s)%s\n", "parameter gradients", (long long)n_cmp, worst,
-               worst_name, n_zero ? ", vision grads absent in fixture and zero here" : "");
+        if (n_zero) printf("  ok  %lld vision parameters: no gradient in transformers (text only), exactly 0 here\n", (long long)n_zero);
     }
     free(logp); free(dlogp); free(logits); free(dpix);
     free_case(&fc);

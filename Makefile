@@ -3,6 +3,7 @@
 #   make            build/test_mbpo and build/mbpo-bench
 #   make test       header build checks (C99 -pedantic, C++, nvcc, two-file link, MBPO_STATIC),
 #                   then every unit and parity test; ends with "N passed, N failed"
+#   make asan       the tests under ASan + UBSan
 #   make fixtures   regenerate tests/fixtures with transformers (needs Python + PyPI; see below)
 #   make bench      mbpo vs PyTorch forward/backward speed on this CPU, side by side
 #   make demo       (arrives with the embedded default; see README)
@@ -23,7 +24,7 @@ PIP_PINS = torch==2.15.0 transformers==4.57.6 safetensors==0.8.0 pillow==13.0.0 
 
 HEADERS = mbpo.h mbpo_cuda.cuh
 
-.PHONY: all test checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
+.PHONY: all test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
         bench demo clean
 
 all: build/test_mbpo build/mbpo-bench
@@ -41,6 +42,12 @@ build/mbpo-bench: drivers/bench.c $(HEADERS) | build
 
 test: checks build/test_mbpo
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo
+
+# The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (not part of `make test` yet).
+asan: | build
+	$(CC) -std=c99 -Wall -Wextra -pedantic -g -O1 -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  -o build/test_mbpo_asan tests/test_mbpo.c $(LDLIBS)
+	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo_asan
 
 checks: check-c99 check-cxx check-nvcc check-link check-static
 

@@ -36,6 +36,9 @@
    so include mbpo.h first in the implementation file (or define _POSIX_C_SOURCE yourself). */
 #define _POSIX_C_SOURCE 200809L
 #endif
+#if defined(MBPO_IMPLEMENTATION) && !defined(_WIN32) && !defined(_FILE_OFFSET_BITS)
+#define _FILE_OFFSET_BITS 64   /* shards of 7B checkpoints exceed 2 GB, also on 32-bit hosts */
+#endif
 
 #ifndef MBPO_H
 #define MBPO_H
@@ -318,6 +321,7 @@ MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *logits_row)
 
 #include <errno.h>
 #include <float.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -456,12 +460,33 @@ MBPODEF double mbpo_now(void) {
 
 /* ------------------------------------------------------------------ 1. base: files */
 
+/* 64-bit seek/tell: long is 32 bits on Windows and on 32-bit hosts. */
+static int mbpo__seek(FILE *f, uint64_t offset) {
+#if defined(_WIN32)
+    return _fseeki64(f, (__int64)offset, SEEK_SET);
+#else
+    return fseeko(f, (off_t)offset, SEEK_SET);
+#endif
+}
+static int64_t mbpo__file_size(FILE *f) {
+    int64_t n;
+#if defined(_WIN32)
+    if (_fseeki64(f, 0, SEEK_END) != 0) return -1;
+    n = (int64_t)_ftelli64(f);
+#else
+    if (fseeko(f, 0, SEEK_END) != 0) return -1;
+    n = (int64_t)ftello(f);
+#endif
+    if (mbpo__seek(f, 0) != 0) return -1;
+    return n;
+}
+
 MBPODEF char *mbpo_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     char *buf;
-    long size;
+    int64_t size;
     if (!f) { mbpo__fail("%s: cannot open (%s)", path, strerror(errno)); return NULL; }
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+    if ((size = mbpo__file_size(f)) < 0 || (uint64_t)size >= SIZE_MAX) {
         fclose(f); mbpo__fail("%s: cannot determine the file size", path); return NULL;
     }
     buf = (char *)mbpo__alloc((size_t)size + 1);
@@ -674,6 +699,10 @@ static int mbpo__jnumber(mbpo__jp *p, mbpo_json *v) {
     memcpy(tmp, start, (size_t)(s - start));
     tmp[s - start] = 0;
     v->type = MBPO_JSON_NUMBER;
+    {   /* JSON always writes '.', strtod reads the locale's decimal point: translate */
+        char dp = localeconv()->decimal_point[0], *q;
+        if (dp && dp != '.') for (q = tmp; *q; q++) if (*q == '.') *q = dp;
+    }
     v->number = strtod(tmp, NULL);
     if (is_int) {
         errno = 0;
@@ -851,13 +880,6 @@ static int mbpo__st_cmp_begin(const void *a, const void *b) {
     const mbpo_st_tensor *x = *(const mbpo_st_tensor *const *)a, *y = *(const mbpo_st_tensor *const *)b;
     return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end < y->end ? -1 : x->end > y->end);
 }
-static int64_t mbpo__file_size(FILE *f) {
-    long n;
-    if (fseek(f, 0, SEEK_END) != 0) return -1;
-    n = ftell(f);
-    if (fseek(f, 0, SEEK_SET) != 0) return -1;
-    return (int64_t)n;
-}
 MBPODEF void mbpo_st_close(mbpo_st *st) {
     size_t i;
     int k;
@@ -939,6 +961,11 @@ static int mbpo__st_add_file(mbpo_st *st, const char *path, int fi) {
             numel *= (uint64_t)e->integer;
         }
         t->numel = (int64_t)numel;
+        if (numel > ((uint64_t)1 << 62) / mbpo__dtype_sizes[d]) {
+            mbpo__fail("%s: tensor '%s': %llu elements of %s do not fit in 2^62 bytes", path, name,
+                       (unsigned long long)numel, mbpo__dtype_names[d]);
+            goto done;
+        }
         if (off->items[0].type != MBPO_JSON_NUMBER || !off->items[0].is_int || off->items[0].integer < 0 ||
             off->items[1].type != MBPO_JSON_NUMBER || !off->items[1].is_int || off->items[1].integer < off->items[0].integer) {
             mbpo__fail("%s: tensor '%s': data_offsets must be two integers 0 <= begin <= end", path, name); goto done;
@@ -1032,7 +1059,9 @@ MBPODEF int mbpo_st_open_dir(mbpo_st *st, const char *dir) {
     root = mbpo_json_parse_file(index);
     if (!root) goto done;
     map = mbpo_json_get(root, "weight_map");
-    if (!map || map->type != MBPO_JSON_OBJECT) { mbpo__fail("%s: no \"weight_map\" object", index); goto done; }
+    if (!map || map->type != MBPO_JSON_OBJECT || map->count == 0) {
+        mbpo__fail("%s: no \"weight_map\" object with at least one tensor", index); goto done;
+    }
     /* Distinct shard names, in order of first appearance. */
     if (!mbpo__st_alloc_files(st, (int)map->count + 1)) goto done;
     for (i = 0; i < map->count; i++) {
@@ -1086,7 +1115,7 @@ static void *mbpo__st_read_raw(const mbpo_st *st, const mbpo_st_tensor *t) {
     void *buf;
     if (!f) { mbpo__fail("%s: cannot open (%s)", path, strerror(errno)); return NULL; }
     buf = mbpo__alloc(bytes ? bytes : 1);
-    if (buf && (fseek(f, (long)(st->data_start[t->file] + t->begin), SEEK_SET) != 0 ||
+    if (buf && (mbpo__seek(f, st->data_start[t->file] + t->begin) != 0 ||
                 fread(buf, 1, bytes, f) != bytes)) {
         mbpo__fail("%s: tensor '%s': read error (file changed or truncated?)", path, t->name);
         mbpo_free(buf);
@@ -1175,10 +1204,25 @@ MBPODEF int mbpo_st_write(const char *path, const mbpo_st_entry *e, size_t n) {
     mbpo__sb_printf(&hb, "{\"__metadata__\":{\"format\":\"pt\"}");
     for (i = 0; i < n; i++) {
         uint64_t numel = 1;
+        const char *c;
         if (e[i].dtype != MBPO_DT_F32 && e[i].dtype != MBPO_DT_BF16 && e[i].dtype != MBPO_DT_F16) {
             mbpo__fail("%s: tensor '%s': can only write F32, BF16 or F16", path, e[i].name); goto done;
         }
-        for (k = 0; k < e[i].ndim; k++) numel *= (uint64_t)e[i].shape[k];
+        /* validate everything before the file is created: nothing is half-written */
+        for (c = e[i].name; *c; c++)
+            if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) {
+                mbpo__fail("%s: tensor name '%s' has a quote, backslash or control character", path, e[i].name); goto done;
+            }
+        if (e[i].ndim < 0 || e[i].ndim > MBPO_ST_MAX_DIMS) {
+            mbpo__fail("%s: tensor '%s': %d dims (0..%d allowed)", path, e[i].name, e[i].ndim, MBPO_ST_MAX_DIMS); goto done;
+        }
+        for (k = 0; k < e[i].ndim; k++) {
+            if (e[i].shape[k] < 0 || (e[i].shape[k] > 0 && numel > ((uint64_t)1 << 60) / (uint64_t)e[i].shape[k])) {
+                mbpo__fail("%s: tensor '%s': bad shape entry %d (%lld)", path, e[i].name, k, (long long)e[i].shape[k]); goto done;
+            }
+            numel *= (uint64_t)e[i].shape[k];
+        }
+        if (numel && !e[i].data) { mbpo__fail("%s: tensor '%s': no data", path, e[i].name); goto done; }
         mbpo__sb_printf(&hb, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", e[i].name, mbpo__dtype_names[e[i].dtype]);
         for (k = 0; k < e[i].ndim; k++) mbpo__sb_printf(&hb, "%s%lld", k ? "," : "", (long long)e[i].shape[k]);
         mbpo__sb_printf(&hb, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
@@ -1293,9 +1337,14 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
     MBPO__TXT_INT(pad_token_id, "pad_token_id", 0, -1, -1);
 #undef MBPO__TXT_INT
     c->head_dim = c->hidden_size / c->n_heads;
-    if (!mbpo__cfg_num(mbpo__cfg_key(root, "rms_norm_eps"), "rms_norm_eps", name, &c->rms_norm_eps, 1, 0)) return 0;
-    v = mbpo__cfg_key(root, "tie_word_embeddings");
-    c->tie_word_embeddings = v ? v->type == MBPO_JSON_TRUE : 0;   /* Qwen2VLTextConfig default: untied */
+    if (!mbpo__cfg_num(mbpo__cfg_key(root, "rms_norm_eps"), "rms_norm_eps", name, &c->rms_norm_eps, 0, 1e-6)) return 0;
+    /* transformers 5.x decides tying by the top-level flag; 4.57 re-saves may keep it only in
+       text_config. Top level first, then text_config; default untied (Qwen2VLTextConfig). */
+    v = mbpo_json_get(root, "tie_word_embeddings");
+    if (!v && tc != root) v = mbpo_json_get(tc, "tie_word_embeddings");
+    if (v && v->type != MBPO_JSON_TRUE && v->type != MBPO_JSON_FALSE)
+        return mbpo__fail("%s:%d:%d: \"tie_word_embeddings\" must be true or false", name, v->line, v->col);
+    c->tie_word_embeddings = v ? v->type == MBPO_JSON_TRUE : 0;
     /* RoPE: 4.x "rope_scaling" {type|rope_type, mrope_section} + "rope_theta";
        5.x "rope_parameters" {rope_type, mrope_section, rope_theta}. */
     rope = mbpo__cfg_key(root, "rope_parameters");
@@ -1356,9 +1405,9 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
                           c->mrope_section[1], c->mrope_section[2], (long long)(c->head_dim / 2));
     if (c->v_embed_dim % c->v_heads || (c->v_embed_dim / c->v_heads) % 4)
         return mbpo__fail("%s: vision head size embed_dim/num_heads must be a multiple of 4", name);
-    if (c->image_token_id >= c->vocab_size || c->vision_start_token_id >= c->vocab_size ||
-        c->vision_end_token_id >= c->vocab_size)
-        return mbpo__fail("%s: image/vision token ids must be below vocab_size %lld", name, (long long)c->vocab_size);
+    if (c->image_token_id >= c->vocab_size || c->video_token_id >= c->vocab_size ||
+        c->vision_start_token_id >= c->vocab_size || c->vision_end_token_id >= c->vocab_size)
+        return mbpo__fail("%s: image/video/vision token ids must be below vocab_size %lld", name, (long long)c->vocab_size);
     return 1;
 }
 MBPODEF int mbpo_config_load(mbpo_config *cfg, const char *path) {
@@ -2019,7 +2068,7 @@ struct mbpo_acts {
     float *base; size_t n_floats;
     int64_t *ibase; size_t n_ints;
     /* shape of the last forward */
-    int64_t T, P, N, n_images, n_feat;
+    int64_t T, P, N, n_images, n_feat, n_seqs;
     int have_forward;
     /* vision tower: l = block index, D = depth, F = fc1 width */
     float *vcos, *vsin;            /* (P, HSv/2) rotary tables of the patches */
@@ -2045,7 +2094,7 @@ struct mbpo_acts {
     int32_t *tgt_label;            /* (N) the target token ids */
     int64_t *img_poff;             /* (images+1) first patch of each image */
     int64_t *img_foff;             /* (images+1) first feature row of each image */
-    int64_t *seq_grid;             /* (images, 3) grids of one sequence's image runs */
+    int64_t *seq_grid;             /* (runs, 3) grids of one sequence's image runs, runs <= T */
 };
 
 static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, int64_t T, int64_t P, int64_t N,
@@ -2084,7 +2133,8 @@ static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, int64_t T, i
     MBPO__TAKE(attn_scratch, (int64_t)threads * 2 * maxL);
     MBPO__ITAKE(pos, 3 * T); MBPO__ITAKE(feat_row, T); MBPO__ITAKE(tgt_row, N);
     a->tgt_label = ibase ? (int32_t *)(ibase + iused) : NULL; iused += (size_t)N / 2 + 1;
-    MBPO__ITAKE(img_poff, n_img + 1); MBPO__ITAKE(img_foff, n_img + 1); MBPO__ITAKE(seq_grid, 3 * n_img);
+    MBPO__ITAKE(img_poff, n_img + 1); MBPO__ITAKE(img_foff, n_img + 1);
+    MBPO__ITAKE(seq_grid, 3 * T);   /* one sequence may use an image many times: <= one run per token */
 #undef MBPO__TAKE
 #undef MBPO__ITAKE
     *n_ints = iused;
@@ -2107,8 +2157,19 @@ MBPODEF int mbpo_model_plan(mbpo_model *m, int64_t max_tokens, int64_t max_patch
                             int want_grads) {
     mbpo_acts *a;
     int64_t mm = m->cfg.v_merge * m->cfg.v_merge;
-    if (max_tokens < 1 || max_patches < 0 || max_targets < 0 || max_patches % mm)
-        return mbpo__fail("mbpo_model_plan: need max_tokens >= 1 and max_patches a multiple of %lld", (long long)mm);
+    if (max_tokens < 1 || max_patches < 0 || max_targets < 0 || max_targets > max_tokens || max_patches % mm)
+        return mbpo__fail("mbpo_model_plan: need 1 <= max_tokens, 0 <= max_targets <= max_tokens and max_patches "
+                          "a multiple of %lld", (long long)mm);
+    {   /* an upper bound of the arena in double, so the int64 layout arithmetic cannot wrap */
+        const mbpo_config *c = &m->cfg;
+        double T = (double)max_tokens, P = (double)max_patches, wide = (double)(c->intermediate_size + c->hidden_size +
+                   c->n_heads * c->head_dim + c->v_embed_dim + c->v_mlp_hidden);
+        double bound = (T + P) * ((double)(c->n_layers + c->v_depth) + 8.0) * wide * 12.0 +
+                       64.0 * (double)(c->vocab_size + c->hidden_size) + 16.0 * (T + P) * 64.0;
+        if (bound > 1e15)
+            return mbpo__fail("mbpo_model_plan: %lld tokens and %lld patches need more than 1e15 floats of activations",
+                              (long long)max_tokens, (long long)max_patches);
+    }
     mbpo__acts_free(m->acts);
     m->acts = a = (mbpo_acts *)mbpo__calloc(1, sizeof(mbpo_acts));
     if (!a) return 0;
@@ -2242,9 +2303,17 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
     }
     if (P > a->max_P) return mbpo__fail("batch: %lld patches exceed the plan's %lld", (long long)P, (long long)a->max_P);
     if (P && !b->pixel_values) return mbpo__fail("batch: images given without pixel_values");
-    if (b->n_images && (!b->image_refs || !b->image_ref_offsets)) return mbpo__fail("batch: images given without image_refs");
+    if (b->n_images && (!b->image_refs || !b->image_ref_offsets || !b->grid_thw))
+        return mbpo__fail("batch: images given without grid_thw, image_refs or image_ref_offsets");
+    if (b->n_images) {
+        if (b->image_ref_offsets[0] != 0) return mbpo__fail("batch: image_ref_offsets[0] must be 0");
+        for (s = 0; s < b->n_seqs; s++)
+            if (b->image_ref_offsets[s + 1] < b->image_ref_offsets[s] ||
+                b->image_ref_offsets[s + 1] - b->image_ref_offsets[s] > b->seq_offsets[s + 1] - b->seq_offsets[s])
+                return mbpo__fail("batch: image_ref_offsets of sequence %lld decrease or exceed its length", (long long)s);
+    }
     mbpo__acts_layout(a, c, T, P, N, b->n_images, a->threads, a->base, a->ibase, &n_ints);
-    a->T = T; a->P = P; a->N = N; a->n_images = b->n_images; a->n_feat = P / mm;
+    a->T = T; a->P = P; a->N = N; a->n_images = b->n_images; a->n_feat = P / mm; a->n_seqs = b->n_seqs;
     a->img_poff[0] = a->img_foff[0] = 0;
     for (i = 0; i < b->n_images; i++) {
         const int32_t *g = b->grid_thw + 3 * i;
@@ -2541,7 +2610,8 @@ MBPODEF int mbpo_model_backward(mbpo_model *m, const mbpo_batch *b, const float 
     mbpo_acts *a = m->acts;
     int64_t n0, V = m->cfg.vocab_size, H = m->cfg.hidden_size;
     if (!a || !a->have_forward) return mbpo__fail("mbpo_model_backward: no forward pass to go back through");
-    if (a->T != b->seq_offsets[b->n_seqs]) return mbpo__fail("mbpo_model_backward: not the batch of the last forward");
+    if (a->T != b->seq_offsets[b->n_seqs] || a->n_images != b->n_images || a->n_seqs != b->n_seqs)
+        return mbpo__fail("mbpo_model_backward: not the batch of the last forward");
     /* fused head backward, chunk by chunk: dz = dlogp (onehot(y) - softmax(z)) */
     memset(a->dxf, 0, (size_t)(a->T * H) * sizeof(float));
     for (n0 = 0; n0 < a->N; n0 += MBPO__HEAD_CHUNK) {

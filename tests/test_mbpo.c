@@ -212,6 +212,26 @@ static void test_safetensors(void) {
         write_bytes(p2, buf, 8 + hl + 12);
         CHECK(!mbpo_st_open(&st, p2) && contains(mbpo_failure_reason(), "overlap"), "overlap: %s", mbpo_failure_reason());
     }
+    {   /* element count whose byte size overflows: must not open */
+        const char *h = "{\"x\":{\"dtype\":\"F64\",\"shape\":[2305843009213693952,2],\"data_offsets\":[0,0]}}";
+        unsigned char buf[256];
+        size_t hl = strlen(h);
+        memset(buf, 0, sizeof buf);
+        buf[0] = (unsigned char)hl;
+        memcpy(buf + 8, h, hl);
+        write_bytes(p2, buf, 8 + hl);
+        CHECK(!mbpo_st_open(&st, p2) && contains(mbpo_failure_reason(), "2^62"), "overflowing size: %s", mbpo_failure_reason());
+    }
+    {   /* the writer refuses bad entries before creating anything */
+        mbpo_st_entry bad = e[0];
+        char p3[1024];
+        snprintf(p3, sizeof p3, "%s/never.safetensors", tmpdir());
+        bad.name = "a\"b";
+        CHECK(!mbpo_st_write(p3, &bad, 1) && contains(mbpo_failure_reason(), "quote"), "quote in a name: %s", mbpo_failure_reason());
+        bad.name = "neg"; bad.shape[0] = -1;
+        CHECK(!mbpo_st_write(p3, &bad, 1) && contains(mbpo_failure_reason(), "bad shape"), "negative dim: %s", mbpo_failure_reason());
+        CHECK(fopen(p3, "rb") == NULL, "no file left behind by a refused write");
+    }
     mbpo_free(raw);
 
     /* sharded checkpoint: two files and an index */
@@ -282,6 +302,26 @@ static void test_config(void) {
     CHECK(cn.hidden_size == 64 && cn.n_kv_heads == 2 && cn.tie_word_embeddings && cn.mrope_section[2] == 3 &&
           cn.rope_theta == 1e6 && cn.v_depth == 2 && cn.head_dim == 16, "5.x fields");
     mbpo_json_free(j);
+    {   /* tie_word_embeddings: the top-level flag wins over text_config; non-booleans refused */
+        const char *t1 = "{\"tie_word_embeddings\": true, \"vision_config\": {\"depth\": 1, \"embed_dim\": 16, \"num_heads\": 1},"
+                         " \"image_token_id\": 1000, \"video_token_id\": 1001, \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003,"
+                         " \"text_config\": {\"tie_word_embeddings\": false, \"vocab_size\": 1024, \"hidden_size\": 16,"
+                         " \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 1,"
+                         " \"rope_scaling\": {\"mrope_section\": [2, 3, 3]}}}";
+        j = mbpo_json_parse(t1, strlen(t1), "t1.json");
+        CHECK(j && mbpo_config_from_json(&cn, j, "t1.json") && cn.tie_word_embeddings == 1 && cn.rms_norm_eps == 1e-6,
+              "top-level tie_word_embeddings wins: %s", mbpo_failure_reason());
+        mbpo_json_free(j);
+        {
+            char t2[1024];
+            snprintf(t2, sizeof t2, "%s", t1);
+            memcpy(strstr(t2, "true"), "1   ", 4);   /* "tie_word_embeddings": 1 */
+            j = mbpo_json_parse(t2, strlen(t2), "t2.json");
+        }
+        CHECK(j && !mbpo_config_from_json(&cn, j, "t2.json") && contains(mbpo_failure_reason(), "true or false"),
+              "tie_word_embeddings: 1 refused: %s", mbpo_failure_reason());
+        mbpo_json_free(j);
+    }
     /* render + re-read is the identity */
     {
         char *text = mbpo_config_to_json(&c7);
@@ -823,6 +863,44 @@ static void test_packed(void) {
         CHECK(!mbpo_rope_index(&m.cfg, fc[0].ids, fc[0].S, bad_grid, 1, pos, &delta) &&
               contains(mbpo_failure_reason(), "needs 4"), "wrong run length: %s", mbpo_failure_reason());
         free(pos);
+    }
+    {   /* one sequence using image A three times == the same sequence with three copies of A */
+        int32_t rid[40], rgrid[9], rrefs_shared[3] = { 0, 0, 0 }, rrefs_copies[3] = { 0, 1, 2 };
+        uint8_t rtgt[40];
+        int64_t rs_off[2] = { 0, 0 }, rr_off[2] = { 0, 3 }, n_r = 0, k;
+        float *pv3 = falloc(3 * fc[0].P * 1176), lp_shared[40], lp_copies[40], dl_r[40];
+        float *dp_shared = falloc(fc[0].P * 1176), *dp_copies = falloc(3 * fc[0].P * 1176), *dp_sum = falloc(fc[0].P * 1176);
+        mbpo_batch rb;
+        for (c = 0; c < 3; c++) {
+            rid[n_r++] = 1002;
+            for (k = 0; k < 6; k++) rid[n_r++] = 1000;
+            rid[n_r++] = 1003; rid[n_r++] = 7 + c;
+            memcpy(rgrid + 3 * c, fc[0].grid, 3 * sizeof(int32_t));
+            memcpy(pv3 + c * fc[0].P * 1176, fc[0].pixel_values, (size_t)(fc[0].P * 1176) * sizeof(float));
+        }
+        rid[n_r++] = 11;
+        rs_off[1] = n_r;
+        for (k = 0; k < n_r; k++) { rtgt[k] = k > 0 && rid[k] < 1000; dl_r[k] = 0.3f - 0.05f * (float)k; }
+        memset(&rb, 0, sizeof rb);
+        rb.n_seqs = 1; rb.ids = rid; rb.seq_offsets = rs_off; rb.target = rtgt; rb.n_images = 1; rb.grid_thw = rgrid;
+        rb.pixel_values = fc[0].pixel_values; rb.image_refs = rrefs_shared; rb.image_ref_offsets = rr_off;
+        k = mbpo_model_forward(&m, &rb, lp_shared);
+        REQUIRE(k == 4, "one image used three times in one sequence: %lld targets", (long long)k);
+        mbpo_model_zero_grad(&m);
+        REQUIRE(mbpo_model_backward(&m, &rb, dl_r, dp_shared), "backward, shared");
+        rb.n_images = 3; rb.pixel_values = pv3; rb.image_refs = rrefs_copies;
+        REQUIRE(mbpo_model_forward(&m, &rb, lp_copies) == 4, "three copies");
+        mbpo_model_zero_grad(&m);
+        REQUIRE(mbpo_model_backward(&m, &rb, dl_r, dp_copies), "backward, copies");
+        close_enough("image used 3x in a sequence: logp == 3 copies", lp_shared, lp_copies, 4, 1e-6, 0);
+        for (k = 0; k < fc[0].P * 1176; k++)
+            dp_sum[k] = dp_copies[k] + dp_copies[fc[0].P * 1176 + k] + dp_copies[2 * fc[0].P * 1176 + k];
+        close_enough("image used 3x: d(pixel_values) == sum over copies", dp_shared, dp_sum, fc[0].P * 1176, 1e-5, 1);
+        /* backward must refuse a batch other than the last forward's */
+        rb.n_images = 1; rb.pixel_values = fc[0].pixel_values; rb.image_refs = rrefs_shared;
+        CHECK(!mbpo_model_backward(&m, &rb, dl_r, NULL) && contains(mbpo_failure_reason(), "not the batch"),
+              "backward on another batch: %s", mbpo_failure_reason());
+        free(pv3); free(dp_shared); free(dp_copies); free(dp_sum);
     }
     for (c = 0; c < 3; c++) free_case(&fc[c]);
     free(ids); free(target); free(pv); free(logp_single); free(logp_packed); free(dl); free(grads_sum);

@@ -150,7 +150,6 @@ static void test_safetensors(void) {
     const mbpo_st_tensor *t;
     char *raw;
     size_t len;
-    int i;
     if (!run_test("safetensors")) return;
     memset(e, 0, sizeof e);
     e[0].name = "a"; e[0].dtype = MBPO_DT_F32; e[0].ndim = 2; e[0].shape[0] = 2; e[0].shape[1] = 3; e[0].data = a;
@@ -264,7 +263,6 @@ static void test_safetensors(void) {
         CHECK(!mbpo_st_open_dir(&st, dir) && contains(mbpo_failure_reason(), "plain file name"), "path escape: %s",
               mbpo_failure_reason());
     }
-    for (i = 0; i < 1; i++) {}
 }
 
 /* ============================================================== model: config */

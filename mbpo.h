@@ -2356,14 +2356,15 @@ static void mbpo__vision_forward(mbpo_model *m, const mbpo_batch *b) {
     int64_t mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm, H = c->hidden_size, l, r, i, j;
     int64_t quarter = HSv / 4, half = HSv / 2;
     /* 2-D rotary table: the first half of the angles follow the patch row, the second the column */
-    for (i = 0; i < a->n_images; i++) {
-        const int32_t *g = b->grid_thw + 3 * i;
-        for (r = a->img_poff[i]; r < a->img_poff[i + 1]; r++) {
-            int64_t hp, wp;
-            mbpo__patch_hw(r - a->img_poff[i], g[1], g[2], c->v_merge, &hp, &wp);
-            for (j = 0; j < quarter; j++) {
-                float inv = mbpo__inv_freq(c->v_rope_theta, j, half);
-                float ah = (float)hp * inv, aw = (float)wp * inv;
+    for (j = 0; j < quarter; j++) {
+        float inv = mbpo__inv_freq(c->v_rope_theta, j, half);   /* once per frequency */
+        for (i = 0; i < a->n_images; i++) {
+            const int32_t *g = b->grid_thw + 3 * i;
+            for (r = a->img_poff[i]; r < a->img_poff[i + 1]; r++) {
+                int64_t hp, wp;
+                float ah, aw;
+                mbpo__patch_hw(r - a->img_poff[i], g[1], g[2], c->v_merge, &hp, &wp);
+                ah = (float)hp * inv; aw = (float)wp * inv;
                 a->vcos[r * half + j] = cosf(ah); a->vsin[r * half + j] = sinf(ah);
                 a->vcos[r * half + quarter + j] = cosf(aw); a->vsin[r * half + quarter + j] = sinf(aw);
             }
@@ -2415,13 +2416,15 @@ static void mbpo__lm_forward(mbpo_model *m, const mbpo_batch *b) {
     int64_t NH = c->n_heads, NKV = c->n_kv_heads, QD = NH * HS, KD = NKV * HS, l, t, j, s;
     float eps = (float)c->rms_norm_eps;
     /* M-RoPE table: frequency slot j reads the t, h or w position by mrope_section */
-    for (t = 0; t < T; t++)
-        for (j = 0; j < half; j++) {
-            int comp = j < c->mrope_section[0] ? 0 : j < c->mrope_section[0] + c->mrope_section[1] ? 1 : 2;
-            float ang = (float)a->pos[comp * T + t] * mbpo__inv_freq(c->rope_theta, j, HS);
+    for (j = 0; j < half; j++) {
+        int comp = j < c->mrope_section[0] ? 0 : j < c->mrope_section[0] + c->mrope_section[1] ? 1 : 2;
+        float inv = mbpo__inv_freq(c->rope_theta, j, HS);
+        for (t = 0; t < T; t++) {
+            float ang = (float)a->pos[comp * T + t] * inv;
             a->cos[t * half + j] = cosf(ang);
             a->sin[t * half + j] = sinf(ang);
         }
+    }
     /* inputs_embeds: token embeddings, image-pad tokens replaced by image features */
     for (t = 0; t < T; t++) {
         const float *src = a->feat_row[t] >= 0 ? a->feat + a->feat_row[t] * H : w->embed + (int64_t)b->ids[t] * H;

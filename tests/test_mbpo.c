@@ -487,11 +487,11 @@ static void test_ops_fd(void) {
         mm_ctx c = { 5, 13, 7 };
         int64_t nin = c.N * c.C + c.OC * c.C + c.OC, nout = c.N * c.OC;
         float *in = falloc(nin), *dy = falloc(nout), *out = falloc(nout), *din = falloc(nin);
-        double *d = to_double(in, nin), *ref = (double *)calloc((size_t)nout, sizeof(double)), *fd;
+        double *d, *ref = (double *)calloc((size_t)nout, sizeof(double)), *fd;
         float *reff = falloc(nout);
         int64_t i;
         fill_normal(in, nin, &rng, 1); fill_normal(dy, nout, &rng, 1);
-        free(d); d = to_double(in, nin);
+        d = to_double(in, nin);
         mbpo__matmul_forward(out, in, in + c.N * c.C, in + c.N * c.C + c.OC * c.C, c.N, c.C, c.OC);
         ref_matmul(ref, d, &c);
         for (i = 0; i < nout; i++) reff[i] = (float)ref[i];

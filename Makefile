@@ -14,7 +14,7 @@ CXX     ?= c++
 # reorders sums, so results stay reproducible for a given build.
 OPT     ?= -O3 -march=native -ffp-contract=fast
 CFLAGS  ?= -std=c99 -Wall -Wextra -pedantic $(OPT) -fopenmp
-LDLIBS  ?= -lm
+LDLIBS  ?= -lstb -lm
 THREADS ?= 2
 
 NVCC    := $(shell command -v nvcc 2>/dev/null)
@@ -24,7 +24,8 @@ PIP_PINS = torch==2.15.0 transformers==4.57.6 safetensors==0.8.0 pillow==13.0.0 
 
 HEADERS = mbpo.h mbpo_cuda.cuh
 
-.PHONY: all test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
+
+.PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
         bench demo clean
 
 all: build/test_mbpo build/mbpo-bench
@@ -32,21 +33,30 @@ all: build/test_mbpo build/mbpo-bench
 build:
 	@mkdir -p build
 
-build/test_mbpo: tests/test_mbpo.c $(HEADERS) | build
-	$(CC) $(CFLAGS) -o $@ tests/test_mbpo.c $(LDLIBS)
+# stb_image / stb_image_write come from Debian's libstb-dev (headers + libstb.so).
+STB_H := $(firstword $(wildcard /usr/include/stb/stb_image.h /usr/local/include/stb/stb_image.h))
+stb:
+ifeq ($(STB_H),)
+	@echo "stb: <stb/stb_image.h> not found - install it: apt-get install -y libstb-dev"; exit 1
+endif
 
-build/mbpo-bench: drivers/bench.c $(HEADERS) | build
+TEST_SRC = tests/test_mbpo.c tests/test_inputs.c
+
+build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) | build stb
+	$(CC) $(CFLAGS) -o $@ $(TEST_SRC) $(LDLIBS)
+
+build/mbpo-bench: drivers/bench.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) -o $@ drivers/bench.c $(LDLIBS)
 
 # ---------------------------------------------------------------- test
 
-test: checks build/test_mbpo
+test: stb checks build/test_mbpo
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo
 
 # The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (not part of `make test` yet).
 asan: | build
 	$(CC) -std=c99 -Wall -Wextra -pedantic -g -O1 -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -o build/test_mbpo_asan tests/test_mbpo.c $(LDLIBS)
+	  -o build/test_mbpo_asan $(TEST_SRC) $(LDLIBS)
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo_asan
 
 checks: check-c99 check-cxx check-nvcc check-link check-static

@@ -203,6 +203,8 @@ MBPODEF char *mbpo_tokenizer_decode(const mbpo_tokenizer *tok, const int32_t *id
 /* Id of a token given as raw text ("<|im_end|>", "Hello"), or -1. */
 MBPODEF int32_t mbpo_tokenizer_find(const mbpo_tokenizer *tok, const char *token);
 MBPODEF int64_t mbpo_tokenizer_n_ids(const mbpo_tokenizer *tok);   /* 1 + the largest id */
+/* Unicode NFC of valid UTF-8 (tables of Unicode 15.0). Caller frees with mbpo_free. */
+MBPODEF char *mbpo_utf8_nfc(const char *text, size_t len, size_t *out_len);
 
 /* Images: 8-bit RGB, row-major (H, W, 3). Decoding uses stb_image (link -lstb, Debian's
    libstb-dev) and converts to RGB the way Pillow's convert("RGB") does. */
@@ -243,6 +245,57 @@ MBPODEF void mbpo_image_from_float(mbpo_image *img, const float *x);   /* clamp,
    *pixel_values is allocated (mbpo_free); resized (may be NULL) gets the resized image. */
 MBPODEF int  mbpo_image_preprocess(const mbpo_preproc *pp, const mbpo_image *img, mbpo_image *resized,
                                    float **pixel_values, int64_t *n_patches, int32_t grid_thw[3]);
+
+/* Chat template: one exchange in the Qwen2-VL Instruct format (QWEN2VL.md 5.2). The question
+   may mark image positions with "<image>" (LLaVA style; one newline after a marker is
+   dropped); without markers its images come first. image_tokens[k] = grid_t*grid_h*grid_w /
+   merge^2 pad tokens for image k. system NULL = "You are a helpful assistant.". With a
+   response, target marks its tokens and the closing <|im_end|>; without, the ids end with
+   the generation prompt "<|im_start|>assistant\n". */
+typedef struct {
+    int32_t *ids;                    /* (n) */
+    uint8_t *target;                 /* (n) 1 on the response tokens and the closing <|im_end|> */
+    int64_t n;
+} mbpo_chat;
+MBPODEF int  mbpo_chat_encode(mbpo_tokenizer *tok, const char *system, const char *question,
+                              const int64_t *image_tokens, int n_images, const char *response,
+                              mbpo_chat *out);
+MBPODEF void mbpo_chat_free(mbpo_chat *chat);
+MBPODEF int  mbpo_chat_count_images(const char *question);   /* "<image>" markers */
+
+/* Datasets: LLaVA-style JSON array or JSONL records
+     {"id": ..., "image": "path" | ["path", ...], "conversations":
+      [{"from": "human", "value": "<image>\n..."}, {"from": "gpt", "value": "..."}, ...]}
+   ("user"/"assistant" and "role"/"content" are accepted too; a "system" turn sets the system
+   prompt). Every human turn answered by a gpt turn becomes one sample. */
+typedef enum { MBPO_Q_OPEN = 0, MBPO_Q_YESNO = 1, MBPO_Q_MC = 2 } mbpo_qkind;
+typedef struct {
+    char *id;                        /* the record's id; "#k" appended for its k-th later turn */
+    char *system;                    /* NULL: the default */
+    char *question, *answer;
+    char **images;                   /* (n_images) paths, image root prepended */
+    int n_images;
+    mbpo_qkind kind;
+    char label;                      /* YESNO: 'Y' or 'N'; MC: the option letter */
+    int64_t record;                  /* 0-based record index in the file */
+    int turn;
+} mbpo_sample;
+typedef struct {
+    mbpo_sample *samples;
+    int64_t n, cap;
+    int64_t n_bad;                   /* records skipped */
+} mbpo_dataset;
+/* Load a dataset; image paths are resolved against image_root (may be NULL) and must exist.
+   A bad record (invalid JSON, missing image, unknown role, malformed turns) is reported
+   on log (may be NULL) as "file:line: why" and skipped - or, when strict, stops the load
+   with that message. */
+MBPODEF int  mbpo_dataset_load(mbpo_dataset *ds, const char *path, const char *image_root, int strict,
+                               FILE *log);
+MBPODEF void mbpo_dataset_free(mbpo_dataset *ds);
+/* Closed-ended detector: YESNO when the answer is yes/no ("Yes", "No, ..."), MC when the
+   question lists options on lines "A. ..", "(A) ..", "A) .." or "A: .." and the answer names
+   exactly one ("B", "(B)", "B. text", "Answer: B", the option's text); else OPEN. */
+MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, char *label);
 
 /* ------------------------------------------------------------------ 3. model */
 
@@ -1280,6 +1333,21 @@ static void mbpo__sb_printf(mbpo__sb *b, const char *fmt, ...) {
     }
     b->n += (size_t)need;
 }
+static void mbpo__sb_put(mbpo__sb *b, const char *s, size_t n) {
+    if (b->failed) return;
+    if (!b->s || b->n + n + 1 > b->cap) {
+        size_t cap = (b->cap + n + 1) * 2;
+        char *p = (char *)mbpo__alloc(cap);
+        if (!p) { b->failed = 1; return; }
+        if (b->s) memcpy(p, b->s, b->n);
+        mbpo_free(b->s);
+        b->s = p; b->cap = cap;
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = 0;
+}
+static void mbpo__sb_puts(mbpo__sb *b, const char *s) { mbpo__sb_put(b, s, strlen(s)); }
 MBPODEF int mbpo_st_write(const char *path, const mbpo_st_entry *e, size_t n) {
     mbpo__sb hb = { NULL, 0, 0, 0 };
     uint64_t offset = 0, hlen;
@@ -2385,6 +2453,7 @@ struct mbpo_tokenizer {
     char **token;                /* [n_ids] raw bytes of each id (NULL for unused ids) */
     int32_t *token_len;          /* [n_ids] */
     unsigned char *is_special;   /* [n_ids] */
+    unsigned char *is_added;     /* [n_ids] */
     int32_t byte_id[256];        /* id of each single byte */
     /* vocab: raw bytes -> id (open addressing over ids, compared against token[]) */
     int32_t *vocab_slots; size_t vocab_mask;
@@ -2502,7 +2571,7 @@ MBPODEF void mbpo_tokenizer_free(mbpo_tokenizer *t) {
     if (!t) return;
     if (t->token) for (i = 0; i < t->n_ids; i++) mbpo_free(t->token[i]);
     for (i = 0; i < t->n_added; i++) mbpo_free(t->added[i].bytes);
-    mbpo_free(t->token); mbpo_free(t->token_len); mbpo_free(t->is_special);
+    mbpo_free(t->token); mbpo_free(t->token_len); mbpo_free(t->is_special); mbpo_free(t->is_added);
     mbpo_free(t->vocab_slots); mbpo_free(t->merge_keys); mbpo_free(t->merge_vals);
     mbpo_free(t->added); mbpo_free(t->cache_hash); mbpo_free(t->cache_at); mbpo_free(t->cache_arena);
     mbpo_free(t->nfc.cp); mbpo_free(t->nfc.out);
@@ -2556,9 +2625,10 @@ MBPODEF mbpo_tokenizer *mbpo_tokenizer_load(const char *path) {
     t->token = (char **)mbpo__calloc((size_t)t->n_ids, sizeof(char *));
     t->token_len = (int32_t *)mbpo__calloc((size_t)t->n_ids, sizeof(int32_t));
     t->is_special = (unsigned char *)mbpo__calloc((size_t)t->n_ids, 1);
+    t->is_added = (unsigned char *)mbpo__calloc((size_t)t->n_ids, 1);
     t->vocab_mask = mbpo__pow2_above((size_t)t->n_ids) - 1;
     t->vocab_slots = (int32_t *)mbpo__alloc((t->vocab_mask + 1) * sizeof(int32_t));
-    if (!t->path || !t->token || !t->token_len || !t->is_special || !t->vocab_slots) goto fail;
+    if (!t->path || !t->token || !t->token_len || !t->is_special || !t->is_added || !t->vocab_slots) goto fail;
     memset(t->vocab_slots, 0xFF, (t->vocab_mask + 1) * sizeof(int32_t));
     for (i = 0; i < 0x144; i++) char_byte[i] = -1;
     for (b = 0; b < 256; b++) char_byte[mbpo__byte_char(b)] = (int16_t)b;
@@ -2661,6 +2731,7 @@ MBPODEF mbpo_tokenizer *mbpo_tokenizer_load(const char *path) {
                 t->token_len[id] = (int32_t)content->len;
             }
             t->is_special[id] = (v = mbpo_json_get(e, "special")) && v->type == MBPO_JSON_TRUE;
+            t->is_added[id] = 1;
             if (!(t->added[t->n_added].bytes = (char *)mbpo__alloc(content->len + 1))) goto fail;
             memcpy(t->added[t->n_added].bytes, content->string, content->len + 1);
             t->added[t->n_added].len = (int32_t)content->len;
@@ -2995,6 +3066,21 @@ MBPODEF int32_t mbpo_tokenizer_find(const mbpo_tokenizer *t, const char *token) 
     return mbpo__vocab_find(t, token, strlen(token));
 }
 MBPODEF int64_t mbpo_tokenizer_n_ids(const mbpo_tokenizer *t) { return t->n_ids; }
+MBPODEF char *mbpo_utf8_nfc(const char *text, size_t len, size_t *out_len) {
+    mbpo__nfc_buf b;
+    const char *s;
+    size_t n = 0;
+    char *out = NULL;
+    memset(&b, 0, sizeof b);
+    if (mbpo__nfc(&b, text, len, &s, &n) && (out = (char *)mbpo__alloc(n + 1)) != NULL) {
+        memcpy(out, s, n);
+        out[n] = 0;
+        if (out_len) *out_len = n;
+    }
+    mbpo_free(b.cp); mbpo_free(b.out);
+    return out;
+}
+static int mbpo__tok_is_added(const mbpo_tokenizer *t, int32_t id) { return id >= 0 && id < t->n_ids && t->is_added[id]; }
 
 
 /* ------------------------------------------------------------------ 2. inputs: images */
@@ -3067,18 +3153,7 @@ MBPODEF int mbpo_image_load(mbpo_image *img, const char *path) {
 }
 
 static void mbpo__png_sink(void *ctx, void *data, int size) {
-    mbpo__sb *b = (mbpo__sb *)ctx;
-    if (b->failed || size <= 0) return;
-    if (b->n + (size_t)size > b->cap) {
-        size_t cap = (b->n + (size_t)size) * 2;
-        char *s = (char *)mbpo__alloc(cap);
-        if (!s) { b->failed = 1; return; }
-        if (b->n) memcpy(s, b->s, b->n);
-        mbpo_free(b->s);
-        b->s = s; b->cap = cap;
-    }
-    memcpy(b->s + b->n, data, (size_t)size);
-    b->n += (size_t)size;
+    if (size > 0) mbpo__sb_put((mbpo__sb *)ctx, (const char *)data, (size_t)size);
 }
 MBPODEF int mbpo_image_write_png(const char *path, const mbpo_image *img) {
     mbpo__sb b = { NULL, 0, 0, 0 };
@@ -3160,32 +3235,32 @@ done:
     return ok;
 }
 
-/* smart_resize (QWEN2VL.md 1.2): both sides a multiple of factor = patch * merge, area in
-   [min_pixels, max_pixels], aspect ratio kept. Python's round() is half-to-even: rint()
-   under the default rounding mode, never round(). */
+/* smart_resize (QWEN2VL.md 1.2), as transformers 4.57 has it: both sides a multiple of
+   factor = patch * merge, area within [min_pixels, max_pixels], aspect ratio kept. Python's
+   round() is half-to-even: rint() under the default rounding mode, never round(). There is
+   no minimum side (a 1x1 image grows to 56x56) and the max branch keeps each side >= factor. */
 MBPODEF int mbpo_smart_resize(const mbpo_preproc *pp, int64_t height, int64_t width,
                               int64_t *out_height, int64_t *out_width) {
     double factor = (double)(pp->patch * pp->merge), h = (double)height, w = (double)width;
     double hb, wb, beta;
-    if (height < pp->patch * pp->merge || width < pp->patch * pp->merge)
-        return mbpo__fail("image %lldx%lld (HxW) is smaller than %lld pixels on a side", (long long)height,
-                          (long long)width, (long long)(pp->patch * pp->merge));
+    if (height <= 0 || width <= 0)
+        return mbpo__fail("image %lldx%lld (HxW) is empty", (long long)height, (long long)width);
     if ((h > w ? h / w : w / h) > 200)
-        return mbpo__fail("image %lldx%lld (HxW) has an aspect ratio above 200", (long long)height, (long long)width);
+        return mbpo__fail("image %lldx%lld (HxW): absolute aspect ratio must be at most 200", (long long)height,
+                          (long long)width);
     hb = rint(h / factor) * factor;
     wb = rint(w / factor) * factor;
     if (hb * wb > (double)pp->max_pixels) {
         beta = sqrt(h * w / (double)pp->max_pixels);
         hb = floor(h / beta / factor) * factor;
         wb = floor(w / beta / factor) * factor;
+        if (hb < factor) hb = factor;
+        if (wb < factor) wb = factor;
     } else if (hb * wb < (double)pp->min_pixels) {
         beta = sqrt((double)pp->min_pixels / (h * w));
         hb = ceil(h * beta / factor) * factor;
         wb = ceil(w * beta / factor) * factor;
     }
-    if (hb < factor || wb < factor)
-        return mbpo__fail("image %lldx%lld (HxW) resizes to nothing under max_pixels %lld", (long long)height,
-                          (long long)width, (long long)pp->max_pixels);
     *out_height = (int64_t)hb;
     *out_width = (int64_t)wb;
     return 1;
@@ -3234,13 +3309,53 @@ static uint8_t mbpo__clip8(int32_t acc) {
     int32_t v = acc >> MBPO__RESAMPLE_BITS;   /* arithmetic shift: floor, as in Pillow */
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
-/* out (out_h, out_w, 3), in (in_h, in_w, 3): one pass along x (dx = 3, line = row) or along
-   y (dx = row stride, line = 3). */
+/* Horizontal pass: out (rows, out_w, 3) from rows first_row.. of in (in_h, in_w, 3). */
+static void mbpo__resample_x(const mbpo_image *in, int first_row, mbpo_image *out,
+                             int ksize, const int *first, const int *count, const int32_t *w) {
+    int y;
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (y = 0; y < out->height; y++) {
+        const uint8_t *src = in->rgb + (size_t)(y + first_row) * in->width * 3;
+        uint8_t *dst = out->rgb + (size_t)y * out->width * 3;
+        int x, k, c;
+        for (x = 0; x < out->width; x++) {
+            const int32_t *wx = w + (size_t)x * ksize;
+            for (c = 0; c < 3; c++) {
+                int32_t acc = 1 << (MBPO__RESAMPLE_BITS - 1);   /* rounds the final shift */
+                for (k = 0; k < count[x]; k++) acc += src[(first[x] + k) * 3 + c] * wx[k];
+                dst[x * 3 + c] = mbpo__clip8(acc);
+            }
+        }
+    }
+}
+/* Vertical pass: out (out_h, w, 3) from in (rows, w, 3); tap rows are first[y] - row_shift + k. */
+static void mbpo__resample_y(const mbpo_image *in, int row_shift, mbpo_image *out,
+                             int ksize, const int *first, const int *count, const int32_t *w) {
+    int y;
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (y = 0; y < out->height; y++) {
+        const int32_t *wy = w + (size_t)y * ksize;
+        uint8_t *dst = out->rgb + (size_t)y * out->width * 3;
+        int x, k, c;
+        for (x = 0; x < out->width; x++)
+            for (c = 0; c < 3; c++) {
+                int32_t acc = 1 << (MBPO__RESAMPLE_BITS - 1);
+                for (k = 0; k < count[y]; k++)
+                    acc += in->rgb[((size_t)(first[y] - row_shift + k) * in->width + x) * 3 + c] * wy[k];
+                dst[x * 3 + c] = mbpo__clip8(acc);
+            }
+    }
+}
+/* Pass order: Pillow runs the horizontal pass first (on only the rows the vertical pass
+   reads), except - since Pillow 13.0 - when the height shrinks by more than twice as many
+   pixels as the width, where the vertical pass goes first. The order changes the 8-bit
+   intermediate, so it is part of bit-exactness. (Pillow < 13 always went horizontal first.) */
 MBPODEF int mbpo_image_resize(const mbpo_image *in, int out_width, int out_height, mbpo_image *out) {
     int kx = 0, ky = 0, *fx = NULL, *cx = NULL, *fy = NULL, *cy = NULL, ok = 0;
     int32_t *wx = NULL, *wy = NULL;
     int need_x = out_width != in->width, need_y = out_height != in->height;
-    int y0 = 0, y1 = in->height, x, y, k, c;
+    int dy = in->height - out_height, dx = in->width - out_width;
+    int vertical_first = dy > 0 && dy > 2 * dx;
     mbpo_image tmp;
     memset(&tmp, 0, sizeof tmp);
     if (!mbpo_image_init(out, out_width, out_height)) return 0;
@@ -3250,42 +3365,19 @@ MBPODEF int mbpo_image_resize(const mbpo_image *in, int out_width, int out_heigh
     }
     if (!mbpo__resample_taps(in->width, out_width, &kx, &fx, &cx, &wx) ||
         !mbpo__resample_taps(in->height, out_height, &ky, &fy, &cy, &wy)) goto done;
-    if (need_x) {
-        /* only the rows the vertical pass reads */
-        y0 = fy[0];
-        y1 = fy[out_height - 1] + cy[out_height - 1];
-        if (!need_y) { y0 = 0; y1 = in->height; }
-        if (!mbpo_image_init(&tmp, out_width, y1 - y0)) goto done;
-        MBPO__OMP("omp parallel for private(x, k, c) schedule(static)")
-        for (y = y0; y < y1; y++) {
-            const uint8_t *src = in->rgb + (size_t)y * in->width * 3;
-            uint8_t *dst = tmp.rgb + (size_t)(y - y0) * out_width * 3;
-            for (x = 0; x < out_width; x++) {
-                const int32_t *w = wx + (size_t)x * kx;
-                for (c = 0; c < 3; c++) {
-                    int32_t acc = 1 << (MBPO__RESAMPLE_BITS - 1);
-                    for (k = 0; k < cx[x]; k++) acc += src[(fx[x] + k) * 3 + c] * w[k];
-                    dst[x * 3 + c] = mbpo__clip8(acc);
-                }
-            }
-        }
-    }
-    if (need_y) {
-        const mbpo_image *src = need_x ? &tmp : in;
-        MBPO__OMP("omp parallel for private(x, k, c) schedule(static)")
-        for (y = 0; y < out_height; y++) {
-            const int32_t *w = wy + (size_t)y * ky;
-            uint8_t *dst = out->rgb + (size_t)y * out_width * 3;
-            for (x = 0; x < out_width; x++)
-                for (c = 0; c < 3; c++) {
-                    int32_t acc = 1 << (MBPO__RESAMPLE_BITS - 1);
-                    for (k = 0; k < cy[y]; k++)
-                        acc += src->rgb[((size_t)(fy[y] - y0 + k) * out_width + x) * 3 + c] * w[k];
-                    dst[x * 3 + c] = mbpo__clip8(acc);
-                }
-        }
+    if (!need_y) {
+        mbpo__resample_x(in, 0, out, kx, fx, cx, wx);
+    } else if (!need_x) {
+        mbpo__resample_y(in, 0, out, ky, fy, cy, wy);
+    } else if (vertical_first) {
+        if (!mbpo_image_init(&tmp, in->width, out_height)) goto done;
+        mbpo__resample_y(in, 0, &tmp, ky, fy, cy, wy);
+        mbpo__resample_x(&tmp, 0, out, kx, fx, cx, wx);
     } else {
-        memcpy(out->rgb, tmp.rgb, (size_t)out_width * out_height * 3);
+        int y0 = fy[0], y1 = fy[out_height - 1] + cy[out_height - 1];   /* rows the y pass reads */
+        if (!mbpo_image_init(&tmp, out_width, y1 - y0)) goto done;
+        mbpo__resample_x(in, y0, &tmp, kx, fx, cx, wx);
+        mbpo__resample_y(&tmp, y0, out, ky, fy, cy, wy);
     }
     ok = 1;
 done:
@@ -3403,6 +3495,407 @@ done:
     if (!ok) { mbpo_free(*pixel_values); *pixel_values = NULL; }
     if (ok && resized) *resized = r;
     else mbpo_image_free(&r);
+    return ok;
+}
+
+
+/* ------------------------------------------------------------------ 2. inputs: chat template */
+
+/* The Qwen2-VL Instruct chat template (QWEN2VL.md 5.2), rendered for one exchange:
+     <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n
+     <|im_start|>assistant\n[{response}<|im_end|>\n]
+   {content} is the question with each "<image>" replaced by
+   <|vision_start|><|image_pad|> x k<|vision_end|> (k = the image's tokens, as the processor
+   expands it) and one newline right after a placeholder dropped - the question's text and
+   images become the content items of the official template, which joins items with
+   nothing between them. A question without placeholders gets its images first. The whole
+   string is tokenized at once, as transformers does. */
+static const char mbpo__default_system[] = "You are a helpful assistant.";
+
+static void mbpo__chat_image(mbpo__sb *b, int64_t k) {
+    mbpo__sb_puts(b, "<|vision_start|>");
+    while (k-- > 0) mbpo__sb_puts(b, "<|image_pad|>");
+    mbpo__sb_puts(b, "<|vision_end|>");
+}
+/* Number of "<image>" placeholders in a question. */
+MBPODEF int mbpo_chat_count_images(const char *question) {
+    int n = 0;
+    const char *p = question;
+    while ((p = strstr(p, "<image>")) != NULL) { n++; p += 7; }
+    return n;
+}
+
+MBPODEF void mbpo_chat_free(mbpo_chat *c) {
+    if (!c) return;
+    mbpo_free(c->ids); mbpo_free(c->target);
+    memset(c, 0, sizeof *c);
+}
+
+MBPODEF int mbpo_chat_encode(mbpo_tokenizer *tok, const char *system, const char *question,
+                             const int64_t *image_tokens, int n_images, const char *response, mbpo_chat *out) {
+    mbpo__sb b = { NULL, 0, 0, 0 };
+    int placeholders = mbpo_chat_count_images(question), k = 0, ok = 0;
+    int32_t pad = mbpo_tokenizer_find(tok, "<|image_pad|>"), im_end = mbpo_tokenizer_find(tok, "<|im_end|>");
+    size_t prefix_len, response_at;
+    int64_t n, i, n_prefix_added = 0, n_pad = 0, want_pad = 0, first_target = -1, seen_added = 0;
+    const int32_t *ids;
+    const char *q = question;
+    memset(out, 0, sizeof *out);
+    if (pad < 0 || im_end < 0 || mbpo_tokenizer_find(tok, "<|im_start|>") < 0 ||
+        mbpo_tokenizer_find(tok, "<|vision_start|>") < 0 || mbpo_tokenizer_find(tok, "<|vision_end|>") < 0)
+        return mbpo__fail("%s: not a Qwen2-VL tokenizer (the chat and vision special tokens are missing)", tok->path);
+    if (placeholders && placeholders != n_images)
+        return mbpo__fail("the question has %d <image> placeholders for %d images", placeholders, n_images);
+    for (k = 0; k < n_images; k++) {
+        if (image_tokens[k] <= 0) return mbpo__fail("image %d has %lld tokens", k, (long long)image_tokens[k]);
+        want_pad += image_tokens[k];
+    }
+    mbpo__sb_puts(&b, "<|im_start|>system\n");
+    mbpo__sb_puts(&b, system ? system : mbpo__default_system);
+    mbpo__sb_puts(&b, "<|im_end|>\n<|im_start|>user\n");
+    if (!placeholders)
+        for (k = 0; k < n_images; k++) mbpo__chat_image(&b, image_tokens[k]);
+    for (k = 0; ; k++) {
+        const char *at = strstr(q, "<image>");
+        if (!at) { mbpo__sb_puts(&b, q); break; }
+        mbpo__sb_put(&b, q, (size_t)(at - q));
+        mbpo__chat_image(&b, image_tokens[k]);
+        q = at + 7;
+        if (*q == '\n') q++;
+    }
+    mbpo__sb_puts(&b, "<|im_end|>\n<|im_start|>assistant\n");
+    prefix_len = response_at = b.n;
+    if (response) {
+        mbpo__sb_puts(&b, response);
+        mbpo__sb_puts(&b, "<|im_end|>\n");
+    }
+    if (b.failed) goto done;
+    /* Count the added tokens of the prompt, to find where the response's stretch of text
+       starts in the full encoding (a response may itself spell special tokens). */
+    if (response) {
+        if (!(ids = mbpo_tokenizer_encode(tok, b.s, prefix_len, 1, &n))) goto done;
+        for (i = 0; i < n; i++) n_prefix_added += mbpo__tok_is_added(tok, ids[i]);
+    }
+    if (!(ids = mbpo_tokenizer_encode(tok, b.s, b.n, 1, &n))) goto done;
+    out->ids = (int32_t *)mbpo__alloc((size_t)n * sizeof(int32_t) + 1);
+    out->target = (uint8_t *)mbpo__calloc((size_t)n + 1, 1);
+    if (!out->ids || !out->target) goto done;
+    memcpy(out->ids, ids, (size_t)n * sizeof(int32_t));
+    out->n = n;
+    for (i = 0; i < n; i++) {
+        n_pad += ids[i] == pad;
+        if (response && first_target < 0 && seen_added == n_prefix_added && tok->out_end[i] > (int64_t)response_at)
+            first_target = i;
+        seen_added += mbpo__tok_is_added(tok, ids[i]);
+    }
+    if (n_pad != want_pad) {
+        mbpo__fail("the text spells <|image_pad|> itself: %lld image tokens for %lld expected", (long long)n_pad,
+                   (long long)want_pad);
+        goto done;
+    }
+    /* The response's tokens and its closing <|im_end|> (the last but one id, before "\n");
+       a token straddling the prompt/response boundary counts as a response token. */
+    if (response) {
+        if (n < 2 || ids[n - 2] != im_end) { mbpo__fail("internal: the rendering does not end with <|im_end|>\\n"); goto done; }
+        if (first_target < 0) first_target = n - 2;   /* an empty response: only <|im_end|> */
+        for (i = first_target; i <= n - 2; i++) out->target[i] = 1;
+    }
+    ok = 1;
+done:
+    if (!ok) mbpo_chat_free(out);
+    mbpo_free(b.s);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ 2. inputs: datasets */
+
+/* Closed-ended questions (DESIGN.md 1): yes/no, and multiple choice with option lines
+   "A. ...", "(A) ...", "A) ..." or "A: ..." (letters from A in order, at least two) whose
+   answer names exactly one of the options. The answer decides: a question is closed only
+   when its reference answer can be verified. */
+static int mbpo__is_word_char(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+static int mbpo__lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+static const char *mbpo__skip_space(const char *s) { while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++; return s; }
+/* s starts with word w (case-insensitive) followed by a non-word character or the end. */
+static int mbpo__starts_word(const char *s, const char *w) {
+    size_t i;
+    for (i = 0; w[i]; i++) if (mbpo__lower((unsigned char)s[i]) != w[i]) return 0;
+    return !mbpo__is_word_char((unsigned char)s[i]);
+}
+/* Option line at s (after leading spaces): returns its letter and sets *text, or 0. */
+static int mbpo__option_line(const char *s, const char **text) {
+    int letter;
+    s = mbpo__skip_space(s);
+    if (*s == '(' && s[1] >= 'A' && s[1] <= 'Z' && s[2] == ')') { letter = s[1]; s += 3; }
+    else if (s[0] >= 'A' && s[0] <= 'Z' && (s[1] == '.' || s[1] == ')' || s[1] == ':')) { letter = s[0]; s += 2; }
+    else return 0;
+    if (*s != ' ' && *s != '\t') return 0;
+    *text = mbpo__skip_space(s);
+    return letter;
+}
+/* Equal ignoring case, surrounding spaces and a final period. */
+static int mbpo__same_text(const char *a, size_t na, const char *b, size_t nb) {
+    while (na && (a[na - 1] == ' ' || a[na - 1] == '.' || a[na - 1] == '\r')) na--;
+    while (nb && (b[nb - 1] == ' ' || b[nb - 1] == '.' || b[nb - 1] == '\r')) nb--;
+    if (na != nb || na == 0) return 0;
+    while (na--) if (mbpo__lower((unsigned char)a[na]) != mbpo__lower((unsigned char)b[na])) return 0;
+    return 1;
+}
+/* The single option letter an answer names: "B", "B.", "(B)", "B) text", "B. text",
+   "Answer: B", "The answer is B." or the full text of one option. 0 if none or ambiguous. */
+static int mbpo__answer_letter(const char *answer, int n_options, const char *const *option_text,
+                               const size_t *option_len) {
+    const char *s = mbpo__skip_space(answer);
+    size_t n;
+    int k, found = 0;
+    if (mbpo__starts_word(s, "answer")) { s = mbpo__skip_space(s + 6); if (*s == ':') s = mbpo__skip_space(s + 1); }
+    else if (mbpo__starts_word(s, "the") && mbpo__starts_word(mbpo__skip_space(s + 3), "answer")) {
+        s = mbpo__skip_space(mbpo__skip_space(s + 3) + 6);
+        if (mbpo__starts_word(s, "is")) s = mbpo__skip_space(s + 2);
+        else if (*s == ':') s = mbpo__skip_space(s + 1);
+    }
+    {
+        int letter = 0;
+        const char *t = s;
+        if (*t == '(' && t[1] >= 'A' && t[1] <= 'Z' && t[2] == ')') { letter = t[1]; t += 3; }
+        else if (*t >= 'A' && *t <= 'Z' && !mbpo__is_word_char((unsigned char)t[1])) { letter = *t; t += 1; }
+        if (letter && letter - 'A' < n_options) {
+            /* the rest may be ".", ")" or ":" and the option's own text, nothing else */
+            if (*t == '.' || *t == ')' || *t == ':') t++;
+            t = mbpo__skip_space(t);
+            n = strlen(t);
+            if (n == 0 || mbpo__same_text(t, n, option_text[letter - 'A'], option_len[letter - 'A'])) return letter;
+            return 0;
+        }
+    }
+    n = strlen(s);
+    for (k = 0; k < n_options; k++)
+        if (mbpo__same_text(s, n, option_text[k], option_len[k])) { if (found) return 0; found = 'A' + k; }
+    return found;
+}
+MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, char *label) {
+    const char *a = mbpo__skip_space(answer), *line = question;
+    const char *opt_text[26];
+    size_t opt_len[26];
+    int n_options = 0, letter;
+    *label = 0;
+    /* multiple choice: consecutive option lines A, B, C, ... */
+    while (line && *line) {
+        const char *text, *eol = strchr(line, '\n');
+        int l = mbpo__option_line(line, &text);
+        if (l && l == 'A' + n_options && n_options < 26) {
+            opt_text[n_options] = text;
+            opt_len[n_options] = eol ? (size_t)(eol - text) : strlen(text);
+            n_options++;
+        } else if (l && n_options >= 2) break;   /* a second list: keep the first */
+        line = eol ? eol + 1 : NULL;
+    }
+    if (n_options >= 2) {
+        letter = mbpo__answer_letter(answer, n_options, opt_text, opt_len);
+        if (letter) { *label = (char)letter; return MBPO_Q_MC; }
+        return MBPO_Q_OPEN;
+    }
+    /* yes/no: the answer is "yes" or "no", alone or opening a sentence ("No, there is ...");
+       "No dogs are visible." is not one */
+    if (mbpo__starts_word(a, "yes") || mbpo__starts_word(a, "no")) {
+        int yes = mbpo__starts_word(a, "yes");
+        const char *rest = a + (yes ? 3 : 2);
+        const char *after = mbpo__skip_space(rest + 1);
+        if (*mbpo__skip_space(rest) == 0 || ((*rest == '.' || *rest == ',' || *rest == '!' || *rest == ';') &&
+                                             (rest[1] == 0 || rest[1] == ' ' || rest[1] == '\n') &&
+                                             !(*rest == '.' && *after >= '0' && *after <= '9'))) {   /* "No. 5" */
+            *label = yes ? 'Y' : 'N';
+            return MBPO_Q_YESNO;
+        }
+    }
+    return MBPO_Q_OPEN;
+}
+
+MBPODEF void mbpo_dataset_free(mbpo_dataset *ds) {
+    int64_t i;
+    if (!ds) return;
+    for (i = 0; i < ds->n; i++) {
+        mbpo_sample *s = &ds->samples[i];
+        int k;
+        mbpo_free(s->id); mbpo_free(s->system); mbpo_free(s->question); mbpo_free(s->answer);
+        for (k = 0; k < s->n_images; k++) mbpo_free(s->images[k]);
+        mbpo_free(s->images);
+    }
+    mbpo_free(ds->samples);
+    memset(ds, 0, sizeof *ds);
+}
+
+static char *mbpo__strndup(const char *s, size_t n) {
+    char *d = (char *)mbpo__alloc(n + 1);
+    if (d) { memcpy(d, s, n); d[n] = 0; }
+    return d;
+}
+static int mbpo__ds_push(mbpo_dataset *ds, const mbpo_sample *s) {
+    if (ds->n == ds->cap) {
+        int64_t cap = ds->cap ? 2 * ds->cap : 64;
+        mbpo_sample *p = (mbpo_sample *)mbpo__calloc((size_t)cap, sizeof *p);
+        if (!p) return 0;
+        if (ds->n) memcpy(p, ds->samples, (size_t)ds->n * sizeof *p);
+        mbpo_free(ds->samples);
+        ds->samples = p; ds->cap = cap;
+    }
+    ds->samples[ds->n++] = *s;
+    return 1;
+}
+
+/* One record: {"id", "image" (a path or a list of paths), "conversations": [{"from", "value"}]}.
+   Each human turn followed by a gpt turn becomes a sample; "system" sets the system prompt.
+   Returns 1, or 0 with a reason (the caller adds file:line). */
+static int mbpo__ds_record(mbpo_dataset *ds, const mbpo_json *r, const char *image_root, int64_t record) {
+    const mbpo_json *id = mbpo_json_get(r, "id"), *img = mbpo_json_get(r, "image"), *conv;
+    const char *system = NULL;
+    char **images = NULL;
+    int n_images = 0, k, turn = 0;
+    size_t i, first = (size_t)ds->n;
+    char idbuf[64];
+    if (r->type != MBPO_JSON_OBJECT) return mbpo__fail("a record must be a JSON object");
+    if (!img) img = mbpo_json_get(r, "images");
+    conv = mbpo_json_get(r, "conversations");
+    if (!conv || conv->type != MBPO_JSON_ARRAY || conv->count == 0)
+        return mbpo__fail("no \"conversations\" array");
+    if (img && img->type != MBPO_JSON_NULL) {
+        const mbpo_json *list = img->type == MBPO_JSON_ARRAY ? img : NULL;
+        size_t count = list ? img->count : 1;
+        if (!list && img->type != MBPO_JSON_STRING) return mbpo__fail("\"image\" must be a path or a list of paths");
+        if (!(images = (char **)mbpo__calloc(count + 1, sizeof(char *)))) return 0;
+        for (i = 0; i < count; i++) {
+            const mbpo_json *p = list ? &list->items[i] : img;
+            mbpo__sb path = { NULL, 0, 0, 0 };
+            if (p->type != MBPO_JSON_STRING || p->len == 0) { mbpo__fail("\"image\" must be a path or a list of paths"); goto fail; }
+            if (image_root && image_root[0] && p->string[0] != '/') { mbpo__sb_puts(&path, image_root); mbpo__sb_puts(&path, "/"); }
+            mbpo__sb_puts(&path, p->string);
+            if (path.failed) goto fail;
+            images[n_images++] = path.s;
+            if (!mbpo__file_exists(path.s)) { mbpo__fail("image %s: %s", path.s, strerror(errno)); goto fail; }
+        }
+    }
+    if (id && id->type == MBPO_JSON_STRING) snprintf(idbuf, sizeof idbuf, "%.60s", id->string);
+    else if (id && id->is_int) snprintf(idbuf, sizeof idbuf, "%lld", (long long)id->integer);
+    else snprintf(idbuf, sizeof idbuf, "%lld", (long long)record);
+    for (i = 0; i < conv->count; i++) {
+        const mbpo_json *t = &conv->items[i], *from = mbpo_json_get(t, "from"), *value = mbpo_json_get(t, "value");
+        const char *role;
+        if (!from) from = mbpo_json_get(t, "role");
+        if (!value) value = mbpo_json_get(t, "content");
+        if (!from || from->type != MBPO_JSON_STRING || !value || value->type != MBPO_JSON_STRING)
+            { mbpo__fail("turn %zu needs string \"from\" and \"value\"", i); goto fail; }
+        role = from->string;
+        if (!strcmp(role, "system")) { system = value->string; continue; }
+        if (strcmp(role, "human") && strcmp(role, "user"))
+            { mbpo__fail("turn %zu: unknown or misplaced role \"%s\" (expected human, then gpt)", i, role); goto fail; }
+        if (i + 1 >= conv->count) break;   /* a trailing question without an answer */
+        {
+            const mbpo_json *t2 = &conv->items[i + 1], *from2 = mbpo_json_get(t2, "from"), *v2 = mbpo_json_get(t2, "value");
+            mbpo_sample s;
+            char label;
+            int marks;
+            if (!from2) from2 = mbpo_json_get(t2, "role");
+            if (!v2) v2 = mbpo_json_get(t2, "content");
+            if (!from2 || from2->type != MBPO_JSON_STRING || !v2 || v2->type != MBPO_JSON_STRING ||
+                (strcmp(from2->string, "gpt") && strcmp(from2->string, "assistant")))
+                { mbpo__fail("turn %zu: a human turn must be followed by a gpt turn", i); goto fail; }
+            marks = mbpo_chat_count_images(value->string);
+            if (marks && marks != n_images)
+                { mbpo__fail("turn %zu has %d <image> placeholders for %d images", i, marks, n_images); goto fail; }
+            memset(&s, 0, sizeof s);
+            s.record = record;
+            s.turn = turn;
+            s.id = (char *)mbpo__alloc(strlen(idbuf) + 24);
+            if (s.id) {
+                if (turn) snprintf(s.id, strlen(idbuf) + 24, "%s#%d", idbuf, turn);
+                else memcpy(s.id, idbuf, strlen(idbuf) + 1);
+            }
+            s.system = system ? mbpo__strdup(system) : NULL;
+            s.question = mbpo__strndup(value->string, value->len);
+            s.answer = mbpo__strndup(v2->string, v2->len);
+            s.n_images = n_images;
+            s.images = (char **)mbpo__calloc((size_t)n_images + 1, sizeof(char *));
+            for (k = 0; k < n_images && s.images; k++) s.images[k] = mbpo__strdup(images[k]);
+            s.kind = mbpo_question_kind(s.question, s.answer, &label);
+            s.label = label;
+            if (!s.id || (system && !s.system) || !s.question || !s.answer || !s.images || !mbpo__ds_push(ds, &s)) {
+                mbpo_free(s.id); mbpo_free(s.system); mbpo_free(s.question); mbpo_free(s.answer);
+                if (s.images) for (k = 0; k < n_images; k++) mbpo_free(s.images[k]);
+                mbpo_free(s.images);
+                goto fail;
+            }
+            turn++;
+            i++;
+        }
+    }
+    for (k = 0; k < n_images; k++) mbpo_free(images[k]);
+    mbpo_free(images);
+    return 1;
+fail:
+    if (images) for (k = 0; k < n_images; k++) mbpo_free(images[k]);
+    mbpo_free(images);
+    while ((size_t)ds->n > first) {   /* drop this record's samples */
+        mbpo_sample *s = &ds->samples[--ds->n];
+        mbpo_free(s->id); mbpo_free(s->system); mbpo_free(s->question); mbpo_free(s->answer);
+        for (k = 0; k < s->n_images; k++) mbpo_free(s->images[k]);
+        mbpo_free(s->images);
+    }
+    return 0;
+}
+
+static int mbpo__ds_bad(mbpo_dataset *ds, const char *path, int64_t line, int strict, FILE *log) {
+    char why[sizeof mbpo__reason];
+    memcpy(why, mbpo__reason, sizeof why);
+    mbpo__fail("%.400s:%lld: %.600s", path, (long long)line, why);
+    ds->n_bad++;
+    if (strict) return 0;
+    if (log) fprintf(log, "warning: skipped %s\n", mbpo__reason);
+    return 1;
+}
+
+MBPODEF int mbpo_dataset_load(mbpo_dataset *ds, const char *path, const char *image_root, int strict, FILE *log) {
+    size_t len = 0;
+    char *text = mbpo_read_file(path, &len);
+    const char *p;
+    int ok = 0;
+    memset(ds, 0, sizeof *ds);
+    if (!text) return 0;
+    p = mbpo__skip_space(text);
+    if (*p == '[') {   /* a JSON array of records */
+        mbpo_json *root = mbpo_json_parse(text, len, path);
+        size_t i;
+        if (!root) goto done;
+        for (i = 0; i < root->count; i++)
+            if (!mbpo__ds_record(ds, &root->items[i], image_root, (int64_t)i) &&
+                !mbpo__ds_bad(ds, path, root->items[i].line, strict, log)) { mbpo_json_free(root); goto done; }
+        mbpo_json_free(root);
+    } else {           /* JSONL: one record per line; blank lines are allowed */
+        const char *line = text, *end = text + len;
+        int64_t lineno = 0, record = 0;
+        while (line < end) {
+            const char *eol = (const char *)memchr(line, '\n', (size_t)(end - line));
+            size_t n = eol ? (size_t)(eol - line) : (size_t)(end - line);
+            lineno++;
+            if (mbpo__skip_space(line) < line + n) {
+                mbpo_json *r = mbpo_json_parse(line, n, path);
+                int good = r && mbpo__ds_record(ds, r, image_root, record);
+                if (!r) {   /* the parser's message says path:1:col - restate it with the line */
+                    const char *msg = strstr(mbpo__reason, ": ");
+                    char why[sizeof mbpo__reason];
+                    snprintf(why, sizeof why, "invalid JSON (%.900s)", msg ? msg + 2 : mbpo__reason);
+                    mbpo__fail("%s", why);
+                }
+                mbpo_json_free(r);
+                record++;
+                if (!good && !mbpo__ds_bad(ds, path, lineno, strict, log)) goto done;
+            }
+            line = eol ? eol + 1 : end;
+        }
+    }
+    ok = 1;
+done:
+    mbpo_free(text);
+    if (!ok) { char why[sizeof mbpo__reason]; memcpy(why, mbpo__reason, sizeof why); mbpo_dataset_free(ds); mbpo__fail("%s", why); }
     return ok;
 }
 

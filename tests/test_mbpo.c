@@ -12,17 +12,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int n_passed, n_failed;
-static const char *filter;
+#include "test_common.h"
 
-#define CHECK(cond, ...) do { if (cond) n_passed++; else { n_failed++; \
-    printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
-#define REQUIRE(cond, ...) do { if (!(cond)) { n_failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-    printf(__VA_ARGS__); printf(" [%s]\n", mbpo_failure_reason()); return; } } while (0)
+int n_passed, n_failed;
+const char *filter;
+
 
 /* Compare got against ref: err = max|got - ref| / max(max|ref|, floor) (norm-relative, so
    that near-zero entries do not dominate), reported with the absolute max error. */
-static int close_enough(const char *what, const float *got, const float *ref, int64_t n, double tol, int relative) {
+int close_enough(const char *what, const float *got, const float *ref, int64_t n, double tol, int relative) {
     double maxerr = 0, maxref = 0, err;
     int64_t i, worst = 0;
     for (i = 0; i < n; i++) {
@@ -41,18 +39,18 @@ static int close_enough(const char *what, const float *got, const float *ref, in
     printf("  ok  %-46s %s err %.3e (tol %.0e, max |ref| %.3g)\n", what, relative ? "rel" : "abs", err, tol, maxref);
     return 1;
 }
-static int contains(const char *s, const char *sub) { return strstr(s, sub) != NULL; }
-static int run_test(const char *name) {
+int contains(const char *s, const char *sub) { return strstr(s, sub) != NULL; }
+int run_test(const char *name) {
     if (filter && !strstr(name, filter)) return 0;
     printf("== %s\n", name);
     return 1;
 }
-static float *falloc(int64_t n) { return (float *)calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
-static void fill_normal(float *x, int64_t n, mbpo_rng *rng, double scale) {
+float *falloc(int64_t n) { return (float *)calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+void fill_normal(float *x, int64_t n, mbpo_rng *rng, double scale) {
     int64_t i;
     for (i = 0; i < n; i++) x[i] = (float)(scale * mbpo_rng_normal(rng));
 }
-static const char *tmpdir(void) {
+const char *tmpdir(void) {
     static char dir[64];
     if (!dir[0]) {
         snprintf(dir, sizeof dir, "/tmp/mbpo_test_%ld", (long)getpid() % 100000000L);
@@ -60,7 +58,7 @@ static const char *tmpdir(void) {
     }
     return dir;
 }
-static void write_bytes(const char *path, const void *data, size_t n) {
+void write_bytes(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     if (f) { fwrite(data, 1, n, f); fclose(f); }
 }
@@ -1048,6 +1046,7 @@ int main(int argc, char **argv) {
     test_packed();
     test_pixel_fd();
     test_save_load();
+    test_inputs();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir());
     if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir());
     printf("%d passed, %d failed\n", n_passed, n_failed);

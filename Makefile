@@ -6,6 +6,8 @@
 #   make asan       the tests under ASan + UBSan
 #   make fixtures   regenerate tests/fixtures with transformers (needs Python + PyPI; see below)
 #   make bench      mbpo vs PyTorch forward/backward speed on this CPU, side by side
+#   make bench-tokenizer  mbpo vs HF tokenizers encoding speed, one thread each
+#   make unicode    regenerate mbpo.h's Unicode tables from the UCD (Debian unicode-data)
 #   make demo       (arrives with the embedded default; see README)
 
 CC      ?= cc
@@ -26,7 +28,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 
 
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
-        bench demo clean
+        bench bench-tokenizer unicode demo clean
 
 all: build/test_mbpo build/mbpo-bench
 
@@ -109,6 +111,8 @@ venv:
 
 fixtures: venv
 	$(VENV)/bin/python tests/reference/make_fixtures.py --out tests/fixtures
+	$(VENV)/bin/python tests/reference/make_tokenizer_fixtures.py --out tests/fixtures/tokenizer
+	$(VENV)/bin/python tests/reference/make_image_fixtures.py --out tests/fixtures/images
 
 # ---------------------------------------------------------------- speed, side by side with PyTorch
 
@@ -127,6 +131,22 @@ bench: build/mbpo-bench venv
 	    echo "$$cfg $$kind: mbpo $$m ms, torch $$t ms, mbpo speed / torch speed = $$(echo "$$t $$m" | awk '{printf "%.2f", $$1/$$2}')"; \
 	  done; \
 	done
+
+# Tokenizer encoding speed vs HF tokenizers (Rust), one thread each, same text, same ids
+# (the checksums printed by both sides must agree).
+bench-tokenizer: build/mbpo-bench venv
+	@for mode in "" --lines; do \
+	  $(VENV)/bin/python tests/reference/bench_tokenizer.py --tokenizer tests/fixtures/tokenizer/tokenizer.json \
+	    --text-out build/bench_text.txt $$mode | tee build/bench_tok_hf.txt; \
+	  OMP_NUM_THREADS=1 ./build/mbpo-bench --tokenizer tests/fixtures/tokenizer/tokenizer.json --text build/bench_text.txt \
+	    $$mode | tee build/bench_tok_mbpo.txt; \
+	  h=$$(sed 's/.*, \([0-9.]*\) MB\/s.*/\1/' build/bench_tok_hf.txt); m=$$(sed 's/.*, \([0-9.]*\) MB\/s.*/\1/' build/bench_tok_mbpo.txt); \
+	  echo "tokenizer $${mode:-whole}: mbpo $$m MB/s, HF $$h MB/s, mbpo / HF = $$(echo "$$m $$h" | awk '{printf "%.1f", $$1/$$2}')"; \
+	done
+
+# Regenerate the Unicode tables inside mbpo.h from Debian's unicode-data (apt-get install unicode-data).
+unicode:
+	$(PYTHON) tests/reference/make_unicode_tables.py /usr/share/unicode mbpo.h
 
 # ---------------------------------------------------------------- demo (not yet)
 

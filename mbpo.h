@@ -3700,7 +3700,7 @@ MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, 
     if (mbpo__starts_word(a, "yes") || mbpo__starts_word(a, "no")) {
         int yes = mbpo__starts_word(a, "yes");
         const char *rest = a + (yes ? 3 : 2);
-        const char *after = mbpo__skip_space(rest + 1);
+        const char *after = *rest ? mbpo__skip_space(rest + 1) : rest;
         if (*mbpo__skip_space(rest) == 0 || ((*rest == '.' || *rest == ',' || *rest == '!' || *rest == ';') &&
                                              (rest[1] == 0 || rest[1] == ' ' || rest[1] == '\n') &&
                                              !(*rest == '.' && *after >= '0' && *after <= '9'))) {   /* "No. 5" */

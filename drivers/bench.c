@@ -1,6 +1,6 @@
-/* mbpo-bench: time the Qwen2-VL forward (and backward) of mbpo on one input.
-   The input file is what tests/reference/bench_torch.py writes, so both sides run the same
-   weights on the same tokens and pixels. */
+/* mbpo-bench: time the Qwen2-VL forward (and backward) of mbpo on one input, or the
+   tokenizer on a text file. The input files are what tests/reference/bench_torch.py and
+   bench_tokenizer.py write, so both sides run the same weights, tokens, pixels and text. */
 #define MBPO_IMPLEMENTATION
 #include "../mbpo.h"
 
@@ -11,16 +11,54 @@
 
 static void usage(void) {
     printf("usage: mbpo-bench --model DIR [--input FILE] [--iters 10] [--warmup 2] [--backward]\n"
+           "       mbpo-bench --tokenizer FILE --text FILE [--lines] [--iters 10] [--warmup 2]\n"
            "  --model DIR     Hugging Face model directory (config.json + safetensors)\n"
            "  --input FILE    safetensors with input_ids, labels, pixel_values, image_grid_thw\n"
            "                  (default: DIR/bench_input.safetensors)\n"
            "  --iters N       timed iterations (default 10)\n"
            "  --warmup N      untimed iterations first (default 2)\n"
-           "  --backward      time forward + backward of the mean target NLL instead\n");
+           "  --backward      time forward + backward of the mean target NLL instead\n"
+           "  --tokenizer F   time encoding FILE (--text) with tokenizer.json F, one thread\n"
+           "  --lines         encode the text line by line (default: as one string)\n");
+}
+
+/* Encoding speed: the whole text (or each line) per iteration, warm word cache, as HF's. */
+static int bench_tokenizer(const char *tok_path, const char *text_path, int lines, int iters, int warmup) {
+    size_t len = 0;
+    char *text = mbpo_read_file(text_path, &len);
+    mbpo_tokenizer *tok = text ? mbpo_tokenizer_load(tok_path) : NULL;
+    int64_t n_ids = 0, n_lines = 0;
+    uint64_t sum = 0;
+    double t0 = 0, dt;
+    int i;
+    if (!tok) { fprintf(stderr, "mbpo-bench: %s\n", mbpo_failure_reason()); return 1; }
+    for (i = 0; i < warmup + iters; i++) {
+        const char *p = text, *end = text + len;
+        if (i == warmup) t0 = mbpo_now();
+        n_ids = 0; n_lines = 0; sum = 0;
+        while (p < end) {
+            const char *q = lines ? (const char *)memchr(p, '\n', (size_t)(end - p)) : NULL;
+            size_t n = q ? (size_t)(q - p) : (size_t)(end - p);
+            int64_t k, m;
+            const int32_t *ids = mbpo_tokenizer_encode(tok, p, n, 1, &m);
+            if (!ids) { fprintf(stderr, "mbpo-bench: %s\n", mbpo_failure_reason()); return 1; }
+            for (k = 0; k < m; k++) sum = sum * 31 + (uint64_t)ids[k];
+            n_ids += m; n_lines++;
+            p += n + (q != NULL);
+        }
+    }
+    dt = (mbpo_now() - t0) / iters;
+    printf("mbpo tokenizer (%s): %.2f MB, %lld strings, %lld ids, %.4f s/iter, %.2f MB/s (ids checksum %016llx)\n",
+           lines ? "lines" : "whole", (double)len / 1e6, (long long)n_lines, (long long)n_ids, dt, (double)len / 1e6 / dt,
+           (unsigned long long)sum);
+    mbpo_tokenizer_free(tok);
+    mbpo_free(text);
+    return 0;
 }
 
 int main(int argc, char **argv) {
-    const char *model_dir = NULL, *input = NULL;
+    const char *model_dir = NULL, *input = NULL, *tok_path = NULL, *text_path = NULL;
+    int lines = 0;
     char input_buf[4096];
     int iters = 10, warmup = 2, backward = 0, i;
     mbpo_model m;
@@ -38,9 +76,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--backward")) backward = 1;
+        else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tok_path = argv[++i];
+        else if (!strcmp(argv[i], "--text") && i + 1 < argc) text_path = argv[++i];
+        else if (!strcmp(argv[i], "--lines")) lines = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(); return 0; }
         else { fprintf(stderr, "mbpo-bench: unknown or incomplete flag '%s' (see --help)\n", argv[i]); return 2; }
     }
+    if (tok_path && text_path && iters >= 1 && warmup >= 0) return bench_tokenizer(tok_path, text_path, lines, iters, warmup);
     if (!model_dir || iters < 1 || warmup < 0) { usage(); return 2; }
     if (!input) { snprintf(input_buf, sizeof input_buf, "%s/bench_input.safetensors", model_dir); input = input_buf; }
     TRY(mbpo_model_load(&m, model_dir));

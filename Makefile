@@ -35,20 +35,34 @@ all: build/test_mbpo build/mbpo-bench
 build:
 	@mkdir -p build
 
+# libjpeg(-turbo), when present, decodes JPEG exactly as Pillow does (MBPO_LIBJPEG).
+JPEG_H := $(firstword $(wildcard /usr/include/jpeglib.h /usr/local/include/jpeglib.h))
+ifneq ($(JPEG_H),)
+JPEG_FLAGS = -DMBPO_LIBJPEG
+JPEG_LIBS = -ljpeg
+endif
+
 # stb_image / stb_image_write come from Debian's libstb-dev (headers + libstb.so).
 STB_H := $(firstword $(wildcard /usr/include/stb/stb_image.h /usr/local/include/stb/stb_image.h))
 stb:
 ifeq ($(STB_H),)
 	@echo "stb: <stb/stb_image.h> not found - install it: apt-get install -y libstb-dev"; exit 1
 endif
+ifeq ($(JPEG_H),)
+	@echo "jpeg: <jpeglib.h> not found - JPEG is decoded by stb_image, a few code values from Pillow on some"
+	@echo "      pixels (apt-get install -y libjpeg62-turbo-dev to decode JPEG exactly as Pillow does)"
+else
+	@echo "jpeg: $(JPEG_H) found - JPEG decoded with libjpeg-turbo (MBPO_LIBJPEG), as Pillow does"
+endif
+
 
 TEST_SRC = tests/test_mbpo.c tests/test_inputs.c
 
 build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) | build stb
-	$(CC) $(CFLAGS) -o $@ $(TEST_SRC) $(LDLIBS)
+	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
 
 build/mbpo-bench: drivers/bench.c $(HEADERS) | build stb
-	$(CC) $(CFLAGS) -o $@ drivers/bench.c $(LDLIBS)
+	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/bench.c $(LDLIBS) $(JPEG_LIBS)
 
 # ---------------------------------------------------------------- test
 
@@ -58,7 +72,7 @@ test: stb checks build/test_mbpo
 # The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (not part of `make test` yet).
 asan: | build
 	$(CC) -std=c99 -Wall -Wextra -pedantic -g -O1 -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -o build/test_mbpo_asan $(TEST_SRC) $(LDLIBS)
+	  $(JPEG_FLAGS) -o build/test_mbpo_asan $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo_asan
 
 checks: check-c99 check-cxx check-nvcc check-link check-static
@@ -70,7 +84,10 @@ check-c99: | build
 	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -fsyntax-only build/check_api.c
 	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -O2 -c -o build/check_impl.o build/check_impl.c
 	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -O2 -fopenmp -c -o build/check_impl_omp.o build/check_impl.c
-	@echo "check-c99: ok (gcc -std=c99 -Wall -Wextra -pedantic, with and without OpenMP)"
+ifneq ($(JPEG_H),)
+	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -O2 -DMBPO_LIBJPEG -c -o build/check_impl_jpeg.o build/check_impl.c
+endif
+	@echo "check-c99: ok (gcc -std=c99 -Wall -Wextra -pedantic, with and without OpenMP$(if $(JPEG_H), and MBPO_LIBJPEG))"
 
 check-cxx: | build
 	@printf '#define MBPO_IMPLEMENTATION\n#include "../mbpo.h"\nint main(){return mbpo_failure_reason()[0];}\n' > build/check_impl.cpp

@@ -36,6 +36,9 @@
                            linking Debian's -lstb
      MBPO_STB_IMAGE_H, MBPO_STB_IMAGE_WRITE_H  where the stb headers are
                            (default <stb/stb_image.h>, <stb/stb_image_write.h>)
+     MBPO_LIBJPEG          decode JPEG with libjpeg(-turbo) (link -ljpeg), the library Pillow
+                           uses, so JPEG pixels match transformers' exactly; without it
+                           stb_image decodes JPEG too (a few code values apart on some pixels)
 
    LICENSE: MIT, see the end of the file.
 */
@@ -213,6 +216,8 @@ typedef struct { int width, height; uint8_t *rgb; } mbpo_image;
 MBPODEF int  mbpo_image_init(mbpo_image *img, int width, int height);
 MBPODEF int  mbpo_image_load(mbpo_image *img, const char *path);   /* PNG JPEG BMP GIF(frame 1) ... */
 MBPODEF int  mbpo_image_load_memory(mbpo_image *img, const void *data, size_t len, const char *name);
+/* stb_image alone, JPEG included (mbpo_image_load uses libjpeg for JPEG under MBPO_LIBJPEG). */
+MBPODEF int  mbpo_image_decode_stb(mbpo_image *img, const void *data, size_t len, const char *name);
 MBPODEF int  mbpo_image_write_png(const char *path, const mbpo_image *img);   /* atomic */
 MBPODEF void mbpo_image_free(mbpo_image *img);
 
@@ -487,6 +492,11 @@ MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *logits_row)
 #endif
 #include MBPO_STB_IMAGE_H
 #include MBPO_STB_IMAGE_WRITE_H
+#ifdef MBPO_LIBJPEG
+#include <setjmp.h>
+#include <jpeglib.h>
+#include <jerror.h>
+#endif
 
 /* OpenMP through _Pragma so builds without -fopenmp see no unknown pragmas. */
 #ifdef _OPENMP
@@ -3085,12 +3095,13 @@ static int mbpo__tok_is_added(const mbpo_tokenizer *t, int32_t id) { return id >
 
 /* ------------------------------------------------------------------ 2. inputs: images */
 
-/* Decoding is stb_image's (Debian: libstb-dev, link -lstb). With 3 channels requested it
-   does what Pillow's convert("RGB") does for the modes that matter: gray is replicated,
-   palettes are looked up, alpha is dropped (not composited), 16-bit samples keep their
-   high byte. The exceptions are handled below (16-bit gray) or documented (CMYK JPEG,
-   the colour behind a GIF's transparent index; JPEG's IDCT and chroma upsampling differ
-   from libjpeg's by a code value on some pixels - tests/test_mbpo.c measures how many). */
+/* Decoding is stb_image's (Debian: libstb-dev, link -lstb), and libjpeg's for JPEG under
+   MBPO_LIBJPEG. With 3 channels requested stb does what Pillow's convert("RGB") does for
+   the modes that matter: gray is replicated, palettes are looked up, alpha is dropped (not
+   composited), 16-bit samples keep their high byte. The exceptions are handled below
+   (16-bit gray, the colour behind a GIF's transparent index) or documented (CMYK JPEG;
+   stb's JPEG IDCT and chroma upsampling differ from libjpeg's by a few code values on some
+   pixels - tests/test_inputs.c measures how many). */
 
 MBPODEF int mbpo_image_init(mbpo_image *img, int width, int height) {
     size_t n = 0;
@@ -3108,7 +3119,33 @@ MBPODEF void mbpo_image_free(mbpo_image *img) {
     if (img) { mbpo_free(img->rgb); img->rgb = NULL; img->width = img->height = 0; }
 }
 
-MBPODEF int mbpo_image_load_memory(mbpo_image *img, const void *data, size_t len, const char *name) {
+/* The colour of a GIF's transparent palette index for its first frame, or -1: the frame's
+   graphic control extension names the index, and the local (else global) colour table its
+   colour. stb_image leaves transparent pixels black; Pillow's convert("RGB") shows that
+   palette colour, so the caller paints it back in. */
+static int32_t mbpo__gif_transparent_rgb(const unsigned char *p, size_t len) {
+    size_t at = 13, global_at = 0, global_n = 0;
+    int transparent = -1;
+    if (len < 13 || memcmp(p, "GIF8", 4) != 0) return -1;
+    if (p[10] & 0x80) { global_at = 13; global_n = (size_t)2 << (p[10] & 7); at += 3 * global_n; }
+    while (at < len) {
+        if (p[at] == 0x21 && at + 1 < len) {                      /* extension */
+            if (p[at + 1] == 0xF9 && at + 6 < len && p[at + 2] == 4 && (p[at + 3] & 1)) transparent = p[at + 6];
+            at += 2;
+            while (at < len && p[at]) at += 1 + (size_t)p[at];    /* data sub-blocks */
+            at++;
+        } else if (p[at] == 0x2C && at + 9 < len) {               /* the first image */
+            size_t table_at = global_at, table_n = global_n;
+            if (p[at + 9] & 0x80) { table_at = at + 10; table_n = (size_t)2 << (p[at + 9] & 7); }
+            if (transparent < 0 || (size_t)transparent >= table_n || table_at + 3 * table_n > len) return -1;
+            table_at += 3 * (size_t)transparent;
+            return (int32_t)p[table_at] << 16 | (int32_t)p[table_at + 1] << 8 | p[table_at + 2];
+        } else return -1;
+    }
+    return -1;
+}
+
+MBPODEF int mbpo_image_decode_stb(mbpo_image *img, const void *data, size_t len, const char *name) {
     int w = 0, h = 0, comp = 0, is16;
     unsigned char *pix;
     memset(img, 0, sizeof *img);
@@ -3131,15 +3168,96 @@ MBPODEF int mbpo_image_load_memory(mbpo_image *img, const void *data, size_t len
         stbi_image_free(p16);
         return 1;
     }
-    pix = stbi_load_from_memory((const unsigned char *)data, (int)len, &w, &h, &comp, 3);
-    if (!pix || w != img->width || h != img->height) {
-        if (pix) stbi_image_free(pix);
-        mbpo_image_free(img);
-        return mbpo__fail("%s: cannot decode (%s)", name, stbi_failure_reason());
+    {
+        int32_t key = mbpo__gif_transparent_rgb((const unsigned char *)data, len);
+        int want = key >= 0 ? 4 : 3;
+        size_t i, n = (size_t)img->width * (size_t)img->height;
+        pix = stbi_load_from_memory((const unsigned char *)data, (int)len, &w, &h, &comp, want);
+        if (!pix || w != img->width || h != img->height) {
+            if (pix) stbi_image_free(pix);
+            mbpo_image_free(img);
+            return mbpo__fail("%s: cannot decode (%s)", name, stbi_failure_reason());
+        }
+        for (i = 0; i < n; i++) {
+            const unsigned char *q = pix + i * (size_t)want;
+            int clear = want == 4 && q[3] == 0;
+            img->rgb[3 * i] = clear ? (uint8_t)(key >> 16) : q[0];
+            img->rgb[3 * i + 1] = clear ? (uint8_t)(key >> 8) : q[1];
+            img->rgb[3 * i + 2] = clear ? (uint8_t)key : q[2];
+        }
+        stbi_image_free(pix);
     }
-    memcpy(img->rgb, pix, (size_t)w * (size_t)h * 3);
-    stbi_image_free(pix);
     return 1;
+}
+#ifdef MBPO_LIBJPEG
+/* JPEG through libjpeg(-turbo), the library Pillow uses, with Pillow's settings (the library
+   defaults: accurate integer IDCT, fancy upsampling, YCbCr or gray -> RGB), so the pixels are
+   Pillow's. libjpeg reports fatal errors through error_exit, which must not return: it jumps
+   back here. A stream that ends early only warns in libjpeg (and is padded with gray); Pillow
+   refuses such a file, and so does this. */
+typedef struct { struct jpeg_error_mgr pub; jmp_buf jump; char msg[JMSG_LENGTH_MAX]; int truncated; } mbpo__jpeg_err;
+static void mbpo__jpeg_error_exit(j_common_ptr c) {
+    mbpo__jpeg_err *e = (mbpo__jpeg_err *)c->err;
+    c->err->format_message(c, e->msg);
+    longjmp(e->jump, 1);
+}
+static void mbpo__jpeg_emit(j_common_ptr c, int level) {
+    mbpo__jpeg_err *e = (mbpo__jpeg_err *)c->err;
+    if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) { e->truncated = 1; c->err->format_message(c, e->msg); }
+}
+/* 1 decoded, 0 failed (reason set), -1 not handled here (CMYK/YCCK: left to stb_image). */
+static int mbpo__jpeg_decode(mbpo_image *img, const unsigned char *data, size_t len, const char *name) {
+    struct jpeg_decompress_struct cinfo;
+    mbpo__jpeg_err err;
+    memset(img, 0, sizeof *img);
+    memset(&err, 0, sizeof err);
+    cinfo.err = jpeg_std_error(&err.pub);
+    err.pub.error_exit = mbpo__jpeg_error_exit;
+    err.pub.emit_message = mbpo__jpeg_emit;
+    if (setjmp(err.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        mbpo_image_free(img);
+        return mbpo__fail("%s: cannot decode JPEG (%s)", name, err.msg);
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, (unsigned char *)(size_t)data, (unsigned long)len);
+    jpeg_read_header(&cinfo, TRUE);
+    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+        jpeg_destroy_decompress(&cinfo);
+        return -1;
+    }
+    if ((int64_t)cinfo.image_width * cinfo.image_height > MBPO_MAX_IMAGE_PIXELS) {
+        jpeg_destroy_decompress(&cinfo);
+        return mbpo__fail("%s: image is %ux%u, more than MBPO_MAX_IMAGE_PIXELS (%lld); define it larger to allow",
+                          name, (unsigned)cinfo.image_width, (unsigned)cinfo.image_height, (long long)MBPO_MAX_IMAGE_PIXELS);
+    }
+    cinfo.out_color_space = JCS_RGB;
+    jpeg_start_decompress(&cinfo);
+    if (cinfo.output_components != 3 || !mbpo_image_init(img, (int)cinfo.output_width, (int)cinfo.output_height)) {
+        jpeg_destroy_decompress(&cinfo);
+        mbpo_image_free(img);
+        return mbpo__fail("%s: cannot decode JPEG (%s)", name, cinfo.output_components != 3 ? "not 3 channels" : mbpo__reason);
+    }
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW row = img->rgb + (size_t)cinfo.output_scanline * img->width * 3;
+        jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    if (err.truncated) { mbpo_image_free(img); return mbpo__fail("%s: truncated JPEG (%s)", name, err.msg); }
+    return 1;
+}
+#endif
+
+MBPODEF int mbpo_image_load_memory(mbpo_image *img, const void *data, size_t len, const char *name) {
+#ifdef MBPO_LIBJPEG
+    const unsigned char *p = (const unsigned char *)data;
+    if (len >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF) {
+        int r = mbpo__jpeg_decode(img, p, len, name);
+        if (r >= 0) return r;
+    }
+#endif
+    return mbpo_image_decode_stb(img, data, len, name);
 }
 MBPODEF int mbpo_image_load(mbpo_image *img, const char *path) {
     size_t len = 0;

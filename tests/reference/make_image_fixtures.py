@@ -15,6 +15,8 @@ What it writes (deterministic: a rerun gives byte-identical files):
                                        grid_thw I64 [3]
     <out>/cases.json                   one object per image (file, format, mode, sizes, bounds, notes)
     <out>/smart_resize.json            (height, width, min_pixels, max_pixels) -> [H', W'] or "error"
+    <out>/resize_cases.safetensors     sizes I64 [N, 4] (w, h, out_w, out_h); inputs / outputs U8, the
+                                       random RGB images and Pillow's BICUBIC resizes, concatenated
     <out>/meta.json                    versions, seed, counts, processor configuration
 
 The reference is the "slow" PIL/NumPy back-end of transformers 4.x (the class Qwen2VLImageProcessor
@@ -591,6 +593,27 @@ def smart_resize_cases():
 # --------------------------------------------------------------------------------------------
 
 
+def resize_cases(out, n=240):
+    """Pillow BICUBIC on random RGB images of random sizes (1..64 each side), both directions, both
+    axes: every branch of the resampler, including Pillow 13's choice of pass order."""
+    rng = np.random.default_rng([SEED, zlib.crc32(b"resize_cases")])
+    sizes, ins, outs = [], [], []
+    for i in range(n):
+        w, h, ow, oh = (int(v) for v in rng.integers(1, 65, 4))
+        if i % 8 == 0:
+            ow = w      # one axis unchanged
+        if i % 8 == 1:
+            oh = h
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        r = np.asarray(Image.fromarray(a).resize((ow, oh), Image.BICUBIC))
+        sizes.append([w, h, ow, oh])
+        ins.append(a.ravel())
+        outs.append(r.ravel())
+    save_file({"sizes": np.asarray(sizes, dtype=np.int64), "inputs": np.concatenate(ins),
+               "outputs": np.concatenate(outs)}, os.path.join(out, "resize_cases.safetensors"))
+    return n
+
+
 def dump_json(path, obj):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1, ensure_ascii=False)
@@ -612,6 +635,7 @@ def main():
 
     table = smart_resize_cases()
     dump_json(os.path.join(out, "smart_resize.json"), table)
+    n_resize = resize_cases(out)
 
     proc = make_processor(BASE_CONFIG["min_pixels"], BASE_CONFIG["max_pixels"])
     meta = {
@@ -636,6 +660,7 @@ def main():
             "identity_resize": sum(c["identity_resize"] for c in cases),
             "smart_resize_rows": len(table),
             "smart_resize_errors": sum(e["result"] == "error" for e in table),
+            "random_resizes": n_resize,
         },
         "image_processor": {
             "class": "Qwen2VLImageProcessor (slow, PIL/NumPy back-end; use_fast=False)",

@@ -2592,6 +2592,7 @@ MBPODEF void mbpo_tokenizer_free(mbpo_tokenizer *t) {
 }
 
 #define MBPO__CACHE_SLOTS 65536       /* words kept in the cache (cleared when half full) */
+#define MBPO__CACHE_ARENA (4u << 20)   /* bytes for them (cleared when full) */
 
 MBPODEF mbpo_tokenizer *mbpo_tokenizer_load(const char *path) {
     mbpo_json *root = mbpo_json_parse_file(path);
@@ -2755,7 +2756,9 @@ MBPODEF mbpo_tokenizer *mbpo_tokenizer_load(const char *path) {
     t->cache_mask = MBPO__CACHE_SLOTS - 1;
     t->cache_hash = (uint64_t *)mbpo__alloc(MBPO__CACHE_SLOTS * sizeof(uint64_t));
     t->cache_at = (int64_t *)mbpo__alloc(MBPO__CACHE_SLOTS * sizeof(int64_t));
-    if (!t->cache_hash || !t->cache_at) goto fail;
+    t->cache_arena = (char *)mbpo__alloc(MBPO__CACHE_ARENA);
+    t->cache_arena_cap = MBPO__CACHE_ARENA;
+    if (!t->cache_hash || !t->cache_at || !t->cache_arena) goto fail;
     memset(t->cache_at, 0xFF, MBPO__CACHE_SLOTS * sizeof(int64_t));
     mbpo_json_free(root);
     return t;
@@ -2865,7 +2868,6 @@ static int mbpo__bpe_word(mbpo_tokenizer *t, const unsigned char *s, size_t n, i
 /* A pre-token through the word cache. Entries: {hash, len, count} then the bytes, then the
    ids, in one arena that is dropped wholesale when full. */
 #define MBPO__CACHE_MAX_WORD 128
-#define MBPO__CACHE_ARENA (32u << 20)
 static int mbpo__tok_word(mbpo_tokenizer *t, const unsigned char *s, size_t n, int64_t base) {
     uint64_t h;
     size_t slot, need, k;
@@ -2892,10 +2894,6 @@ static int mbpo__tok_word(mbpo_tokenizer *t, const unsigned char *s, size_t n, i
         memset(t->cache_at, 0xFF, (t->cache_mask + 1) * sizeof(int64_t));
         t->cache_used = 0; t->cache_arena_n = 0;
         slot = (size_t)h & t->cache_mask;
-    }
-    if (!t->cache_arena) {
-        if (!(t->cache_arena = (char *)mbpo__alloc(MBPO__CACHE_ARENA))) return 0;
-        t->cache_arena_cap = MBPO__CACHE_ARENA;
     }
     {
         int32_t *e = (int32_t *)(t->cache_arena + t->cache_arena_n);

@@ -297,9 +297,10 @@ typedef struct {
 MBPODEF int  mbpo_dataset_load(mbpo_dataset *ds, const char *path, const char *image_root, int strict,
                                FILE *log);
 MBPODEF void mbpo_dataset_free(mbpo_dataset *ds);
-/* Closed-ended detector: YESNO when the answer is yes/no ("Yes", "No, ..."), MC when the
-   question lists options on lines "A. ..", "(A) ..", "A) .." or "A: .." and the answer names
-   exactly one ("B", "(B)", "B. text", "Answer: B", the option's text); else OPEN. */
+/* Closed-ended detector: YESNO when a yes/no question ("Is ...", "... yes or no") is answered
+   yes/no ("Yes", "No, ..."; not "Yes, no."), MC when the question lists options on lines
+   "A. ..", "(A) .." or "A) .." and the answer names exactly one ("B", "(B)", "B. text",
+   "Answer: B", the option's text); else OPEN. label: 'Y'/'N' or the letter. */
 MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, char *label);
 
 /* ------------------------------------------------------------------ 3. model */
@@ -458,6 +459,7 @@ MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *logits_row)
 #include <string.h>
 #include <time.h>
 #if !defined(_WIN32)
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 #ifdef _OPENMP
@@ -1192,6 +1194,16 @@ static int mbpo__file_exists(const char *path) {
     FILE *f = fopen(path, "rb");
     if (f) fclose(f);
     return f != NULL;
+}
+/* A readable regular file (a directory opens with fopen on POSIX, so stat it). 0 with a reason. */
+static int mbpo__is_file(const char *path) {
+#if !defined(_WIN32)
+    struct stat st;
+    if (stat(path, &st) != 0) return mbpo__fail("image %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return mbpo__fail("image %s: not a regular file", path);
+#endif
+    if (!mbpo__file_exists(path)) return mbpo__fail("image %s: %s", path, strerror(errno));
+    return 1;
 }
 MBPODEF int mbpo_st_open_dir(mbpo_st *st, const char *dir) {
     char *single = mbpo__path_join(dir, "model.safetensors");
@@ -2370,8 +2382,8 @@ static uint32_t mbpo__nfc_pair(uint32_t a, uint32_t b) {
 /* Unicode NFC of valid UTF-8 text (UAX #15: decompose, order marks by combining class,
    compose). Text whose code points are all below U+0300 is already NFC and is copied;
    otherwise the result goes to a scratch buffer owned by *buf (grown as needed). */
-typedef struct { uint32_t *cp; size_t cap; char *out; size_t out_cap; } mbpo__nfc_buf;
-static int mbpo__nfc(mbpo__nfc_buf *b, const char *text, size_t len, const char **out, size_t *out_len) {
+typedef struct { uint32_t *cp, *tmp; size_t cap; char *out; size_t out_cap; } mbpo__nfc_buf;
+static int mbpo__nfc(mbpo__nfc_buf *b, const char *text, size_t len, int64_t base, const char **out, size_t *out_len) {
     const unsigned char *s = (const unsigned char *)text, *end = s + len;
     size_t i, n = 0, need = 0, starter;
     int last_ccc;
@@ -2380,25 +2392,42 @@ static int mbpo__nfc(mbpo__nfc_buf *b, const char *text, size_t len, const char 
     /* NFD: every code point expands to at most 4 (checked by the generator's data). */
     if (!mbpo__mul_size(len + 1, 4 * sizeof(uint32_t), &need)) return 0;
     if (b->cap < need) {
-        mbpo_free(b->cp);
-        if (!(b->cp = (uint32_t *)mbpo__alloc(need))) { b->cap = 0; return 0; }
+        mbpo_free(b->cp); mbpo_free(b->tmp);
+        b->cp = (uint32_t *)mbpo__alloc(need);
+        b->tmp = (uint32_t *)mbpo__alloc(need);
+        if (!b->cp || !b->tmp) { b->cap = 0; return 0; }
         b->cap = need;
     }
     while (s < end) {
         uint32_t cp;
         int k = mbpo__utf8_get(s, end, &cp);
-        if (k == 0) return mbpo__fail("invalid UTF-8 at byte %zu", (size_t)(s - (const unsigned char *)text));
+        if (k == 0) return mbpo__fail("invalid UTF-8 at byte %lld", (long long)(base + (s - (const unsigned char *)text)));
         mbpo__nfd_push(cp, b->cp, &n);
         s += k;
     }
-    /* Canonical ordering: a stable insertion sort of each run of nonzero classes. */
-    for (i = 1; i < n; i++) {
-        int c = mbpo__uc_ccc(b->cp[i]);
-        size_t j = i;
-        uint32_t v = b->cp[i];
-        if (c == 0) continue;
-        while (j > 0 && mbpo__uc_ccc(b->cp[j - 1]) > c) { b->cp[j] = b->cp[j - 1]; j--; }
-        b->cp[j] = v;
+    /* Canonical ordering: sort each run of marks (nonzero classes) by class, stably - by
+       insertion when short, by counting when long (an insertion sort is quadratic, and
+       text from strangers can hold a million marks in a row). */
+    for (i = 0; i < n; ) {
+        size_t start = i, end, j, k;
+        if (mbpo__uc_ccc(b->cp[i]) == 0) { i++; continue; }
+        for (end = i + 1; end < n && mbpo__uc_ccc(b->cp[end]) != 0; end++) {}
+        if (end - start <= 32) {
+            for (j = start + 1; j < end; j++) {
+                uint32_t v = b->cp[j];
+                int c = mbpo__uc_ccc(v);
+                for (k = j; k > start && mbpo__uc_ccc(b->cp[k - 1]) > c; k--) b->cp[k] = b->cp[k - 1];
+                b->cp[k] = v;
+            }
+        } else {
+            size_t count[257];
+            memset(count, 0, sizeof count);
+            for (j = start; j < end; j++) count[mbpo__uc_ccc(b->cp[j]) + 1]++;
+            for (k = 1; k < 257; k++) count[k] += count[k - 1];
+            for (j = start; j < end; j++) b->tmp[count[mbpo__uc_ccc(b->cp[j])]++] = b->cp[j];
+            memcpy(b->cp + start, b->tmp, (end - start) * sizeof(uint32_t));
+        }
+        i = end;
     }
     /* Canonical composition: each mark joins the last starter unless a mark of the same or
        higher class stands between them (blocked). */
@@ -2584,7 +2613,7 @@ MBPODEF void mbpo_tokenizer_free(mbpo_tokenizer *t) {
     mbpo_free(t->token); mbpo_free(t->token_len); mbpo_free(t->is_special); mbpo_free(t->is_added);
     mbpo_free(t->vocab_slots); mbpo_free(t->merge_keys); mbpo_free(t->merge_vals);
     mbpo_free(t->added); mbpo_free(t->cache_hash); mbpo_free(t->cache_at); mbpo_free(t->cache_arena);
-    mbpo_free(t->nfc.cp); mbpo_free(t->nfc.out);
+    mbpo_free(t->nfc.cp); mbpo_free(t->nfc.tmp); mbpo_free(t->nfc.out);
     mbpo_free(t->cls); mbpo_free(t->cps); mbpo_free(t->cp_at);
     mbpo_free(t->sym_id); mbpo_free(t->sym_prev); mbpo_free(t->sym_next); mbpo_free(t->sym_len);
     mbpo_free(t->heap); mbpo_free(t->out); mbpo_free(t->out_end); mbpo_free(t->path);
@@ -2706,10 +2735,11 @@ MBPODEF mbpo_tokenizer *mbpo_tokenizer_load(const char *path) {
                        path, i, (int)nl, left, (int)nr, right);
             goto fail;
         }
-        if (mbpo__merge_find(t, a, c, &dummy)) continue;   /* a repeated merge keeps its first rank */
+        (void)dummy;
         key = (uint64_t)(uint32_t)a << 32 | (uint32_t)c;
         slot = (size_t)mbpo__hash_u64(key) & t->merge_mask;
-        while (t->merge_keys[slot] != UINT64_MAX) slot = (slot + 1) & t->merge_mask;
+        /* a repeated merge takes its last rank, as in HF (a later map insert wins) */
+        while (t->merge_keys[slot] != UINT64_MAX && t->merge_keys[slot] != key) slot = (slot + 1) & t->merge_mask;
         t->merge_keys[slot] = key;
         t->merge_vals[slot] = (uint64_t)i << 32 | (uint32_t)merged;
         continue;
@@ -2724,9 +2754,9 @@ MBPODEF mbpo_tokenizer *mbpo_tokenizer_load(const char *path) {
             const mbpo_json *e = &added->items[i], *v;
             const mbpo_json *content = mbpo_json_get(e, "content");
             int32_t id = (int32_t)mbpo_json_get(e, "id")->integer;
-            static const char *const flags[3] = { "lstrip", "rstrip", "single_word" };
+            static const char *const flags[4] = { "lstrip", "rstrip", "single_word", "normalized" };
             int k;
-            for (k = 0; k < 3; k++)
+            for (k = 0; k < 4; k++)   /* normalized: HF would match it on the NFC text */
                 if ((v = mbpo_json_get(e, flags[k])) && v->type == MBPO_JSON_TRUE) {
                     mbpo__fail("%s: added token \"%s\" sets %s, which is not supported", path, content->string, flags[k]);
                     goto fail;
@@ -2955,7 +2985,7 @@ static int mbpo__tok_piece(mbpo_tokenizer *t, const char *text, size_t len, int6
     const char *s = text;
     size_t n = 0, i, n_cp = 0, start;
     const unsigned char *p, *end;
-    if (!mbpo__nfc(&t->nfc, text, len, &s, &n)) return 0;
+    if (!mbpo__nfc(&t->nfc, text, len, base, &s, &n)) return 0;
     if (!mbpo__scratch((void **)&t->cls, &t->cls_cap, n + 1, 1) ||
         !mbpo__scratch((void **)&t->cps, &t->cps_cap, n + 1, sizeof(uint32_t)) ||
         !mbpo__scratch((void **)&t->cp_at, &t->cp_at_cap, n + 1, sizeof(size_t))) return 0;
@@ -3080,12 +3110,12 @@ MBPODEF char *mbpo_utf8_nfc(const char *text, size_t len, size_t *out_len) {
     size_t n = 0;
     char *out = NULL;
     memset(&b, 0, sizeof b);
-    if (mbpo__nfc(&b, text, len, &s, &n) && (out = (char *)mbpo__alloc(n + 1)) != NULL) {
+    if (mbpo__nfc(&b, text, len, 0, &s, &n) && (out = (char *)mbpo__alloc(n + 1)) != NULL) {
         memcpy(out, s, n);
         out[n] = 0;
         if (out_len) *out_len = n;
     }
-    mbpo_free(b.cp); mbpo_free(b.out);
+    mbpo_free(b.cp); mbpo_free(b.tmp); mbpo_free(b.out);
     return out;
 }
 static int mbpo__tok_is_added(const mbpo_tokenizer *t, int32_t id) { return id >= 0 && id < t->n_ids && t->is_added[id]; }
@@ -3117,30 +3147,76 @@ MBPODEF void mbpo_image_free(mbpo_image *img) {
     if (img) { mbpo_free(img->rgb); img->rgb = NULL; img->width = img->height = 0; }
 }
 
-/* The colour of a GIF's transparent palette index for its first frame, or -1: the frame's
-   graphic control extension names the index, and the local (else global) colour table its
-   colour. stb_image leaves transparent pixels black; Pillow's convert("RGB") shows that
-   palette colour, so the caller paints it back in. */
-static int32_t mbpo__gif_transparent_rgb(const unsigned char *p, size_t len) {
+/* What Pillow shows that stb_image does not, for a GIF's first frame: transparent pixels
+   in the palette colour of the transparent index (stb leaves them black), and the canvas
+   outside a frame smaller than it in that colour too, or palette entry 0 without
+   transparency (stb paints the background index there). Parsed from the header: the
+   graphic control extension before the first image names the transparent index, the
+   image descriptor its rectangle, the local (else global) colour table the colours. */
+typedef struct { int ok, has_transparent, left, top, width, height; uint8_t transparent[3], fill[3]; } mbpo__gif_info;
+static mbpo__gif_info mbpo__gif_first_frame(const unsigned char *p, size_t len) {
+    mbpo__gif_info g;
     size_t at = 13, global_at = 0, global_n = 0;
     int transparent = -1;
-    if (len < 13 || memcmp(p, "GIF8", 4) != 0) return -1;
+    memset(&g, 0, sizeof g);
+    if (len < 13 || memcmp(p, "GIF8", 4) != 0) return g;
     if (p[10] & 0x80) { global_at = 13; global_n = (size_t)2 << (p[10] & 7); at += 3 * global_n; }
     while (at < len) {
         if (p[at] == 0x21 && at + 1 < len) {                      /* extension */
-            if (p[at + 1] == 0xF9 && at + 6 < len && p[at + 2] == 4 && (p[at + 3] & 1)) transparent = p[at + 6];
+            if (p[at + 1] == 0xF9 && at + 6 < len && p[at + 2] == 4) transparent = (p[at + 3] & 1) ? p[at + 6] : -1;
             at += 2;
             while (at < len && p[at]) at += 1 + (size_t)p[at];    /* data sub-blocks */
             at++;
         } else if (p[at] == 0x2C && at + 9 < len) {               /* the first image */
-            size_t table_at = global_at, table_n = global_n;
+            size_t table_at = global_at, table_n = global_n, k;
             if (p[at + 9] & 0x80) { table_at = at + 10; table_n = (size_t)2 << (p[at + 9] & 7); }
-            if (transparent < 0 || (size_t)transparent >= table_n || table_at + 3 * table_n > len) return -1;
-            table_at += 3 * (size_t)transparent;
-            return (int32_t)p[table_at] << 16 | (int32_t)p[table_at + 1] << 8 | p[table_at + 2];
-        } else return -1;
+            if (table_n == 0 || table_at + 3 * table_n > len) return g;
+            g.left = p[at + 1] | p[at + 2] << 8; g.top = p[at + 3] | p[at + 4] << 8;
+            g.width = p[at + 5] | p[at + 6] << 8; g.height = p[at + 7] | p[at + 8] << 8;
+            g.has_transparent = transparent >= 0 && (size_t)transparent < table_n;
+            for (k = 0; k < 3; k++) {
+                g.fill[k] = p[table_at + (g.has_transparent ? 3 * (size_t)transparent : 0) + k];
+                g.transparent[k] = g.fill[k];
+            }
+            g.ok = 1;
+            return g;
+        } else return g;
     }
-    return -1;
+    return g;
+}
+
+/* The formats read: PNG, JPEG, BMP, GIF. stb_image also takes PNM, TGA, PSD, HDR and PIC,
+   but where those differ from Pillow (16-bit PNM, maxval scaling) the pixels would silently
+   differ from transformers', so they are refused. */
+static int mbpo__image_format_known(const unsigned char *p, size_t len) {
+    return (len >= 8 && memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0) || (len >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF) ||
+           (len >= 2 && p[0] == 'B' && p[1] == 'M') || (len >= 6 && memcmp(p, "GIF8", 4) == 0);
+}
+/* A PNG palette shorter than 256 entries, padded with black: pixels whose index lies past
+   the palette are black in Pillow, while stb_image would read its uninitialised palette
+   memory. Returns a patched copy (mbpo_free) or NULL when none is needed. stb does not
+   check chunk CRCs, so the stale CRC of the grown chunk is harmless. */
+static unsigned char *mbpo__png_pad_palette(const unsigned char *p, size_t len, size_t *out_len) {
+    size_t at = 8;
+    while (at + 12 <= len) {
+        size_t n = (size_t)p[at] << 24 | (size_t)p[at + 1] << 16 | (size_t)p[at + 2] << 8 | p[at + 3];
+        if (n > len - at - 12) return NULL;
+        if (memcmp(p + at + 4, "PLTE", 4) == 0) {
+            unsigned char *q;
+            if (n >= 768 || n % 3) return NULL;
+            if (!(q = (unsigned char *)mbpo__alloc(len + 768 - n))) return NULL;
+            memcpy(q, p, at);
+            q[at] = 0; q[at + 1] = 0; q[at + 2] = 768 >> 8; q[at + 3] = 768 & 255;
+            memcpy(q + at + 4, p + at + 4, 4 + n);
+            memset(q + at + 8 + n, 0, 768 - n);
+            memcpy(q + at + 8 + 768, p + at + 8 + n, len - at - 8 - n);   /* CRC and the rest */
+            *out_len = len + 768 - n;
+            return q;
+        }
+        if (memcmp(p + at + 4, "IDAT", 4) == 0) return NULL;   /* the palette precedes the data */
+        at += 12 + n;
+    }
+    return NULL;
 }
 
 MBPODEF int mbpo_image_decode_stb(mbpo_image *img, const void *data, size_t len, const char *name) {
@@ -3148,6 +3224,17 @@ MBPODEF int mbpo_image_decode_stb(mbpo_image *img, const void *data, size_t len,
     unsigned char *pix;
     memset(img, 0, sizeof *img);
     if (len > (size_t)INT32_MAX) return mbpo__fail("%s: image file too large (%zu bytes)", name, len);
+    if (!mbpo__image_format_known((const unsigned char *)data, len))
+        return mbpo__fail("%s: not a PNG, JPEG, BMP or GIF file (the formats read)", name);
+    if (len >= 8 && ((const unsigned char *)data)[0] == 0x89) {
+        size_t n2 = 0;
+        unsigned char *padded = mbpo__png_pad_palette((const unsigned char *)data, len, &n2);
+        if (padded) {
+            int ok = mbpo_image_decode_stb(img, padded, n2, name);
+            mbpo_free(padded);
+            return ok;
+        }
+    }
     if (!stbi_info_from_memory((const unsigned char *)data, (int)len, &w, &h, &comp))
         return mbpo__fail("%s: not a readable image (%s)", name, stbi_failure_reason());
     if (w <= 0 || h <= 0 || (int64_t)w * h > MBPO_MAX_IMAGE_PIXELS)
@@ -3155,9 +3242,10 @@ MBPODEF int mbpo_image_decode_stb(mbpo_image *img, const void *data, size_t len,
                           "to allow", name, w, h, (long long)MBPO_MAX_IMAGE_PIXELS);
     is16 = stbi_is_16_bit_from_memory((const unsigned char *)data, (int)len);
     if (!mbpo_image_init(img, w, h)) return 0;
-    if (is16 && comp <= 2) {
+    if (is16 && comp == 1) {
         /* 16-bit gray opens in Pillow as mode I;16, whose convert("RGB") clamps each sample
-           to 255 instead of scaling it, so it is decoded at 16 bits and clamped here. */
+           to 255 instead of scaling it, so it is decoded at 16 bits and clamped here. (16-bit
+           gray + alpha opens as RGBA, high bytes kept: stb's 8-bit path below.) */
         stbi_us *p16 = stbi_load_16_from_memory((const unsigned char *)data, (int)len, &w, &h, &comp, 1);
         size_t i, n = (size_t)w * (size_t)h;
         if (!p16) { mbpo_image_free(img); return mbpo__fail("%s: cannot decode (%s)", name, stbi_failure_reason()); }
@@ -3167,22 +3255,25 @@ MBPODEF int mbpo_image_decode_stb(mbpo_image *img, const void *data, size_t len,
         return 1;
     }
     {
-        int32_t key = mbpo__gif_transparent_rgb((const unsigned char *)data, len);
-        int want = key >= 0 ? 4 : 3;
-        size_t i, n = (size_t)img->width * (size_t)img->height;
+        mbpo__gif_info gif = mbpo__gif_first_frame((const unsigned char *)data, len);
+        int want = gif.ok ? 4 : 3, x, y;
         pix = stbi_load_from_memory((const unsigned char *)data, (int)len, &w, &h, &comp, want);
         if (!pix || w != img->width || h != img->height) {
             if (pix) stbi_image_free(pix);
             mbpo_image_free(img);
             return mbpo__fail("%s: cannot decode (%s)", name, stbi_failure_reason());
         }
-        for (i = 0; i < n; i++) {
-            const unsigned char *q = pix + i * (size_t)want;
-            int clear = want == 4 && q[3] == 0;
-            img->rgb[3 * i] = clear ? (uint8_t)(key >> 16) : q[0];
-            img->rgb[3 * i + 1] = clear ? (uint8_t)(key >> 8) : q[1];
-            img->rgb[3 * i + 2] = clear ? (uint8_t)key : q[2];
-        }
+        for (y = 0; y < h; y++)
+            for (x = 0; x < w; x++) {
+                size_t i = (size_t)y * w + x;
+                const unsigned char *q = pix + i * (size_t)want;
+                const uint8_t *c = q;
+                if (gif.ok && (x < gif.left || x >= gif.left + gif.width || y < gif.top || y >= gif.top + gif.height))
+                    c = gif.fill;                                   /* outside the first frame */
+                else if (gif.ok && gif.has_transparent && q[3] == 0)
+                    c = gif.transparent;                            /* a transparent pixel */
+                img->rgb[3 * i] = c[0]; img->rgb[3 * i + 1] = c[1]; img->rgb[3 * i + 2] = c[2];
+            }
         stbi_image_free(pix);
     }
     return 1;
@@ -3306,18 +3397,21 @@ static int mbpo__json_opt_int(const mbpo_json *obj, const char *key, int64_t lo,
     *out = v->integer;
     return 1;
 }
-/* preprocessor_config.json: min/max pixels (or size.shortest_edge / size.longest_edge, which
-   despite their names are pixel counts), patch sizes, rescale factor, mean and std. */
+/* preprocessor_config.json: min/max pixels, patch sizes, rescale factor, mean and std. */
 MBPODEF int mbpo_preproc_load(mbpo_preproc *pp, const char *path) {
     mbpo_json *root = mbpo_json_parse_file(path);
     const mbpo_json *v, *size;
     int c, ok = 0;
     mbpo_preproc_default(pp);
+    /* transformers 4.57 starts from the class defaults and lets only min_pixels / max_pixels
+       change them: a "size" entry is checked for its two keys, then ignored [version]. */
+    pp->min_pixels = 56 * 56;
+    pp->max_pixels = 28 * 28 * 1280;
     if (!root) return 0;
     if (root->type != MBPO_JSON_OBJECT) { mbpo__fail("%s: not a JSON object", path); goto done; }
-    if ((size = mbpo_json_get(root, "size")) && size->type == MBPO_JSON_OBJECT &&
-        (!mbpo__json_opt_int(size, "shortest_edge", 1, &pp->min_pixels, path) ||
-         !mbpo__json_opt_int(size, "longest_edge", 1, &pp->max_pixels, path))) goto done;
+    if ((size = mbpo_json_get(root, "size")) && size->type != MBPO_JSON_NULL &&
+        (size->type != MBPO_JSON_OBJECT || !mbpo_json_get(size, "shortest_edge") || !mbpo_json_get(size, "longest_edge")))
+        { mbpo__fail("%s: \"size\" must have \"shortest_edge\" and \"longest_edge\"", path); goto done; }
     if (!mbpo__json_opt_int(root, "min_pixels", 1, &pp->min_pixels, path) ||
         !mbpo__json_opt_int(root, "max_pixels", 1, &pp->max_pixels, path) ||
         !mbpo__json_opt_int(root, "patch_size", 1, &pp->patch, path) ||
@@ -3725,10 +3819,12 @@ done:
 
 /* ------------------------------------------------------------------ 2. inputs: datasets */
 
-/* Closed-ended questions (DESIGN.md 1): yes/no, and multiple choice with option lines
-   "A. ...", "(A) ...", "A) ..." or "A: ..." (letters from A in order, at least two) whose
-   answer names exactly one of the options. The answer decides: a question is closed only
-   when its reference answer can be verified. */
+/* Closed-ended questions (DESIGN.md 1): yes/no questions answered yes or no, and multiple
+   choice with option lines "A. ...", "(A) ..." or "A) ..." (letters from A in order, at least
+   two) whose answer names exactly one of the options. A question is closed only when its
+   reference answer can be verified; anything ambiguous stays open, since a wrong label
+   would reward wrong rollouts. ("A: ..." is not an option form: it is how dialogues and
+   comics are transcribed.) */
 static int mbpo__is_word_char(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
 static int mbpo__lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
 static const char *mbpo__skip_space(const char *s) { while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++; return s; }
@@ -3739,14 +3835,15 @@ static int mbpo__starts_word(const char *s, const char *w) {
     return !mbpo__is_word_char((unsigned char)s[i]);
 }
 /* Option line at s (after leading spaces): returns its letter and sets *text, or 0. */
+static const char *mbpo__skip_blank(const char *s) { while (*s == ' ' || *s == '\t') s++; return s; }
 static int mbpo__option_line(const char *s, const char **text) {
     int letter;
-    s = mbpo__skip_space(s);
+    s = mbpo__skip_blank(s);   /* within the line: a blank line is no option */
     if (*s == '(' && s[1] >= 'A' && s[1] <= 'Z' && s[2] == ')') { letter = s[1]; s += 3; }
-    else if (s[0] >= 'A' && s[0] <= 'Z' && (s[1] == '.' || s[1] == ')' || s[1] == ':')) { letter = s[0]; s += 2; }
+    else if (s[0] >= 'A' && s[0] <= 'Z' && (s[1] == '.' || s[1] == ')')) { letter = s[0]; s += 2; }
     else return 0;
     if (*s != ' ' && *s != '\t') return 0;
-    *text = mbpo__skip_space(s);
+    *text = mbpo__skip_blank(s);
     return letter;
 }
 /* Equal ignoring case, surrounding spaces and a final period. */
@@ -3764,11 +3861,12 @@ static int mbpo__answer_letter(const char *answer, int n_options, const char *co
     const char *s = mbpo__skip_space(answer);
     size_t n;
     int k, found = 0;
-    if (mbpo__starts_word(s, "answer")) { s = mbpo__skip_space(s + 6); if (*s == ':') s = mbpo__skip_space(s + 1); }
-    else if (mbpo__starts_word(s, "the") && mbpo__starts_word(mbpo__skip_space(s + 3), "answer")) {
-        s = mbpo__skip_space(mbpo__skip_space(s + 3) + 6);
+    if (mbpo__starts_word(s, "the") && mbpo__starts_word(mbpo__skip_space(s + 3), "answer"))
+        s = mbpo__skip_space(s + 3);
+    if (mbpo__starts_word(s, "answer")) {   /* "Answer: B", "The answer is B", "The answer is: B" */
+        s = mbpo__skip_space(s + 6);
         if (mbpo__starts_word(s, "is")) s = mbpo__skip_space(s + 2);
-        else if (*s == ':') s = mbpo__skip_space(s + 1);
+        if (*s == ':') s = mbpo__skip_space(s + 1);
     }
     {
         int letter = 0;
@@ -3788,6 +3886,29 @@ static int mbpo__answer_letter(const char *answer, int n_options, const char *co
     for (k = 0; k < n_options; k++)
         if (mbpo__same_text(s, n, option_text[k], option_len[k])) { if (found) return 0; found = 'A' + k; }
     return found;
+}
+/* A yes/no question: it asks "yes or no", or a sentence of it opens with an auxiliary verb
+   ("Is there ...", "Does the ...", "Answer briefly. Can you ..."). */
+static int mbpo__yesno_question(const char *q) {
+    static const char *const aux[] = { "is", "are", "was", "were", "do", "does", "did", "can", "could", "will",
+                                       "would", "should", "shall", "has", "have", "had", "may", "might", "must" };
+    const char *p;
+    int start = 1;
+    size_t k;
+    for (p = q; *p; p++) {
+        if ((p == q || !mbpo__is_word_char((unsigned char)p[-1])) && mbpo__starts_word(p, "yes") &&
+            mbpo__starts_word(mbpo__skip_blank(p + 3), "or") &&
+            mbpo__starts_word(mbpo__skip_blank(mbpo__skip_blank(p + 3) + 2), "no")) return 1;
+        if (start && mbpo__is_word_char((unsigned char)*p)) {
+            for (k = 0; k < sizeof aux / sizeof aux[0]; k++) if (mbpo__starts_word(p, aux[k])) return 1;
+            start = 0;
+        }
+        if (*p == '\n' || ((*p == '.' || *p == '?' || *p == '!' || *p == ':') && (p[1] == ' ' || p[1] == '\n')) ||
+            (*p == '>' && p > q && p[-1] == 'e'))   /* a new line, a new sentence, after "<image>" */
+            start = 1;
+        else if (*p != ' ' && *p != '\t' && *p != '\r' && !mbpo__is_word_char((unsigned char)*p)) start = 0;
+    }
+    return 0;
 }
 MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, char *label) {
     const char *a = mbpo__skip_space(answer), *line = question;
@@ -3811,15 +3932,17 @@ MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, 
         if (letter) { *label = (char)letter; return MBPO_Q_MC; }
         return MBPO_Q_OPEN;
     }
-    /* yes/no: the answer is "yes" or "no", alone or opening a sentence ("No, there is ...");
-       "No dogs are visible." is not one */
-    if (mbpo__starts_word(a, "yes") || mbpo__starts_word(a, "no")) {
+    /* yes/no: a yes/no question, answered "yes" or "no" alone or opening a sentence ("No,
+       the bus is parked."); not "No dogs are visible.", "No. 5" or "Yes, no." */
+    if ((mbpo__starts_word(a, "yes") || mbpo__starts_word(a, "no")) && mbpo__yesno_question(question)) {
         int yes = mbpo__starts_word(a, "yes");
-        const char *rest = a + (yes ? 3 : 2);
+        const char *rest = a + (yes ? 3 : 2), *w;
         const char *after = *rest ? mbpo__skip_space(rest + 1) : rest;
         if (*mbpo__skip_space(rest) == 0 || ((*rest == '.' || *rest == ',' || *rest == '!' || *rest == ';') &&
                                              (rest[1] == 0 || rest[1] == ' ' || rest[1] == '\n') &&
                                              !(*rest == '.' && *after >= '0' && *after <= '9'))) {   /* "No. 5" */
+            for (w = rest; *w; w++)   /* the other answer anywhere after it: ambiguous */
+                if (!mbpo__is_word_char((unsigned char)w[-1]) && mbpo__starts_word(w, yes ? "no" : "yes")) return MBPO_Q_OPEN;
             *label = yes ? 'Y' : 'N';
             return MBPO_Q_YESNO;
         }
@@ -3868,7 +3991,7 @@ static int mbpo__ds_record(mbpo_dataset *ds, const mbpo_json *r, const char *ima
     char **images = NULL;
     int n_images = 0, k, turn = 0;
     size_t i, first = (size_t)ds->n;
-    char idbuf[64];
+    char *idbuf = NULL;
     if (r->type != MBPO_JSON_OBJECT) return mbpo__fail("a record must be a JSON object");
     if (!img) img = mbpo_json_get(r, "images");
     conv = mbpo_json_get(r, "conversations");
@@ -3885,14 +4008,20 @@ static int mbpo__ds_record(mbpo_dataset *ds, const mbpo_json *r, const char *ima
             if (p->type != MBPO_JSON_STRING || p->len == 0) { mbpo__fail("\"image\" must be a path or a list of paths"); goto fail; }
             if (image_root && image_root[0] && p->string[0] != '/') { mbpo__sb_puts(&path, image_root); mbpo__sb_puts(&path, "/"); }
             mbpo__sb_puts(&path, p->string);
-            if (path.failed) goto fail;
+            if (path.failed) { mbpo_free(path.s); goto fail; }
             images[n_images++] = path.s;
-            if (!mbpo__file_exists(path.s)) { mbpo__fail("image %s: %s", path.s, strerror(errno)); goto fail; }
+            if (!mbpo__is_file(path.s)) goto fail;
         }
     }
-    if (id && id->type == MBPO_JSON_STRING) snprintf(idbuf, sizeof idbuf, "%.60s", id->string);
-    else if (id && id->is_int) snprintf(idbuf, sizeof idbuf, "%lld", (long long)id->integer);
-    else snprintf(idbuf, sizeof idbuf, "%lld", (long long)record);
+    {   /* the id: a string, an integer, or (absent) the record's index */
+        mbpo__sb b = { NULL, 0, 0, 0 };
+        if (id && id->type == MBPO_JSON_STRING && id->len == strlen(id->string) && id->len) mbpo__sb_puts(&b, id->string);
+        else if (id && id->is_int) mbpo__sb_printf(&b, "%lld", (long long)id->integer);
+        else if (!id || id->type == MBPO_JSON_NULL) mbpo__sb_printf(&b, "%lld", (long long)record);
+        else { mbpo__fail("\"id\" must be a non-empty string (without NUL) or an integer"); goto fail; }
+        if (b.failed) { mbpo_free(b.s); goto fail; }
+        idbuf = b.s;
+    }
     for (i = 0; i < conv->count; i++) {
         const mbpo_json *t = &conv->items[i], *from = mbpo_json_get(t, "from"), *value = mbpo_json_get(t, "value");
         const char *role;
@@ -3900,6 +4029,7 @@ static int mbpo__ds_record(mbpo_dataset *ds, const mbpo_json *r, const char *ima
         if (!value) value = mbpo_json_get(t, "content");
         if (!from || from->type != MBPO_JSON_STRING || !value || value->type != MBPO_JSON_STRING)
             { mbpo__fail("turn %zu needs string \"from\" and \"value\"", i); goto fail; }
+        if (value->len != strlen(value->string)) { mbpo__fail("turn %zu contains a NUL character", i); goto fail; }
         role = from->string;
         if (!strcmp(role, "system")) { system = value->string; continue; }
         if (strcmp(role, "human") && strcmp(role, "user"))
@@ -3915,6 +4045,7 @@ static int mbpo__ds_record(mbpo_dataset *ds, const mbpo_json *r, const char *ima
             if (!from2 || from2->type != MBPO_JSON_STRING || !v2 || v2->type != MBPO_JSON_STRING ||
                 (strcmp(from2->string, "gpt") && strcmp(from2->string, "assistant")))
                 { mbpo__fail("turn %zu: a human turn must be followed by a gpt turn", i); goto fail; }
+            if (v2->len != strlen(v2->string)) { mbpo__fail("turn %zu contains a NUL character", i + 1); goto fail; }
             marks = mbpo_chat_count_images(value->string);
             if (marks && marks != n_images)
                 { mbpo__fail("turn %zu has %d <image> placeholders for %d images", i, marks, n_images); goto fail; }
@@ -3946,10 +4077,12 @@ static int mbpo__ds_record(mbpo_dataset *ds, const mbpo_json *r, const char *ima
     }
     for (k = 0; k < n_images; k++) mbpo_free(images[k]);
     mbpo_free(images);
+    mbpo_free(idbuf);
     return 1;
 fail:
     if (images) for (k = 0; k < n_images; k++) mbpo_free(images[k]);
     mbpo_free(images);
+    mbpo_free(idbuf);
     while ((size_t)ds->n > first) {   /* drop this record's samples */
         mbpo_sample *s = &ds->samples[--ds->n];
         mbpo_free(s->id); mbpo_free(s->system); mbpo_free(s->question); mbpo_free(s->answer);

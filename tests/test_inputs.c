@@ -89,6 +89,22 @@ static void test_nfc(void) {
         CHECK(c && !strcmp(c, "\xed\x95\x9c"), "jamo H+A+N -> U+D55C");
         mbpo_free(a); mbpo_free(b); mbpo_free(c);
     }
+    {   /* a long run of marks in non-canonical order: sorted in linear time, correctly */
+        size_t k, m = 100000, n = 0;
+        char *in = (char *)malloc(4 * m + 8), *out;
+        double t0 = mbpo_now(), dt;
+        int good;
+        in[n++] = 'a';
+        for (k = 0; k < m; k++) { in[n++] = (char)0xCC; in[n++] = (char)(k < m / 2 ? 0x81 : 0x96); }   /* U+0301 x m/2, U+0316 x m/2 */
+        out = mbpo_utf8_nfc(in, n, &k);
+        dt = mbpo_now() - t0;
+        /* NFC: a + U+0301 composes to U+00E1; the U+0316 (class 220) move before the U+0301 (230) */
+        good = out && k == 2 + 2 * (m - 1) && !memcmp(out, "\xc3\xa1", 2) && !memcmp(out + 2, "\xcc\x96", 2) &&
+               !memcmp(out + 2 + (m / 2 - 1) * 2, "\xcc\x96", 2) && !memcmp(out + 2 + (m / 2) * 2, "\xcc\x81", 2);
+        CHECK(good && dt < 2.0, "NFC of 100,000 reordered marks: %s in %.2f s", good ? "correct" : "WRONG", dt);
+        mbpo_free(out);
+        free(in);
+    }
     snprintf(cmd, sizeof cmd, "bzcat %s 2>/dev/null", file);
     if (!fopen(file, "rb") || !(f = popen(cmd, "r"))) {
         printf("  NOTE NormalizationTest skipped: %s not found (apt-get install unicode-data bzip2)\n", file);
@@ -877,6 +893,10 @@ static void test_question_kind(void) {
         { "Was the picture taken at night?", " no ", MBPO_Q_YESNO, 'N' },
         { "Is there a red car?", "Yes; it is parked.", MBPO_Q_YESNO, 'Y' },
         { "Is the table wooden?", "No.", MBPO_Q_YESNO, 'N' },
+        { "<image>\nIs there a cat?", "Yes", MBPO_Q_YESNO, 'Y' },
+        { "Answer the question. Is the light on?", "No", MBPO_Q_YESNO, 'N' },
+        { "Look at the sign: is it red?", "yes", MBPO_Q_YESNO, 'Y' },
+        { "Please answer yes or no. The cat is black.", "Yes", MBPO_Q_YESNO, 'Y' },
         /* open, although they start with yes/no-like words */
         { "How many dogs are there?", "No dogs are visible.", MBPO_Q_OPEN, 0 },
         { "What is the man holding?", "Nothing.", MBPO_Q_OPEN, 0 },
@@ -897,7 +917,9 @@ static void test_question_kind(void) {
         { "Pick one.\nA. apple\nB. banana\nC. cherry", "The answer is C.", MBPO_Q_MC, 'C' },
         { "Which shape?\nA. circle\nB. square\nC. triangle", "square", MBPO_Q_MC, 'B' },
         { "Which shape?\nA. circle\nB. square\nC. triangle", "B. square", MBPO_Q_MC, 'B' },
-        { "What is he doing?\nA: running\nB: sitting", "A", MBPO_Q_MC, 'A' },
+        { "Which shape?\n\nA. circle\nB. square", "circle", MBPO_Q_MC, 'A' },         /* blank line first */
+        { "Which?\nA. red\n\nB. blue", "B. blue", MBPO_Q_MC, 'B' },                  /* blank line between */
+        { "Which is it?\nA. x\nB. y", "The answer is: B", MBPO_Q_MC, 'B' },
         { "Which is larger?\n  A. the cup\n  B. the plate", "B", MBPO_Q_MC, 'B' },
         { "Which is larger?\nA. the cup\nB. the plate", "Answer: (A)", MBPO_Q_MC, 'A' },
         { "Choose:\n(A) left\n(B) right\n(C) center\n(D) nowhere\n(E) both", "E", MBPO_Q_MC, 'E' },
@@ -908,7 +930,12 @@ static void test_question_kind(void) {
         { "Which shape?\nA. circle\nB. square", "B. circle", MBPO_Q_OPEN, 0 },
         { "Which shape?\nA. circle\nB. square", "", MBPO_Q_OPEN, 0 },
         { "Which shape?\nA. circle\nB. square", "a", MBPO_Q_OPEN, 0 },
-        /* not option lists */
+        /* not option lists, not yes/no questions, ambiguous */
+        { "What is he doing?\nA: running\nB: sitting", "A", MBPO_Q_OPEN, 0 },        /* "A:" is dialogue */
+        { "Read the comic.\nA: Where are you going?\nB: Home.\nWhat does the second speaker say?", "Home.", MBPO_Q_OPEN, 0 },
+        { "How many cars are in the picture?", "No.", MBPO_Q_OPEN, 0 },
+        { "Is it raining?", "Yes, no.", MBPO_Q_OPEN, 0 },
+        { "Is the door open?", "No, yes it is.", MBPO_Q_OPEN, 0 },
         { "A. Lincoln is on which coin?", "The penny", MBPO_Q_OPEN, 0 },
         { "What does the sign A) say?", "Stop", MBPO_Q_OPEN, 0 },
         { "Steps:\nA. wash\nC. dry", "A", MBPO_Q_OPEN, 0 },
@@ -955,6 +982,9 @@ static void test_dataset(void) {
     fprintf(f, "{\"id\": \"r3\", \"image\": \"imgs/missing.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"Q\"}, {\"from\": \"gpt\", \"value\": \"A\"}]}\n");
     fprintf(f, "{\"id\": \"r4\", \"conversations\": [{\"from\": \"robot\", \"value\": \"Q\"}, {\"from\": \"gpt\", \"value\": \"A\"}]}\n");
     fprintf(f, "{\"id\": 5, \"conversations\": [{\"from\": \"system\", \"value\": \"Be brief.\"}, {\"from\": \"user\", \"value\": \"Which?\\nA. x\\nB. y\"}, {\"from\": \"assistant\", \"value\": \"B\"}]}\n");
+    fprintf(f, "{\"id\": [1], \"conversations\": [{\"from\": \"human\", \"value\": \"Q\"}, {\"from\": \"gpt\", \"value\": \"A\"}]}\n");   /* line 7 */
+    fprintf(f, "{\"id\": \"d\", \"image\": \"imgs\", \"conversations\": [{\"from\": \"human\", \"value\": \"Q\"}, {\"from\": \"gpt\", \"value\": \"A\"}]}\n");
+    fprintf(f, "{\"id\": \"z\", \"conversations\": [{\"from\": \"human\", \"value\": \"Q\\u0000hidden\"}, {\"from\": \"gpt\", \"value\": \"A\"}]}\n");
     fclose(f);
     {
         char logpath[1024];
@@ -968,7 +998,7 @@ static void test_dataset(void) {
         got = fread(logtext, 1, sizeof logtext - 1, log);
         logtext[got] = 0;
         fclose(log);
-        CHECK(ds.n == 3 && ds.n_bad == 3, "3 samples from 2 good records, 3 bad records skipped (got %lld, %lld)",
+        CHECK(ds.n == 3 && ds.n_bad == 6, "3 samples from 2 good records, 6 bad records skipped (got %lld, %lld)",
               (long long)ds.n, (long long)ds.n_bad);
         if (ds.n == 3) {
             CHECK(!strcmp(ds.samples[0].id, "r1") && ds.samples[0].kind == MBPO_Q_YESNO && ds.samples[0].label == 'N' &&
@@ -982,6 +1012,9 @@ static void test_dataset(void) {
         CHECK(contains(logtext, "data.jsonl:3: invalid JSON"), "line 3 reported as invalid JSON: %s", logtext);
         CHECK(contains(logtext, "data.jsonl:4: image") && contains(logtext, "missing.png"), "line 4: missing image");
         CHECK(contains(logtext, "data.jsonl:5: ") && contains(logtext, "robot"), "line 5: unknown role");
+        CHECK(contains(logtext, "data.jsonl:7: \"id\" must be"), "line 7: an array as id");
+        CHECK(contains(logtext, "data.jsonl:8: image") && contains(logtext, "not a regular file"), "line 8: a directory as image");
+        CHECK(contains(logtext, "data.jsonl:9: turn 0 contains a NUL"), "line 9: NUL inside a turn: %s", logtext);
         mbpo_dataset_free(&ds);
         CHECK(!mbpo_dataset_load(&ds, path, dir, 1, NULL) && contains(mbpo_failure_reason(), "data.jsonl:3: invalid JSON"),
               "strict: stops at the first bad record: %s", mbpo_failure_reason());
@@ -1001,11 +1034,35 @@ static void test_dataset(void) {
           "missing file: %s", mbpo_failure_reason());
 }
 
+static void write_text(const char *path, const char *text) { write_bytes(path, text, strlen(text)); }
+
+/* preprocessor_config.json as transformers 4.57 reads it. */
+static void test_preproc(void) {
+    mbpo_preproc pp;
+    char path[512];
+    if (!run_test("preproc")) return;
+    REQUIRE(mbpo_preproc_load(&pp, "tests/configs/Qwen2-VL-2B-Instruct/preprocessor_config.json"), "hub config");
+    CHECK(pp.min_pixels == 3136 && pp.max_pixels == 12845056 && pp.patch == 14 && pp.merge == 2 && pp.temporal_patch == 2 &&
+          pp.mean[0] == 0.48145466f && pp.std[2] == 0.27577711f && pp.rescale == 1.0 / 255.0, "Qwen2-VL-2B preprocessor_config.json");
+    snprintf(path, sizeof path, "%s/pp_size.json", tmpdir());
+    write_text(path, "{\"size\": {\"shortest_edge\": 100, \"longest_edge\": 200000}}");
+    REQUIRE(mbpo_preproc_load(&pp, path), "size only");
+    CHECK(pp.min_pixels == 3136 && pp.max_pixels == 1003520, "a config with only \"size\" gets the class defaults, as in 4.57");
+    write_text(path, "{\"size\": {\"shortest_edge\": 100}}");
+    CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), path) && contains(mbpo_failure_reason(), "longest_edge"),
+          "size without longest_edge: %s", mbpo_failure_reason());
+    write_text(path, "{\"max_pixels\": 100, \"min_pixels\": 200}");
+    CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), "min_pixels"), "min > max: %s", mbpo_failure_reason());
+    write_text(path, "{\"image_std\": [0.2, 0, 0.2]}");
+    CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), "image_std"), "zero std: %s", mbpo_failure_reason());
+}
+
 void test_inputs(void) {
     test_nfc();
     test_tokenizer_small();
     test_tokenizer_parity();
     test_chat();
+    test_preproc();
     test_smart_resize();
     test_images();
     test_resize_random();

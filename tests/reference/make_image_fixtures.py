@@ -32,6 +32,7 @@ written by the small PNG encoder below (zlib + struct from the standard library)
 """
 
 import argparse
+import io
 import json
 import math
 import os
@@ -405,6 +406,40 @@ def build_images(out):
                "Pillow convert('RGB') returns the palette colour of the transparent index; stb_image leaves "
                "transparent pixels of the first frame at 0 (RGB 0,0,0 with 3 components): decoders disagree there",
                stb_may_differ=True), transparency=31)
+
+    # ---------------- decoder edge cases (where stb_image alone differs from Pillow) ----------------
+    name = "png_la16_56x70"
+    r = case_rng(name)
+    la = np.stack([r.integers(0, 65536, (56, 70)), r.integers(0, 65536, (56, 70))], -1).astype(">u2")
+    ihdr = struct.pack(">IIBBBBB", 70, 56, 16, 4, 0, 0, 0)   # 16-bit gray + alpha
+    raw = b"".join(b"\x00" + la[y].tobytes() for y in range(56))
+    with open(add(name, "png", "png", "PNG 16-bit gray+alpha (handmade writer).",
+                  "Pillow opens it as RGBA keeping the high byte; not the I;16 clamp", writer="handmade-png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw, 9)) + _png_chunk(b"IEND", b""))
+
+    name = "png_p_shortpal_60x56"
+    r = case_rng(name)
+    p = Image.fromarray(r.integers(0, 16, (60, 56), dtype=np.uint8), "P")
+    p.putpalette([int(v) for v in r.integers(0, 256, 8 * 3)])   # 8 colours; indices 8..15 lie past the palette
+    p.save(add(name, "png", "png", "PNG palette of 8 entries with indices up to 15.",
+               "Pillow shows indices past the palette as black; stb_image reads uninitialised palette memory there",
+               stb_may_differ=True), optimize=False)
+
+    for name, trans in (("gif_smallframe_56x84", None), ("gif_smallframe_t_56x84", 3)):
+        r = case_rng(name)
+        im = Image.fromarray(r.integers(0, 16, (30, 50), dtype=np.uint8), "P")
+        im.putpalette([int(v) for v in r.integers(0, 256, 768)])
+        buf = io.BytesIO()
+        im.save(buf, "GIF", **({"transparency": trans} if trans is not None else {}))
+        b = bytearray(buf.getvalue())
+        b[6:8] = struct.pack("<H", 84); b[8:10] = struct.pack("<H", 56); b[11] = 5   # canvas 84x56, background 5
+        i = b.index(b"\x2c", 13 + (3 * (2 << (b[10] & 7)) if b[10] & 0x80 else 0))
+        b[i + 1:i + 3] = struct.pack("<H", 9); b[i + 3:i + 5] = struct.pack("<H", 7)  # the frame at (9, 7)
+        with open(add(name, "gif", "gif", "GIF whose first frame (50x30 at 9,7) is smaller than its canvas (84x56), "
+                      "background index 5" + (", transparent index 3." if trans is not None else "."),
+                      "Pillow fills the canvas outside the frame with the transparent index's colour, else palette "
+                      "entry 0; stb_image paints the background index (in BGR order)", stb_may_differ=True), "wb") as f:
+            f.write(bytes(b))
     return cases
 
 

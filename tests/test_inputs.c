@@ -252,6 +252,32 @@ static void test_tokenizer_small(void) {
         }
         free(json);
     }
+    {   /* a merge listed twice takes its last rank, as in HF: with "x y", "y z", "x y" the pair
+           (y, z) outranks (x, y), so "xyz" -> x | yz */
+        char *json = small_tokenizer_json(0, NULL), *big = (char *)malloc(strlen(json) + 256), *m;
+        mbpo_tokenizer *t;
+        const int32_t *ids;
+        int64_t n;
+        m = strstr(json, "},\"merges\":[");
+        memcpy(big, json, (size_t)(m - json));
+        sprintf(big + (m - json), ",\"xy\":262,\"yz\":263},\"merges\":[\"x y\",\"y z\",\"x y\",%s", m + 12);
+        snprintf(path, sizeof path, "%s/tok_dup.json", tmpdir());
+        write_bytes(path, big, strlen(big));
+        t = mbpo_tokenizer_load(path);
+        REQUIRE(t, "load with a repeated merge");
+        ids = mbpo_tokenizer_encode(t, "xyz", 3, 1, &n);
+        CHECK(ids && n == 2 && ids[0] == 'x' && ids[1] == 263, "repeated merge keeps its last rank: %lld ids", (long long)n);
+        mbpo_tokenizer_free(t);
+        /* an added token HF would match on normalised text: refused, not approximated */
+        m = strstr(json, "\"normalized\":false");
+        memcpy(m, "\"normalized\":true ", 18);
+        snprintf(path, sizeof path, "%s/tok_norm.json", tmpdir());
+        write_bytes(path, json, strlen(json));
+        t = mbpo_tokenizer_load(path);
+        CHECK(!t && contains(mbpo_failure_reason(), "normalized"), "normalized added token: %s", mbpo_failure_reason());
+        mbpo_tokenizer_free(t);
+        free(json); free(big);
+    }
 }
 
 static void test_tokenizer_parity(void) {

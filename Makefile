@@ -56,7 +56,7 @@ else
 endif
 
 
-TEST_SRC = tests/test_mbpo.c tests/test_inputs.c
+TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c
 
 build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)

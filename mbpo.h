@@ -20,7 +20,8 @@
                  adjoint, dataset records
      3. model    config, parameter table, ops (forward/backward), vision tower, merger,
                  M-RoPE, decoder, the token log-prob machine
-     4. objectives (later: IIG, PGD, verifiers, GRPO, AdamW)
+     4. objectives verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
+                   (later: IIG, PGD)
      5. runs       (later: mbpo_mine, mbpo_train, mbpo_score)
 
    COMPILE-TIME OPTIONS
@@ -437,6 +438,71 @@ typedef struct {
 MBPODEF void mbpo_model_trace(const mbpo_model *m, mbpo_trace *trace);
 /* Full logits (T, V) of the last forward, recomputed from the final norm (for tests). */
 MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *logits_row);
+
+/* ------------------------------------------------------------------ 4. objectives */
+
+/* Verified rewards (DESIGN.md 1), strict: 1 when the response is right, else 0.
+   yes/no: exactly one of the words "yes" / "no" occurs in it (whole words, any case, any
+   number of times) and it is the label ('Y' or 'N'). Empty, "yes and no", "Nope" are wrong.
+   multiple choice: the response is one option, named by its letter ("B", "B.", "(B)",
+   "B) text", "Answer: B", "The answer is B") or by the option's full text; a lowercase
+   letter, two letters, a letter with another option's text, or prose around it are wrong. */
+MBPODEF int mbpo_verify_yesno(const char *response, char label);
+MBPODEF int mbpo_verify_mc(const char *question, const char *response, char label);
+/* By the sample's kind (YESNO or MC); OPEN samples have no verifier and get 0. */
+MBPODEF int mbpo_verify(const mbpo_sample *sample, const char *response);
+
+/* Group advantages: adv_i = (r_i - mean(r)) / (std(r) + 1e-4), std unbiased (as R1-V/TRL);
+   a group of one has std 0 and advantage 0. */
+MBPODEF void mbpo_group_advantages(const float *rewards, int n, float *adv);
+
+/* The hybrid GRPO loss of the paper's eq. 7 over R responses in n_groups groups (B = the
+   number of groups: an offline pair is a group of 2, an online prompt a group of G).
+   Response i holds tokens resp_offsets[i] .. resp_offsets[i+1] of the logp arrays and
+   belongs to the group whose range group_offsets[g] .. group_offsets[g+1] contains i.
+   Per token: l = -[min(rho A, clip(rho, 1-eps, 1+eps) A) - beta KL], rho = exp(logp - old),
+   KL = exp(ref - logp) - (ref - logp) - 1 (k3); L = sum_i 1/(B |g_i| |o_i|) sum_t l.
+   logp_old NULL: one update per rollout batch (rho = 1). logp_ref NULL: no KL term.
+   Writes dL/dlogp into dlogp (may be NULL) and returns L. */
+typedef struct {
+    int n_groups;
+    const int *group_offsets;        /* (n_groups+1) response ranges */
+    const int64_t *resp_offsets;     /* (R+1) token ranges, R = group_offsets[n_groups] */
+    const float *advantage;          /* (R) */
+} mbpo_grpo_batch;
+typedef struct {
+    double loss, kl_mean, ratio_mean, clip_fraction;   /* per token means over all tokens */
+    int64_t n_tokens;
+} mbpo_grpo_stats;
+MBPODEF double mbpo_grpo_loss(const mbpo_grpo_batch *batch, const float *logp, const float *logp_old,
+                              const float *logp_ref, double beta, double clip_eps, float *dlogp,
+                              mbpo_grpo_stats *stats);
+/* SFT: L = -mean logp over the n targets; dlogp = -1/n. */
+MBPODEF double mbpo_sft_loss(const float *logp, int64_t n, float *dlogp);
+
+/* AdamW (decoupled weight decay) with global grad-norm clipping and a learning-rate schedule. */
+typedef enum { MBPO_LR_CONSTANT = 0, MBPO_LR_WARMUP = 1, MBPO_LR_COSINE = 2 } mbpo_lr_schedule;
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay;
+    double max_grad_norm;            /* <= 0: no clipping */
+    mbpo_lr_schedule schedule;
+    int64_t warmup_steps, total_steps;   /* WARMUP: linear from 0 over warmup_steps, then constant;
+                                            COSINE: that warmup, then cosine to 0 at total_steps */
+} mbpo_adamw_opts;
+typedef struct {
+    float *m, *v;                    /* first and second moments, the parameters' layout */
+    size_t n;
+    int64_t step;                    /* updates done */
+} mbpo_adamw;
+MBPODEF void   mbpo_adamw_defaults(mbpo_adamw_opts *o);   /* lr 1e-6, betas 0.9/0.999, eps 1e-8, wd 0, clip 1 */
+MBPODEF int    mbpo_adamw_init(mbpo_adamw *opt, size_t n);
+MBPODEF void   mbpo_adamw_free(mbpo_adamw *opt);
+MBPODEF double mbpo_lr_at(const mbpo_adamw_opts *o, int64_t step);   /* lr of update number step (0-based) */
+MBPODEF double mbpo_grad_norm(const float *grads, size_t n);          /* L2 norm, accumulated in double */
+/* One update: clip the gradient to max_grad_norm (returns the norm before clipping), then
+   p -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * p). Non-finite norms update nothing
+   and return the norm (NaN/inf) so the caller can skip and log the step. */
+MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float *params, const float *grads);
 
 #ifdef __cplusplus
 }
@@ -3910,13 +3976,10 @@ static int mbpo__yesno_question(const char *q) {
     }
     return 0;
 }
-MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, char *label) {
-    const char *a = mbpo__skip_space(answer), *line = question;
-    const char *opt_text[26];
-    size_t opt_len[26];
-    int n_options = 0, letter;
-    *label = 0;
-    /* multiple choice: consecutive option lines A, B, C, ... */
+/* The option list of a question: consecutive option lines A, B, C, ... (the first list). */
+static int mbpo__parse_options(const char *question, const char **opt_text, size_t *opt_len) {
+    const char *line = question;
+    int n_options = 0;
     while (line && *line) {
         const char *text, *eol = strchr(line, '\n');
         int l = mbpo__option_line(line, &text);
@@ -3927,6 +3990,14 @@ MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, 
         } else if (l && n_options >= 2) break;   /* a second list: keep the first */
         line = eol ? eol + 1 : NULL;
     }
+    return n_options;
+}
+MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, char *label) {
+    const char *a = mbpo__skip_space(answer);
+    const char *opt_text[26];
+    size_t opt_len[26];
+    int n_options = mbpo__parse_options(question, opt_text, opt_len), letter;
+    *label = 0;
     if (n_options >= 2) {
         letter = mbpo__answer_letter(answer, n_options, opt_text, opt_len);
         if (letter) { *label = (char)letter; return MBPO_Q_MC; }
@@ -5537,6 +5608,154 @@ MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *row) {
     mbpo__matmul_forward(row, a->xf + t * m->cfg.hidden_size, m->w.lm_head, NULL, 1, m->cfg.hidden_size,
                          m->cfg.vocab_size);
     return 1;
+}
+
+/* ==========================================================================================
+   4. objectives
+   ========================================================================================== */
+
+/* ------------------------------------------------------------------ 4. objectives: verifiers */
+
+MBPODEF int mbpo_verify_yesno(const char *response, char label) {
+    const char *p;
+    int yes = 0, no = 0;
+    for (p = response; *p; p++) {
+        if (p != response && mbpo__is_word_char((unsigned char)p[-1])) continue;   /* word starts only */
+        if (mbpo__starts_word(p, "yes")) yes = 1;
+        else if (mbpo__starts_word(p, "no")) no = 1;
+    }
+    if (yes == no) return 0;                 /* neither, or both */
+    return (yes ? 'Y' : 'N') == label;
+}
+MBPODEF int mbpo_verify_mc(const char *question, const char *response, char label) {
+    const char *opt_text[26];
+    size_t opt_len[26];
+    int n = mbpo__parse_options(question, opt_text, opt_len);
+    return n >= 2 && label && mbpo__answer_letter(response, n, opt_text, opt_len) == label;
+}
+MBPODEF int mbpo_verify(const mbpo_sample *s, const char *response) {
+    if (s->kind == MBPO_Q_YESNO) return mbpo_verify_yesno(response, s->label);
+    if (s->kind == MBPO_Q_MC) return mbpo_verify_mc(s->question, response, s->label);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ 4. objectives: losses */
+
+MBPODEF void mbpo_group_advantages(const float *r, int n, float *adv) {
+    double mean = 0, var = 0, sd;
+    int i;
+    for (i = 0; i < n; i++) mean += r[i];
+    mean /= n > 0 ? n : 1;
+    for (i = 0; i < n; i++) var += (r[i] - mean) * (r[i] - mean);
+    sd = n > 1 ? sqrt(var / (n - 1)) : 0.0;
+    for (i = 0; i < n; i++) adv[i] = n > 1 ? (float)((r[i] - mean) / (sd + 1e-4)) : 0.0f;
+}
+
+MBPODEF double mbpo_grpo_loss(const mbpo_grpo_batch *b, const float *logp, const float *logp_old,
+                              const float *logp_ref, double beta, double clip_eps, float *dlogp,
+                              mbpo_grpo_stats *stats) {
+    double loss = 0, kl_sum = 0, ratio_sum = 0;
+    int64_t n_tok = 0, n_clipped = 0;
+    int g;
+    for (g = 0; g < b->n_groups; g++) {
+        int i, size = b->group_offsets[g + 1] - b->group_offsets[g];
+        for (i = b->group_offsets[g]; i < b->group_offsets[g + 1]; i++) {
+            int64_t t, t0 = b->resp_offsets[i], t1 = b->resp_offsets[i + 1];
+            double A = b->advantage[i];
+            /* eq. 7's weights: the batch mean over groups, the group mean over responses,
+               the token mean over a response */
+            double w = t1 > t0 ? 1.0 / ((double)b->n_groups * size * (double)(t1 - t0)) : 0.0;
+            for (t = t0; t < t1; t++) {
+                double lp = logp[t], rho = logp_old ? exp(lp - logp_old[t]) : 1.0;
+                double clipped = rho < 1 - clip_eps ? 1 - clip_eps : rho > 1 + clip_eps ? 1 + clip_eps : rho;
+                double surr = rho * A, surr_c = clipped * A, d_surr, kl = 0, d_kl = 0;
+                /* the min picks the clipped branch when it is smaller; its gradient is zero
+                   when rho lies outside the clip range */
+                if (surr <= surr_c) d_surr = rho * A;
+                else { d_surr = clipped == rho ? rho * A : 0.0; n_clipped++; surr = surr_c; }
+                if (logp_ref) {
+                    double r = logp_ref[t] - lp;
+                    kl = exp(r) - r - 1;
+                    d_kl = 1 - exp(r);            /* dKL/dlogp: r falls as logp rises */
+                }
+                loss += w * -(surr - beta * kl);
+                if (dlogp) dlogp[t] = (float)(w * (-d_surr + beta * d_kl));
+                kl_sum += kl; ratio_sum += rho; n_tok++;
+            }
+        }
+    }
+    if (stats) {
+        stats->loss = loss;
+        stats->n_tokens = n_tok;
+        stats->kl_mean = n_tok ? kl_sum / n_tok : 0;
+        stats->ratio_mean = n_tok ? ratio_sum / n_tok : 0;
+        stats->clip_fraction = n_tok ? (double)n_clipped / n_tok : 0;
+    }
+    return loss;
+}
+
+MBPODEF double mbpo_sft_loss(const float *logp, int64_t n, float *dlogp) {
+    double loss = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        loss -= logp[i];
+        if (dlogp) dlogp[i] = (float)(-1.0 / (double)n);
+    }
+    return n ? loss / (double)n : 0.0;
+}
+
+/* ------------------------------------------------------------------ 4. objectives: AdamW */
+
+MBPODEF void mbpo_adamw_defaults(mbpo_adamw_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->lr = 1e-6; o->beta1 = 0.9; o->beta2 = 0.999; o->eps = 1e-8; o->weight_decay = 0.0;
+    o->max_grad_norm = 1.0; o->schedule = MBPO_LR_CONSTANT;
+}
+MBPODEF int mbpo_adamw_init(mbpo_adamw *opt, size_t n) {
+    memset(opt, 0, sizeof *opt);
+    opt->m = (float *)mbpo__calloc(n ? n : 1, sizeof(float));
+    opt->v = (float *)mbpo__calloc(n ? n : 1, sizeof(float));
+    if (!opt->m || !opt->v) { mbpo_adamw_free(opt); return 0; }
+    opt->n = n;
+    return 1;
+}
+MBPODEF void mbpo_adamw_free(mbpo_adamw *opt) {
+    if (!opt) return;
+    mbpo_free(opt->m); mbpo_free(opt->v);
+    memset(opt, 0, sizeof *opt);
+}
+MBPODEF double mbpo_lr_at(const mbpo_adamw_opts *o, int64_t step) {
+    const double pi = 3.14159265358979323846;
+    if (o->schedule == MBPO_LR_CONSTANT) return o->lr;
+    if (step < o->warmup_steps) return o->lr * (double)(step + 1) / (double)o->warmup_steps;
+    if (o->schedule == MBPO_LR_WARMUP || o->total_steps <= o->warmup_steps) return o->lr;
+    if (step >= o->total_steps) return 0.0;
+    return o->lr * 0.5 * (1.0 + cos(pi * (double)(step - o->warmup_steps) / (double)(o->total_steps - o->warmup_steps)));
+}
+MBPODEF double mbpo_grad_norm(const float *g, size_t n) {
+    double sum = 0;
+    size_t i;
+    for (i = 0; i < n; i++) sum += (double)g[i] * g[i];
+    return sqrt(sum);
+}
+MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float *p, const float *g) {
+    double norm = mbpo_grad_norm(g, opt->n), lr = mbpo_lr_at(o, opt->step), scale = 1.0;
+    double bc1, bc2;
+    int64_t i, n = (int64_t)opt->n;
+    if (!isfinite(norm)) return norm;            /* the caller skips and logs the step */
+    if (o->max_grad_norm > 0 && norm > o->max_grad_norm) scale = o->max_grad_norm / (norm + 1e-6);
+    opt->step++;
+    bc1 = 1.0 - pow(o->beta1, (double)opt->step);
+    bc2 = 1.0 - pow(o->beta2, (double)opt->step);
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (i = 0; i < n; i++) {
+        double gi = g[i] * scale;
+        double m = o->beta1 * opt->m[i] + (1 - o->beta1) * gi;
+        double v = o->beta2 * opt->v[i] + (1 - o->beta2) * gi * gi;
+        opt->m[i] = (float)m; opt->v[i] = (float)v;
+        p[i] = (float)(p[i] - lr * (o->weight_decay * p[i] + (m / bc1) / (sqrt(v / bc2) + o->eps)));
+    }
+    return norm;
 }
 
 #endif /* MBPO_IMPLEMENTATION_DONE */

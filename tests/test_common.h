@@ -21,5 +21,6 @@ void fill_normal(float *x, int64_t n, mbpo_rng *rng, double scale);
 const char *tmpdir(void);
 void write_bytes(const char *path, const void *data, size_t n);
 void test_inputs(void);   /* test_inputs.c */
+void test_core(void);     /* test_core.c */
 
 #endif

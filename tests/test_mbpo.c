@@ -1047,6 +1047,7 @@ int main(int argc, char **argv) {
     test_pixel_fd();
     test_save_load();
     test_inputs();
+    test_core();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir());
     if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir());
     printf("%d passed, %d failed\n", n_passed, n_failed);

@@ -19,9 +19,9 @@
      2. inputs   tokenizer, chat template, image loading and preprocessing and its
                  adjoint, dataset records
      3. model    config, parameter table, ops (forward/backward), vision tower, merger,
-                 M-RoPE, decoder, the token log-prob machine
-     4. objectives verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
-                   (later: IIG, PGD)
+                 M-RoPE, decoder, the token log-prob machine, KV-cache generation, sampler
+     4. objectives IIG, verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
+                   (later: PGD)
      5. runs       (later: mbpo_mine, mbpo_train, mbpo_score)
 
    COMPILE-TIME OPTIONS
@@ -439,6 +439,43 @@ MBPODEF void mbpo_model_trace(const mbpo_model *m, mbpo_trace *trace);
 /* Full logits (T, V) of the last forward, recomputed from the final norm (for tests). */
 MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *logits_row);
 
+/* Generation (DESIGN.md 2): prefill the prompt once, then decode G continuations of it in
+   lockstep with a KV cache; temperature / top-k / top-p sampling from an explicit RNG. */
+typedef struct {
+    int G;                           /* continuations decoded together */
+    int64_t max_len;                 /* prompt + new tokens */
+    int64_t len;                     /* tokens in the cache (the same for every continuation) */
+    int64_t rope_delta;              /* M-RoPE: a text token at index t has position t + rope_delta */
+    float *k, *v;                    /* (L, G, max_len, NKV*HS), keys after RoPE */
+    float *x, *x1, *q, *kn, *vn, *att, *mid, *x2, *gate, *up, *act, *rstd, *cos, *sin;   /* one step */
+    float *logits;                   /* (G, V) of the last step */
+} mbpo_kv;
+MBPODEF int  mbpo_kv_init(mbpo_kv *kv, const mbpo_config *cfg, int G, int64_t max_len);
+MBPODEF void mbpo_kv_free(mbpo_kv *kv);
+/* Run the prompt (prompt->n_seqs == 1, its images given as in any batch; targets ignored)
+   and copy its keys and values into every continuation's cache; kv->logits rows hold the
+   logits that predict the first new token. The model must be planned for the prompt. */
+MBPODEF int  mbpo_kv_prefill(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt);
+/* Append token[g] to continuation g and compute kv->logits for the next position. */
+MBPODEF int  mbpo_kv_decode(mbpo_model *m, mbpo_kv *kv, const int32_t *token);
+
+typedef struct {
+    int max_new_tokens;
+    double temperature;              /* 0: greedy (argmax, lowest id on ties) */
+    int top_k;                       /* 0: off */
+    double top_p;                    /* 1: off */
+    const int32_t *stop_ids; int n_stop;   /* e.g. <|im_end|>, <|endoftext|> */
+} mbpo_gen_opts;
+/* One token from a row of logits (V). scratch: 2V floats. */
+MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen_opts *o, mbpo_rng *rng,
+                                  float *scratch);
+/* Generate G = kv->G continuations of the prompt: out_ids (G, max_new_tokens), out_len (G)
+   = tokens produced, a stop token included when one ended the continuation. The draws
+   come from rng in a fixed order (step by step, continuation by continuation), so the
+   same seed gives the same tokens. */
+MBPODEF int  mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, const mbpo_gen_opts *o,
+                           mbpo_rng *rng, int32_t *out_ids, int *out_len);
+
 /* ------------------------------------------------------------------ 4. objectives */
 
 /* Verified rewards (DESIGN.md 1), strict: 1 when the response is right, else 0.
@@ -451,6 +488,14 @@ MBPODEF int mbpo_verify_yesno(const char *response, char label);
 MBPODEF int mbpo_verify_mc(const char *question, const char *response, char label);
 /* By the sample's kind (YESNO or MC); OPEN samples have no verifier and get 0. */
 MBPODEF int mbpo_verify(const mbpo_sample *sample, const char *response);
+
+/* Image Information Gain (DESIGN.md 1): IIG = logp(y | q, I) - logp(y | q, I_black) per
+   sequence of the batch: two forwards, the second with pixel_values_black (the black image
+   of the same size through the same preprocessing: mbpo_image_init + mbpo_image_preprocess).
+   Writes per-sequence sums iig_sum (B) and per-token means iig_mean (B) (either may be
+   NULL), and the log-probs of both passes into logp / logp_black (N) when not NULL. */
+MBPODEF int mbpo_iig(mbpo_model *m, const mbpo_batch *batch, const float *pixel_values_black, double *iig_sum,
+                     double *iig_mean, float *logp, float *logp_black);
 
 /* Group advantages: adv_i = (r_i - mean(r)) / (std(r) + 1e-4), std unbiased (as R1-V/TRL);
    a group of one has std 0 and advantage 0. */
@@ -5421,6 +5466,12 @@ static void mbpo__head_chunk(mbpo_model *m, int64_t n0, int64_t cn) {
     mbpo__matmul_forward(a->chunk_logits, a->chunk_x, m->w.lm_head, NULL, cn, H, m->cfg.vocab_size);
 }
 
+/* Number of targets of a batch. */
+static int64_t mbpo__batch_targets(const mbpo_batch *b) {
+    int64_t t, n = 0;
+    for (t = 0; t < b->seq_offsets[b->n_seqs]; t++) n += b->target[t] != 0;
+    return n;
+}
 MBPODEF int64_t mbpo_model_forward(mbpo_model *m, const mbpo_batch *b, float *logp) {
     mbpo_acts *a = m->acts;
     int64_t n0, V = m->cfg.vocab_size;
@@ -5610,6 +5661,210 @@ MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *row) {
     return 1;
 }
 
+/* ------------------------------------------------------------------ 3. model: generation */
+
+MBPODEF void mbpo_kv_free(mbpo_kv *kv) {
+    if (!kv) return;
+    mbpo_free(kv->k);                /* one block: every other buffer lives inside it */
+    memset(kv, 0, sizeof *kv);
+}
+MBPODEF int mbpo_kv_init(mbpo_kv *kv, const mbpo_config *c, int G, int64_t max_len) {
+    int64_t H = c->hidden_size, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    int64_t I = c->intermediate_size, half = c->head_dim / 2, cache, total;
+    size_t bytes = 0;
+    float *p;
+    memset(kv, 0, sizeof *kv);
+    if (G < 1 || max_len < 1) return mbpo__fail("mbpo_kv_init: G %d and max_len %lld must be positive", G, (long long)max_len);
+    cache = c->n_layers * (int64_t)G * max_len * KD;
+    total = 2 * cache + (int64_t)G * (5 * H + QD + 2 * KD + QD + 3 * I + 1 + 2 * half + c->vocab_size) + 64;
+    if (!mbpo__mul_size((size_t)total, sizeof(float), &bytes) || !(p = (float *)mbpo__calloc((size_t)total, sizeof(float))))
+        return mbpo__fail("mbpo_kv_init: cannot allocate %.1f MB for a KV cache of %d x %lld tokens", (double)bytes / 1e6, G,
+                          (long long)max_len);
+    kv->G = G; kv->max_len = max_len;
+    kv->k = p; p += cache; kv->v = p; p += cache;
+    kv->x = p; p += G * H; kv->x1 = p; p += G * H; kv->mid = p; p += G * H; kv->x2 = p; p += G * H;
+    kv->q = p; p += G * QD; kv->att = p; p += G * QD; kv->kn = p; p += G * KD; kv->vn = p; p += G * KD;
+    kv->gate = p; p += G * I; kv->up = p; p += G * I; kv->act = p; p += G * I;
+    kv->rstd = p; p += G; kv->cos = p; p += G * half; kv->sin = p; p += G * half;
+    kv->logits = p;
+    return 1;
+}
+
+MBPODEF int mbpo_kv_prefill(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt) {
+    const mbpo_config *c = &m->cfg;
+    int64_t S, l, g, KD = c->n_kv_heads * c->head_dim, V = c->vocab_size, *pos = NULL;
+    float dummy;
+    int ok;
+    if (prompt->n_seqs != 1) return mbpo__fail("mbpo_kv_prefill: the prompt must be one sequence");
+    S = prompt->seq_offsets[1];
+    if (S >= kv->max_len) return mbpo__fail("mbpo_kv_prefill: a prompt of %lld tokens leaves no room in a cache of %lld",
+                                            (long long)S, (long long)kv->max_len);
+    {   /* the forward needs a target array; the prompt's own targets do not matter here */
+        uint8_t *none = (uint8_t *)mbpo__calloc((size_t)S, 1);
+        mbpo_batch b = *prompt;
+        if (!none) return 0;
+        b.target = none;
+        ok = mbpo_model_forward(m, &b, &dummy) >= 0;
+        mbpo_free(none);
+        if (!ok) return 0;
+    }
+    /* the M-RoPE offset of the tokens that follow (QWEN2VL.md 3.4) */
+    if (!(pos = (int64_t *)mbpo__alloc((size_t)(3 * S) * sizeof(int64_t)))) return 0;
+    ok = mbpo_rope_index(c, prompt->ids, S, prompt->grid_thw, prompt->n_images, pos, &kv->rope_delta);
+    mbpo_free(pos);
+    if (!ok) return 0;
+    for (l = 0; l < c->n_layers; l++)
+        for (g = 0; g < kv->G; g++) {
+            float *kd = kv->k + ((l * kv->G + g) * kv->max_len) * KD, *vd = kv->v + ((l * kv->G + g) * kv->max_len) * KD;
+            memcpy(kd, m->acts->k + l * S * KD, (size_t)(S * KD) * sizeof(float));
+            memcpy(vd, m->acts->v + l * S * KD, (size_t)(S * KD) * sizeof(float));
+        }
+    kv->len = S;
+    if (!mbpo_model_logits(m, S - 1, kv->logits)) return 0;
+    for (g = 1; g < kv->G; g++) memcpy(kv->logits + g * V, kv->logits, (size_t)V * sizeof(float));
+    return 1;
+}
+
+/* One decoding step of G tokens at index t = kv->len: the decoder of mbpo__lm_forward for a
+   single new row per continuation, attending to the cached keys and values. */
+MBPODEF int mbpo_kv_decode(mbpo_model *m, mbpo_kv *kv, const int32_t *token) {
+    const mbpo_config *c = &m->cfg;
+    const mbpo_weights *w = &m->w;
+    int64_t G = kv->G, H = c->hidden_size, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim;
+    int64_t QD = NH * HS, KD = NKV * HS, I = c->intermediate_size, half = HS / 2, t = kv->len, l, g, j;
+    float eps = (float)c->rms_norm_eps, scale = 1.0f / sqrtf((float)HS);
+    if (t >= kv->max_len) return mbpo__fail("mbpo_kv_decode: the cache of %lld tokens is full", (long long)kv->max_len);
+    for (g = 0; g < G; g++) {
+        if (token[g] < 0 || token[g] >= c->vocab_size) return mbpo__fail("mbpo_kv_decode: token id %d outside the vocabulary", token[g]);
+        memcpy(kv->x + g * H, w->embed + (int64_t)token[g] * H, (size_t)H * sizeof(float));
+    }
+    /* a text token after the prompt: all three M-RoPE components are t + rope_delta */
+    for (j = 0; j < half; j++) {
+        float ang = (float)(t + kv->rope_delta) * mbpo__inv_freq(c->rope_theta, j, HS);
+        for (g = 0; g < G; g++) { kv->cos[g * half + j] = cosf(ang); kv->sin[g * half + j] = sinf(ang); }
+    }
+    for (l = 0; l < c->n_layers; l++) {
+        const mbpo_decoder_layer *d = &w->layers[l];
+        int64_t job;
+        mbpo__rmsnorm_forward(kv->x1, kv->rstd, kv->x, d->in_norm_w, G, H, eps);
+        mbpo__matmul_forward(kv->q, kv->x1, d->q_w, d->q_b, G, H, QD);
+        mbpo__matmul_forward(kv->kn, kv->x1, d->k_w, d->k_b, G, H, KD);
+        mbpo__matmul_forward(kv->vn, kv->x1, d->v_w, d->v_b, G, H, KD);
+        mbpo__rope_apply(kv->q, kv->cos, kv->sin, G, NH, HS, QD, 1.0f);
+        mbpo__rope_apply(kv->kn, kv->cos, kv->sin, G, NKV, HS, KD, 1.0f);
+        for (g = 0; g < G; g++) {
+            memcpy(kv->k + ((l * G + g) * kv->max_len + t) * KD, kv->kn + g * KD, (size_t)KD * sizeof(float));
+            memcpy(kv->v + ((l * G + g) * kv->max_len + t) * KD, kv->vn + g * KD, (size_t)KD * sizeof(float));
+        }
+        /* attention of the new row to rows 0..t of its own continuation (GQA: NH/NKV query
+           heads share a key-value head); two passes, max-subtracted softmax in double */
+        MBPO__OMP("omp parallel for schedule(static)")
+        for (job = 0; job < G * NH; job++) {
+            int64_t gg = job / NH, h = job % NH, kvh = h / (NH / NKV), i, d2;
+            const float *qh = kv->q + gg * QD + h * HS;
+            const float *kc = kv->k + ((l * G + gg) * kv->max_len) * KD + kvh * HS;
+            const float *vc = kv->v + ((l * G + gg) * kv->max_len) * KD + kvh * HS;
+            float *o = kv->att + gg * QD + h * HS;
+            double mx = -1e300, sum = 0;
+            for (i = 0; i <= t; i++) {
+                float sc = 0;
+                for (d2 = 0; d2 < HS; d2++) sc += qh[d2] * kc[i * KD + d2];
+                if (sc * scale > mx) mx = sc * scale;
+            }
+            for (d2 = 0; d2 < HS; d2++) o[d2] = 0;
+            for (i = 0; i <= t; i++) {
+                float sc = 0;
+                double p;
+                for (d2 = 0; d2 < HS; d2++) sc += qh[d2] * kc[i * KD + d2];
+                p = exp(sc * scale - mx);
+                sum += p;
+                for (d2 = 0; d2 < HS; d2++) o[d2] += (float)p * vc[i * KD + d2];
+            }
+            for (d2 = 0; d2 < HS; d2++) o[d2] = (float)(o[d2] / sum);
+        }
+        mbpo__matmul_forward(kv->mid, kv->att, d->o_w, NULL, G, QD, H);
+        for (j = 0; j < G * H; j++) kv->mid[j] += kv->x[j];
+        mbpo__rmsnorm_forward(kv->x2, kv->rstd, kv->mid, d->post_norm_w, G, H, eps);
+        mbpo__matmul_forward(kv->gate, kv->x2, d->gate_w, NULL, G, H, I);
+        mbpo__matmul_forward(kv->up, kv->x2, d->up_w, NULL, G, H, I);
+        mbpo__swiglu_forward(kv->act, kv->gate, kv->up, G * I);
+        mbpo__matmul_forward(kv->x, kv->act, d->down_w, NULL, G, I, H);
+        for (j = 0; j < G * H; j++) kv->x[j] += kv->mid[j];
+    }
+    mbpo__rmsnorm_forward(kv->x1, kv->rstd, kv->x, w->norm_w, G, H, eps);
+    mbpo__matmul_forward(kv->logits, kv->x1, w->lm_head, NULL, G, H, c->vocab_size);
+    kv->len = t + 1;
+    return 1;
+}
+
+/* Sampling: greedy at temperature 0; otherwise softmax(logits / T), cut to the top_k most
+   likely and to the smallest set whose mass reaches top_p (the nucleus), renormalised. Only
+   tokens with p >= (1 - top_p) / V can belong to the nucleus (the rest together hold less
+   than 1 - top_p), so only those are sorted. */
+typedef struct { float p; int32_t id; } mbpo__cand;
+static int mbpo__cand_desc(const void *a, const void *b) {
+    const mbpo__cand *x = (const mbpo__cand *)a, *y = (const mbpo__cand *)b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen_opts *o, mbpo_rng *rng, float *scratch) {
+    mbpo__cand *cand = (mbpo__cand *)scratch;   /* 2V floats hold V candidates */
+    int64_t i, n = 0, best = 0, keep;
+    double mx, sum = 0, cut, u, acc = 0, top_p = o->top_p > 0 && o->top_p < 1 ? o->top_p : 1.0;
+    for (i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    if (o->temperature <= 0) return (int32_t)best;
+    mx = logits[best];
+    for (i = 0; i < V; i++) sum += exp((logits[i] - mx) / o->temperature);
+    cut = top_p < 1 ? (1 - top_p) / (double)V : 0;
+    for (i = 0; i < V; i++) {
+        double p = exp((logits[i] - mx) / o->temperature) / sum;
+        if (p >= cut && p > 0) { cand[n].p = (float)p; cand[n].id = (int32_t)i; n++; }
+    }
+    if ((o->top_k > 0 && o->top_k < n) || top_p < 1) qsort(cand, (size_t)n, sizeof *cand, mbpo__cand_desc);
+    keep = o->top_k > 0 && o->top_k < n ? o->top_k : n;
+    if (top_p < 1) {
+        double mass = 0;
+        for (i = 0; i < keep; i++) { mass += cand[i].p; if (mass >= top_p) { keep = i + 1; break; } }
+    }
+    for (i = 0, sum = 0; i < keep; i++) sum += cand[i].p;
+    u = mbpo_rng_uniform(rng) * sum;
+    for (i = 0; i < keep; i++) { acc += cand[i].p; if (u < acc) return cand[i].id; }
+    return cand[keep - 1].id;
+}
+
+MBPODEF int mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, const mbpo_gen_opts *o,
+                          mbpo_rng *rng, int32_t *out_ids, int *out_len) {
+    int64_t V = m->cfg.vocab_size, step;
+    int g, k, live;
+    int32_t *tok = NULL;
+    float *scratch = NULL;
+    unsigned char *done = NULL;
+    int ok = 0;
+    if (o->max_new_tokens < 1) return mbpo__fail("mbpo_generate: max_new_tokens must be positive");
+    if (!mbpo_kv_prefill(m, kv, prompt)) return 0;
+    if (kv->len + o->max_new_tokens > kv->max_len)
+        return mbpo__fail("mbpo_generate: %lld prompt + %d new tokens exceed the cache's %lld", (long long)kv->len,
+                          o->max_new_tokens, (long long)kv->max_len);
+    tok = (int32_t *)mbpo__alloc((size_t)kv->G * sizeof(int32_t));
+    scratch = (float *)mbpo__alloc((size_t)(2 * V) * sizeof(float));
+    done = (unsigned char *)mbpo__calloc((size_t)kv->G, 1);
+    if (!tok || !scratch || !done) goto end;
+    for (g = 0; g < kv->G; g++) out_len[g] = 0;
+    for (step = 0, live = kv->G; step < o->max_new_tokens && live > 0; step++) {
+        for (g = 0; g < kv->G; g++) {
+            if (done[g]) { tok[g] = out_ids[(int64_t)g * o->max_new_tokens + out_len[g] - 1]; continue; }   /* idle */
+            tok[g] = mbpo_sample_token(kv->logits + g * V, V, o, rng, scratch);
+            out_ids[(int64_t)g * o->max_new_tokens + out_len[g]++] = tok[g];
+            for (k = 0; k < o->n_stop; k++) if (tok[g] == o->stop_ids[k]) { done[g] = 1; live--; break; }
+        }
+        if (live > 0 && step + 1 < o->max_new_tokens && !mbpo_kv_decode(m, kv, tok)) goto end;
+    }
+    ok = 1;
+end:
+    mbpo_free(tok); mbpo_free(scratch); mbpo_free(done);
+    return ok;
+}
+
 /* ==========================================================================================
    4. objectives
    ========================================================================================== */
@@ -5637,6 +5892,35 @@ MBPODEF int mbpo_verify(const mbpo_sample *s, const char *response) {
     if (s->kind == MBPO_Q_YESNO) return mbpo_verify_yesno(response, s->label);
     if (s->kind == MBPO_Q_MC) return mbpo_verify_mc(s->question, response, s->label);
     return 0;
+}
+
+/* ------------------------------------------------------------------ 4. objectives: IIG */
+
+MBPODEF int mbpo_iig(mbpo_model *m, const mbpo_batch *b, const float *pixel_values_black, double *iig_sum,
+                     double *iig_mean, float *logp, float *logp_black) {
+    mbpo_batch black = *b;
+    int64_t N, s, t, n = 0;
+    float *lp = NULL, *lb = NULL;
+    int ok = 0;
+    N = mbpo__batch_targets(b);
+    lp = logp ? logp : (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
+    lb = logp_black ? logp_black : (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
+    if (!lp || !lb) goto end;
+    black.pixel_values = pixel_values_black;
+    if (mbpo_model_forward(m, b, lp) != N || mbpo_model_forward(m, &black, lb) != N) goto end;
+    for (s = 0; s < b->n_seqs; s++) {
+        double sum = 0;
+        int64_t cnt = 0;
+        for (t = b->seq_offsets[s]; t < b->seq_offsets[s + 1]; t++)
+            if (b->target[t]) { sum += (double)lp[n] - (double)lb[n]; n++; cnt++; }
+        if (iig_sum) iig_sum[s] = sum;
+        if (iig_mean) iig_mean[s] = cnt ? sum / (double)cnt : 0.0;
+    }
+    ok = 1;
+end:
+    if (!logp) mbpo_free(lp);
+    if (!logp_black) mbpo_free(lb);
+    return ok;
 }
 
 /* ------------------------------------------------------------------ 4. objectives: losses */

@@ -218,10 +218,245 @@ static void test_adamw(void) {
     mbpo_adamw_free(&opt);
 }
 
+
+/* ============================================================== generation and IIG */
+
+typedef struct { int64_t *v; int64_t n; } i64s;
+static float *st_f32(const mbpo_st *st, const char *name, int64_t *n) {
+    const mbpo_st_tensor *x = mbpo_st_find(st, name);
+    float *p;
+    if (!x) return NULL;
+    p = falloc(x->numel);
+    if (!mbpo_st_read_f32(st, x, p)) { free(p); return NULL; }
+    if (n) *n = x->numel;
+    return p;
+}
+static int64_t *st_i64(const mbpo_st *st, const char *name, int64_t *n) {
+    const mbpo_st_tensor *x = mbpo_st_find(st, name);
+    int64_t *p;
+    if (!x) return NULL;
+    p = (int64_t *)malloc((size_t)(x->numel + 1) * sizeof(int64_t));
+    if (!mbpo_st_read_i64(st, x, p)) { free(p); return NULL; }
+    if (n) *n = x->numel;
+    return p;
+}
+
+/* Greedy decoding with the KV cache against transformers' greedy generate (tiny-A, tied and
+   untied, with an image and text only): the same 20 tokens, and each step's logits; then the
+   cached logits against a full forward over prompt + generated tokens at every step. */
+static void greedy_case(const char *variant, int with_image) {
+    char path[512];
+    mbpo_st st;
+    mbpo_model m;
+    mbpo_kv kv;
+    int64_t S = 0, n_gen = 0, V, i, g, *pid, *gen, *grid64, offs[2], ref_offs[2] = { 0, 1 }, npv;
+    int32_t ids[64], grid[3], refs[1] = { 0 }, out[20];
+    uint8_t target[64];
+    float *pv = NULL, *step_logits, full_row[1024];
+    mbpo_batch b;
+    mbpo_gen_opts o;
+    mbpo_rng rng;
+    int n_out[1], same = 1;
+    double worst_ref = 0, worst_full = 0;
+    snprintf(path, sizeof path, "tests/fixtures/core/greedy_%s.safetensors", variant);
+    REQUIRE(mbpo_st_open(&st, path), "%s", path);
+    pid = st_i64(&st, with_image ? "prompt_ids" : "prompt_ids_text", &S);
+    gen = st_i64(&st, with_image ? "generated" : "generated_text", &n_gen);
+    step_logits = st_f32(&st, with_image ? "step_logits" : "step_logits_text", NULL);
+    grid64 = st_i64(&st, "image_grid_thw", NULL);
+    if (with_image) pv = st_f32(&st, "pixel_values", &npv);
+    REQUIRE(pid && gen && step_logits && grid64 && n_gen == 20, "fixture tensors");
+    snprintf(path, sizeof path, "tests/fixtures/%s/model", variant);
+    REQUIRE(mbpo_model_load(&m, path), "load %s", path);
+    V = m.cfg.vocab_size;
+    REQUIRE(mbpo_model_plan(&m, S + n_gen, 64, S + n_gen, 0), "plan");
+    for (i = 0; i < S; i++) ids[i] = (int32_t)pid[i];
+    for (i = 0; i < 3; i++) grid[i] = (int32_t)grid64[i];
+    offs[0] = 0; offs[1] = S;
+    memset(&b, 0, sizeof b); memset(target, 0, sizeof target);
+    b.n_seqs = 1; b.ids = ids; b.seq_offsets = offs; b.target = target;
+    if (with_image) { b.n_images = 1; b.grid_thw = grid; b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_offs; }
+    REQUIRE(mbpo_kv_init(&kv, &m.cfg, 3, S + n_gen), "kv");
+    memset(&o, 0, sizeof o);
+    o.max_new_tokens = 20; o.temperature = 0; o.top_p = 1;
+    /* step by step, to compare each step's logits */
+    REQUIRE(mbpo_kv_prefill(&m, &kv, &b), "prefill");
+    for (i = 0; i < n_gen; i++) {
+        int32_t tok[3];
+        for (g = 0; g < V; g++) {
+            double d = fabs((double)kv.logits[g] - step_logits[i * V + g]);
+            if (d > worst_ref) worst_ref = d;
+        }
+        tok[0] = mbpo_sample_token(kv.logits, V, &o, &rng, NULL);
+        same &= tok[0] == gen[i];
+        tok[1] = tok[2] = tok[0];
+        if (i + 1 < n_gen) REQUIRE(mbpo_kv_decode(&m, &kv, tok), "decode");
+    }
+    CHECK(same, "%s%s: greedy tokens equal transformers' generate", variant, with_image ? "" : " (text)");
+    CHECK(worst_ref < 1e-4, "%s%s: step logits vs transformers: max |diff| %.2e", variant, with_image ? "" : " (text)", worst_ref);
+    /* every continuation of the batch holds the same logits (they share the prompt) */
+    for (g = 0, i = 0; g < V; g++) i |= kv.logits[g] != kv.logits[2 * V + g];
+    CHECK(!i, "identical continuations stay identical");
+    /* the cache against a full forward over prompt + generated */
+    for (i = 0; i < n_gen; i++) ids[S + i] = (int32_t)gen[i];
+    offs[1] = S + n_gen;
+    /* re-run the cached path and compare at every step */
+    offs[1] = S;
+    REQUIRE(mbpo_kv_prefill(&m, &kv, &b), "prefill again");
+    for (i = 0; i < n_gen; i++) {
+        int32_t tok[3] = { (int32_t)gen[i], (int32_t)gen[i], (int32_t)gen[i] };
+        float *cached = (float *)malloc((size_t)V * sizeof(float));
+        memcpy(cached, kv.logits, (size_t)V * sizeof(float));
+        offs[1] = S + n_gen;
+        REQUIRE(mbpo_model_forward(&m, &b, full_row) >= 0 && mbpo_model_logits(&m, S - 1 + i, full_row), "full logits");
+        for (g = 0; g < V; g++) { double d = fabs((double)cached[g] - full_row[g]); if (d > worst_full) worst_full = d; }
+        free(cached);
+        offs[1] = S;
+        if (i + 1 < n_gen) REQUIRE(mbpo_kv_decode(&m, &kv, tok), "decode");
+    }
+    CHECK(worst_full < 1e-4, "%s: cached vs full-forward logits: max |diff| %.2e", variant, worst_full);
+    printf("  %s  %s%s: greedy = transformers' 20 tokens: %s; step logits vs transformers max |diff| %.2e; "
+           "KV-cache vs full forward at every step %.2e\n", same && worst_ref < 1e-4 && worst_full < 1e-4 ? "ok" : "!!",
+           variant, with_image ? " + image" : " (text)", same ? "yes" : "NO", worst_ref, worst_full);
+    /* mbpo_generate: the same greedy tokens for all 3 continuations */
+    {
+        int32_t all[60];
+        int lens[3];
+        REQUIRE(mbpo_generate(&m, &kv, &b, &o, &rng, all, lens), "generate");
+        for (g = 0, i = 1; g < 3; g++) { int k; i &= lens[g] == 20; for (k = 0; k < 20; k++) i &= all[g * 20 + k] == gen[k]; }
+        CHECK(i, "mbpo_generate: 3 greedy continuations, each the reference tokens");
+        /* a stop token ends a continuation and is included */
+        {
+            int32_t stop = (int32_t)gen[5];
+            int k, first = 0;
+            for (k = 0; k < 20; k++) if (gen[k] == stop) { first = k; break; }
+            o.stop_ids = &stop; o.n_stop = 1;
+            REQUIRE(mbpo_generate(&m, &kv, &b, &o, &rng, all, lens), "generate with a stop token");
+            CHECK(lens[0] == first + 1 && all[first] == stop, "stops at the first stop token (length %d, want %d)", lens[0], first + 1);
+            o.stop_ids = NULL; o.n_stop = 0;
+        }
+    }
+    (void)out; (void)n_out;
+    mbpo_kv_free(&kv);
+    mbpo_model_free(&m);
+    mbpo_st_close(&st);
+    free(pid); free(gen); free(step_logits); free(grid64); free(pv);
+}
+static void test_generate(void) {
+    if (!run_test("generate")) return;
+    greedy_case("tiny_a", 1);
+    greedy_case("tiny_a", 0);
+    greedy_case("tiny_a_tied", 1);
+    greedy_case("tiny_a_tied", 0);
+}
+
+/* The sampler: same seed, same draws; top-k 1 and a tiny top-p are greedy; frequencies of
+   temperature sampling follow softmax(z / T); top-k / top-p never leave their set. */
+static void test_sampler(void) {
+    float z[6] = { 1.0f, 2.0f, 0.5f, 2.0f, -1.0f, 0.0f }, scratch[12];
+    mbpo_gen_opts o;
+    mbpo_rng r1, r2;
+    int i, k, count[6] = { 0 }, same = 1, n = 200000, bad_k = 0, bad_p = 0;
+    double want[6], sum = 0, worst = 0;
+    if (!run_test("sampler")) return;
+    memset(&o, 0, sizeof o);
+    o.top_p = 1;
+    CHECK(mbpo_sample_token(z, 6, &o, &r1, scratch) == 1, "greedy: the first of two maxima");
+    o.temperature = 1.0;
+    mbpo_rng_seed(&r1, 5); mbpo_rng_seed(&r2, 5);
+    for (i = 0; i < 100; i++) same &= mbpo_sample_token(z, 6, &o, &r1, scratch) == mbpo_sample_token(z, 6, &o, &r2, scratch);
+    CHECK(same, "same seed, same draws");
+    o.temperature = 0.7;
+    for (k = 0; k < 6; k++) { want[k] = exp(z[k] / 0.7); sum += want[k]; }
+    for (i = 0; i < n; i++) count[mbpo_sample_token(z, 6, &o, &r1, scratch)]++;
+    for (k = 0; k < 6; k++) {
+        double p = want[k] / sum, f = (double)count[k] / n, sd = sqrt(p * (1 - p) / n);
+        if (fabs(f - p) / sd > worst) worst = fabs(f - p) / sd;
+    }
+    CHECK(worst < 5, "temperature 0.7: frequencies within %.1f sigma of softmax(z/T)", worst);
+    o.top_k = 2;
+    for (i = 0; i < 2000; i++) { int tk = mbpo_sample_token(z, 6, &o, &r1, scratch); bad_k += tk != 1 && tk != 3; }
+    o.top_k = 0; o.top_p = 0.5;     /* p(1) = p(3) ~ 0.39 each: the nucleus is {1, 3} */
+    for (i = 0; i < 2000; i++) { int tp = mbpo_sample_token(z, 6, &o, &r1, scratch); bad_p += tp != 1 && tp != 3; }
+    CHECK(bad_k == 0 && bad_p == 0, "top-k 2 and top-p 0.5 stay in {1, 3}: %d, %d outside", bad_k, bad_p);
+    o.top_p = 1e-6;
+    CHECK(mbpo_sample_token(z, 6, &o, &r1, scratch) == 1, "a tiny top-p is greedy");
+    printf("  ok  sampler: 200,000 draws at T = 0.7 within %.1f sigma of softmax(z/T); top-k/top-p sets respected\n", worst);
+}
+
+/* IIG against transformers: logp with the real and the black image, their difference. */
+static void test_iig(void) {
+    static const char *variants[2] = { "tiny_a", "tiny_a_tied" };
+    int vi;
+    if (!run_test("iig")) return;
+    for (vi = 0; vi < 2; vi++) {
+        char path[512];
+        mbpo_st st;
+        mbpo_model m;
+        int64_t T = 0, i, *ids64, *grid64, *tg, offs[2], ref_offs[2] = { 0, 1 };
+        int32_t ids[64], grid[3], refs[1] = { 0 };
+        uint8_t target[64];
+        float *pv, *pvb, *want_lp, *want_lb, lp[16], lb[16], *black_ours;
+        double *ref_sum, *ref_mean, sum, mean, worst = 0;
+        mbpo_batch b;
+        snprintf(path, sizeof path, "tests/fixtures/core/iig_%s.safetensors", variants[vi]);
+        REQUIRE(mbpo_st_open(&st, path), "%s", path);
+        ids64 = st_i64(&st, "ids", &T); tg = st_i64(&st, "target", NULL); grid64 = st_i64(&st, "image_grid_thw", NULL);
+        pv = st_f32(&st, "pixel_values", NULL); pvb = st_f32(&st, "pixel_values_black", NULL);
+        want_lp = st_f32(&st, "logp", NULL); want_lb = st_f32(&st, "logp_black", NULL);
+        {
+            float tmp[2];
+            float *a = st_f32(&st, "iig_sum", NULL), *c = st_f32(&st, "iig_mean", NULL);
+            tmp[0] = a ? a[0] : 0; tmp[1] = c ? c[0] : 0;
+            ref_sum = (double *)malloc(sizeof(double)); ref_mean = (double *)malloc(sizeof(double));
+            ref_sum[0] = tmp[0]; ref_mean[0] = tmp[1];
+            free(a); free(c);
+        }
+        REQUIRE(ids64 && tg && grid64 && pv && pvb && want_lp && want_lb && T < 64, "fixture tensors");
+        for (i = 0; i < T; i++) { ids[i] = (int32_t)ids64[i]; target[i] = (uint8_t)tg[i]; }
+        for (i = 0; i < 3; i++) grid[i] = (int32_t)grid64[i];
+        snprintf(path, sizeof path, "tests/fixtures/%s/model", variants[vi]);
+        REQUIRE(mbpo_model_load(&m, path) && mbpo_model_plan(&m, T, 64, 16, 0), "model");
+        offs[0] = 0; offs[1] = T;
+        memset(&b, 0, sizeof b);
+        b.n_seqs = 1; b.ids = ids; b.seq_offsets = offs; b.target = target; b.n_images = 1; b.grid_thw = grid;
+        b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_offs;
+        {   /* mbpo's own black image: the processor's black pixel_values, bit for bit */
+            mbpo_preproc pp;
+            mbpo_image blk;
+            int64_t np;
+            int32_t g2[3];
+            int eq = 1;
+            mbpo_preproc_default(&pp);
+            REQUIRE(mbpo_image_init(&blk, 84, 56) && mbpo_image_preprocess(&pp, &blk, NULL, &black_ours, &np, g2), "black");
+            for (i = 0; i < np * 1176; i++) eq &= black_ours[i] == pvb[i];
+            CHECK(eq && np == 24, "black image pixel_values equal the processor's");
+            mbpo_image_free(&blk);
+        }
+        REQUIRE(mbpo_iig(&m, &b, black_ours, &sum, &mean, lp, lb), "iig");
+        for (i = 0; i < 8; i++) {
+            if (fabs(lp[i] - want_lp[i]) > worst) worst = fabs(lp[i] - want_lp[i]);
+            if (fabs(lb[i] - want_lb[i]) > worst) worst = fabs(lb[i] - want_lb[i]);
+        }
+        CHECK(worst < 1e-4 && fabs(sum - ref_sum[0]) < 1e-4 && fabs(mean - ref_mean[0]) < 2e-5,
+              "%s: IIG %.6f (ref %.6f), mean %.6f (ref %.6f), logp max |diff| %.2e", variants[vi], sum, ref_sum[0], mean,
+              ref_mean[0], worst);
+        printf("  %s  IIG %s vs transformers: sum %.6f (ref %.6f), mean %.6f (ref %.6f), logp max |diff| %.2e\n",
+               worst < 1e-4 && fabs(sum - ref_sum[0]) < 1e-4 ? "ok" : "!!", variants[vi], sum, ref_sum[0], mean, ref_mean[0], worst);
+        mbpo_free(black_ours);
+        mbpo_model_free(&m);
+        mbpo_st_close(&st);
+        free(ids64); free(tg); free(grid64); free(pv); free(pvb); free(want_lp); free(want_lb); free(ref_sum); free(ref_mean);
+    }
+}
+
 void test_core(void) {
     test_verifiers();
     test_advantages();
     test_grpo_hand();
     test_grpo_fd();
     test_adamw();
+    test_sampler();
+    test_generate();
+    test_iig();
 }

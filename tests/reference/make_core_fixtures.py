@@ -178,7 +178,7 @@ def load_model(variant):
     mdir = os.path.join(ROOT, "tests/fixtures", variant, "model")
     model = Qwen2VLForConditionalGeneration.from_pretrained(
         mdir, torch_dtype=torch.float32, attn_implementation="eager").eval()
-    assert model.config.vocab_size == VOCAB if hasattr(model.config, "vocab_size") else True
+    assert model.config.get_text_config().vocab_size == VOCAB
     tied = bool(model.config.tie_word_embeddings)
     embed = model.get_input_embeddings().weight
     assert (model.lm_head.weight.data_ptr() == embed.data_ptr()) == tied, (variant, tied)

@@ -20,8 +20,7 @@
                  adjoint, dataset records
      3. model    config, parameter table, ops (forward/backward), vision tower, merger,
                  M-RoPE, decoder, the token log-prob machine, KV-cache generation, sampler
-     4. objectives IIG, verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
-                   (later: PGD)
+     4. objectives IIG, PGD, verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
      5. runs       (later: mbpo_mine, mbpo_train, mbpo_score)
 
    COMPILE-TIME OPTIONS
@@ -496,6 +495,28 @@ MBPODEF int mbpo_verify(const mbpo_sample *sample, const char *response);
    NULL), and the log-probs of both passes into logp / logp_black (N) when not NULL. */
 MBPODEF int mbpo_iig(mbpo_model *m, const mbpo_batch *batch, const float *pixel_values_black, double *iig_sum,
                      double *iig_mean, float *logp, float *logp_black);
+
+/* Adversarial negative mining (DESIGN.md 1): projected gradient descent on the resized RGB
+   image x (H, W, 3) in [0, 1], lowering the chosen response's log-prob:
+       x <- clip_[0,1]( proj_eps( x - step * sign(d logp(y_w | q, x) / dx) ) ),  iters times.
+   The gradient runs through normalisation, the duplicated frame, the patch rows, the vision
+   tower, the merger and the LM. batch: the sequence(s) scoring y_w with one image, whose
+   pixel_values buffer (P, PIX) is rewritten from x at every iteration. eps <= 0: no ball,
+   only the [0, 1] clip (the paper's best setting). random_start: begin at a uniform point of
+   the eps ball. logp_trace (iters + 1, may be NULL): sum logp(y_w) before each step and after
+   the last. The model may be planned without parameter gradients. */
+typedef struct {
+    int iters;                       /* K, default 20 */
+    double step;                     /* alpha, default 4/255 */
+    double eps;                      /* L-inf radius; <= 0: none (default) */
+    int random_start;
+} mbpo_pgd_opts;
+MBPODEF void mbpo_pgd_defaults(mbpo_pgd_opts *o);
+MBPODEF int  mbpo_pgd(mbpo_model *m, const mbpo_preproc *pp, mbpo_batch *batch, float *pixel_values, float *x,
+                      int64_t height, int64_t width, const mbpo_pgd_opts *o, mbpo_rng *rng, double *logp_trace);
+/* The "offline rand." ablation: x + uniform noise in [-budget, budget], clipped to [0, 1];
+   budget = eps, or iters * step when eps <= 0 (the farthest PGD can move a pixel). */
+MBPODEF void mbpo_random_noise(float *x, int64_t n, const mbpo_pgd_opts *o, mbpo_rng *rng);
 
 /* Group advantages: adv_i = (r_i - mean(r)) / (std(r) + 1e-4), std unbiased (as R1-V/TRL);
    a group of one has std 0 and advantage 0. */
@@ -5921,6 +5942,63 @@ end:
     if (!logp) mbpo_free(lp);
     if (!logp_black) mbpo_free(lb);
     return ok;
+}
+
+/* ------------------------------------------------------------------ 4. objectives: PGD */
+
+MBPODEF void mbpo_pgd_defaults(mbpo_pgd_opts *o) {
+    o->iters = 20; o->step = 4.0 / 255.0; o->eps = 0.0; o->random_start = 0;
+}
+static float mbpo__clip01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
+
+MBPODEF int mbpo_pgd(mbpo_model *m, const mbpo_preproc *pp, mbpo_batch *b, float *pv, float *x, int64_t H, int64_t W,
+                     const mbpo_pgd_opts *o, mbpo_rng *rng, double *trace) {
+    int64_t n = H * W * 3, P = 0, N, i, it;
+    int32_t grid[3] = { 0, 0, 0 };
+    float *x0 = NULL, *dpv = NULL, *dx = NULL, *logp = NULL, *dl = NULL;
+    int ok = 0;
+    if (b->n_images != 1) return mbpo__fail("mbpo_pgd: the batch must use exactly one image");
+    if (!mbpo_pixels_count(pp, H, W, &P, grid)) return 0;
+    if (grid[1] != b->grid_thw[1] || grid[2] != b->grid_thw[2] || b->pixel_values != pv)
+        return mbpo__fail("mbpo_pgd: x (%lldx%lld) and pixel_values must be the batch's image", (long long)H, (long long)W);
+    N = mbpo__batch_targets(b);
+    x0 = (float *)mbpo__alloc((size_t)n * sizeof(float));
+    dx = (float *)mbpo__alloc((size_t)n * sizeof(float));
+    dpv = (float *)mbpo__alloc((size_t)(P * 3 * pp->temporal_patch * pp->patch * pp->patch) * sizeof(float));
+    logp = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
+    dl = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
+    if (!x0 || !dx || !dpv || !logp || !dl) goto end;
+    memcpy(x0, x, (size_t)n * sizeof(float));
+    if (o->random_start && o->eps > 0)
+        for (i = 0; i < n; i++) x[i] = mbpo__clip01(x[i] + (float)(o->eps * (2 * mbpo_rng_uniform(rng) - 1)));
+    for (i = 0; i < N; i++) dl[i] = 1.0f;          /* L = sum_t logp_t: its gradient, then descend */
+    for (it = 0; it <= o->iters; it++) {
+        double sum = 0;
+        if (!mbpo_pixels_from_float(pp, x, H, W, pv)) goto end;
+        if (mbpo_model_forward(m, b, logp) != N) goto end;
+        for (i = 0; i < N; i++) sum += logp[i];
+        if (trace) trace[it] = sum;
+        if (it == o->iters) break;                   /* the last forward only measures */
+        if (!mbpo_model_backward(m, b, dl, dpv) || !mbpo_pixels_backward(pp, dpv, H, W, dx)) goto end;
+        for (i = 0; i < n; i++) {
+            float v = x[i] - (float)o->step * (float)((dx[i] > 0) - (dx[i] < 0));
+            if (o->eps > 0) {                        /* project onto the eps ball around the clean image */
+                float lo = x0[i] - (float)o->eps, hi = x0[i] + (float)o->eps;
+                v = v < lo ? lo : v > hi ? hi : v;
+            }
+            x[i] = mbpo__clip01(v);
+        }
+    }
+    ok = 1;
+end:
+    mbpo_free(x0); mbpo_free(dx); mbpo_free(dpv); mbpo_free(logp); mbpo_free(dl);
+    return ok;
+}
+
+MBPODEF void mbpo_random_noise(float *x, int64_t n, const mbpo_pgd_opts *o, mbpo_rng *rng) {
+    double budget = o->eps > 0 ? o->eps : o->iters * o->step;
+    int64_t i;
+    for (i = 0; i < n; i++) x[i] = mbpo__clip01(x[i] + (float)(budget * (2 * mbpo_rng_uniform(rng) - 1)));
 }
 
 /* ------------------------------------------------------------------ 4. objectives: losses */

@@ -450,6 +450,102 @@ static void test_iig(void) {
     }
 }
 
+/* PGD on the tiny-A model: the chosen response's log-prob falls over the iterations, the
+   image stays in [0, 1] (and in the eps ball), the sign of the image gradient that PGD
+   follows agrees with finite differences, and the 8-bit adversarial PNG round-trips. */
+static void test_pgd(void) {
+    mbpo_st st;
+    mbpo_model m;
+    mbpo_preproc pp;
+    mbpo_image img, rs, q8, back;
+    mbpo_pgd_opts o;
+    mbpo_rng rng;
+    mbpo_batch b;
+    int64_t T = 0, i, np, H = 56, W = 84, n = 56 * 84 * 3, *ids64, *tg, offs[2], ref_offs[2] = { 0, 1 };
+    int32_t ids[64], grid[3], refs[1] = { 0 };
+    uint8_t target[64];
+    float *pv, *x0, *x, *dpv, *dx, lp[16], dl[16];
+    double trace[11], worst_out = 0;
+    int falls = 0, k, sign_ok = 0;
+    char path[512];
+    if (!run_test("pgd")) return;
+    REQUIRE(mbpo_st_open(&st, "tests/fixtures/core/iig_tiny_a.safetensors"), "iig fixture");
+    ids64 = st_i64(&st, "ids", &T); tg = st_i64(&st, "target", NULL);
+    REQUIRE(ids64 && tg && T < 64, "ids");
+    for (i = 0; i < T; i++) { ids[i] = (int32_t)ids64[i]; target[i] = (uint8_t)tg[i]; }
+    REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny_a/model") && mbpo_model_plan(&m, T, 24, 16, 0), "model");
+    mbpo_preproc_default(&pp);
+    REQUIRE(mbpo_image_load(&img, "tests/fixtures/images/png_rgb_56x84.png"), "image");
+    REQUIRE(mbpo_image_preprocess(&pp, &img, &rs, &pv, &np, grid), "preprocess");
+    x0 = falloc(n); x = falloc(n); dpv = falloc(np * 1176); dx = falloc(n);
+    mbpo_image_to_float(&pp, &rs, x0);
+    offs[0] = 0; offs[1] = T;
+    memset(&b, 0, sizeof b);
+    b.n_seqs = 1; b.ids = ids; b.seq_offsets = offs; b.target = target; b.n_images = 1; b.grid_thw = grid;
+    b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_offs;
+    /* 1. descent: K = 10, alpha = 4/255, no ball */
+    mbpo_pgd_defaults(&o);
+    o.iters = 10;
+    memcpy(x, x0, (size_t)n * sizeof(float));
+    mbpo_rng_seed(&rng, 1);
+    REQUIRE(mbpo_pgd(&m, &pp, &b, pv, x, H, W, &o, &rng, trace), "pgd");
+    for (k = 0; k < 10; k++) falls += trace[k + 1] < trace[k];
+    for (i = 0; i < n; i++) if (x[i] < 0 || x[i] > 1) worst_out = 1;
+    CHECK(trace[10] < trace[0] - 1.0 && falls >= 8 && !worst_out, "logp(y_w) %.4f -> %.4f (%d of 10 steps fall), in [0,1]: %s",
+          trace[0], trace[10], falls, worst_out ? "no" : "yes");
+    printf("  %s  PGD (K=10, alpha=4/255): sum logp(y_w) %.4f -> %.4f, %d of 10 steps lower it; x stays in [0, 1]\n",
+           trace[10] < trace[0] - 1.0 && falls >= 8 ? "ok" : "!!", trace[0], trace[10], falls);
+    /* 2. the eps ball, from a random start */
+    o.eps = 8.0 / 255.0; o.random_start = 1; o.iters = 3;
+    memcpy(x, x0, (size_t)n * sizeof(float));
+    REQUIRE(mbpo_pgd(&m, &pp, &b, pv, x, H, W, &o, &rng, NULL), "pgd in a ball");
+    for (i = 0, worst_out = 0; i < n; i++) {
+        double d = fabs((double)x[i] - x0[i]);
+        if (d > worst_out) worst_out = d;
+        if (x[i] < 0 || x[i] > 1) worst_out = 9;
+    }
+    CHECK(worst_out <= 8.0 / 255.0 + 1e-6, "eps ball: max |x - x0| = %.6f (eps %.6f)", worst_out, 8.0 / 255.0);
+    /* 3. the sign PGD follows vs central differences of logp in x, on the 16 largest |dx| */
+    memcpy(x, x0, (size_t)n * sizeof(float));
+    REQUIRE(mbpo_pixels_from_float(&pp, x, H, W, pv) && mbpo_model_forward(&m, &b, lp) == 8, "forward");
+    for (i = 0; i < 8; i++) dl[i] = 1.0f;
+    REQUIRE(mbpo_model_backward(&m, &b, dl, dpv) && mbpo_pixels_backward(&pp, dpv, H, W, dx), "backward");
+    for (k = 0; k < 16; k++) {
+        int64_t best = 0, j;
+        double h = 1e-2, up = 0, dn = 0, fd;
+        float keep;
+        for (j = 0; j < n; j++) if (fabsf(dx[j]) > fabsf(dx[best])) best = j;
+        keep = x[best];
+        x[best] = keep + (float)h; mbpo_pixels_from_float(&pp, x, H, W, pv); mbpo_model_forward(&m, &b, lp);
+        for (j = 0; j < 8; j++) up += lp[j];
+        x[best] = keep - (float)h; mbpo_pixels_from_float(&pp, x, H, W, pv); mbpo_model_forward(&m, &b, lp);
+        for (j = 0; j < 8; j++) dn += lp[j];
+        x[best] = keep;
+        fd = (up - dn) / (2 * h);
+        sign_ok += (fd > 0) == (dx[best] > 0) && fabs(fd - dx[best]) <= 0.1 * fabs(dx[best]);
+        dx[best] = 0;   /* next largest */
+    }
+    CHECK(sign_ok == 16, "image gradient: sign and size (10%%) agree with FD on %d of 16 pixels", sign_ok);
+    printf("  %s  image gradient vs central differences on the 16 largest entries: %d agree in sign (and within 10%%)\n",
+           sign_ok == 16 ? "ok" : "!!", sign_ok);
+    /* 4. the random-noise ablation stays in its budget */
+    mbpo_pgd_defaults(&o);
+    memcpy(x, x0, (size_t)n * sizeof(float));
+    mbpo_random_noise(x, n, &o, &rng);
+    for (i = 0, worst_out = 0; i < n; i++) if (fabs((double)x[i] - x0[i]) > worst_out) worst_out = fabs((double)x[i] - x0[i]);
+    CHECK(worst_out <= 80.0 / 255.0 + 1e-6 && worst_out > 0.2, "random noise within K*alpha = 80/255: %.4f", worst_out);
+    /* 5. the adversarial image is saved in 8 bits and read back unchanged */
+    REQUIRE(mbpo_image_init(&q8, (int)W, (int)H), "q8");
+    mbpo_image_from_float(&q8, x);
+    snprintf(path, sizeof path, "%s/adv.png", tmpdir());
+    REQUIRE(mbpo_image_write_png(path, &q8) && mbpo_image_load(&back, path), "png");
+    CHECK(!memcmp(back.rgb, q8.rgb, (size_t)n), "8-bit adversarial PNG round trip");
+    mbpo_image_free(&q8); mbpo_image_free(&back); mbpo_image_free(&img); mbpo_image_free(&rs);
+    mbpo_free(pv); free(x0); free(x); free(dpv); free(dx); free(ids64); free(tg);
+    mbpo_model_free(&m);
+    mbpo_st_close(&st);
+}
+
 void test_core(void) {
     test_verifiers();
     test_advantages();
@@ -459,4 +555,5 @@ void test_core(void) {
     test_sampler();
     test_generate();
     test_iig();
+    test_pgd();
 }

@@ -30,7 +30,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
         bench bench-tokenizer unicode demo clean
 
-all: build/test_mbpo build/mbpo-bench
+all: build/test_mbpo build/mbpo-bench build/mbpo-mine
 
 build:
 	@mkdir -p build
@@ -56,17 +56,20 @@ else
 endif
 
 
-TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c
+TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c tests/test_runs.c
 
 build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
+
+build/mbpo-mine: drivers/mine.c $(HEADERS) | build stb
+	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/mine.c $(LDLIBS) $(JPEG_LIBS)
 
 build/mbpo-bench: drivers/bench.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/bench.c $(LDLIBS) $(JPEG_LIBS)
 
 # ---------------------------------------------------------------- test
 
-test: stb checks build/test_mbpo
+test: stb checks build/test_mbpo build/mbpo-mine
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo
 
 # The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (not part of `make test` yet).

@@ -21,7 +21,7 @@
      3. model    config, parameter table, ops (forward/backward), vision tower, merger,
                  M-RoPE, decoder, the token log-prob machine, KV-cache generation, sampler
      4. objectives IIG, PGD, verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
-     5. runs       (later: mbpo_mine, mbpo_train, mbpo_score)
+     5. runs     mbpo_mine (later: mbpo_train, mbpo_score)
 
    COMPILE-TIME OPTIONS
      MBPO_IMPLEMENTATION   emit the implementation in this translation unit
@@ -279,6 +279,7 @@ typedef struct {
     char *system;                    /* NULL: the default */
     char *question, *answer;
     char **images;                   /* (n_images) paths, image root prepended */
+    char **image_files;              /* (n_images) the paths as the record gives them */
     int n_images;
     mbpo_qkind kind;
     char label;                      /* YESNO: 'Y' or 'N'; MC: the option letter */
@@ -569,6 +570,37 @@ MBPODEF double mbpo_grad_norm(const float *grads, size_t n);          /* L2 norm
    p -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * p). Non-finite norms update nothing
    and return the norm (NaN/inf) so the caller can skip and log the step. */
 MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float *params, const float *grads);
+
+/* ------------------------------------------------------------------ 5. runs */
+
+/* Mining (DESIGN.md 1, 5): IIG of every open-ended single-image sample's answer; the top_k
+   by IIG become chosen responses y_w; PGD (or random noise) on each one's image; the
+   rejected response y_l is sampled from the model on the saved 8-bit adversarial PNG
+   (resampled, at most max_tries times, while empty or equal to y_w). Writes, in out_dir:
+     offline.jsonl  one pair per line (DESIGN.md 5), in IIG order
+     skipped.jsonl  selected samples left without a usable negative after max_tries
+     online.jsonl   the closed-ended samples (yes/no, multiple choice) with their labels
+     adv/<n>.png    the adversarial images;  iig.jsonl  the IIG of every candidate
+   "image" paths are the dataset's (relative to the image root), "adv_image" is relative to
+   out_dir.
+   Rerun with the same options after a kill, it continues where it stopped: finished lines
+   are kept, a torn last line is cut, and every sample draws from its own seeded RNG, so the
+   result is the same as an uninterrupted run. Progress lines go to log (may be NULL). */
+typedef struct {
+    const char *model_dir, *data, *image_root, *out_dir;
+    int top_k;                       /* <= 0: every candidate */
+    mbpo_pgd_opts pgd;               /* K = 20, alpha = 4/255, eps = 0 */
+    int random_negatives;            /* the "offline rand." ablation: noise instead of PGD */
+    double temperature;              /* sampling of y_l, 1.0 */
+    double top_p;                    /* 1.0 */
+    int max_new_tokens;              /* 128 */
+    int max_tries;                   /* 4 */
+    uint64_t seed;
+    int strict;                      /* stop at the first bad dataset record */
+    FILE *log;
+} mbpo_mine_opts;
+MBPODEF void mbpo_mine_defaults(mbpo_mine_opts *o);
+MBPODEF int  mbpo_mine(const mbpo_mine_opts *o);
 
 #ifdef __cplusplus
 }
@@ -4094,8 +4126,8 @@ MBPODEF void mbpo_dataset_free(mbpo_dataset *ds) {
         mbpo_sample *s = &ds->samples[i];
         int k;
         mbpo_free(s->id); mbpo_free(s->system); mbpo_free(s->question); mbpo_free(s->answer);
-        for (k = 0; k < s->n_images; k++) mbpo_free(s->images[k]);
-        mbpo_free(s->images);
+        for (k = 0; k < s->n_images; k++) { mbpo_free(s->images[k]); if (s->image_files) mbpo_free(s->image_files[k]); }
+        mbpo_free(s->images); mbpo_free(s->image_files);
     }
     mbpo_free(ds->samples);
     memset(ds, 0, sizeof *ds);
@@ -4199,13 +4231,21 @@ static int mbpo__ds_record(mbpo_dataset *ds, const mbpo_json *r, const char *ima
             s.answer = mbpo__strndup(v2->string, v2->len);
             s.n_images = n_images;
             s.images = (char **)mbpo__calloc((size_t)n_images + 1, sizeof(char *));
-            for (k = 0; k < n_images && s.images; k++) s.images[k] = mbpo__strdup(images[k]);
+            s.image_files = (char **)mbpo__calloc((size_t)n_images + 1, sizeof(char *));
+            for (k = 0; k < n_images && s.images && s.image_files; k++) {
+                const mbpo_json *f = img->type == MBPO_JSON_ARRAY ? &img->items[k] : img;
+                s.images[k] = mbpo__strdup(images[k]);
+                s.image_files[k] = mbpo__strdup(f->string);
+                if (!s.images[k] || !s.image_files[k]) { mbpo_free(s.images[k]); mbpo_free(s.image_files[k]); s.images[k] = s.image_files[k] = NULL; break; }
+            }
             s.kind = mbpo_question_kind(s.question, s.answer, &label);
             s.label = label;
-            if (!s.id || (system && !s.system) || !s.question || !s.answer || !s.images || !mbpo__ds_push(ds, &s)) {
+            if (!s.id || (system && !s.system) || !s.question || !s.answer || !s.images || !s.image_files ||
+                (n_images && !s.image_files[n_images - 1]) || !mbpo__ds_push(ds, &s)) {
                 mbpo_free(s.id); mbpo_free(s.system); mbpo_free(s.question); mbpo_free(s.answer);
                 if (s.images) for (k = 0; k < n_images; k++) mbpo_free(s.images[k]);
-                mbpo_free(s.images);
+                if (s.image_files) for (k = 0; k < n_images; k++) mbpo_free(s.image_files[k]);
+                mbpo_free(s.images); mbpo_free(s.image_files);
                 goto fail;
             }
             turn++;
@@ -4223,8 +4263,8 @@ fail:
     while ((size_t)ds->n > first) {   /* drop this record's samples */
         mbpo_sample *s = &ds->samples[--ds->n];
         mbpo_free(s->id); mbpo_free(s->system); mbpo_free(s->question); mbpo_free(s->answer);
-        for (k = 0; k < s->n_images; k++) mbpo_free(s->images[k]);
-        mbpo_free(s->images);
+        for (k = 0; k < s->n_images; k++) { mbpo_free(s->images[k]); mbpo_free(s->image_files[k]); }
+        mbpo_free(s->images); mbpo_free(s->image_files);
     }
     return 0;
 }
@@ -6118,6 +6158,390 @@ MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float 
         p[i] = (float)(p[i] - lr * (o->weight_decay * p[i] + (m / bc1) / (sqrt(v / bc2) + o->eps)));
     }
     return norm;
+}
+
+/* ==========================================================================================
+   5. runs
+   ========================================================================================== */
+
+/* ------------------------------------------------------------------ 5. runs: shared pieces */
+
+/* A JSON string literal of s (UTF-8 kept, control characters escaped). */
+static void mbpo__sb_json(mbpo__sb *b, const char *s) {
+    mbpo__sb_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') { char e[2] = { '\\', (char)c }; mbpo__sb_put(b, e, 2); }
+        else if (c == '\n') mbpo__sb_put(b, "\\n", 2);
+        else if (c == '\r') mbpo__sb_put(b, "\\r", 2);
+        else if (c == '\t') mbpo__sb_put(b, "\\t", 2);
+        else if (c < 0x20) mbpo__sb_printf(b, "\\u%04x", c);
+        else mbpo__sb_put(b, s, 1);
+    }
+    mbpo__sb_put(b, "\"", 1);
+}
+/* Append one line to a file and flush it to disk: after a kill, a file holds whole lines and
+   at most one torn last line (which mbpo__jsonl_done cuts). */
+static int mbpo__append_line(const char *path, const char *line, size_t n) {
+    FILE *f = fopen(path, "ab");
+    int ok;
+    if (!f) return mbpo__fail("%s: cannot open for appending (%s)", path, strerror(errno));
+    ok = fwrite(line, 1, n, f) == n && fputc('\n', f) != EOF && fflush(f) == 0;
+#if !defined(_WIN32)
+    if (ok) ok = fsync(fileno(f)) == 0;
+#endif
+    if (fclose(f) != 0) ok = 0;
+    return ok ? 1 : mbpo__fail("%s: write error (%s)", path, strerror(errno));
+}
+/* The "index" field of every whole line of a JSONL file we wrote (done[index] = 1); a torn
+   last line (no newline) is cut off the file. A missing file is an empty one. */
+static int mbpo__jsonl_done(const char *path, unsigned char *done, int64_t n_done) {
+    size_t len = 0, keep;
+    char *text;
+    const char *line, *end;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 1;
+    fclose(f);
+    if (!(text = mbpo_read_file(path, &len))) return 0;
+    for (keep = len; keep > 0 && text[keep - 1] != '\n'; keep--) {}
+    if (keep < len) {   /* a torn line from a kill: drop it */
+#if !defined(_WIN32)
+        if (truncate(path, (off_t)keep) != 0) { mbpo_free(text); return mbpo__fail("%s: cannot cut a torn last line (%s)", path, strerror(errno)); }
+#endif
+    }
+    for (line = text, end = text + keep; line < end; ) {
+        const char *eol = (const char *)memchr(line, '\n', (size_t)(end - line));
+        mbpo_json *j = mbpo_json_parse(line, (size_t)(eol - line), path);
+        const mbpo_json *idx = j ? mbpo_json_get(j, "index") : NULL;
+        if (!j || !idx || !idx->is_int || idx->integer < 0 || idx->integer >= n_done) {
+            mbpo_json_free(j); mbpo_free(text);
+            return mbpo__fail("%s: a line without a valid \"index\" - not a file of this run; remove it to start over", path);
+        }
+        done[idx->integer] = 1;
+        mbpo_json_free(j);
+        line = eol + 1;
+    }
+    mbpo_free(text);
+    return 1;
+}
+static int mbpo__mkdir(const char *path) {
+#if !defined(_WIN32)
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) return mbpo__fail("%s: cannot create the directory (%s)", path, strerror(errno));
+#endif
+    return 1;
+}
+
+/* What every run loads from a model directory: weights, tokenizer.json, and
+   preprocessor_config.json when there is one (else the hub values). */
+typedef struct {
+    mbpo_model model;
+    mbpo_tokenizer *tok;
+    mbpo_preproc pp;
+    int32_t stop[2];
+    int n_stop;
+} mbpo__env;
+static void mbpo__env_free(mbpo__env *e) { mbpo_model_free(&e->model); mbpo_tokenizer_free(e->tok); memset(e, 0, sizeof *e); }
+static int mbpo__env_load(mbpo__env *e, const char *dir) {
+    char *p;
+    int ok;
+    memset(e, 0, sizeof *e);
+    if (!mbpo_model_load(&e->model, dir)) return 0;
+    if (!(p = mbpo__path_join(dir, "tokenizer.json"))) return 0;
+    e->tok = mbpo_tokenizer_load(p);
+    mbpo_free(p);
+    if (!e->tok) { mbpo__env_free(e); return 0; }
+    if (!(p = mbpo__path_join(dir, "preprocessor_config.json"))) return 0;
+    ok = mbpo__file_exists(p) ? mbpo_preproc_load(&e->pp, p) : (mbpo_preproc_default(&e->pp), 1);
+    mbpo_free(p);
+    if (!ok) { mbpo__env_free(e); return 0; }
+    if ((e->stop[e->n_stop] = mbpo_tokenizer_find(e->tok, "<|im_end|>")) >= 0) e->n_stop++;
+    if ((e->stop[e->n_stop] = mbpo_tokenizer_find(e->tok, "<|endoftext|>")) >= 0) e->n_stop++;
+    return 1;
+}
+/* Plan the model for at least these sizes (growing the plan when a sample needs more). */
+static int mbpo__ensure_plan(mbpo_model *m, int64_t T, int64_t P, int64_t N, int grads) {
+    const mbpo_acts *a = m->acts;
+    if (a && a->max_T >= T && a->max_P >= P && a->max_N >= N && (!grads || m->grads)) return 1;
+    if (a) { T = T > a->max_T ? T : a->max_T; P = P > a->max_P ? P : a->max_P; N = N > a->max_N ? N : a->max_N; }
+    T += T / 2 + 16; P += (P / 2 + 4) / 4 * 4; N = N + N / 2 + 16;
+    if (N > T) N = T;
+    return mbpo_model_plan(m, T, P, N, grads);
+}
+
+/* One image of a sample, preprocessed: the resized 8-bit image, its [0,1] floats (what PGD
+   moves), the pixel rows and grid. */
+typedef struct { mbpo_image resized; float *x, *pv; int64_t P, n_tokens; int32_t grid[3]; } mbpo__img;
+static void mbpo__img_free(mbpo__img *im) { mbpo_image_free(&im->resized); mbpo_free(im->x); mbpo_free(im->pv); memset(im, 0, sizeof *im); }
+static int mbpo__img_from_rgb(mbpo__img *im, const mbpo_preproc *pp, const mbpo_image *rgb) {
+    size_t n;
+    memset(im, 0, sizeof *im);
+    if (!mbpo_image_preprocess(pp, rgb, &im->resized, &im->pv, &im->P, im->grid)) return 0;
+    n = (size_t)im->resized.width * im->resized.height * 3;
+    if (!(im->x = (float *)mbpo__alloc(n * sizeof(float)))) { mbpo__img_free(im); return 0; }
+    mbpo_image_to_float(pp, &im->resized, im->x);
+    im->n_tokens = im->P / (pp->merge * pp->merge);
+    return 1;
+}
+static int mbpo__img_load(mbpo__img *im, const mbpo_preproc *pp, const char *path) {
+    mbpo_image rgb;
+    int ok;
+    if (!mbpo_image_load(&rgb, path)) return 0;
+    ok = mbpo__img_from_rgb(im, pp, &rgb);
+    mbpo_image_free(&rgb);
+    return ok;
+}
+/* One sequence (prompt, and the response when given) as a batch with one image. */
+typedef struct { mbpo_chat chat; int64_t offs[2], ref_offs[2]; int32_t refs[1]; mbpo_batch b; } mbpo__seq;
+static int mbpo__seq_make(mbpo__seq *q, mbpo__env *e, const mbpo_sample *s, const mbpo__img *im, const char *response) {
+    memset(q, 0, sizeof *q);
+    if (!mbpo_chat_encode(e->tok, s->system, s->question, im ? &im->n_tokens : NULL, im ? 1 : 0, response, &q->chat))
+        return 0;
+    q->offs[1] = q->chat.n;
+    q->ref_offs[1] = im ? 1 : 0;
+    q->b.n_seqs = 1; q->b.ids = q->chat.ids; q->b.seq_offsets = q->offs; q->b.target = q->chat.target;
+    if (im) {
+        q->b.n_images = 1; q->b.grid_thw = im->grid; q->b.pixel_values = im->pv;
+        q->b.image_refs = q->refs; q->b.image_ref_offsets = q->ref_offs;
+    }
+    {
+        int64_t t, N = 0;
+        for (t = 0; t < q->chat.n; t++) N += q->chat.target[t];
+        return mbpo__ensure_plan(&e->model, q->chat.n, im ? im->P : 0, N, 0);
+    }
+}
+/* IIG of a response on an image: logp with the image minus logp with a black one. */
+static int mbpo__sample_iig(mbpo__env *e, const mbpo_sample *s, const mbpo__img *im, const char *response,
+                            double *sum, double *mean) {
+    mbpo__seq q;
+    mbpo_image black;
+    mbpo__img bi;
+    int ok = 0;
+    memset(&bi, 0, sizeof bi);
+    if (!mbpo_image_init(&black, im->resized.width, im->resized.height)) return 0;
+    if (mbpo__img_from_rgb(&bi, &e->pp, &black) && mbpo__seq_make(&q, e, s, im, response)) {
+        ok = mbpo_iig(&e->model, &q.b, bi.pv, sum, mean, NULL, NULL);
+        mbpo_chat_free(&q.chat);
+    }
+    mbpo__img_free(&bi);
+    mbpo_image_free(&black);
+    return ok;
+}
+/* Sample one response to the sample's question on an image; the text without its stop token. */
+static char *mbpo__respond(mbpo__env *e, const mbpo_sample *s, const mbpo__img *im, const mbpo_gen_opts *go, mbpo_rng *rng) {
+    mbpo__seq q;
+    mbpo_kv kv;
+    int32_t *ids = NULL;
+    int len = 0;
+    char *text = NULL;
+    if (!mbpo__seq_make(&q, e, s, im, NULL)) return NULL;
+    if (mbpo_kv_init(&kv, &e->model.cfg, 1, q.chat.n + go->max_new_tokens) &&
+        (ids = (int32_t *)mbpo__alloc((size_t)go->max_new_tokens * sizeof(int32_t))) != NULL &&
+        mbpo_generate(&e->model, &kv, &q.b, go, rng, ids, &len)) {
+        int k, n = len;
+        for (k = 0; k < e->n_stop; k++) if (n > 0 && ids[n - 1] == e->stop[k]) { n--; break; }
+        text = mbpo_tokenizer_decode(e->tok, ids, n, 1, NULL);
+    }
+    mbpo_free(ids);
+    mbpo_kv_free(&kv);
+    mbpo_chat_free(&q.chat);
+    return text;
+}
+/* A seed for (run seed, sample index, purpose): splitmix64 of the three, so every sample
+   draws the same numbers whether or not the run was interrupted before it. */
+static uint64_t mbpo__sample_seed(uint64_t seed, int64_t index, uint64_t purpose) {
+    uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(index + 1)) ^ (purpose << 56);
+    return mbpo__splitmix64(&x);
+}
+static void mbpo__progress(FILE *log, const char *what, int64_t done, int64_t total, double t0) {
+    double dt = mbpo_now() - t0, rate = dt > 0 ? (double)done / dt : 0;
+    if (!log) return;
+    fprintf(log, "\rmine: %s %lld/%lld, %.2f/s, ETA %.0f s   ", what, (long long)done, (long long)total, rate,
+            rate > 0 ? (double)(total - done) / rate : 0.0);
+    if (done == total) fprintf(log, "\n");
+    fflush(log);
+}
+
+/* ------------------------------------------------------------------ 5. runs: mining */
+
+MBPODEF void mbpo_mine_defaults(mbpo_mine_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->top_k = 0;
+    mbpo_pgd_defaults(&o->pgd);
+    o->temperature = 1.0; o->top_p = 1.0;
+    o->max_new_tokens = 128; o->max_tries = 4;
+    o->seed = 1234;
+}
+
+typedef struct { double iig, iig_mean; int64_t index; } mbpo__cand_iig;
+static int mbpo__iig_desc(const void *a, const void *b) {
+    const mbpo__cand_iig *x = (const mbpo__cand_iig *)a, *y = (const mbpo__cand_iig *)b;
+    if (x->iig != y->iig) return x->iig > y->iig ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
+    mbpo__env e;
+    mbpo_dataset ds;
+    char *p_iig = NULL, *p_off = NULL, *p_on = NULL, *p_adv = NULL, *p_skip = NULL;
+    unsigned char *iig_done = NULL, *off_done = NULL;
+    mbpo__cand_iig *cand = NULL;
+    int64_t i, n_cand = 0, n_sel, done, total;
+    mbpo__sb sb = { NULL, 0, 0, 0 };
+    double t0;
+    int ok = 0;
+    memset(&ds, 0, sizeof ds);
+    if (!mbpo__env_load(&e, o->model_dir)) return 0;
+    if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
+    if (!mbpo__mkdir(o->out_dir)) goto end;
+    p_iig = mbpo__path_join(o->out_dir, "iig.jsonl");
+    p_off = mbpo__path_join(o->out_dir, "offline.jsonl");
+    p_on = mbpo__path_join(o->out_dir, "online.jsonl");
+    p_adv = mbpo__path_join(o->out_dir, "adv");
+    p_skip = mbpo__path_join(o->out_dir, "skipped.jsonl");
+    iig_done = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
+    off_done = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
+    cand = (mbpo__cand_iig *)mbpo__calloc((size_t)ds.n + 1, sizeof *cand);
+    if (!p_iig || !p_off || !p_on || !p_adv || !p_skip || !iig_done || !off_done || !cand || !mbpo__mkdir(p_adv)) goto end;
+    if (o->log) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds.n,
+                        (long long)ds.n_bad, (unsigned long long)o->seed);
+    /* the closed-ended samples: the online set, written whole, atomically */
+    for (i = 0; i < ds.n; i++) {
+        const mbpo_sample *s = &ds.samples[i];
+        if (s->kind == MBPO_Q_OPEN) continue;
+        mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)i); mbpo__sb_json(&sb, s->id);
+        mbpo__sb_puts(&sb, ", \"image\": "); if (s->n_images) mbpo__sb_json(&sb, s->image_files[0]); else mbpo__sb_puts(&sb, "null");
+        mbpo__sb_puts(&sb, ", \"question\": "); mbpo__sb_json(&sb, s->question);
+        mbpo__sb_puts(&sb, ", \"answer\": "); mbpo__sb_json(&sb, s->answer);
+        mbpo__sb_printf(&sb, ", \"kind\": \"%s\", \"label\": \"%c\"}\n", s->kind == MBPO_Q_YESNO ? "yesno" : "mc", s->label);
+    }
+    if (sb.failed || !mbpo_write_file_atomic(p_on, sb.s ? sb.s : "", sb.n)) goto end;
+    /* IIG of every candidate: open-ended, one image */
+    if (!mbpo__jsonl_done(p_iig, iig_done, ds.n)) goto end;
+    for (i = 0, total = 0; i < ds.n; i++) total += ds.samples[i].kind == MBPO_Q_OPEN && ds.samples[i].n_images == 1;
+    t0 = mbpo_now();
+    for (i = 0, done = 0; i < ds.n; i++) {
+        const mbpo_sample *s = &ds.samples[i];
+        mbpo__img im;
+        double sum, mean;
+        if (s->kind != MBPO_Q_OPEN || s->n_images != 1) continue;
+        done++;
+        if (iig_done[i]) continue;
+        if (!mbpo__img_load(&im, &e.pp, s->images[0])) goto end;
+        if (!mbpo__sample_iig(&e, s, &im, s->answer, &sum, &mean)) { mbpo__img_free(&im); goto end; }
+        mbpo__img_free(&im);
+        sb.n = 0;
+        mbpo__sb_printf(&sb, "{\"index\": %lld, \"iig\": %.17g, \"iig_mean\": %.17g}", (long long)i, sum, mean);
+        if (sb.failed || !mbpo__append_line(p_iig, sb.s, sb.n)) goto end;
+        mbpo__progress(o->log, "IIG", done, total, t0);
+    }
+    if (o->log && total && done == total) mbpo__progress(o->log, "IIG", done, total, t0);
+    /* read the IIGs back (all of them, from the file: one source of truth after a resume) */
+    {
+        size_t len = 0;
+        char *text = mbpo_read_file(p_iig, &len), *line, *endp;
+        if (!text) goto end;
+        for (line = text, endp = text + len; line < endp; ) {
+            char *eol = (char *)memchr(line, '\n', (size_t)(endp - line));
+            mbpo_json *j = mbpo_json_parse(line, (size_t)(eol ? eol - line : endp - line), p_iig);
+            if (!j) { mbpo_free(text); goto end; }
+            cand[n_cand].index = mbpo_json_get(j, "index")->integer;
+            cand[n_cand].iig = mbpo_json_get(j, "iig")->number;
+            cand[n_cand].iig_mean = mbpo_json_get(j, "iig_mean")->number;
+            n_cand++;
+            mbpo_json_free(j);
+            line = eol ? eol + 1 : endp;
+        }
+        mbpo_free(text);
+    }
+    qsort(cand, (size_t)n_cand, sizeof *cand, mbpo__iig_desc);
+    n_sel = o->top_k > 0 && o->top_k < n_cand ? o->top_k : n_cand;
+    /* PGD (or noise) and the rejected response of each selected sample */
+    if (!mbpo__jsonl_done(p_off, off_done, ds.n) || !mbpo__jsonl_done(p_skip, off_done, ds.n)) goto end;
+    t0 = mbpo_now();
+    for (i = 0; i < n_sel; i++) {
+        int64_t idx = cand[i].index;
+        const mbpo_sample *s = &ds.samples[idx];
+        mbpo__img im, adv;
+        mbpo_image q8, back;
+        mbpo_rng rng;
+        mbpo_gen_opts go;
+        char name[64], *adv_path = NULL, *rejected = NULL;
+        double rej_sum = 0, rej_mean = 0;
+        int tries, good;
+        if (off_done[idx]) continue;
+        memset(&adv, 0, sizeof adv); memset(&q8, 0, sizeof q8); memset(&back, 0, sizeof back);
+        if (!mbpo__img_load(&im, &e.pp, s->images[0])) goto end;
+        mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, idx, 1));
+        if (o->random_negatives) mbpo_random_noise(im.x, (int64_t)im.resized.width * im.resized.height * 3, &o->pgd, &rng);
+        else {
+            mbpo__seq q;
+            good = mbpo__seq_make(&q, &e, s, &im, s->answer) &&
+                   mbpo_pgd(&e.model, &e.pp, &q.b, im.pv, im.x, im.resized.height, im.resized.width, &o->pgd, &rng, NULL);
+            mbpo_chat_free(&q.chat);
+            if (!good) { mbpo__img_free(&im); goto end; }
+        }
+        /* save the 8-bit image, and sample y_l from what was saved */
+        snprintf(name, sizeof name, "adv/%lld.png", (long long)idx);   /* relative to out_dir */
+        good = (adv_path = mbpo__path_join(o->out_dir, name)) != NULL &&
+               mbpo_image_init(&q8, im.resized.width, im.resized.height) &&
+               (mbpo_image_from_float(&q8, im.x), mbpo_image_write_png(adv_path, &q8)) &&
+               mbpo_image_load(&back, adv_path) && mbpo__img_from_rgb(&adv, &e.pp, &back);
+        memset(&go, 0, sizeof go);
+        go.max_new_tokens = o->max_new_tokens; go.temperature = o->temperature; go.top_p = o->top_p;
+        go.stop_ids = e.stop; go.n_stop = e.n_stop;
+        mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, idx, 2));
+        for (tries = 0; good && tries < (o->max_tries > 0 ? o->max_tries : 1); tries++) {
+            mbpo_free(rejected);
+            if (!(rejected = mbpo__respond(&e, s, &adv, &go, &rng))) { good = 0; break; }
+            if (rejected[0] && strcmp(rejected, s->answer) != 0) break;
+        }
+        if (good && tries == (o->max_tries > 0 ? o->max_tries : 1)) tries--;   /* the last try's index */
+        if (good && (!rejected[0] || strcmp(rejected, s->answer) == 0)) {   /* no usable negative: say so */
+            sb.n = 0;
+            mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)idx); mbpo__sb_json(&sb, s->id);
+            mbpo__sb_printf(&sb, ", \"why\": \"%s after %d tries\"}", rejected[0] ? "rejected equals chosen" : "empty rejected", tries);
+            good = !sb.failed && mbpo__append_line(p_skip, sb.s, sb.n);
+            mbpo_free(rejected); mbpo_free(adv_path);
+            mbpo__img_free(&im); mbpo__img_free(&adv); mbpo_image_free(&q8); mbpo_image_free(&back);
+            if (!good) goto end;
+            continue;
+        }
+        /* IIG of the rejected response on the clean image (the chosen one's is cand[i]) */
+        if (good) { mbpo__img_free(&im); good = mbpo__img_load(&im, &e.pp, s->images[0]) && mbpo__sample_iig(&e, s, &im, rejected, &rej_sum, &rej_mean); }
+        if (good) {
+            sb.n = 0;
+            mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)idx); mbpo__sb_json(&sb, s->id);
+            mbpo__sb_puts(&sb, ", \"image\": "); mbpo__sb_json(&sb, s->image_files[0]);
+            mbpo__sb_puts(&sb, ", \"adv_image\": "); mbpo__sb_json(&sb, name);
+            mbpo__sb_puts(&sb, ", \"question\": "); mbpo__sb_json(&sb, s->question);
+            mbpo__sb_puts(&sb, ", \"chosen\": "); mbpo__sb_json(&sb, s->answer);
+            mbpo__sb_puts(&sb, ", \"rejected\": "); mbpo__sb_json(&sb, rejected);
+            mbpo__sb_printf(&sb, ", \"iig_chosen\": %.9g, \"iig_chosen_mean\": %.9g, \"iig_rejected\": %.9g, \"iig_rejected_mean\": %.9g",
+                            cand[i].iig, cand[i].iig_mean, rej_sum, rej_mean);
+            mbpo__sb_printf(&sb, ", \"rejected_tries\": %d, \"negatives\": \"%s\", \"pgd_iters\": %d, \"pgd_step\": %.9g, \"pgd_eps\": %.9g, "
+                            "\"pgd_random_start\": %d, \"temperature\": %.9g, \"seed\": %llu",
+                            tries + 1, o->random_negatives ? "rand" : "pgd", o->pgd.iters, o->pgd.step, o->pgd.eps,
+                            o->pgd.random_start, o->temperature, (unsigned long long)o->seed);
+            mbpo__sb_puts(&sb, ", \"prompt\": "); mbpo__sb_json(&sb, s->question);
+            mbpo__sb_puts(&sb, ", \"images\": ["); mbpo__sb_json(&sb, s->image_files[0]); mbpo__sb_puts(&sb, "]");
+            if (s->system) { mbpo__sb_puts(&sb, ", \"system\": "); mbpo__sb_json(&sb, s->system); }
+            mbpo__sb_puts(&sb, "}");
+            good = !sb.failed && mbpo__append_line(p_off, sb.s, sb.n);
+        }
+        mbpo_free(rejected); mbpo_free(adv_path);
+        mbpo__img_free(&im); mbpo__img_free(&adv); mbpo_image_free(&q8); mbpo_image_free(&back);
+        if (!good) goto end;
+        mbpo__progress(o->log, "pairs", i + 1, n_sel, t0);
+    }
+    if (o->log) fprintf(o->log, "mine: %lld pairs in %s, online set in %s\n", (long long)n_sel, p_off, p_on);
+    ok = 1;
+end:
+    if (!ok && o->log) fprintf(o->log, "\n");
+    mbpo_free(sb.s); mbpo_free(p_iig); mbpo_free(p_off); mbpo_free(p_on); mbpo_free(p_adv); mbpo_free(p_skip);
+    mbpo_free(iig_done); mbpo_free(off_done); mbpo_free(cand);
+    mbpo_dataset_free(&ds);
+    mbpo__env_free(&e);
+    return ok;
 }
 
 #endif /* MBPO_IMPLEMENTATION_DONE */

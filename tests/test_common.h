@@ -22,5 +22,6 @@ const char *tmpdir(void);
 void write_bytes(const char *path, const void *data, size_t n);
 void test_inputs(void);   /* test_inputs.c */
 void test_core(void);     /* test_core.c */
+void test_runs(void);     /* test_runs.c (uses build/mbpo-mine) */
 
 #endif

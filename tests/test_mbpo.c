@@ -1048,8 +1048,10 @@ int main(int argc, char **argv) {
     test_save_load();
     test_inputs();
     test_core();
+    test_runs();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir());
-    if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir());
+    if (getenv("MBPO_KEEP_TMP")) printf("kept %s (MBPO_KEEP_TMP)\n", tmpdir());
+    else if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir());
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
 }

@@ -1,0 +1,220 @@
+/* test_runs.c - tests of layer 5 of mbpo.h (runs): mining end to end on the tiny-A model,
+   through the library and through build/mbpo-mine, including kills and resumes. */
+#include "../mbpo.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "test_common.h"
+
+/* A tokenizer for the tiny-A model (vocabulary 1024): the 256 bytes, 744 two-letter merges
+   (ids 256..999), the vision tokens at the model's ids 1000..1003, the chat tokens at
+   1004..1006 and filler added tokens up to 1023, so that every id the model can emit decodes. */
+static void write_tiny_tokenizer(const char *path) {
+    static const char letters[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    static const char *specials[7] = { "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>",
+                                       "<|im_start|>", "<|im_end|>", "<|endoftext|>" };
+    size_t cap = 1 << 17, n = 0;
+    char *s = (char *)malloc(cap);
+    int b, k;
+    FILE *f;
+    n += (size_t)snprintf(s + n, cap - n, "{\"added_tokens\":[");
+    for (k = 0; k < 24; k++) {
+        char name[32];
+        if (k < 7) snprintf(name, sizeof name, "%s", specials[k]);
+        else snprintf(name, sizeof name, "<|filler_%d|>", k);
+        n += (size_t)snprintf(s + n, cap - n, "%s{\"id\":%d,\"content\":\"%s\",\"special\":true,\"normalized\":false,"
+                              "\"lstrip\":false,\"rstrip\":false,\"single_word\":false}", k ? "," : "", 1000 + k, name);
+    }
+    n += (size_t)snprintf(s + n, cap - n, "],\"normalizer\":{\"type\":\"NFC\"},\"pre_tokenizer\":{\"type\":\"Sequence\","
+        "\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?"
+        "\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\","
+        "\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":false,\"use_regex\":false}]},"
+        "\"decoder\":{\"type\":\"ByteLevel\"},\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,\"vocab\":{");
+    for (b = 0; b < 256; b++) {   /* the GPT-2 byte alphabet */
+        int cp = b, j, c = 0;
+        if (!((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE)) {
+            for (j = 0; j < b; j++) c += !((j >= 0x21 && j <= 0x7E) || (j >= 0xA1 && j <= 0xAC) || j >= 0xAE);
+            cp = 256 + c;
+        }
+        s[n++] = b ? ',' : ' ';
+        s[n++] = '"';
+        if (cp == '"' || cp == '\\') { s[n++] = '\\'; s[n++] = (char)cp; }
+        else if (cp < 0x80) s[n++] = (char)cp;
+        else { s[n++] = (char)(0xC0 | (cp >> 6)); s[n++] = (char)(0x80 | (cp & 63)); }
+        n += (size_t)snprintf(s + n, cap - n, "\":%d", b);
+    }
+    for (k = 0; k < 744; k++) n += (size_t)snprintf(s + n, cap - n, ",\"%c%c\":%d", letters[k / 52], letters[k % 52], 256 + k);
+    n += (size_t)snprintf(s + n, cap - n, "},\"merges\":[");
+    for (k = 0; k < 744; k++) n += (size_t)snprintf(s + n, cap - n, "%s\"%c %c\"", k ? "," : "", letters[k / 52], letters[k % 52]);
+    n += (size_t)snprintf(s + n, cap - n, "]}}");
+    f = fopen(path, "wb");
+    fwrite(s, 1, n, f);
+    fclose(f);
+    free(s);
+}
+
+/* A model directory (tiny-A weights + that tokenizer) and a small LLaVA-style dataset. */
+static void make_world(const char *dir) {
+    char cmd[4096], path[1024];
+    FILE *f;
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/model %s/images && cp tests/fixtures/tiny_a/model/config.json "
+             "tests/fixtures/tiny_a/model/model.safetensors %s/model/ && cp tests/fixtures/images/png_rgb_56x84.png "
+             "tests/fixtures/images/png_rgb_112x56.png tests/fixtures/images/gif_single_80x60.gif %s/images/", dir, dir, dir, dir);
+    if (system(cmd) != 0) printf("  setup failed: %s\n", cmd);
+    snprintf(path, sizeof path, "%s/model/tokenizer.json", dir);
+    write_tiny_tokenizer(path);
+    snprintf(path, sizeof path, "%s/data.jsonl", dir);
+    f = fopen(path, "wb");
+    fprintf(f, "{\"id\": \"a\", \"image\": \"png_rgb_56x84.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nDescribe the picture.\"}, {\"from\": \"gpt\", \"value\": \"a red circle\"}]}\n");
+    fprintf(f, "{\"id\": \"b\", \"image\": \"png_rgb_112x56.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nWhat colour is the square?\"}, {\"from\": \"gpt\", \"value\": \"blue\"}, {\"from\": \"human\", \"value\": \"Is there a circle?\"}, {\"from\": \"gpt\", \"value\": \"No\"}]}\n");
+    fprintf(f, "{\"id\": \"c\", \"image\": \"gif_single_80x60.gif\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nWhat is in the corner?\"}, {\"from\": \"gpt\", \"value\": \"a small star\"}]}\n");
+    fprintf(f, "{\"id\": \"d\", \"image\": \"png_rgb_56x84.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nWhich shape?\\nA. circle\\nB. square\"}, {\"from\": \"gpt\", \"value\": \"A\"}]}\n");
+    fprintf(f, "{\"id\": \"e\", \"image\": \"png_rgb_112x56.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nName the colours.\"}, {\"from\": \"gpt\", \"value\": \"green and gold\"}]}\n");
+    fclose(f);
+}
+
+/* Byte equality of two files (missing == missing). */
+static int same_file(const char *a, const char *b) {
+    size_t na = 0, nb = 0;
+    char *x = mbpo_read_file(a, &na), *y = mbpo_read_file(b, &nb);
+    int same = (!x && !y) || (x && y && na == nb && !memcmp(x, y, na));
+    mbpo_free(x); mbpo_free(y);
+    return same;
+}
+static int same_outputs(const char *d1, const char *d2) {
+    static const char *files[] = { "offline.jsonl", "online.jsonl", "iig.jsonl", "skipped.jsonl", "adv/0.png", "adv/2.png",
+                                   "adv/3.png", "adv/5.png" };
+    char a[1024], b[1024];
+    size_t k;
+    for (k = 0; k < sizeof files / sizeof files[0]; k++) {
+        snprintf(a, sizeof a, "%s/%s", d1, files[k]);
+        snprintf(b, sizeof b, "%s/%s", d2, files[k]);
+        if (!same_file(a, b)) { printf("  differs: %s\n", files[k]); return 0; }
+    }
+    return 1;
+}
+static int64_t count_lines(const char *path) {
+    size_t n = 0, i;
+    int64_t lines = 0;
+    char *t = mbpo_read_file(path, &n);
+    for (i = 0; t && i < n; i++) lines += t[i] == '\n';
+    mbpo_free(t);
+    return lines;
+}
+
+static void test_mine(void) {
+    char dir[256], model[300], data[300], images[300], out1[300], out2[300], out3[300], path[5000], cmd[4096];
+    mbpo_mine_opts o;
+    int k, kills = 0;
+    if (!run_test("mine")) return;
+    snprintf(dir, sizeof dir, "%s/world", tmpdir());
+    make_world(dir);
+    snprintf(model, sizeof model, "%s/model", dir); snprintf(data, sizeof data, "%s/data.jsonl", dir);
+    snprintf(images, sizeof images, "%s/images", dir);
+    snprintf(out1, sizeof out1, "%s/out1", dir); snprintf(out2, sizeof out2, "%s/out2", dir); snprintf(out3, sizeof out3, "%s/out3", dir);
+    /* 1. the library call: 4 open-ended candidates (a, b, c, e; b's second turn is yes/no), top 3 */
+    mbpo_mine_defaults(&o);
+    o.model_dir = model; o.data = data; o.image_root = images; o.out_dir = out1;
+    o.top_k = 3; o.pgd.iters = 3; o.max_new_tokens = 6; o.seed = 7;
+    REQUIRE(mbpo_mine(&o), "mine");
+    snprintf(path, sizeof path, "%s/iig.jsonl", out1);
+    CHECK(count_lines(path) == 4, "IIG of the 4 open-ended samples: %lld lines", (long long)count_lines(path));
+    snprintf(path, sizeof path, "%s/offline.jsonl", out1);
+    {
+        int64_t pairs = count_lines(path), skipped;
+        char sp[1024];
+        snprintf(sp, sizeof sp, "%s/skipped.jsonl", out1);
+        skipped = count_lines(sp);
+        CHECK(pairs + skipped == 3, "top-3: %lld pairs + %lld skipped", (long long)pairs, (long long)skipped);
+        /* the pairs read back as a dataset-like file with the promised keys */
+        {
+            size_t n = 0;
+            char *t = mbpo_read_file(path, &n), *eol = t ? strchr(t, '\n') : NULL;
+            mbpo_json *j = eol ? mbpo_json_parse(t, (size_t)(eol - t), path) : NULL;
+            static const char *keys[] = { "id", "image", "adv_image", "question", "chosen", "rejected", "iig_chosen",
+                                          "iig_rejected", "pgd_iters", "pgd_step", "pgd_eps", "seed", "prompt", "images" };
+            size_t kk;
+            int all = j != NULL;
+            for (kk = 0; j && kk < sizeof keys / sizeof keys[0]; kk++) all &= mbpo_json_get(j, keys[kk]) != NULL;
+            CHECK(all || pairs == 0, "an offline line has every key of DESIGN.md 5");
+            if (j) {
+                const mbpo_json *adv = mbpo_json_get(j, "adv_image");
+                mbpo_image img;
+                char ap[1200];
+                snprintf(ap, sizeof ap, "%s/%s", out1, adv ? adv->string : "?");
+                CHECK(adv && mbpo_image_load(&img, ap), "the adversarial PNG loads: %s", ap);
+                mbpo_image_free(&img);
+                CHECK(strcmp(mbpo_json_get(j, "rejected")->string, mbpo_json_get(j, "chosen")->string) != 0 &&
+                      mbpo_json_get(j, "rejected")->len > 0, "rejected is non-empty and differs from chosen");
+            }
+            mbpo_json_free(j);
+            mbpo_free(t);
+        }
+    }
+    snprintf(path, sizeof path, "%s/online.jsonl", out1);
+    CHECK(count_lines(path) == 2, "online set: the yes/no turn and the multiple-choice sample (%lld)", (long long)count_lines(path));
+    /* 2. rerun: nothing changes */
+    snprintf(cmd, sizeof cmd, "cp -r %s %s", out1, out2);
+    REQUIRE(system(cmd) == 0, "copy");
+    o.out_dir = out2;
+    REQUIRE(mbpo_mine(&o), "rerun");
+    CHECK(same_outputs(out1, out2), "a rerun on finished output changes nothing");
+    /* 3. a torn line and a lost tail, as a kill leaves them: resumed to the same bytes */
+    snprintf(path, sizeof path, "%s/offline.jsonl", out2);
+    {
+        size_t n = 0;
+        char *t = mbpo_read_file(path, &n), *eol = t ? strchr(t, '\n') : NULL;
+        if (t && eol) {
+            FILE *f = fopen(path, "wb");
+            fwrite(t, 1, (size_t)(eol - t) + 1, f);
+            fwrite("{\"index\": 3, \"id\": \"e\", \"image\": \"tor", 1, 37, f);   /* torn */
+            fclose(f);
+        }
+        mbpo_free(t);
+    }
+    snprintf(path, sizeof path, "%s/iig.jsonl", out2);
+    {
+        size_t n = 0;
+        char *t = mbpo_read_file(path, &n), *eol = t ? strchr(t, '\n') : NULL;
+        if (t && eol) { FILE *f = fopen(path, "wb"); fwrite(t, 1, (size_t)(eol - t) + 1, f); fclose(f); }
+        mbpo_free(t);
+    }
+    REQUIRE(mbpo_mine(&o), "resume");
+    CHECK(same_outputs(out1, out2), "resumed after a torn line: identical to the uninterrupted run");
+    /* 4. the executable, killed (SIGKILL) at several moments, then run to the end, against
+       an uninterrupted run of the same executable (this test binary may be built with other
+       flags, e.g. under ASan, and floating point would not match bit for bit) */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s --data %s --image-root %s --out %s --top-k 3 --pgd-iters 3 "
+             "--max-new-tokens 6 --seed 7 --quiet", model, data, images, out2);
+    snprintf(path, sizeof path, "rm -rf %s && %s", out2, cmd);
+    REQUIRE(system(path) == 0, "mbpo-mine uninterrupted");
+    for (k = 0; k < 6; k++) {
+        int rc;
+        snprintf(cmd, sizeof cmd, "timeout -s KILL %.2f ./build/mbpo-mine --model %s --data %s --image-root %s --out %s "
+                 "--top-k 3 --pgd-iters 3 --max-new-tokens 6 --seed 7 --quiet 2>/dev/null", 0.01 + 0.012 * k, model, data,
+                 images, out3);
+        rc = system(cmd);
+        kills += rc != 0;
+    }
+    snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s --data %s --image-root %s --out %s --top-k 3 --pgd-iters 3 "
+             "--max-new-tokens 6 --seed 7 --quiet", model, data, images, out3);
+    REQUIRE(system(cmd) == 0, "mbpo-mine to the end");
+    CHECK(same_outputs(out2, out3), "mbpo-mine killed %d times, then finished: identical to the uninterrupted run", kills);
+    printf("  %s  mining: %s; mbpo-mine killed %d of 6 times with SIGKILL, resumed: outputs byte-identical\n",
+           same_outputs(out2, out3) ? "ok" : "!!", "library run, rerun, torn-line resume", kills);
+    /* 5. bad input: a missing model file, a missing image under --strict */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s/nope --data %s --out %s/x --quiet 2>%s/err.txt", dir, data, dir, dir);
+    CHECK(system(cmd) != 0, "a missing model directory fails");
+    snprintf(path, sizeof path, "%s/err.txt", dir);
+    {
+        char *t = mbpo_read_file(path, NULL);
+        CHECK(t && contains(t, "nope") && contains(t, "config.json"), "the message names the file: %s", t ? t : "");
+        mbpo_free(t);
+    }
+}
+
+void test_runs(void) {
+    test_mine();
+}

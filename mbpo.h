@@ -21,7 +21,7 @@
      3. model    config, parameter table, ops (forward/backward), vision tower, merger,
                  M-RoPE, decoder, the token log-prob machine, KV-cache generation, sampler
      4. objectives IIG, PGD, verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
-     5. runs     mbpo_mine (later: mbpo_train, mbpo_score)
+     5. runs     mbpo_mine, mbpo_score (later: mbpo_train)
 
    COMPILE-TIME OPTIONS
      MBPO_IMPLEMENTATION   emit the implementation in this translation unit
@@ -601,6 +601,22 @@ typedef struct {
 } mbpo_mine_opts;
 MBPODEF void mbpo_mine_defaults(mbpo_mine_opts *o);
 MBPODEF int  mbpo_mine(const mbpo_mine_opts *o);
+
+/* Scoring: for every sample, the IIG of its reference answer (one-image samples), a greedy
+   response, and for closed-ended samples whether the verifier accepts that response. Writes
+   out_path (JSONL, atomically: one line per sample, then a summary line) and fills summary. */
+typedef struct {
+    const char *model_dir, *data, *image_root, *out_path;
+    int max_new_tokens;              /* 64 */
+    int strict;
+    FILE *log;
+} mbpo_score_opts;
+typedef struct {
+    int64_t n, n_yesno, n_mc, n_open, yesno_correct, mc_correct, n_iig;
+    double iig_mean;                 /* mean over samples of the per-token IIG of the answer */
+} mbpo_score_summary;
+MBPODEF void mbpo_score_defaults(mbpo_score_opts *o);
+MBPODEF int  mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *summary);
 
 #ifdef __cplusplus
 }
@@ -6539,6 +6555,81 @@ end:
     if (!ok && o->log) fprintf(o->log, "\n");
     mbpo_free(sb.s); mbpo_free(p_iig); mbpo_free(p_off); mbpo_free(p_on); mbpo_free(p_adv); mbpo_free(p_skip);
     mbpo_free(iig_done); mbpo_free(off_done); mbpo_free(cand);
+    mbpo_dataset_free(&ds);
+    mbpo__env_free(&e);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ 5. runs: scoring */
+
+MBPODEF void mbpo_score_defaults(mbpo_score_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->max_new_tokens = 64;
+}
+MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
+    mbpo__env e;
+    mbpo_dataset ds;
+    mbpo__sb sb = { NULL, 0, 0, 0 };
+    mbpo_gen_opts go;
+    mbpo_rng rng;
+    int64_t i;
+    double iig_total = 0, t0 = mbpo_now();
+    int ok = 0;
+    memset(sum, 0, sizeof *sum);
+    memset(&ds, 0, sizeof ds);
+    if (!mbpo__env_load(&e, o->model_dir)) return 0;
+    if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
+    memset(&go, 0, sizeof go);
+    go.max_new_tokens = o->max_new_tokens; go.temperature = 0; go.top_p = 1;   /* greedy */
+    go.stop_ids = e.stop; go.n_stop = e.n_stop;
+    mbpo_rng_seed(&rng, 0);
+    for (i = 0; i < ds.n; i++) {
+        const mbpo_sample *s = &ds.samples[i];
+        mbpo__img im;
+        int have_img = s->n_images == 1, correct = -1;
+        double iig = 0, iig_mean = 0;
+        char *resp;
+        if (s->n_images > 1) { mbpo__fail("%s: sample %s has %d images; scoring takes one", o->data, s->id, s->n_images); goto end; }
+        memset(&im, 0, sizeof im);
+        if (have_img && !mbpo__img_load(&im, &e.pp, s->images[0])) goto end;
+        if (have_img && !mbpo__sample_iig(&e, s, &im, s->answer, &iig, &iig_mean)) { mbpo__img_free(&im); goto end; }
+        resp = mbpo__respond(&e, s, have_img ? &im : NULL, &go, &rng);
+        mbpo__img_free(&im);
+        if (!resp) goto end;
+        if (s->kind != MBPO_Q_OPEN) correct = mbpo_verify(s, resp);
+        sum->n++;
+        if (s->kind == MBPO_Q_YESNO) { sum->n_yesno++; sum->yesno_correct += correct; }
+        else if (s->kind == MBPO_Q_MC) { sum->n_mc++; sum->mc_correct += correct; }
+        else sum->n_open++;
+        if (have_img) { sum->n_iig++; iig_total += iig_mean; }
+        mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)i); mbpo__sb_json(&sb, s->id);
+        mbpo__sb_printf(&sb, ", \"kind\": \"%s\"", s->kind == MBPO_Q_YESNO ? "yesno" : s->kind == MBPO_Q_MC ? "mc" : "open");
+        if (have_img) mbpo__sb_printf(&sb, ", \"iig\": %.9g, \"iig_mean\": %.9g", iig, iig_mean);
+        mbpo__sb_puts(&sb, ", \"question\": "); mbpo__sb_json(&sb, s->question);
+        mbpo__sb_puts(&sb, ", \"answer\": "); mbpo__sb_json(&sb, s->answer);
+        mbpo__sb_puts(&sb, ", \"response\": "); mbpo__sb_json(&sb, resp);
+        if (correct >= 0) mbpo__sb_printf(&sb, ", \"correct\": %s", correct ? "true" : "false");
+        mbpo__sb_puts(&sb, "}\n");
+        mbpo_free(resp);
+        if (o->log) {
+            double dt = mbpo_now() - t0;
+            fprintf(o->log, "\rscore: %lld/%lld, %.2f/s   ", (long long)(i + 1), (long long)ds.n, dt > 0 ? (double)(i + 1) / dt : 0.0);
+            fflush(o->log);
+        }
+    }
+    sum->iig_mean = sum->n_iig ? iig_total / (double)sum->n_iig : 0;
+    mbpo__sb_printf(&sb, "{\"summary\": true, \"n\": %lld, \"yesno\": %lld, \"yesno_correct\": %lld, \"mc\": %lld, "
+                    "\"mc_correct\": %lld, \"open\": %lld, \"iig_mean\": %.9g}\n", (long long)sum->n, (long long)sum->n_yesno,
+                    (long long)sum->yesno_correct, (long long)sum->n_mc, (long long)sum->mc_correct, (long long)sum->n_open,
+                    sum->iig_mean);
+    if (sb.failed || !mbpo_write_file_atomic(o->out_path, sb.s ? sb.s : "", sb.n)) goto end;
+    if (o->log)
+        fprintf(o->log, "\nscore: %lld samples; yes/no %lld/%lld, multiple choice %lld/%lld, open %lld; mean IIG per token %.4f -> %s\n",
+                (long long)sum->n, (long long)sum->yesno_correct, (long long)sum->n_yesno, (long long)sum->mc_correct,
+                (long long)sum->n_mc, (long long)sum->n_open, sum->iig_mean, o->out_path);
+    ok = 1;
+end:
+    mbpo_free(sb.s);
     mbpo_dataset_free(&ds);
     mbpo__env_free(&e);
     return ok;

@@ -75,6 +75,11 @@ static void make_world(const char *dir) {
     fclose(f);
 }
 
+static int mbpo_file_exists_test(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
 /* Byte equality of two files (missing == missing). */
 static int same_file(const char *a, const char *b) {
     size_t na = 0, nb = 0;
@@ -215,6 +220,64 @@ static void test_mine(void) {
     }
 }
 
+
+static void test_score(void) {
+    char dir[256], model[300], data[300], images[300], out[300], cmd[4096], path[1024];
+    mbpo_score_opts o;
+    mbpo_score_summary sum;
+    if (!run_test("score")) return;
+    snprintf(dir, sizeof dir, "%s/world_score", tmpdir());
+    make_world(dir);
+    snprintf(model, sizeof model, "%s/model", dir); snprintf(data, sizeof data, "%s/data.jsonl", dir);
+    snprintf(images, sizeof images, "%s/images", dir); snprintf(out, sizeof out, "%s/score.jsonl", dir);
+    mbpo_score_defaults(&o);
+    o.model_dir = model; o.data = data; o.image_root = images; o.out_path = out; o.max_new_tokens = 6;
+    REQUIRE(mbpo_score(&o, &sum), "score");
+    CHECK(sum.n == 6 && sum.n_yesno == 1 && sum.n_mc == 1 && sum.n_open == 4 && sum.n_iig == 6,
+          "summary counts: n %lld, yes/no %lld, mc %lld, open %lld", (long long)sum.n, (long long)sum.n_yesno,
+          (long long)sum.n_mc, (long long)sum.n_open);
+    CHECK(count_lines(out) == 7, "one line per sample plus the summary: %lld", (long long)count_lines(out));
+    {   /* the IIG it reports is mbpo_iig's (the same as mining's for the same sample) */
+        size_t n = 0;
+        char *t = mbpo_read_file(out, &n), *eol = t ? strchr(t, '\n') : NULL;
+        mbpo_json *j = eol ? mbpo_json_parse(t, (size_t)(eol - t), out) : NULL;
+        CHECK(j && mbpo_json_get(j, "iig") && mbpo_json_get(j, "response") && !strcmp(mbpo_json_get(j, "id")->string, "a"),
+              "a per-sample line with iig and response");
+        mbpo_json_free(j);
+        mbpo_free(t);
+    }
+    /* the executable, and its failures: a missing image under --strict, an unwritable output */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s --data %s --image-root %s --out %s/s2.jsonl --max-new-tokens 6 "
+             "--quiet > %s/stdout.txt", model, data, images, dir, dir);
+    CHECK(system(cmd) == 0, "mbpo-score runs");
+    snprintf(path, sizeof path, "%s/s2.jsonl", dir);
+    CHECK(same_file(path, out), "mbpo-score writes what mbpo_score writes");
+    snprintf(path, sizeof path, "%s/bad.jsonl", dir);
+    {
+        FILE *f = fopen(path, "wb");
+        fprintf(f, "{\"id\": \"x\", \"image\": \"missing.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"Q\"}, {\"from\": \"gpt\", \"value\": \"A\"}]}\n");
+        fclose(f);
+    }
+    snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s --data %s --image-root %s --out %s/s3.jsonl --strict --quiet "
+             "2> %s/err.txt", model, path, images, dir, dir);
+    CHECK(system(cmd) != 0, "--strict with a missing image fails");
+    snprintf(path, sizeof path, "%s/err.txt", dir);
+    {
+        char *t = mbpo_read_file(path, NULL);
+        CHECK(t && contains(t, "bad.jsonl:1") && contains(t, "missing.png"), "names file:line and the image: %s", t ? t : "");
+        mbpo_free(t);
+    }
+    snprintf(path, sizeof path, "%s/s3.jsonl", dir);
+    CHECK(!mbpo_file_exists_test(path), "no output left behind");
+    snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s --data %s --image-root %s --out /nonexistent_dir/s.jsonl --quiet "
+             "--max-new-tokens 2 2> %s/err2.txt", model, data, images, dir);
+    CHECK(system(cmd) != 0, "an unwritable output fails");
+    printf("  ok  scoring: %lld samples (yes/no %lld/%lld, mc %lld/%lld, open %lld), mean IIG %.4f; bad inputs fail cleanly\n",
+           (long long)sum.n, (long long)sum.yesno_correct, (long long)sum.n_yesno, (long long)sum.mc_correct,
+           (long long)sum.n_mc, (long long)sum.n_open, sum.iig_mean);
+}
+
 void test_runs(void) {
     test_mine();
+    test_score();
 }

@@ -30,7 +30,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
         bench bench-tokenizer unicode demo clean
 
-all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-score
+all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score
 
 build:
 	@mkdir -p build
@@ -64,6 +64,9 @@ build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) | build stb
 build/mbpo-mine: drivers/mine.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/mine.c $(LDLIBS) $(JPEG_LIBS)
 
+build/mbpo-train: drivers/train.c $(HEADERS) | build stb
+	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/train.c $(LDLIBS) $(JPEG_LIBS)
+
 build/mbpo-score: drivers/score.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/score.c $(LDLIBS) $(JPEG_LIBS)
 
@@ -72,7 +75,7 @@ build/mbpo-bench: drivers/bench.c $(HEADERS) | build stb
 
 # ---------------------------------------------------------------- test
 
-test: stb checks build/test_mbpo build/mbpo-mine build/mbpo-score
+test: stb checks build/test_mbpo build/mbpo-mine build/mbpo-train build/mbpo-score
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo
 
 # The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (not part of `make test` yet).

@@ -21,7 +21,7 @@
      3. model    config, parameter table, ops (forward/backward), vision tower, merger,
                  M-RoPE, decoder, the token log-prob machine, KV-cache generation, sampler
      4. objectives IIG, PGD, verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
-     5. runs     mbpo_mine, mbpo_score (later: mbpo_train)
+     5. runs     mbpo_mine, mbpo_train, mbpo_score
 
    COMPILE-TIME OPTIONS
      MBPO_IMPLEMENTATION   emit the implementation in this translation unit
@@ -617,6 +617,43 @@ typedef struct {
 } mbpo_score_summary;
 MBPODEF void mbpo_score_defaults(mbpo_score_opts *o);
 MBPODEF int  mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *summary);
+
+/* Training (DESIGN.md 1, 5): the hybrid GRPO objective over offline pairs (offline.jsonl of
+   mbpo_mine: a group {chosen r_w, rejected r_l} on the clean image) and online prompts
+   (online.jsonl: G rollouts from the current policy, rewards from the verifiers), a KL to
+   the frozen initial model, AdamW. Each optimizer step takes grad_accum micro-batches of
+   `batch` prompts, drawn in a seeded shuffled order of the pool the mode uses:
+     mbpo: offline + online; offline, offline-rand: offline only (offline-rand is the same
+     loss on a set mined with --negatives rand); online: online only; sft: cross-entropy on
+     the answers of `data` (or the chosen / reference answers of the two sets).
+   Writes out_dir/metrics.jsonl (a line per step) and checkpoints out_dir/checkpoint-<step>/
+   (a Hugging Face directory plus optimizer.safetensors and trainer_state.json), each made in
+   a temporary directory and renamed into place. Rerun after a kill, it resumes from the
+   newest checkpoint: weights, moments, step and data position; every random draw comes
+   from (seed, step, micro-batch, prompt), so the run continues as if never stopped. */
+typedef enum { MBPO_MODE_MBPO = 0, MBPO_MODE_OFFLINE, MBPO_MODE_OFFLINE_RAND, MBPO_MODE_ONLINE, MBPO_MODE_SFT } mbpo_mode;
+typedef struct {
+    const char *model_dir, *offline, *online, *data, *image_root, *out_dir;
+    mbpo_mode mode;
+    mbpo_adamw_opts adam;            /* lr 1e-6, betas 0.9/0.999, eps 1e-8, wd 0, clip 1 */
+    double beta;                     /* KL weight, 0.04 */
+    double clip_eps;                 /* 0.2, used when updates_per_batch > 1 */
+    int updates_per_batch;           /* 1: rho = 1 (R1-V) */
+    int G;                           /* rollouts per online prompt, 8 */
+    double temperature;              /* rollouts, 1.0 */
+    int max_new_tokens;              /* rollouts, 64 */
+    int batch, grad_accum;           /* prompts per micro-batch (4), micro-batches per step (1) */
+    int64_t steps, save_every, iig_every;   /* 100, 0 (only at the end), 10 (0: never) */
+    float r_chosen, r_rejected;      /* 2, 0 */
+    uint64_t seed;
+    int strict;
+    mbpo_dtype save_dtype;           /* F32 (resume is exact); BF16 halves the size */
+    FILE *log;
+} mbpo_train_opts;
+MBPODEF void mbpo_train_defaults(mbpo_train_opts *o);
+MBPODEF int  mbpo_train(const mbpo_train_opts *o);
+MBPODEF const char *mbpo_mode_name(mbpo_mode mode);
+MBPODEF int  mbpo_mode_parse(const char *name, mbpo_mode *mode);   /* "mbpo", "offline", ... */
 
 #ifdef __cplusplus
 }
@@ -6631,6 +6668,515 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
 end:
     mbpo_free(sb.s);
     mbpo_dataset_free(&ds);
+    mbpo__env_free(&e);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ 5. runs: training */
+
+static const char *const mbpo__mode_names[5] = { "mbpo", "offline", "offline-rand", "online", "sft" };
+MBPODEF const char *mbpo_mode_name(mbpo_mode m) { return (int)m >= 0 && (int)m < 5 ? mbpo__mode_names[m] : "?"; }
+MBPODEF int mbpo_mode_parse(const char *name, mbpo_mode *m) {
+    int k;
+    for (k = 0; k < 5; k++) if (!strcmp(name, mbpo__mode_names[k])) { *m = (mbpo_mode)k; return 1; }
+    return mbpo__fail("unknown mode '%s' (mbpo, offline, offline-rand, online, sft)", name);
+}
+MBPODEF void mbpo_train_defaults(mbpo_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->mode = MBPO_MODE_MBPO;
+    mbpo_adamw_defaults(&o->adam);
+    o->beta = 0.04; o->clip_eps = 0.2; o->updates_per_batch = 1;
+    o->G = 8; o->temperature = 1.0; o->max_new_tokens = 64;
+    o->batch = 4; o->grad_accum = 1;
+    o->steps = 100; o->save_every = 0; o->iig_every = 10;
+    o->r_chosen = 2.0f; o->r_rejected = 0.0f;
+    o->seed = 1234;
+    o->save_dtype = MBPO_DT_F32;
+}
+
+/* A packed batch under construction: sequences (ids, targets) and their images. Each array
+   grows by doubling; sizes are counted in elements. */
+typedef struct {
+    int32_t *ids; uint8_t *target; int64_t *offs, *ref_offs; int32_t *refs, *grid; float *pv;
+    int64_t T, P, pix, cap_T, cap_P, n_seqs, n_images, cap_seqs, cap_images;
+} mbpo__pack;
+static void mbpo__pack_free(mbpo__pack *p) {
+    mbpo_free(p->ids); mbpo_free(p->target); mbpo_free(p->offs); mbpo_free(p->ref_offs); mbpo_free(p->refs);
+    mbpo_free(p->grid); mbpo_free(p->pv);
+    memset(p, 0, sizeof *p);
+}
+/* Make room for `need` elements of `size` bytes in *p (holding `used`), doubling *cap. */
+static int mbpo__grow(void **p, int64_t used, int64_t need, int64_t *cap, size_t size) {
+    void *q;
+    int64_t c = *cap > 0 ? *cap : 16;
+    if (need <= *cap) return 1;
+    while (c < need) c *= 2;
+    if (!(q = mbpo__calloc((size_t)c, size))) return 0;
+    if (used) memcpy(q, *p, (size_t)used * size);
+    mbpo_free(*p);
+    *p = q;
+    *cap = c;
+    return 1;
+}
+static int mbpo__pack_init(mbpo__pack *p, int64_t pix) {
+    memset(p, 0, sizeof *p);
+    p->pix = pix;
+    if (!mbpo__grow((void **)&p->offs, 0, 16, &p->cap_seqs, sizeof(int64_t))) return 0;
+    p->cap_seqs = 0;
+    if (!mbpo__grow((void **)&p->ref_offs, 0, 16, &p->cap_seqs, sizeof(int64_t))) return 0;
+    p->cap_seqs = 0;
+    if (!mbpo__grow((void **)&p->refs, 0, 16, &p->cap_seqs, sizeof(int32_t))) return 0;   /* all three: 16 */
+    return 1;
+}
+/* Add an image; returns its index, or -1. */
+static int mbpo__pack_image(mbpo__pack *p, const mbpo__img *im) {
+    int64_t cap = p->cap_images;
+    if (!mbpo__grow((void **)&p->grid, p->n_images * 3, (p->n_images + 1) * 3, &cap, sizeof(int32_t))) return -1;
+    p->cap_images = cap;
+    if (!mbpo__grow((void **)&p->pv, p->P * p->pix, (p->P + im->P) * p->pix, &p->cap_P, sizeof(float))) return -1;
+    memcpy(p->grid + 3 * p->n_images, im->grid, 3 * sizeof(int32_t));
+    memcpy(p->pv + p->P * p->pix, im->pv, (size_t)(im->P * p->pix) * sizeof(float));
+    p->P += im->P;
+    return (int)p->n_images++;
+}
+/* Add a sequence of n tokens that uses image `image` (or none: -1). */
+static int mbpo__pack_seq(mbpo__pack *p, const int32_t *ids, const uint8_t *target, int64_t n, int image) {
+    int64_t cap_t = p->cap_T, cap_s = p->cap_seqs;
+    if (!mbpo__grow((void **)&p->ids, p->T, p->T + n, &cap_t, sizeof(int32_t))) return 0;
+    cap_t = p->cap_T;
+    if (!mbpo__grow((void **)&p->target, p->T, p->T + n, &cap_t, 1)) return 0;
+    p->cap_T = cap_t;
+    if (p->n_seqs + 2 > p->cap_seqs) {   /* offs and ref_offs hold n_seqs + 1, refs n_seqs */
+        if (!mbpo__grow((void **)&p->offs, p->n_seqs + 1, p->n_seqs + 2, &cap_s, sizeof(int64_t))) return 0;
+        cap_s = p->cap_seqs;
+        if (!mbpo__grow((void **)&p->ref_offs, p->n_seqs + 1, p->n_seqs + 2, &cap_s, sizeof(int64_t))) return 0;
+        cap_s = p->cap_seqs;
+        if (!mbpo__grow((void **)&p->refs, p->n_seqs, p->n_seqs + 2, &cap_s, sizeof(int32_t))) return 0;
+        p->cap_seqs = cap_s;
+    }
+    memcpy(p->ids + p->T, ids, (size_t)n * sizeof(int32_t));
+    memcpy(p->target + p->T, target, (size_t)n);
+    p->T += n;
+    p->offs[p->n_seqs + 1] = p->T;
+    p->ref_offs[p->n_seqs + 1] = p->ref_offs[p->n_seqs] + (image >= 0);
+    if (image >= 0) p->refs[p->ref_offs[p->n_seqs]] = image;
+    p->n_seqs++;
+    return 1;
+}
+static void mbpo__pack_batch(const mbpo__pack *p, mbpo_batch *b) {
+    memset(b, 0, sizeof *b);
+    b->n_seqs = (int)p->n_seqs; b->ids = p->ids; b->seq_offsets = p->offs; b->target = p->target;
+    b->n_images = (int)p->n_images; b->grid_thw = p->grid; b->pixel_values = p->pv;
+    b->image_refs = p->refs; b->image_ref_offsets = p->ref_offs;
+}
+
+/* One item of the training pool: an offline pair, an online prompt or an SFT sample. */
+typedef struct { int kind; mbpo_sample s; char *rejected; } mbpo__item;   /* kind 0 offline, 1 online, 2 sft */
+static void mbpo__items_free(mbpo__item *it, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        mbpo_free(it[i].s.id); mbpo_free(it[i].s.system); mbpo_free(it[i].s.question); mbpo_free(it[i].s.answer);
+        mbpo_free(it[i].rejected);
+        if (it[i].s.images) { mbpo_free(it[i].s.images[0]); mbpo_free(it[i].s.images); }
+    }
+    mbpo_free(it);
+}
+static char *mbpo__json_str(const mbpo_json *j, const char *key) {
+    const mbpo_json *v = mbpo_json_get(j, key);
+    return v && v->type == MBPO_JSON_STRING ? mbpo__strndup(v->string, v->len) : NULL;
+}
+/* Read offline.jsonl (kind 0) or online.jsonl (kind 1) lines into items. */
+static int mbpo__read_set(const char *path, int kind, const char *image_root, mbpo__item **items, int64_t *n, int64_t *cap) {
+    size_t len = 0;
+    char *text = mbpo_read_file(path, &len), *line, *end;
+    int64_t lineno = 0;
+    if (!text) return 0;
+    for (line = text, end = text + len; line < end; ) {
+        char *eol = (char *)memchr(line, '\n', (size_t)(end - line));
+        size_t k = eol ? (size_t)(eol - line) : (size_t)(end - line);
+        lineno++;
+        if (k) {
+            mbpo_json *j = mbpo_json_parse(line, k, path);
+            mbpo__item it;
+            char *img;
+            memset(&it, 0, sizeof it);
+            if (!j) { mbpo_free(text); return 0; }
+            it.kind = kind;
+            it.s.id = mbpo__json_str(j, "id");
+            it.s.question = mbpo__json_str(j, "question");
+            it.s.system = mbpo__json_str(j, "system");
+            it.s.answer = mbpo__json_str(j, kind == 0 ? "chosen" : "answer");
+            if (kind == 0) it.rejected = mbpo__json_str(j, "rejected");
+            img = mbpo__json_str(j, "image");
+            if (kind == 1) {
+                const mbpo_json *kd = mbpo_json_get(j, "kind"), *lb = mbpo_json_get(j, "label");
+                it.s.kind = kd && kd->type == MBPO_JSON_STRING && !strcmp(kd->string, "yesno") ? MBPO_Q_YESNO : MBPO_Q_MC;
+                it.s.label = lb && lb->type == MBPO_JSON_STRING && lb->len == 1 ? lb->string[0] : 0;
+            }
+            mbpo_json_free(j);
+            if (img) {
+                it.s.images = (char **)mbpo__calloc(2, sizeof(char *));
+                if (it.s.images) {
+                    it.s.images[0] = image_root && image_root[0] && img[0] != '/' ? mbpo__path_join(image_root, img) : mbpo__strdup(img);
+                    it.s.n_images = 1;
+                }
+                mbpo_free(img);
+            }
+            if (!it.s.id || !it.s.question || !it.s.answer || (kind == 0 && !it.rejected) || (kind == 1 && !it.s.label) ||
+                !it.s.images || !it.s.images[0]) {
+                mbpo_free(it.s.id); mbpo_free(it.s.question); mbpo_free(it.s.system); mbpo_free(it.s.answer); mbpo_free(it.rejected);
+                if (it.s.images) { mbpo_free(it.s.images[0]); mbpo_free(it.s.images); }
+                mbpo_free(text);
+                return mbpo__fail("%s:%lld: needs id, image, question and %s", path, (long long)lineno,
+                                  kind == 0 ? "chosen and rejected" : "answer, kind and label");
+            }
+            if (!mbpo__grow((void **)items, *n, *n + 1, cap, sizeof(mbpo__item))) { mbpo_free(text); return 0; }
+            (*items)[(*n)++] = it;
+        }
+        line = eol ? eol + 1 : end;
+    }
+    mbpo_free(text);
+    return 1;
+}
+
+/* The newest complete checkpoint step in out_dir (0 when none). */
+static int64_t mbpo__latest_checkpoint(const char *out_dir, int64_t max_step) {
+    int64_t step;
+    for (step = max_step; step > 0; step--) {
+        char name[64], *p;
+        int have;
+        snprintf(name, sizeof name, "checkpoint-%lld/trainer_state.json", (long long)step);
+        if (!(p = mbpo__path_join(out_dir, name))) return 0;
+        have = mbpo__file_exists(p);
+        mbpo_free(p);
+        if (have) return step;
+    }
+    return 0;
+}
+static int mbpo__copy_file(const char *from, const char *to) {
+    size_t n = 0;
+    char *d = mbpo_read_file(from, &n);
+    int ok = d && mbpo_write_file_atomic(to, d, n);
+    mbpo_free(d);
+    return ok;
+}
+/* checkpoint-<step>: weights (HF layout), tokenizer files, Adam moments, trainer state; built
+   as checkpoint-<step>.tmp and renamed, so a directory by that name is always whole. */
+static int mbpo__save_checkpoint(const mbpo_train_opts *o, const mbpo_model *m, const mbpo_adamw *opt, int64_t step,
+                                 int64_t position) {
+    char name[96], *dir = NULL, *tmp = NULL, *p = NULL, *q = NULL, state[256];
+    static const char *const copies[3] = { "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json" };
+    mbpo_st_entry e[2];
+    int k, ok = 0;
+    snprintf(name, sizeof name, "checkpoint-%lld", (long long)step);
+    dir = mbpo__path_join(o->out_dir, name);
+    snprintf(name, sizeof name, "checkpoint-%lld.tmp", (long long)step);
+    tmp = mbpo__path_join(o->out_dir, name);
+    if (!dir || !tmp) goto end;
+    if (!mbpo__mkdir(tmp) || !mbpo_model_save(m, tmp, o->save_dtype)) goto end;
+    for (k = 0; k < 3; k++) {
+        mbpo_free(p); mbpo_free(q);
+        p = mbpo__path_join(o->model_dir, copies[k]); q = mbpo__path_join(tmp, copies[k]);
+        if (!p || !q) goto end;
+        if (mbpo__file_exists(p) && !mbpo__copy_file(p, q)) goto end;
+    }
+    memset(e, 0, sizeof e);
+    e[0].name = "adam_m"; e[1].name = "adam_v";
+    e[0].dtype = e[1].dtype = MBPO_DT_F32; e[0].ndim = e[1].ndim = 1;
+    e[0].shape[0] = e[1].shape[0] = (int64_t)opt->n; e[0].data = opt->m; e[1].data = opt->v;
+    mbpo_free(p); p = mbpo__path_join(tmp, "optimizer.safetensors");
+    if (!p || !mbpo_st_write(p, e, 2)) goto end;
+    snprintf(state, sizeof state, "{\"step\": %lld, \"adam_step\": %lld, \"position\": %lld, \"seed\": %llu, \"mode\": \"%s\"}\n",
+             (long long)step, (long long)opt->step, (long long)position, (unsigned long long)o->seed, mbpo_mode_name(o->mode));
+    mbpo_free(p); p = mbpo__path_join(tmp, "trainer_state.json");
+    if (!p || !mbpo_write_file_atomic(p, state, strlen(state))) goto end;
+    if (rename(tmp, dir) != 0) { mbpo__fail("%s: cannot rename into place (%s)", dir, strerror(errno)); goto end; }
+    ok = 1;
+end:
+    mbpo_free(dir); mbpo_free(tmp); mbpo_free(p); mbpo_free(q);
+    return ok;
+}
+static int mbpo__load_checkpoint(const mbpo_train_opts *o, mbpo_model *m, mbpo_adamw *opt, int64_t step, int64_t *position) {
+    char name[96], *dir, *p = NULL;
+    mbpo_model back;
+    mbpo_st st;
+    mbpo_json *js = NULL;
+    int ok = 0;
+    snprintf(name, sizeof name, "checkpoint-%lld", (long long)step);
+    if (!(dir = mbpo__path_join(o->out_dir, name))) return 0;
+    if (!mbpo_model_load(&back, dir)) goto end;
+    if (back.table.total_floats != m->table.total_floats) { mbpo_model_free(&back); mbpo__fail("%s: another model", dir); goto end; }
+    memcpy(m->params, back.params, m->table.total_floats * sizeof(float));
+    mbpo_model_free(&back);
+    p = mbpo__path_join(dir, "optimizer.safetensors");
+    if (!p || !mbpo_st_open(&st, p)) goto end;
+    {
+        const mbpo_st_tensor *tm = mbpo_st_find(&st, "adam_m"), *tv = mbpo_st_find(&st, "adam_v");
+        int good = tm && tv && (size_t)tm->numel == opt->n && (size_t)tv->numel == opt->n &&
+                   mbpo_st_read_f32(&st, tm, opt->m) && mbpo_st_read_f32(&st, tv, opt->v);
+        mbpo_st_close(&st);
+        if (!good) { mbpo__fail("%s: optimizer state does not match the model", p); goto end; }
+    }
+    mbpo_free(p);
+    p = mbpo__path_join(dir, "trainer_state.json");
+    if (!p || !(js = mbpo_json_parse_file(p))) goto end;
+    {
+        const mbpo_json *a = mbpo_json_get(js, "adam_step"), *b = mbpo_json_get(js, "position");
+        if (!a || !a->is_int || !b || !b->is_int) { mbpo__fail("%s: no adam_step / position", p); goto end; }
+        opt->step = a->integer; *position = b->integer;
+    }
+    ok = 1;
+end:
+    mbpo_json_free(js);
+    mbpo_free(dir); mbpo_free(p);
+    return ok;
+}
+
+/* The item at a position of the stream: epoch e = position / n visits the pool in the order
+   of a Fisher-Yates shuffle seeded by (seed, e). */
+static int64_t mbpo__stream_item(uint64_t seed, int64_t n, int64_t position, int64_t *perm, int64_t *perm_epoch) {
+    int64_t e = position / n, i;
+    if (*perm_epoch != e) {
+        mbpo_rng r;
+        mbpo_rng_seed(&r, mbpo__sample_seed(seed, e, 3));
+        for (i = 0; i < n; i++) perm[i] = i;
+        for (i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)(mbpo_rng_u64(&r) % (uint64_t)(i + 1)), t = perm[i];
+            perm[i] = perm[j]; perm[j] = t;
+        }
+        *perm_epoch = e;
+    }
+    return perm[position % n];
+}
+
+MBPODEF int mbpo_train(const mbpo_train_opts *o) {
+    mbpo__env e;
+    mbpo_model ref;
+    mbpo_adamw opt;
+    mbpo__item *items = NULL;
+    int64_t n_items = 0, cap_items = 0, step = 0, position = 0, *perm = NULL, perm_epoch = -1, i;
+    char *p_metrics = NULL;
+    mbpo__sb sb = { NULL, 0, 0, 0 };
+    int ok = 0, have_ref = 0, use_ref = o->mode != MBPO_MODE_SFT && o->beta != 0;
+    memset(&ref, 0, sizeof ref);
+    memset(&opt, 0, sizeof opt);
+    if (!mbpo__env_load(&e, o->model_dir)) return 0;
+    if (o->batch < 1 || o->grad_accum < 1 || o->G < 2 || o->steps < 1 || o->updates_per_batch < 1) {
+        mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
+        goto end;
+    }
+    /* the pool */
+    if (o->mode == MBPO_MODE_SFT && o->data) {
+        mbpo_dataset ds;
+        if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
+        for (i = 0; i < ds.n; i++) {
+            mbpo__item it;
+            if (ds.samples[i].n_images != 1) continue;
+            memset(&it, 0, sizeof it);
+            it.kind = 2; it.s = ds.samples[i];
+            if (ds.samples[i].image_files) { int k; for (k = 0; k < it.s.n_images; k++) mbpo_free(ds.samples[i].image_files[k]); mbpo_free(ds.samples[i].image_files); }
+            it.s.image_files = NULL;
+            memset(&ds.samples[i], 0, sizeof ds.samples[i]);
+            if (!mbpo__grow((void **)&items, n_items, n_items + 1, &cap_items, sizeof(mbpo__item))) { mbpo_dataset_free(&ds); goto end; }
+            items[n_items++] = it;
+        }
+        mbpo_dataset_free(&ds);
+    } else {
+        int want_off = o->mode != MBPO_MODE_ONLINE, want_on = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE ||
+                                                              o->mode == MBPO_MODE_SFT;
+        if (want_off && !o->offline) { mbpo__fail("mode %s needs an offline set (--offline)", mbpo_mode_name(o->mode)); goto end; }
+        if (want_on && !o->online && o->mode != MBPO_MODE_SFT) { mbpo__fail("mode %s needs an online set (--online)", mbpo_mode_name(o->mode)); goto end; }
+        if (want_off && !mbpo__read_set(o->offline, 0, o->image_root, &items, &n_items, &cap_items)) goto end;
+        if (want_on && o->online && !mbpo__read_set(o->online, 1, o->image_root, &items, &n_items, &cap_items)) goto end;
+        if (o->mode == MBPO_MODE_SFT) for (i = 0; i < n_items; i++) items[i].kind = 2;
+    }
+    if (n_items == 0) { mbpo__fail("mbpo_train: no training samples for mode %s", mbpo_mode_name(o->mode)); goto end; }
+    if (!(perm = (int64_t *)mbpo__alloc((size_t)n_items * sizeof(int64_t)))) goto end;
+    if (use_ref) { if (!mbpo_model_load(&ref, o->model_dir)) goto end; have_ref = 1; }
+    if (!mbpo_adamw_init(&opt, e.model.table.total_floats) || !mbpo__mkdir(o->out_dir)) goto end;
+    if (!(p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) goto end;
+    /* resume */
+    step = mbpo__latest_checkpoint(o->out_dir, o->steps);
+    if (step > 0) {
+        if (!mbpo__load_checkpoint(o, &e.model, &opt, step, &position)) goto end;
+        {   /* keep the metrics of the steps up to the checkpoint */
+            size_t len = 0;
+            char *text = mbpo_read_file(p_metrics, &len), *line, *endp;
+            mbpo__sb keep = { NULL, 0, 0, 0 };
+            for (line = text, endp = text ? text + len : NULL; text && line < endp; ) {
+                char *eol = (char *)memchr(line, '\n', (size_t)(endp - line));
+                mbpo_json *j;
+                if (!eol) break;   /* a torn line */
+                j = mbpo_json_parse(line, (size_t)(eol - line), p_metrics);
+                if (j && mbpo_json_get(j, "step") && mbpo_json_get(j, "step")->integer <= step) mbpo__sb_put(&keep, line, (size_t)(eol - line) + 1);
+                mbpo_json_free(j);
+                line = eol + 1;
+            }
+            mbpo_free(text);
+            if (keep.failed || !mbpo_write_file_atomic(p_metrics, keep.s ? keep.s : "", keep.n)) { mbpo_free(keep.s); goto end; }
+            mbpo_free(keep.s);
+        }
+        if (o->log) fprintf(o->log, "train: resumed from %s/checkpoint-%lld (data position %lld)\n", o->out_dir, (long long)step,
+                            (long long)position);
+    } else if (!mbpo_write_file_atomic(p_metrics, "", 0)) goto end;
+    if (o->log) fprintf(o->log, "train: mode %s, %lld samples, %lld steps of %d x %d prompts, G %d, beta %g, lr %g, seed %llu\n",
+                        mbpo_mode_name(o->mode), (long long)n_items, (long long)o->steps, o->grad_accum, o->batch, o->G,
+                        o->beta, o->adam.lr, (unsigned long long)o->seed);
+    while (step < o->steps) {
+        double t0 = mbpo_now(), loss = 0, kl = 0, reward_on = 0, n_on_r = 0, adv_abs = 0, norm, iig_c = 0, iig_r = 0;
+        int64_t n_tok = 0, n_off = 0, n_on = 0, n_adv = 0, n_iig = 0, mb;
+        int do_iig = o->iig_every > 0 && (step + 1) % o->iig_every == 0;
+        mbpo_model_zero_grad(&e.model);
+        for (mb = 0; mb < o->grad_accum; mb++) {
+            mbpo__pack pk;
+            mbpo_batch b;
+            int *groups = NULL, n_groups = 0, g;
+            int64_t *resp = NULL, n_resp = 0, N, t;
+            float *adv = NULL, *lp = NULL, *lref = NULL, *dl = NULL;
+            int good = 1;
+            groups = (int *)mbpo__calloc((size_t)o->batch + 1, sizeof(int));
+            adv = (float *)mbpo__calloc((size_t)(o->batch * (o->G > 2 ? o->G : 2)) + 1, sizeof(float));
+            if (!mbpo__pack_init(&pk, 3 * e.pp.temporal_patch * e.pp.patch * e.pp.patch) || !groups || !adv) {
+                mbpo__pack_free(&pk); mbpo_free(groups); mbpo_free(adv); goto end;
+            }
+            for (g = 0; g < o->batch && good; g++, position++) {
+                mbpo__item *it = &items[mbpo__stream_item(o->seed, n_items, position, perm, &perm_epoch)];
+                mbpo__img im;
+                int img;
+                memset(&im, 0, sizeof im);
+                if (!mbpo__img_load(&im, &e.pp, it->s.images[0])) { good = 0; break; }
+                img = mbpo__pack_image(&pk, &im);
+                groups[g] = (int)n_resp;
+                if (img < 0) { mbpo__img_free(&im); good = 0; break; }
+                if (it->kind == 0 || it->kind == 2) {   /* offline pair, or one SFT answer */
+                    const char *texts[2];
+                    float r[2], a2[2];
+                    int k, n_texts = it->kind == 0 ? 2 : 1;
+                    texts[0] = it->s.answer; texts[1] = it->rejected;
+                    r[0] = o->r_chosen; r[1] = o->r_rejected;
+                    for (k = 0; k < n_texts && good; k++) {
+                        mbpo_chat chat;
+                        if (!mbpo_chat_encode(e.tok, it->s.system, it->s.question, &im.n_tokens, 1, texts[k], &chat)) { good = 0; break; }
+                        good = mbpo__pack_seq(&pk, chat.ids, chat.target, chat.n, img);
+                        mbpo_chat_free(&chat);
+                        n_resp++;
+                    }
+                    if (it->kind == 0) { mbpo_group_advantages(r, 2, a2); adv[n_resp - 2] = a2[0]; adv[n_resp - 1] = a2[1]; n_off++; }
+                    if (do_iig && it->kind == 0) {   /* Fig. 4: IIG of chosen and rejected under the current policy */
+                        double sc, sr, mc, mr;
+                        if (mbpo__sample_iig(&e, &it->s, &im, it->s.answer, &sc, &mc) &&
+                            mbpo__sample_iig(&e, &it->s, &im, it->rejected, &sr, &mr)) { iig_c += sc; iig_r += sr; n_iig++; }
+                    }
+                } else {   /* online: G rollouts from the policy, verified */
+                    mbpo__seq q;
+                    mbpo_kv kv;
+                    mbpo_gen_opts go;
+                    mbpo_rng rng;
+                    int32_t *out = NULL;
+                    int *lens = NULL, k;
+                    float *r = NULL;
+                    memset(&go, 0, sizeof go);
+                    go.max_new_tokens = o->max_new_tokens; go.temperature = o->temperature; go.top_p = 1;
+                    go.stop_ids = e.stop; go.n_stop = e.n_stop;
+                    mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, step * 1000003 + mb * 1009 + g, 4));
+                    good = mbpo__seq_make(&q, &e, &it->s, &im, NULL) && mbpo_kv_init(&kv, &e.model.cfg, o->G, q.chat.n + o->max_new_tokens);
+                    out = (int32_t *)mbpo__alloc((size_t)(o->G * o->max_new_tokens) * sizeof(int32_t));
+                    lens = (int *)mbpo__alloc((size_t)o->G * sizeof(int));
+                    r = (float *)mbpo__alloc((size_t)o->G * sizeof(float));
+                    good = good && out && lens && r && mbpo_generate(&e.model, &kv, &q.b, &go, &rng, out, lens);
+                    for (k = 0; good && k < o->G; k++) {
+                        int64_t n = q.chat.n + lens[k], j;
+                        int32_t *ids = (int32_t *)mbpo__alloc((size_t)n * sizeof(int32_t));
+                        uint8_t *tg = (uint8_t *)mbpo__calloc((size_t)n, 1);
+                        char *text;
+                        int nt = lens[k], s2;
+                        if (!ids || !tg) { mbpo_free(ids); mbpo_free(tg); good = 0; break; }
+                        memcpy(ids, q.chat.ids, (size_t)q.chat.n * sizeof(int32_t));
+                        memcpy(ids + q.chat.n, out + (int64_t)k * o->max_new_tokens, (size_t)lens[k] * sizeof(int32_t));
+                        for (j = q.chat.n; j < n; j++) tg[j] = 1;
+                        for (s2 = 0; s2 < e.n_stop; s2++) if (nt > 0 && ids[n - 1] == e.stop[s2]) { nt--; break; }
+                        text = mbpo_tokenizer_decode(e.tok, ids + q.chat.n, nt, 1, NULL);
+                        r[k] = text ? (float)mbpo_verify(&it->s, text) : 0.0f;
+                        mbpo_free(text);
+                        good = mbpo__pack_seq(&pk, ids, tg, n, img);
+                        mbpo_free(ids); mbpo_free(tg);
+                        reward_on += r[k]; n_on_r++;
+                        n_resp++;
+                    }
+                    if (good) mbpo_group_advantages(r, o->G, adv + n_resp - o->G);
+                    mbpo_free(out); mbpo_free(lens); mbpo_free(r);
+                    mbpo_kv_free(&kv);
+                    mbpo_chat_free(&q.chat);
+                    n_on++;
+                }
+                mbpo__img_free(&im);
+            }
+            groups[o->batch] = (int)n_resp;
+            n_groups = o->batch;
+            if (good) {
+                mbpo__pack_batch(&pk, &b);
+                N = 0;
+                for (t = 0; t < pk.T; t++) N += pk.target[t];
+                good = mbpo__ensure_plan(&e.model, pk.T, pk.P, N, 1) && (!have_ref || mbpo__ensure_plan(&ref, pk.T, pk.P, N, 0));
+                resp = (int64_t *)mbpo__alloc((size_t)(n_resp + 1) * sizeof(int64_t));
+                lp = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
+                lref = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
+                dl = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
+                good = good && resp && lp && lref && dl;
+            }
+            if (good) {   /* token ranges of the responses: sequence s holds response s */
+                int64_t s2, cnt = 0;
+                resp[0] = 0;
+                for (s2 = 0; s2 < pk.n_seqs; s2++) {
+                    for (t = pk.offs[s2]; t < pk.offs[s2 + 1]; t++) cnt += pk.target[t];
+                    resp[s2 + 1] = cnt;
+                }
+                good = (!have_ref || mbpo_model_forward(&ref, &b, lref) == N) && mbpo_model_forward(&e.model, &b, lp) == N;
+            }
+            if (good) {
+                double l;
+                if (o->mode == MBPO_MODE_SFT) l = mbpo_sft_loss(lp, N, dl);
+                else {
+                    mbpo_grpo_batch gb;
+                    mbpo_grpo_stats st;
+                    gb.n_groups = n_groups; gb.group_offsets = groups; gb.resp_offsets = resp; gb.advantage = adv;
+                    l = mbpo_grpo_loss(&gb, lp, NULL, have_ref ? lref : NULL, o->beta, o->clip_eps, dl, &st);
+                    kl += st.kl_mean * (double)st.n_tokens;
+                    for (t = 0; t < n_resp; t++) { adv_abs += fabs(adv[t]); n_adv++; }
+                }
+                for (t = 0; t < N; t++) dl[t] /= (float)o->grad_accum;   /* the step's loss is the mean over micro-batches */
+                loss += l / o->grad_accum;
+                n_tok += N;
+                good = mbpo_model_backward(&e.model, &b, dl, NULL);
+            }
+            mbpo__pack_free(&pk);
+            mbpo_free(groups); mbpo_free(adv); mbpo_free(resp); mbpo_free(lp); mbpo_free(lref); mbpo_free(dl);
+            if (!good) goto end;
+        }
+        norm = mbpo_adamw_step(&opt, &o->adam, e.model.params, e.model.grads);
+        step++;
+        sb.n = 0;
+        mbpo__sb_printf(&sb, "{\"step\": %lld, \"loss\": %.9g, \"grad_norm\": %.9g, \"skipped\": %s, \"lr\": %.9g, \"kl\": %.9g, "
+                        "\"adv_abs_mean\": %.9g, \"n_offline\": %lld, \"n_online\": %lld, \"reward_online\": %.9g, \"tokens\": %lld, "
+                        "\"tokens_per_s\": %.1f", (long long)step, loss, norm, isfinite(norm) ? "false" : "true",
+                        mbpo_lr_at(&o->adam, opt.step - (isfinite(norm) ? 1 : 0)), n_tok ? kl / (double)n_tok : 0.0,
+                        n_adv ? adv_abs / (double)n_adv : 0.0, (long long)n_off, (long long)n_on,
+                        n_on_r ? reward_on / n_on_r : 0.0, (long long)n_tok, (double)n_tok / (mbpo_now() - t0 + 1e-9));
+        if (n_iig) mbpo__sb_printf(&sb, ", \"iig_chosen\": %.9g, \"iig_rejected\": %.9g", iig_c / n_iig, iig_r / n_iig);
+        mbpo__sb_puts(&sb, "}");
+        if (sb.failed || !mbpo__append_line(p_metrics, sb.s, sb.n)) goto end;
+        if (o->log) fprintf(o->log, "train: step %lld/%lld loss %.5f |g| %.3g kl %.5f reward %.3f %.0f tok/s\n", (long long)step,
+                            (long long)o->steps, loss, norm, n_tok ? kl / (double)n_tok : 0.0, n_on_r ? reward_on / n_on_r : 0.0,
+                            (double)n_tok / (mbpo_now() - t0 + 1e-9));
+        if ((o->save_every > 0 && step % o->save_every == 0) || step == o->steps)
+            if (!mbpo__save_checkpoint(o, &e.model, &opt, step, position)) goto end;
+    }
+    ok = 1;
+end:
+    mbpo_free(sb.s); mbpo_free(p_metrics); mbpo_free(perm);
+    if (items) mbpo__items_free(items, n_items);
+    mbpo_adamw_free(&opt);
+    if (have_ref) mbpo_model_free(&ref);
     mbpo__env_free(&e);
     return ok;
 }

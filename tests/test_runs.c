@@ -2,6 +2,7 @@
    through the library and through build/mbpo-mine, including kills and resumes. */
 #include "../mbpo.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -279,7 +280,106 @@ static void test_score(void) {
            (long long)sum.n_mc, (long long)sum.n_open, sum.iig_mean);
 }
 
+/* mine -> train -> score from the command lines, and training resumed after kills ends
+   with the same bytes as an uninterrupted run. */
+static void test_train(void) {
+    char dir[256], model[300], data[300], images[300], mined[300], cmd[4096], a[1024], b[1024];
+    const char *common = "--G 2 --batch 2 --max-new-tokens 4 --lr 1e-3 --seed 3 --iig-every 2 --quiet";
+    int k, kills = 0;
+    if (!run_test("train")) return;
+    snprintf(dir, sizeof dir, "%s/world_train", tmpdir());
+    make_world(dir);
+    snprintf(model, sizeof model, "%s/model", dir); snprintf(data, sizeof data, "%s/data.jsonl", dir);
+    snprintf(images, sizeof images, "%s/images", dir); snprintf(mined, sizeof mined, "%s/mined", dir);
+    snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s --data %s --image-root %s --out %s --top-k 3 --pgd-iters 2 "
+             "--max-new-tokens 6 --seed 7 --quiet", model, data, images, mined);
+    REQUIRE(system(cmd) == 0, "mbpo-mine");
+    /* 1. uninterrupted: 4 steps of mbpo mode, a checkpoint every step */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --online %s/online.jsonl --image-root %s "
+             "--out %s/run1 --mode mbpo --steps 4 --save-every 1 %s", model, mined, mined, images, dir, common);
+    REQUIRE(system(cmd) == 0, "mbpo-train");
+    snprintf(a, sizeof a, "%s/run1/metrics.jsonl", dir);
+    CHECK(count_lines(a) == 4, "4 metrics lines: %lld", (long long)count_lines(a));
+    {
+        size_t n = 0;
+        char *text = mbpo_read_file(a, &n);
+        CHECK(text && contains(text, "\"loss\"") && contains(text, "\"kl\"") && contains(text, "\"grad_norm\"") &&
+              contains(text, "\"reward_online\"") && contains(text, "\"iig_chosen\"") && contains(text, "\"tokens_per_s\""),
+              "metrics carry loss, kl, grad norm, online reward, IIG of chosen/rejected, tokens/s");
+        mbpo_free(text);
+    }
+    {   /* the weights moved, and the checkpoint is a model directory mbpo loads */
+        mbpo_model m0, m4;
+        size_t i;
+        double diff = 0;
+        snprintf(a, sizeof a, "%s/run1/checkpoint-4", dir);
+        REQUIRE(mbpo_model_load(&m0, model) && mbpo_model_load(&m4, a), "load checkpoint");
+        for (i = 0; i < m0.table.total_floats; i++) diff += fabs((double)m0.params[i] - m4.params[i]);
+        CHECK(diff > 0, "training changed the weights (sum |diff| %.3g)", diff);
+        mbpo_model_free(&m0); mbpo_model_free(&m4);
+    }
+    /* 2. in two runs: 2 steps, then the same command with 4 */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --online %s/online.jsonl --image-root %s "
+             "--out %s/run2 --mode mbpo --steps 2 --save-every 1 %s && ./build/mbpo-train --model %s --offline %s/offline.jsonl "
+             "--online %s/online.jsonl --image-root %s --out %s/run2 --mode mbpo --steps 4 --save-every 1 %s", model, mined, mined,
+             images, dir, common, model, mined, mined, images, dir, common);
+    REQUIRE(system(cmd) == 0, "two-part run");
+    snprintf(a, sizeof a, "%s/run1/checkpoint-4/model.safetensors", dir); snprintf(b, sizeof b, "%s/run2/checkpoint-4/model.safetensors", dir);
+    CHECK(same_file(a, b), "2 + 2 steps = 4 steps: identical weights");
+    snprintf(a, sizeof a, "%s/run1/checkpoint-4/optimizer.safetensors", dir); snprintf(b, sizeof b, "%s/run2/checkpoint-4/optimizer.safetensors", dir);
+    CHECK(same_file(a, b), "2 + 2 steps = 4 steps: identical optimizer state");
+    /* 3. killed with SIGKILL at several moments, then finished */
+    for (k = 0; k < 6; k++) {
+        snprintf(cmd, sizeof cmd, "timeout -s KILL %.2f ./build/mbpo-train --model %s --offline %s/offline.jsonl --online "
+                 "%s/online.jsonl --image-root %s --out %s/run3 --mode mbpo --steps 4 --save-every 1 %s 2>/dev/null",
+                 0.02 + 0.03 * k, model, mined, mined, images, dir, common);
+        kills += system(cmd) != 0;
+    }
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --online %s/online.jsonl --image-root %s "
+             "--out %s/run3 --mode mbpo --steps 4 --save-every 1 %s", model, mined, mined, images, dir, common);
+    REQUIRE(system(cmd) == 0, "finish after kills");
+    snprintf(a, sizeof a, "%s/run1/checkpoint-4/model.safetensors", dir); snprintf(b, sizeof b, "%s/run3/checkpoint-4/model.safetensors", dir);
+    CHECK(same_file(a, b), "killed %d times and resumed: identical final weights", kills);
+    snprintf(a, sizeof a, "%s/run1/metrics.jsonl", dir); snprintf(b, sizeof b, "%s/run3/metrics.jsonl", dir);
+    CHECK(count_lines(b) == 4, "metrics after resumes: %lld lines, one per step", (long long)count_lines(b));
+    /* 4. the other modes run; then score the trained model */
+    {
+        static const char *modes[4] = { "offline", "offline-rand", "online", "sft" };
+        for (k = 0; k < 4; k++) {
+            snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --online %s/online.jsonl "
+                     "--image-root %s --out %s/mode_%s --mode %s --steps 1 %s", model, mined, mined, images, dir, modes[k],
+                     modes[k], common);
+            CHECK(system(cmd) == 0, "mode %s runs", modes[k]);
+        }
+        snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --data %s --image-root %s --out %s/mode_sft_data --mode sft "
+                 "--steps 2 %s", model, data, images, dir, common);
+        CHECK(system(cmd) == 0, "sft on a dataset runs");
+    }
+    snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s/run1/checkpoint-4 --data %s --image-root %s --out %s/score.jsonl "
+             "--max-new-tokens 4 --quiet > /dev/null", dir, data, images, dir);
+    CHECK(system(cmd) == 0, "mbpo-score on the trained checkpoint");
+    /* 5. bad input: a malformed offline line names file:line */
+    snprintf(a, sizeof a, "%s/bad_offline.jsonl", dir);
+    {
+        FILE *f = fopen(a, "wb");
+        fprintf(f, "{\"id\": \"x\", \"image\": \"png_rgb_56x84.png\", \"question\": \"Q\"}\n");
+        fclose(f);
+    }
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s --image-root %s --out %s/bad --mode offline --steps 1 "
+             "--quiet 2> %s/err.txt", model, a, images, dir, dir);
+    CHECK(system(cmd) != 0, "a malformed offline set fails");
+    snprintf(b, sizeof b, "%s/err.txt", dir);
+    {
+        char *text = mbpo_read_file(b, NULL);
+        CHECK(text && contains(text, "bad_offline.jsonl:1") && contains(text, "chosen"), "names file:line: %s", text ? text : "");
+        mbpo_free(text);
+    }
+    printf("  %s  mine -> train (4 modes + sft) -> score from the command lines; 2+2 steps = 4 steps and %d SIGKILLs + resume "
+           "give identical weights and optimizer state\n", n_failed ? "!!" : "ok", kills);
+}
+
 void test_runs(void) {
     test_mine();
     test_score();
+    test_train();
 }

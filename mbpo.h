@@ -6949,6 +6949,23 @@ static int64_t mbpo__stream_item(uint64_t seed, int64_t n, int64_t position, int
     return perm[position % n];
 }
 
+/* One micro-batch of a step: its packed sequences, groups and advantages, and the log-probs
+   of the reference (lref) and of the policy that sampled it (lold). */
+typedef struct {
+    mbpo__pack pk;
+    mbpo_batch b;
+    int *groups;                     /* (batch + 1) response ranges of the groups */
+    float *adv;                      /* (responses) */
+    int64_t *resp, n_resp, N;
+    float *lref, *lold, *lp, *dl;    /* (N) */
+} mbpo__mb;
+static void mbpo__mb_clear(mbpo__mb *M, int batch) {
+    mbpo__pack_free(&M->pk);
+    mbpo_free(M->resp); mbpo_free(M->lref); mbpo_free(M->lold); mbpo_free(M->lp); mbpo_free(M->dl);
+    M->resp = NULL; M->lref = M->lold = M->lp = M->dl = NULL;
+    M->n_resp = M->N = 0;
+    if (M->groups) memset(M->groups, 0, (size_t)(batch + 1) * sizeof(int));
+}
 MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     mbpo__env e;
     mbpo_model ref;
@@ -6957,6 +6974,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     int64_t n_items = 0, cap_items = 0, step = 0, position = 0, *perm = NULL, perm_epoch = -1, i;
     char *p_metrics = NULL;
     mbpo__sb sb = { NULL, 0, 0, 0 };
+    mbpo__mb *mbs = NULL;
     int ok = 0, have_ref = 0, use_ref = o->mode != MBPO_MODE_SFT && o->beta != 0;
     memset(&ref, 0, sizeof ref);
     memset(&opt, 0, sizeof opt);
@@ -6992,6 +7010,12 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     }
     if (n_items == 0) { mbpo__fail("mbpo_train: no training samples for mode %s", mbpo_mode_name(o->mode)); goto end; }
     if (!(perm = (int64_t *)mbpo__alloc((size_t)n_items * sizeof(int64_t)))) goto end;
+    if (!(mbs = (mbpo__mb *)mbpo__calloc((size_t)o->grad_accum, sizeof(mbpo__mb)))) goto end;
+    for (i = 0; i < o->grad_accum; i++) {
+        mbs[i].groups = (int *)mbpo__calloc((size_t)o->batch + 1, sizeof(int));
+        mbs[i].adv = (float *)mbpo__calloc((size_t)(o->batch * (o->G > 2 ? o->G : 2)) + 1, sizeof(float));
+        if (!mbs[i].groups || !mbs[i].adv) goto end;
+    }
     if (use_ref) { if (!mbpo_model_load(&ref, o->model_dir)) goto end; have_ref = 1; }
     if (!mbpo_adamw_init(&opt, e.model.table.total_floats) || !mbpo__mkdir(o->out_dir)) goto end;
     if (!(p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) goto end;
@@ -7023,32 +7047,27 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                         mbpo_mode_name(o->mode), (long long)n_items, (long long)o->steps, o->grad_accum, o->batch, o->G,
                         o->beta, o->adam.lr, (unsigned long long)o->seed);
     while (step < o->steps) {
-        double t0 = mbpo_now(), loss = 0, kl = 0, reward_on = 0, n_on_r = 0, adv_abs = 0, norm, iig_c = 0, iig_r = 0;
-        int64_t n_tok = 0, n_off = 0, n_on = 0, n_adv = 0, n_iig = 0, mb;
+        /* 1. the batch: grad_accum micro-batches of `batch` prompts; rollouts are sampled
+           now, from the policy as it stands, and scored by the reference once */
+        double t0 = mbpo_now(), reward_on = 0, n_on_r = 0, iig_c = 0, iig_r = 0;
+        int64_t n_off = 0, n_on = 0, n_iig = 0, mb, u;
         int do_iig = o->iig_every > 0 && (step + 1) % o->iig_every == 0;
-        mbpo_model_zero_grad(&e.model);
         for (mb = 0; mb < o->grad_accum; mb++) {
-            mbpo__pack pk;
-            mbpo_batch b;
-            int *groups = NULL, n_groups = 0, g;
-            int64_t *resp = NULL, n_resp = 0, N, t;
-            float *adv = NULL, *lp = NULL, *lref = NULL, *dl = NULL;
-            int good = 1;
-            groups = (int *)mbpo__calloc((size_t)o->batch + 1, sizeof(int));
-            adv = (float *)mbpo__calloc((size_t)(o->batch * (o->G > 2 ? o->G : 2)) + 1, sizeof(float));
-            if (!mbpo__pack_init(&pk, 3 * e.pp.temporal_patch * e.pp.patch * e.pp.patch) || !groups || !adv) {
-                mbpo__pack_free(&pk); mbpo_free(groups); mbpo_free(adv); goto end;
-            }
+            mbpo__mb *M = &mbs[mb];
+            mbpo__pack *pk = &M->pk;
+            int g, good = 1;
+            int64_t t;
+            if (!mbpo__pack_init(pk, 3 * e.pp.temporal_patch * e.pp.patch * e.pp.patch)) goto end;
             for (g = 0; g < o->batch && good; g++, position++) {
                 mbpo__item *it = &items[mbpo__stream_item(o->seed, n_items, position, perm, &perm_epoch)];
                 mbpo__img im;
                 int img;
                 memset(&im, 0, sizeof im);
                 if (!mbpo__img_load(&im, &e.pp, it->s.images[0])) { good = 0; break; }
-                img = mbpo__pack_image(&pk, &im);
-                groups[g] = (int)n_resp;
+                img = mbpo__pack_image(pk, &im);
+                M->groups[g] = (int)M->n_resp;
                 if (img < 0) { mbpo__img_free(&im); good = 0; break; }
-                if (it->kind == 0 || it->kind == 2) {   /* offline pair, or one SFT answer */
+                if (it->kind == 0 || it->kind == 2) {   /* an offline pair, or one SFT answer */
                     const char *texts[2];
                     float r[2], a2[2];
                     int k, n_texts = it->kind == 0 ? 2 : 1;
@@ -7057,12 +7076,16 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                     for (k = 0; k < n_texts && good; k++) {
                         mbpo_chat chat;
                         if (!mbpo_chat_encode(e.tok, it->s.system, it->s.question, &im.n_tokens, 1, texts[k], &chat)) { good = 0; break; }
-                        good = mbpo__pack_seq(&pk, chat.ids, chat.target, chat.n, img);
+                        good = mbpo__pack_seq(pk, chat.ids, chat.target, chat.n, img);
                         mbpo_chat_free(&chat);
-                        n_resp++;
+                        M->n_resp++;
                     }
-                    if (it->kind == 0) { mbpo_group_advantages(r, 2, a2); adv[n_resp - 2] = a2[0]; adv[n_resp - 1] = a2[1]; n_off++; }
-                    if (do_iig && it->kind == 0) {   /* Fig. 4: IIG of chosen and rejected under the current policy */
+                    if (good && it->kind == 0) {
+                        mbpo_group_advantages(r, 2, a2);
+                        M->adv[M->n_resp - 2] = a2[0]; M->adv[M->n_resp - 1] = a2[1];
+                        n_off++;
+                    }
+                    if (good && do_iig && it->kind == 0) {   /* Fig. 4: IIG of chosen and rejected, current policy */
                         double sc, sr, mc, mr;
                         if (mbpo__sample_iig(&e, &it->s, &im, it->s.answer, &sc, &mc) &&
                             mbpo__sample_iig(&e, &it->s, &im, it->rejected, &sr, &mr)) { iig_c += sc; iig_r += sr; n_iig++; }
@@ -7076,15 +7099,17 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                     int *lens = NULL, k;
                     float *r = NULL;
                     memset(&go, 0, sizeof go);
+                    memset(&kv, 0, sizeof kv);
                     go.max_new_tokens = o->max_new_tokens; go.temperature = o->temperature; go.top_p = 1;
                     go.stop_ids = e.stop; go.n_stop = e.n_stop;
-                    mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, step * 1000003 + mb * 1009 + g, 4));
-                    good = mbpo__seq_make(&q, &e, &it->s, &im, NULL) && mbpo_kv_init(&kv, &e.model.cfg, o->G, q.chat.n + o->max_new_tokens);
+                    mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, position, 4));   /* the prompt's own stream */
+                    good = mbpo__seq_make(&q, &e, &it->s, &im, NULL);
+                    good = good && mbpo_kv_init(&kv, &e.model.cfg, o->G, q.chat.n + o->max_new_tokens);
                     out = (int32_t *)mbpo__alloc((size_t)(o->G * o->max_new_tokens) * sizeof(int32_t));
                     lens = (int *)mbpo__alloc((size_t)o->G * sizeof(int));
                     r = (float *)mbpo__alloc((size_t)o->G * sizeof(float));
                     good = good && out && lens && r && mbpo_generate(&e.model, &kv, &q.b, &go, &rng, out, lens);
-                    for (k = 0; good && k < o->G; k++) {
+                    for (k = 0; good && k < o->G; k++) {   /* the generated ids are scored as they are */
                         int64_t n = q.chat.n + lens[k], j;
                         int32_t *ids = (int32_t *)mbpo__alloc((size_t)n * sizeof(int32_t));
                         uint8_t *tg = (uint8_t *)mbpo__calloc((size_t)n, 1);
@@ -7098,82 +7123,96 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                         text = mbpo_tokenizer_decode(e.tok, ids + q.chat.n, nt, 1, NULL);
                         r[k] = text ? (float)mbpo_verify(&it->s, text) : 0.0f;
                         mbpo_free(text);
-                        good = mbpo__pack_seq(&pk, ids, tg, n, img);
+                        good = mbpo__pack_seq(pk, ids, tg, n, img);
                         mbpo_free(ids); mbpo_free(tg);
                         reward_on += r[k]; n_on_r++;
-                        n_resp++;
+                        M->n_resp++;
                     }
-                    if (good) mbpo_group_advantages(r, o->G, adv + n_resp - o->G);
+                    if (good) mbpo_group_advantages(r, o->G, M->adv + M->n_resp - o->G);
                     mbpo_free(out); mbpo_free(lens); mbpo_free(r);
                     mbpo_kv_free(&kv);
-                    mbpo_chat_free(&q.chat);
+                    if (q.chat.ids) mbpo_chat_free(&q.chat);
                     n_on++;
                 }
                 mbpo__img_free(&im);
             }
-            groups[o->batch] = (int)n_resp;
-            n_groups = o->batch;
-            if (good) {
-                mbpo__pack_batch(&pk, &b);
-                N = 0;
-                for (t = 0; t < pk.T; t++) N += pk.target[t];
-                good = mbpo__ensure_plan(&e.model, pk.T, pk.P, N, 1) && (!have_ref || mbpo__ensure_plan(&ref, pk.T, pk.P, N, 0));
-                resp = (int64_t *)mbpo__alloc((size_t)(n_resp + 1) * sizeof(int64_t));
-                lp = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
-                lref = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
-                dl = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
-                good = good && resp && lp && lref && dl;
-            }
-            if (good) {   /* token ranges of the responses: sequence s holds response s */
+            if (!good) goto end;
+            M->groups[o->batch] = (int)M->n_resp;
+            mbpo__pack_batch(pk, &M->b);
+            for (t = 0, M->N = 0; t < pk->T; t++) M->N += pk->target[t];
+            if (!mbpo__ensure_plan(&e.model, pk->T, pk->P, M->N, 1) || (have_ref && !mbpo__ensure_plan(&ref, pk->T, pk->P, M->N, 0)))
+                goto end;
+            M->resp = (int64_t *)mbpo__alloc((size_t)(M->n_resp + 1) * sizeof(int64_t));
+            M->lref = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
+            M->lold = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
+            M->lp = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
+            M->dl = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
+            if (!M->resp || !M->lref || !M->lold || !M->lp || !M->dl) goto end;
+            {   /* token ranges of the responses: sequence s holds response s */
                 int64_t s2, cnt = 0;
-                resp[0] = 0;
-                for (s2 = 0; s2 < pk.n_seqs; s2++) {
-                    for (t = pk.offs[s2]; t < pk.offs[s2 + 1]; t++) cnt += pk.target[t];
-                    resp[s2 + 1] = cnt;
+                M->resp[0] = 0;
+                for (s2 = 0; s2 < pk->n_seqs; s2++) {
+                    for (t = pk->offs[s2]; t < pk->offs[s2 + 1]; t++) cnt += pk->target[t];
+                    M->resp[s2 + 1] = cnt;
                 }
-                good = (!have_ref || mbpo_model_forward(&ref, &b, lref) == N) && mbpo_model_forward(&e.model, &b, lp) == N;
             }
-            if (good) {
+            if (have_ref && mbpo_model_forward(&ref, &M->b, M->lref) != M->N) goto end;
+            /* logp_old: the policy that sampled, for the ratio of the later updates */
+            if (o->updates_per_batch > 1 && mbpo_model_forward(&e.model, &M->b, M->lold) != M->N) goto end;
+        }
+        /* 2. updates_per_batch optimizer steps on this batch (one: rho = 1) */
+        for (u = 0; u < o->updates_per_batch && step < o->steps; u++) {
+            double loss = 0, kl = 0, adv_abs = 0, norm;
+            int64_t n_tok = 0, n_adv = 0, t;
+            mbpo_model_zero_grad(&e.model);
+            for (mb = 0; mb < o->grad_accum; mb++) {
+                mbpo__mb *M = &mbs[mb];
                 double l;
-                if (o->mode == MBPO_MODE_SFT) l = mbpo_sft_loss(lp, N, dl);
+                if (mbpo_model_forward(&e.model, &M->b, M->lp) != M->N) goto end;
+                if (o->mode == MBPO_MODE_SFT) l = mbpo_sft_loss(M->lp, M->N, M->dl);
                 else {
                     mbpo_grpo_batch gb;
                     mbpo_grpo_stats st;
-                    gb.n_groups = n_groups; gb.group_offsets = groups; gb.resp_offsets = resp; gb.advantage = adv;
-                    l = mbpo_grpo_loss(&gb, lp, NULL, have_ref ? lref : NULL, o->beta, o->clip_eps, dl, &st);
+                    gb.n_groups = o->batch; gb.group_offsets = M->groups; gb.resp_offsets = M->resp; gb.advantage = M->adv;
+                    l = mbpo_grpo_loss(&gb, M->lp, o->updates_per_batch > 1 ? M->lold : NULL, have_ref ? M->lref : NULL,
+                                       o->beta, o->clip_eps, M->dl, &st);
                     kl += st.kl_mean * (double)st.n_tokens;
-                    for (t = 0; t < n_resp; t++) { adv_abs += fabs(adv[t]); n_adv++; }
+                    for (t = 0; t < M->n_resp; t++) { adv_abs += fabs(M->adv[t]); n_adv++; }
                 }
-                for (t = 0; t < N; t++) dl[t] /= (float)o->grad_accum;   /* the step's loss is the mean over micro-batches */
+                for (t = 0; t < M->N; t++) M->dl[t] /= (float)o->grad_accum;   /* the step's loss: the mean over micro-batches */
                 loss += l / o->grad_accum;
-                n_tok += N;
-                good = mbpo_model_backward(&e.model, &b, dl, NULL);
+                n_tok += M->N;
+                if (!mbpo_model_backward(&e.model, &M->b, M->dl, NULL)) goto end;
             }
-            mbpo__pack_free(&pk);
-            mbpo_free(groups); mbpo_free(adv); mbpo_free(resp); mbpo_free(lp); mbpo_free(lref); mbpo_free(dl);
-            if (!good) goto end;
+            norm = mbpo_adamw_step(&opt, &o->adam, e.model.params, e.model.grads);
+            step++;
+            sb.n = 0;
+            mbpo__sb_printf(&sb, "{\"step\": %lld, \"loss\": %.9g, \"grad_norm\": %.9g, \"skipped\": %s, \"lr\": %.9g, \"kl\": %.9g, "
+                            "\"adv_abs_mean\": %.9g, \"n_offline\": %lld, \"n_online\": %lld, \"reward_online\": %.9g, \"tokens\": %lld, "
+                            "\"tokens_per_s\": %.1f", (long long)step, loss, norm, isfinite(norm) ? "false" : "true",
+                            mbpo_lr_at(&o->adam, opt.step - (isfinite(norm) ? 1 : 0)), n_tok ? kl / (double)n_tok : 0.0,
+                            n_adv ? adv_abs / (double)n_adv : 0.0, (long long)n_off, (long long)n_on,
+                            n_on_r ? reward_on / n_on_r : 0.0, (long long)n_tok, (double)n_tok / (mbpo_now() - t0 + 1e-9));
+            if (n_iig && u == 0) mbpo__sb_printf(&sb, ", \"iig_chosen\": %.9g, \"iig_rejected\": %.9g", iig_c / n_iig, iig_r / n_iig);
+            mbpo__sb_puts(&sb, "}");
+            if (sb.failed || !mbpo__append_line(p_metrics, sb.s, sb.n)) goto end;
+            if (o->log) fprintf(o->log, "train: step %lld/%lld loss %.5f |g| %.3g kl %.5f reward %.3f %.0f tok/s\n", (long long)step,
+                                (long long)o->steps, loss, norm, n_tok ? kl / (double)n_tok : 0.0, n_on_r ? reward_on / n_on_r : 0.0,
+                                (double)n_tok / (mbpo_now() - t0 + 1e-9));
+            /* checkpoints only between batches: the data position then names the next batch */
+            if (u + 1 == o->updates_per_batch || step == o->steps) {
+                int64_t k2, due = step == o->steps;
+                for (k2 = step - u; k2 <= step && o->save_every > 0; k2++) due |= k2 % o->save_every == 0;
+                if (due && !mbpo__save_checkpoint(o, &e.model, &opt, step, position)) goto end;
+            }
         }
-        norm = mbpo_adamw_step(&opt, &o->adam, e.model.params, e.model.grads);
-        step++;
-        sb.n = 0;
-        mbpo__sb_printf(&sb, "{\"step\": %lld, \"loss\": %.9g, \"grad_norm\": %.9g, \"skipped\": %s, \"lr\": %.9g, \"kl\": %.9g, "
-                        "\"adv_abs_mean\": %.9g, \"n_offline\": %lld, \"n_online\": %lld, \"reward_online\": %.9g, \"tokens\": %lld, "
-                        "\"tokens_per_s\": %.1f", (long long)step, loss, norm, isfinite(norm) ? "false" : "true",
-                        mbpo_lr_at(&o->adam, opt.step - (isfinite(norm) ? 1 : 0)), n_tok ? kl / (double)n_tok : 0.0,
-                        n_adv ? adv_abs / (double)n_adv : 0.0, (long long)n_off, (long long)n_on,
-                        n_on_r ? reward_on / n_on_r : 0.0, (long long)n_tok, (double)n_tok / (mbpo_now() - t0 + 1e-9));
-        if (n_iig) mbpo__sb_printf(&sb, ", \"iig_chosen\": %.9g, \"iig_rejected\": %.9g", iig_c / n_iig, iig_r / n_iig);
-        mbpo__sb_puts(&sb, "}");
-        if (sb.failed || !mbpo__append_line(p_metrics, sb.s, sb.n)) goto end;
-        if (o->log) fprintf(o->log, "train: step %lld/%lld loss %.5f |g| %.3g kl %.5f reward %.3f %.0f tok/s\n", (long long)step,
-                            (long long)o->steps, loss, norm, n_tok ? kl / (double)n_tok : 0.0, n_on_r ? reward_on / n_on_r : 0.0,
-                            (double)n_tok / (mbpo_now() - t0 + 1e-9));
-        if ((o->save_every > 0 && step % o->save_every == 0) || step == o->steps)
-            if (!mbpo__save_checkpoint(o, &e.model, &opt, step, position)) goto end;
+        for (mb = 0; mb < o->grad_accum; mb++) mbpo__mb_clear(&mbs[mb], o->batch);
     }
     ok = 1;
 end:
     mbpo_free(sb.s); mbpo_free(p_metrics); mbpo_free(perm);
+    if (mbs) for (i = 0; i < o->grad_accum; i++) { mbpo__mb_clear(&mbs[i], 0); mbpo_free(mbs[i].groups); mbpo_free(mbs[i].adv); }
+    mbpo_free(mbs);
     if (items) mbpo__items_free(items, n_items);
     mbpo_adamw_free(&opt);
     if (have_ref) mbpo_model_free(&ref);

@@ -22,6 +22,7 @@ static void usage(const mbpo_train_opts *d) {
            "  --warmup-steps N     (default %lld)\n"
            "  --beta X             KL weight (default %g)\n"
            "  --clip-eps X         ratio clip, with --updates-per-batch > 1 (default %g)\n"
+           "  --updates-per-batch N optimizer steps on each sampled batch (default %d: ratio 1)\n"
            "  --G N                rollouts per online prompt (default %d)\n"
            "  --temperature T      rollout temperature (default %g)\n"
            "  --max-new-tokens N   longest rollout (default %d)\n"
@@ -35,7 +36,7 @@ static void usage(const mbpo_train_opts *d) {
            "  --strict             stop at the first bad dataset record (--mode sft --data)\n"
            "  --quiet              no progress lines\n",
            mbpo_mode_name(d->mode), d->adam.lr, d->adam.weight_decay, d->adam.max_grad_norm, (long long)d->adam.warmup_steps,
-           d->beta, d->clip_eps, d->G, d->temperature, d->max_new_tokens, d->batch, d->grad_accum, (long long)d->steps,
+           d->beta, d->clip_eps, d->updates_per_batch, d->G, d->temperature, d->max_new_tokens, d->batch, d->grad_accum, (long long)d->steps,
            (long long)d->save_every, (long long)d->iig_every, (unsigned long long)d->seed);
 }
 
@@ -66,6 +67,7 @@ int main(int argc, char **argv) {
         else if (ARG("--warmup-steps")) o.adam.warmup_steps = atoll(v);
         else if (ARG("--beta")) o.beta = atof(v);
         else if (ARG("--clip-eps")) o.clip_eps = atof(v);
+        else if (ARG("--updates-per-batch")) o.updates_per_batch = atoi(v);
         else if (ARG("--G")) o.G = atoi(v);
         else if (ARG("--temperature")) o.temperature = atof(v);
         else if (ARG("--max-new-tokens")) o.max_new_tokens = atoi(v);

@@ -283,7 +283,7 @@ static void test_score(void) {
 /* mine -> train -> score from the command lines, and training resumed after kills ends
    with the same bytes as an uninterrupted run. */
 static void test_train(void) {
-    char dir[256], model[300], data[300], images[300], mined[300], cmd[4096], a[1024], b[1024];
+    char dir[256], model[300], data[300], images[300], mined[300], cmd[8192], a[1024], b[1024];
     const char *common = "--G 2 --batch 2 --max-new-tokens 4 --lr 1e-3 --seed 3 --iig-every 2 --quiet";
     int k, kills = 0;
     if (!run_test("train")) return;
@@ -342,6 +342,18 @@ static void test_train(void) {
     CHECK(same_file(a, b), "killed %d times and resumed: identical final weights", kills);
     snprintf(a, sizeof a, "%s/run1/metrics.jsonl", dir); snprintf(b, sizeof b, "%s/run3/metrics.jsonl", dir);
     CHECK(count_lines(b) == 4, "metrics after resumes: %lld lines, one per step", (long long)count_lines(b));
+    /* 3b. two updates per sampled batch (the clipped ratio), also resumed exactly */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --online %s/online.jsonl --image-root %s "
+             "--out %s/run4 --mode mbpo --steps 4 --save-every 2 --updates-per-batch 2 %s && ./build/mbpo-train --model %s "
+             "--offline %s/offline.jsonl --online %s/online.jsonl --image-root %s --out %s/run5 --mode mbpo --steps 2 --save-every 2 "
+             "--updates-per-batch 2 %s && ./build/mbpo-train --model %s --offline %s/offline.jsonl --online %s/online.jsonl "
+             "--image-root %s --out %s/run5 --mode mbpo --steps 4 --save-every 2 --updates-per-batch 2 %s", model, mined, mined,
+             images, dir, common, model, mined, mined, images, dir, common, model, mined, mined, images, dir, common);
+    REQUIRE(system(cmd) == 0, "two updates per batch");
+    snprintf(a, sizeof a, "%s/run4/checkpoint-4/model.safetensors", dir); snprintf(b, sizeof b, "%s/run5/checkpoint-4/model.safetensors", dir);
+    CHECK(same_file(a, b), "two updates per batch: 2 + 2 steps = 4 steps, identical weights");
+    snprintf(a, sizeof a, "%s/run1/checkpoint-4/model.safetensors", dir);
+    CHECK(!same_file(a, b), "the second update of a batch differs from a fresh batch");
     /* 4. the other modes run; then score the trained model */
     {
         static const char *modes[4] = { "offline", "offline-rand", "online", "sft" };

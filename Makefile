@@ -1,6 +1,6 @@
 # mbpo - build, test, bench. `make test` is the command CI runs.
 #
-#   make            build/test_mbpo and build/mbpo-bench
+#   make            build/test_mbpo, build/mbpo-{mine,train,score,bench}
 #   make test       header build checks (C99 -pedantic, C++, nvcc, two-file link, MBPO_STATIC),
 #                   then every unit and parity test; ends with "N passed, N failed"
 #   make asan       the tests under ASan + UBSan
@@ -8,6 +8,7 @@
 #   make bench      mbpo vs PyTorch forward/backward speed on this CPU, side by side
 #   make bench-tokenizer  mbpo vs HF tokenizers encoding speed, one thread each
 #   make unicode    regenerate mbpo.h's Unicode tables from the UCD (Debian unicode-data)
+#   make roundtrip  mine -> train -> load the checkpoint in transformers, compare logits
 #   make demo       (arrives with the embedded default; see README)
 
 CC      ?= cc
@@ -28,7 +29,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 
 
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
-        bench bench-tokenizer unicode demo clean
+        bench bench-tokenizer roundtrip unicode demo clean
 
 all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score
 
@@ -169,6 +170,10 @@ bench-tokenizer: build/mbpo-bench venv
 	  h=$$(sed 's/.*, \([0-9.]*\) MB\/s.*/\1/' build/bench_tok_hf.txt); m=$$(sed 's/.*, \([0-9.]*\) MB\/s.*/\1/' build/bench_tok_mbpo.txt); \
 	  echo "tokenizer $${mode:-whole}: mbpo $$m MB/s, HF $$h MB/s, mbpo / HF = $$(echo "$$m $$h" | awk '{printf "%.1f", $$1/$$2}')"; \
 	done
+
+# A checkpoint written by mbpo-train loads in transformers with the same logits as mbpo.
+roundtrip: build/mbpo-mine build/mbpo-train build/mbpo-bench venv
+	$(VENV)/bin/python tests/reference/roundtrip.py --work build/roundtrip
 
 # Regenerate the Unicode tables inside mbpo.h from Debian's unicode-data (apt-get install unicode-data).
 unicode:

@@ -18,6 +18,7 @@ static void usage(void) {
            "  --iters N       timed iterations (default 10)\n"
            "  --warmup N      untimed iterations first (default 2)\n"
            "  --backward      time forward + backward of the mean target NLL instead\n"
+           "  --dump-logits F after the timing, write the logits (T, V) of every position to F (safetensors)\n"
            "  --tokenizer F   time encoding FILE (--text) with tokenizer.json F, one thread\n"
            "  --lines         encode the text line by line (default: as one string)\n");
 }
@@ -57,7 +58,7 @@ static int bench_tokenizer(const char *tok_path, const char *text_path, int line
 }
 
 int main(int argc, char **argv) {
-    const char *model_dir = NULL, *input = NULL, *tok_path = NULL, *text_path = NULL;
+    const char *model_dir = NULL, *input = NULL, *tok_path = NULL, *text_path = NULL, *dump = NULL;
     int lines = 0;
     char input_buf[4096];
     int iters = 10, warmup = 2, backward = 0, i;
@@ -79,6 +80,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tok_path = argv[++i];
         else if (!strcmp(argv[i], "--text") && i + 1 < argc) text_path = argv[++i];
         else if (!strcmp(argv[i], "--lines")) lines = 1;
+        else if (!strcmp(argv[i], "--dump-logits") && i + 1 < argc) dump = argv[++i];
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(); return 0; }
         else { fprintf(stderr, "mbpo-bench: unknown or incomplete flag '%s' (see --help)\n", argv[i]); return 2; }
     }
@@ -129,6 +131,19 @@ int main(int argc, char **argv) {
         for (s = 0; s < N; s++) loss -= logp[s];
         printf("mbpo %s: %lld tokens, %lld patches, %.3f ms/iter, %.1f tokens/s (loss %.6f)\n",
                backward ? "fwd+bwd" : "forward", (long long)S, (long long)P, dt * 1e3, (double)S / dt, loss / (double)N);
+    }
+    if (dump) {   /* every position's logits, for comparisons outside (tests/reference/roundtrip.py) */
+        int64_t V = m.cfg.vocab_size;
+        float *all = (float *)malloc((size_t)(S * V) * sizeof(float));
+        mbpo_st_entry e;
+        TRY(all != NULL);
+        TRY(mbpo_model_forward(&m, &b, logp) == N);
+        for (s = 0; s < S; s++) TRY(mbpo_model_logits(&m, s, all + s * V));
+        memset(&e, 0, sizeof e);
+        e.name = "logits"; e.dtype = MBPO_DT_F32; e.ndim = 2; e.shape[0] = S; e.shape[1] = V; e.data = all;
+        TRY(mbpo_st_write(dump, &e, 1));
+        printf("mbpo-bench: wrote the logits (%lld, %lld) to %s\n", (long long)S, (long long)V, dump);
+        free(all);
     }
     free(ids64); free(lab64); free(ids); free(target); free(pv); free(logp); free(dlogp);
     mbpo_st_close(&st);

@@ -386,6 +386,37 @@ static void test_train(void) {
         CHECK(text && contains(text, "bad_offline.jsonl:1") && contains(text, "chosen"), "names file:line: %s", text ? text : "");
         mbpo_free(text);
     }
+    /* 6. a truncated checkpoint and an unwritable output: non-zero, one line naming the file */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/trunc && cp %s/config.json %s/tokenizer.json %s/trunc/ && head -c 5000 "
+             "%s/model.safetensors > %s/trunc/model.safetensors", dir, model, model, dir, model, dir);
+    REQUIRE(system(cmd) == 0, "truncated copy");
+    {
+        static const char *tools[3] = { "mbpo-mine", "mbpo-train", "mbpo-score" };
+        for (k = 0; k < 3; k++) {
+            char *text;
+            if (k == 0) snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s/trunc --data %s --image-root %s --out %s/t0 --quiet 2> %s/err.txt", dir, data, images, dir, dir);
+            if (k == 1) snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s/trunc --offline %s/offline.jsonl --image-root %s --out %s/t1 --mode offline --quiet 2> %s/err.txt", dir, mined, images, dir, dir);
+            if (k == 2) snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s/trunc --data %s --image-root %s --out %s/t2.jsonl --quiet 2> %s/err.txt", dir, data, images, dir, dir);
+            CHECK(system(cmd) != 0, "%s on a truncated model.safetensors fails", tools[k]);
+            snprintf(b, sizeof b, "%s/err.txt", dir);
+            text = mbpo_read_file(b, NULL);
+            CHECK(text && contains(text, "trunc/model.safetensors") && contains(text, "truncated") && count_lines(b) == 1,
+                  "%s: one line naming the file: %s", tools[k], text ? text : "");
+            mbpo_free(text);
+        }
+        snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s --data %s --image-root %s --out /nonexistent_dir/out --quiet "
+                 "2> %s/err.txt", model, data, images, dir);
+        CHECK(system(cmd) != 0, "mbpo-mine into an unwritable place fails");
+        snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --image-root %s --out "
+                 "/nonexistent_dir/out --mode offline --steps 1 --quiet 2> %s/err.txt", model, mined, images, dir);
+        CHECK(system(cmd) != 0, "mbpo-train into an unwritable place fails");
+        snprintf(b, sizeof b, "%s/err.txt", dir);
+        {
+            char *text = mbpo_read_file(b, NULL);
+            CHECK(text && contains(text, "/nonexistent_dir/out"), "names the output: %s", text ? text : "");
+            mbpo_free(text);
+        }
+    }
     printf("  %s  mine -> train (4 modes + sft) -> score from the command lines; 2+2 steps = 4 steps and %d SIGKILLs + resume "
            "give identical weights and optimizer state\n", n_failed ? "!!" : "ok", kills);
 }

@@ -140,6 +140,7 @@ fixtures: venv
 	$(VENV)/bin/python tests/reference/make_fixtures.py --out tests/fixtures
 	$(VENV)/bin/python tests/reference/make_tokenizer_fixtures.py --out tests/fixtures/tokenizer
 	$(VENV)/bin/python tests/reference/make_image_fixtures.py --out tests/fixtures/images
+	$(VENV)/bin/python tests/reference/make_core_fixtures.py --out tests/fixtures/core
 
 # ---------------------------------------------------------------- speed, side by side with PyTorch
 

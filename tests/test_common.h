@@ -20,6 +20,9 @@ float *falloc(int64_t n);
 void fill_normal(float *x, int64_t n, mbpo_rng *rng, double scale);
 const char *tmpdir(void);
 void write_bytes(const char *path, const void *data, size_t n);
+/* A tensor of a safetensors file as float32 / int64 (malloc; NULL if absent). */
+float *read_f32(const mbpo_st *st, const char *name, int64_t *numel);
+int64_t *read_i64(const mbpo_st *st, const char *name, int64_t *numel);
 void test_inputs(void);   /* test_inputs.c */
 void test_core(void);     /* test_core.c */
 void test_runs(void);     /* test_runs.c (uses build/mbpo-mine) */

@@ -221,26 +221,6 @@ static void test_adamw(void) {
 
 /* ============================================================== generation and IIG */
 
-typedef struct { int64_t *v; int64_t n; } i64s;
-static float *st_f32(const mbpo_st *st, const char *name, int64_t *n) {
-    const mbpo_st_tensor *x = mbpo_st_find(st, name);
-    float *p;
-    if (!x) return NULL;
-    p = falloc(x->numel);
-    if (!mbpo_st_read_f32(st, x, p)) { free(p); return NULL; }
-    if (n) *n = x->numel;
-    return p;
-}
-static int64_t *st_i64(const mbpo_st *st, const char *name, int64_t *n) {
-    const mbpo_st_tensor *x = mbpo_st_find(st, name);
-    int64_t *p;
-    if (!x) return NULL;
-    p = (int64_t *)malloc((size_t)(x->numel + 1) * sizeof(int64_t));
-    if (!mbpo_st_read_i64(st, x, p)) { free(p); return NULL; }
-    if (n) *n = x->numel;
-    return p;
-}
-
 /* Greedy decoding with the KV cache against transformers' greedy generate (tiny-A, tied and
    untied, with an image and text only): the same 20 tokens, and each step's logits; then the
    cached logits against a full forward over prompt + generated tokens at every step. */
@@ -260,11 +240,11 @@ static void greedy_case(const char *variant, int with_image) {
     double worst_ref = 0, worst_full = 0;
     snprintf(path, sizeof path, "tests/fixtures/core/greedy_%s.safetensors", variant);
     REQUIRE(mbpo_st_open(&st, path), "%s", path);
-    pid = st_i64(&st, with_image ? "prompt_ids" : "prompt_ids_text", &S);
-    gen = st_i64(&st, with_image ? "generated" : "generated_text", &n_gen);
-    step_logits = st_f32(&st, with_image ? "step_logits" : "step_logits_text", NULL);
-    grid64 = st_i64(&st, "image_grid_thw", NULL);
-    if (with_image) pv = st_f32(&st, "pixel_values", &npv);
+    pid = read_i64(&st, with_image ? "prompt_ids" : "prompt_ids_text", &S);
+    gen = read_i64(&st, with_image ? "generated" : "generated_text", &n_gen);
+    step_logits = read_f32(&st, with_image ? "step_logits" : "step_logits_text", NULL);
+    grid64 = read_i64(&st, "image_grid_thw", NULL);
+    if (with_image) pv = read_f32(&st, "pixel_values", &npv);
     REQUIRE(pid && gen && step_logits && grid64 && n_gen == 20, "fixture tensors");
     snprintf(path, sizeof path, "tests/fixtures/%s/model", variant);
     REQUIRE(mbpo_model_load(&m, path), "load %s", path);
@@ -401,12 +381,12 @@ static void test_iig(void) {
         mbpo_batch b;
         snprintf(path, sizeof path, "tests/fixtures/core/iig_%s.safetensors", variants[vi]);
         REQUIRE(mbpo_st_open(&st, path), "%s", path);
-        ids64 = st_i64(&st, "ids", &T); tg = st_i64(&st, "target", NULL); grid64 = st_i64(&st, "image_grid_thw", NULL);
-        pv = st_f32(&st, "pixel_values", NULL); pvb = st_f32(&st, "pixel_values_black", NULL);
-        want_lp = st_f32(&st, "logp", NULL); want_lb = st_f32(&st, "logp_black", NULL);
+        ids64 = read_i64(&st, "ids", &T); tg = read_i64(&st, "target", NULL); grid64 = read_i64(&st, "image_grid_thw", NULL);
+        pv = read_f32(&st, "pixel_values", NULL); pvb = read_f32(&st, "pixel_values_black", NULL);
+        want_lp = read_f32(&st, "logp", NULL); want_lb = read_f32(&st, "logp_black", NULL);
         {
             float tmp[2];
-            float *a = st_f32(&st, "iig_sum", NULL), *c = st_f32(&st, "iig_mean", NULL);
+            float *a = read_f32(&st, "iig_sum", NULL), *c = read_f32(&st, "iig_mean", NULL);
             tmp[0] = a ? a[0] : 0; tmp[1] = c ? c[0] : 0;
             ref_sum = (double *)malloc(sizeof(double)); ref_mean = (double *)malloc(sizeof(double));
             ref_sum[0] = tmp[0]; ref_mean[0] = tmp[1];
@@ -470,7 +450,7 @@ static void test_pgd(void) {
     char path[512];
     if (!run_test("pgd")) return;
     REQUIRE(mbpo_st_open(&st, "tests/fixtures/core/iig_tiny_a.safetensors"), "iig fixture");
-    ids64 = st_i64(&st, "ids", &T); tg = st_i64(&st, "target", NULL);
+    ids64 = read_i64(&st, "ids", &T); tg = read_i64(&st, "target", NULL);
     REQUIRE(ids64 && tg && T < 64, "ids");
     for (i = 0; i < T; i++) { ids[i] = (int32_t)ids64[i]; target[i] = (uint8_t)tg[i]; }
     REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny_a/model") && mbpo_model_plan(&m, T, 24, 16, 0), "model");

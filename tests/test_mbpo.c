@@ -609,7 +609,7 @@ typedef struct {
     int64_t seq_off[2], ref_off[2];
 } fixture_case;
 
-static float *read_f32(const mbpo_st *st, const char *name, int64_t *numel) {
+float *read_f32(const mbpo_st *st, const char *name, int64_t *numel) {
     const mbpo_st_tensor *t = mbpo_st_find(st, name);
     float *x;
     if (!t) return NULL;
@@ -618,7 +618,7 @@ static float *read_f32(const mbpo_st *st, const char *name, int64_t *numel) {
     if (numel) *numel = t->numel;
     return x;
 }
-static int64_t *read_i64(const mbpo_st *st, const char *name, int64_t *numel) {
+int64_t *read_i64(const mbpo_st *st, const char *name, int64_t *numel) {
     const mbpo_st_tensor *t = mbpo_st_find(st, name);
     int64_t *x;
     if (!t) return NULL;

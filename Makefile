@@ -80,10 +80,15 @@ test: stb checks build/test_mbpo build/mbpo-mine build/mbpo-train build/mbpo-sco
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo
 
 # The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (not part of `make test` yet).
-asan: | build
-	$(CC) -std=c99 -Wall -Wextra -pedantic -g -O1 -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  $(JPEG_FLAGS) -o build/test_mbpo_asan $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
-	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo_asan
+# The executables the tests run are sanitized too: they go to build/asan-root/build/, and the
+# tests run from build/asan-root, where tests/ links back to the sources.
+ASAN = -std=c99 -Wall -Wextra -pedantic -g -O1 -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined
+asan: | build stb
+	$(CC) $(ASAN) $(JPEG_FLAGS) -o build/test_mbpo_asan $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
+	@mkdir -p build/asan-root/build && ln -sfn ../../tests build/asan-root/tests
+	for t in mine train score; do \
+	  $(CC) $(ASAN) $(JPEG_FLAGS) -o build/asan-root/build/mbpo-$$t drivers/$$t.c $(LDLIBS) $(JPEG_LIBS) || exit 1; done
+	cd build/asan-root && OMP_NUM_THREADS=$(THREADS) ../test_mbpo_asan
 
 checks: check-c99 check-cxx check-nvcc check-link check-static
 

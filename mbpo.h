@@ -538,7 +538,8 @@ typedef struct {
     const float *advantage;          /* (R) */
 } mbpo_grpo_batch;
 typedef struct {
-    double loss, kl_mean, ratio_mean, clip_fraction;   /* per token means over all tokens */
+    double loss;                     /* L, as returned */
+    double kl_mean, ratio_mean, clip_fraction;   /* per-token means over all tokens */
     int64_t n_tokens;
 } mbpo_grpo_stats;
 MBPODEF double mbpo_grpo_loss(const mbpo_grpo_batch *batch, const float *logp, const float *logp_old,
@@ -676,6 +677,7 @@ MBPODEF int  mbpo_mode_parse(const char *name, mbpo_mode *mode);   /* "mbpo", "o
 #include <string.h>
 #include <time.h>
 #if !defined(_WIN32)
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
@@ -5934,11 +5936,14 @@ MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen
         double p = exp((logits[i] - mx) / o->temperature) / sum;
         if (p >= cut && p > 0) { cand[n].p = (float)p; cand[n].id = (int32_t)i; n++; }
     }
+    if (n == 0) return (int32_t)best;   /* non-finite logits: nothing to sample from */
     if ((o->top_k > 0 && o->top_k < n) || top_p < 1) qsort(cand, (size_t)n, sizeof *cand, mbpo__cand_desc);
     keep = o->top_k > 0 && o->top_k < n ? o->top_k : n;
-    if (top_p < 1) {
-        double mass = 0;
-        for (i = 0; i < keep; i++) { mass += cand[i].p; if (mass >= top_p) { keep = i + 1; break; } }
+    if (top_p < 1) {   /* the nucleus of what top-k kept, renormalised (as HF's warpers compose) */
+        double kept = 0, mass = 0;
+        if (keep < n) for (i = 0; i < keep; i++) kept += cand[i].p;
+        else kept = 1.0;   /* no top-k: the whole distribution (the tail left out holds < 1 - top_p) */
+        for (i = 0; i < keep; i++) { mass += cand[i].p; if (mass >= top_p * kept) { keep = i + 1; break; } }
     }
     for (i = 0, sum = 0; i < keep; i++) sum += cand[i].p;
     u = mbpo_rng_uniform(rng) * sum;
@@ -5967,6 +5972,11 @@ MBPODEF int mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, 
     for (step = 0, live = kv->G; step < o->max_new_tokens && live > 0; step++) {
         for (g = 0; g < kv->G; g++) {
             if (done[g]) { tok[g] = out_ids[(int64_t)g * o->max_new_tokens + out_len[g] - 1]; continue; }   /* idle */
+            {   /* text never contains the vision tokens: the model has no business emitting them */
+                const mbpo_config *c = &m->cfg;
+                int64_t ban[4] = { c->image_token_id, c->video_token_id, c->vision_start_token_id, c->vision_end_token_id };
+                for (k = 0; k < 4; k++) if (ban[k] >= 0 && ban[k] < V) kv->logits[g * V + ban[k]] = -INFINITY;
+            }
             tok[g] = mbpo_sample_token(kv->logits + g * V, V, o, rng, scratch);
             out_ids[(int64_t)g * o->max_new_tokens + out_len[g]++] = tok[g];
             for (k = 0; k < o->n_stop; k++) if (tok[g] == o->stop_ids[k]) { done[g] = 1; live--; break; }
@@ -6233,6 +6243,11 @@ static void mbpo__sb_json(mbpo__sb *b, const char *s) {
     }
     mbpo__sb_put(b, "\"", 1);
 }
+/* A number for a JSON line: non-finite values (a diverged step) become null, which JSON has. */
+static void mbpo__sb_num(mbpo__sb *b, double v) {
+    if (isfinite(v)) mbpo__sb_printf(b, "%.9g", v);
+    else mbpo__sb_puts(b, "null");
+}
 /* Append one line to a file and flush it to disk: after a kill, a file holds whole lines and
    at most one torn last line (which mbpo__jsonl_done cuts). */
 static int mbpo__append_line(const char *path, const char *line, size_t n) {
@@ -6436,7 +6451,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     mbpo__env e;
     mbpo_dataset ds;
     char *p_iig = NULL, *p_off = NULL, *p_on = NULL, *p_adv = NULL, *p_skip = NULL;
-    unsigned char *iig_done = NULL, *off_done = NULL;
+    unsigned char *iig_done = NULL, *off_done = NULL, *seen = NULL;
     mbpo__cand_iig *cand = NULL;
     int64_t i, n_cand = 0, n_sel, done, total;
     mbpo__sb sb = { NULL, 0, 0, 0 };
@@ -6454,13 +6469,18 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     iig_done = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
     off_done = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
     cand = (mbpo__cand_iig *)mbpo__calloc((size_t)ds.n + 1, sizeof *cand);
-    if (!p_iig || !p_off || !p_on || !p_adv || !p_skip || !iig_done || !off_done || !cand || !mbpo__mkdir(p_adv)) goto end;
+    seen = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
+    if (!seen || !p_iig || !p_off || !p_on || !p_adv || !p_skip || !iig_done || !off_done || !cand || !mbpo__mkdir(p_adv)) goto end;
     if (o->log) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds.n,
                         (long long)ds.n_bad, (unsigned long long)o->seed);
     /* the closed-ended samples: the online set, written whole, atomically */
     for (i = 0; i < ds.n; i++) {
         const mbpo_sample *s = &ds.samples[i];
         if (s->kind == MBPO_Q_OPEN) continue;
+        if (s->n_images > 1) {   /* training prompts carry at most one image */
+            if (o->log) fprintf(o->log, "mine: sample %s has %d images; left out of the online set\n", s->id, s->n_images);
+            continue;
+        }
         mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)i); mbpo__sb_json(&sb, s->id);
         mbpo__sb_puts(&sb, ", \"image\": "); if (s->n_images) mbpo__sb_json(&sb, s->image_files[0]); else mbpo__sb_puts(&sb, "null");
         mbpo__sb_puts(&sb, ", \"question\": "); mbpo__sb_json(&sb, s->question);
@@ -6496,11 +6516,21 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         for (line = text, endp = text + len; line < endp; ) {
             char *eol = (char *)memchr(line, '\n', (size_t)(endp - line));
             mbpo_json *j = mbpo_json_parse(line, (size_t)(eol ? eol - line : endp - line), p_iig);
-            if (!j) { mbpo_free(text); goto end; }
-            cand[n_cand].index = mbpo_json_get(j, "index")->integer;
-            cand[n_cand].iig = mbpo_json_get(j, "iig")->number;
-            cand[n_cand].iig_mean = mbpo_json_get(j, "iig_mean")->number;
-            n_cand++;
+            const mbpo_json *ji = j ? mbpo_json_get(j, "index") : NULL, *jv = j ? mbpo_json_get(j, "iig") : NULL;
+            const mbpo_json *jm = j ? mbpo_json_get(j, "iig_mean") : NULL;
+            if (!j || !ji || !ji->is_int || ji->integer < 0 || ji->integer >= ds.n || !jv || jv->type != MBPO_JSON_NUMBER ||
+                !jm || jm->type != MBPO_JSON_NUMBER) {
+                mbpo_json_free(j); mbpo_free(text);
+                mbpo__fail("%s: a line that this run did not write; remove the file to start over", p_iig);
+                goto end;
+            }
+            if (!seen[ji->integer]) {   /* a repeated index (two runs into one folder) counts once */
+                seen[ji->integer] = 1;
+                cand[n_cand].index = ji->integer;
+                cand[n_cand].iig = jv->number;
+                cand[n_cand].iig_mean = jm->number;
+                n_cand++;
+            }
             mbpo_json_free(j);
             line = eol ? eol + 1 : endp;
         }
@@ -6510,6 +6540,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     n_sel = o->top_k > 0 && o->top_k < n_cand ? o->top_k : n_cand;
     /* PGD (or noise) and the rejected response of each selected sample */
     if (!mbpo__jsonl_done(p_off, off_done, ds.n) || !mbpo__jsonl_done(p_skip, off_done, ds.n)) goto end;
+    if (!mbpo__file_exists(p_off) && !mbpo_write_file_atomic(p_off, "", 0)) goto end;   /* even with no pairs */
     t0 = mbpo_now();
     for (i = 0; i < n_sel; i++) {
         int64_t idx = cand[i].index;
@@ -6552,7 +6583,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         if (good && (!rejected[0] || strcmp(rejected, s->answer) == 0)) {   /* no usable negative: say so */
             sb.n = 0;
             mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)idx); mbpo__sb_json(&sb, s->id);
-            mbpo__sb_printf(&sb, ", \"why\": \"%s after %d tries\"}", rejected[0] ? "rejected equals chosen" : "empty rejected", tries);
+            mbpo__sb_printf(&sb, ", \"why\": \"%s after %d tries\"}", rejected[0] ? "rejected equals chosen" : "empty rejected", tries + 1);
             good = !sb.failed && mbpo__append_line(p_skip, sb.s, sb.n);
             mbpo_free(rejected); mbpo_free(adv_path);
             mbpo__img_free(&im); mbpo__img_free(&adv); mbpo_image_free(&q8); mbpo_image_free(&back);
@@ -6591,7 +6622,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
 end:
     if (!ok && o->log) fprintf(o->log, "\n");
     mbpo_free(sb.s); mbpo_free(p_iig); mbpo_free(p_off); mbpo_free(p_on); mbpo_free(p_adv); mbpo_free(p_skip);
-    mbpo_free(iig_done); mbpo_free(off_done); mbpo_free(cand);
+    mbpo_free(iig_done); mbpo_free(off_done); mbpo_free(cand); mbpo_free(seen);
     mbpo_dataset_free(&ds);
     mbpo__env_free(&e);
     return ok;
@@ -6626,7 +6657,10 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
         int have_img = s->n_images == 1, correct = -1;
         double iig = 0, iig_mean = 0;
         char *resp;
-        if (s->n_images > 1) { mbpo__fail("%s: sample %s has %d images; scoring takes one", o->data, s->id, s->n_images); goto end; }
+        if (s->n_images > 1) {   /* IIG and PGD take one image; such samples are reported and left out */
+            if (o->log) fprintf(o->log, "score: sample %s has %d images; skipped\n", s->id, s->n_images);
+            continue;
+        }
         memset(&im, 0, sizeof im);
         if (have_img && !mbpo__img_load(&im, &e.pp, s->images[0])) goto end;
         if (have_img && !mbpo__sample_iig(&e, s, &im, s->answer, &iig, &iig_mean)) { mbpo__img_free(&im); goto end; }
@@ -6771,7 +6805,7 @@ static void mbpo__pack_batch(const mbpo__pack *p, mbpo_batch *b) {
 }
 
 /* One item of the training pool: an offline pair, an online prompt or an SFT sample. */
-typedef struct { int kind; mbpo_sample s; char *rejected; } mbpo__item;   /* kind 0 offline, 1 online, 2 sft */
+typedef struct { int kind; mbpo_sample s; char *rejected; const char *file; int64_t line; } mbpo__item;   /* kind 0 offline, 1 online, 2 sft */
 static void mbpo__items_free(mbpo__item *it, int64_t n) {
     int64_t i;
     for (i = 0; i < n; i++) {
@@ -6808,10 +6842,20 @@ static int mbpo__read_set(const char *path, int kind, const char *image_root, mb
             it.s.answer = mbpo__json_str(j, kind == 0 ? "chosen" : "answer");
             if (kind == 0) it.rejected = mbpo__json_str(j, "rejected");
             img = mbpo__json_str(j, "image");
-            if (kind == 1) {
+            it.file = path; it.line = lineno;
+            if (kind == 1) {   /* a label the verifier can match, or the set is refused */
                 const mbpo_json *kd = mbpo_json_get(j, "kind"), *lb = mbpo_json_get(j, "label");
-                it.s.kind = kd && kd->type == MBPO_JSON_STRING && !strcmp(kd->string, "yesno") ? MBPO_Q_YESNO : MBPO_Q_MC;
+                int yesno = kd && kd->type == MBPO_JSON_STRING && !strcmp(kd->string, "yesno");
+                int mc = kd && kd->type == MBPO_JSON_STRING && !strcmp(kd->string, "mc");
+                it.s.kind = yesno ? MBPO_Q_YESNO : MBPO_Q_MC;
                 it.s.label = lb && lb->type == MBPO_JSON_STRING && lb->len == 1 ? lb->string[0] : 0;
+                if ((!yesno && !mc) || (yesno && it.s.label != 'Y' && it.s.label != 'N')) it.s.label = 0;
+                if (mc && it.s.question) {
+                    const char *opt_text[26];
+                    size_t opt_len[26];
+                    int n_opt = mbpo__parse_options(it.s.question, opt_text, opt_len);
+                    if (it.s.label < 'A' || it.s.label >= 'A' + n_opt) it.s.label = 0;
+                }
             }
             mbpo_json_free(j);
             if (img) {
@@ -6823,12 +6867,13 @@ static int mbpo__read_set(const char *path, int kind, const char *image_root, mb
                 mbpo_free(img);
             }
             if (!it.s.id || !it.s.question || !it.s.answer || (kind == 0 && !it.rejected) || (kind == 1 && !it.s.label) ||
-                !it.s.images || !it.s.images[0]) {
+                (kind == 0 && !img) || (it.s.images && !it.s.images[0]) || mbpo_chat_count_images(it.s.question) > it.s.n_images) {
                 mbpo_free(it.s.id); mbpo_free(it.s.question); mbpo_free(it.s.system); mbpo_free(it.s.answer); mbpo_free(it.rejected);
                 if (it.s.images) { mbpo_free(it.s.images[0]); mbpo_free(it.s.images); }
                 mbpo_free(text);
-                return mbpo__fail("%s:%lld: needs id, image, question and %s", path, (long long)lineno,
-                                  kind == 0 ? "chosen and rejected" : "answer, kind and label");
+                return mbpo__fail("%s:%lld: needs id, %squestion (with at most one <image>) and %s", path, (long long)lineno,
+                                  kind == 0 ? "image, " : "", kind == 0 ? "chosen and rejected" :
+                                  "answer, kind (yesno or mc) and a label the verifier can match (Y/N, or an option letter)");
             }
             if (!mbpo__grow((void **)items, *n, *n + 1, cap, sizeof(mbpo__item))) { mbpo_free(text); return 0; }
             (*items)[(*n)++] = it;
@@ -6839,19 +6884,29 @@ static int mbpo__read_set(const char *path, int kind, const char *image_root, mb
     return 1;
 }
 
-/* The newest complete checkpoint step in out_dir (0 when none). */
-static int64_t mbpo__latest_checkpoint(const char *out_dir, int64_t max_step) {
-    int64_t step;
-    for (step = max_step; step > 0; step--) {
-        char name[64], *p;
-        int have;
-        snprintf(name, sizeof name, "checkpoint-%lld/trainer_state.json", (long long)step);
-        if (!(p = mbpo__path_join(out_dir, name))) return 0;
-        have = mbpo__file_exists(p);
+/* The newest complete checkpoint in out_dir: the largest N of a directory checkpoint-N that
+   holds trainer_state.json (0 when none). */
+static int64_t mbpo__latest_checkpoint(const char *out_dir) {
+    int64_t best = 0;
+#if !defined(_WIN32)
+    DIR *d = opendir(out_dir);
+    struct dirent *ent;
+    if (!d) return 0;
+    while ((ent = readdir(d)) != NULL) {
+        char *endp, name[300], *p;
+        long long step;
+        if (strncmp(ent->d_name, "checkpoint-", 11) != 0) continue;
+        step = strtoll(ent->d_name + 11, &endp, 10);
+        if (*endp || step <= best) continue;   /* "checkpoint-N.tmp" is not one */
+        snprintf(name, sizeof name, "%.250s/trainer_state.json", ent->d_name);
+        if ((p = mbpo__path_join(out_dir, name)) != NULL && mbpo__file_exists(p)) best = step;
         mbpo_free(p);
-        if (have) return step;
     }
-    return 0;
+    closedir(d);
+#else
+    (void)out_dir;
+#endif
+    return best;
 }
 static int mbpo__copy_file(const char *from, const char *to) {
     size_t n = 0;
@@ -6922,7 +6977,13 @@ static int mbpo__load_checkpoint(const mbpo_train_opts *o, mbpo_model *m, mbpo_a
     if (!p || !(js = mbpo_json_parse_file(p))) goto end;
     {
         const mbpo_json *a = mbpo_json_get(js, "adam_step"), *b = mbpo_json_get(js, "position");
+        const mbpo_json *sd = mbpo_json_get(js, "seed"), *md = mbpo_json_get(js, "mode");
         if (!a || !a->is_int || !b || !b->is_int) { mbpo__fail("%s: no adam_step / position", p); goto end; }
+        if (!sd || !sd->is_int || (uint64_t)sd->integer != o->seed || !md || md->type != MBPO_JSON_STRING ||
+            strcmp(md->string, mbpo_mode_name(o->mode)) != 0) {
+            mbpo__fail("%s: written by a run with another seed or mode; resume with the same arguments or use a new --out", p);
+            goto end;
+        }
         opt->step = a->integer; *position = b->integer;
     }
     ok = 1;
@@ -6975,6 +7036,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     char *p_metrics = NULL;
     mbpo__sb sb = { NULL, 0, 0, 0 };
     mbpo__mb *mbs = NULL;
+    const mbpo__item *bad_item = NULL;
     int ok = 0, have_ref = 0, use_ref = o->mode != MBPO_MODE_SFT && o->beta != 0;
     memset(&ref, 0, sizeof ref);
     memset(&opt, 0, sizeof opt);
@@ -6983,15 +7045,23 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
         mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
         goto end;
     }
+    if (o->steps % o->updates_per_batch || o->save_every % o->updates_per_batch) {   /* checkpoints fall between batches */
+        mbpo__fail("mbpo_train: --steps and --save-every must be multiples of --updates-per-batch (%d)", o->updates_per_batch);
+        goto end;
+    }
     /* the pool */
     if (o->mode == MBPO_MODE_SFT && o->data) {
         mbpo_dataset ds;
         if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
         for (i = 0; i < ds.n; i++) {
             mbpo__item it;
-            if (ds.samples[i].n_images != 1) continue;
+            if (ds.samples[i].n_images > 1) {
+                if (o->log) fprintf(o->log, "train: sample %s has %d images; left out (one image per prompt)\n", ds.samples[i].id,
+                                    ds.samples[i].n_images);
+                continue;
+            }
             memset(&it, 0, sizeof it);
-            it.kind = 2; it.s = ds.samples[i];
+            it.kind = 2; it.s = ds.samples[i]; it.file = o->data; it.line = ds.samples[i].record + 1;
             if (ds.samples[i].image_files) { int k; for (k = 0; k < it.s.n_images; k++) mbpo_free(ds.samples[i].image_files[k]); mbpo_free(ds.samples[i].image_files); }
             it.s.image_files = NULL;
             memset(&ds.samples[i], 0, sizeof ds.samples[i]);
@@ -7000,10 +7070,12 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
         }
         mbpo_dataset_free(&ds);
     } else {
-        int want_off = o->mode != MBPO_MODE_ONLINE, want_on = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE ||
-                                                              o->mode == MBPO_MODE_SFT;
+        int sft = o->mode == MBPO_MODE_SFT;
+        int want_off = sft ? o->offline != NULL : o->mode != MBPO_MODE_ONLINE;
+        int want_on = sft ? o->online != NULL : o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;
+        if (sft && !want_off && !want_on) { mbpo__fail("mode sft needs --data, --offline or --online"); goto end; }
         if (want_off && !o->offline) { mbpo__fail("mode %s needs an offline set (--offline)", mbpo_mode_name(o->mode)); goto end; }
-        if (want_on && !o->online && o->mode != MBPO_MODE_SFT) { mbpo__fail("mode %s needs an online set (--online)", mbpo_mode_name(o->mode)); goto end; }
+        if (want_on && !o->online) { mbpo__fail("mode %s needs an online set (--online)", mbpo_mode_name(o->mode)); goto end; }
         if (want_off && !mbpo__read_set(o->offline, 0, o->image_root, &items, &n_items, &cap_items)) goto end;
         if (want_on && o->online && !mbpo__read_set(o->online, 1, o->image_root, &items, &n_items, &cap_items)) goto end;
         if (o->mode == MBPO_MODE_SFT) for (i = 0; i < n_items; i++) items[i].kind = 2;
@@ -7020,7 +7092,12 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     if (!mbpo_adamw_init(&opt, e.model.table.total_floats) || !mbpo__mkdir(o->out_dir)) goto end;
     if (!(p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) goto end;
     /* resume */
-    step = mbpo__latest_checkpoint(o->out_dir, o->steps);
+    step = mbpo__latest_checkpoint(o->out_dir);
+    if (step > o->steps) {
+        mbpo__fail("%s: holds checkpoint-%lld, past --steps %lld; resume with the same arguments or use a new --out",
+                   o->out_dir, (long long)step, (long long)o->steps);
+        goto end;
+    }
     if (step > 0) {
         if (!mbpo__load_checkpoint(o, &e.model, &opt, step, &position)) goto end;
         {   /* keep the metrics of the steps up to the checkpoint */
@@ -7061,12 +7138,14 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
             for (g = 0; g < o->batch && good; g++, position++) {
                 mbpo__item *it = &items[mbpo__stream_item(o->seed, n_items, position, perm, &perm_epoch)];
                 mbpo__img im;
-                int img;
+                int img = -1;
+                bad_item = it;
                 memset(&im, 0, sizeof im);
-                if (!mbpo__img_load(&im, &e.pp, it->s.images[0])) { good = 0; break; }
-                img = mbpo__pack_image(pk, &im);
                 M->groups[g] = (int)M->n_resp;
-                if (img < 0) { mbpo__img_free(&im); good = 0; break; }
+                if (it->s.n_images == 1) {   /* prompts have one image or none */
+                    if (!mbpo__img_load(&im, &e.pp, it->s.images[0])) { good = 0; break; }
+                    if ((img = mbpo__pack_image(pk, &im)) < 0) { mbpo__img_free(&im); good = 0; break; }
+                }
                 if (it->kind == 0 || it->kind == 2) {   /* an offline pair, or one SFT answer */
                     const char *texts[2];
                     float r[2], a2[2];
@@ -7075,7 +7154,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                     r[0] = o->r_chosen; r[1] = o->r_rejected;
                     for (k = 0; k < n_texts && good; k++) {
                         mbpo_chat chat;
-                        if (!mbpo_chat_encode(e.tok, it->s.system, it->s.question, &im.n_tokens, 1, texts[k], &chat)) { good = 0; break; }
+                        if (!mbpo_chat_encode(e.tok, it->s.system, it->s.question, &im.n_tokens, img >= 0, texts[k], &chat)) { good = 0; break; }
                         good = mbpo__pack_seq(pk, chat.ids, chat.target, chat.n, img);
                         mbpo_chat_free(&chat);
                         M->n_resp++;
@@ -7103,7 +7182,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                     go.max_new_tokens = o->max_new_tokens; go.temperature = o->temperature; go.top_p = 1;
                     go.stop_ids = e.stop; go.n_stop = e.n_stop;
                     mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, position, 4));   /* the prompt's own stream */
-                    good = mbpo__seq_make(&q, &e, &it->s, &im, NULL);
+                    good = mbpo__seq_make(&q, &e, &it->s, img >= 0 ? &im : NULL, NULL);
                     good = good && mbpo_kv_init(&kv, &e.model.cfg, o->G, q.chat.n + o->max_new_tokens);
                     out = (int32_t *)mbpo__alloc((size_t)(o->G * o->max_new_tokens) * sizeof(int32_t));
                     lens = (int *)mbpo__alloc((size_t)o->G * sizeof(int));
@@ -7136,7 +7215,13 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                 }
                 mbpo__img_free(&im);
             }
-            if (!good) goto end;
+            if (!good) {   /* say which sample of which file */
+                char why[sizeof mbpo__reason];
+                memcpy(why, mbpo__reason, sizeof why);
+                mbpo__fail("%.300s:%lld (sample %.100s): %.500s", bad_item->file, (long long)bad_item->line,
+                           bad_item->s.id ? bad_item->s.id : "?", why);
+                goto end;
+            }
             M->groups[o->batch] = (int)M->n_resp;
             mbpo__pack_batch(pk, &M->b);
             for (t = 0, M->N = 0; t < pk->T; t++) M->N += pk->target[t];
@@ -7187,12 +7272,17 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
             norm = mbpo_adamw_step(&opt, &o->adam, e.model.params, e.model.grads);
             step++;
             sb.n = 0;
-            mbpo__sb_printf(&sb, "{\"step\": %lld, \"loss\": %.9g, \"grad_norm\": %.9g, \"skipped\": %s, \"lr\": %.9g, \"kl\": %.9g, "
-                            "\"adv_abs_mean\": %.9g, \"n_offline\": %lld, \"n_online\": %lld, \"reward_online\": %.9g, \"tokens\": %lld, "
-                            "\"tokens_per_s\": %.1f", (long long)step, loss, norm, isfinite(norm) ? "false" : "true",
-                            mbpo_lr_at(&o->adam, opt.step - (isfinite(norm) ? 1 : 0)), n_tok ? kl / (double)n_tok : 0.0,
-                            n_adv ? adv_abs / (double)n_adv : 0.0, (long long)n_off, (long long)n_on,
-                            n_on_r ? reward_on / n_on_r : 0.0, (long long)n_tok, (double)n_tok / (mbpo_now() - t0 + 1e-9));
+            mbpo__sb_printf(&sb, "{\"step\": %lld, \"loss\": ", (long long)step);
+            mbpo__sb_num(&sb, loss);
+            mbpo__sb_puts(&sb, ", \"grad_norm\": ");
+            mbpo__sb_num(&sb, norm);
+            mbpo__sb_printf(&sb, ", \"skipped\": %s, \"lr\": %.9g, \"kl\": ", isfinite(norm) ? "false" : "true",
+                            mbpo_lr_at(&o->adam, opt.step - (isfinite(norm) ? 1 : 0)));
+            mbpo__sb_num(&sb, n_tok ? kl / (double)n_tok : 0.0);
+            mbpo__sb_printf(&sb, ", \"adv_abs_mean\": %.9g, \"n_offline\": %lld, \"n_online\": %lld, \"reward_online\": %.9g, "
+                            "\"tokens\": %lld, \"tokens_per_s\": %.1f", n_adv ? adv_abs / (double)n_adv : 0.0, (long long)n_off,
+                            (long long)n_on, n_on_r ? reward_on / n_on_r : 0.0, (long long)n_tok,
+                            (double)n_tok / (mbpo_now() - t0 + 1e-9));
             if (n_iig && u == 0) mbpo__sb_printf(&sb, ", \"iig_chosen\": %.9g, \"iig_rejected\": %.9g", iig_c / n_iig, iig_r / n_iig);
             mbpo__sb_puts(&sb, "}");
             if (sb.failed || !mbpo__append_line(p_metrics, sb.s, sb.n)) goto end;

@@ -316,6 +316,16 @@ static void greedy_case(const char *variant, int with_image) {
             o.stop_ids = NULL; o.n_stop = 0;
         }
     }
+    {   /* hot sampling never emits a vision token (they are banned from text) */
+        int32_t many[3 * 20];
+        int lens3[3], vis = 0, kk;
+        mbpo_gen_opts hot = o;
+        hot.temperature = 20.0;
+        mbpo_rng_seed(&rng, 77);
+        REQUIRE(mbpo_generate(&m, &kv, &b, &hot, &rng, many, lens3), "hot generate");
+        for (kk = 0; kk < 60; kk++) vis += many[kk] >= 1000 && many[kk] <= 1003;
+        CHECK(vis == 0, "no vision token among 60 tokens sampled at T = 20 (%d)", vis);
+    }
     (void)out; (void)n_out;
     mbpo_kv_free(&kv);
     mbpo_model_free(&m);
@@ -336,7 +346,7 @@ static void test_sampler(void) {
     float z[6] = { 1.0f, 2.0f, 0.5f, 2.0f, -1.0f, 0.0f }, scratch[12];
     mbpo_gen_opts o;
     mbpo_rng r1, r2;
-    int i, k, count[6] = { 0 }, same = 1, n = 200000, bad_k = 0, bad_p = 0;
+    int i, k, count[6] = { 0 }, same = 1, n = 200000, bad_k = 0, bad_p = 0, tk_nan;
     double want[6], sum = 0, worst = 0;
     if (!run_test("sampler")) return;
     memset(&o, 0, sizeof o);
@@ -361,6 +371,21 @@ static void test_sampler(void) {
     CHECK(bad_k == 0 && bad_p == 0, "top-k 2 and top-p 0.5 stay in {1, 3}: %d, %d outside", bad_k, bad_p);
     o.top_p = 1e-6;
     CHECK(mbpo_sample_token(z, 6, &o, &r1, scratch) == 1, "a tiny top-p is greedy");
+    {   /* top-k then top-p on the renormalised top-k (HF's order): p = .4 .25 .15 .1 .06 .04, k = 3,
+           p = 0.8 keeps {0, 1} (0.65 / 0.8 = 0.8125) */
+        float zz[6];
+        double pp[6] = { .4, .25, .15, .1, .06, .04 };
+        int bad = 0;
+        for (k = 0; k < 6; k++) zz[k] = (float)log(pp[k]);
+        o.temperature = 1.0; o.top_k = 3; o.top_p = 0.8;
+        for (i = 0; i < 2000; i++) { int tk = mbpo_sample_token(zz, 6, &o, &r1, scratch); bad += tk != 0 && tk != 1; }
+        CHECK(bad == 0, "top-k 3 + top-p 0.8 keeps the two most likely: %d outside", bad);
+        zz[2] = NAN; zz[0] = NAN;
+        for (k = 0; k < 6; k++) zz[k] = NAN;
+        o.top_k = 0; o.top_p = 1;
+        tk_nan = mbpo_sample_token(zz, 6, &o, &r1, scratch);
+        CHECK(tk_nan >= 0 && tk_nan < 6, "non-finite logits give a token id inside the vocabulary (%d)", tk_nan);
+    }
     printf("  ok  sampler: 200,000 draws at T = 0.7 within %.1f sigma of softmax(z/T); top-k/top-p sets respected\n", worst);
 }
 

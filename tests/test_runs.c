@@ -73,6 +73,7 @@ static void make_world(const char *dir) {
     fprintf(f, "{\"id\": \"c\", \"image\": \"gif_single_80x60.gif\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nWhat is in the corner?\"}, {\"from\": \"gpt\", \"value\": \"a small star\"}]}\n");
     fprintf(f, "{\"id\": \"d\", \"image\": \"png_rgb_56x84.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nWhich shape?\\nA. circle\\nB. square\"}, {\"from\": \"gpt\", \"value\": \"A\"}]}\n");
     fprintf(f, "{\"id\": \"e\", \"image\": \"png_rgb_112x56.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nName the colours.\"}, {\"from\": \"gpt\", \"value\": \"green and gold\"}]}\n");
+    fprintf(f, "{\"id\": \"f\", \"conversations\": [{\"from\": \"human\", \"value\": \"Is the sky blue?\"}, {\"from\": \"gpt\", \"value\": \"Yes\"}]}\n");
     fclose(f);
 }
 
@@ -160,7 +161,7 @@ static void test_mine(void) {
         }
     }
     snprintf(path, sizeof path, "%s/online.jsonl", out1);
-    CHECK(count_lines(path) == 2, "online set: the yes/no turn and the multiple-choice sample (%lld)", (long long)count_lines(path));
+    CHECK(count_lines(path) == 3, "online set: two yes/no samples (one text-only) and the multiple-choice one (%lld)", (long long)count_lines(path));
     /* 2. rerun: nothing changes */
     snprintf(cmd, sizeof cmd, "cp -r %s %s", out1, out2);
     REQUIRE(system(cmd) == 0, "copy");
@@ -189,6 +190,21 @@ static void test_mine(void) {
     }
     REQUIRE(mbpo_mine(&o), "resume");
     CHECK(same_outputs(out1, out2), "resumed after a torn line: identical to the uninterrupted run");
+    /* 3b. an iig.jsonl holding every line twice (two runs into one folder) changes nothing */
+    snprintf(path, sizeof path, "%s/iig.jsonl", out2);
+    {
+        size_t n = 0;
+        char *text = mbpo_read_file(path, &n);
+        FILE *f = fopen(path, "ab");
+        if (text && f) fwrite(text, 1, n, f);
+        if (f) fclose(f);
+        mbpo_free(text);
+    }
+    REQUIRE(mbpo_mine(&o), "resume over repeated IIG lines");
+    CHECK(count_lines(path) == 8, "the repeated lines stay (%lld)", (long long)count_lines(path));
+    snprintf(path, sizeof path, "%s/offline.jsonl", out2);
+    snprintf(cmd, sizeof cmd, "%s/offline.jsonl", out1);
+    CHECK(same_file(path, cmd), "repeated IIG lines count once: the same pairs");
     /* 4. the executable, killed (SIGKILL) at several moments, then run to the end, against
        an uninterrupted run of the same executable (this test binary may be built with other
        flags, e.g. under ASan, and floating point would not match bit for bit) */
@@ -234,10 +250,10 @@ static void test_score(void) {
     mbpo_score_defaults(&o);
     o.model_dir = model; o.data = data; o.image_root = images; o.out_path = out; o.max_new_tokens = 6;
     REQUIRE(mbpo_score(&o, &sum), "score");
-    CHECK(sum.n == 6 && sum.n_yesno == 1 && sum.n_mc == 1 && sum.n_open == 4 && sum.n_iig == 6,
+    CHECK(sum.n == 7 && sum.n_yesno == 2 && sum.n_mc == 1 && sum.n_open == 4 && sum.n_iig == 6,
           "summary counts: n %lld, yes/no %lld, mc %lld, open %lld", (long long)sum.n, (long long)sum.n_yesno,
           (long long)sum.n_mc, (long long)sum.n_open);
-    CHECK(count_lines(out) == 7, "one line per sample plus the summary: %lld", (long long)count_lines(out));
+    CHECK(count_lines(out) == 8, "one line per sample plus the summary: %lld", (long long)count_lines(out));
     {   /* the IIG it reports is mbpo_iig's (the same as mining's for the same sample) */
         size_t n = 0;
         char *t = mbpo_read_file(out, &n), *eol = t ? strchr(t, '\n') : NULL;
@@ -354,6 +370,56 @@ static void test_train(void) {
     CHECK(same_file(a, b), "two updates per batch: 2 + 2 steps = 4 steps, identical weights");
     snprintf(a, sizeof a, "%s/run1/checkpoint-4/model.safetensors", dir);
     CHECK(!same_file(a, b), "the second update of a batch differs from a fresh batch");
+    /* 3c. refusals that keep a run from silently mixing two runs' state */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --online %s/online.jsonl --image-root %s "
+             "--out %s/run1 --mode mbpo --steps 2 %s 2> %s/err.txt", model, mined, mined, images, dir, common, dir);
+    CHECK(system(cmd) != 0, "rerun with fewer --steps than the newest checkpoint: refused");
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --online %s/online.jsonl --image-root %s "
+             "--out %s/run1 --mode mbpo --steps 6 --G 2 --batch 2 --max-new-tokens 4 --lr 1e-3 --seed 4 --quiet 2> %s/err.txt",
+             model, mined, mined, images, dir, dir);
+    CHECK(system(cmd) != 0, "resume with another seed: refused");
+    snprintf(b, sizeof b, "%s/err.txt", dir);
+    {
+        char *text = mbpo_read_file(b, NULL);
+        CHECK(text && contains(text, "trainer_state.json") && contains(text, "seed"), "says why: %s", text ? text : "");
+        mbpo_free(text);
+    }
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --image-root %s --out %s/run_u "
+             "--mode offline --steps 3 --updates-per-batch 2 %s 2> /dev/null", model, mined, images, dir, common);
+    CHECK(system(cmd) != 0, "--steps not a multiple of --updates-per-batch: refused");
+    /* a diverging run logs its non-finite steps as null, and every metrics line stays JSON */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --image-root %s --out %s/run_nan "
+             "--mode offline --steps 3 --lr 1e30 --max-grad-norm 0 %s 2> /dev/null", model, mined, images, dir, common);
+    if (system(cmd) == 0) {
+        size_t n = 0;
+        char *text, *line, *eol;
+        int all = 1, lines = 0;
+        snprintf(a, sizeof a, "%s/run_nan/metrics.jsonl", dir);
+        text = mbpo_read_file(a, &n);
+        for (line = text; text && (eol = strchr(line, '\n')) != NULL; line = eol + 1) {
+            mbpo_json *j = mbpo_json_parse(line, (size_t)(eol - line), a);
+            all &= j != NULL;
+            lines++;
+            mbpo_json_free(j);
+        }
+        CHECK(all && lines == 3, "metrics of a diverging run: %d lines, all JSON", lines);
+        mbpo_free(text);
+    } else CHECK(1, "a diverging run stopped (decoding non-finite logits)");
+    /* an online label the verifier cannot match: refused with file:line */
+    snprintf(a, sizeof a, "%s/bad_online.jsonl", dir);
+    {
+        FILE *f = fopen(a, "wb");
+        fprintf(f, "{\"id\": \"q\", \"image\": \"png_rgb_56x84.png\", \"question\": \"Which?\\nA. x\\nB. y\", \"answer\": \"Z\", \"kind\": \"mc\", \"label\": \"Z\"}\n");
+        fclose(f);
+    }
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --online %s --image-root %s --out %s/bad_on --mode online --steps 1 "
+             "--quiet 2> %s/err.txt", model, a, images, dir, dir);
+    CHECK(system(cmd) != 0, "an unverifiable online label fails");
+    {
+        char *text = mbpo_read_file(b, NULL);
+        CHECK(text && contains(text, "bad_online.jsonl:1") && contains(text, "label"), "names file:line: %s", text ? text : "");
+        mbpo_free(text);
+    }
     /* 4. the other modes run; then score the trained model */
     {
         static const char *modes[4] = { "offline", "offline-rand", "online", "sft" };

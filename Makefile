@@ -31,7 +31,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
         bench bench-tokenizer roundtrip unicode demo clean
 
-all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score
+all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-synth
 
 build:
 	@mkdir -p build
@@ -70,6 +70,9 @@ build/mbpo-train: drivers/train.c $(HEADERS) | build stb
 
 build/mbpo-score: drivers/score.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/score.c $(LDLIBS) $(JPEG_LIBS)
+
+build/mbpo-synth: drivers/synth.c $(HEADERS) | build stb
+	$(CC) $(CFLAGS) -o $@ drivers/synth.c $(LDLIBS)
 
 build/mbpo-bench: drivers/bench.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/bench.c $(LDLIBS) $(JPEG_LIBS)

@@ -656,6 +656,29 @@ MBPODEF int  mbpo_train(const mbpo_train_opts *o);
 MBPODEF const char *mbpo_mode_name(mbpo_mode mode);
 MBPODEF int  mbpo_mode_parse(const char *name, mbpo_mode *mode);   /* "mbpo", "offline", ... */
 
+/* ------------------------------------------------------------------ 6. the embedded default */
+
+/* The shapes world (DESIGN.md 6): images of 1-4 coloured shapes (circle, square, triangle,
+   star; unique kinds per scene) on plain or textured backgrounds, deterministic from a seed,
+   written as PNG plus LLaVA-style JSONL so everything downstream goes through the real
+   loaders. Each image gets four records: an open question ("What colour is the circle?"), a
+   yes/no question ("Is there a blue square?", half of them true), a four-option multiple-
+   choice colour question, and a caption request ("Describe the image.", answered left to
+   right). Every record carries its "scene" (shapes, colours, centres, radii) and "family".
+   Planted language priors in "train" and "test_prior": circles are red in prior_strength
+   of the scenes (else another colour) and a square is present in 80 % of them; "test_counter"
+   breaks both (circles never red, squares in 20 %). Files: out_dir/<split>.jsonl and
+   out_dir/images/<split>/<n>.png for split in train, test_prior, test_counter. */
+typedef struct {
+    const char *out_dir;
+    int n_train, n_test;             /* images per split (train; each test split) */
+    int size;                        /* image side in pixels, a multiple of 28 (84) */
+    double prior_strength;           /* 0.9 */
+    uint64_t seed;
+} mbpo_synth_opts;
+MBPODEF void mbpo_synth_defaults(mbpo_synth_opts *o);
+MBPODEF int  mbpo_synth(const mbpo_synth_opts *o);
+
 #ifdef __cplusplus
 }
 #endif
@@ -7307,6 +7330,204 @@ end:
     mbpo_adamw_free(&opt);
     if (have_ref) mbpo_model_free(&ref);
     mbpo__env_free(&e);
+    return ok;
+}
+
+/* ==========================================================================================
+   6. the embedded default
+   ========================================================================================== */
+
+static const char *const mbpo__shape_names[4] = { "circle", "square", "triangle", "star" };
+static const char *const mbpo__colour_names[6] = { "red", "green", "blue", "yellow", "purple", "orange" };
+static const uint8_t mbpo__colour_rgb[6][3] = { { 220, 30, 30 }, { 30, 160, 50 }, { 30, 70, 220 }, { 235, 200, 20 },
+                                                { 140, 40, 170 }, { 245, 130, 20 } };
+typedef struct { int shape, colour; double cx, cy, r; } mbpo__shape;
+
+/* Is (x, y) inside the shape? Triangles point up; stars have 5 points, inner radius 0.45 r. */
+static int mbpo__inside(const mbpo__shape *s, double x, double y) {
+    double dx = x - s->cx, dy = y - s->cy;
+    switch (s->shape) {
+    case 0: return dx * dx + dy * dy <= s->r * s->r;
+    case 1: return fabs(dx) <= 0.85 * s->r && fabs(dy) <= 0.85 * s->r;
+    case 2: {   /* apex (0, -r), base corners (+-r, 0.8 r) */
+        double top = -s->r, bottom = 0.8 * s->r, t;
+        if (dy < top || dy > bottom) return 0;
+        t = (dy - top) / (bottom - top);     /* 0 at the apex, 1 at the base */
+        return fabs(dx) <= t * s->r;
+    }
+    default: {  /* even-odd test against the 10-gon */
+        const double pi = 3.14159265358979323846;
+        double vx[10], vy[10];
+        int i, j, in = 0;
+        for (i = 0; i < 10; i++) {
+            double a = -pi / 2 + i * pi / 5, rr = i % 2 ? 0.45 * s->r : s->r;
+            vx[i] = rr * cos(a); vy[i] = rr * sin(a);
+        }
+        for (i = 0, j = 9; i < 10; j = i++)
+            if ((vy[i] > dy) != (vy[j] > dy) && dx < (vx[j] - vx[i]) * (dy - vy[i]) / (vy[j] - vy[i]) + vx[i]) in = !in;
+        return in;
+    }
+    }
+}
+
+/* One scene: its shapes (unique kinds, not overlapping) under the split's priors. */
+static int mbpo__scene(mbpo_rng *r, int size, int counter, double prior, mbpo__shape *sh) {
+    int n = 1 + (int)(mbpo_rng_u64(r) % 4), k = 0, tries = 0, kinds[4] = { 0, 1, 2, 3 }, i;
+    double p_square = counter ? 0.2 : 0.8;
+    for (i = 3; i > 0; i--) { int j = (int)(mbpo_rng_u64(r) % (uint64_t)(i + 1)), t = kinds[i]; kinds[i] = kinds[j]; kinds[j] = t; }
+    {   /* the square's presence follows its prior: move it in or out of the first n kinds */
+        int has = 0, want = mbpo_rng_uniform(r) < p_square, pos = 0;
+        for (i = 0; i < 4; i++) if (kinds[i] == 1) pos = i;
+        has = pos < n;
+        if (want && !has) { kinds[pos] = kinds[0]; kinds[0] = 1; }
+        if (!want && has) { if (n == 4) n = 3; kinds[pos] = kinds[3]; kinds[3] = 1; }
+    }
+    while (k < n && tries < 500) {
+        mbpo__shape s;
+        int j, ok = 1;
+        tries++;
+        s.shape = kinds[k];
+        s.r = size * (0.09 + 0.06 * mbpo_rng_uniform(r));
+        s.cx = s.r + 2 + (size - 2 * s.r - 4) * mbpo_rng_uniform(r);
+        s.cy = s.r + 2 + (size - 2 * s.r - 4) * mbpo_rng_uniform(r);
+        for (j = 0; j < k; j++) {
+            double dx = s.cx - sh[j].cx, dy = s.cy - sh[j].cy;
+            if (sqrt(dx * dx + dy * dy) < s.r + sh[j].r + 2) ok = 0;
+        }
+        if (!ok) continue;
+        if (s.shape == 0) {   /* the planted prior: circles are red */
+            int red = counter ? 0 : mbpo_rng_uniform(r) < prior;
+            s.colour = red ? 0 : 1 + (int)(mbpo_rng_u64(r) % 5);
+        } else s.colour = (int)(mbpo_rng_u64(r) % 6);
+        sh[k++] = s;
+    }
+    return k;
+}
+
+/* Draw a scene: background (plain, stripes or checks in light tones), then each shape with
+   4 x 4 supersampled coverage for smooth edges. */
+static void mbpo__draw(mbpo_image *img, mbpo_rng *r, const mbpo__shape *sh, int n) {
+    int x, y, k, style = (int)(mbpo_rng_u64(r) % 3), period = 6 + (int)(mbpo_rng_u64(r) % 8);
+    uint8_t bg1[3], bg2[3];
+    for (k = 0; k < 3; k++) {
+        bg1[k] = (uint8_t)(200 + mbpo_rng_u64(r) % 56);
+        bg2[k] = (uint8_t)(bg1[k] > 30 ? bg1[k] - 20 - mbpo_rng_u64(r) % 10 : bg1[k]);
+    }
+    for (y = 0; y < img->height; y++)
+        for (x = 0; x < img->width; x++) {
+            int alt = style == 1 ? (x + y) / period % 2 : style == 2 ? (x / period + y / period) % 2 : 0;
+            uint8_t *p = img->rgb + ((size_t)y * img->width + x) * 3;
+            for (k = 0; k < 3; k++) p[k] = alt ? bg2[k] : bg1[k];
+            for (k = 0; k < n; k++) {
+                int sx, sy, cover = 0, c;
+                for (sy = 0; sy < 4; sy++)
+                    for (sx = 0; sx < 4; sx++) cover += mbpo__inside(&sh[k], x + (sx + 0.5) / 4.0, y + (sy + 0.5) / 4.0);
+                if (!cover) continue;
+                for (c = 0; c < 3; c++)
+                    p[c] = (uint8_t)((p[c] * (16 - cover) + mbpo__colour_rgb[sh[k].colour][c] * cover + 8) / 16);
+            }
+        }
+}
+
+MBPODEF void mbpo_synth_defaults(mbpo_synth_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_train = 400; o->n_test = 100; o->size = 84; o->prior_strength = 0.9; o->seed = 1;
+}
+
+static int mbpo__by_x(const void *a, const void *b) {
+    const mbpo__shape *x = (const mbpo__shape *)a, *y = (const mbpo__shape *)b;
+    return x->cx < y->cx ? -1 : x->cx > y->cx;
+}
+MBPODEF int mbpo_synth(const mbpo_synth_opts *o) {
+    static const char *const splits[3] = { "train", "test_prior", "test_counter" };
+    char *images = NULL;
+    int split, ok = 0;
+    mbpo__sb sb = { NULL, 0, 0, 0 };
+    if (o->size < 28 || o->size % 28) return mbpo__fail("mbpo_synth: size %d must be a multiple of 28", o->size);
+    if (!mbpo__mkdir(o->out_dir) || !(images = mbpo__path_join(o->out_dir, "images")) || !mbpo__mkdir(images)) goto end;
+    for (split = 0; split < 3; split++) {
+        int n = split == 0 ? o->n_train : o->n_test, i;
+        char name[64], *dir, *jsonl;
+        sb.n = 0;
+        snprintf(name, sizeof name, "images/%s", splits[split]);
+        dir = mbpo__path_join(o->out_dir, name);
+        snprintf(name, sizeof name, "%s.jsonl", splits[split]);
+        jsonl = mbpo__path_join(o->out_dir, name);
+        if (!dir || !jsonl || !mbpo__mkdir(dir)) { mbpo_free(dir); mbpo_free(jsonl); goto end; }
+        for (i = 0; i < n; i++) {
+            mbpo__shape sh[4];
+            mbpo_rng r;
+            mbpo_image img;
+            char file[64], *path, scene[512], caption[256];
+            size_t at = 0, ct = 0;
+            int k, m, target, colour, fam, opts[4], truth;
+            mbpo_rng_seed(&r, mbpo__sample_seed(o->seed, (int64_t)split * 10000000 + i, 5));
+            m = mbpo__scene(&r, o->size, split == 2, o->prior_strength, sh);
+            qsort(sh, (size_t)m, sizeof *sh, mbpo__by_x);   /* left to right, for captions */
+            if (!mbpo_image_init(&img, o->size, o->size)) { mbpo_free(dir); mbpo_free(jsonl); goto end; }
+            mbpo__draw(&img, &r, sh, m);
+            snprintf(file, sizeof file, "%06d.png", i);
+            path = mbpo__path_join(dir, file);
+            k = path && mbpo_image_write_png(path, &img);
+            mbpo_free(path); mbpo_image_free(&img);
+            if (!k) { mbpo_free(dir); mbpo_free(jsonl); goto end; }
+            at += (size_t)snprintf(scene + at, sizeof scene - at, "[");
+            for (k = 0; k < m; k++)
+                at += (size_t)snprintf(scene + at, sizeof scene - at, "%s{\"shape\": \"%s\", \"colour\": \"%s\", \"x\": %.1f, \"y\": %.1f, \"r\": %.1f}",
+                                       k ? ", " : "", mbpo__shape_names[sh[k].shape], mbpo__colour_names[sh[k].colour], sh[k].cx, sh[k].cy, sh[k].r);
+            snprintf(scene + at, sizeof scene - at, "]");
+            for (k = 0; k < m; k++)
+                ct += (size_t)snprintf(caption + ct, sizeof caption - ct, "%s%s %s", k == 0 ? "A " : k == m - 1 ? " and a " : ", a ",
+                                       mbpo__colour_names[sh[k].colour], mbpo__shape_names[sh[k].shape]);
+            snprintf(caption + ct, sizeof caption - ct, ".");
+            for (fam = 0; fam < 4; fam++) {
+                char q[256], a[64];
+                target = (int)(mbpo_rng_u64(&r) % (uint64_t)m);
+                if (fam == 0) {          /* open */
+                    snprintf(q, sizeof q, "<image>\\nWhat colour is the %s?", mbpo__shape_names[sh[target].shape]);
+                    snprintf(a, sizeof a, "%s", mbpo__colour_names[sh[target].colour]);
+                } else if (fam == 1) {   /* yes/no: half true, half a shape-colour pair not in the scene */
+                    int shape;
+                    truth = mbpo_rng_uniform(&r) < 0.5;
+                    if (truth) { shape = sh[target].shape; colour = sh[target].colour; }
+                    else {
+                        int present;
+                        do {
+                            shape = (int)(mbpo_rng_u64(&r) % 4); colour = (int)(mbpo_rng_u64(&r) % 6);
+                            for (k = 0, present = 0; k < m; k++) present |= sh[k].shape == shape && sh[k].colour == colour;
+                        } while (present);
+                    }
+                    snprintf(q, sizeof q, "<image>\\nIs there a %s %s?", mbpo__colour_names[colour], mbpo__shape_names[shape]);
+                    snprintf(a, sizeof a, "%s", truth ? "Yes" : "No");
+                } else if (fam == 2) {   /* multiple choice over four colours, the right one among them */
+                    int slot = (int)(mbpo_rng_u64(&r) % 4), used = 1 << sh[target].colour, c2;
+                    for (k = 0; k < 4; k++) {
+                        if (k == slot) { opts[k] = sh[target].colour; continue; }
+                        do c2 = (int)(mbpo_rng_u64(&r) % 6); while (used >> c2 & 1);
+                        used |= 1 << c2;
+                        opts[k] = c2;
+                    }
+                    snprintf(q, sizeof q, "<image>\\nWhat colour is the %s?\\nA. %s\\nB. %s\\nC. %s\\nD. %s",
+                             mbpo__shape_names[sh[target].shape], mbpo__colour_names[opts[0]], mbpo__colour_names[opts[1]],
+                             mbpo__colour_names[opts[2]], mbpo__colour_names[opts[3]]);
+                    snprintf(a, sizeof a, "%c", 'A' + slot);
+                } else {                 /* caption */
+                    snprintf(q, sizeof q, "<image>\\nDescribe the image.");
+                    snprintf(a, sizeof a, "%s", "");
+                }
+                mbpo__sb_printf(&sb, "{\"id\": \"%s-%06d-%d\", \"image\": \"%s/%s\", \"family\": \"%s\", \"conversations\": "
+                                "[{\"from\": \"human\", \"value\": \"%s\"}, {\"from\": \"gpt\", \"value\": \"%s\"}], \"scene\": %s}\n",
+                                splits[split], i, fam, splits[split], file, fam == 0 ? "open" : fam == 1 ? "yesno" : fam == 2 ? "mc" : "caption",
+                                q, fam == 3 ? caption : a, scene);
+            }
+        }
+        i = !sb.failed && mbpo_write_file_atomic(jsonl, sb.s ? sb.s : "", sb.n);
+        mbpo_free(dir); mbpo_free(jsonl);
+        if (!i) goto end;
+    }
+    ok = 1;
+end:
+    mbpo_free(sb.s); mbpo_free(images);
     return ok;
 }
 

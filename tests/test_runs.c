@@ -487,8 +487,112 @@ static void test_train(void) {
            "give identical weights and optimizer state\n", n_failed ? "!!" : "ok", kills);
 }
 
+/* The shapes world: deterministic, its answers agree with its scenes, its priors are planted
+   where they should be and broken where they should be, and the loaders read it. */
+static void test_synth(void) {
+    char dir[256], d2[300], a[600], b[600];
+    mbpo_synth_opts o;
+    mbpo_dataset ds;
+    int split;
+    if (!run_test("synth")) return;
+    snprintf(dir, sizeof dir, "%s/shapes", tmpdir());
+    snprintf(d2, sizeof d2, "%s/shapes2", tmpdir());
+    mbpo_synth_defaults(&o);
+    o.out_dir = dir; o.n_train = 300; o.n_test = 60; o.seed = 11;
+    REQUIRE(mbpo_synth(&o), "synth");
+    o.out_dir = d2;
+    REQUIRE(mbpo_synth(&o), "synth again");
+    snprintf(a, sizeof a, "%s/train.jsonl", dir); snprintf(b, sizeof b, "%s/train.jsonl", d2);
+    CHECK(same_file(a, b), "same seed, same records");
+    snprintf(a, sizeof a, "%s/images/test_counter/000007.png", dir); snprintf(b, sizeof b, "%s/images/test_counter/000007.png", d2);
+    CHECK(same_file(a, b), "same seed, same images");
+    for (split = 0; split < 3; split++) {
+        static const char *names[3] = { "train", "test_prior", "test_counter" };
+        size_t n = 0;
+        char *text, *line, *eol;
+        int circles = 0, red = 0, scenes = 0, with_square = 0, bad = 0, records = 0;
+        snprintf(a, sizeof a, "%s/%s.jsonl", dir, names[split]);
+        text = mbpo_read_file(a, &n);
+        for (line = text; text && (eol = strchr(line, '\n')) != NULL; line = eol + 1) {
+            mbpo_json *j = mbpo_json_parse(line, (size_t)(eol - line), a);
+            const mbpo_json *scene = j ? mbpo_json_get(j, "scene") : NULL, *conv = j ? mbpo_json_get(j, "conversations") : NULL;
+            const char *fam = j ? mbpo_json_get(j, "family")->string : "", *q, *ans;
+            size_t k;
+            records++;
+            if (!scene || !conv) { bad++; mbpo_json_free(j); continue; }
+            q = mbpo_json_get(&conv->items[0], "value")->string;
+            ans = mbpo_json_get(&conv->items[1], "value")->string;
+            if (!strcmp(fam, "open")) {   /* once per image: the priors */
+                int sq = 0;
+                scenes++;
+                for (k = 0; k < scene->count; k++) {
+                    const char *sh = mbpo_json_get(&scene->items[k], "shape")->string;
+                    if (!strcmp(sh, "circle")) { circles++; red += !strcmp(mbpo_json_get(&scene->items[k], "colour")->string, "red"); }
+                    sq |= !strcmp(sh, "square");
+                }
+                with_square += sq;
+            }
+            if (!strcmp(fam, "yesno")) {  /* the answer follows from the scene */
+                int truth = 0;
+                for (k = 0; k < scene->count; k++) {
+                    char want[64];
+                    snprintf(want, sizeof want, "a %s %s?", mbpo_json_get(&scene->items[k], "colour")->string,
+                             mbpo_json_get(&scene->items[k], "shape")->string);
+                    truth |= contains(q, want);
+                }
+                bad += truth != !strcmp(ans, "Yes");
+            }
+            if (!strcmp(fam, "mc") || !strcmp(fam, "open")) {
+                char opt[8];
+                const char *colour = NULL, *tail;
+                for (k = 0; k < scene->count; k++) {
+                    char want[64];
+                    snprintf(want, sizeof want, "the %s?", mbpo_json_get(&scene->items[k], "shape")->string);
+                    if (contains(q, want)) colour = mbpo_json_get(&scene->items[k], "colour")->string;
+                }
+                if (!colour) { bad++; mbpo_json_free(j); continue; }
+                if (!strcmp(fam, "open")) bad += strcmp(ans, colour) != 0;
+                else {
+                    snprintf(opt, sizeof opt, "\n%c. ", ans[0]);
+                    tail = strstr(q, opt);
+                    bad += !tail || strncmp(tail + 4, colour, strlen(colour)) != 0;
+                }
+            }
+            mbpo_json_free(j);
+        }
+        mbpo_free(text);
+        CHECK(bad == 0 && records == 4 * (split ? 60 : 300), "%s: %d records, %d inconsistent with their scene", names[split], records, bad);
+        /* frequencies within 4 binomial standard deviations of the planted rates */
+#define NEAR(k, n, p) (fabs((double)(k) / (n) - (p)) <= 4 * sqrt((p) * (1 - (p)) / (n)))
+        if (split < 2) {
+            CHECK(circles > 20 && NEAR(red, circles, 0.9), "%s: circles red %d/%d (planted 0.9)", names[split], red, circles);
+            CHECK(NEAR(with_square, scenes, 0.8), "%s: a square in %d/%d scenes (planted 0.8)", names[split], with_square, scenes);
+        } else {
+            CHECK(circles > 5 && red == 0, "test_counter: circles red %d/%d (never)", red, circles);
+            CHECK(NEAR(with_square, scenes, 0.2), "test_counter: a square in %d/%d scenes (planted 0.2)", with_square, scenes);
+        }
+#undef NEAR
+        printf("  ok  %-12s %4d records; circles red %3d/%-3d; a square in %3d/%-3d scenes\n", names[split], records, red, circles,
+               with_square, scenes);
+    }
+    /* the loaders: the closed-ended detector finds the yes/no and multiple-choice families */
+    snprintf(a, sizeof a, "%s/test_prior.jsonl", dir);
+    snprintf(b, sizeof b, "%s/images", dir);
+    REQUIRE(mbpo_dataset_load(&ds, a, b, 1, NULL), "load");
+    {
+        int64_t i, yes = 0, mc = 0, open = 0;
+        for (i = 0; i < ds.n; i++) {
+            yes += ds.samples[i].kind == MBPO_Q_YESNO; mc += ds.samples[i].kind == MBPO_Q_MC; open += ds.samples[i].kind == MBPO_Q_OPEN;
+        }
+        CHECK(yes == 60 && mc == 60 && open == 120, "detector on the world: %lld yes/no, %lld mc, %lld open", (long long)yes,
+              (long long)mc, (long long)open);
+    }
+    mbpo_dataset_free(&ds);
+}
+
 void test_runs(void) {
     test_mine();
     test_score();
     test_train();
+    test_synth();
 }

@@ -679,6 +679,18 @@ typedef struct {
 MBPODEF void mbpo_synth_defaults(mbpo_synth_opts *o);
 MBPODEF int  mbpo_synth(const mbpo_synth_opts *o);
 
+/* A tiny Qwen2-VL for the shapes world: a byte-level BPE tokenizer.json in which every word of
+   the world (and of the chat template) is one token, followed by the Qwen2-VL special tokens;
+   a config of the given widths; random weights (normal(0, 0.02), norms 1, biases 0); and a
+   preprocessor_config.json. Written into dir, ready for mbpo-train --mode sft. */
+typedef struct {
+    int64_t hidden, layers, heads, kv_heads, mlp;        /* 128, 4, 4, 2, 352 */
+    int64_t v_embed, v_depth, v_heads;                   /* 64, 2, 4 */
+    uint64_t seed;
+} mbpo_synth_model_opts;
+MBPODEF void mbpo_synth_model_defaults(mbpo_synth_model_opts *o);
+MBPODEF int  mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o);
+
 #ifdef __cplusplus
 }
 #endif
@@ -7528,6 +7540,202 @@ MBPODEF int mbpo_synth(const mbpo_synth_opts *o) {
     ok = 1;
 end:
     mbpo_free(sb.s); mbpo_free(images);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ 6. the embedded default: a tiny model */
+
+MBPODEF void mbpo_synth_model_defaults(mbpo_synth_model_opts *o) {
+    o->hidden = 128; o->layers = 4; o->heads = 4; o->kv_heads = 2; o->mlp = 352;
+    o->v_embed = 64; o->v_depth = 2; o->v_heads = 4;
+    o->seed = 1;
+}
+
+/* The world's texts, for the tokenizer's words. */
+static void mbpo__synth_corpus(mbpo__sb *b) {
+    int s2, c, k;
+    mbpo__sb_puts(b, "system\nYou are a helpful assistant.\nuser\nassistant\nDescribe the image.\nYes\nNo\nA\nB\nC\nD\n");
+    for (s2 = 0; s2 < 4; s2++) {
+        mbpo__sb_printf(b, "What colour is the %s?\n", mbpo__shape_names[s2]);
+        for (c = 0; c < 6; c++)
+            mbpo__sb_printf(b, "Is there a %s %s?\nA %s %s, a %s %s and a %s %s.\n%s\n", mbpo__colour_names[c], mbpo__shape_names[s2],
+                            mbpo__colour_names[c], mbpo__shape_names[s2], mbpo__colour_names[c], mbpo__shape_names[s2],
+                            mbpo__colour_names[c], mbpo__shape_names[s2], mbpo__colour_names[c]);
+    }
+    for (k = 0; k < 4; k++) for (c = 0; c < 6; c++) mbpo__sb_printf(b, "\n%c. %s", 'A' + k, mbpo__colour_names[c]);
+}
+/* A token string in the byte-level alphabet, JSON-escaped, appended to b. */
+static void mbpo__sb_bytelevel(mbpo__sb *b, const unsigned char *p, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t cp = mbpo__byte_char(p[i]);
+        char u[4];
+        size_t k = mbpo__utf8_put(u, cp);
+        if (cp == '"' || cp == '\\') mbpo__sb_put(b, "\\", 1);
+        mbpo__sb_put(b, u, k);
+    }
+}
+typedef struct { unsigned char s[32]; int n; } mbpo__word;
+static int mbpo__word_find(const mbpo__word *w, int n, const unsigned char *s, int len) {
+    int i;
+    for (i = 0; i < n; i++) if (w[i].n == len && !memcmp(w[i].s, s, (size_t)len)) return i;
+    return -1;
+}
+/* tokenizer.json from a vocabulary of byte strings (tokens[256..]) and merges (pairs of token
+   indices in rank order). */
+static int mbpo__write_tiny_tokenizer(const char *path, const mbpo__word *tok, int n_tok, const int (*merges)[2], int n_merges,
+                                      int64_t *n_ids) {
+    static const char *const specials[14] = { "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
+        "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+        "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>" };
+    mbpo__sb b = { NULL, 0, 0, 0 };
+    int i, ok;
+    mbpo__sb_puts(&b, "{\"version\": \"1.0\", \"added_tokens\": [");
+    for (i = 0; i < 14; i++)
+        mbpo__sb_printf(&b, "%s{\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
+                        "\"normalized\": false, \"special\": true}", i ? ", " : "", n_tok + i, specials[i]);
+    mbpo__sb_puts(&b, "], \"normalizer\": {\"type\": \"NFC\"}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": ["
+                      "{\"type\": \"Split\", \"pattern\": {\"Regex\": ");
+    mbpo__sb_json(&b, mbpo__qwen2_pattern);
+    mbpo__sb_puts(&b, "}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+                      "\"trim_offsets\": false, \"use_regex\": false}]}, \"post_processor\": null, \"decoder\": {\"type\": \"ByteLevel\"}, "
+                      "\"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": \"\", "
+                      "\"end_of_word_suffix\": \"\", \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": false, \"vocab\": {");
+    for (i = 0; i < n_tok; i++) {
+        mbpo__sb_puts(&b, i ? ", \"" : "\"");
+        mbpo__sb_bytelevel(&b, tok[i].s, (size_t)tok[i].n);
+        mbpo__sb_printf(&b, "\": %d", i);
+    }
+    mbpo__sb_puts(&b, "}, \"merges\": [");
+    for (i = 0; i < n_merges; i++) {
+        mbpo__sb_puts(&b, i ? ", [\"" : "[\"");
+        mbpo__sb_bytelevel(&b, tok[merges[i][0]].s, (size_t)tok[merges[i][0]].n);
+        mbpo__sb_puts(&b, "\", \"");
+        mbpo__sb_bytelevel(&b, tok[merges[i][1]].s, (size_t)tok[merges[i][1]].n);
+        mbpo__sb_puts(&b, "\"]");
+    }
+    mbpo__sb_puts(&b, "]}}\n");
+    ok = !b.failed && mbpo_write_file_atomic(path, b.s, b.n);
+    mbpo_free(b.s);
+    *n_ids = n_tok + 14;
+    return ok;
+}
+
+MBPODEF int mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o) {
+    enum { MAXTOK = 2048 };
+    mbpo__word *tok = (mbpo__word *)mbpo__calloc(MAXTOK, sizeof(mbpo__word)), words[512];
+    int (*merges)[2] = (int (*)[2])mbpo__calloc(MAXTOK, sizeof(int[2]));
+    int n_tok = 256, n_merges = 0, n_words = 0, i, pass, ok = 0;
+    int64_t n_ids = 0;
+    mbpo__sb corpus = { NULL, 0, 0, 0 };
+    char *p_tok = NULL, *p_pp = NULL;
+    mbpo_tokenizer *tk = NULL;
+    mbpo_model m;
+    memset(&m, 0, sizeof m);
+    if (!tok || !merges || !mbpo__mkdir(dir)) goto end;
+    for (i = 0; i < 256; i++) { tok[i].s[0] = (unsigned char)i; tok[i].n = 1; }
+    /* the words: the pre-tokens of the corpus, by the Qwen2 regex */
+    mbpo__synth_corpus(&corpus);
+    if (corpus.failed) goto end;
+    {
+        size_t n = corpus.n, j;
+        unsigned char *cls = (unsigned char *)mbpo__alloc(n + 1);
+        uint32_t *cps = (uint32_t *)mbpo__alloc((n + 1) * sizeof(uint32_t));
+        if (!cls || !cps) { mbpo_free(cls); mbpo_free(cps); goto end; }
+        for (j = 0; j < n; j++) { cps[j] = (unsigned char)corpus.s[j]; cls[j] = (unsigned char)mbpo__uc_class(cps[j]); }
+        for (j = 0; j < n; ) {
+            size_t e = mbpo__pretok_match(cls, cps, j, n);
+            if (e - j >= 2 && e - j < 32 && mbpo__word_find(words, n_words, (const unsigned char *)corpus.s + j, (int)(e - j)) < 0 && n_words < 512) {
+                memcpy(words[n_words].s, corpus.s + j, e - j);
+                words[n_words++].n = (int)(e - j);
+            }
+            j = e;
+        }
+        mbpo_free(cls); mbpo_free(cps);
+    }
+    /* prefix merges for every word; then, while the tokenizer splits a word, merges that join
+       its pieces (appended, so they apply after the earlier ones) */
+    for (i = 0; i < n_words; i++) {
+        int k;
+        for (k = 2; k <= words[i].n; k++)
+            if (mbpo__word_find(tok, n_tok, words[i].s, k) < 0 && n_tok < MAXTOK) {
+                int left = mbpo__word_find(tok, n_tok, words[i].s, k - 1);
+                memcpy(tok[n_tok].s, words[i].s, (size_t)k); tok[n_tok].n = k;
+                merges[n_merges][0] = left; merges[n_merges][1] = words[i].s[k - 1];
+                n_merges++; n_tok++;
+            }
+    }
+    if (!(p_tok = mbpo__path_join(dir, "tokenizer.json"))) goto end;
+    for (pass = 0; pass < 8; pass++) {
+        int split = 0;
+        if (!mbpo__write_tiny_tokenizer(p_tok, tok, n_tok, (const int (*)[2])merges, n_merges, &n_ids)) goto end;
+        mbpo_tokenizer_free(tk);
+        if (!(tk = mbpo_tokenizer_load(p_tok))) goto end;
+        for (i = 0; i < n_words; i++) {
+            int64_t n, k;
+            const int32_t *ids = mbpo_tokenizer_encode(tk, (const char *)words[i].s, (size_t)words[i].n, 0, &n);
+            int32_t acc;
+            if (!ids || n == 1) continue;
+            split = 1;
+            acc = ids[0];
+            for (k = 1; k < n && n_tok < MAXTOK; k++) {   /* join left to right: (acc, ids[k]) */
+                unsigned char buf[32];
+                int la = tok[acc].n, lb = tok[ids[k]].n, f;
+                memcpy(buf, tok[acc].s, (size_t)la); memcpy(buf + la, tok[ids[k]].s, (size_t)lb);
+                if ((f = mbpo__word_find(tok, n_tok, buf, la + lb)) < 0) {
+                    memcpy(tok[n_tok].s, buf, (size_t)(la + lb)); tok[n_tok].n = la + lb;
+                    f = n_tok++;
+                }
+                merges[n_merges][0] = acc; merges[n_merges][1] = ids[k]; n_merges++;
+                acc = f;
+            }
+        }
+        if (!split) break;
+    }
+    /* the model */
+    {
+        mbpo_config c;
+        mbpo_rng rng;
+        char *txt;
+        size_t k;
+        memset(&c, 0, sizeof c);
+        c.vocab_size = (n_ids + 15) / 16 * 16;
+        c.hidden_size = o->hidden; c.intermediate_size = o->mlp; c.n_layers = o->layers; c.n_heads = o->heads;
+        c.n_kv_heads = o->kv_heads; c.head_dim = o->hidden / o->heads;
+        c.rms_norm_eps = 1e-6; c.rope_theta = 1000000.0;
+        c.mrope_section[0] = (int)(c.head_dim / 2 / 4); c.mrope_section[1] = c.mrope_section[2] = (int)((c.head_dim / 2 - c.mrope_section[0]) / 2);
+        c.mrope_section[0] = (int)(c.head_dim / 2) - 2 * c.mrope_section[1];
+        c.tie_word_embeddings = 1; c.max_position_embeddings = 1024;
+        c.image_token_id = n_tok + 12; c.video_token_id = n_tok + 13; c.vision_start_token_id = n_tok + 9; c.vision_end_token_id = n_tok + 10;
+        c.bos_token_id = n_tok; c.eos_token_id = n_tok + 2; c.pad_token_id = n_tok;
+        c.v_depth = o->v_depth; c.v_embed_dim = o->v_embed; c.v_heads = o->v_heads; c.v_mlp_hidden = 4 * o->v_embed;
+        c.v_patch = 14; c.v_temporal_patch = 2; c.v_merge = 2; c.v_in_channels = 3; c.v_rope_theta = 10000.0;
+        if (!mbpo_model_init(&m, &c)) goto end;
+        mbpo_rng_seed(&rng, o->seed);
+        for (k = 0; k < m.table.n; k++) {
+            const mbpo_param_info *pi = &m.table.info[k];
+            size_t len = strlen(pi->name);
+            int is_bias = len > 5 && !strcmp(pi->name + len - 5, ".bias");
+            int is_norm = strstr(pi->name, "norm") != NULL || strstr(pi->name, "ln_q") != NULL;
+            int64_t j;
+            for (j = 0; j < pi->numel; j++)
+                m.params[pi->offset + j] = is_bias ? 0.0f : is_norm ? 1.0f : (float)(0.02 * mbpo_rng_normal(&rng));
+        }
+        if (!mbpo_model_save(&m, dir, MBPO_DT_F32)) goto end;
+        (void)txt;
+    }
+    if (!(p_pp = mbpo__path_join(dir, "preprocessor_config.json"))) goto end;
+    {
+        static const char pp[] = "{\n  \"min_pixels\": 3136,\n  \"max_pixels\": 12845056,\n  \"patch_size\": 14,\n  \"temporal_patch_size\": 2,\n"
+            "  \"merge_size\": 2,\n  \"image_mean\": [0.48145466, 0.4578275, 0.40821073],\n"
+            "  \"image_std\": [0.26862954, 0.26130258, 0.27577711],\n  \"image_processor_type\": \"Qwen2VLImageProcessor\"\n}\n";
+        if (!mbpo_write_file_atomic(p_pp, pp, sizeof pp - 1)) goto end;
+    }
+    ok = 1;
+end:
+    mbpo_tokenizer_free(tk);
+    mbpo_model_free(&m);
+    mbpo_free(tok); mbpo_free(merges); mbpo_free(corpus.s); mbpo_free(p_tok); mbpo_free(p_pp);
     return ok;
 }
 

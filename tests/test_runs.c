@@ -590,9 +590,69 @@ static void test_synth(void) {
     mbpo_dataset_free(&ds);
 }
 
+/* The tiny model of the shapes world: loads, its tokenizer keeps every word whole, and a few
+   SFT steps on the world lower the loss. */
+static void test_synth_model(void) {
+    char dir[256], world[300], out[300], path[700];
+    mbpo_synth_model_opts mo;
+    mbpo_synth_opts so;
+    mbpo_model m;
+    mbpo_tokenizer *tok;
+    mbpo_train_opts to;
+    if (!run_test("synth_model")) return;
+    snprintf(dir, sizeof dir, "%s/tiny_model", tmpdir());
+    snprintf(world, sizeof world, "%s/tiny_world", tmpdir());
+    snprintf(out, sizeof out, "%s/tiny_sft", tmpdir());
+    mbpo_synth_model_defaults(&mo);
+    REQUIRE(mbpo_synth_model(dir, &mo), "synth model");
+    REQUIRE(mbpo_model_load(&m, dir), "load");
+    CHECK(m.table.n_params > 500000 && m.table.n_params < 5000000, "a tiny model: %lld parameters", (long long)m.table.n_params);
+    mbpo_model_free(&m);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    tok = mbpo_tokenizer_load(path);
+    REQUIRE(tok, "tokenizer");
+    {
+        int64_t n;
+        const int32_t *ids = mbpo_tokenizer_encode(tok, "What colour is the triangle?", 28, 1, &n);
+        CHECK(ids && n == 6, "a question of the world is 6 tokens, one per word: %lld", (long long)n);
+        ids = mbpo_tokenizer_encode(tok, "A red circle, a blue star and a green square.", 45, 1, &n);
+        CHECK(ids && n == 12, "a caption is one token per word or mark (12): %lld", (long long)n);
+        CHECK(mbpo_tokenizer_find(tok, "<|image_pad|>") >= 0 && mbpo_tokenizer_find(tok, "<|im_end|>") >= 0, "the special tokens");
+    }
+    mbpo_tokenizer_free(tok);
+    mbpo_synth_defaults(&so);
+    so.out_dir = world; so.n_train = 60; so.n_test = 4;
+    REQUIRE(mbpo_synth(&so), "world");
+    mbpo_train_defaults(&to);
+    snprintf(path, sizeof path, "%s/train.jsonl", world);
+    to.model_dir = dir; to.data = path; to.out_dir = out; to.mode = MBPO_MODE_SFT;
+    {
+        static char images[400];
+        snprintf(images, sizeof images, "%s/images", world);
+        to.image_root = images;
+    }
+    to.steps = 30; to.batch = 8; to.adam.lr = 2e-3; to.iig_every = 0;
+    REQUIRE(mbpo_train(&to), "sft");
+    {
+        char mp[700];
+        size_t n = 0;
+        char *text, *first, *last;
+        double l0, l1;
+        snprintf(mp, sizeof mp, "%s/metrics.jsonl", out);
+        text = mbpo_read_file(mp, &n);
+        first = text ? strstr(text, "\"loss\": ") : NULL;
+        last = text ? strstr(text + n - 400 > text ? text + n - 400 : text, "\"loss\": ") : NULL;
+        l0 = first ? atof(first + 8) : 0; l1 = last ? atof(last + 8) : 0;
+        CHECK(first && last && l1 < 0.7 * l0, "SFT on the world lowers the loss: %.3f -> %.3f", l0, l1);
+        printf("  %s  tiny model: SFT on 240 records of the world, 30 steps: loss %.3f -> %.3f\n", l1 < 0.7 * l0 ? "ok" : "!!", l0, l1);
+        mbpo_free(text);
+    }
+}
+
 void test_runs(void) {
     test_mine();
     test_score();
     test_train();
     test_synth();
+    test_synth_model();
 }

@@ -122,7 +122,9 @@ else
 	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc.o build/check_nvcc.cu
 	@printf '#include "../mbpo_cuda.cuh"\nint main(){return 0;}\n' > build/check_cuda_unit.cu
 	$(NVCC) -std=c++17 -Werror all-warnings -c -o build/check_cuda_unit.o build/check_cuda_unit.cu
-	@echo "check-nvcc: ok (mbpo.h as CUDA C++; mbpo_cuda.cuh interface). No GPU code is run here."
+	for d in mine train score synth bench; do \
+	  $(NVCC) -x cu -std=c++17 -Werror all-warnings -c -o build/check_nvcc_$$d.o drivers/$$d.c || exit 1; done
+	@echo "check-nvcc: ok (mbpo.h as CUDA C++; mbpo_cuda.cuh interface; the drivers as CUDA). No GPU code is run here."
 endif
 
 # Two translation units, one implementation: no duplicate or missing symbols.

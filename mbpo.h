@@ -4209,16 +4209,21 @@ MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, 
     return MBPO_Q_OPEN;
 }
 
+/* Free what a sample owns (any field may be NULL) and zero it. */
+static void mbpo__sample_clear(mbpo_sample *s) {
+    int k;
+    for (k = 0; k < s->n_images; k++) {
+        if (s->images) mbpo_free(s->images[k]);
+        if (s->image_files) mbpo_free(s->image_files[k]);
+    }
+    mbpo_free(s->id); mbpo_free(s->system); mbpo_free(s->question); mbpo_free(s->answer);
+    mbpo_free(s->images); mbpo_free(s->image_files);
+    memset(s, 0, sizeof *s);
+}
 MBPODEF void mbpo_dataset_free(mbpo_dataset *ds) {
     int64_t i;
     if (!ds) return;
-    for (i = 0; i < ds->n; i++) {
-        mbpo_sample *s = &ds->samples[i];
-        int k;
-        mbpo_free(s->id); mbpo_free(s->system); mbpo_free(s->question); mbpo_free(s->answer);
-        for (k = 0; k < s->n_images; k++) { mbpo_free(s->images[k]); if (s->image_files) mbpo_free(s->image_files[k]); }
-        mbpo_free(s->images); mbpo_free(s->image_files);
-    }
+    for (i = 0; i < ds->n; i++) mbpo__sample_clear(&ds->samples[i]);
     mbpo_free(ds->samples);
     memset(ds, 0, sizeof *ds);
 }
@@ -4332,10 +4337,7 @@ static int mbpo__ds_record(mbpo_dataset *ds, const mbpo_json *r, const char *ima
             s.label = label;
             if (!s.id || (system && !s.system) || !s.question || !s.answer || !s.images || !s.image_files ||
                 (n_images && !s.image_files[n_images - 1]) || !mbpo__ds_push(ds, &s)) {
-                mbpo_free(s.id); mbpo_free(s.system); mbpo_free(s.question); mbpo_free(s.answer);
-                if (s.images) for (k = 0; k < n_images; k++) mbpo_free(s.images[k]);
-                if (s.image_files) for (k = 0; k < n_images; k++) mbpo_free(s.image_files[k]);
-                mbpo_free(s.images); mbpo_free(s.image_files);
+                mbpo__sample_clear(&s);
                 goto fail;
             }
             turn++;
@@ -4350,12 +4352,7 @@ fail:
     if (images) for (k = 0; k < n_images; k++) mbpo_free(images[k]);
     mbpo_free(images);
     mbpo_free(idbuf);
-    while ((size_t)ds->n > first) {   /* drop this record's samples */
-        mbpo_sample *s = &ds->samples[--ds->n];
-        mbpo_free(s->id); mbpo_free(s->system); mbpo_free(s->question); mbpo_free(s->answer);
-        for (k = 0; k < s->n_images; k++) { mbpo_free(s->images[k]); mbpo_free(s->image_files[k]); }
-        mbpo_free(s->images); mbpo_free(s->image_files);
-    }
+    while ((size_t)ds->n > first) mbpo__sample_clear(&ds->samples[--ds->n]);   /* drop this record's samples */
     return 0;
 }
 
@@ -6790,12 +6787,11 @@ static int mbpo__grow(void **p, int64_t used, int64_t need, int64_t *cap, size_t
 static int mbpo__pack_init(mbpo__pack *p, int64_t pix) {
     memset(p, 0, sizeof *p);
     p->pix = pix;
-    if (!mbpo__grow((void **)&p->offs, 0, 16, &p->cap_seqs, sizeof(int64_t))) return 0;
-    p->cap_seqs = 0;
-    if (!mbpo__grow((void **)&p->ref_offs, 0, 16, &p->cap_seqs, sizeof(int64_t))) return 0;
-    p->cap_seqs = 0;
-    if (!mbpo__grow((void **)&p->refs, 0, 16, &p->cap_seqs, sizeof(int32_t))) return 0;   /* all three: 16 */
-    return 1;
+    p->cap_seqs = 16;   /* offs and ref_offs (zeroed: both start at 0) and refs share this capacity */
+    p->offs = (int64_t *)mbpo__calloc(16, sizeof(int64_t));
+    p->ref_offs = (int64_t *)mbpo__calloc(16, sizeof(int64_t));
+    p->refs = (int32_t *)mbpo__calloc(16, sizeof(int32_t));
+    return p->offs && p->ref_offs && p->refs;
 }
 /* Add an image; returns its index, or -1. */
 static int mbpo__pack_image(mbpo__pack *p, const mbpo__img *im) {
@@ -6843,11 +6839,7 @@ static void mbpo__pack_batch(const mbpo__pack *p, mbpo_batch *b) {
 typedef struct { int kind; mbpo_sample s; char *rejected; const char *file; int64_t line; } mbpo__item;   /* kind 0 offline, 1 online, 2 sft */
 static void mbpo__items_free(mbpo__item *it, int64_t n) {
     int64_t i;
-    for (i = 0; i < n; i++) {
-        mbpo_free(it[i].s.id); mbpo_free(it[i].s.system); mbpo_free(it[i].s.question); mbpo_free(it[i].s.answer);
-        mbpo_free(it[i].rejected);
-        if (it[i].s.images) { mbpo_free(it[i].s.images[0]); mbpo_free(it[i].s.images); }
-    }
+    for (i = 0; i < n; i++) { mbpo__sample_clear(&it[i].s); mbpo_free(it[i].rejected); }
     mbpo_free(it);
 }
 static char *mbpo__json_str(const mbpo_json *j, const char *key) {
@@ -6903,8 +6895,8 @@ static int mbpo__read_set(const char *path, int kind, const char *image_root, mb
             }
             if (!it.s.id || !it.s.question || !it.s.answer || (kind == 0 && !it.rejected) || (kind == 1 && !it.s.label) ||
                 (kind == 0 && !img) || (it.s.images && !it.s.images[0]) || mbpo_chat_count_images(it.s.question) > it.s.n_images) {
-                mbpo_free(it.s.id); mbpo_free(it.s.question); mbpo_free(it.s.system); mbpo_free(it.s.answer); mbpo_free(it.rejected);
-                if (it.s.images) { mbpo_free(it.s.images[0]); mbpo_free(it.s.images); }
+                mbpo__sample_clear(&it.s);
+                mbpo_free(it.rejected);
                 mbpo_free(text);
                 return mbpo__fail("%s:%lld: needs id, %squestion (with at most one <image>) and %s", path, (long long)lineno,
                                   kind == 0 ? "image, " : "", kind == 0 ? "chosen and rejected" :
@@ -7097,9 +7089,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
             }
             memset(&it, 0, sizeof it);
             it.kind = 2; it.s = ds.samples[i]; it.file = o->data; it.line = ds.samples[i].record + 1;
-            if (ds.samples[i].image_files) { int k; for (k = 0; k < it.s.n_images; k++) mbpo_free(ds.samples[i].image_files[k]); mbpo_free(ds.samples[i].image_files); }
-            it.s.image_files = NULL;
-            memset(&ds.samples[i], 0, sizeof ds.samples[i]);
+            memset(&ds.samples[i], 0, sizeof ds.samples[i]);   /* the item owns the sample now */
             if (!mbpo__grow((void **)&items, n_items, n_items + 1, &cap_items, sizeof(mbpo__item))) { mbpo_dataset_free(&ds); goto end; }
             items[n_items++] = it;
         }
@@ -7696,7 +7686,6 @@ MBPODEF int mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o) {
     {
         mbpo_config c;
         mbpo_rng rng;
-        char *txt;
         size_t k;
         memset(&c, 0, sizeof c);
         c.vocab_size = (n_ids + 15) / 16 * 16;
@@ -7722,7 +7711,6 @@ MBPODEF int mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o) {
                 m.params[pi->offset + j] = is_bias ? 0.0f : is_norm ? 1.0f : (float)(0.02 * mbpo_rng_normal(&rng));
         }
         if (!mbpo_model_save(&m, dir, MBPO_DT_F32)) goto end;
-        (void)txt;
     }
     if (!(p_pp = mbpo__path_join(dir, "preprocessor_config.json"))) goto end;
     {

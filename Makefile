@@ -9,7 +9,10 @@
 #   make bench-tokenizer  mbpo vs HF tokenizers encoding speed, one thread each
 #   make unicode    regenerate mbpo.h's Unicode tables from the UCD (Debian unicode-data)
 #   make roundtrip  mine -> train -> load the checkpoint in transformers, compare logits
-#   make demo       (arrives with the embedded default; see README)
+#   make demo       the embedded default end to end: shapes world -> mining -> MBPO -> scores,
+#                   the before/after table and pictures in demo-out/ (under 10 min on 2 cores)
+#   make demo-ablation  SFT / offline-rand / offline / online / MBPO over 3 seeds (about 30 min)
+#   make tiny-model rebuild demo/tiny-sft (the shipped SFT model) from scratch (about 17 min)
 
 CC      ?= cc
 CXX     ?= c++
@@ -29,9 +32,9 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 
 
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
-        bench bench-tokenizer roundtrip unicode demo clean
+        bench bench-tokenizer roundtrip unicode demo demo-ablation tiny-model clean
 
-all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-synth
+all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-synth build/mbpo-demo
 
 build:
 	@mkdir -p build
@@ -73,6 +76,9 @@ build/mbpo-score: drivers/score.c $(HEADERS) | build stb
 
 build/mbpo-synth: drivers/synth.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) -o $@ drivers/synth.c $(LDLIBS)
+
+build/mbpo-demo: drivers/demo.c $(HEADERS) | build stb
+	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/demo.c $(LDLIBS) $(JPEG_LIBS)
 
 build/mbpo-bench: drivers/bench.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/bench.c $(LDLIBS) $(JPEG_LIBS)
@@ -122,7 +128,7 @@ else
 	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc.o build/check_nvcc.cu
 	@printf '#include "../mbpo_cuda.cuh"\nint main(){return 0;}\n' > build/check_cuda_unit.cu
 	$(NVCC) -std=c++17 -Werror all-warnings -c -o build/check_cuda_unit.o build/check_cuda_unit.cu
-	for d in mine train score synth bench; do \
+	for d in mine train score synth demo bench; do \
 	  $(NVCC) -x cu -std=c++17 -Werror all-warnings -c -o build/check_nvcc_$$d.o drivers/$$d.c || exit 1; done
 	@echo "check-nvcc: ok (mbpo.h as CUDA C++; mbpo_cuda.cuh interface; the drivers as CUDA). No GPU code is run here."
 endif
@@ -190,12 +196,31 @@ roundtrip: build/mbpo-mine build/mbpo-train build/mbpo-bench venv
 unicode:
 	$(PYTHON) tests/reference/make_unicode_tables.py /usr/share/unicode mbpo.h
 
-# ---------------------------------------------------------------- demo (not yet)
+# ---------------------------------------------------------------- the embedded default
 
-demo:
-	@echo "make demo: the embedded default (shapes world + tiny pretrained model) is not built yet;"
-	@echo "it arrives with the embedded-default issue. What works today: make test (see README)."
-	@exit 2
+DEMO_MODEL ?= demo/tiny-sft
+DEMO_OUT   ?= demo-out
+
+# Everything is kept in $(DEMO_OUT); a rerun (or the ablation after the demo) continues.
+demo: build/mbpo-demo
+	OMP_NUM_THREADS=$(THREADS) ./build/mbpo-demo --model $(DEMO_MODEL) --out $(DEMO_OUT)
+
+demo-ablation: build/mbpo-demo
+	OMP_NUM_THREADS=$(THREADS) ./build/mbpo-demo --model $(DEMO_MODEL) --out $(DEMO_OUT) --ablation --seeds 3
+
+# The shipped model from scratch: the SFT world (seed 1, 1,500 images), the tiny Qwen2-VL
+# with random weights, 10,000 SFT steps, the final weights in bf16 -> $(DEMO_MODEL).
+TINY_WORK ?= build/tiny-model
+tiny-model: build/mbpo-synth build/mbpo-train
+	./build/mbpo-synth --out $(TINY_WORK)/world --train 1500 --test 100 --seed 1
+	./build/mbpo-synth --model-out $(TINY_WORK)/init --seed 1
+	OMP_NUM_THREADS=$(THREADS) ./build/mbpo-train --model $(TINY_WORK)/init --mode sft --data $(TINY_WORK)/world/train.jsonl \
+	  --image-root $(TINY_WORK)/world/images --out $(TINY_WORK)/sft --steps 10000 --batch 16 --lr 5e-4 --schedule cosine \
+	  --warmup-steps 100 --save-every 0 --save-dtype bf16 --seed 1234 --quiet
+	mkdir -p $(DEMO_MODEL)
+	cp $(TINY_WORK)/sft/checkpoint-10000/config.json $(TINY_WORK)/sft/checkpoint-10000/model.safetensors \
+	  $(TINY_WORK)/sft/checkpoint-10000/tokenizer.json $(TINY_WORK)/sft/checkpoint-10000/preprocessor_config.json $(DEMO_MODEL)/
+	@echo "tiny-model: $(DEMO_MODEL) rebuilt"
 
 clean:
 	rm -rf build

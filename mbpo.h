@@ -199,7 +199,8 @@ MBPODEF void mbpo_tokenizer_free(mbpo_tokenizer *tok);
 MBPODEF const int32_t *mbpo_tokenizer_encode(mbpo_tokenizer *tok, const char *text, size_t len,
                                              int with_special, int64_t *n_ids);
 /* Decode to UTF-8; invalid byte sequences become U+FFFD as in HF. skip_special drops the
-   special added tokens. NUL-terminated; *len (may be NULL) gets the byte length.
+   special added tokens; ids with no token (padding rows of the model's vocabulary) decode to
+   nothing, as in HF. NUL-terminated; *len (may be NULL) gets the byte length.
    Caller frees with mbpo_free. */
 MBPODEF char *mbpo_tokenizer_decode(const mbpo_tokenizer *tok, const int32_t *ids, int64_t n,
                                     int skip_special, size_t *len);
@@ -690,6 +691,46 @@ typedef struct {
 } mbpo_synth_model_opts;
 MBPODEF void mbpo_synth_model_defaults(mbpo_synth_model_opts *o);
 MBPODEF int  mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o);
+
+/* Scoring in the shapes world: the rows of an mbpo_score file matched by id to the world's
+   records (their "family" and "scene"). An open colour question is right when the response
+   is the colour word. Captions are checked CHAIR-style: every shape a caption names (with the
+   colour word just before it, if any) and every colour named on its own is an instance; an
+   instance is hallucinated when the scene has nothing that fits it (no such shape, that
+   shape in another colour, no shape of that colour). CHAIR_i = hallucinated / all instances,
+   CHAIR_s = captions with at least one; coverage = the scene's shapes named with their
+   colour / all of them, so that saying less is not mistaken for seeing better. */
+typedef struct {
+    int64_t n_open, open_correct, n_circle, circle_correct;   /* circle: "What colour is the circle?" */
+    int64_t n_yesno, yesno_correct, n_mc, mc_correct;
+    int64_t n_captions, captions_halluc, instances, instances_halluc, scene_shapes, scene_covered;
+    double iig_mean;                 /* the score file's summary */
+} mbpo_synth_metrics;
+MBPODEF int mbpo_synth_eval(const char *data, const char *scores, mbpo_synth_metrics *m);
+
+/* The demo (make demo) and its ablation (make demo-ablation), start to end from the shipped
+   SFT model: the world (seed world_seed: its train split is the mining pool, unseen by the
+   SFT run, which used seed 1) -> mining -> training -> scoring -> a table (markdown, to
+   report and out_dir/results.md or ablation.md). The demo trains MBPO with seed 1 and also
+   draws out_dir/adversarial.png (triptychs) and out_dir/fig4.svg (IIG of chosen and rejected
+   and the online reward over the steps); the ablation trains offline-rand, offline, online and
+   mbpo for seeds 1..seeds. Every stage keeps its output in out_dir and a rerun continues
+   (the world is made once, mining and training resume, score files are reused), so the
+   ablation reuses the demo's seed-1 MBPO run. Progress goes to log. */
+typedef struct {
+    const char *model_dir, *out_dir;  /* "demo/tiny-sft", "demo-out" */
+    int ablation, seeds;              /* 0, 3 */
+    int n_pool, n_test;               /* world images: 500 in the pool, 250 per test split */
+    uint64_t world_seed;              /* 2 */
+    int top_k;                        /* chosen responses kept by IIG: 400 */
+    double mine_temperature;          /* rejected responses: 0.7 */
+    int64_t steps;                    /* 500 */
+    double lr;                        /* 5e-5 */
+    int batch, G, max_new_tokens;     /* 8, 8, 24 */
+    FILE *log, *report;
+} mbpo_demo_opts;
+MBPODEF void mbpo_demo_defaults(mbpo_demo_opts *o);
+MBPODEF int  mbpo_demo(const mbpo_demo_opts *o);
 
 #ifdef __cplusplus
 }
@@ -3329,18 +3370,16 @@ MBPODEF char *mbpo_tokenizer_decode(const mbpo_tokenizer *t, const int32_t *ids,
     unsigned char *raw;
     char *out;
     int64_t i;
-    for (i = 0; i < n; i++) {
-        if (ids[i] < 0 || ids[i] >= t->n_ids || !t->token[ids[i]]) {
-            mbpo__fail("%s: cannot decode id %d (not in the vocabulary)", t->path, (int)ids[i]);
-            return NULL;
-        }
-        bytes += (size_t)t->token_len[ids[i]];
-    }
+    /* An id with no token (a model's vocab_size pads past the tokenizer's: Qwen2-VL has 151,936
+       rows for 151,657 tokens, and sampling may pick one) decodes to nothing, as in HF. */
+#define MBPO__NO_TOKEN(id) ((id) < 0 || (id) >= t->n_ids || !t->token[(id)])
+    for (i = 0; i < n; i++)
+        if (!MBPO__NO_TOKEN(ids[i])) bytes += (size_t)t->token_len[ids[i]];
     raw = (unsigned char *)mbpo__alloc(bytes + 1);
     out = (char *)mbpo__alloc(3 * bytes + 1);            /* each bad byte may become U+FFFD */
     if (!raw || !out) { mbpo_free(raw); mbpo_free(out); return NULL; }
     for (i = 0, bytes = 0; i < n; i++) {
-        if (skip_special && t->is_special[ids[i]]) continue;
+        if (MBPO__NO_TOKEN(ids[i]) || (skip_special && t->is_special[ids[i]])) continue;
         memcpy(raw + bytes, t->token[ids[i]], (size_t)t->token_len[ids[i]]);
         bytes += (size_t)t->token_len[ids[i]];
     }
@@ -3349,6 +3388,7 @@ MBPODEF char *mbpo_tokenizer_decode(const mbpo_tokenizer *t, const int32_t *ids,
     mbpo_free(raw);
     if (len) *len = out_n;
     return out;
+#undef MBPO__NO_TOKEN
 }
 
 MBPODEF int32_t mbpo_tokenizer_find(const mbpo_tokenizer *t, const char *token) {
@@ -7151,7 +7191,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     while (step < o->steps) {
         /* 1. the batch: grad_accum micro-batches of `batch` prompts; rollouts are sampled
            now, from the policy as it stands, and scored by the reference once */
-        double t0 = mbpo_now(), reward_on = 0, n_on_r = 0, iig_c = 0, iig_r = 0;
+        double t0 = mbpo_now(), reward_on = 0, n_on_r = 0, iig_c = 0, iig_r = 0, iig_cm = 0, iig_rm = 0;
         int64_t n_off = 0, n_on = 0, n_iig = 0, mb, u;
         int do_iig = o->iig_every > 0 && (step + 1) % o->iig_every == 0;
         for (mb = 0; mb < o->grad_accum; mb++) {
@@ -7192,7 +7232,9 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                     if (good && do_iig && it->kind == 0) {   /* Fig. 4: IIG of chosen and rejected, current policy */
                         double sc, sr, mc, mr;
                         if (mbpo__sample_iig(&e, &it->s, &im, it->s.answer, &sc, &mc) &&
-                            mbpo__sample_iig(&e, &it->s, &im, it->rejected, &sr, &mr)) { iig_c += sc; iig_r += sr; n_iig++; }
+                            mbpo__sample_iig(&e, &it->s, &im, it->rejected, &sr, &mr)) {
+                            iig_c += sc; iig_r += sr; iig_cm += mc; iig_rm += mr; n_iig++;
+                        }
                     }
                 } else {   /* online: G rollouts from the policy, verified */
                     mbpo__seq q;
@@ -7308,7 +7350,9 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                             "\"tokens\": %lld, \"tokens_per_s\": %.1f", n_adv ? adv_abs / (double)n_adv : 0.0, (long long)n_off,
                             (long long)n_on, n_on_r ? reward_on / n_on_r : 0.0, (long long)n_tok,
                             (double)n_tok / (mbpo_now() - t0 + 1e-9));
-            if (n_iig && u == 0) mbpo__sb_printf(&sb, ", \"iig_chosen\": %.9g, \"iig_rejected\": %.9g", iig_c / n_iig, iig_r / n_iig);
+            if (n_iig && u == 0)
+                mbpo__sb_printf(&sb, ", \"iig_chosen\": %.9g, \"iig_rejected\": %.9g, \"iig_chosen_mean\": %.9g, \"iig_rejected_mean\": %.9g",
+                                iig_c / n_iig, iig_r / n_iig, iig_cm / n_iig, iig_rm / n_iig);
             mbpo__sb_puts(&sb, "}");
             if (sb.failed || !mbpo__append_line(p_metrics, sb.s, sb.n)) goto end;
             if (o->log) fprintf(o->log, "train: step %lld/%lld loss %.5f |g| %.3g kl %.5f reward %.3f %.0f tok/s\n", (long long)step,
@@ -7724,6 +7768,601 @@ end:
     mbpo_tokenizer_free(tk);
     mbpo_model_free(&m);
     mbpo_free(tok); mbpo_free(merges); mbpo_free(corpus.s); mbpo_free(p_tok); mbpo_free(p_pp);
+    return ok;
+}
+
+
+/* ------------------------------------------------------------------ 6. the embedded default: scoring in the world */
+
+static int mbpo__is_alpha(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static int mbpo__word_index(const char *w, size_t n, const char *const *names, int count) {
+    int k;
+    for (k = 0; k < count; k++) if (strlen(names[k]) == n && !memcmp(names[k], w, n)) return k;
+    return -1;
+}
+/* The instances a caption names, as a set of (shape, colour) bits: shape 0-3 or 4 (a colour
+   on its own), colour 0-5 or 6 (a shape without a colour before it). */
+static uint64_t mbpo__caption_instances(const char *text) {
+    uint64_t set = 0;
+    int pending = -1;                       /* a colour word waiting for its shape */
+    const char *p = text;
+    for (;;) {
+        char w[16];
+        size_t n = 0;
+        int s, c;
+        while (*p && !mbpo__is_alpha((unsigned char)*p)) p++;
+        if (!*p) break;
+        while (mbpo__is_alpha((unsigned char)*p)) { if (n < sizeof w) w[n] = (char)mbpo__lower((unsigned char)*p); n++; p++; }
+        if (n > sizeof w) n = 0;
+        s = n ? mbpo__word_index(w, n, mbpo__shape_names, 4) : -1;
+        c = n ? mbpo__word_index(w, n, mbpo__colour_names, 6) : -1;
+        if (s >= 0) { set |= 1ull << (s * 7 + (pending >= 0 ? pending : 6)); pending = -1; continue; }
+        if (pending >= 0) set |= 1ull << (4 * 7 + pending);   /* the colour had no shape after it */
+        pending = c;
+    }
+    if (pending >= 0) set |= 1ull << (4 * 7 + pending);
+    return set;
+}
+
+MBPODEF int mbpo_synth_eval(const char *data, const char *scores, mbpo_synth_metrics *m) {
+    size_t len = 0;
+    char *text = NULL, *line, *end;
+    mbpo_json **rows = NULL;                /* the dataset's records, by line */
+    int64_t n_rows = 0, cap = 0, lineno = 0, i;
+    int ok = 0;
+    memset(m, 0, sizeof *m);
+    if (!(text = mbpo_read_file(data, &len))) return 0;
+    for (line = text, end = text + len; line < end; ) {
+        char *eol = (char *)memchr(line, '\n', (size_t)(end - line));
+        size_t k = eol ? (size_t)(eol - line) : (size_t)(end - line);
+        lineno++;
+        if (k) {
+            mbpo_json *j = mbpo_json_parse(line, k, data);
+            const mbpo_json *id = j ? mbpo_json_get(j, "id") : NULL, *fam = j ? mbpo_json_get(j, "family") : NULL,
+                            *sc = j ? mbpo_json_get(j, "scene") : NULL;
+            if (!j || !id || id->type != MBPO_JSON_STRING || !fam || fam->type != MBPO_JSON_STRING || !sc ||
+                sc->type != MBPO_JSON_ARRAY) {
+                mbpo_json_free(j);
+                if (j) mbpo__fail("%s:%lld: not a shapes-world record (needs id, family and scene)", data, (long long)lineno);
+                goto end;
+            }
+            if (!mbpo__grow((void **)&rows, n_rows, n_rows + 1, &cap, sizeof *rows)) { mbpo_json_free(j); goto end; }
+            rows[n_rows++] = j;
+        }
+        line = eol ? eol + 1 : end;
+    }
+    mbpo_free(text);
+    if (!(text = mbpo_read_file(scores, &len))) goto end;
+    lineno = 0;
+    for (line = text, end = text + len; line < end; ) {
+        char *eol = (char *)memchr(line, '\n', (size_t)(end - line)), *start = line;
+        size_t k = eol ? (size_t)(eol - line) : (size_t)(end - line);
+        mbpo_json *j;
+        const mbpo_json *id, *resp, *rec = NULL, *v;
+        lineno++;
+        line = eol ? eol + 1 : end;
+        if (!k) continue;
+        if (!(j = mbpo_json_parse(start, k, scores))) goto end;
+        if ((v = mbpo_json_get(j, "summary")) && v->type == MBPO_JSON_TRUE) {
+            if ((v = mbpo_json_get(j, "iig_mean")) && v->type == MBPO_JSON_NUMBER) m->iig_mean = v->number;
+            mbpo_json_free(j);
+            continue;
+        }
+        id = mbpo_json_get(j, "id"); resp = mbpo_json_get(j, "response");
+        if (id && id->type == MBPO_JSON_STRING)   /* rows are few: a linear search is fine */
+            for (i = 0; i < n_rows && !rec; i++)
+                if (!strcmp(mbpo_json_get(rows[i], "id")->string, id->string)) rec = rows[i];
+        if (!rec || !resp || resp->type != MBPO_JSON_STRING) {
+            mbpo_json_free(j);
+            mbpo__fail("%s:%lld: %s", scores, (long long)lineno, rec ? "no \"response\"" : "an id that is not in the dataset");
+            goto end;
+        }
+        {
+            const char *family = mbpo_json_get(rec, "family")->string;
+            const mbpo_json *scene = mbpo_json_get(rec, "scene"), *correct = mbpo_json_get(j, "correct");
+            int colour_of[4] = { -1, -1, -1, -1 }, colours = 0, s;
+            size_t q;
+            for (q = 0; q < scene->count; q++) {
+                const mbpo_json *sh = mbpo_json_get(&scene->items[q], "shape"), *co = mbpo_json_get(&scene->items[q], "colour");
+                int si = sh && sh->type == MBPO_JSON_STRING ? mbpo__word_index(sh->string, sh->len, mbpo__shape_names, 4) : -1;
+                int ci = co && co->type == MBPO_JSON_STRING ? mbpo__word_index(co->string, co->len, mbpo__colour_names, 6) : -1;
+                if (si >= 0 && ci >= 0) { colour_of[si] = ci; colours |= 1 << ci; }
+            }
+            if (!strcmp(family, "yesno") || !strcmp(family, "mc")) {
+                int yn = family[0] == 'y';
+                int right = correct && correct->type == MBPO_JSON_TRUE;
+                if (yn) { m->n_yesno++; m->yesno_correct += right; } else { m->n_mc++; m->mc_correct += right; }
+            } else if (!strcmp(family, "open")) {   /* the answer is one colour word */
+                const mbpo_json *conv = mbpo_json_get(rec, "conversations"), *ans = NULL, *qs = NULL;
+                const char *r = mbpo__skip_space(resp->string), *e2 = resp->string + resp->len;
+                size_t t;
+                int same;
+                if (conv && conv->type == MBPO_JSON_ARRAY && conv->count >= 2) {
+                    qs = mbpo_json_get(&conv->items[0], "value");
+                    ans = mbpo_json_get(&conv->items[1], "value");
+                }
+                while (e2 > r && (e2[-1] == ' ' || e2[-1] == '\n' || e2[-1] == '.')) e2--;
+                same = ans && ans->type == MBPO_JSON_STRING && (size_t)(e2 - r) == ans->len;
+                for (t = 0; same && t < ans->len; t++) same = mbpo__lower((unsigned char)r[t]) == mbpo__lower((unsigned char)ans->string[t]);
+                m->n_open++;
+                if (same) {
+                    m->open_correct++;
+                    if (qs && qs->type == MBPO_JSON_STRING && strstr(qs->string, "the circle?")) m->circle_correct++;
+                }
+                if (qs && qs->type == MBPO_JSON_STRING && strstr(qs->string, "the circle?")) m->n_circle++;
+            } else if (!strcmp(family, "caption")) {
+                uint64_t set = mbpo__caption_instances(resp->string);
+                int bad = 0, c;
+                for (s = 0; s < 5; s++)
+                    for (c = 0; c < 7; c++) {
+                        int wrong;
+                        if (!(set >> (s * 7 + c) & 1)) continue;
+                        if (s == 4) wrong = !(colours >> c & 1);                 /* a colour on its own */
+                        else if (c == 6) wrong = colour_of[s] < 0;                 /* a shape without colour */
+                        else wrong = colour_of[s] != c;                            /* absent, or another colour */
+                        m->instances++; m->instances_halluc += wrong; bad |= wrong;
+                    }
+                for (s = 0; s < 4; s++)
+                    if (colour_of[s] >= 0) { m->scene_shapes++; m->scene_covered += (int)(set >> (s * 7 + colour_of[s]) & 1); }
+                m->n_captions++; m->captions_halluc += bad;
+            }
+        }
+        mbpo_json_free(j);
+    }
+    ok = 1;
+end:
+    for (i = 0; i < n_rows; i++) mbpo_json_free(rows[i]);
+    mbpo_free(rows); mbpo_free(text);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ 6. the embedded default: the demo */
+
+MBPODEF void mbpo_demo_defaults(mbpo_demo_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->model_dir = "demo/tiny-sft"; o->out_dir = "demo-out";
+    o->seeds = 3;
+    o->n_pool = 500; o->n_test = 250; o->world_seed = 2;
+    o->top_k = 400; o->mine_temperature = 0.7;
+    o->steps = 500; o->lr = 5e-5; o->batch = 8; o->G = 8; o->max_new_tokens = 24;
+}
+
+/* What is measured of one model: the world metrics on both test splits, and the mean
+   per-token IIG of the mined chosen and rejected responses (on their clean images). */
+typedef struct { mbpo_synth_metrics split[2]; double iig_c, iig_r; } mbpo__demo_cell;
+static const char *const mbpo__demo_splits[2] = { "test_prior", "test_counter" };
+
+static char *mbpo__demo_path(const mbpo_demo_opts *o, const char *fmt, const char *a, uint64_t seed) {
+    char name[256];
+    snprintf(name, sizeof name, fmt, a, (unsigned long long)seed);
+    return mbpo__path_join(o->out_dir, name);
+}
+static void mbpo__demo_stage(const mbpo_demo_opts *o, const char *what, double t_start) {
+    if (o->log) { fprintf(o->log, "demo [%5.0f s] %s\n", mbpo_now() - t_start, what); fflush(o->log); }
+}
+
+/* The world, generated once: out/world/world.json records the options it was made with. */
+static int mbpo__demo_world(const mbpo_demo_opts *o, const char *world) {
+    mbpo_synth_opts so;
+    char stamp_text[256], *stamp = mbpo__path_join(world, "world.json"), *old = NULL;
+    size_t n = 0;
+    int ok = 0;
+    mbpo_synth_defaults(&so);
+    so.out_dir = world; so.n_train = o->n_pool; so.n_test = o->n_test; so.seed = o->world_seed;
+    snprintf(stamp_text, sizeof stamp_text, "{\"n_train\": %d, \"n_test\": %d, \"size\": %d, \"prior\": %g, \"seed\": %llu}\n",
+             so.n_train, so.n_test, so.size, so.prior_strength, (unsigned long long)so.seed);
+    if (!stamp) return 0;
+    if (mbpo__file_exists(stamp) && (old = mbpo_read_file(stamp, &n)) && n == strlen(stamp_text) && !memcmp(old, stamp_text, n))
+        ok = 1;   /* cached */
+    else
+        ok = mbpo_synth(&so) && mbpo_write_file_atomic(stamp, stamp_text, strlen(stamp_text));
+    mbpo_free(old); mbpo_free(stamp);
+    return ok;
+}
+
+/* Mean per-token IIG of the chosen and the rejected responses of a pair file, under a model. */
+static int mbpo__demo_pairs_iig(const char *model_dir, const char *pairs, const char *image_root, double *c, double *r) {
+    mbpo__env e;
+    mbpo__item *items = NULL;
+    int64_t n = 0, cap = 0, i;
+    double sc = 0, sr = 0, mc = 0, mr = 0;
+    int ok = 0;
+    *c = *r = 0;
+    if (!mbpo__env_load(&e, model_dir)) return 0;
+    if (!mbpo__read_set(pairs, 0, image_root, &items, &n, &cap)) goto end;
+    for (i = 0; i < n; i++) {
+        mbpo__img im;
+        if (!mbpo__img_load(&im, &e.pp, items[i].s.images[0])) goto end;
+        if (!mbpo__sample_iig(&e, &items[i].s, &im, items[i].s.answer, &sc, &mc) ||
+            !mbpo__sample_iig(&e, &items[i].s, &im, items[i].rejected, &sr, &mr)) { mbpo__img_free(&im); goto end; }
+        mbpo__img_free(&im);
+        *c += mc; *r += mr;
+    }
+    if (n) { *c /= (double)n; *r /= (double)n; }
+    ok = 1;
+end:
+    if (items) mbpo__items_free(items, n);
+    mbpo__env_free(&e);
+    return ok;
+}
+
+/* Score a model on both test splits (each score file is written once, atomically, so a rerun
+   skips it) and measure the IIG of the pairs. name: "sft", "mbpo-s1", ... */
+static int mbpo__demo_measure(const mbpo_demo_opts *o, const char *world, const char *model, const char *name, const char *pairs,
+                              mbpo__demo_cell *cell) {
+    int s, ok = 1;
+    char *images = mbpo__path_join(world, "images"), *scores = mbpo__path_join(o->out_dir, "scores");
+    if (!images || !scores || !mbpo__mkdir(scores)) { mbpo_free(images); mbpo_free(scores); return 0; }
+    for (s = 0; s < 2 && ok; s++) {
+        char file[256], *out, *data;
+        snprintf(file, sizeof file, "%s-%s.jsonl", name, mbpo__demo_splits[s]);
+        out = mbpo__path_join(scores, file);
+        snprintf(file, sizeof file, "%s.jsonl", mbpo__demo_splits[s]);
+        data = mbpo__path_join(world, file);
+        ok = out && data;
+        if (ok && !mbpo__file_exists(out)) {
+            mbpo_score_opts so;
+            mbpo_score_summary sum;
+            mbpo_score_defaults(&so);
+            so.model_dir = model; so.data = data; so.image_root = images; so.out_path = out;
+            so.max_new_tokens = o->max_new_tokens; so.strict = 1;
+            ok = mbpo_score(&so, &sum);
+            if (o->log) fprintf(o->log, "\n");
+        }
+        ok = ok && mbpo_synth_eval(data, out, &cell->split[s]);
+        mbpo_free(out); mbpo_free(data);
+    }
+    ok = ok && mbpo__demo_pairs_iig(model, pairs, images, &cell->iig_c, &cell->iig_r);
+    mbpo_free(images); mbpo_free(scores);
+    return ok;
+}
+
+/* Mine a pair set (PGD, or noise for the offline-rand ablation) with the run seed. */
+static char *mbpo__demo_mine(const mbpo_demo_opts *o, const char *world, uint64_t seed, int rand_negatives) {
+    mbpo_mine_opts mo;
+    char *dir = mbpo__demo_path(o, "%s-s%llu", rand_negatives ? "mined-rand" : "mined", seed);
+    char *data = mbpo__path_join(world, "train.jsonl"), *images = mbpo__path_join(world, "images");
+    int ok;
+    mbpo_mine_defaults(&mo);
+    mo.model_dir = o->model_dir; mo.data = data; mo.image_root = images; mo.out_dir = dir;
+    mo.top_k = o->top_k; mo.random_negatives = rand_negatives; mo.temperature = o->mine_temperature;
+    mo.max_new_tokens = o->max_new_tokens; mo.seed = seed; mo.strict = 1; mo.log = o->log;
+    ok = dir && data && images && mbpo_mine(&mo);
+    mbpo_free(data); mbpo_free(images);
+    if (!ok) { mbpo_free(dir); return NULL; }
+    return dir;
+}
+
+/* Train one method from the SFT model; returns its final checkpoint directory. */
+static char *mbpo__demo_train(const mbpo_demo_opts *o, const char *world, mbpo_mode mode, const char *mined, const char *mined_rand,
+                              uint64_t seed) {
+    mbpo_train_opts to;
+    char *dir = mbpo__demo_path(o, "train-%s-s%llu", mbpo_mode_name(mode), seed), *ck = NULL, name[64];
+    char *off = mbpo__path_join(mode == MBPO_MODE_OFFLINE_RAND ? mined_rand : mined, "offline.jsonl");
+    char *on = mbpo__path_join(mined, "online.jsonl"), *images = mbpo__path_join(world, "images");
+    mbpo_train_defaults(&to);
+    to.model_dir = o->model_dir; to.offline = off; to.online = on; to.image_root = images; to.out_dir = dir;
+    to.mode = mode; to.adam.lr = o->lr; to.batch = o->batch; to.G = o->G; to.max_new_tokens = o->max_new_tokens;
+    to.steps = o->steps; to.save_every = 0; to.iig_every = 10; to.seed = seed; to.log = o->log;
+    snprintf(name, sizeof name, "checkpoint-%lld", (long long)o->steps);
+    if (dir && off && on && images && mbpo_train(&to)) ck = mbpo__path_join(dir, name);
+    mbpo_free(dir); mbpo_free(off); mbpo_free(on); mbpo_free(images);
+    return ck;
+}
+
+/* ---- pictures */
+
+/* Adversarial triptychs, a row per pair: clean | adversarial | 128 + gain (adversarial - clean),
+   the gain (>= 1, reported) making the largest change of all rows fill the range; each image
+   scaled 3x (nearest), on white. */
+static int mbpo__demo_triptychs(const char *pairs, const char *image_root, const char *mined, const char *out_png, int rows,
+                                double *gain_out) {
+    enum { S = 3, GAP = 6, MAXROWS = 8 };
+    mbpo__item *items = NULL;
+    int64_t n = 0, cap = 0;
+    mbpo_image canvas, clean[MAXROWS], adv[MAXROWS];
+    int r, ok = 0, tile, w, h, max_d = 1;
+    size_t len = 0, i;
+    char *text = NULL;
+    const char *line;
+    double gain;
+    memset(&canvas, 0, sizeof canvas); memset(clean, 0, sizeof clean); memset(adv, 0, sizeof adv);
+    if (!mbpo__read_set(pairs, 0, image_root, &items, &n, &cap) || !(text = mbpo_read_file(pairs, &len))) goto end;
+    if (rows > MAXROWS) rows = MAXROWS;
+    if (n < rows) rows = (int)n;
+    if (rows < 1) { mbpo__fail("%s: no pairs to draw", pairs); goto end; }
+    for (r = 0, line = text; r < rows; r++) {   /* the r-th pair and its line's adv_image */
+        const char *eol = strchr(line, '\n');
+        mbpo_json *j = mbpo_json_parse(line, eol ? (size_t)(eol - line) : strlen(line), pairs);
+        const mbpo_json *a = j ? mbpo_json_get(j, "adv_image") : NULL;
+        char *adv_path = a && a->type == MBPO_JSON_STRING ? mbpo__path_join(mined, a->string) : NULL;
+        int k;
+        mbpo_json_free(j);
+        if (!adv_path) { mbpo__fail("%s:%d: no adv_image", pairs, r + 1); goto end; }
+        k = mbpo_image_load(&clean[r], items[r].s.images[0]) && mbpo_image_load(&adv[r], adv_path);
+        mbpo_free(adv_path);
+        if (!k) goto end;
+        if (clean[r].width != adv[r].width || clean[r].height != adv[r].height || clean[r].width != clean[0].width ||
+            clean[r].height != clean[0].height) {
+            mbpo__fail("%s:%d: the images differ in size (the demo's are all the same)", pairs, r + 1);
+            goto end;
+        }
+        for (i = 0; i < (size_t)clean[r].width * clean[r].height * 3; i++) {
+            int d = abs((int)adv[r].rgb[i] - (int)clean[r].rgb[i]);
+            if (d > max_d) max_d = d;
+        }
+        line = eol ? eol + 1 : line + strlen(line);
+    }
+    gain = 127.0 / max_d > 1 ? floor(127.0 / max_d) : 1;
+    w = clean[0].width; h = clean[0].height; tile = w * S;
+    if (!mbpo_image_init(&canvas, 3 * tile + 4 * GAP, rows * h * S + (rows + 1) * GAP)) goto end;
+    memset(canvas.rgb, 255, (size_t)canvas.width * canvas.height * 3);
+    for (r = 0; r < rows; r++) {
+        int x, y, k, col;
+        for (col = 0; col < 3; col++)
+            for (y = 0; y < h * S; y++)
+                for (x = 0; x < tile; x++)
+                    for (k = 0; k < 3; k++) {
+                        size_t src = ((size_t)(y / S) * w + x / S) * 3 + k;
+                        double v = col == 0 ? clean[r].rgb[src] : col == 1 ? adv[r].rgb[src]
+                                 : 128 + gain * ((int)adv[r].rgb[src] - (int)clean[r].rgb[src]);
+                        size_t dst = ((size_t)(GAP + r * (h * S + GAP) + y) * canvas.width + GAP + col * (tile + GAP) + x) * 3 + k;
+                        canvas.rgb[dst] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+                    }
+    }
+    ok = mbpo_image_write_png(out_png, &canvas);
+    *gain_out = gain;
+end:
+    for (r = 0; r < MAXROWS; r++) { mbpo_image_free(&clean[r]); mbpo_image_free(&adv[r]); }
+    mbpo_image_free(&canvas);
+    mbpo_free(text);
+    if (items) mbpo__items_free(items, n);
+    return ok;
+}
+
+/* A panel of an SVG line plot: series of (x, y) in data units mapped into the box. */
+typedef struct { double x0, x1, y0, y1; int left, top, w, h; } mbpo__svg_box;
+static double mbpo__svg_x(const mbpo__svg_box *b, double x) { return b->left + (x - b->x0) / (b->x1 - b->x0) * b->w; }
+static double mbpo__svg_y(const mbpo__svg_box *b, double y) { return b->top + b->h - (y - b->y0) / (b->y1 - b->y0) * b->h; }
+static void mbpo__svg_axes(mbpo__sb *sb, const mbpo__svg_box *b, const char *title, const char *ylabel) {
+    int k;
+    mbpo__sb_printf(sb, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#444\"/>\n", b->left, b->top, b->w, b->h);
+    mbpo__sb_printf(sb, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"14\">%s</text>\n", b->left + b->w / 2, b->top - 10, title);
+    mbpo__sb_printf(sb, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\">training step</text>\n", b->left + b->w / 2, b->top + b->h + 34);
+    mbpo__sb_printf(sb, "<text transform=\"translate(%d,%d) rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">%s</text>\n",
+                    b->left - 42, b->top + b->h / 2, ylabel);
+    for (k = 0; k <= 4; k++) {   /* 5 ticks on each axis */
+        double xv = b->x0 + (b->x1 - b->x0) * k / 4, yv = b->y0 + (b->y1 - b->y0) * k / 4;
+        mbpo__sb_printf(sb, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"11\">%.0f</text>\n", mbpo__svg_x(b, xv), b->top + b->h + 16, xv);
+        mbpo__sb_printf(sb, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%.2f</text>\n", b->left - 5, mbpo__svg_y(b, yv) + 4, yv);
+        mbpo__sb_printf(sb, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", b->left, b->left + b->w, mbpo__svg_y(b, yv), mbpo__svg_y(b, yv));
+    }
+}
+static void mbpo__svg_line(mbpo__sb *sb, const mbpo__svg_box *b, const double *x, const double *y, int n, const char *colour,
+                           const char *label, int slot) {
+    int i;
+    mbpo__sb_printf(sb, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colour);
+    for (i = 0; i < n; i++) mbpo__sb_printf(sb, "%s%.1f,%.1f", i ? " " : "", mbpo__svg_x(b, x[i]), mbpo__svg_y(b, y[i]));
+    mbpo__sb_puts(sb, "\"/>\n");
+    if (label)   /* the legend, under the panel */
+        mbpo__sb_printf(sb, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"/>"
+                        "<text x=\"%d\" y=\"%d\" font-size=\"12\">%s</text>\n", b->left + 150 * slot, b->left + 150 * slot + 20,
+                        b->top + b->h + 56, b->top + b->h + 56, colour, b->left + 150 * slot + 26, b->top + b->h + 60, label);
+}
+/* y[i] = the mean of x over the last `window` points up to i. */
+static void mbpo__moving_mean(const double *x, double *y, int64_t n, int window) {
+    int64_t i, k;
+    for (i = 0; i < n; i++) {
+        int64_t from = i >= window - 1 ? i - (window - 1) : 0;
+        double s = 0;
+        for (k = from; k <= i; k++) s += x[k];
+        y[i] = s / (double)(i - from + 1);
+    }
+}
+/* The paper's Fig. 4 from metrics.jsonl: per-token IIG of the batch's chosen and rejected
+   responses (every iig_every steps; faint, and a 5-point moving mean), and the verified
+   reward of the online rollouts (a 20-step moving mean). */
+static int mbpo__demo_fig4(const char *metrics, const char *out_svg) {
+    size_t len = 0, n_lines = 0, q;
+    char *text = mbpo_read_file(metrics, &len), *line, *end;
+    double *buf = NULL, *ix, *ic, *ir, *icm, *irm, *rx, *rw, *rm;
+    int64_t ni = 0, nr = 0, i;
+    mbpo__sb sb = { NULL, 0, 0, 0 };
+    int ok = 0;
+    if (!text) return 0;
+    for (q = 0; q < len; q++) n_lines += text[q] == '\n';
+    if (!(buf = (double *)mbpo__calloc(8 * (n_lines + 1), sizeof(double)))) goto end;
+    ix = buf; ic = ix + n_lines + 1; ir = ic + n_lines + 1; icm = ir + n_lines + 1; irm = icm + n_lines + 1;
+    rx = irm + n_lines + 1; rw = rx + n_lines + 1; rm = rw + n_lines + 1;
+    for (line = text, end = text + len; line < end; ) {
+        char *eol = (char *)memchr(line, '\n', (size_t)(end - line));
+        size_t k = eol ? (size_t)(eol - line) : (size_t)(end - line);
+        mbpo_json *j = k ? mbpo_json_parse(line, k, metrics) : NULL;
+        line = eol ? eol + 1 : end;
+        if (!j) { if (k) goto end; continue; }
+        {
+            const mbpo_json *st = mbpo_json_get(j, "step"), *non = mbpo_json_get(j, "n_online"), *rew = mbpo_json_get(j, "reward_online"),
+                            *c = mbpo_json_get(j, "iig_chosen_mean"), *r = mbpo_json_get(j, "iig_rejected_mean");
+            double step = st && st->type == MBPO_JSON_NUMBER ? st->number : 0;
+            if (non && non->type == MBPO_JSON_NUMBER && non->number > 0 && rew && rew->type == MBPO_JSON_NUMBER && nr <= (int64_t)n_lines) {
+                rx[nr] = step; rw[nr++] = rew->number;
+            }
+            if (c && r && c->type == MBPO_JSON_NUMBER && r->type == MBPO_JSON_NUMBER && ni <= (int64_t)n_lines) {
+                ix[ni] = step; ic[ni] = c->number; ir[ni++] = r->number;
+            }
+        }
+        mbpo_json_free(j);
+    }
+    mbpo__moving_mean(rw, rm, nr, 20);
+    mbpo__moving_mean(ic, icm, ni, 5);
+    mbpo__moving_mean(ir, irm, ni, 5);
+    mbpo__sb_puts(&sb, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"860\" height=\"350\" font-family=\"sans-serif\">\n"
+                       "<rect width=\"860\" height=\"350\" fill=\"white\"/>\n");
+    if (ni > 0) {
+        mbpo__svg_box b = { 0, 1, 0, 1, 70, 40, 330, 230 };
+        double lo = ic[0], hi = ic[0];
+        for (i = 0; i < ni; i++) { lo = fmin(lo, fmin(ic[i], ir[i])); hi = fmax(hi, fmax(ic[i], ir[i])); }
+        b.x0 = 0; b.x1 = ix[ni - 1] > 0 ? ix[ni - 1] : 1;
+        b.y0 = floor(fmin(lo, 0.0)); b.y1 = ceil(hi) > b.y0 ? ceil(hi) : b.y0 + 1;
+        mbpo__svg_axes(&sb, &b, "IIG of the batch's chosen and rejected", "IIG per token (nats)");
+        mbpo__svg_line(&sb, &b, ix, ic, (int)ni, "#aec7e8", NULL, 0);
+        mbpo__svg_line(&sb, &b, ix, ir, (int)ni, "#ff9896", NULL, 0);
+        mbpo__svg_line(&sb, &b, ix, icm, (int)ni, "#1f77b4", "chosen", 0);
+        mbpo__svg_line(&sb, &b, ix, irm, (int)ni, "#d62728", "rejected", 1);
+    }
+    if (nr > 0) {
+        mbpo__svg_box b = { 0, 1, 0, 1, 500, 40, 330, 230 };
+        b.x1 = rx[nr - 1] > 0 ? rx[nr - 1] : 1;
+        mbpo__svg_axes(&sb, &b, "verified reward of the rollouts", "mean reward");
+        mbpo__svg_line(&sb, &b, rx, rm, (int)nr, "#2ca02c", "online prompts' mean reward", 0);
+    }
+    mbpo__sb_puts(&sb, "</svg>\n");
+    ok = !sb.failed && mbpo_write_file_atomic(out_svg, sb.s, sb.n);
+end:
+    mbpo_free(text); mbpo_free(sb.s); mbpo_free(buf);
+    return ok;
+}
+
+/* ---- the table */
+
+/* One row of the table: a number from a cell. */
+static double mbpo__demo_metric(const mbpo__demo_cell *c, int row) {
+    const mbpo_synth_metrics *p = &c->split[0], *q = &c->split[1];
+#define MBPO__PCT(a, b) ((b) ? 100.0 * (double)(a) / (double)(b) : NAN)   /* n/a: nothing to count */
+    switch (row) {
+    case 0: return c->iig_c;
+    case 1: return c->iig_r;
+    case 2: return MBPO__PCT(p->yesno_correct, p->n_yesno);
+    case 3: return MBPO__PCT(q->yesno_correct, q->n_yesno);
+    case 4: return MBPO__PCT(p->mc_correct, p->n_mc);
+    case 5: return MBPO__PCT(q->mc_correct, q->n_mc);
+    case 6: return MBPO__PCT(p->open_correct, p->n_open);
+    case 7: return MBPO__PCT(q->open_correct, q->n_open);
+    case 8: return MBPO__PCT(q->circle_correct, q->n_circle);
+    case 9: return MBPO__PCT(p->instances_halluc, p->instances);
+    case 10: return MBPO__PCT(q->instances_halluc, q->instances);
+    case 11: return MBPO__PCT(p->captions_halluc, p->n_captions);
+    case 12: return MBPO__PCT(q->captions_halluc, q->n_captions);
+    case 13: return MBPO__PCT(p->scene_covered, p->scene_shapes);
+    default: return MBPO__PCT(q->scene_covered, q->scene_shapes);
+    }
+#undef MBPO__PCT
+}
+static const char *const mbpo__demo_rows[15] = {
+    "IIG per token, chosen (mined pairs) ↑", "IIG per token, rejected (mined pairs)",
+    "yes/no accuracy, prior split (%) ↑", "yes/no accuracy, counter-prior split (%) ↑",
+    "multiple-choice accuracy, prior (%) ↑", "multiple-choice accuracy, counter-prior (%) ↑",
+    "open colour question, prior (%) ↑", "open colour question, counter-prior (%) ↑",
+    "  of which circles (never red), counter-prior (%) ↑",
+    "CHAIR_i captions, prior (%) ↓", "CHAIR_i captions, counter-prior (%) ↓",
+    "CHAIR_s captions, prior (%) ↓", "CHAIR_s captions, counter-prior (%) ↓",
+    "caption coverage, prior (%) ↑", "caption coverage, counter-prior (%) ↑" };
+
+/* Markdown: a row per metric, a column per method; over several seeds a cell is
+   "mean ± sample standard deviation". cells[m * n_seeds + s]; method 0 (SFT) has one value. */
+static void mbpo__demo_table(mbpo__sb *sb, const char *const *names, int n_methods, const mbpo__demo_cell *cells, int n_seeds) {
+    int row, m, s;
+    mbpo__sb_puts(sb, "| |");
+    for (m = 0; m < n_methods; m++) mbpo__sb_printf(sb, " %s |", names[m]);
+    mbpo__sb_puts(sb, "\n|---|");
+    for (m = 0; m < n_methods; m++) mbpo__sb_puts(sb, "---:|");
+    mbpo__sb_puts(sb, "\n");
+    for (row = 0; row < 15; row++) {
+        mbpo__sb_printf(sb, "| %s |", mbpo__demo_rows[row]);
+        for (m = 0; m < n_methods; m++) {
+            int k = m == 0 ? 1 : n_seeds;
+            double mean = 0, var = 0;
+            for (s = 0; s < k; s++) mean += mbpo__demo_metric(&cells[m * n_seeds + s], row) / k;
+            for (s = 0; s < k; s++) { double d = mbpo__demo_metric(&cells[m * n_seeds + s], row) - mean; var += d * d; }
+            if (isnan(mean)) mbpo__sb_puts(sb, " n/a |");
+            else if (k > 1) mbpo__sb_printf(sb, row < 2 ? " %.3f ± %.3f |" : " %.1f ± %.1f |", mean, sqrt(var / (k - 1)));
+            else mbpo__sb_printf(sb, row < 2 ? " %.3f |" : " %.1f |", mean);
+        }
+        mbpo__sb_puts(sb, "\n");
+    }
+}
+
+MBPODEF int mbpo_demo(const mbpo_demo_opts *o) {
+    static const mbpo_mode modes[4] = { MBPO_MODE_OFFLINE_RAND, MBPO_MODE_OFFLINE, MBPO_MODE_ONLINE, MBPO_MODE_MBPO };
+    static const char *const names[5] = { "SFT (start)", "offline-rand", "offline", "online", "MBPO" };
+    const char *col_names[5];
+    double t0 = mbpo_now();
+    int n_seeds = o->ablation ? o->seeds : 1, n_methods = o->ablation ? 5 : 2, ok = 0, s, m;
+    mbpo__demo_cell *cells = (mbpo__demo_cell *)mbpo__calloc((size_t)(5 * (n_seeds > 0 ? n_seeds : 1)), sizeof(mbpo__demo_cell));
+    char *world = mbpo__path_join(o->out_dir, "world"), *pairs = NULL, *mined1 = NULL, *p = NULL;
+    mbpo__sb sb = { NULL, 0, 0, 0 };
+    char what[256];
+    if (n_seeds < 1 || n_seeds > 1000) { mbpo_free(cells); mbpo_free(world); return mbpo__fail("mbpo_demo: seeds must be 1..1000"); }
+    if (!cells || !world || !mbpo__mkdir(o->out_dir)) goto end;
+    if (!mbpo__is_file(p = mbpo__path_join(o->model_dir, "model.safetensors"))) {
+        mbpo__fail("%s: no model.safetensors - the demo starts from the shipped SFT model (make tiny-model rebuilds it)", o->model_dir);
+        goto end;
+    }
+    mbpo_free(p); p = NULL;
+    snprintf(what, sizeof what, "1. the shapes world (seed %llu: %d pool images, %d per test split) in %s", (unsigned long long)o->world_seed,
+             o->n_pool, o->n_test, world);
+    mbpo__demo_stage(o, what, t0);
+    if (!mbpo__demo_world(o, world)) goto end;
+    /* the pairs every model's IIG is measured on: those mined with seed 1 */
+    mbpo__demo_stage(o, "2. mining with the SFT model (seed 1): IIG of every open answer -> top-k chosen -> PGD -> rejected", t0);
+    if (!(mined1 = mbpo__demo_mine(o, world, 1, 0)) || !(pairs = mbpo__path_join(mined1, "offline.jsonl"))) goto end;
+    mbpo__demo_stage(o, "3. scoring the SFT model on test_prior and test_counter", t0);
+    if (!mbpo__demo_measure(o, world, o->model_dir, "sft", pairs, &cells[0])) goto end;
+    for (s = 1; s <= n_seeds; s++) {
+        char *mined = s == 1 ? mined1 : NULL, *mined_rand = NULL;
+        if (!mined) {
+            snprintf(what, sizeof what, "   mining, seed %d", s);
+            mbpo__demo_stage(o, what, t0);
+            if (!(mined = mbpo__demo_mine(o, world, (uint64_t)s, 0))) goto end;
+        }
+        if (o->ablation) {
+            snprintf(what, sizeof what, "   mining with random-noise negatives (offline-rand), seed %d", s);
+            mbpo__demo_stage(o, what, t0);
+            if (!(mined_rand = mbpo__demo_mine(o, world, (uint64_t)s, 1))) { if (mined != mined1) mbpo_free(mined); goto end; }
+        }
+        for (m = o->ablation ? 0 : 3; m < 4; m++) {
+            char *ck, name[64];
+            snprintf(what, sizeof what, "4. training %s from the SFT model, seed %d (%lld steps)", mbpo_mode_name(modes[m]),
+                     s, (long long)o->steps);
+            mbpo__demo_stage(o, what, t0);
+            ck = mbpo__demo_train(o, world, modes[m], mined, mined_rand, (uint64_t)s);
+            snprintf(name, sizeof name, "%s-s%d", mbpo_mode_name(modes[m]), s);
+            snprintf(what, sizeof what, "5. scoring %s", name);
+            if (ck) mbpo__demo_stage(o, what, t0);
+            if (!ck || !mbpo__demo_measure(o, world, ck, name, pairs, &cells[(o->ablation ? m + 1 : 1) * n_seeds + (s - 1)])) {
+                mbpo_free(ck); mbpo_free(mined_rand); if (mined != mined1) mbpo_free(mined);
+                goto end;
+            }
+            mbpo_free(ck);
+        }
+        mbpo_free(mined_rand);
+        if (mined != mined1) mbpo_free(mined);
+    }
+    /* the table */
+    for (m = 0; m < n_methods; m++) col_names[m] = o->ablation ? names[m] : m == 0 ? names[0] : names[4];
+    mbpo__sb_printf(&sb, "%s: the tiny model %s, world seed %llu (%d pool images, %d per test split), top-k %d, %lld steps at lr %g, "
+                    "batch %d, G %d%s\n\n", o->ablation ? "Ablation" : "Demo", o->model_dir, (unsigned long long)o->world_seed, o->n_pool,
+                    o->n_test, o->top_k, (long long)o->steps, o->lr, o->batch, o->G, o->ablation ? "" : ", seed 1");
+    if (o->ablation) mbpo__sb_printf(&sb, "Mean ± standard deviation over seeds 1..%d (mining and training seeds); the SFT model is scored once (greedy).\n\n", n_seeds);
+    mbpo__demo_table(&sb, col_names, n_methods, cells, n_seeds);
+    if (sb.failed || !(p = mbpo__path_join(o->out_dir, o->ablation ? "ablation.md" : "results.md")) || !mbpo_write_file_atomic(p, sb.s, sb.n)) goto end;
+    if (o->report) { fprintf(o->report, "\n%s\n", sb.s); fflush(o->report); }
+    if (!o->ablation) {
+        char *png = mbpo__path_join(o->out_dir, "adversarial.png"), *images = mbpo__path_join(world, "images");
+        char *metrics = mbpo__demo_path(o, "%s-s%llu/metrics.jsonl", "train-mbpo", 1), *svg = mbpo__path_join(o->out_dir, "fig4.svg");
+        double gain = 1;
+        int k = png && images && metrics && svg && mbpo__demo_triptychs(pairs, images, mined1, png, 4, &gain) &&
+                mbpo__demo_fig4(metrics, svg);
+        if (k && o->report)
+            fprintf(o->report, "pictures: %s (clean | adversarial | 128 + %g x difference), %s (IIG and online reward over the steps)\n",
+                    png, gain, svg);
+        mbpo_free(png); mbpo_free(images); mbpo_free(metrics); mbpo_free(svg);
+        if (!k) goto end;
+    }
+    if (o->report) fprintf(o->report, "table: %s; %s took %.0f s\n", p, o->ablation ? "the ablation" : "the demo", mbpo_now() - t0);
+    ok = 1;
+end:
+    mbpo_free(cells); mbpo_free(world); mbpo_free(pairs); mbpo_free(mined1); mbpo_free(p); mbpo_free(sb.s);
     return ok;
 }
 

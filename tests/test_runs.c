@@ -649,10 +649,121 @@ static void test_synth_model(void) {
     }
 }
 
+/* The world's scoring: open answers, CHAIR on captions and coverage, counted by hand. */
+static void test_synth_eval(void) {
+    char data[300], scores[300];
+    mbpo_synth_metrics m;
+    static const char *const recs =
+        "{\"id\": \"r1\", \"family\": \"open\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nWhat colour is the circle?\"}, "
+        "{\"from\": \"gpt\", \"value\": \"blue\"}], \"scene\": [{\"shape\": \"circle\", \"colour\": \"blue\"}, {\"shape\": \"square\", \"colour\": \"red\"}]}\n"
+        "{\"id\": \"r2\", \"family\": \"open\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nWhat colour is the square?\"}, "
+        "{\"from\": \"gpt\", \"value\": \"red\"}], \"scene\": [{\"shape\": \"circle\", \"colour\": \"blue\"}, {\"shape\": \"square\", \"colour\": \"red\"}]}\n"
+        "{\"id\": \"r3\", \"family\": \"caption\", \"conversations\": [], \"scene\": [{\"shape\": \"circle\", \"colour\": \"blue\"}, "
+        "{\"shape\": \"square\", \"colour\": \"red\"}, {\"shape\": \"star\", \"colour\": \"green\"}]}\n"
+        "\n"
+        "{\"id\": \"r4\", \"family\": \"caption\", \"conversations\": [], \"scene\": [{\"shape\": \"triangle\", \"colour\": \"purple\"}]}\n"
+        "{\"id\": \"r5\", \"family\": \"yesno\", \"conversations\": [], \"scene\": []}\n"
+        "{\"id\": \"r6\", \"family\": \"mc\", \"conversations\": [], \"scene\": []}\n";
+    static const char *const rows =
+        "{\"id\": \"r1\", \"response\": \" Blue.\"}\n"
+        "{\"id\": \"r2\", \"response\": \"red square\"}\n"
+        /* blue circle: right; red star: the star is green; green square: the square is red;
+           yellow on its own: nothing is yellow -> 4 instances, 3 wrong; covers the circle only */
+        "{\"id\": \"r3\", \"response\": \"A blue circle, a red star and a green square and yellow.\"}\n"
+        /* the same instance twice counts once; a bare shape that is there is right */
+        "{\"id\": \"r4\", \"response\": \"A purple triangle, a Purple Triangle. A triangle!\"}\n"
+        "{\"id\": \"r5\", \"response\": \"Yes\", \"correct\": true}\n"
+        "{\"id\": \"r6\", \"response\": \"B\", \"correct\": false}\n"
+        "{\"summary\": true, \"iig_mean\": 1.5}\n";
+    if (!run_test("synth_eval")) return;
+    snprintf(data, sizeof data, "%s/eval_data.jsonl", tmpdir());
+    snprintf(scores, sizeof scores, "%s/eval_scores.jsonl", tmpdir());
+    write_bytes(data, recs, strlen(recs));
+    write_bytes(scores, rows, strlen(rows));
+    REQUIRE(mbpo_synth_eval(data, scores, &m), "eval");
+    CHECK(m.n_open == 2 && m.open_correct == 1 && m.n_circle == 1 && m.circle_correct == 1, "open: %lld/%lld, circle %lld/%lld",
+          (long long)m.open_correct, (long long)m.n_open, (long long)m.circle_correct, (long long)m.n_circle);
+    CHECK(m.n_yesno == 1 && m.yesno_correct == 1 && m.n_mc == 1 && m.mc_correct == 0, "closed questions from the rows' verdicts");
+    CHECK(m.n_captions == 2 && m.captions_halluc == 1, "CHAIR_s: %lld of %lld captions", (long long)m.captions_halluc, (long long)m.n_captions);
+    CHECK(m.instances == 6 && m.instances_halluc == 3, "CHAIR_i: %lld of %lld instances", (long long)m.instances_halluc, (long long)m.instances);
+    CHECK(m.scene_shapes == 4 && m.scene_covered == 2, "coverage: %lld of %lld", (long long)m.scene_covered, (long long)m.scene_shapes);
+    CHECK(fabs(m.iig_mean - 1.5) < 1e-12, "the summary's IIG");
+    {   /* a row whose id the dataset lacks is an error naming the file and line */
+        static const char *const bad = "{\"id\": \"r1\", \"response\": \"blue\"}\n{\"id\": \"zz\", \"response\": \"blue\"}\n";
+        write_bytes(scores, bad, strlen(bad));
+        CHECK(!mbpo_synth_eval(data, scores, &m) && contains(mbpo_failure_reason(), "eval_scores.jsonl:2"), "unknown id: %s",
+              mbpo_failure_reason());
+        write_bytes(data, "{\"id\": \"r1\"}\n", 13);
+        CHECK(!mbpo_synth_eval(data, scores, &m) && contains(mbpo_failure_reason(), "eval_data.jsonl:1"), "not a world record: %s",
+              mbpo_failure_reason());
+    }
+}
+
+/* The demo end to end at toy scale (a random 1-layer model, a handful of images, 2 steps):
+   the table, the pictures, a rerun that continues to the same table, and the ablation's
+   table over 2 seeds. The method's effect is measured by make demo, not here. */
+static void test_demo(void) {
+    char model[300], out[300], path[700];
+    mbpo_synth_model_opts mo;
+    mbpo_demo_opts o;
+    char *first = NULL, *again = NULL;
+    size_t n1 = 0, n2 = 0;
+    if (!run_test("demo")) return;
+    snprintf(model, sizeof model, "%s/demo_model", tmpdir());
+    snprintf(out, sizeof out, "%s/demo_out", tmpdir());
+    mbpo_synth_model_defaults(&mo);
+    mo.hidden = 64; mo.layers = 1; mo.mlp = 128; mo.v_embed = 32; mo.v_depth = 1;
+    REQUIRE(mbpo_synth_model(model, &mo), "model");
+    mbpo_demo_defaults(&o);
+    o.model_dir = model; o.out_dir = out;
+    o.n_pool = 3; o.n_test = 2; o.top_k = 2; o.steps = 2; o.batch = 2; o.G = 2; o.max_new_tokens = 4;
+    REQUIRE(mbpo_demo(&o), "demo");
+    snprintf(path, sizeof path, "%s/results.md", out);
+    first = mbpo_read_file(path, &n1);
+    CHECK(first && contains(first, "| | SFT (start) | MBPO |") && contains(first, "CHAIR_i captions, counter-prior"), "results.md: %s",
+          first ? first : "(missing)");
+    {
+        int rows = 0;
+        const char *q;
+        for (q = first ? first : ""; (q = strstr(q, "\n| ")) != NULL; q++) rows++;
+        CHECK(rows == 16, "a header and 15 metric rows: %d", rows);
+    }
+    {
+        mbpo_image img;
+        snprintf(path, sizeof path, "%s/adversarial.png", out);
+        CHECK(mbpo_image_load(&img, path) && img.width == 3 * 84 * 3 + 4 * 6 && img.height == 2 * 84 * 3 + 3 * 6,
+              "two triptych rows of 3 x 252 px: %dx%d", img.width, img.height);
+        mbpo_image_free(&img);
+    }
+    {
+        char *svg;
+        snprintf(path, sizeof path, "%s/fig4.svg", out);
+        svg = mbpo_read_file(path, NULL);
+        CHECK(svg && contains(svg, "<svg") && contains(svg, "<polyline") && contains(svg, "</svg>"), "fig4.svg");
+        mbpo_free(svg);
+    }
+    REQUIRE(mbpo_demo(&o), "demo rerun");
+    snprintf(path, sizeof path, "%s/results.md", out);
+    again = mbpo_read_file(path, &n2);
+    CHECK(first && again && n1 == n2 && !memcmp(first, again, n1), "a rerun continues to the same table");
+    mbpo_free(first); mbpo_free(again);
+    o.ablation = 1; o.seeds = 2;
+    REQUIRE(mbpo_demo(&o), "ablation");
+    snprintf(path, sizeof path, "%s/ablation.md", out);
+    first = mbpo_read_file(path, NULL);
+    CHECK(first && contains(first, "| | SFT (start) | offline-rand | offline | online | MBPO |") && contains(first, " ± "),
+          "ablation.md: %s", first ? first : "(missing)");
+    mbpo_free(first);
+    o.model_dir = out;   /* no model there */
+    CHECK(!mbpo_demo(&o) && contains(mbpo_failure_reason(), "make tiny-model"), "a missing model: %s", mbpo_failure_reason());
+}
+
 void test_runs(void) {
     test_mine();
     test_score();
     test_train();
     test_synth();
     test_synth_model();
+    test_synth_eval();
+    test_demo();
 }

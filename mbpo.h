@@ -6364,9 +6364,30 @@ static int mbpo__jsonl_done(const char *path, unsigned char *done, int64_t n_don
     mbpo_free(text);
     return 1;
 }
+/* mkdir -p: the directory and any missing parents. */
 static int mbpo__mkdir(const char *path) {
 #if !defined(_WIN32)
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) return mbpo__fail("%s: cannot create the directory (%s)", path, strerror(errno));
+    size_t n = strlen(path), i;
+    char *p = (char *)mbpo__alloc(n + 1);
+    if (!p) return 0;
+    memcpy(p, path, n + 1);
+    for (i = 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != 0) continue;
+        if (p[i - 1] == '/') continue;   /* "a//b" */
+        p[i] = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            int e = errno;
+            mbpo__fail("%s: cannot create the directory %s (%s)", path, p, strerror(e));
+            mbpo_free(p);
+            return 0;
+        }
+        p[i] = path[i];
+    }
+    mbpo_free(p);
+    {
+        struct stat st;
+        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return mbpo__fail("%s: exists and is not a directory", path);
+    }
 #endif
     return 1;
 }
@@ -8054,9 +8075,9 @@ static char *mbpo__demo_train(const mbpo_demo_opts *o, const char *world, mbpo_m
 
 /* Adversarial triptychs, a row per pair: clean | adversarial | 128 + gain (adversarial - clean),
    the gain (>= 1, reported) making the largest change of all rows fill the range; each image
-   scaled 3x (nearest), on white. */
+   scaled 3x (nearest), on white. The pairs' texts are appended to `texts` (markdown). */
 static int mbpo__demo_triptychs(const char *pairs, const char *image_root, const char *mined, const char *out_png, int rows,
-                                double *gain_out) {
+                                double *gain_out, mbpo__sb *texts) {
     enum { S = 3, GAP = 6, MAXROWS = 8 };
     mbpo__item *items = NULL;
     int64_t n = 0, cap = 0;
@@ -8112,6 +8133,14 @@ static int mbpo__demo_triptychs(const char *pairs, const char *image_root, const
     }
     ok = mbpo_image_write_png(out_png, &canvas);
     *gain_out = gain;
+    mbpo__sb_puts(texts, "\nThe mined pairs of the first rows of adversarial.png (highest IIG first):\n\n");
+    for (r = 0; r < rows; r++) {
+        mbpo__sb_printf(texts, "%d. `%s`  \n   chosen: ", r + 1, items[r].s.id);
+        mbpo__sb_json(texts, items[r].s.answer);      /* quoted and escaped: a response may hold newlines */
+        mbpo__sb_puts(texts, "  \n   rejected (on the PGD image): ");
+        mbpo__sb_json(texts, items[r].rejected);
+        mbpo__sb_puts(texts, "\n");
+    }
 end:
     for (r = 0; r < MAXROWS; r++) { mbpo_image_free(&clean[r]); mbpo_image_free(&adv[r]); }
     mbpo_image_free(&canvas);
@@ -8226,6 +8255,7 @@ end:
 /* ---- the table */
 
 /* One row of the table: a number from a cell. */
+enum { MBPO__DEMO_ROWS = 16 };
 static double mbpo__demo_metric(const mbpo__demo_cell *c, int row) {
     const mbpo_synth_metrics *p = &c->split[0], *q = &c->split[1];
 #define MBPO__PCT(a, b) ((b) ? 100.0 * (double)(a) / (double)(b) : NAN)   /* n/a: nothing to count */
@@ -8238,22 +8268,23 @@ static double mbpo__demo_metric(const mbpo__demo_cell *c, int row) {
     case 5: return MBPO__PCT(q->mc_correct, q->n_mc);
     case 6: return MBPO__PCT(p->open_correct, p->n_open);
     case 7: return MBPO__PCT(q->open_correct, q->n_open);
-    case 8: return MBPO__PCT(q->circle_correct, q->n_circle);
-    case 9: return MBPO__PCT(p->instances_halluc, p->instances);
-    case 10: return MBPO__PCT(q->instances_halluc, q->instances);
-    case 11: return MBPO__PCT(p->captions_halluc, p->n_captions);
-    case 12: return MBPO__PCT(q->captions_halluc, q->n_captions);
-    case 13: return MBPO__PCT(p->scene_covered, p->scene_shapes);
+    case 8: return MBPO__PCT(p->circle_correct, p->n_circle);
+    case 9: return MBPO__PCT(q->circle_correct, q->n_circle);
+    case 10: return MBPO__PCT(p->instances_halluc, p->instances);
+    case 11: return MBPO__PCT(q->instances_halluc, q->instances);
+    case 12: return MBPO__PCT(p->captions_halluc, p->n_captions);
+    case 13: return MBPO__PCT(q->captions_halluc, q->n_captions);
+    case 14: return MBPO__PCT(p->scene_covered, p->scene_shapes);
     default: return MBPO__PCT(q->scene_covered, q->scene_shapes);
     }
 #undef MBPO__PCT
 }
-static const char *const mbpo__demo_rows[15] = {
+static const char *const mbpo__demo_rows[MBPO__DEMO_ROWS] = {
     "IIG per token, chosen (mined pairs) ↑", "IIG per token, rejected (mined pairs)",
     "yes/no accuracy, prior split (%) ↑", "yes/no accuracy, counter-prior split (%) ↑",
     "multiple-choice accuracy, prior (%) ↑", "multiple-choice accuracy, counter-prior (%) ↑",
     "open colour question, prior (%) ↑", "open colour question, counter-prior (%) ↑",
-    "  of which circles (never red), counter-prior (%) ↑",
+    "  of which circles (red in 90 %), prior (%) ↑", "  of which circles (never red), counter-prior (%) ↑",
     "CHAIR_i captions, prior (%) ↓", "CHAIR_i captions, counter-prior (%) ↓",
     "CHAIR_s captions, prior (%) ↓", "CHAIR_s captions, counter-prior (%) ↓",
     "caption coverage, prior (%) ↑", "caption coverage, counter-prior (%) ↑" };
@@ -8267,7 +8298,7 @@ static void mbpo__demo_table(mbpo__sb *sb, const char *const *names, int n_metho
     mbpo__sb_puts(sb, "\n|---|");
     for (m = 0; m < n_methods; m++) mbpo__sb_puts(sb, "---:|");
     mbpo__sb_puts(sb, "\n");
-    for (row = 0; row < 15; row++) {
+    for (row = 0; row < MBPO__DEMO_ROWS; row++) {
         mbpo__sb_printf(sb, "| %s |", mbpo__demo_rows[row]);
         for (m = 0; m < n_methods; m++) {
             int k = m == 0 ? 1 : n_seeds;
@@ -8345,20 +8376,20 @@ MBPODEF int mbpo_demo(const mbpo_demo_opts *o) {
                     o->n_test, o->top_k, (long long)o->steps, o->lr, o->batch, o->G, o->ablation ? "" : ", seed 1");
     if (o->ablation) mbpo__sb_printf(&sb, "Mean ± standard deviation over seeds 1..%d (mining and training seeds); the SFT model is scored once (greedy).\n\n", n_seeds);
     mbpo__demo_table(&sb, col_names, n_methods, cells, n_seeds);
-    if (sb.failed || !(p = mbpo__path_join(o->out_dir, o->ablation ? "ablation.md" : "results.md")) || !mbpo_write_file_atomic(p, sb.s, sb.n)) goto end;
-    if (o->report) { fprintf(o->report, "\n%s\n", sb.s); fflush(o->report); }
-    if (!o->ablation) {
+    if (!o->ablation) {   /* the pictures, and the pairs the triptychs show */
         char *png = mbpo__path_join(o->out_dir, "adversarial.png"), *images = mbpo__path_join(world, "images");
         char *metrics = mbpo__demo_path(o, "%s-s%llu/metrics.jsonl", "train-mbpo", 1), *svg = mbpo__path_join(o->out_dir, "fig4.svg");
         double gain = 1;
-        int k = png && images && metrics && svg && mbpo__demo_triptychs(pairs, images, mined1, png, 4, &gain) &&
+        int k = png && images && metrics && svg && mbpo__demo_triptychs(pairs, images, mined1, png, 4, &gain, &sb) &&
                 mbpo__demo_fig4(metrics, svg);
-        if (k && o->report)
-            fprintf(o->report, "pictures: %s (clean | adversarial | 128 + %g x difference), %s (IIG and online reward over the steps)\n",
-                    png, gain, svg);
+        if (k)
+            mbpo__sb_printf(&sb, "\nPictures: %s (rows as above: clean | adversarial | 128 + %g x difference), %s (IIG of chosen "
+                            "and rejected, and the online reward, over the steps)\n", png, gain, svg);
         mbpo_free(png); mbpo_free(images); mbpo_free(metrics); mbpo_free(svg);
         if (!k) goto end;
     }
+    if (sb.failed || !(p = mbpo__path_join(o->out_dir, o->ablation ? "ablation.md" : "results.md")) || !mbpo_write_file_atomic(p, sb.s, sb.n)) goto end;
+    if (o->report) { fprintf(o->report, "\n%s\n", sb.s); fflush(o->report); }
     if (o->report) fprintf(o->report, "table: %s; %s took %.0f s\n", p, o->ablation ? "the ablation" : "the demo", mbpo_now() - t0);
     ok = 1;
 end:

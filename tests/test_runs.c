@@ -288,8 +288,10 @@ static void test_score(void) {
     }
     snprintf(path, sizeof path, "%s/s3.jsonl", dir);
     CHECK(!mbpo_file_exists_test(path), "no output left behind");
-    snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s --data %s --image-root %s --out /nonexistent_dir/s.jsonl --quiet "
-             "--max-new-tokens 2 2> %s/err2.txt", model, data, images, dir);
+    snprintf(path, sizeof path, "%s/a_file", dir);   /* a path through a regular file: unwritable even for root */
+    write_bytes(path, "x", 1);
+    snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s --data %s --image-root %s --out %s/a_file/s.jsonl --quiet "
+             "--max-new-tokens 2 2> %s/err2.txt", model, data, images, dir, dir);
     CHECK(system(cmd) != 0, "an unwritable output fails");
     printf("  ok  scoring: %lld samples (yes/no %lld/%lld, mc %lld/%lld, open %lld), mean IIG %.4f; bad inputs fail cleanly\n",
            (long long)sum.n, (long long)sum.yesno_correct, (long long)sum.n_yesno, (long long)sum.mc_correct,
@@ -470,16 +472,18 @@ static void test_train(void) {
                   "%s: one line naming the file: %s", tools[k], text ? text : "");
             mbpo_free(text);
         }
-        snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s --data %s --image-root %s --out /nonexistent_dir/out --quiet "
-                 "2> %s/err.txt", model, data, images, dir);
+        snprintf(b, sizeof b, "%s/a_file", dir);   /* a path through a regular file: unwritable even for root */
+        write_bytes(b, "x", 1);
+        snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s --data %s --image-root %s --out %s/a_file/out --quiet "
+                 "2> %s/err.txt", model, data, images, dir, dir);
         CHECK(system(cmd) != 0, "mbpo-mine into an unwritable place fails");
         snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --image-root %s --out "
-                 "/nonexistent_dir/out --mode offline --steps 1 --quiet 2> %s/err.txt", model, mined, images, dir);
+                 "%s/a_file/out --mode offline --steps 1 --quiet 2> %s/err.txt", model, mined, images, dir, dir);
         CHECK(system(cmd) != 0, "mbpo-train into an unwritable place fails");
         snprintf(b, sizeof b, "%s/err.txt", dir);
         {
             char *text = mbpo_read_file(b, NULL);
-            CHECK(text && contains(text, "/nonexistent_dir/out"), "names the output: %s", text ? text : "");
+            CHECK(text && contains(text, "a_file/out: cannot create the directory"), "names the output: %s", text ? text : "");
             mbpo_free(text);
         }
     }
@@ -496,14 +500,21 @@ static void test_synth(void) {
     int split;
     if (!run_test("synth")) return;
     snprintf(dir, sizeof dir, "%s/shapes", tmpdir());
-    snprintf(d2, sizeof d2, "%s/shapes2", tmpdir());
+    snprintf(d2, sizeof d2, "%s/shapes2/nested/dirs", tmpdir());   /* missing parents are created */
     mbpo_synth_defaults(&o);
     o.out_dir = dir; o.n_train = 300; o.n_test = 60; o.seed = 11;
     REQUIRE(mbpo_synth(&o), "synth");
     o.out_dir = d2;
     REQUIRE(mbpo_synth(&o), "synth again");
     snprintf(a, sizeof a, "%s/train.jsonl", dir); snprintf(b, sizeof b, "%s/train.jsonl", d2);
-    CHECK(same_file(a, b), "same seed, same records");
+    CHECK(same_file(a, b), "same seed, same records (the second under missing parent directories)");
+    {   /* a file where a directory should be */
+        mbpo_synth_opts o2 = o;
+        snprintf(a, sizeof a, "%s/shapes2/nested/dirs/train.jsonl/x", tmpdir());
+        o2.out_dir = a; o2.n_train = 1; o2.n_test = 1;
+        CHECK(!mbpo_synth(&o2) && contains(mbpo_failure_reason(), "cannot create the directory"), "a file in the path: %s",
+              mbpo_failure_reason());
+    }
     snprintf(a, sizeof a, "%s/images/test_counter/000007.png", dir); snprintf(b, sizeof b, "%s/images/test_counter/000007.png", d2);
     CHECK(same_file(a, b), "same seed, same images");
     for (split = 0; split < 3; split++) {
@@ -726,7 +737,7 @@ static void test_demo(void) {
         int rows = 0;
         const char *q;
         for (q = first ? first : ""; (q = strstr(q, "\n| ")) != NULL; q++) rows++;
-        CHECK(rows == 16, "a header and 15 metric rows: %d", rows);
+        CHECK(rows == 17, "a header and 16 metric rows: %d", rows);
     }
     {
         mbpo_image img;

@@ -716,7 +716,8 @@ MBPODEF int mbpo_synth_eval(const char *data, const char *scores, mbpo_synth_met
    and the online reward over the steps); the ablation trains offline-rand, offline, online and
    mbpo for seeds 1..seeds. Every stage keeps its output in out_dir and a rerun continues
    (the world is made once, mining and training resume, score files are reused), so the
-   ablation reuses the demo's seed-1 MBPO run. Progress goes to log. */
+   ablation reuses the demo's seed-1 MBPO run; out_dir/demo.json records the settings, and a
+   rerun with other settings is refused rather than mixed in. Progress goes to log. */
 typedef struct {
     const char *model_dir, *out_dir;  /* "demo/tiny-sft", "demo-out" */
     int ablation, seeds;              /* 0, 3 */
@@ -8038,6 +8039,34 @@ static int mbpo__demo_measure(const mbpo_demo_opts *o, const char *world, const 
     return ok;
 }
 
+/* out_dir/demo.json: the settings every cached result depends on. A rerun with other settings
+   would mix old scores into a new table, so it is refused. */
+static int mbpo__demo_settings(const mbpo_demo_opts *o) {
+    mbpo__sb want = { NULL, 0, 0, 0 };
+    char *path = mbpo__path_join(o->out_dir, "demo.json"), *have = NULL;
+    size_t n = 0;
+    int ok = 0;
+    mbpo__sb_puts(&want, "{\"model\": ");
+    mbpo__sb_json(&want, o->model_dir);
+    mbpo__sb_printf(&want, ", \"pool\": %d, \"test\": %d, \"world_seed\": %llu, \"top_k\": %d, \"mine_temperature\": %.9g, "
+                    "\"steps\": %lld, \"lr\": %.9g, \"batch\": %d, \"G\": %d, \"max_new_tokens\": %d}\n", o->n_pool, o->n_test,
+                    (unsigned long long)o->world_seed, o->top_k, o->mine_temperature, (long long)o->steps, o->lr, o->batch, o->G,
+                    o->max_new_tokens);
+    if (!path || want.failed) goto end;
+    if (mbpo__file_exists(path)) {
+        if (!(have = mbpo_read_file(path, &n))) goto end;
+        if (n != want.n || memcmp(have, want.s, n)) {
+            mbpo__fail("%s: this directory holds a demo run with other settings (%.*s); use a new --out or the same settings",
+                       path, (int)(n && have[n - 1] == '\n' ? n - 1 : n), have);
+            goto end;
+        }
+        ok = 1;
+    } else ok = mbpo_write_file_atomic(path, want.s, want.n);
+end:
+    mbpo_free(want.s); mbpo_free(path); mbpo_free(have);
+    return ok;
+}
+
 /* Mine a pair set (PGD, or noise for the offline-rand ablation) with the run seed. */
 static char *mbpo__demo_mine(const mbpo_demo_opts *o, const char *world, uint64_t seed, int rand_negatives) {
     mbpo_mine_opts mo;
@@ -8324,12 +8353,13 @@ MBPODEF int mbpo_demo(const mbpo_demo_opts *o) {
     mbpo__sb sb = { NULL, 0, 0, 0 };
     char what[256];
     if (n_seeds < 1 || n_seeds > 1000) { mbpo_free(cells); mbpo_free(world); return mbpo__fail("mbpo_demo: seeds must be 1..1000"); }
-    if (!cells || !world || !mbpo__mkdir(o->out_dir)) goto end;
+    if (!cells || !world) goto end;
     if (!mbpo__is_file(p = mbpo__path_join(o->model_dir, "model.safetensors"))) {
         mbpo__fail("%s: no model.safetensors - the demo starts from the shipped SFT model (make tiny-model rebuilds it)", o->model_dir);
         goto end;
     }
     mbpo_free(p); p = NULL;
+    if (!mbpo__mkdir(o->out_dir) || !mbpo__demo_settings(o)) goto end;
     snprintf(what, sizeof what, "1. the shapes world (seed %llu: %d pool images, %d per test split) in %s", (unsigned long long)o->world_seed,
              o->n_pool, o->n_test, world);
     mbpo__demo_stage(o, what, t0);

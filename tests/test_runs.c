@@ -765,6 +765,12 @@ static void test_demo(void) {
     CHECK(first && contains(first, "| | SFT (start) | offline-rand | offline | online | MBPO |") && contains(first, " ± "),
           "ablation.md: %s", first ? first : "(missing)");
     mbpo_free(first);
+    {   /* other settings in the same directory are refused, not mixed into the table */
+        mbpo_demo_opts o2 = o;
+        o2.steps = 3;
+        CHECK(!mbpo_demo(&o2) && contains(mbpo_failure_reason(), "demo.json") && contains(mbpo_failure_reason(), "other settings"),
+              "other settings: %s", mbpo_failure_reason());
+    }
     o.model_dir = out;   /* no model there */
     CHECK(!mbpo_demo(&o) && contains(mbpo_failure_reason(), "make tiny-model"), "a missing model: %s", mbpo_failure_reason());
 }

@@ -4,6 +4,7 @@
 #   make test       header build checks (C99 -pedantic, C++, nvcc, two-file link, MBPO_STATIC),
 #                   then every unit and parity test; ends with "N passed, N failed"
 #   make asan       the tests under ASan + UBSan
+#   make fuzz       libFuzzer (clang) + ASan + UBSan on every parser, FUZZ_SECONDS each (default 60)
 #   make fixtures   regenerate tests/fixtures with transformers (needs Python + PyPI; see below)
 #   make bench      mbpo vs PyTorch forward/backward speed on this CPU, side by side
 #   make bench-tokenizer  mbpo vs HF tokenizers encoding speed, one thread each
@@ -32,7 +33,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 
 
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
-        bench bench-tokenizer roundtrip unicode demo demo-ablation tiny-model clean
+        bench bench-tokenizer roundtrip unicode demo demo-ablation tiny-model fuzz clean
 
 all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-synth build/mbpo-demo
 
@@ -195,6 +196,32 @@ roundtrip: build/mbpo-mine build/mbpo-train build/mbpo-bench venv
 # Regenerate the Unicode tables inside mbpo.h from Debian's unicode-data (apt-get install unicode-data).
 unicode:
 	$(PYTHON) tests/reference/make_unicode_tables.py /usr/share/unicode mbpo.h
+
+# ---------------------------------------------------------------- fuzzing
+
+# Each target runs FUZZ_SECONDS from the committed seeds (tests/fuzz/corpus/<target>; new inputs
+# go to build/fuzz/corpus_<target>, so the committed corpus stays as it is). A finding stops
+# the run with the crashing input in build/fuzz/; otherwise it prints the executions per target.
+FUZZ_TARGETS = json safetensors config tokenizer encode dataset image
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_FLAGS    = -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                -DFUZZ_TOKENIZER_JSON='"$(CURDIR)/demo/tiny-sft/tokenizer.json"' $(JPEG_FLAGS)
+
+fuzz: | build stb
+	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) not found (apt-get install -y clang)"; exit 1; }
+	@mkdir -p build/fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  u=$$(echo $$t | tr a-z A-Z); \
+	  $(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZ_$$u -o build/fuzz/fuzz_$$t tests/fuzz/fuzz.c $(LDLIBS) $(JPEG_LIBS) || exit 1; \
+	done
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus_$$t; \
+	  (cd build/fuzz && ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+	    -artifact_prefix=$$t- corpus_$$t ../../tests/fuzz/corpus/$$t > log_$$t.txt 2>&1) \
+	    || { tail -40 build/fuzz/log_$$t.txt; echo "fuzz: $$t found a problem (input in build/fuzz/$$t-*)"; exit 1; }; \
+	  printf "fuzz: %-12s %s\n" $$t "$$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' build/fuzz/log_$$t.txt)"; \
+	done
 
 # ---------------------------------------------------------------- the embedded default
 

@@ -207,7 +207,7 @@ MBPODEF char *mbpo_tokenizer_decode(const mbpo_tokenizer *tok, const int32_t *id
 /* Id of a token given as raw text ("<|im_end|>", "Hello"), or -1. */
 MBPODEF int32_t mbpo_tokenizer_find(const mbpo_tokenizer *tok, const char *token);
 MBPODEF int64_t mbpo_tokenizer_n_ids(const mbpo_tokenizer *tok);   /* 1 + the largest id */
-/* Unicode NFC of valid UTF-8 (tables of Unicode 15.0). Caller frees with mbpo_free. */
+/* Unicode NFC of UTF-8 (tables of Unicode 15.0); NULL on invalid UTF-8. Caller frees with mbpo_free. */
 MBPODEF char *mbpo_utf8_nfc(const char *text, size_t len, size_t *out_len);
 
 /* Images: 8-bit RGB, row-major (H, W, 3). Decoding uses stb_image (link -lstb, Debian's
@@ -3404,6 +3404,12 @@ MBPODEF char *mbpo_utf8_nfc(const char *text, size_t len, size_t *out_len) {
     const char *s;
     size_t n = 0;
     char *out = NULL;
+    const unsigned char *u = (const unsigned char *)text, *end = u + len;
+    while (u < end) {   /* invalid input is refused, not normalised into something else (found by make fuzz) */
+        int k = mbpo__utf8_valid(u, end);
+        if (!k) { mbpo__fail("mbpo_utf8_nfc: invalid UTF-8 at byte %lld", (long long)(u - (const unsigned char *)text)); return NULL; }
+        u += k;
+    }
     memset(&b, 0, sizeof b);
     if (mbpo__nfc(&b, text, len, 0, &s, &n) && (out = (char *)mbpo__alloc(n + 1)) != NULL) {
         memcpy(out, s, n);

@@ -88,6 +88,9 @@ static void test_nfc(void) {
         CHECK(b && !strcmp(b, "\xc3\x85"), "U+212B -> U+00C5");
         CHECK(c && !strcmp(c, "\xed\x95\x9c"), "jamo H+A+N -> U+D55C");
         mbpo_free(a); mbpo_free(b); mbpo_free(c);
+        /* invalid UTF-8 is refused (a stray continuation byte, a surrogate, a truncated tail) */
+        CHECK(!mbpo_utf8_nfc("W\x9b" "e", 3, NULL) && contains(mbpo_failure_reason(), "at byte 1"), "stray byte: %s", mbpo_failure_reason());
+        CHECK(!mbpo_utf8_nfc("\xed\xa0\x80", 3, NULL) && !mbpo_utf8_nfc("ab\xe2\x84", 4, NULL), "surrogate, truncated");
     }
     {   /* a long run of marks in non-canonical order: sorted in linear time, correctly */
         size_t k, m = 100000, n = 0;

@@ -646,6 +646,7 @@ typedef struct {
     int max_new_tokens;              /* rollouts, 64 */
     int batch, grad_accum;           /* prompts per micro-batch (4), micro-batches per step (1) */
     int64_t steps, save_every, iig_every;   /* 100, 0 (only at the end), 10 (0: never) */
+    int64_t max_bad_steps;           /* stop after this many non-finite steps in a row, 10 (0: never) */
     float r_chosen, r_rejected;      /* 2, 0 */
     uint64_t seed;
     int strict;
@@ -6603,7 +6604,9 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         if (!mbpo__sample_iig(&e, s, &im, s->answer, &sum, &mean)) { mbpo__img_free(&im); goto end; }
         mbpo__img_free(&im);
         sb.n = 0;
-        mbpo__sb_printf(&sb, "{\"index\": %lld, \"iig\": %.17g, \"iig_mean\": %.17g}", (long long)i, sum, mean);
+        if (isfinite(sum) && isfinite(mean))   /* %.17g reads back exactly; a non-finite IIG is null and ranks last */
+            mbpo__sb_printf(&sb, "{\"index\": %lld, \"iig\": %.17g, \"iig_mean\": %.17g}", (long long)i, sum, mean);
+        else mbpo__sb_printf(&sb, "{\"index\": %lld, \"iig\": null, \"iig_mean\": null}", (long long)i);
         if (sb.failed || !mbpo__append_line(p_iig, sb.s, sb.n)) goto end;
         mbpo__progress(o->log, "IIG", done, total, t0);
     }
@@ -6618,8 +6621,9 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
             mbpo_json *j = mbpo_json_parse(line, (size_t)(eol ? eol - line : endp - line), p_iig);
             const mbpo_json *ji = j ? mbpo_json_get(j, "index") : NULL, *jv = j ? mbpo_json_get(j, "iig") : NULL;
             const mbpo_json *jm = j ? mbpo_json_get(j, "iig_mean") : NULL;
-            if (!j || !ji || !ji->is_int || ji->integer < 0 || ji->integer >= ds.n || !jv || jv->type != MBPO_JSON_NUMBER ||
-                !jm || jm->type != MBPO_JSON_NUMBER) {
+            if (!j || !ji || !ji->is_int || ji->integer < 0 || ji->integer >= ds.n || !jv ||
+                (jv->type != MBPO_JSON_NUMBER && jv->type != MBPO_JSON_NULL) || !jm ||
+                (jm->type != MBPO_JSON_NUMBER && jm->type != MBPO_JSON_NULL)) {
                 mbpo_json_free(j); mbpo_free(text);
                 mbpo__fail("%s: a line that this run did not write; remove the file to start over", p_iig);
                 goto end;
@@ -6627,8 +6631,8 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
             if (!seen[ji->integer]) {   /* a repeated index (two runs into one folder) counts once */
                 seen[ji->integer] = 1;
                 cand[n_cand].index = ji->integer;
-                cand[n_cand].iig = jv->number;
-                cand[n_cand].iig_mean = jm->number;
+                cand[n_cand].iig = jv->type == MBPO_JSON_NULL ? -HUGE_VAL : jv->number;
+                cand[n_cand].iig_mean = jm->type == MBPO_JSON_NULL ? -HUGE_VAL : jm->number;
                 n_cand++;
             }
             mbpo_json_free(j);
@@ -6700,8 +6704,10 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
             mbpo__sb_puts(&sb, ", \"question\": "); mbpo__sb_json(&sb, s->question);
             mbpo__sb_puts(&sb, ", \"chosen\": "); mbpo__sb_json(&sb, s->answer);
             mbpo__sb_puts(&sb, ", \"rejected\": "); mbpo__sb_json(&sb, rejected);
-            mbpo__sb_printf(&sb, ", \"iig_chosen\": %.9g, \"iig_chosen_mean\": %.9g, \"iig_rejected\": %.9g, \"iig_rejected_mean\": %.9g",
-                            cand[i].iig, cand[i].iig_mean, rej_sum, rej_mean);
+            mbpo__sb_puts(&sb, ", \"iig_chosen\": "); mbpo__sb_num(&sb, cand[i].iig);   /* null if non-finite */
+            mbpo__sb_puts(&sb, ", \"iig_chosen_mean\": "); mbpo__sb_num(&sb, cand[i].iig_mean);
+            mbpo__sb_puts(&sb, ", \"iig_rejected\": "); mbpo__sb_num(&sb, rej_sum);
+            mbpo__sb_puts(&sb, ", \"iig_rejected_mean\": "); mbpo__sb_num(&sb, rej_mean);
             mbpo__sb_printf(&sb, ", \"rejected_tries\": %d, \"negatives\": \"%s\", \"pgd_iters\": %d, \"pgd_step\": %.9g, \"pgd_eps\": %.9g, "
                             "\"pgd_random_start\": %d, \"temperature\": %.9g, \"seed\": %llu",
                             tries + 1, o->random_negatives ? "rand" : "pgd", o->pgd.iters, o->pgd.step, o->pgd.eps,
@@ -6775,7 +6781,10 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
         if (have_img) { sum->n_iig++; iig_total += iig_mean; }
         mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)i); mbpo__sb_json(&sb, s->id);
         mbpo__sb_printf(&sb, ", \"kind\": \"%s\"", s->kind == MBPO_Q_YESNO ? "yesno" : s->kind == MBPO_Q_MC ? "mc" : "open");
-        if (have_img) mbpo__sb_printf(&sb, ", \"iig\": %.9g, \"iig_mean\": %.9g", iig, iig_mean);
+        if (have_img) {   /* null if non-finite (a diverged model) */
+            mbpo__sb_puts(&sb, ", \"iig\": "); mbpo__sb_num(&sb, iig);
+            mbpo__sb_puts(&sb, ", \"iig_mean\": "); mbpo__sb_num(&sb, iig_mean);
+        }
         mbpo__sb_puts(&sb, ", \"question\": "); mbpo__sb_json(&sb, s->question);
         mbpo__sb_puts(&sb, ", \"answer\": "); mbpo__sb_json(&sb, s->answer);
         mbpo__sb_puts(&sb, ", \"response\": "); mbpo__sb_json(&sb, resp);
@@ -6790,9 +6799,10 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
     }
     sum->iig_mean = sum->n_iig ? iig_total / (double)sum->n_iig : 0;
     mbpo__sb_printf(&sb, "{\"summary\": true, \"n\": %lld, \"yesno\": %lld, \"yesno_correct\": %lld, \"mc\": %lld, "
-                    "\"mc_correct\": %lld, \"open\": %lld, \"iig_mean\": %.9g}\n", (long long)sum->n, (long long)sum->n_yesno,
-                    (long long)sum->yesno_correct, (long long)sum->n_mc, (long long)sum->mc_correct, (long long)sum->n_open,
-                    sum->iig_mean);
+                    "\"mc_correct\": %lld, \"open\": %lld, \"iig_mean\": ", (long long)sum->n, (long long)sum->n_yesno,
+                    (long long)sum->yesno_correct, (long long)sum->n_mc, (long long)sum->mc_correct, (long long)sum->n_open);
+    mbpo__sb_num(&sb, sum->iig_mean);
+    mbpo__sb_puts(&sb, "}\n");
     if (sb.failed || !mbpo_write_file_atomic(o->out_path, sb.s ? sb.s : "", sb.n)) goto end;
     if (o->log)
         fprintf(o->log, "\nscore: %lld samples; yes/no %lld/%lld, multiple choice %lld/%lld, open %lld; mean IIG per token %.4f -> %s\n",
@@ -6822,7 +6832,7 @@ MBPODEF void mbpo_train_defaults(mbpo_train_opts *o) {
     o->beta = 0.04; o->clip_eps = 0.2; o->updates_per_batch = 1;
     o->G = 8; o->temperature = 1.0; o->max_new_tokens = 64;
     o->batch = 4; o->grad_accum = 1;
-    o->steps = 100; o->save_every = 0; o->iig_every = 10;
+    o->steps = 100; o->save_every = 0; o->iig_every = 10; o->max_bad_steps = 10;
     o->r_chosen = 2.0f; o->r_rejected = 0.0f;
     o->seed = 1234;
     o->save_dtype = MBPO_DT_F32;
@@ -7023,6 +7033,15 @@ static int mbpo__save_checkpoint(const mbpo_train_opts *o, const mbpo_model *m, 
     snprintf(name, sizeof name, "checkpoint-%lld.tmp", (long long)step);
     tmp = mbpo__path_join(o->out_dir, name);
     if (!dir || !tmp) goto end;
+    {   /* a checkpoint is something to resume from: never one with NaN or Inf in it */
+        size_t i;
+        for (i = 0; i < m->table.total_floats; i++)
+            if (!isfinite(m->params[i])) {
+                mbpo__fail("%s: refusing to write checkpoint-%lld: the weights hold a non-finite value after step %lld; the "
+                           "earlier checkpoints are kept (lower --lr or --max-grad-norm)", o->out_dir, (long long)step, (long long)step);
+                goto end;
+            }
+    }
     if (!mbpo__mkdir(tmp) || !mbpo_model_save(m, tmp, o->save_dtype)) goto end;
     for (k = 0; k < 3; k++) {
         mbpo_free(p); mbpo_free(q);
@@ -7127,7 +7146,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     mbpo_model ref;
     mbpo_adamw opt;
     mbpo__item *items = NULL;
-    int64_t n_items = 0, cap_items = 0, step = 0, position = 0, *perm = NULL, perm_epoch = -1, i;
+    int64_t n_items = 0, cap_items = 0, step = 0, position = 0, *perm = NULL, perm_epoch = -1, i, bad_run = 0;
     char *p_metrics = NULL;
     mbpo__sb sb = { NULL, 0, 0, 0 };
     mbpo__mb *mbs = NULL;
@@ -7365,6 +7384,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                 if (!mbpo_model_backward(&e.model, &M->b, M->dl, NULL)) goto end;
             }
             norm = mbpo_adamw_step(&opt, &o->adam, e.model.params, e.model.grads);
+            bad_run = isfinite(norm) ? 0 : bad_run + 1;   /* a non-finite gradient: the step changed nothing */
             step++;
             sb.n = 0;
             mbpo__sb_printf(&sb, "{\"step\": %lld, \"loss\": ", (long long)step);
@@ -7378,11 +7398,20 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                             "\"tokens\": %lld, \"tokens_per_s\": %.1f", n_adv ? adv_abs / (double)n_adv : 0.0, (long long)n_off,
                             (long long)n_on, n_on_r ? reward_on / n_on_r : 0.0, (long long)n_tok,
                             (double)n_tok / (mbpo_now() - t0 + 1e-9));
-            if (n_iig && u == 0)
-                mbpo__sb_printf(&sb, ", \"iig_chosen\": %.9g, \"iig_rejected\": %.9g, \"iig_chosen_mean\": %.9g, \"iig_rejected_mean\": %.9g",
-                                iig_c / n_iig, iig_r / n_iig, iig_cm / n_iig, iig_rm / n_iig);
+            if (n_iig && u == 0) {   /* through mbpo__sb_num: a diverged model's IIG is NaN, written as null */
+                mbpo__sb_puts(&sb, ", \"iig_chosen\": "); mbpo__sb_num(&sb, iig_c / n_iig);
+                mbpo__sb_puts(&sb, ", \"iig_rejected\": "); mbpo__sb_num(&sb, iig_r / n_iig);
+                mbpo__sb_puts(&sb, ", \"iig_chosen_mean\": "); mbpo__sb_num(&sb, iig_cm / n_iig);
+                mbpo__sb_puts(&sb, ", \"iig_rejected_mean\": "); mbpo__sb_num(&sb, iig_rm / n_iig);
+            }
             mbpo__sb_puts(&sb, "}");
             if (sb.failed || !mbpo__append_line(p_metrics, sb.s, sb.n)) goto end;
+            if (o->max_bad_steps > 0 && bad_run >= o->max_bad_steps) {
+                mbpo__fail("%s: stopped at step %lld after %lld steps in a row with a non-finite gradient (each was skipped and "
+                           "logged; earlier checkpoints are kept); lower --lr or check the data, or allow more with --max-bad-steps",
+                           o->out_dir, (long long)step, (long long)bad_run);
+                goto end;
+            }
             if (o->log) fprintf(o->log, "train: step %lld/%lld loss %.5f |g| %.3g kl %.5f reward %.3f %.0f tok/s\n", (long long)step,
                                 (long long)o->steps, loss, norm, n_tok ? kl / (double)n_tok : 0.0, n_on_r ? reward_on / n_on_r : 0.0,
                                 (double)n_tok / (mbpo_now() - t0 + 1e-9));

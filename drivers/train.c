@@ -31,13 +31,14 @@ static void usage(const mbpo_train_opts *d) {
            "  --steps N            optimizer steps (default %lld)\n"
            "  --save-every N       checkpoint every N steps, 0 = only at the end (default %lld)\n"
            "  --iig-every N        log IIG of chosen/rejected every N steps, 0 = never (default %lld)\n"
+           "  --max-bad-steps N    stop after N steps in a row with a non-finite gradient, 0 = never (default %lld)\n"
            "  --save-dtype T       f32 | bf16 checkpoints (default f32: resume is exact)\n"
            "  --seed S             (default %llu)\n"
            "  --strict             stop at the first bad dataset record (--mode sft --data)\n"
            "  --quiet              no progress lines\n",
            mbpo_mode_name(d->mode), d->adam.lr, d->adam.weight_decay, d->adam.max_grad_norm, (long long)d->adam.warmup_steps,
            d->beta, d->clip_eps, d->updates_per_batch, d->G, d->temperature, d->max_new_tokens, d->batch, d->grad_accum, (long long)d->steps,
-           (long long)d->save_every, (long long)d->iig_every, (unsigned long long)d->seed);
+           (long long)d->save_every, (long long)d->iig_every, (long long)d->max_bad_steps, (unsigned long long)d->seed);
 }
 
 int main(int argc, char **argv) {
@@ -76,6 +77,7 @@ int main(int argc, char **argv) {
         else if (ARG("--steps")) o.steps = atoll(v);
         else if (ARG("--save-every")) o.save_every = atoll(v);
         else if (ARG("--iig-every")) o.iig_every = atoll(v);
+        else if (ARG("--max-bad-steps")) o.max_bad_steps = atoll(v);
         else if (ARG("--save-dtype")) {
             if (!strcmp(v, "f32")) o.save_dtype = MBPO_DT_F32;
             else if (!strcmp(v, "bf16")) o.save_dtype = MBPO_DT_BF16;

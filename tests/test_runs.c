@@ -389,9 +389,10 @@ static void test_train(void) {
     snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --image-root %s --out %s/run_u "
              "--mode offline --steps 3 --updates-per-batch 2 %s 2> /dev/null", model, mined, images, dir, common);
     CHECK(system(cmd) != 0, "--steps not a multiple of --updates-per-batch: refused");
-    /* a diverging run logs its non-finite steps as null, and every metrics line stays JSON */
+    /* a diverging run logs its non-finite steps as null, and every metrics line stays JSON (the
+       common flags go first: the last --lr wins) */
     snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --image-root %s --out %s/run_nan "
-             "--mode offline --steps 3 --lr 1e30 --max-grad-norm 0 %s 2> /dev/null", model, mined, images, dir, common);
+             "--mode offline %s --steps 3 --lr 1e30 --max-grad-norm 0 2> /dev/null", model, mined, images, dir, common);
     if (system(cmd) == 0) {
         size_t n = 0;
         char *text, *line, *eol;
@@ -407,6 +408,32 @@ static void test_train(void) {
         CHECK(all && lines == 3, "metrics of a diverging run: %d lines, all JSON", lines);
         mbpo_free(text);
     } else CHECK(1, "a diverging run stopped (decoding non-finite logits)");
+    /* the guards: N non-finite steps in a row stop the run with a message, and no checkpoint
+       with non-finite weights is ever written */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --offline %s/offline.jsonl --image-root %s --out %s/run_nan2 "
+             "--mode offline %s --steps 8 --save-every 1 --lr 1e30 --max-grad-norm 0 --max-bad-steps 2 2> %s/err_nan.txt",
+             model, mined, images, dir, common, dir);
+    CHECK(system(cmd) != 0, "a diverging run stops");
+    {
+        char *text;
+        int s2;
+        snprintf(a, sizeof a, "%s/err_nan.txt", dir);
+        text = mbpo_read_file(a, NULL);
+        CHECK(text && (contains(text, "in a row with a non-finite gradient") || contains(text, "refusing to write checkpoint")),
+              "says why it stopped: %s", text ? text : "");
+        mbpo_free(text);
+        for (s2 = 1; s2 <= 8; s2++) {   /* every checkpoint left behind loads and is finite */
+            mbpo_model m2;
+            size_t q;
+            int finite = 1;
+            snprintf(a, sizeof a, "%s/run_nan2/checkpoint-%d", dir, s2);
+            if (!mbpo_file_exists_test(a)) continue;
+            REQUIRE(mbpo_model_load(&m2, a), "load %s", a);
+            for (q = 0; q < m2.table.total_floats; q++) finite &= isfinite(m2.params[q]) != 0;
+            CHECK(finite, "%s holds only finite weights", a);
+            mbpo_model_free(&m2);
+        }
+    }
     /* an online label the verifier cannot match: refused with file:line */
     snprintf(a, sizeof a, "%s/bad_online.jsonl", dir);
     {

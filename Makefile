@@ -11,8 +11,8 @@
 #   make unicode    regenerate mbpo.h's Unicode tables from the UCD (Debian unicode-data)
 #   make roundtrip  mine -> train -> load the checkpoint in transformers, compare logits
 #   make demo       the embedded default end to end: shapes world -> mining -> MBPO -> scores,
-#                   the before/after table and pictures in demo-out/ (under 10 min on 2 cores)
-#   make demo-ablation  SFT / offline-rand / offline / online / MBPO over 3 seeds (about 30 min)
+#                   the before/after table and pictures in demo-out/ (about 3 min on 2 cores)
+#   make demo-ablation  SFT / offline-rand / offline / online / MBPO over 3 seeds (about 22 min after make demo)
 #   make tiny-model rebuild demo/tiny-sft (the shipped SFT model) from scratch (about 17 min)
 
 CC      ?= cc

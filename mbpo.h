@@ -695,8 +695,9 @@ MBPODEF int  mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o);
 
 /* Scoring in the shapes world: the rows of an mbpo_score file matched by id to the world's
    records (their "family" and "scene"). An open colour question is right when the response
-   is the colour word. Captions are checked CHAIR-style: every shape a caption names (with the
-   colour word just before it, if any) and every colour named on its own is an instance; an
+   is the colour word. Captions are checked CHAIR-style: each distinct shape a caption names
+   (with the colour word just before it, if any) and each colour named on its own is an
+   instance (whole words only: "circleB" names no circle); an
    instance is hallucinated when the scene has nothing that fits it (no such shape, that
    shape in another colour, no shape of that colour). CHAIR_i = hallucinated / all instances,
    CHAIR_s = captions with at least one; coverage = the scene's shapes named with their
@@ -6641,6 +6642,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         mbpo_free(text);
     }
     qsort(cand, (size_t)n_cand, sizeof *cand, mbpo__iig_desc);
+    while (n_cand > 0 && !isfinite(cand[n_cand - 1].iig)) n_cand--;   /* a non-finite IIG is never chosen */
     n_sel = o->top_k > 0 && o->top_k < n_cand ? o->top_k : n_cand;
     /* PGD (or noise) and the rejected response of each selected sample */
     if (!mbpo__jsonl_done(p_off, off_done, ds.n) || !mbpo__jsonl_done(p_skip, off_done, ds.n)) goto end;
@@ -8062,9 +8064,8 @@ static int mbpo__demo_measure(const mbpo_demo_opts *o, const char *world, const 
             mbpo_score_summary sum;
             mbpo_score_defaults(&so);
             so.model_dir = model; so.data = data; so.image_root = images; so.out_path = out;
-            so.max_new_tokens = o->max_new_tokens; so.strict = 1;
+            so.max_new_tokens = o->max_new_tokens; so.strict = 1; so.log = o->log;
             ok = mbpo_score(&so, &sum);
-            if (o->log) fprintf(o->log, "\n");
         }
         ok = ok && mbpo_synth_eval(data, out, &cell->split[s]);
         mbpo_free(out); mbpo_free(data);
@@ -8383,7 +8384,7 @@ MBPODEF int mbpo_demo(const mbpo_demo_opts *o) {
     const char *col_names[5];
     double t0 = mbpo_now();
     int n_seeds = o->ablation ? o->seeds : 1, n_methods = o->ablation ? 5 : 2, ok = 0, s, m;
-    mbpo__demo_cell *cells = (mbpo__demo_cell *)mbpo__calloc((size_t)(5 * (n_seeds > 0 ? n_seeds : 1)), sizeof(mbpo__demo_cell));
+    mbpo__demo_cell *cells = n_seeds >= 1 && n_seeds <= 1000 ? (mbpo__demo_cell *)mbpo__calloc((size_t)(5 * n_seeds), sizeof(mbpo__demo_cell)) : NULL;
     char *world = mbpo__path_join(o->out_dir, "world"), *pairs = NULL, *mined1 = NULL, *p = NULL;
     mbpo__sb sb = { NULL, 0, 0, 0 };
     char what[256];

@@ -6916,10 +6916,10 @@ static void mbpo__pack_batch(const mbpo__pack *p, mbpo_batch *b) {
 }
 
 /* One item of the training pool: an offline pair, an online prompt or an SFT sample. */
-typedef struct { int kind; mbpo_sample s; char *rejected; const char *file; int64_t line; } mbpo__item;   /* kind 0 offline, 1 online, 2 sft */
+typedef struct { int kind; mbpo_sample s; char *rejected, *adv_image; const char *file; int64_t line; } mbpo__item;   /* kind 0 offline, 1 online, 2 sft */
 static void mbpo__items_free(mbpo__item *it, int64_t n) {
     int64_t i;
-    for (i = 0; i < n; i++) { mbpo__sample_clear(&it[i].s); mbpo_free(it[i].rejected); }
+    for (i = 0; i < n; i++) { mbpo__sample_clear(&it[i].s); mbpo_free(it[i].rejected); mbpo_free(it[i].adv_image); }
     mbpo_free(it);
 }
 static char *mbpo__json_str(const mbpo_json *j, const char *key) {
@@ -6947,7 +6947,7 @@ static int mbpo__read_set(const char *path, int kind, const char *image_root, mb
             it.s.question = mbpo__json_str(j, "question");
             it.s.system = mbpo__json_str(j, "system");
             it.s.answer = mbpo__json_str(j, kind == 0 ? "chosen" : "answer");
-            if (kind == 0) it.rejected = mbpo__json_str(j, "rejected");
+            if (kind == 0) { it.rejected = mbpo__json_str(j, "rejected"); it.adv_image = mbpo__json_str(j, "adv_image"); }
             img = mbpo__json_str(j, "image");
             it.file = path; it.line = lineno;
             if (kind == 1) {   /* a label the verifier can match, or the set is refused */
@@ -6976,7 +6976,7 @@ static int mbpo__read_set(const char *path, int kind, const char *image_root, mb
             if (!it.s.id || !it.s.question || !it.s.answer || (kind == 0 && !it.rejected) || (kind == 1 && !it.s.label) ||
                 (kind == 0 && !img) || (it.s.images && !it.s.images[0]) || mbpo_chat_count_images(it.s.question) > it.s.n_images) {
                 mbpo__sample_clear(&it.s);
-                mbpo_free(it.rejected);
+                mbpo_free(it.rejected); mbpo_free(it.adv_image);
                 mbpo_free(text);
                 return mbpo__fail("%s:%lld: needs id, %squestion (with at most one <image>) and %s", path, (long long)lineno,
                                   kind == 0 ? "image, " : "", kind == 0 ? "chosen and rejected" :
@@ -8148,36 +8148,29 @@ static int mbpo__demo_triptychs(const char *pairs, const char *image_root, const
     int64_t n = 0, cap = 0;
     mbpo_image canvas, clean[MAXROWS], adv[MAXROWS];
     int r, ok = 0, tile, w, h, max_d = 1;
-    size_t len = 0, i;
-    char *text = NULL;
-    const char *line;
+    size_t i;
     double gain;
     memset(&canvas, 0, sizeof canvas); memset(clean, 0, sizeof clean); memset(adv, 0, sizeof adv);
-    if (!mbpo__read_set(pairs, 0, image_root, &items, &n, &cap) || !(text = mbpo_read_file(pairs, &len))) goto end;
+    if (!mbpo__read_set(pairs, 0, image_root, &items, &n, &cap)) goto end;
     if (rows > MAXROWS) rows = MAXROWS;
     if (n < rows) rows = (int)n;
     if (rows < 1) { mbpo__fail("%s: no pairs to draw", pairs); goto end; }
-    for (r = 0, line = text; r < rows; r++) {   /* the r-th pair and its line's adv_image */
-        const char *eol = strchr(line, '\n');
-        mbpo_json *j = mbpo_json_parse(line, eol ? (size_t)(eol - line) : strlen(line), pairs);
-        const mbpo_json *a = j ? mbpo_json_get(j, "adv_image") : NULL;
-        char *adv_path = a && a->type == MBPO_JSON_STRING ? mbpo__path_join(mined, a->string) : NULL;
+    for (r = 0; r < rows; r++) {   /* the r-th pair, its clean image and its adv_image */
+        char *adv_path = items[r].adv_image ? mbpo__path_join(mined, items[r].adv_image) : NULL;
         int k;
-        mbpo_json_free(j);
-        if (!adv_path) { mbpo__fail("%s:%d: no adv_image", pairs, r + 1); goto end; }
+        if (!adv_path) { mbpo__fail("%s:%lld: no adv_image", pairs, (long long)items[r].line); goto end; }
         k = mbpo_image_load(&clean[r], items[r].s.images[0]) && mbpo_image_load(&adv[r], adv_path);
         mbpo_free(adv_path);
         if (!k) goto end;
         if (clean[r].width != adv[r].width || clean[r].height != adv[r].height || clean[r].width != clean[0].width ||
             clean[r].height != clean[0].height) {
-            mbpo__fail("%s:%d: the images differ in size (the demo's are all the same)", pairs, r + 1);
+            mbpo__fail("%s:%lld: the images differ in size (the demo's are all the same)", pairs, (long long)items[r].line);
             goto end;
         }
         for (i = 0; i < (size_t)clean[r].width * clean[r].height * 3; i++) {
             int d = abs((int)adv[r].rgb[i] - (int)clean[r].rgb[i]);
             if (d > max_d) max_d = d;
         }
-        line = eol ? eol + 1 : line + strlen(line);
     }
     gain = 127.0 / max_d > 1 ? floor(127.0 / max_d) : 1;
     w = clean[0].width; h = clean[0].height; tile = w * S;
@@ -8209,7 +8202,6 @@ static int mbpo__demo_triptychs(const char *pairs, const char *image_root, const
 end:
     for (r = 0; r < MAXROWS; r++) { mbpo_image_free(&clean[r]); mbpo_image_free(&adv[r]); }
     mbpo_image_free(&canvas);
-    mbpo_free(text);
     if (items) mbpo__items_free(items, n);
     return ok;
 }

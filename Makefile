@@ -2,8 +2,11 @@
 #
 #   make            build/test_mbpo, build/mbpo-{mine,train,score,bench}
 #   make test       header build checks (C99 -pedantic, C++, nvcc, two-file link, MBPO_STATIC),
-#                   then every unit and parity test; ends with "N passed, N failed"
+#                   then every unit and parity test, then the input limits; each ends with "N passed, N failed"
 #   make asan       the tests under ASan + UBSan
+#   make valgrind   a subset of the tests under valgrind memcheck
+#   make crash      SIGKILL mbpo-mine and mbpo-train at random moments (CRASH_KILLS each, default 24),
+#                   resume, compare with uninterrupted runs; full and read-only disks (tmpfs, as root)
 #   make fuzz       libFuzzer (clang) + ASan + UBSan on every parser, FUZZ_SECONDS each (default 60)
 #   make fixtures   regenerate tests/fixtures with transformers (needs Python + PyPI; see below)
 #   make bench      mbpo vs PyTorch forward/backward speed on this CPU, side by side
@@ -33,7 +36,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 
 
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
-        bench bench-tokenizer roundtrip unicode demo demo-ablation tiny-model fuzz clean
+        bench bench-tokenizer roundtrip unicode demo demo-ablation tiny-model fuzz crash valgrind clean
 
 all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-synth build/mbpo-demo
 
@@ -86,10 +89,15 @@ build/mbpo-bench: drivers/bench.c $(HEADERS) | build stb
 
 # ---------------------------------------------------------------- test
 
-test: stb checks build/test_mbpo build/mbpo-mine build/mbpo-train build/mbpo-score
+test: stb checks build/test_mbpo build/test_limits build/mbpo-mine build/mbpo-train build/mbpo-score
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo
+	./build/test_limits
 
-# The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (not part of `make test` yet).
+# The input limits, built small (tests/test_limits.c sets them) so that each is hit cheaply.
+build/test_limits: tests/test_limits.c $(HEADERS) | build stb
+	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ tests/test_limits.c $(LDLIBS) $(JPEG_LIBS)
+
+# The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (.ci/run runs it after make test).
 # The executables the tests run are sanitized too: they go to build/asan-root/build/, and the
 # tests run from build/asan-root, where tests/ links back to the sources.
 ASAN = -std=c99 -Wall -Wextra -pedantic -g -O1 -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -99,6 +107,8 @@ asan: | build stb
 	for t in mine train score; do \
 	  $(CC) $(ASAN) $(JPEG_FLAGS) -o build/asan-root/build/mbpo-$$t drivers/$$t.c $(LDLIBS) $(JPEG_LIBS) || exit 1; done
 	cd build/asan-root && OMP_NUM_THREADS=$(THREADS) ../test_mbpo_asan
+	$(CC) $(ASAN) $(JPEG_FLAGS) -o build/test_limits_asan tests/test_limits.c $(LDLIBS) $(JPEG_LIBS)
+	./build/test_limits_asan
 
 checks: check-c99 check-cxx check-nvcc check-link check-static
 
@@ -197,13 +207,37 @@ roundtrip: build/mbpo-mine build/mbpo-train build/mbpo-bench venv
 unicode:
 	$(PYTHON) tests/reference/make_unicode_tables.py /usr/share/unicode mbpo.h
 
+# A subset of the unit tests under valgrind memcheck (no OpenMP: one thread, no false reports
+# from the runtime): the parsers, the model's forward/backward, PGD, IIG, generation, GRPO.
+# Any error, or a definite leak, fails it. About 1 min.
+VALGRIND_TESTS = json,halves_rng,safetensors,config,ops_fd,packed,pixel_fd,save_load,nfc,tokenizer_small,tokenizer_parity,chat,preproc,smart_resize,images,resize_random,image_io,pixel_adjoint,question_kind,dataset,verifiers,advantages,grpo_hand,grpo_fd,adamw,sampler,generate,iig,pgd
+valgrind: | build stb
+	@command -v valgrind >/dev/null || { echo "valgrind: not found (apt-get install -y valgrind)"; exit 1; }
+	$(CC) -std=c99 -Wall -Wextra -pedantic -g -O1 -D_POSIX_C_SOURCE=200809L $(JPEG_FLAGS) -o build/test_mbpo_vg $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
+	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --quiet ./build/test_mbpo_vg $(VALGRIND_TESTS)
+
+# ---------------------------------------------------------------- crash safety
+
+# The executables killed with SIGKILL at random moments (drawn from CRASH_SEED), resumed and
+# compared with uninterrupted runs; then a full disk and a read-only one (a tmpfs: root only,
+# reported SKIPPED otherwise). About 40 s on 2 cores.
+CRASH_KILLS ?= 24
+CRASH_SEED  ?= 1
+build/test_crash: tests/test_crash.c $(HEADERS) | build stb
+	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ tests/test_crash.c $(LDLIBS) $(JPEG_LIBS)
+
+crash: build/test_crash build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-synth
+	OMP_NUM_THREADS=$(THREADS) ./build/test_crash $(CRASH_KILLS) $(CRASH_SEED)
+
 # ---------------------------------------------------------------- fuzzing
 
 # Each target runs FUZZ_SECONDS from the committed seeds (tests/fuzz/corpus/<target>; new inputs
 # go to build/fuzz/corpus_<target>, so the committed corpus stays as it is). A finding stops
 # the run with the crashing input in build/fuzz/; otherwise it prints the executions per target.
+# FUZZ_SEED 0 lets libFuzzer pick a seed; CI fixes one so that a run can be repeated.
 FUZZ_TARGETS = json safetensors config tokenizer encode dataset image
 FUZZ_SECONDS ?= 60
+FUZZ_SEED    ?= 0
 FUZZ_CC      ?= clang
 FUZZ_FLAGS    = -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -DFUZZ_TOKENIZER_JSON='"$(CURDIR)/demo/tiny-sft/tokenizer.json"' $(JPEG_FLAGS)
@@ -217,7 +251,7 @@ fuzz: | build stb
 	done
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build/fuzz/corpus_$$t; \
-	  (cd build/fuzz && ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+	  (cd build/fuzz && ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -timeout=10 -seed=$(FUZZ_SEED) \
 	    -artifact_prefix=$$t- corpus_$$t ../../tests/fuzz/corpus/$$t > log_$$t.txt 2>&1) \
 	    || { tail -40 build/fuzz/log_$$t.txt; echo "fuzz: $$t found a problem (input in build/fuzz/$$t-*)"; exit 1; }; \
 	  printf "fuzz: %-12s %s\n" $$t "$$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' build/fuzz/log_$$t.txt)"; \

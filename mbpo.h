@@ -32,6 +32,11 @@
      MBPO_MAX_ST_HEADER    largest safetensors header accepted, bytes (default 100 MB)
      MBPO_MAX_IMAGE_PIXELS largest image accepted, width x height (default 178956970, Pillow's
                            decompression-bomb limit)
+     MBPO_MAX_JSON_BYTES   largest JSON document (a file, or a line of a JSONL file) the reader
+                           accepts, bytes (default 4 GiB; LLaVA-665k's JSON is about 1 GB)
+     MBPO_MAX_SEQ_LEN      longest token sequence (prompt + response, or prompt + max_new_tokens
+                           when generating) (default 32768, Qwen2-VL's max_position_embeddings)
+     Every limit's error message names the limit; raise one with -DNAME=value.
      MBPO_STB_IMPLEMENTATION  compile stb_image / stb_image_write into this file instead of
                            linking Debian's -lstb
      MBPO_STB_IMAGE_H, MBPO_STB_IMAGE_WRITE_H  where the stb headers are
@@ -757,7 +762,9 @@ MBPODEF int  mbpo_demo(const mbpo_demo_opts *o);
 #include <time.h>
 #if !defined(_WIN32)
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #endif
 #ifdef _OPENMP
@@ -779,6 +786,12 @@ MBPODEF int  mbpo_demo(const mbpo_demo_opts *o);
 #endif
 #ifndef MBPO_MAX_IMAGE_PIXELS
 #define MBPO_MAX_IMAGE_PIXELS 178956970
+#endif
+#ifndef MBPO_MAX_JSON_BYTES
+#define MBPO_MAX_JSON_BYTES (4ull << 30)
+#endif
+#ifndef MBPO_MAX_SEQ_LEN
+#define MBPO_MAX_SEQ_LEN 32768
 #endif
 #ifndef MBPO_STB_IMAGE_H
 #define MBPO_STB_IMAGE_H <stb/stb_image.h>
@@ -1169,7 +1182,7 @@ static int mbpo__jcontainer(mbpo__jp *p, mbpo_json *v, int is_object) {
     char close = is_object ? '}' : ']';
     v->type = is_object ? MBPO_JSON_OBJECT : MBPO_JSON_ARRAY;
     if (++p->depth > MBPO_MAX_JSON_DEPTH)
-        return mbpo__jfail(p, p->s, "nesting deeper than MBPO_MAX_JSON_DEPTH (raise it at compile time)");
+        return mbpo__jfail(p, p->s, "nesting deeper than MBPO_MAX_JSON_DEPTH; raise the limit with -DMBPO_MAX_JSON_DEPTH=N");
     p->s++;
     mbpo__jws(p);
     if (p->s < p->end && *p->s == close) { p->s++; p->depth--; return 1; }
@@ -1229,8 +1242,14 @@ static int mbpo__jvalue(mbpo__jp *p, mbpo_json *v) {
 }
 MBPODEF mbpo_json *mbpo_json_parse(const char *text, size_t len, const char *name) {
     mbpo__jp p;
-    mbpo_json *root = (mbpo_json *)mbpo__calloc(1, sizeof(mbpo_json));
-    if (!root) return NULL;
+    mbpo_json *root;
+    if ((unsigned long long)len > (unsigned long long)MBPO_MAX_JSON_BYTES) {
+        mbpo__fail("%s: a JSON document of %llu bytes, more than MBPO_MAX_JSON_BYTES (%llu); split it (JSONL: one "
+                   "record per line) or raise the limit with -DMBPO_MAX_JSON_BYTES=N", name ? name : "<json>",
+                   (unsigned long long)len, (unsigned long long)MBPO_MAX_JSON_BYTES);
+        return NULL;
+    }
+    if (!(root = (mbpo_json *)mbpo__calloc(1, sizeof(mbpo_json)))) return NULL;
     p.s = text; p.end = text + len; p.name = name ? name : "<json>";
     p.line = 1; p.line_start = text; p.depth = 0;
     if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) { p.s += 3; p.line_start = p.s; } /* BOM */
@@ -1357,7 +1376,7 @@ static int mbpo__st_add_file(mbpo_st *st, const char *path, int fi) {
     for (k = 7; k >= 0; k--) hlen = (hlen << 8) | lenbuf[k];
     if (hlen < 2 || hlen > MBPO_MAX_ST_HEADER) {
         mbpo__fail("%s: header length %llu is outside [2, %u] (not a safetensors file, or raise "
-                   "MBPO_MAX_ST_HEADER)", path, (unsigned long long)hlen, (unsigned)MBPO_MAX_ST_HEADER);
+                   "MBPO_MAX_ST_HEADER with -DMBPO_MAX_ST_HEADER=N)", path, (unsigned long long)hlen, (unsigned)MBPO_MAX_ST_HEADER);
         goto done;
     }
     if (hlen > (uint64_t)fsize - 8) {
@@ -3439,8 +3458,8 @@ MBPODEF int mbpo_image_init(mbpo_image *img, int width, int height) {
     memset(img, 0, sizeof *img);
     if (width <= 0 || height <= 0) return mbpo__fail("image size %dx%d is not positive", width, height);
     if ((int64_t)width * height > MBPO_MAX_IMAGE_PIXELS)
-        return mbpo__fail("image size %dx%d exceeds MBPO_MAX_IMAGE_PIXELS (%lld); define it larger to allow",
-                          width, height, (long long)MBPO_MAX_IMAGE_PIXELS);
+        return mbpo__fail("image size %dx%d exceeds MBPO_MAX_IMAGE_PIXELS (%lld); raise the limit with "
+                          "-DMBPO_MAX_IMAGE_PIXELS=N", width, height, (long long)MBPO_MAX_IMAGE_PIXELS);
     if (!mbpo__mul_size((size_t)width * (size_t)height, 3, &n)) return 0;
     if (!(img->rgb = (uint8_t *)mbpo__calloc(n, 1))) return 0;   /* all zero: a black image */
     img->width = width; img->height = height;
@@ -3541,8 +3560,8 @@ MBPODEF int mbpo_image_decode_stb(mbpo_image *img, const void *data, size_t len,
     if (!stbi_info_from_memory((const unsigned char *)data, (int)len, &w, &h, &comp))
         return mbpo__fail("%s: not a readable image (%s)", name, stbi_failure_reason());
     if (w <= 0 || h <= 0 || (int64_t)w * h > MBPO_MAX_IMAGE_PIXELS)
-        return mbpo__fail("%s: image is %dx%d, more than MBPO_MAX_IMAGE_PIXELS (%lld); define it larger "
-                          "to allow", name, w, h, (long long)MBPO_MAX_IMAGE_PIXELS);
+        return mbpo__fail("%s: image is %dx%d, more than MBPO_MAX_IMAGE_PIXELS (%lld); raise the limit "
+                          "with -DMBPO_MAX_IMAGE_PIXELS=N", name, w, h, (long long)MBPO_MAX_IMAGE_PIXELS);
     is16 = stbi_is_16_bit_from_memory((const unsigned char *)data, (int)len);
     if (!mbpo_image_init(img, w, h)) return 0;
     if (is16 && comp == 1) {
@@ -3620,8 +3639,8 @@ static int mbpo__jpeg_decode(mbpo_image *img, const unsigned char *data, size_t 
     }
     if ((int64_t)cinfo.image_width * cinfo.image_height > MBPO_MAX_IMAGE_PIXELS) {
         jpeg_destroy_decompress(&cinfo);
-        return mbpo__fail("%s: image is %ux%u, more than MBPO_MAX_IMAGE_PIXELS (%lld); define it larger to allow",
-                          name, (unsigned)cinfo.image_width, (unsigned)cinfo.image_height, (long long)MBPO_MAX_IMAGE_PIXELS);
+        return mbpo__fail("%s: image is %ux%u, more than MBPO_MAX_IMAGE_PIXELS (%lld); raise the limit with "
+                          "-DMBPO_MAX_IMAGE_PIXELS=N", name, (unsigned)cinfo.image_width, (unsigned)cinfo.image_height, (long long)MBPO_MAX_IMAGE_PIXELS);
     }
     cinfo.out_color_space = JCS_RGB;
     jpeg_start_decompress(&cinfo);
@@ -3994,7 +4013,8 @@ MBPODEF int mbpo_image_preprocess(const mbpo_preproc *pp, const mbpo_image *img,
     memset(&r, 0, sizeof r);
     if (!mbpo_smart_resize(pp, img->height, img->width, &rh, &rw)) return 0;
     if (rh * rw > MBPO_MAX_IMAGE_PIXELS)
-        return mbpo__fail("image resizes to %lldx%lld, more than MBPO_MAX_IMAGE_PIXELS (%lld); lower max_pixels",
+        return mbpo__fail("image resizes to %lldx%lld, more than MBPO_MAX_IMAGE_PIXELS (%lld); lower max_pixels in "
+                          "preprocessor_config.json or raise the limit with -DMBPO_MAX_IMAGE_PIXELS=N",
                           (long long)rh, (long long)rw, (long long)MBPO_MAX_IMAGE_PIXELS);
     if (!mbpo_image_resize(img, (int)rw, (int)rh, &r)) return 0;
     if (!mbpo_pixels_count(pp, rh, rw, n_patches, grid_thw)) goto done;
@@ -4090,6 +4110,12 @@ MBPODEF int mbpo_chat_encode(mbpo_tokenizer *tok, const char *system, const char
         for (i = 0; i < n; i++) n_prefix_added += mbpo__tok_is_added(tok, ids[i]);
     }
     if (!(ids = mbpo_tokenizer_encode(tok, b.s, b.n, 1, &n))) goto done;
+    if (n > MBPO_MAX_SEQ_LEN) {
+        mbpo__fail("a conversation of %lld tokens (%lld of them image tokens), more than MBPO_MAX_SEQ_LEN (%d); shorten "
+                   "it, lower max_pixels, or raise the limit with -DMBPO_MAX_SEQ_LEN=N", (long long)n, (long long)want_pad,
+                   MBPO_MAX_SEQ_LEN);
+        goto done;
+    }
     out->ids = (int32_t *)mbpo__alloc((size_t)n * sizeof(int32_t) + 1);
     out->target = (uint8_t *)mbpo__calloc((size_t)n + 1, 1);
     if (!out->ids || !out->target) goto done;
@@ -5872,6 +5898,10 @@ MBPODEF int mbpo_kv_init(mbpo_kv *kv, const mbpo_config *c, int G, int64_t max_l
     float *p;
     memset(kv, 0, sizeof *kv);
     if (G < 1 || max_len < 1) return mbpo__fail("mbpo_kv_init: G %d and max_len %lld must be positive", G, (long long)max_len);
+    if (max_len > MBPO_MAX_SEQ_LEN)
+        return mbpo__fail("generation needs room for %lld tokens (the prompt + max_new_tokens), more than MBPO_MAX_SEQ_LEN "
+                          "(%d); lower --max-new-tokens or raise the limit with -DMBPO_MAX_SEQ_LEN=N", (long long)max_len,
+                          MBPO_MAX_SEQ_LEN);
     cache = c->n_layers * (int64_t)G * max_len * KD;
     total = 2 * cache + (int64_t)G * (5 * H + QD + 2 * KD + QD + 3 * I + 1 + 2 * half + c->vocab_size) + 64;
     if (!mbpo__mul_size((size_t)total, sizeof(float), &bytes) || !(p = (float *)mbpo__calloc((size_t)total, sizeof(float))))
@@ -6401,6 +6431,85 @@ static int mbpo__mkdir(const char *path) {
     return 1;
 }
 
+/* An output directory for a run: made (mkdir -p), then proven writable before any work by a
+   probe file that is written, flushed to disk and removed, so that a read-only or full
+   filesystem is reported now rather than after hours of mining or training. */
+static int mbpo__out_dir(const char *dir) {
+#if !defined(_WIN32)
+    char probe[4096];
+    FILE *f;
+    int ok;
+    if (!mbpo__mkdir(dir)) return 0;
+    snprintf(probe, sizeof probe, "%s/.mbpo-probe.%ld", dir, (long)getpid());
+    if (!(f = fopen(probe, "wb")))
+        return mbpo__fail("%s: the output directory is not writable (%s); choose another --out", dir, strerror(errno));
+    ok = fputc('x', f) != EOF && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) {
+        int e = errno;
+        remove(probe);
+        return mbpo__fail("%s: cannot write to the output directory (%s); free some space or choose another --out", dir,
+                          strerror(e));
+    }
+    remove(probe);
+    return 1;
+#else
+    return mbpo__mkdir(dir);
+#endif
+}
+/* What a killed run leaves behind in dir: the "<name>.tmp.<pid>" files of
+   mbpo_write_file_atomic. Those of processes that no longer exist are removed. */
+static void mbpo__clean_stale(const char *dir) {
+#if !defined(_WIN32)
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+    if (!d) return;
+    while ((ent = readdir(d)) != NULL) {
+        const char *t = strstr(ent->d_name, ".tmp."), *c;
+        char *path;
+        long pid;
+        if (!t || !t[5]) continue;
+        for (c = t + 5; *c >= '0' && *c <= '9'; c++) {}
+        if (*c) continue;                                   /* not ".tmp.<digits>" */
+        pid = strtol(t + 5, NULL, 10);
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;   /* alive, or not ours to judge */
+        if ((path = mbpo__path_join(dir, ent->d_name)) != NULL) remove(path);
+        mbpo_free(path);
+    }
+    closedir(d);
+#else
+    (void)dir;
+#endif
+}
+/* Remove a directory of plain files (a checkpoint-<step>.tmp that a kill or a full disk left). */
+static void mbpo__remove_flat_dir(const char *dir) {
+#if !defined(_WIN32)
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+    if (!d) return;
+    while ((ent = readdir(d)) != NULL) {
+        char *path;
+        if (!strcmp(ent->d_name, ".") || !strcmp(ent->d_name, "..")) continue;
+        if ((path = mbpo__path_join(dir, ent->d_name)) != NULL) remove(path);
+        mbpo_free(path);
+    }
+    closedir(d);
+    rmdir(dir);
+#else
+    (void)dir;
+#endif
+}
+/* Free bytes for an unprivileged writer on the filesystem of path (-1: unknown). */
+static double mbpo__free_bytes(const char *path) {
+#if !defined(_WIN32)
+    struct statvfs v;
+    if (statvfs(path, &v) == 0) return (double)v.f_bavail * (double)v.f_frsize;
+#else
+    (void)path;
+#endif
+    return -1;
+}
+
 /* What every run loads from a model directory: weights, tokenizer.json, and
    preprocessor_config.json when there is one (else the hub values). */
 typedef struct {
@@ -6464,8 +6573,11 @@ static int mbpo__img_load(mbpo__img *im, const mbpo_preproc *pp, const char *pat
 typedef struct { mbpo_chat chat; int64_t offs[2], ref_offs[2]; int32_t refs[1]; mbpo_batch b; } mbpo__seq;
 static int mbpo__seq_make(mbpo__seq *q, mbpo__env *e, const mbpo_sample *s, const mbpo__img *im, const char *response) {
     memset(q, 0, sizeof *q);
-    if (!mbpo_chat_encode(e->tok, s->system, s->question, im ? &im->n_tokens : NULL, im ? 1 : 0, response, &q->chat))
-        return 0;
+    if (!mbpo_chat_encode(e->tok, s->system, s->question, im ? &im->n_tokens : NULL, im ? 1 : 0, response, &q->chat)) {
+        char why[sizeof mbpo__reason];
+        snprintf(why, sizeof why, "%s", mbpo__reason);
+        return mbpo__fail("sample %s: %s", s->id ? s->id : "?", why);
+    }
     q->offs[1] = q->chat.n;
     q->ref_offs[1] = im ? 1 : 0;
     q->b.n_seqs = 1; q->b.ids = q->chat.ids; q->b.seq_offsets = q->offs; q->b.target = q->chat.target;
@@ -6558,11 +6670,14 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     int64_t i, n_cand = 0, n_sel, done, total;
     mbpo__sb sb = { NULL, 0, 0, 0 };
     double t0;
-    int ok = 0;
+    int ok = 0, started = 0;
     memset(&ds, 0, sizeof ds);
-    if (!mbpo__env_load(&e, o->model_dir)) return 0;
+    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir)) return 0;
     if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
-    if (!mbpo__mkdir(o->out_dir)) goto end;
+    if (ds.n == 0) {
+        mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds.n_bad);
+        goto end;
+    }
     p_iig = mbpo__path_join(o->out_dir, "iig.jsonl");
     p_off = mbpo__path_join(o->out_dir, "offline.jsonl");
     p_on = mbpo__path_join(o->out_dir, "online.jsonl");
@@ -6573,6 +6688,9 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     cand = (mbpo__cand_iig *)mbpo__calloc((size_t)ds.n + 1, sizeof *cand);
     seen = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
     if (!seen || !p_iig || !p_off || !p_on || !p_adv || !p_skip || !iig_done || !off_done || !cand || !mbpo__mkdir(p_adv)) goto end;
+    started = 1;
+    mbpo__clean_stale(o->out_dir);   /* temporary files of a killed run */
+    mbpo__clean_stale(p_adv);
     if (o->log) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds.n,
                         (long long)ds.n_bad, (unsigned long long)o->seed);
     /* the closed-ended samples: the online set, written whole, atomically */
@@ -6592,6 +6710,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     if (sb.failed || !mbpo_write_file_atomic(p_on, sb.s ? sb.s : "", sb.n)) goto end;
     /* IIG of every candidate: open-ended, one image */
     if (!mbpo__jsonl_done(p_iig, iig_done, ds.n)) goto end;
+    if (!mbpo__file_exists(p_iig) && !mbpo_write_file_atomic(p_iig, "", 0)) goto end;   /* even with no candidate */
     for (i = 0, total = 0; i < ds.n; i++) total += ds.samples[i].kind == MBPO_Q_OPEN && ds.samples[i].n_images == 1;
     t0 = mbpo_now();
     for (i = 0, done = 0; i < ds.n; i++) {
@@ -6729,6 +6848,12 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     ok = 1;
 end:
     if (!ok && o->log) fprintf(o->log, "\n");
+    if (!ok && started) {   /* a full disk, an unreadable image, ...: what is written stays valid */
+        char why[sizeof mbpo__reason];
+        snprintf(why, sizeof why, "%s", mbpo__reason);
+        mbpo__fail("%s\nmining stopped; the samples done so far are kept in %s: rerun the same command to resume", why,
+                   o->out_dir);
+    }
     mbpo_free(sb.s); mbpo_free(p_iig); mbpo_free(p_off); mbpo_free(p_on); mbpo_free(p_adv); mbpo_free(p_skip);
     mbpo_free(iig_done); mbpo_free(off_done); mbpo_free(cand); mbpo_free(seen);
     mbpo_dataset_free(&ds);
@@ -6753,6 +6878,20 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
     int ok = 0;
     memset(sum, 0, sizeof *sum);
     memset(&ds, 0, sizeof ds);
+    {   /* the output's directory must take a file now, not after the whole set is scored */
+        size_t n = strlen(o->out_path);
+        char *dir = (char *)mbpo__alloc(n + 2);
+        int good;
+        if (!dir) return 0;
+        memcpy(dir, o->out_path, n + 1);
+        while (n > 0 && dir[n - 1] != '/') n--;
+        while (n > 1 && dir[n - 1] == '/') n--;   /* "a/b/x" -> "a/b", "/x" -> "/" */
+        if (n == 0) { dir[0] = '.'; n = 1; }
+        dir[n] = 0;
+        good = mbpo__out_dir(dir);
+        mbpo_free(dir);
+        if (!good) return 0;
+    }
     if (!mbpo__env_load(&e, o->model_dir)) return 0;
     if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
     memset(&go, 0, sizeof go);
@@ -7015,6 +7154,25 @@ static int64_t mbpo__latest_checkpoint(const char *out_dir) {
 #endif
     return best;
 }
+/* Remove the checkpoint-<step>.tmp directories (and stale temporary files) a killed run left. */
+static void mbpo__clean_checkpoint_tmp(const char *out_dir) {
+#if !defined(_WIN32)
+    DIR *d = opendir(out_dir);
+    struct dirent *ent;
+    if (!d) return;
+    while ((ent = readdir(d)) != NULL) {
+        char *endp, *p;
+        size_t n = strlen(ent->d_name);
+        if (strncmp(ent->d_name, "checkpoint-", 11) != 0 || n < 16 || strcmp(ent->d_name + n - 4, ".tmp") != 0) continue;
+        (void)strtoll(ent->d_name + 11, &endp, 10);
+        if (endp != ent->d_name + n - 4 || endp == ent->d_name + 11) continue;
+        if ((p = mbpo__path_join(out_dir, ent->d_name)) != NULL) mbpo__remove_flat_dir(p);
+        mbpo_free(p);
+    }
+    closedir(d);
+#endif
+    mbpo__clean_stale(out_dir);
+}
 static int mbpo__copy_file(const char *from, const char *to) {
     size_t n = 0;
     char *d = mbpo_read_file(from, &n);
@@ -7022,12 +7180,13 @@ static int mbpo__copy_file(const char *from, const char *to) {
     mbpo_free(d);
     return ok;
 }
+/* The files of the model directory a checkpoint carries along, so that it is a model directory. */
+static const char *const mbpo__checkpoint_copies[3] = { "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json" };
 /* checkpoint-<step>: weights (HF layout), tokenizer files, Adam moments, trainer state; built
    as checkpoint-<step>.tmp and renamed, so a directory by that name is always whole. */
 static int mbpo__save_checkpoint(const mbpo_train_opts *o, const mbpo_model *m, const mbpo_adamw *opt, int64_t step,
                                  int64_t position) {
     char name[96], *dir = NULL, *tmp = NULL, *p = NULL, *q = NULL, state[256];
-    static const char *const copies[3] = { "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json" };
     mbpo_st_entry e[2];
     int k, ok = 0;
     snprintf(name, sizeof name, "checkpoint-%lld", (long long)step);
@@ -7044,10 +7203,11 @@ static int mbpo__save_checkpoint(const mbpo_train_opts *o, const mbpo_model *m, 
                 goto end;
             }
     }
+    mbpo__remove_flat_dir(tmp);   /* a partial one from a kill or a full disk */
     if (!mbpo__mkdir(tmp) || !mbpo_model_save(m, tmp, o->save_dtype)) goto end;
     for (k = 0; k < 3; k++) {
         mbpo_free(p); mbpo_free(q);
-        p = mbpo__path_join(o->model_dir, copies[k]); q = mbpo__path_join(tmp, copies[k]);
+        p = mbpo__path_join(o->model_dir, mbpo__checkpoint_copies[k]); q = mbpo__path_join(tmp, mbpo__checkpoint_copies[k]);
         if (!p || !q) goto end;
         if (mbpo__file_exists(p) && !mbpo__copy_file(p, q)) goto end;
     }
@@ -7064,6 +7224,7 @@ static int mbpo__save_checkpoint(const mbpo_train_opts *o, const mbpo_model *m, 
     if (rename(tmp, dir) != 0) { mbpo__fail("%s: cannot rename into place (%s)", dir, strerror(errno)); goto end; }
     ok = 1;
 end:
+    if (!ok && tmp) mbpo__remove_flat_dir(tmp);   /* give the space back: a full disk is the likely cause */
     mbpo_free(dir); mbpo_free(tmp); mbpo_free(p); mbpo_free(q);
     return ok;
 }
@@ -7156,7 +7317,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     int ok = 0, have_ref = 0, use_ref = o->mode != MBPO_MODE_SFT && o->beta != 0;
     memset(&ref, 0, sizeof ref);
     memset(&opt, 0, sizeof opt);
-    if (!mbpo__env_load(&e, o->model_dir)) return 0;
+    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir)) return 0;
     if (o->batch < 1 || o->grad_accum < 1 || o->G < 2 || o->steps < 1 || o->updates_per_batch < 1) {
         mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
         goto end;
@@ -7203,8 +7364,25 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
         if (!mbs[i].groups || !mbs[i].adv) goto end;
     }
     if (use_ref) { if (!mbpo_model_load(&ref, o->model_dir)) goto end; have_ref = 1; }
-    if (!mbpo_adamw_init(&opt, e.model.table.total_floats) || !mbpo__mkdir(o->out_dir)) goto end;
+    if (!mbpo_adamw_init(&opt, e.model.table.total_floats)) goto end;
     if (!(p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) goto end;
+    mbpo__clean_checkpoint_tmp(o->out_dir);   /* what a killed run left */
+    {   /* room for a checkpoint (weights + two Adam moments), checked now rather than at step N */
+        double need = (double)e.model.table.total_floats * ((o->save_dtype == MBPO_DT_BF16 ? 2 : 4) + 8) + 1e6;
+        double have = mbpo__free_bytes(o->out_dir);
+        for (i = 0; i < 3; i++) {
+            char *p = mbpo__path_join(o->model_dir, mbpo__checkpoint_copies[i]);
+            struct stat st;
+            if (p && stat(p, &st) == 0) need += (double)st.st_size;
+            mbpo_free(p);
+        }
+        if (have >= 0 && have < need) {
+            mbpo__fail("%s: a checkpoint needs about %.0f MB (weights, Adam moments, tokenizer) and the filesystem has %.0f MB "
+                       "free; free some space, choose another --out%s", o->out_dir, need / 1e6, have / 1e6,
+                       o->save_dtype == MBPO_DT_BF16 ? "" : ", or save bf16 weights (--save-dtype bf16)");
+            goto end;
+        }
+    }
     /* resume */
     step = mbpo__latest_checkpoint(o->out_dir);
     if (step > o->steps) {
@@ -7421,7 +7599,16 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
             if (u + 1 == o->updates_per_batch || step == o->steps) {
                 int64_t k2, due = step == o->steps;
                 for (k2 = step - u; k2 <= step && o->save_every > 0; k2++) due |= k2 % o->save_every == 0;
-                if (due && !mbpo__save_checkpoint(o, &e.model, &opt, step, position)) goto end;
+                if (due && !mbpo__save_checkpoint(o, &e.model, &opt, step, position)) {
+                    char why[sizeof mbpo__reason];
+                    int64_t kept = mbpo__latest_checkpoint(o->out_dir);
+                    snprintf(why, sizeof why, "%s", mbpo__reason);
+                    if (kept > 0)
+                        mbpo__fail("%s\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; rerun the same "
+                                   "command to resume from it", why, (long long)step, (long long)kept);
+                    else mbpo__fail("%s\nstopped at step %lld before any checkpoint was written", why, (long long)step);
+                    goto end;
+                }
             }
         }
         for (mb = 0; mb < o->grad_accum; mb++) mbpo__mb_clear(&mbs[mb], o->batch);

@@ -235,6 +235,36 @@ static void test_mine(void) {
         CHECK(t && contains(t, "nope") && contains(t, "config.json"), "the message names the file: %s", t ? t : "");
         mbpo_free(t);
     }
+    /* 6. a set with no open-ended question (nothing to mine, only the online set), and one
+       whose every record is bad */
+    {
+        FILE *f;
+        char *t, set[512];
+        snprintf(set, sizeof set, "%s/closed.jsonl", dir);
+        f = fopen(set, "wb");
+        fprintf(f, "{\"id\": \"y\", \"image\": \"png_rgb_56x84.png\", \"conversations\": [{\"from\": \"human\", \"value\": "
+                   "\"<image>\\nIs there a circle?\"}, {\"from\": \"gpt\", \"value\": \"Yes\"}]}\n");
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "rm -rf %s/closed && ./build/mbpo-mine --model %s --data %s --image-root %s --out %s/closed "
+                 "--quiet 2>%s/err.txt", dir, model, set, images, dir, dir);
+        CHECK(system(cmd) == 0, "a set of closed questions only: mined");
+        snprintf(path, sizeof path, "%s/closed/offline.jsonl", dir);
+        CHECK(mbpo_file_exists_test(path) && count_lines(path) == 0, "no pairs, and an empty offline.jsonl");
+        snprintf(path, sizeof path, "%s/closed/online.jsonl", dir);
+        CHECK(count_lines(path) == 1, "the online set has its question");
+        snprintf(set, sizeof set, "%s/allbad.jsonl", dir);
+        f = fopen(set, "wb");
+        fprintf(f, "{\"id\": \"z\", \"image\": \"missing.png\", \"conversations\": [{\"from\": \"human\", \"value\": "
+                   "\"<image>\\nIs there a circle?\"}, {\"from\": \"gpt\", \"value\": \"Yes\"}]}\n");
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s --data %s --image-root %s --out %s/allbad --quiet 2>%s/err.txt",
+                 model, set, images, dir, dir);
+        CHECK(system(cmd) != 0, "a set whose every record is bad fails");
+        snprintf(path, sizeof path, "%s/err.txt", dir);
+        t = mbpo_read_file(path, NULL);
+        CHECK(t && contains(t, "allbad.jsonl") && contains(t, "no usable sample"), "and says so: %s", t ? t : "");
+        mbpo_free(t);
+    }
 }
 
 

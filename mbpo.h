@@ -591,8 +591,11 @@ MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float 
    "image" paths are the dataset's (relative to the image root), "adv_image" is relative to
    out_dir.
    Rerun with the same options after a kill, it continues where it stopped: finished lines
-   are kept, a torn last line is cut, and every sample draws from its own seeded RNG, so the
-   result is the same as an uninterrupted run. Progress lines go to log (may be NULL). */
+   are kept, a torn last line is cut, temporary files of the killed run are removed, and
+   every sample draws from its own seeded RNG, so the result is the same as an uninterrupted
+   run (tests/test_crash.c). out_dir is proven writable before the model loads; a write that
+   fails later (a full disk) stops the run with what was written still valid, to resume.
+   Progress lines go to log (may be NULL). */
 typedef struct {
     const char *model_dir, *data, *image_root, *out_dir;
     int top_k;                       /* <= 0: every candidate */
@@ -637,7 +640,11 @@ MBPODEF int  mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *summary);
    (a Hugging Face directory plus optimizer.safetensors and trainer_state.json), each made in
    a temporary directory and renamed into place. Rerun after a kill, it resumes from the
    newest checkpoint: weights, moments, step and data position; every random draw comes
-   from (seed, step, micro-batch, prompt), so the run continues as if never stopped. */
+   from (seed, step, micro-batch, prompt), so the run continues as if never stopped.
+   Before any work, out_dir is proven writable and its filesystem must have room for one
+   checkpoint. A checkpoint that cannot be written (a full disk) is removed and the run
+   stops naming the newest whole one; a step with a non-finite gradient is skipped and
+   logged, max_bad_steps of them in a row stop the run, and no checkpoint holds NaN/Inf. */
 typedef enum { MBPO_MODE_MBPO = 0, MBPO_MODE_OFFLINE, MBPO_MODE_OFFLINE_RAND, MBPO_MODE_ONLINE, MBPO_MODE_SFT } mbpo_mode;
 typedef struct {
     const char *model_dir, *offline, *online, *data, *image_root, *out_dir;
@@ -1266,6 +1273,24 @@ MBPODEF mbpo_json *mbpo_json_parse_file(const char *path) {
     root = mbpo_json_parse(text, len, path);
     mbpo_free(text);
     return root;
+}
+/* The parser's failure for one line of a JSONL file, without the "name:1:" it gives: for a line
+   the column is what it knows ("column 7: invalid JSON: ..."), and the caller knows the line. */
+static void mbpo__json_line_reason(const char *name, char *why, size_t size) {
+    size_t np = strlen(name);
+    const char *msg = strncmp(mbpo__reason, name, np) ? mbpo__reason : mbpo__reason + np;
+    if (!strncmp(msg, ":1:", 3)) snprintf(why, size, "column %s", msg + 3);
+    else snprintf(why, size, "%s", msg[0] == ':' && msg[1] == ' ' ? msg + 2 : msg);
+}
+/* Parse line `lineno` (1-based) of a JSONL file; a failure says "path:lineno: column C: ...". */
+static mbpo_json *mbpo__json_parse_line(const char *line, size_t n, const char *path, int64_t lineno) {
+    mbpo_json *j = mbpo_json_parse(line, n, path);
+    if (!j) {
+        char why[sizeof mbpo__reason];
+        mbpo__json_line_reason(path, why, sizeof why);
+        mbpo__fail("%s:%lld: %s", path, (long long)lineno, why);
+    }
+    return j;
 }
 MBPODEF void mbpo_json_free(mbpo_json *root) {
     if (!root) return;
@@ -4467,10 +4492,9 @@ MBPODEF int mbpo_dataset_load(mbpo_dataset *ds, const char *path, const char *im
             if (mbpo__skip_space(line) < line + n) {
                 mbpo_json *r = mbpo_json_parse(line, n, path);
                 int good = r && mbpo__ds_record(ds, r, image_root, record);
-                if (!r) {   /* the parser's message says path:1:col - restate it with the line */
-                    const char *msg = strstr(mbpo__reason, ": ");
+                if (!r) {   /* mbpo__ds_bad adds "path:line: " */
                     char why[sizeof mbpo__reason];
-                    snprintf(why, sizeof why, "invalid JSON (%.900s)", msg ? msg + 2 : mbpo__reason);
+                    mbpo__json_line_reason(path, why, sizeof why);
                     mbpo__fail("%s", why);
                 }
                 mbpo_json_free(r);
@@ -6688,7 +6712,6 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     cand = (mbpo__cand_iig *)mbpo__calloc((size_t)ds.n + 1, sizeof *cand);
     seen = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
     if (!seen || !p_iig || !p_off || !p_on || !p_adv || !p_skip || !iig_done || !off_done || !cand || !mbpo__mkdir(p_adv)) goto end;
-    started = 1;
     mbpo__clean_stale(o->out_dir);   /* temporary files of a killed run */
     mbpo__clean_stale(p_adv);
     if (o->log) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds.n,
@@ -6713,6 +6736,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     if (!mbpo__file_exists(p_iig) && !mbpo_write_file_atomic(p_iig, "", 0)) goto end;   /* even with no candidate */
     for (i = 0, total = 0; i < ds.n; i++) total += ds.samples[i].kind == MBPO_Q_OPEN && ds.samples[i].n_images == 1;
     t0 = mbpo_now();
+    started = 1;   /* from here a failure (a full disk) leaves valid files to resume from */
     for (i = 0, done = 0; i < ds.n; i++) {
         const mbpo_sample *s = &ds.samples[i];
         mbpo__img im;
@@ -6732,6 +6756,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     }
     if (o->log && total && done == total) mbpo__progress(o->log, "IIG", done, total, t0);
     /* read the IIGs back (all of them, from the file: one source of truth after a resume) */
+    started = 0;
     {
         size_t len = 0;
         char *text = mbpo_read_file(p_iig, &len), *line, *endp;
@@ -6767,6 +6792,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     if (!mbpo__jsonl_done(p_off, off_done, ds.n) || !mbpo__jsonl_done(p_skip, off_done, ds.n)) goto end;
     if (!mbpo__file_exists(p_off) && !mbpo_write_file_atomic(p_off, "", 0)) goto end;   /* even with no pairs */
     t0 = mbpo_now();
+    started = 1;
     for (i = 0; i < n_sel; i++) {
         int64_t idx = cand[i].index;
         const mbpo_sample *s = &ds.samples[idx];
@@ -6894,6 +6920,10 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
     }
     if (!mbpo__env_load(&e, o->model_dir)) return 0;
     if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
+    if (ds.n == 0) {
+        mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds.n_bad);
+        goto end;
+    }
     memset(&go, 0, sizeof go);
     go.max_new_tokens = o->max_new_tokens; go.temperature = 0; go.top_p = 1;   /* greedy */
     go.stop_ids = e.stop; go.n_stop = e.n_stop;
@@ -7076,7 +7106,7 @@ static int mbpo__read_set(const char *path, int kind, const char *image_root, mb
         size_t k = eol ? (size_t)(eol - line) : (size_t)(end - line);
         lineno++;
         if (k) {
-            mbpo_json *j = mbpo_json_parse(line, k, path);
+            mbpo_json *j = mbpo__json_parse_line(line, k, path, lineno);
             mbpo__item it;
             char *img;
             memset(&it, 0, sizeof it);
@@ -8063,7 +8093,7 @@ MBPODEF int mbpo_synth_eval(const char *data, const char *scores, mbpo_synth_met
         size_t k = eol ? (size_t)(eol - line) : (size_t)(end - line);
         lineno++;
         if (k) {
-            mbpo_json *j = mbpo_json_parse(line, k, data);
+            mbpo_json *j = mbpo__json_parse_line(line, k, data, lineno);
             const mbpo_json *id = j ? mbpo_json_get(j, "id") : NULL, *fam = j ? mbpo_json_get(j, "family") : NULL,
                             *sc = j ? mbpo_json_get(j, "scene") : NULL;
             if (!j || !id || id->type != MBPO_JSON_STRING || !fam || fam->type != MBPO_JSON_STRING || !sc ||
@@ -8088,7 +8118,7 @@ MBPODEF int mbpo_synth_eval(const char *data, const char *scores, mbpo_synth_met
         lineno++;
         line = eol ? eol + 1 : end;
         if (!k) continue;
-        if (!(j = mbpo_json_parse(start, k, scores))) goto end;
+        if (!(j = mbpo__json_parse_line(start, k, scores, lineno))) goto end;
         if ((v = mbpo_json_get(j, "summary")) && v->type == MBPO_JSON_TRUE) {
             if ((v = mbpo_json_get(j, "iig_mean")) && v->type == MBPO_JSON_NUMBER) m->iig_mean = v->number;
             mbpo_json_free(j);
@@ -8439,7 +8469,7 @@ static int mbpo__demo_fig4(const char *metrics, const char *out_svg) {
     size_t len = 0, n_lines = 0, q;
     char *text = mbpo_read_file(metrics, &len), *line, *end;
     double *buf = NULL, *ix, *ic, *ir, *icm, *irm, *rx, *rw, *rm;
-    int64_t ni = 0, nr = 0, i;
+    int64_t ni = 0, nr = 0, i, lineno = 0;
     mbpo__sb sb = { NULL, 0, 0, 0 };
     int ok = 0;
     if (!text) return 0;
@@ -8450,7 +8480,8 @@ static int mbpo__demo_fig4(const char *metrics, const char *out_svg) {
     for (line = text, end = text + len; line < end; ) {
         char *eol = (char *)memchr(line, '\n', (size_t)(end - line));
         size_t k = eol ? (size_t)(eol - line) : (size_t)(end - line);
-        mbpo_json *j = k ? mbpo_json_parse(line, k, metrics) : NULL;
+        mbpo_json *j = k ? mbpo__json_parse_line(line, k, metrics, lineno + 1) : NULL;
+        lineno++;
         line = eol ? eol + 1 : end;
         if (!j) { if (k) goto end; continue; }
         {

@@ -239,49 +239,74 @@ static int same_tree(const char *out, const char *ref, const char *sub, const ch
     return ok;
 }
 
-/* Kill mbpo-mine `kills` times at random moments in [0, 0.7 T] (T: an uninterrupted run,
-   start-up included), rerunning on the same directory until a run finishes. */
-static void crash_mine(int kills, mbpo_rng *rng) {
+/* ---------------------------------------------------------------- the kill loop */
+
+/* An executable under test: its command line for an output folder, the rules a killed run's
+   folder must obey (the function also counts where the kill landed), and the test of a
+   finished run against the uninterrupted one. */
+typedef struct {
+    void (*command)(char *cmd, size_t n, const char *out);
+    int (*killed_ok)(const char *out);
+    int (*finished_ok)(const char *out);
+} crash_target;
+typedef struct { double T; int kills, finished, finished_same, bad_states; } crash_result;
+
+/* Run the command once into `ref` (timing it: T), then start it again and again on one folder,
+   with SIGKILL after a random delay in [0, 0.7 T], until `kills` kills have landed; a run that
+   finishes first is compared with `ref` and the next run starts a new folder. */
+static crash_result crash_loop(const crash_target *t, const char *name, const char *ref, int kills, mbpo_rng *rng) {
     char out[300], cmd[4096], err[300];
-    double T;
-    int done_kills = 0, finished = 0, finished_same = 0, bad_states = 0, torn = 0, tmp = 0, phases[3] = { 0, 0, 0 }, chain = 0;
-    snprintf(mine_ref, sizeof mine_ref, "%s/mine_ref", root);
+    crash_result r;
+    int chain = 0;
+    memset(&r, 0, sizeof r);
     snprintf(err, sizeof err, "%s/err.txt", root);
-    mine_cmd(cmd, sizeof cmd, mine_ref);
-    T = now_s();
-    CHECK(run(cmd, err) == 0, "mbpo-mine uninterrupted");
-    T = now_s() - T;
-    while (done_kills < kills) {
-        int status = 0, phase;
-        pid_t pid;
-        snprintf(out, sizeof out, "%s/mine_%d", root, chain);
-        mine_cmd(cmd, sizeof cmd, out);
-        pid = spawn(cmd, err);
-        if (kill_after(pid, 0.7 * T * mbpo_rng_uniform(rng), &status)) {
-            done_kills++;
-            if (!check_mine_state(out, &torn, &tmp, &phase)) bad_states++;
-            phases[phase]++;
+    t->command(cmd, sizeof cmd, ref);
+    r.T = now_s();
+    CHECK(run(cmd, err) == 0, "%s uninterrupted", name);
+    r.T = now_s() - r.T;
+    for (;;) {
+        int status = 0, killed;
+        snprintf(out, sizeof out, "%s/%s_%d", root, name, chain);
+        t->command(cmd, sizeof cmd, out);
+        killed = r.kills < kills && kill_after(spawn(cmd, err), 0.7 * r.T * mbpo_rng_uniform(rng), &status);
+        if (!killed && r.kills == kills) status = run(cmd, err) << 8;   /* the last chain: finish it */
+        if (killed) {
+            r.kills++;
+            r.bad_states += !t->killed_ok(out);
             continue;
         }
-        /* it finished before the kill: compare, and start a new chain in a new directory */
-        finished++;
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && same_tree(out, mine_ref, "", NULL)) finished_same++;
-        else printf("  mine chain %d: finished with status %d, or not identical to the uninterrupted run\n", chain, status);
+        r.finished++;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && t->finished_ok(out)) r.finished_same++;
+        else printf("  %s chain %d: finished with status %d, or not identical to the uninterrupted run\n", name, chain, status);
+        if (r.kills == kills) break;
         chain++;
     }
-    {   /* the loop ends on a kill: finish that chain */
-        int rc = run(cmd, err);
-        finished++;
-        if (rc == 0 && same_tree(out, mine_ref, "", NULL)) finished_same++;
-        else printf("  mine chain %d: exit %d, or not identical to the uninterrupted run\n", chain, rc);
-    }
-    CHECK(bad_states == 0, "mbpo-mine: %d of %d killed states broke a rule", bad_states, done_kills);
-    CHECK(finished_same == finished, "mbpo-mine: %d of %d resumed runs identical to the uninterrupted one", finished_same, finished);
+    CHECK(r.bad_states == 0, "%s: %d of %d killed states broke a rule", name, r.bad_states, r.kills);
+    CHECK(r.finished_same == r.finished, "%s: %d of %d resumed runs identical to the uninterrupted one", name, r.finished_same,
+          r.finished);
+    return r;
+}
+
+/* ---------------------------------------------------------------- mining */
+
+static int mine_torn, mine_tmp, mine_phase[3];
+static int mine_killed_ok(const char *out) {
+    int phase = 0, ok = check_mine_state(out, &mine_torn, &mine_tmp, &phase);
+    mine_phase[phase]++;
+    return ok;
+}
+static int mine_finished_ok(const char *out) { return same_tree(out, mine_ref, "", NULL); }
+
+static void crash_mine(int kills, mbpo_rng *rng) {
+    crash_target t = { mine_cmd, mine_killed_ok, mine_finished_ok };
+    crash_result r;
+    snprintf(mine_ref, sizeof mine_ref, "%s/mine_ref", root);
+    r = crash_loop(&t, "mine", mine_ref, kills, rng);
     printf("  %s  mbpo-mine (%.2f s uninterrupted): %d SIGKILLs at random moments in [0, %.2f s] over %d runs to the end "
            "(%d before any output, %d in IIG, %d in PGD/sampling; %d left a temporary file, %d a torn line); %d killed "
            "states broke a rule; %d/%d finished runs byte-identical to the uninterrupted one\n",
-           bad_states == 0 && finished_same == finished ? "ok" : "!!", T, done_kills, 0.7 * T, finished, phases[0], phases[1],
-           phases[2], tmp, torn, bad_states, finished_same, finished);
+           r.bad_states == 0 && r.finished_same == r.finished ? "ok" : "!!", r.T, r.kills, 0.7 * r.T, r.finished, mine_phase[0],
+           mine_phase[1], mine_phase[2], mine_tmp, mine_torn, r.bad_states, r.finished_same, r.finished);
 }
 
 /* ---------------------------------------------------------------- training */
@@ -357,55 +382,30 @@ static int same_tree_train(const char *out) {
     int torn;
     return same_tree(out, train_ref, "", "metrics.jsonl") && check_metrics(out, &torn) == 12 && !torn;
 }
+static int train_torn, train_in_write, train_before_ckpt;
+static int train_killed_ok(const char *out) {
+    int64_t lines, newest;
+    int torn, good;
+    char *l = listing(out);
+    train_in_write += l && strstr(l, ".tmp") != NULL;   /* inside a checkpoint or an atomic write */
+    free(l);
+    lines = check_metrics(out, &torn);
+    train_torn += torn;
+    good = check_checkpoints(out, &newest) && lines >= 0 && lines >= newest;
+    if (lines >= 0 && lines < newest) printf("  %s: checkpoint-%lld but %lld metrics lines\n", out, (long long)newest, (long long)lines);
+    train_before_ckpt += newest == 0;
+    return good;
+}
 static void crash_train(int kills, mbpo_rng *rng) {
-    char out[300], cmd[4096], err[300];
-    double T;
-    int done_kills = 0, finished = 0, finished_same = 0, bad_states = 0, torn = 0, in_ckpt = 0, before_ckpt = 0, chain = 0;
+    crash_target t = { train_cmd, train_killed_ok, same_tree_train };
+    crash_result r;
     snprintf(train_ref, sizeof train_ref, "%s/train_ref", root);
-    snprintf(err, sizeof err, "%s/err.txt", root);
-    train_cmd(cmd, sizeof cmd, train_ref);
-    T = now_s();
-    CHECK(run(cmd, err) == 0, "mbpo-train uninterrupted");
-    T = now_s() - T;
-    while (done_kills < kills) {
-        int status = 0, t1;
-        pid_t pid;
-        snprintf(out, sizeof out, "%s/train_%d", root, chain);
-        train_cmd(cmd, sizeof cmd, out);
-        pid = spawn(cmd, err);
-        if (kill_after(pid, 0.7 * T * mbpo_rng_uniform(rng), &status)) {
-            int64_t lines, newest;
-            int good;
-            char *l = listing(out);
-            done_kills++;
-            in_ckpt += l && strstr(l, ".tmp") != NULL;   /* inside a checkpoint or an atomic write */
-            free(l);
-            lines = check_metrics(out, &t1);
-            torn += t1;
-            good = check_checkpoints(out, &newest) && lines >= 0 && lines >= newest;
-            if (lines >= 0 && lines < newest) printf("  %s: checkpoint-%lld but %lld metrics lines\n", out, (long long)newest, (long long)lines);
-            before_ckpt += newest == 0;
-            bad_states += !good;
-            continue;
-        }
-        finished++;
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && same_tree_train(out)) finished_same++;
-        else printf("  train chain %d: finished with status %d, or not identical to the uninterrupted run\n", chain, status);
-        chain++;
-    }
-    {
-        int rc = run(cmd, err);
-        finished++;
-        if (rc == 0 && same_tree_train(out)) finished_same++;
-        else printf("  train chain %d: exit %d, or not identical to the uninterrupted run\n", chain, rc);
-    }
-    CHECK(bad_states == 0, "mbpo-train: %d of %d killed states broke a rule", bad_states, done_kills);
-    CHECK(finished_same == finished, "mbpo-train: %d of %d resumed runs identical to the uninterrupted one", finished_same, finished);
+    r = crash_loop(&t, "train", train_ref, kills, rng);
     printf("  %s  mbpo-train (%.2f s uninterrupted, 12 steps, a checkpoint each): %d SIGKILLs at random moments in [0, %.2f s] "
            "over %d runs to the end (%d before the first checkpoint, %d inside a checkpoint or file write; %d left a torn "
            "metrics line); %d killed states broke a rule; %d/%d finished runs byte-identical to the uninterrupted one\n",
-           bad_states == 0 && finished_same == finished ? "ok" : "!!", T, done_kills, 0.7 * T, finished, before_ckpt, in_ckpt,
-           torn, bad_states, finished_same, finished);
+           r.bad_states == 0 && r.finished_same == r.finished ? "ok" : "!!", r.T, r.kills, 0.7 * r.T, r.finished,
+           train_before_ckpt, train_in_write, train_torn, r.bad_states, r.finished_same, r.finished);
 }
 
 /* ---------------------------------------------------------------- a full disk, a read-only one */

@@ -1043,14 +1043,15 @@ static void test_dataset(void) {
                   ds.samples[2].system && !strcmp(ds.samples[2].system, "Be brief.") && ds.samples[2].n_images == 0,
                   "record 5: user/assistant roles, system prompt, MC label B");
         }
-        CHECK(contains(logtext, "data.jsonl:3: invalid JSON"), "line 3 reported as invalid JSON: %s", logtext);
+        CHECK(contains(logtext, "data.jsonl:3: column ") && contains(logtext, ": invalid JSON: "),
+              "line 3 reported as invalid JSON, with its line and column: %s", logtext);
         CHECK(contains(logtext, "data.jsonl:4: image") && contains(logtext, "missing.png"), "line 4: missing image");
         CHECK(contains(logtext, "data.jsonl:5: ") && contains(logtext, "robot"), "line 5: unknown role");
         CHECK(contains(logtext, "data.jsonl:7: \"id\" must be"), "line 7: an array as id");
         CHECK(contains(logtext, "data.jsonl:8: image") && contains(logtext, "not a regular file"), "line 8: a directory as image");
         CHECK(contains(logtext, "data.jsonl:9: turn 0 contains a NUL"), "line 9: NUL inside a turn: %s", logtext);
         mbpo_dataset_free(&ds);
-        CHECK(!mbpo_dataset_load(&ds, path, dir, 1, NULL) && contains(mbpo_failure_reason(), "data.jsonl:3: invalid JSON"),
+        CHECK(!mbpo_dataset_load(&ds, path, dir, 1, NULL) && contains(mbpo_failure_reason(), "data.jsonl:3: column "),
               "strict: stops at the first bad record: %s", mbpo_failure_reason());
     }
     /* the same records as a JSON array */

@@ -22,6 +22,7 @@ static int n_passed, n_failed;
 static int says(const char *limit) {
     char flag[96];
     snprintf(flag, sizeof flag, "-D%s=", limit);
+    printf("    %s\n", mbpo_failure_reason());   /* the messages, for the reader of the log */
     return strstr(mbpo_failure_reason(), limit) && strstr(mbpo_failure_reason(), flag);
 }
 static void write_text(const char *path, const char *s, size_t n) {

@@ -318,6 +318,15 @@ static void test_score(void) {
     }
     snprintf(path, sizeof path, "%s/s3.jsonl", dir);
     CHECK(!mbpo_file_exists_test(path), "no output left behind");
+    snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s --data %s/bad.jsonl --image-root %s --out %s/s3.jsonl --quiet "
+             "2> %s/err.txt", model, dir, images, dir, dir);
+    CHECK(system(cmd) != 0, "without --strict, a set with no usable sample fails too");
+    snprintf(path, sizeof path, "%s/err.txt", dir);
+    {
+        char *t = mbpo_read_file(path, NULL);
+        CHECK(t && contains(t, "bad.jsonl: no usable sample (1 bad records skipped)"), "and says so: %s", t ? t : "");
+        mbpo_free(t);
+    }
     snprintf(path, sizeof path, "%s/a_file", dir);   /* a path through a regular file: unwritable even for root */
     write_bytes(path, "x", 1);
     snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s --data %s --image-root %s --out %s/a_file/s.jsonl --quiet "
@@ -509,6 +518,16 @@ static void test_train(void) {
     {
         char *text = mbpo_read_file(b, NULL);
         CHECK(text && contains(text, "bad_offline.jsonl:1") && contains(text, "chosen"), "names file:line: %s", text ? text : "");
+        mbpo_free(text);
+    }
+    {   /* broken JSON on line 2: the message gives line 2 and the column */
+        FILE *f = fopen(a, "wb");
+        char *text;
+        fprintf(f, "\n{\"id\": \"x\", \"image\": \"png_rgb_56x84.png\" \"question\": \"Q\"}\n");
+        fclose(f);
+        CHECK(system(cmd) != 0, "an offline set with broken JSON fails");
+        text = mbpo_read_file(b, NULL);
+        CHECK(text && contains(text, "bad_offline.jsonl:2: column 42: invalid JSON"), "names file:line:column: %s", text ? text : "");
         mbpo_free(text);
     }
     /* 6. a truncated checkpoint and an unwritable output: non-zero, one line naming the file */

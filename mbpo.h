@@ -1247,13 +1247,16 @@ static int mbpo__jvalue(mbpo__jp *p, mbpo_json *v) {
     }
     return mbpo__jfail(p, p->s, "unexpected character");
 }
+static int mbpo__json_too_big(const char *name, unsigned long long bytes) {
+    return mbpo__fail("%s: a JSON document of %llu bytes, more than MBPO_MAX_JSON_BYTES (%llu); split it (JSONL: one "
+                      "record per line) or raise the limit with -DMBPO_MAX_JSON_BYTES=N", name, bytes,
+                      (unsigned long long)MBPO_MAX_JSON_BYTES);
+}
 MBPODEF mbpo_json *mbpo_json_parse(const char *text, size_t len, const char *name) {
     mbpo__jp p;
     mbpo_json *root;
     if ((unsigned long long)len > (unsigned long long)MBPO_MAX_JSON_BYTES) {
-        mbpo__fail("%s: a JSON document of %llu bytes, more than MBPO_MAX_JSON_BYTES (%llu); split it (JSONL: one "
-                   "record per line) or raise the limit with -DMBPO_MAX_JSON_BYTES=N", name ? name : "<json>",
-                   (unsigned long long)len, (unsigned long long)MBPO_MAX_JSON_BYTES);
+        mbpo__json_too_big(name ? name : "<json>", (unsigned long long)len);
         return NULL;
     }
     if (!(root = (mbpo_json *)mbpo__calloc(1, sizeof(mbpo_json)))) return NULL;
@@ -1267,9 +1270,18 @@ MBPODEF mbpo_json *mbpo_json_parse(const char *text, size_t len, const char *nam
 }
 MBPODEF mbpo_json *mbpo_json_parse_file(const char *path) {
     size_t len;
-    char *text = mbpo_read_file(path, &len);
+    char *text;
     mbpo_json *root;
-    if (!text) return NULL;
+    FILE *f = fopen(path, "rb");
+    if (f) {   /* a file over the limit is refused before it is read into memory */
+        int64_t size = mbpo__file_size(f);
+        fclose(f);
+        if (size > 0 && (unsigned long long)size > (unsigned long long)MBPO_MAX_JSON_BYTES) {
+            mbpo__json_too_big(path, (unsigned long long)size);
+            return NULL;
+        }
+    }
+    if (!(text = mbpo_read_file(path, &len))) return NULL;
     root = mbpo_json_parse(text, len, path);
     mbpo_free(text);
     return root;
@@ -6462,63 +6474,76 @@ static int mbpo__out_dir(const char *dir) {
 #if !defined(_WIN32)
     char probe[4096];
     FILE *f;
-    int ok;
+    int ok, e = 0;
     if (!mbpo__mkdir(dir)) return 0;
-    snprintf(probe, sizeof probe, "%s/.mbpo-probe.%ld", dir, (long)getpid());
+    /* named like an atomic write's temporary, so that a kill right here leaves nothing for good */
+    snprintf(probe, sizeof probe, "%s/.mbpo-probe.tmp.%ld", dir, (long)getpid());
     if (!(f = fopen(probe, "wb")))
         return mbpo__fail("%s: the output directory is not writable (%s); choose another --out", dir, strerror(errno));
     ok = fputc('x', f) != EOF && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) {
-        int e = errno;
-        remove(probe);
+    if (!ok) e = errno;
+    if (fclose(f) != 0 && ok) { ok = 0; e = errno; }
+    remove(probe);
+    if (!ok)
         return mbpo__fail("%s: cannot write to the output directory (%s); free some space or choose another --out", dir,
                           strerror(e));
-    }
-    remove(probe);
     return 1;
 #else
     return mbpo__mkdir(dir);
 #endif
 }
-/* What a killed run leaves behind in dir: the "<name>.tmp.<pid>" files of
-   mbpo_write_file_atomic. Those of processes that no longer exist are removed. */
-static void mbpo__clean_stale(const char *dir) {
+/* What a killed run leaves behind in dir: "<name>.tmp.<pid>", the temporary files of
+   mbpo_write_file_atomic (and of the probe above). Only regular files whose <name> is one
+   this run writes (one of `names`, or any "<digits>.png" when png is set) and whose process
+   no longer exists are removed; a user's own files are never touched. */
+static void mbpo__clean_stale(const char *dir, const char *const *names, int png) {
 #if !defined(_WIN32)
     DIR *d = opendir(dir);
     struct dirent *ent;
     if (!d) return;
     while ((ent = readdir(d)) != NULL) {
-        const char *t = strstr(ent->d_name, ".tmp."), *c;
+        const char *t = NULL, *c, *x;
         char *path;
+        struct stat st;
         long pid;
+        size_t n, k;
+        int ours = 0;
+        for (x = ent->d_name; (x = strstr(x, ".tmp.")) != NULL; x++) t = x;   /* the last ".tmp." */
         if (!t || !t[5]) continue;
         for (c = t + 5; *c >= '0' && *c <= '9'; c++) {}
-        if (*c) continue;                                   /* not ".tmp.<digits>" */
+        if (*c || c - (t + 5) > 9) continue;                /* not ".tmp.<pid>" */
+        n = (size_t)(t - ent->d_name);
+        for (k = 0; names && names[k] && !ours; k++) ours = strlen(names[k]) == n && !strncmp(ent->d_name, names[k], n);
+        if (png && !ours && n > 4 && !strncmp(t - 4, ".png", 4)) {
+            for (c = ent->d_name; c < t - 4 && *c >= '0' && *c <= '9'; c++) {}
+            ours = c == t - 4;
+        }
         pid = strtol(t + 5, NULL, 10);
-        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;   /* alive, or not ours to judge */
-        if ((path = mbpo__path_join(dir, ent->d_name)) != NULL) remove(path);
+        if (!ours || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;   /* alive, or not ours */
+        if ((path = mbpo__path_join(dir, ent->d_name)) != NULL && lstat(path, &st) == 0 && S_ISREG(st.st_mode)) remove(path);
         mbpo_free(path);
     }
     closedir(d);
 #else
-    (void)dir;
+    (void)dir; (void)names; (void)png;
 #endif
 }
-/* Remove a directory of plain files (a checkpoint-<step>.tmp that a kill or a full disk left). */
+/* Remove a directory of plain files (a checkpoint-<step>.tmp that a kill or a full disk left);
+   a symbolic link, or anything but regular files inside, is left alone. */
 static void mbpo__remove_flat_dir(const char *dir) {
 #if !defined(_WIN32)
-    DIR *d = opendir(dir);
+    DIR *d;
     struct dirent *ent;
-    if (!d) return;
+    struct stat st;
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || !(d = opendir(dir))) return;
     while ((ent = readdir(d)) != NULL) {
         char *path;
         if (!strcmp(ent->d_name, ".") || !strcmp(ent->d_name, "..")) continue;
-        if ((path = mbpo__path_join(dir, ent->d_name)) != NULL) remove(path);
+        if ((path = mbpo__path_join(dir, ent->d_name)) != NULL && lstat(path, &st) == 0 && S_ISREG(st.st_mode)) remove(path);
         mbpo_free(path);
     }
     closedir(d);
-    rmdir(dir);
+    rmdir(dir);   /* fails, harmlessly, if something else was inside */
 #else
     (void)dir;
 #endif
@@ -6712,8 +6737,12 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     cand = (mbpo__cand_iig *)mbpo__calloc((size_t)ds.n + 1, sizeof *cand);
     seen = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
     if (!seen || !p_iig || !p_off || !p_on || !p_adv || !p_skip || !iig_done || !off_done || !cand || !mbpo__mkdir(p_adv)) goto end;
-    mbpo__clean_stale(o->out_dir);   /* temporary files of a killed run */
-    mbpo__clean_stale(p_adv);
+    {   /* temporary files of a killed run */
+        static const char *const mine_files[] = { "iig.jsonl", "offline.jsonl", "online.jsonl", "skipped.jsonl",
+                                                  ".mbpo-probe", NULL };
+        mbpo__clean_stale(o->out_dir, mine_files, 0);
+        mbpo__clean_stale(p_adv, NULL, 1);
+    }
     if (o->log) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds.n,
                         (long long)ds.n_bad, (unsigned long long)o->seed);
     /* the closed-ended samples: the online set, written whole, atomically */
@@ -6877,8 +6906,8 @@ end:
     if (!ok && started) {   /* a full disk, an unreadable image, ...: what is written stays valid */
         char why[sizeof mbpo__reason];
         snprintf(why, sizeof why, "%s", mbpo__reason);
-        mbpo__fail("%s\nmining stopped; the samples done so far are kept in %s: rerun the same command to resume", why,
-                   o->out_dir);
+        mbpo__fail("%s\nmining stopped; the samples done so far are kept in %s, and once the cause is fixed the same "
+                   "command continues from them", why, o->out_dir);
     }
     mbpo_free(sb.s); mbpo_free(p_iig); mbpo_free(p_off); mbpo_free(p_on); mbpo_free(p_adv); mbpo_free(p_skip);
     mbpo_free(iig_done); mbpo_free(off_done); mbpo_free(cand); mbpo_free(seen);
@@ -6907,14 +6936,17 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
     {   /* the output's directory must take a file now, not after the whole set is scored */
         size_t n = strlen(o->out_path);
         char *dir = (char *)mbpo__alloc(n + 2);
+        const char *names[3] = { NULL, ".mbpo-probe", NULL };
         int good;
         if (!dir) return 0;
         memcpy(dir, o->out_path, n + 1);
         while (n > 0 && dir[n - 1] != '/') n--;
+        names[0] = o->out_path + n;   /* the file's name: a killed run's temporary is <name>.tmp.<pid> */
         while (n > 1 && dir[n - 1] == '/') n--;   /* "a/b/x" -> "a/b", "/x" -> "/" */
         if (n == 0) { dir[0] = '.'; n = 1; }
         dir[n] = 0;
         good = mbpo__out_dir(dir);
+        if (good) mbpo__clean_stale(dir, names, 0);
         mbpo_free(dir);
         if (!good) return 0;
     }
@@ -7201,7 +7233,10 @@ static void mbpo__clean_checkpoint_tmp(const char *out_dir) {
     }
     closedir(d);
 #endif
-    mbpo__clean_stale(out_dir);
+    {
+        static const char *const train_files[] = { "metrics.jsonl", ".mbpo-probe", NULL };
+        mbpo__clean_stale(out_dir, train_files, 0);
+    }
 }
 static int mbpo__copy_file(const char *from, const char *to) {
     size_t n = 0;
@@ -7397,28 +7432,31 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     if (!mbpo_adamw_init(&opt, e.model.table.total_floats)) goto end;
     if (!(p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) goto end;
     mbpo__clean_checkpoint_tmp(o->out_dir);   /* what a killed run left */
-    {   /* room for a checkpoint (weights + two Adam moments), checked now rather than at step N */
-        double need = (double)e.model.table.total_floats * ((o->save_dtype == MBPO_DT_BF16 ? 2 : 4) + 8) + 1e6;
-        double have = mbpo__free_bytes(o->out_dir);
-        for (i = 0; i < 3; i++) {
-            char *p = mbpo__path_join(o->model_dir, mbpo__checkpoint_copies[i]);
-            struct stat st;
-            if (p && stat(p, &st) == 0) need += (double)st.st_size;
-            mbpo_free(p);
-        }
-        if (have >= 0 && have < need) {
-            mbpo__fail("%s: a checkpoint needs about %.0f MB (weights, Adam moments, tokenizer) and the filesystem has %.0f MB "
-                       "free; free some space, choose another --out%s", o->out_dir, need / 1e6, have / 1e6,
-                       o->save_dtype == MBPO_DT_BF16 ? "" : ", or save bf16 weights (--save-dtype bf16)");
-            goto end;
-        }
-    }
     /* resume */
     step = mbpo__latest_checkpoint(o->out_dir);
     if (step > o->steps) {
         mbpo__fail("%s: holds checkpoint-%lld, past --steps %lld; resume with the same arguments or use a new --out",
                    o->out_dir, (long long)step, (long long)o->steps);
         goto end;
+    }
+    if (step < o->steps) {   /* room for a checkpoint (weights + two Adam moments), checked now rather than at step N */
+        double wbytes = o->save_dtype == MBPO_DT_F32 ? 4 : 2, floats = (double)e.model.table.total_floats, extra = 1e6;
+        double have = mbpo__free_bytes(o->out_dir), need;
+        for (i = 0; i < 3; i++) {
+            char *p = mbpo__path_join(o->model_dir, mbpo__checkpoint_copies[i]);
+            FILE *f = p ? fopen(p, "rb") : NULL;
+            int64_t size = f ? mbpo__file_size(f) : 0;
+            if (f) fclose(f);
+            if (size > 0) extra += (double)size;
+            mbpo_free(p);
+        }
+        need = floats * (wbytes + 8) + extra;
+        if (have >= 0 && have < need) {
+            mbpo__fail("%s: a checkpoint needs about %.0f MB (weights, Adam moments, tokenizer) and the filesystem has %.0f MB "
+                       "free; free some space or choose another --out%s", o->out_dir, need / 1e6, have / 1e6,
+                       wbytes == 4 && floats * 10 + extra <= have ? " (or save bf16 weights: --save-dtype bf16)" : "");
+            goto end;
+        }
     }
     if (step > 0) {
         if (!mbpo__load_checkpoint(o, &e.model, &opt, step, &position)) goto end;
@@ -7634,8 +7672,8 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                     int64_t kept = mbpo__latest_checkpoint(o->out_dir);
                     snprintf(why, sizeof why, "%s", mbpo__reason);
                     if (kept > 0)
-                        mbpo__fail("%s\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; rerun the same "
-                                   "command to resume from it", why, (long long)step, (long long)kept);
+                        mbpo__fail("%s\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; once the cause "
+                                   "is fixed, the same command resumes from it", why, (long long)step, (long long)kept);
                     else mbpo__fail("%s\nstopped at step %lld before any checkpoint was written", why, (long long)step);
                     goto end;
                 }

@@ -49,6 +49,7 @@ static double now_s(void) {
 /* Start `cmd` (through sh, exec'd so the pid is the executable's), stderr to err_path. */
 static pid_t spawn(const char *cmd, const char *err_path) {
     pid_t pid = fork();
+    if (pid < 0) { printf("FAIL: fork: %s\n", strerror(errno)); exit(1); }   /* never kill(-1, ...) */
     if (pid == 0) {
         char full[8192];
         snprintf(full, sizeof full, "exec %s 2>%s", cmd, err_path);
@@ -71,10 +72,11 @@ static int kill_after(pid_t pid, double seconds, int *status) {
     /* it may have exited on its own just before the signal */
     return WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL;
 }
+/* Run to the end (killed after 10 minutes: a hung run fails the test instead of hanging it);
+   the exit code, or 128 + the signal. */
 static int run(const char *cmd, const char *err_path) {
     int status = 0;
-    pid_t pid = spawn(cmd, err_path);
-    waitpid(pid, &status, 0);
+    if (kill_after(spawn(cmd, err_path), 600, &status)) printf("  hung for 10 minutes, killed: %s\n", cmd);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 static int sh(const char *fmt, ...) {
@@ -172,8 +174,8 @@ static void mine_cmd(char *cmd, size_t n, const char *out) {
     snprintf(cmd, n, "./build/mbpo-mine --model demo/tiny-sft --data %s/train.jsonl --image-root %s/images --out %s %s",
              world, world, out, MINE_ARGS);
 }
-/* The state a killed mining run left: returns 1 if it obeys every rule. Adds the phase the
-   kill hit to counts[0..3] (before any output, IIG, PGD / rejected sampling, finished files). */
+/* The state a killed mining run left: returns 1 if it obeys every rule. *phase: where the kill
+   landed (0 before any output, 1 in IIG, 2 in PGD / rejected sampling). */
 static int check_mine_state(const char *out, int *torn_seen, int *tmp_seen, int *phase) {
     static const char *jsonl[3] = { "iig.jsonl", "offline.jsonl", "skipped.jsonl" };
     int64_t lines[3];
@@ -269,7 +271,7 @@ static crash_result crash_loop(const crash_target *t, const char *name, const ch
         snprintf(out, sizeof out, "%s/%s_%d", root, name, chain);
         t->command(cmd, sizeof cmd, out);
         killed = r.kills < kills && kill_after(spawn(cmd, err), 0.7 * r.T * mbpo_rng_uniform(rng), &status);
-        if (!killed && r.kills == kills) status = run(cmd, err) << 8;   /* the last chain: finish it */
+        if (!killed && r.kills == kills) status = (run(cmd, err) & 0xFF) << 8;   /* the last chain: finish it */
         if (killed) {
             r.kills++;
             r.bad_states += !t->killed_ok(out);
@@ -277,7 +279,8 @@ static crash_result crash_loop(const crash_target *t, const char *name, const ch
         }
         r.finished++;
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && t->finished_ok(out)) r.finished_same++;
-        else printf("  %s chain %d: finished with status %d, or not identical to the uninterrupted run\n", name, chain, status);
+        else printf("  %s chain %d: exit %d, or not identical to the uninterrupted run\n", name, chain,
+                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         if (r.kills == kills) break;
         chain++;
     }
@@ -481,7 +484,7 @@ static void disk_full(void) {
 }
 
 int main(int argc, char **argv) {
-    int kills = argc > 1 ? atoi(argv[1]) : 24;
+    int kills = argc > 1 && atoi(argv[1]) > 0 ? atoi(argv[1]) : 24;
     uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
     mbpo_rng rng;
     snprintf(root, sizeof root, "/tmp/mbpo_crash_%ld", (long)getpid());

@@ -50,6 +50,10 @@ int main(void) {
     big[MBPO_MAX_JSON_BYTES - 1] = 'a'; big[MBPO_MAX_JSON_BYTES] = '"';
     CHECK(!mbpo_json_parse(big, MBPO_MAX_JSON_BYTES + 1, "big.json") && says("MBPO_MAX_JSON_BYTES") &&
           strstr(mbpo_failure_reason(), "big.json"), "one byte more: %s", mbpo_failure_reason());
+    snprintf(path, sizeof path, "%s/big.json", dir);   /* a file: refused before it is read */
+    write_text(path, big, MBPO_MAX_JSON_BYTES + 1);
+    CHECK(!mbpo_json_parse_file(path) && says("MBPO_MAX_JSON_BYTES") && strstr(mbpo_failure_reason(), path),
+          "a file of one byte more: %s", mbpo_failure_reason());
     {
         mbpo_dataset ds;
         char line[256];
@@ -85,6 +89,15 @@ int main(void) {
         write_text(path, hdr, sizeof hdr);
         CHECK(!mbpo_st_open(&st, path) && says("MBPO_MAX_ST_HEADER") && strstr(mbpo_failure_reason(), "big_header"),
               "a 5000-byte header: %s", mbpo_failure_reason());
+        /* a header of exactly the limit (a valid one: metadata, no tensors, padded with spaces) */
+        hlen = MBPO_MAX_ST_HEADER;
+        for (k = 0; k < 8; k++) hdr[k] = (char)((hlen >> (8 * k)) & 0xFF);
+        memset(hdr + 8, ' ', (size_t)hlen);
+        memcpy(hdr + 8, "{\"__metadata__\": {}}", 19);
+        write_text(path, hdr, 8 + (size_t)hlen);
+        if (mbpo_st_open(&st, path)) { CHECK(1, "ok"); mbpo_st_close(&st); }
+        else CHECK(!strstr(mbpo_failure_reason(), "MBPO_MAX_ST_HEADER"), "a header of exactly the limit is not refused by it: %s",
+                   mbpo_failure_reason());
     }
 
     /* image pixels: 56 x 84 is over 4000, 80 x 60 is over too, a 56 x 56 image is fine */

@@ -226,6 +226,19 @@ static void test_mine(void) {
     CHECK(same_outputs(out2, out3), "mbpo-mine killed %d times, then finished: identical to the uninterrupted run", kills);
     printf("  %s  mining: %s; mbpo-mine killed %d of 6 times with SIGKILL, resumed: outputs byte-identical\n",
            same_outputs(out2, out3) ? "ok" : "!!", "library run, rerun, torn-line resume", kills);
+    /* 4b. a rerun removes a killed run's temporary files (a dead pid), and nothing else */
+    {
+        static const char *const leave[3] = { "notes.tmp.999999999", "offline.jsonl.tmp.1", "adv/x.png.tmp.999999999" };
+        static const char *const clean[2] = { "offline.jsonl.tmp.999999999", "adv/3.png.tmp.999999999" };
+        int left = 0, cleaned = 0;
+        for (k = 0; k < 3; k++) { snprintf(path, sizeof path, "%s/%s", out3, leave[k]); write_bytes(path, "x", 1); }
+        for (k = 0; k < 2; k++) { snprintf(path, sizeof path, "%s/%s", out3, clean[k]); write_bytes(path, "x", 1); }
+        REQUIRE(system(cmd) == 0, "mbpo-mine rerun");
+        for (k = 0; k < 3; k++) { snprintf(path, sizeof path, "%s/%s", out3, leave[k]); left += mbpo_file_exists_test(path); remove(path); }
+        for (k = 0; k < 2; k++) { snprintf(path, sizeof path, "%s/%s", out3, clean[k]); cleaned += !mbpo_file_exists_test(path); }
+        CHECK(cleaned == 2 && left == 3, "a rerun removes its own stale temporaries (%d of 2) and leaves other files (%d of 3: "
+              "a user's file, a live pid's, a name it does not write)", cleaned, left);
+    }
     /* 5. bad input: a missing model file, a missing image under --strict */
     snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s/nope --data %s --out %s/x --quiet 2>%s/err.txt", dir, data, dir, dir);
     CHECK(system(cmd) != 0, "a missing model directory fails");

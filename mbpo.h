@@ -849,6 +849,26 @@ static int mbpo__fail(const char *fmt, ...) {
     va_end(ap);
     return 0;
 }
+/* Put context before the current reason ("sample 7: " + reason), or after it. */
+static int mbpo__fail_prefix(const char *fmt, ...) {
+    char old[sizeof mbpo__reason];
+    va_list ap;
+    int n;
+    memcpy(old, mbpo__reason, sizeof old);
+    va_start(ap, fmt);
+    n = vsnprintf(mbpo__reason, sizeof mbpo__reason, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof mbpo__reason) snprintf(mbpo__reason + n, sizeof mbpo__reason - (size_t)n, "%s", old);
+    return 0;
+}
+static int mbpo__fail_suffix(const char *fmt, ...) {
+    size_t n = strlen(mbpo__reason);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(mbpo__reason + n, sizeof mbpo__reason - n, fmt, ap);
+    va_end(ap);
+    return 0;
+}
 
 /* ------------------------------------------------------------------ 1. base: memory */
 
@@ -1286,21 +1306,24 @@ MBPODEF mbpo_json *mbpo_json_parse_file(const char *path) {
     mbpo_free(text);
     return root;
 }
-/* The parser's failure for one line of a JSONL file, without the "name:1:" it gives: for a line
-   the column is what it knows ("column 7: invalid JSON: ..."), and the caller knows the line. */
-static void mbpo__json_line_reason(const char *name, char *why, size_t size) {
+/* The parser's failure for one line of a JSONL file, restated without the "name:1:" it gives:
+   for a line the column is what it knows ("column 7: invalid JSON: ..."); the caller knows
+   the line. */
+static void mbpo__json_line_reason(const char *name) {
+    char old[sizeof mbpo__reason];
     size_t np = strlen(name);
-    const char *msg = strncmp(mbpo__reason, name, np) ? mbpo__reason : mbpo__reason + np;
-    if (!strncmp(msg, ":1:", 3)) snprintf(why, size, "column %s", msg + 3);
-    else snprintf(why, size, "%s", msg[0] == ':' && msg[1] == ' ' ? msg + 2 : msg);
+    const char *msg;
+    memcpy(old, mbpo__reason, sizeof old);
+    msg = strncmp(old, name, np) ? old : old + np;
+    if (!strncmp(msg, ":1:", 3)) mbpo__fail("column %s", msg + 3);
+    else mbpo__fail("%s", msg[0] == ':' && msg[1] == ' ' ? msg + 2 : msg);
 }
 /* Parse line `lineno` (1-based) of a JSONL file; a failure says "path:lineno: column C: ...". */
 static mbpo_json *mbpo__json_parse_line(const char *line, size_t n, const char *path, int64_t lineno) {
     mbpo_json *j = mbpo_json_parse(line, n, path);
     if (!j) {
-        char why[sizeof mbpo__reason];
-        mbpo__json_line_reason(path, why, sizeof why);
-        mbpo__fail("%s:%lld: %s", path, (long long)lineno, why);
+        mbpo__json_line_reason(path);
+        mbpo__fail_prefix("%s:%lld: ", path, (long long)lineno);
     }
     return j;
 }
@@ -3391,9 +3414,7 @@ MBPODEF const int32_t *mbpo_tokenizer_encode(mbpo_tokenizer *t, const char *text
     static const int32_t none = 0;
     *n_ids = 0;
     if (!mbpo__tok_encode(t, text, len, with_special)) {
-        char why[sizeof mbpo__reason];
-        memcpy(why, mbpo__reason, sizeof why);
-        mbpo__fail("%s: cannot encode: %s", t->path, why);
+        mbpo__fail_prefix("%s: cannot encode: ", t->path);
         return NULL;
     }
     *n_ids = t->out_n;
@@ -4504,11 +4525,7 @@ MBPODEF int mbpo_dataset_load(mbpo_dataset *ds, const char *path, const char *im
             if (mbpo__skip_space(line) < line + n) {
                 mbpo_json *r = mbpo_json_parse(line, n, path);
                 int good = r && mbpo__ds_record(ds, r, image_root, record);
-                if (!r) {   /* mbpo__ds_bad adds "path:line: " */
-                    char why[sizeof mbpo__reason];
-                    mbpo__json_line_reason(path, why, sizeof why);
-                    mbpo__fail("%s", why);
-                }
+                if (!r) mbpo__json_line_reason(path);   /* mbpo__ds_bad adds "path:line: " */
                 mbpo_json_free(r);
                 record++;
                 if (!good && !mbpo__ds_bad(ds, path, lineno, strict, log)) goto done;
@@ -6622,11 +6639,8 @@ static int mbpo__img_load(mbpo__img *im, const mbpo_preproc *pp, const char *pat
 typedef struct { mbpo_chat chat; int64_t offs[2], ref_offs[2]; int32_t refs[1]; mbpo_batch b; } mbpo__seq;
 static int mbpo__seq_make(mbpo__seq *q, mbpo__env *e, const mbpo_sample *s, const mbpo__img *im, const char *response) {
     memset(q, 0, sizeof *q);
-    if (!mbpo_chat_encode(e->tok, s->system, s->question, im ? &im->n_tokens : NULL, im ? 1 : 0, response, &q->chat)) {
-        char why[sizeof mbpo__reason];
-        snprintf(why, sizeof why, "%s", mbpo__reason);
-        return mbpo__fail("sample %s: %s", s->id ? s->id : "?", why);
-    }
+    if (!mbpo_chat_encode(e->tok, s->system, s->question, im ? &im->n_tokens : NULL, im ? 1 : 0, response, &q->chat))
+        return mbpo__fail_prefix("sample %s: ", s->id ? s->id : "?");
     q->offs[1] = q->chat.n;
     q->ref_offs[1] = im ? 1 : 0;
     q->b.n_seqs = 1; q->b.ids = q->chat.ids; q->b.seq_offsets = q->offs; q->b.target = q->chat.target;
@@ -6903,12 +6917,9 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     ok = 1;
 end:
     if (!ok && o->log) fprintf(o->log, "\n");
-    if (!ok && started) {   /* a full disk, an unreadable image, ...: what is written stays valid */
-        char why[sizeof mbpo__reason];
-        snprintf(why, sizeof why, "%s", mbpo__reason);
-        mbpo__fail("%s\nmining stopped; the samples done so far are kept in %s, and once the cause is fixed the same "
-                   "command continues from them", why, o->out_dir);
-    }
+    if (!ok && started)   /* a full disk, an unreadable image, ...: what is written stays valid */
+        mbpo__fail_suffix("\nmining stopped; the samples done so far are kept in %s, and once the cause is fixed the same "
+                          "command continues from them", o->out_dir);
     mbpo_free(sb.s); mbpo_free(p_iig); mbpo_free(p_off); mbpo_free(p_on); mbpo_free(p_adv); mbpo_free(p_skip);
     mbpo_free(iig_done); mbpo_free(off_done); mbpo_free(cand); mbpo_free(seen);
     mbpo_dataset_free(&ds);
@@ -7293,6 +7304,26 @@ end:
     mbpo_free(dir); mbpo_free(tmp); mbpo_free(p); mbpo_free(q);
     return ok;
 }
+/* Room on out_dir's filesystem for one checkpoint: weights at the save dtype, two f32 Adam
+   moments, the copied tokenizer files and 1 MB for the rest. */
+static int mbpo__room_for_checkpoint(const mbpo_train_opts *o, size_t n_floats) {
+    double wbytes = o->save_dtype == MBPO_DT_F32 ? 4 : 2, floats = (double)n_floats, extra = 1e6;
+    double have = mbpo__free_bytes(o->out_dir), need;
+    int k;
+    for (k = 0; k < 3; k++) {
+        char *p = mbpo__path_join(o->model_dir, mbpo__checkpoint_copies[k]);
+        FILE *f = p ? fopen(p, "rb") : NULL;
+        int64_t size = f ? mbpo__file_size(f) : 0;
+        if (f) fclose(f);
+        if (size > 0) extra += (double)size;
+        mbpo_free(p);
+    }
+    need = floats * (wbytes + 8) + extra;
+    if (have < 0 || have >= need) return 1;   /* unknown counts as enough */
+    return mbpo__fail("%s: a checkpoint needs about %.0f MB (weights, Adam moments, tokenizer) and the filesystem has %.0f MB "
+                      "free; free some space or choose another --out%s", o->out_dir, need / 1e6, have / 1e6,
+                      wbytes == 4 && floats * 10 + extra <= have ? " (or save bf16 weights: --save-dtype bf16)" : "");
+}
 static int mbpo__load_checkpoint(const mbpo_train_opts *o, mbpo_model *m, mbpo_adamw *opt, int64_t step, int64_t *position) {
     char name[96], *dir, *p = NULL;
     mbpo_model back;
@@ -7439,25 +7470,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                    o->out_dir, (long long)step, (long long)o->steps);
         goto end;
     }
-    if (step < o->steps) {   /* room for a checkpoint (weights + two Adam moments), checked now rather than at step N */
-        double wbytes = o->save_dtype == MBPO_DT_F32 ? 4 : 2, floats = (double)e.model.table.total_floats, extra = 1e6;
-        double have = mbpo__free_bytes(o->out_dir), need;
-        for (i = 0; i < 3; i++) {
-            char *p = mbpo__path_join(o->model_dir, mbpo__checkpoint_copies[i]);
-            FILE *f = p ? fopen(p, "rb") : NULL;
-            int64_t size = f ? mbpo__file_size(f) : 0;
-            if (f) fclose(f);
-            if (size > 0) extra += (double)size;
-            mbpo_free(p);
-        }
-        need = floats * (wbytes + 8) + extra;
-        if (have >= 0 && have < need) {
-            mbpo__fail("%s: a checkpoint needs about %.0f MB (weights, Adam moments, tokenizer) and the filesystem has %.0f MB "
-                       "free; free some space or choose another --out%s", o->out_dir, need / 1e6, have / 1e6,
-                       wbytes == 4 && floats * 10 + extra <= have ? " (or save bf16 weights: --save-dtype bf16)" : "");
-            goto end;
-        }
-    }
+    if (step < o->steps && !mbpo__room_for_checkpoint(o, e.model.table.total_floats)) goto end;   /* now, not at step N */
     if (step > 0) {
         if (!mbpo__load_checkpoint(o, &e.model, &opt, step, &position)) goto end;
         {   /* keep the metrics of the steps up to the checkpoint */
@@ -7668,13 +7681,11 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                 int64_t k2, due = step == o->steps;
                 for (k2 = step - u; k2 <= step && o->save_every > 0; k2++) due |= k2 % o->save_every == 0;
                 if (due && !mbpo__save_checkpoint(o, &e.model, &opt, step, position)) {
-                    char why[sizeof mbpo__reason];
                     int64_t kept = mbpo__latest_checkpoint(o->out_dir);
-                    snprintf(why, sizeof why, "%s", mbpo__reason);
                     if (kept > 0)
-                        mbpo__fail("%s\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; once the cause "
-                                   "is fixed, the same command resumes from it", why, (long long)step, (long long)kept);
-                    else mbpo__fail("%s\nstopped at step %lld before any checkpoint was written", why, (long long)step);
+                        mbpo__fail_suffix("\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; once the "
+                                          "cause is fixed, the same command resumes from it", (long long)step, (long long)kept);
+                    else mbpo__fail_suffix("\nstopped at step %lld before any checkpoint was written", (long long)step);
                     goto end;
                 }
             }

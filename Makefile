@@ -64,7 +64,7 @@ else
 endif
 
 
-TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c tests/test_runs.c
+TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c tests/test_runs.c tests/test_records.c
 
 build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)

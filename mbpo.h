@@ -607,6 +607,7 @@ typedef struct {
     int max_tries;                   /* 4 */
     uint64_t seed;
     int strict;                      /* stop at the first bad dataset record */
+    int quiet;                       /* no progress lines on log (messages stay) */
     FILE *log;
 } mbpo_mine_opts;
 MBPODEF void mbpo_mine_defaults(mbpo_mine_opts *o);
@@ -619,6 +620,7 @@ typedef struct {
     const char *model_dir, *data, *image_root, *out_path;
     int max_new_tokens;              /* 64 */
     int strict;
+    int quiet;                       /* no progress lines on log (messages stay) */
     FILE *log;
 } mbpo_score_opts;
 typedef struct {
@@ -663,6 +665,9 @@ typedef struct {
     uint64_t seed;
     int strict;
     mbpo_dtype save_dtype;           /* F32 (resume is exact); BF16 halves the size */
+    int64_t save_total_limit;        /* keep the newest N whole checkpoints, remove older ones (0: keep all) */
+    int final_weights_only;          /* the last checkpoint without Adam moments (a model to ship, not to resume) */
+    int quiet;                       /* no progress lines on log (messages, e.g. why a record was skipped, stay) */
     FILE *log;
 } mbpo_train_opts;
 MBPODEF void mbpo_train_defaults(mbpo_train_opts *o);
@@ -6565,6 +6570,13 @@ static void mbpo__remove_flat_dir(const char *dir) {
     (void)dir;
 #endif
 }
+/* A file that exists and holds at least one byte. */
+static int mbpo__file_nonempty(const char *path) {
+    FILE *f = fopen(path, "rb");
+    int64_t n = f ? mbpo__file_size(f) : 0;
+    if (f) fclose(f);
+    return n > 0;
+}
 /* Free bytes for an unprivileged writer on the filesystem of path (-1: unknown). */
 static double mbpo__free_bytes(const char *path) {
 #if !defined(_WIN32)
@@ -6603,6 +6615,480 @@ static int mbpo__env_load(mbpo__env *e, const char *dir) {
     if ((e->stop[e->n_stop] = mbpo_tokenizer_find(e->tok, "<|endoftext|>")) >= 0) e->n_stop++;
     return 1;
 }
+/* ------------------------------------------------------------------ 5. runs: model folders */
+
+static int mbpo__copy_file(const char *from, const char *to) {
+    size_t n = 0;
+    char *d = mbpo_read_file(from, &n);
+    int ok = d && mbpo_write_file_atomic(to, d, n);
+    mbpo_free(d);
+    return ok;
+}
+
+/* A checkpoint is a whole Hugging Face model folder: mbpo writes config.json and the weights,
+   and carries every other file of the source folder (tokenizer files, chat template,
+   generation and preprocessor configs, a model card, ...), so that transformers, TRL or
+   vLLM load it as they load the source. Not carried: weights in any format (they would be
+   stale), another trainer's state, temporaries and hidden files, and sub-folders. */
+static int mbpo__is_carried(const char *name) {
+    static const char *const weight_ends[] = { ".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt",
+                                              ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx", NULL };
+    static const char *const own[] = { "config.json", "mbpo_state.json", "trainer_state.json", "run.json", NULL };
+    size_t n = strlen(name), k;
+    if (!n || name[0] == '.' || strstr(name, ".tmp.")) return 0;
+    for (k = 0; own[k]; k++) if (!strcmp(name, own[k])) return 0;
+    for (k = 0; weight_ends[k]; k++) {
+        size_t e = strlen(weight_ends[k]);
+        if (n >= e && !strcmp(name + n - e, weight_ends[k])) return 0;
+    }
+    return 1;
+}
+/* The carried files of dir (regular files, links followed: a hub cache snapshot is links),
+   sorted by name; NULL-terminated, free with mbpo__names_free. */
+static void mbpo__names_free(char **names) {
+    size_t k;
+    for (k = 0; names && names[k]; k++) mbpo_free(names[k]);
+    mbpo_free(names);
+}
+static int mbpo__name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static char **mbpo__carried_files(const char *dir) {
+    size_t n = 0, cap = 16;
+    char **names = (char **)mbpo__calloc(cap + 1, sizeof(char *));
+#if !defined(_WIN32)
+    DIR *d = names ? opendir(dir) : NULL;
+    struct dirent *ent;
+    if (!names) return NULL;
+    if (!d) { mbpo_free(names); mbpo__fail("%s: cannot list the model folder (%s)", dir, strerror(errno)); return NULL; }
+    while ((ent = readdir(d)) != NULL) {
+        struct stat st;
+        char *p;
+        int regular;
+        if (!mbpo__is_carried(ent->d_name) || !(p = mbpo__path_join(dir, ent->d_name))) continue;
+        regular = stat(p, &st) == 0 && S_ISREG(st.st_mode);
+        mbpo_free(p);
+        if (!regular) continue;
+        if (n == cap) {
+            char **more = (char **)mbpo__calloc(2 * cap + 1, sizeof(char *));
+            if (!more) { closedir(d); mbpo__names_free(names); return NULL; }
+            memcpy(more, names, n * sizeof(char *));
+            mbpo_free(names);
+            names = more; cap *= 2;
+        }
+        if (!(names[n] = mbpo__strdup(ent->d_name))) { closedir(d); mbpo__names_free(names); return NULL; }
+        n++;
+    }
+    closedir(d);
+#else   /* no directory listing: the files a Qwen2-VL hub folder has */
+    static const char *const known[] = { "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json",
+                                         "chat_template.jinja", "generation_config.json", "vocab.json", "merges.txt", NULL };
+    size_t k;
+    if (!names) return NULL;
+    for (k = 0; known[k]; k++) {
+        char *p = mbpo__path_join(dir, known[k]);
+        if (p && mbpo__file_exists(p)) names[n++] = mbpo__strdup(known[k]);
+        mbpo_free(p);
+    }
+#endif
+    qsort(names, n, sizeof(char *), mbpo__name_cmp);
+    return names;
+}
+
+/* The Qwen2-VL Instruct chat template as a Jinja text, for a folder that has none, so that
+   apply_chat_template renders exactly what mbpo_chat_encode encodes (QWEN2VL.md 5.2): the
+   default system turn when the first message is not one, each message as
+   <|im_start|>role\n...<|im_end|>\n with list items joined by nothing (an image item as
+   <|vision_start|><|image_pad|><|vision_end|>), and <|im_start|>assistant\n as the generation
+   prompt. Written without whitespace control, so every newline in it is one in the output. */
+static const char mbpo__chat_template_jinja[] =
+    "{% set seen = namespace(images=0, videos=0) %}"
+    "{% for m in messages %}"
+    "{% if loop.first and m['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for part in m['content'] %}"
+    "{% if part['type'] == 'image' or 'image' in part or 'image_url' in part %}"
+    "{% set seen.images = seen.images + 1 %}{% if add_vision_id %}Picture {{ seen.images }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' or 'video' in part %}"
+    "{% set seen.videos = seen.videos + 1 %}{% if add_vision_id %}Video {{ seen.videos }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in part %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/* Does the folder say how to render a chat (chat_template.json / .jinja, or a "chat_template"
+   in tokenizer_config.json)? */
+static int mbpo__has_chat_template(const char *dir) {
+    static const char *const files[] = { "chat_template.json", "chat_template.jinja", NULL };
+    char *p;
+    int k, has = 0;
+    for (k = 0; files[k] && !has; k++) {
+        if ((p = mbpo__path_join(dir, files[k])) != NULL) has = mbpo__file_exists(p);
+        mbpo_free(p);
+        p = NULL;
+    }
+    if (!has && (p = mbpo__path_join(dir, "tokenizer_config.json")) != NULL && mbpo__file_exists(p)) {
+        mbpo_json *j = mbpo_json_parse_file(p);
+        has = j && mbpo_json_get(j, "chat_template") != NULL;
+        mbpo_json_free(j);
+    }
+    mbpo_free(p);
+    return has;
+}
+
+/* What a folder without them gets, so that AutoTokenizer / AutoProcessor and generate work:
+   chat_template.json (and the template in tokenizer_config.json), a tokenizer_config.json
+   naming the Qwen2 tokenizer and its special tokens, a generation_config.json that stops
+   where mbpo stops (<|im_end|> or <|endoftext|>), and the preprocessor_config.json of the
+   image processing mbpo used. Files the source had are carried as they are. */
+static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__env *e) {
+    mbpo__sb b = { NULL, 0, 0, 0 };
+    char *p = NULL;
+    int ok = 1, template_missing = !mbpo__has_chat_template(src);
+    const mbpo_preproc *pp = &e->pp;
+    const char *eos = "<|im_end|>", *pad = "<|endoftext|>";
+#define MBPO__MISSING(name) (mbpo_free(p), (p = mbpo__path_join(src, name)) != NULL && !mbpo__file_exists(p))
+#define MBPO__WRITE(name) (mbpo_free(p), p = NULL, b.failed ? 0 : ((p = mbpo__path_join(dst, name)) != NULL && \
+                           mbpo_write_file_atomic(p, b.s ? b.s : "", b.n)))
+    if (template_missing) {
+        b.n = 0;
+        mbpo__sb_puts(&b, "{\n  \"chat_template\": "); mbpo__sb_json(&b, mbpo__chat_template_jinja); mbpo__sb_puts(&b, "\n}\n");
+        ok = MBPO__WRITE("chat_template.json");
+    }
+    if (ok && MBPO__MISSING("tokenizer_config.json")) {
+        b.n = 0;
+        mbpo__sb_printf(&b, "{\n  \"tokenizer_class\": \"Qwen2Tokenizer\",\n  \"processor_class\": \"Qwen2VLProcessor\",\n"
+                        "  \"bos_token\": null,\n  \"eos_token\": \"%s\",\n  \"pad_token\": \"%s\",\n  \"unk_token\": null,\n"
+                        "  \"model_max_length\": %lld,\n  \"padding_side\": \"left\",\n  \"clean_up_tokenization_spaces\": false,\n"
+                        "  \"split_special_tokens\": false,\n  \"errors\": \"replace\",\n  \"add_prefix_space\": false,\n"
+                        "  \"chat_template\": ", eos, pad, (long long)e->model.cfg.max_position_embeddings);
+        mbpo__sb_json(&b, mbpo__chat_template_jinja);
+        mbpo__sb_puts(&b, "\n}\n");
+        ok = MBPO__WRITE("tokenizer_config.json");
+    } else if (ok && template_missing) {   /* the source's tokenizer_config.json, with the template added */
+        size_t len = 0, end;
+        char *text = (mbpo_free(p), p = mbpo__path_join(src, "tokenizer_config.json")) ? mbpo_read_file(p, &len) : NULL;
+        mbpo_json *j = text ? mbpo_json_parse(text, len, p) : NULL;
+        ok = j && j->type == MBPO_JSON_OBJECT;
+        if (text && !ok) mbpo__fail("%s: not a JSON object", p);
+        for (end = len; ok && end > 0 && text[end - 1] != '}'; end--) {}
+        if (ok && end > 0) {
+            b.n = 0;
+            mbpo__sb_put(&b, text, end - 1);
+            while (b.n > 0 && (b.s[b.n - 1] == ' ' || b.s[b.n - 1] == '\n' || b.s[b.n - 1] == '\r' || b.s[b.n - 1] == '\t')) b.n--;
+            mbpo__sb_puts(&b, j->count ? ",\n  \"chat_template\": " : "\n  \"chat_template\": ");
+            mbpo__sb_json(&b, mbpo__chat_template_jinja);
+            mbpo__sb_puts(&b, "\n}\n");
+            ok = MBPO__WRITE("tokenizer_config.json");
+        }
+        mbpo_json_free(j); mbpo_free(text);
+    }
+    if (ok && MBPO__MISSING("generation_config.json")) {
+        b.n = 0;
+        mbpo__sb_puts(&b, "{\n");
+        if (e->model.cfg.bos_token_id >= 0) mbpo__sb_printf(&b, "  \"bos_token_id\": %lld,\n", (long long)e->model.cfg.bos_token_id);
+        mbpo__sb_printf(&b, "  \"eos_token_id\": [%d", e->n_stop ? e->stop[0] : (int)e->model.cfg.eos_token_id);
+        if (e->n_stop > 1) mbpo__sb_printf(&b, ", %d", e->stop[1]);
+        mbpo__sb_puts(&b, "],\n");
+        if (e->n_stop > 1) mbpo__sb_printf(&b, "  \"pad_token_id\": %d,\n", e->stop[1]);
+        mbpo__sb_puts(&b, "  \"do_sample\": false\n}\n");
+        ok = MBPO__WRITE("generation_config.json");
+    }
+    if (ok && MBPO__MISSING("preprocessor_config.json")) {
+        b.n = 0;
+        mbpo__sb_printf(&b, "{\n  \"image_processor_type\": \"Qwen2VLImageProcessor\",\n  \"processor_class\": \"Qwen2VLProcessor\",\n"
+                        "  \"min_pixels\": %lld,\n  \"max_pixels\": %lld,\n  \"patch_size\": %lld,\n  \"temporal_patch_size\": %lld,\n"
+                        "  \"merge_size\": %lld,\n  \"rescale_factor\": %.17g,\n  \"image_mean\": [%.9g, %.9g, %.9g],\n"
+                        "  \"image_std\": [%.9g, %.9g, %.9g]\n}\n", (long long)pp->min_pixels, (long long)pp->max_pixels,
+                        (long long)pp->patch, (long long)pp->temporal_patch, (long long)pp->merge, pp->rescale,
+                        pp->mean[0], pp->mean[1], pp->mean[2], pp->std[0], pp->std[1], pp->std[2]);
+        ok = MBPO__WRITE("preprocessor_config.json");
+    }
+#undef MBPO__MISSING
+#undef MBPO__WRITE
+    mbpo_free(p); mbpo_free(b.s);
+    return ok;
+}
+/* Copy the carried files of src into dst, then complete dst (above). */
+static int mbpo__carry_model_files(const char *src, const char *dst, const mbpo__env *e) {
+    char **names = mbpo__carried_files(src);
+    size_t k;
+    int ok = names != NULL;
+    for (k = 0; ok && names[k]; k++) {
+        char *p = mbpo__path_join(src, names[k]), *q = mbpo__path_join(dst, names[k]);
+        ok = p && q && mbpo__copy_file(p, q);
+        mbpo_free(p); mbpo_free(q);
+    }
+    mbpo__names_free(names);
+    return ok && mbpo__complete_folder(src, dst, e);
+}
+/* Bytes of the carried files (for the free-space check). */
+static double mbpo__carried_bytes(const char *src) {
+    char **names = mbpo__carried_files(src);
+    double total = 0;
+    size_t k;
+    for (k = 0; names && names[k]; k++) {
+        char *p = mbpo__path_join(src, names[k]);
+        FILE *f = p ? fopen(p, "rb") : NULL;
+        int64_t size = f ? mbpo__file_size(f) : 0;
+        if (f) fclose(f);
+        if (size > 0) total += (double)size;
+        mbpo_free(p);
+    }
+    mbpo__names_free(names);
+    return total;
+}
+/* ------------------------------------------------------------------ 5. runs: records */
+
+/* SHA-256 (FIPS 180-4), so that the checksums in run.json can be checked with sha256sum. */
+typedef struct { uint32_t h[8]; uint64_t bytes; unsigned char block[64]; size_t fill; } mbpo__sha256;
+static const uint32_t mbpo__sha256_k[64] = {
+    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u, 0x923f82a4u, 0xab1c5ed5u,
+    0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u, 0x72be5d74u, 0x80deb1feu, 0x9bdc06a7u, 0xc19bf174u,
+    0xe49b69c1u, 0xefbe4786u, 0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu, 0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau,
+    0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u, 0xc6e00bf3u, 0xd5a79147u, 0x06ca6351u, 0x14292967u,
+    0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu, 0x53380d13u, 0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u,
+    0xa2bfe8a1u, 0xa81a664bu, 0xc24b8b70u, 0xc76c51a3u, 0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u,
+    0x19a4c116u, 0x1e376c08u, 0x2748774cu, 0x34b0bcb5u, 0x391c0cb3u, 0x4ed8aa4au, 0x5b9cca4fu, 0x682e6ff3u,
+    0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u, 0x90befffau, 0xa4506cebu, 0xbef9a3f7u, 0xc67178f2u };
+#define MBPO__ROR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+static void mbpo__sha256_block(mbpo__sha256 *c, const unsigned char *blk) {
+    uint32_t w[64], v[8], t1, t2;
+    int i;
+    for (i = 0; i < 16; i++)
+        w[i] = (uint32_t)blk[4 * i] << 24 | (uint32_t)blk[4 * i + 1] << 16 | (uint32_t)blk[4 * i + 2] << 8 | blk[4 * i + 3];
+    for (i = 16; i < 64; i++) {
+        uint32_t s0 = MBPO__ROR32(w[i - 15], 7) ^ MBPO__ROR32(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = MBPO__ROR32(w[i - 2], 17) ^ MBPO__ROR32(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    for (i = 0; i < 8; i++) v[i] = c->h[i];
+    for (i = 0; i < 64; i++) {
+        t1 = v[7] + (MBPO__ROR32(v[4], 6) ^ MBPO__ROR32(v[4], 11) ^ MBPO__ROR32(v[4], 25)) + ((v[4] & v[5]) ^ (~v[4] & v[6])) +
+             mbpo__sha256_k[i] + w[i];
+        t2 = (MBPO__ROR32(v[0], 2) ^ MBPO__ROR32(v[0], 13) ^ MBPO__ROR32(v[0], 22)) + ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
+        v[7] = v[6]; v[6] = v[5]; v[5] = v[4]; v[4] = v[3] + t1; v[3] = v[2]; v[2] = v[1]; v[1] = v[0]; v[0] = t1 + t2;
+    }
+    for (i = 0; i < 8; i++) c->h[i] += v[i];
+}
+#undef MBPO__ROR32
+static void mbpo__sha256_init(mbpo__sha256 *c) {
+    static const uint32_t h0[8] = { 0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au, 0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u };
+    memcpy(c->h, h0, sizeof h0);
+    c->bytes = 0; c->fill = 0;
+}
+static void mbpo__sha256_update(mbpo__sha256 *c, const unsigned char *d, size_t n) {
+    c->bytes += n;
+    while (n > 0) {
+        size_t k = 64 - c->fill < n ? 64 - c->fill : n;
+        memcpy(c->block + c->fill, d, k);
+        c->fill += k; d += k; n -= k;
+        if (c->fill == 64) { mbpo__sha256_block(c, c->block); c->fill = 0; }
+    }
+}
+static void mbpo__sha256_hex(mbpo__sha256 *c, char out[65]) {
+    uint64_t bits = c->bytes * 8;
+    unsigned char pad = 0x80, len[8];
+    int i;
+    mbpo__sha256_update(c, &pad, 1);
+    pad = 0;
+    while (c->fill != 56) mbpo__sha256_update(c, &pad, 1);
+    for (i = 0; i < 8; i++) len[i] = (unsigned char)(bits >> (56 - 8 * i));
+    mbpo__sha256_update(c, len, 8);
+    for (i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", (unsigned)(c->h[i / 4] >> (24 - 8 * (i % 4))) & 0xffu);
+}
+/* {"bytes": N, "sha256": "..."} of a file, read in 1 MiB pieces. */
+static int mbpo__sb_file_digest(mbpo__sb *b, const char *path) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf;
+    mbpo__sha256 c;
+    char hex[65];
+    size_t n;
+    int ok;
+    if (!f) return mbpo__fail("%s: cannot open (%s)", path, strerror(errno));
+    if (!(buf = (unsigned char *)mbpo__alloc(1 << 20))) { fclose(f); return 0; }
+    mbpo__sha256_init(&c);
+    while ((n = fread(buf, 1, 1 << 20, f)) > 0) mbpo__sha256_update(&c, buf, n);
+    ok = !ferror(f);
+    fclose(f);
+    mbpo_free(buf);
+    if (!ok) return mbpo__fail("%s: read error", path);
+    mbpo__sha256_hex(&c, hex);
+    mbpo__sb_printf(b, "{\"bytes\": %llu, \"sha256\": \"%s\"}", (unsigned long long)c.bytes, hex);
+    return 1;
+}
+
+/* run.json: what a mining or training run was started with - every setting, the mbpo build,
+   the threads, and the inputs with sizes and SHA-256 (the data files; every file of the model
+   folder). Images are named by their root, not hashed. A rerun into the same out_dir compares
+   its record with the one there: a setting or an input that would change the result is
+   refused, with each difference listed; the settings in `may_change` (the caller's list)
+   are taken and the record updated. A changed build or thread count is allowed and said:
+   results are bit-identical only for one build and thread count. When out_dir holds no
+   results yet (has_results 0), the old record is simply replaced. */
+/* TEMP until the flags branch lands */
+static const char *mbpo_version(void) { return "0.1.0"; }
+static const char *mbpo_build_info(void) { return "mbpo 0.1.0"; }
+typedef struct { mbpo__sb b; int n_settings, n_inputs; } mbpo__record;
+static void mbpo__rec_begin(mbpo__record *r, const char *program) {
+    memset(r, 0, sizeof *r);
+    mbpo__sb_puts(&r->b, "{\n  \"format\": \"mbpo-run/1\",\n  \"program\": ");
+    mbpo__sb_json(&r->b, program);
+    mbpo__sb_puts(&r->b, ",\n  \"mbpo\": "); mbpo__sb_json(&r->b, mbpo_version());
+    mbpo__sb_puts(&r->b, ",\n  \"build\": "); mbpo__sb_json(&r->b, mbpo_build_info());
+    mbpo__sb_printf(&r->b, ",\n  \"threads\": %d,\n  \"settings\": {", mbpo__max_threads());
+}
+static void mbpo__rec_key(mbpo__record *r, const char *key) {
+    mbpo__sb_puts(&r->b, r->n_settings++ ? ",\n    " : "\n    ");
+    mbpo__sb_json(&r->b, key);
+    mbpo__sb_puts(&r->b, ": ");
+}
+static void mbpo__rec_num(mbpo__record *r, const char *key, double v) { mbpo__rec_key(r, key); mbpo__sb_printf(&r->b, "%.17g", v); }
+static void mbpo__rec_int(mbpo__record *r, const char *key, int64_t v) { mbpo__rec_key(r, key); mbpo__sb_printf(&r->b, "%lld", (long long)v); }
+static void mbpo__rec_u64(mbpo__record *r, const char *key, uint64_t v) { mbpo__rec_key(r, key); mbpo__sb_printf(&r->b, "%llu", (unsigned long long)v); }
+static void mbpo__rec_str(mbpo__record *r, const char *key, const char *v) {
+    mbpo__rec_key(r, key);
+    if (v) mbpo__sb_json(&r->b, v); else mbpo__sb_puts(&r->b, "null");
+}
+/* An input file (path NULL: none) or, with is_dir, every file of a model folder. */
+static int mbpo__rec_input(mbpo__record *r, const char *key, const char *path, int is_dir) {
+    mbpo__sb_puts(&r->b, r->n_inputs++ ? ",\n    " : "\n  },\n  \"inputs\": {\n    ");
+    mbpo__sb_json(&r->b, key);
+    mbpo__sb_puts(&r->b, ": ");
+    if (!path) { mbpo__sb_puts(&r->b, "null"); return 1; }
+    mbpo__sb_puts(&r->b, "{\"path\": "); mbpo__sb_json(&r->b, path);
+    if (!is_dir) { mbpo__sb_puts(&r->b, ", \"file\": "); return mbpo__sb_file_digest(&r->b, path) && (mbpo__sb_puts(&r->b, "}"), 1); }
+    {
+        static const char *const weights[] = { "config.json", NULL };
+        char **names = mbpo__carried_files(path);
+        size_t k, n = 0;
+        int ok = names != NULL;
+        mbpo__sb_puts(&r->b, ", \"files\": {");
+        for (k = 0; ok && weights[k]; k++) {   /* config.json and the weights, which are not carried */
+            char *p = mbpo__path_join(path, weights[k]);
+            if (p && mbpo__file_exists(p)) {
+                mbpo__sb_puts(&r->b, n++ ? ", " : ""); mbpo__sb_json(&r->b, weights[k]); mbpo__sb_puts(&r->b, ": ");
+                ok = mbpo__sb_file_digest(&r->b, p);
+            }
+            mbpo_free(p);
+        }
+        {
+            mbpo_st st;   /* the weight files the model loads: one, or the shards of an index */
+            int f;
+            if (ok && (ok = mbpo_st_open_dir(&st, path)) != 0) {
+                for (f = 0; ok && f < st.n_files; f++) {
+                    const char *base = strrchr(st.paths[f], '/');
+                    base = base ? base + 1 : st.paths[f];
+                    mbpo__sb_puts(&r->b, n++ ? ", " : ""); mbpo__sb_json(&r->b, base); mbpo__sb_puts(&r->b, ": ");
+                    ok = mbpo__sb_file_digest(&r->b, st.paths[f]);
+                }
+                mbpo_st_close(&st);
+            }
+        }
+        for (k = 0; ok && names[k]; k++) {
+            char *p = mbpo__path_join(path, names[k]);
+            mbpo__sb_puts(&r->b, n++ ? ", " : ""); mbpo__sb_json(&r->b, names[k]); mbpo__sb_puts(&r->b, ": ");
+            ok = p && mbpo__sb_file_digest(&r->b, p);
+            mbpo_free(p);
+        }
+        mbpo__names_free(names);
+        mbpo__sb_puts(&r->b, "}}");
+        return ok;
+    }
+}
+static int mbpo__json_equal(const mbpo_json *a, const mbpo_json *b) {
+    size_t k;
+    if (!a || !b || a->type != b->type) return 0;
+    switch (a->type) {
+    case MBPO_JSON_NUMBER: return a->number == b->number;
+    case MBPO_JSON_STRING: return a->len == b->len && !memcmp(a->string, b->string, a->len);
+    case MBPO_JSON_ARRAY:
+        if (a->count != b->count) return 0;
+        for (k = 0; k < a->count; k++) if (!mbpo__json_equal(&a->items[k], &b->items[k])) return 0;
+        return 1;
+    case MBPO_JSON_OBJECT:
+        if (a->count != b->count) return 0;
+        for (k = 0; k < a->count; k++) if (!mbpo__json_equal(&a->items[k], mbpo_json_get(b, a->keys[k]))) return 0;
+        return 1;
+    default: return 1;
+    }
+}
+/* A JSON value as short text for a message. */
+static void mbpo__sb_json_brief(mbpo__sb *b, const mbpo_json *v) {
+    if (!v) mbpo__sb_puts(b, "(none)");
+    else if (v->type == MBPO_JSON_NUMBER) mbpo__sb_printf(b, "%.17g", v->number);
+    else if (v->type == MBPO_JSON_STRING) mbpo__sb_json(b, v->string);
+    else if (v->type == MBPO_JSON_NULL) mbpo__sb_puts(b, "null");
+    else if (v->type == MBPO_JSON_TRUE || v->type == MBPO_JSON_FALSE) mbpo__sb_puts(b, v->type == MBPO_JSON_TRUE ? "true" : "false");
+    else mbpo__sb_puts(b, "...");
+}
+static int mbpo__name_in(const char *name, const char *const *list) {
+    for (; list && *list; list++) if (!strcmp(name, *list)) return 1;
+    return 0;
+}
+/* Finish the record and check it against out_dir/run.json (see above); writes it when taken. */
+static int mbpo__rec_commit(mbpo__record *r, const char *out_dir, int has_results, const char *const *may_change, FILE *log) {
+    char *path = NULL, *old_text = NULL;
+    mbpo_json *now = NULL, *old = NULL;
+    mbpo__sb why = { NULL, 0, 0, 0 };
+    int ok = 0, n_diff = 0;
+    size_t k;
+    mbpo__sb_puts(&r->b, r->n_inputs ? "\n  }\n}\n" : "\n  },\n  \"inputs\": {}\n}\n");
+    if (r->b.failed || !(path = mbpo__path_join(out_dir, "run.json"))) goto end;
+    if (!(now = mbpo_json_parse(r->b.s, r->b.n, "run.json (new)"))) goto end;
+    if (has_results && mbpo__file_exists(path)) {
+        const mbpo_json *s0, *s1, *i0, *i1;
+        if (!(old = mbpo_json_parse_file(path))) goto end;
+        s0 = mbpo_json_get(old, "settings"); s1 = mbpo_json_get(now, "settings");
+        i0 = mbpo_json_get(old, "inputs"); i1 = mbpo_json_get(now, "inputs");
+        if (!s0 || s0->type != MBPO_JSON_OBJECT || !i0 || i0->type != MBPO_JSON_OBJECT) {
+            mbpo__fail("%s: not a run record of mbpo (no settings / inputs); remove it or use a new --out", path);
+            goto end;
+        }
+        for (k = 0; k < s1->count; k++) {
+            const mbpo_json *was = mbpo_json_get(s0, s1->keys[k]);
+            if (mbpo__name_in(s1->keys[k], may_change) || mbpo__json_equal(was, &s1->items[k])) continue;
+            mbpo__sb_printf(&why, "%s%s ", n_diff++ ? "; " : "", s1->keys[k]);
+            mbpo__sb_json_brief(&why, &s1->items[k]);
+            mbpo__sb_puts(&why, " (was ");
+            mbpo__sb_json_brief(&why, was);
+            mbpo__sb_puts(&why, ")");
+        }
+        for (k = 0; k < i1->count; k++) {   /* inputs: the content counts, not the path */
+            const mbpo_json *was = mbpo_json_get(i0, i1->keys[k]), *is = &i1->items[k];
+            const mbpo_json *wf = was ? mbpo_json_get(was, "file") : NULL, *nf = mbpo_json_get(is, "file");
+            const mbpo_json *wd = was ? mbpo_json_get(was, "files") : NULL, *nd = mbpo_json_get(is, "files");
+            int same = (is->type == MBPO_JSON_NULL) ? (was && was->type == MBPO_JSON_NULL)
+                                                      : (nf ? mbpo__json_equal(wf, nf) : mbpo__json_equal(wd, nd));
+            if (same) continue;
+            mbpo__sb_printf(&why, "%s%s: %s", n_diff++ ? "; " : "", i1->keys[k],
+                            !was || was->type == MBPO_JSON_NULL ? "not in the earlier run" :
+                            is->type == MBPO_JSON_NULL ? "given in the earlier run, not now" : "other content than in the earlier run");
+        }
+        if (n_diff) {
+            mbpo__fail("%s: this run's settings differ from those of the run already in %s: %s. Rerun with the earlier settings to "
+                       "continue it, or use a new --out", path, out_dir, why.s ? why.s : "");
+            goto end;
+        }
+        if (log) {
+            const mbpo_json *t0 = mbpo_json_get(old, "threads"), *t1 = mbpo_json_get(now, "threads");
+            const mbpo_json *b0 = mbpo_json_get(old, "build"), *b1 = mbpo_json_get(now, "build");
+            if (!mbpo__json_equal(t0, t1) || !mbpo__json_equal(b0, b1))
+                fprintf(log, "note: %s was started with another build or thread count; the results continue, but are no longer "
+                        "bit-identical to an uninterrupted run\n", path);
+        }
+    }
+    ok = mbpo_write_file_atomic(path, r->b.s, r->b.n);
+end:
+    mbpo_json_free(now); mbpo_json_free(old);
+    mbpo_free(path); mbpo_free(old_text); mbpo_free(why.s); mbpo_free(r->b.s);
+    memset(&r->b, 0, sizeof r->b);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ 5. runs: samples */
+
 /* Plan the model for at least these sizes (growing the plan when a sample needs more). */
 static int mbpo__ensure_plan(mbpo_model *m, int64_t T, int64_t P, int64_t N, int grads) {
     const mbpo_acts *a = m->acts;
@@ -6697,14 +7183,45 @@ static uint64_t mbpo__sample_seed(uint64_t seed, int64_t index, uint64_t purpose
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(index + 1)) ^ (purpose << 56);
     return mbpo__splitmix64(&x);
 }
-static void mbpo__progress(FILE *log, const char *what, int64_t done, int64_t total, double t0) {
-    double dt = mbpo_now() - t0, rate = dt > 0 ? (double)done / dt : 0;
-    if (!log) return;
-    fprintf(log, "\rmine: %s %lld/%lld, %.2f/s, ETA %.0f s   ", what, (long long)done, (long long)total, rate,
-            rate > 0 ? (double)(total - done) / rate : 0.0);
-    if (done == total) fprintf(log, "\n");
-    fflush(log);
+/* Progress on log. On a terminal: one line rewritten in place (\r) at every call. Elsewhere (a
+   file, a pipe, a cluster's job log): a plain line at most every MBPO__PROGRESS_SECONDS, and
+   at the end, so that a log stays readable. quiet: none (messages such as why a record was
+   skipped are not progress and are always written). */
+#define MBPO__PROGRESS_SECONDS 10.0
+typedef struct { FILE *log; const char *what; double t0, last; int tty; } mbpo__prog;
+static void mbpo__prog_start(mbpo__prog *p, FILE *log, int quiet, const char *what) {
+    p->log = quiet ? NULL : log;
+    p->what = what;
+    p->t0 = p->last = mbpo_now();
+#if !defined(_WIN32)
+    p->tty = p->log && isatty(fileno(p->log));
+#else
+    p->tty = 0;
+#endif
 }
+/* Whether a progress line is due now (the last one always is). */
+static int mbpo__prog_due(mbpo__prog *p, int last) {
+    double now;
+    if (!p->log) return 0;
+    if (p->tty || last) return 1;
+    now = mbpo_now();
+    if (now - p->last < MBPO__PROGRESS_SECONDS) return 0;
+    p->last = now;
+    return 1;
+}
+static void mbpo__prog_tick(mbpo__prog *p, int64_t done, int64_t total) {
+    double dt, rate;
+    int last = done >= total;
+    if (!mbpo__prog_due(p, last)) return;
+    dt = mbpo_now() - p->t0;
+    rate = dt > 0 ? (double)done / dt : 0;
+    fprintf(p->log, "%s%s %lld/%lld, %.2f/s, ETA %.0f s%s", p->tty ? "\r" : "", p->what, (long long)done, (long long)total, rate,
+            rate > 0 ? (double)(total - done) / rate : 0.0, p->tty && !last ? "   " : "\n");
+    fflush(p->log);
+}
+/* A failure in the middle of a terminal progress line starts on a line of its own. */
+static void mbpo__prog_break(const mbpo__prog *p) { if (p->log && p->tty) fprintf(p->log, "\n"); }
+
 
 /* ------------------------------------------------------------------ 5. runs: mining */
 
@@ -6732,9 +7249,10 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     mbpo__cand_iig *cand = NULL;
     int64_t i, n_cand = 0, n_sel, done, total;
     mbpo__sb sb = { NULL, 0, 0, 0 };
-    double t0;
+    mbpo__prog pg;
     int ok = 0, started = 0;
     memset(&ds, 0, sizeof ds);
+    mbpo__prog_start(&pg, o->log, 1, "");
     if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir)) return 0;
     if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
     if (ds.n == 0) {
@@ -6757,6 +7275,22 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         mbpo__clean_stale(o->out_dir, mine_files, 0);
         mbpo__clean_stale(p_adv, NULL, 1);
     }
+    {   /* run.json: a rerun must be the same run */
+        mbpo__record r;
+        static const char *const may_change[] = { "image_root", NULL };
+        int has = mbpo__file_nonempty(p_iig) || mbpo__file_nonempty(p_off) || mbpo__file_nonempty(p_skip);
+        mbpo__rec_begin(&r, "mbpo-mine");
+        mbpo__rec_int(&r, "top_k", o->top_k);
+        mbpo__rec_str(&r, "negatives", o->random_negatives ? "rand" : "pgd");
+        mbpo__rec_int(&r, "pgd_iters", o->pgd.iters); mbpo__rec_num(&r, "pgd_step", o->pgd.step);
+        mbpo__rec_num(&r, "pgd_eps", o->pgd.eps); mbpo__rec_int(&r, "pgd_random_start", o->pgd.random_start);
+        mbpo__rec_num(&r, "temperature", o->temperature); mbpo__rec_num(&r, "top_p", o->top_p);
+        mbpo__rec_int(&r, "max_new_tokens", o->max_new_tokens); mbpo__rec_int(&r, "max_tries", o->max_tries);
+        mbpo__rec_u64(&r, "seed", o->seed); mbpo__rec_int(&r, "strict", o->strict);
+        mbpo__rec_str(&r, "image_root", o->image_root);
+        if (!mbpo__rec_input(&r, "model", o->model_dir, 1) || !mbpo__rec_input(&r, "data", o->data, 0) ||
+            !mbpo__rec_commit(&r, o->out_dir, has, may_change, o->log)) { mbpo_free(r.b.s); goto end; }
+    }
     if (o->log) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds.n,
                         (long long)ds.n_bad, (unsigned long long)o->seed);
     /* the closed-ended samples: the online set, written whole, atomically */
@@ -6778,7 +7312,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     if (!mbpo__jsonl_done(p_iig, iig_done, ds.n)) goto end;
     if (!mbpo__file_exists(p_iig) && !mbpo_write_file_atomic(p_iig, "", 0)) goto end;   /* even with no candidate */
     for (i = 0, total = 0; i < ds.n; i++) total += ds.samples[i].kind == MBPO_Q_OPEN && ds.samples[i].n_images == 1;
-    t0 = mbpo_now();
+    mbpo__prog_start(&pg, o->log, o->quiet, "mine: IIG");
     started = 1;   /* from here a failure (a full disk) leaves valid files to resume from */
     for (i = 0, done = 0; i < ds.n; i++) {
         const mbpo_sample *s = &ds.samples[i];
@@ -6795,9 +7329,9 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
             mbpo__sb_printf(&sb, "{\"index\": %lld, \"iig\": %.17g, \"iig_mean\": %.17g}", (long long)i, sum, mean);
         else mbpo__sb_printf(&sb, "{\"index\": %lld, \"iig\": null, \"iig_mean\": null}", (long long)i);
         if (sb.failed || !mbpo__append_line(p_iig, sb.s, sb.n)) goto end;
-        mbpo__progress(o->log, "IIG", done, total, t0);
+        if (done < total) mbpo__prog_tick(&pg, done, total);
     }
-    if (o->log && total && done == total) mbpo__progress(o->log, "IIG", done, total, t0);
+    if (total) mbpo__prog_tick(&pg, done, total);
     /* read the IIGs back (all of them, from the file: one source of truth after a resume) */
     started = 0;
     {
@@ -6834,7 +7368,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     /* PGD (or noise) and the rejected response of each selected sample */
     if (!mbpo__jsonl_done(p_off, off_done, ds.n) || !mbpo__jsonl_done(p_skip, off_done, ds.n)) goto end;
     if (!mbpo__file_exists(p_off) && !mbpo_write_file_atomic(p_off, "", 0)) goto end;   /* even with no pairs */
-    t0 = mbpo_now();
+    mbpo__prog_start(&pg, o->log, o->quiet, "mine: pairs");
     started = 1;
     for (i = 0; i < n_sel; i++) {
         int64_t idx = cand[i].index;
@@ -6911,12 +7445,13 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         mbpo_free(rejected); mbpo_free(adv_path);
         mbpo__img_free(&im); mbpo__img_free(&adv); mbpo_image_free(&q8); mbpo_image_free(&back);
         if (!good) goto end;
-        mbpo__progress(o->log, "pairs", i + 1, n_sel, t0);
+        if (i + 1 < n_sel) mbpo__prog_tick(&pg, i + 1, n_sel);
     }
+    if (n_sel) mbpo__prog_tick(&pg, n_sel, n_sel);
     if (o->log) fprintf(o->log, "mine: %lld pairs in %s, online set in %s\n", (long long)n_sel, p_off, p_on);
     ok = 1;
 end:
-    if (!ok && o->log) fprintf(o->log, "\n");
+    if (!ok) mbpo__prog_break(&pg);
     if (!ok && started)   /* a full disk, an unreadable image, ...: what is written stays valid */
         mbpo__fail_suffix("\nmining stopped; the samples done so far are kept in %s, and once the cause is fixed the same "
                           "command continues from them", o->out_dir);
@@ -6940,8 +7475,10 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
     mbpo_gen_opts go;
     mbpo_rng rng;
     int64_t i;
-    double iig_total = 0, t0 = mbpo_now();
+    double iig_total = 0;
+    mbpo__prog pg;
     int ok = 0;
+    mbpo__prog_start(&pg, o->log, o->quiet, "score:");
     memset(sum, 0, sizeof *sum);
     memset(&ds, 0, sizeof ds);
     {   /* the output's directory must take a file now, not after the whole set is scored */
@@ -7005,12 +7542,9 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
         if (correct >= 0) mbpo__sb_printf(&sb, ", \"correct\": %s", correct ? "true" : "false");
         mbpo__sb_puts(&sb, "}\n");
         mbpo_free(resp);
-        if (o->log) {
-            double dt = mbpo_now() - t0;
-            fprintf(o->log, "\rscore: %lld/%lld, %.2f/s   ", (long long)(i + 1), (long long)ds.n, dt > 0 ? (double)(i + 1) / dt : 0.0);
-            fflush(o->log);
-        }
+        if (i + 1 < ds.n) mbpo__prog_tick(&pg, i + 1, ds.n);
     }
+    mbpo__prog_tick(&pg, ds.n, ds.n);
     sum->iig_mean = sum->n_iig ? iig_total / (double)sum->n_iig : 0;
     mbpo__sb_printf(&sb, "{\"summary\": true, \"n\": %lld, \"yesno\": %lld, \"yesno_correct\": %lld, \"mc\": %lld, "
                     "\"mc_correct\": %lld, \"open\": %lld, \"iig_mean\": ", (long long)sum->n, (long long)sum->n_yesno,
@@ -7019,11 +7553,12 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
     mbpo__sb_puts(&sb, "}\n");
     if (sb.failed || !mbpo_write_file_atomic(o->out_path, sb.s ? sb.s : "", sb.n)) goto end;
     if (o->log)
-        fprintf(o->log, "\nscore: %lld samples; yes/no %lld/%lld, multiple choice %lld/%lld, open %lld; mean IIG per token %.4f -> %s\n",
+        fprintf(o->log, "score: %lld samples; yes/no %lld/%lld, multiple choice %lld/%lld, open %lld; mean IIG per token %.4f -> %s\n",
                 (long long)sum->n, (long long)sum->yesno_correct, (long long)sum->n_yesno, (long long)sum->mc_correct,
                 (long long)sum->n_mc, (long long)sum->n_open, sum->iig_mean, o->out_path);
     ok = 1;
 end:
+    if (!ok) mbpo__prog_break(&pg);
     mbpo_free(sb.s);
     mbpo_dataset_free(&ds);
     mbpo__env_free(&e);
@@ -7203,8 +7738,26 @@ static int mbpo__read_set(const char *path, int kind, const char *image_root, mb
     return 1;
 }
 
+/* The state file of a checkpoint directory: mbpo_state.json, or trainer_state.json in those
+   written before it was renamed (it never had Hugging Face's TrainerState format). NULL when
+   neither exists: then the directory is not a whole checkpoint. */
+static char *mbpo__checkpoint_state(const char *dir) {
+    static const char *const names[2] = { "mbpo_state.json", "trainer_state.json" };
+    int k;
+    for (k = 0; k < 2; k++) {
+        char *p = mbpo__path_join(dir, names[k]);
+        if (p && mbpo__file_exists(p)) return p;
+        mbpo_free(p);
+    }
+    return NULL;
+}
+static int mbpo__checkpoint_whole(const char *dir) {
+    char *p = mbpo__checkpoint_state(dir);
+    mbpo_free(p);
+    return p != NULL;
+}
 /* The newest complete checkpoint in out_dir: the largest N of a directory checkpoint-N that
-   holds trainer_state.json (0 when none). */
+   holds its state file (0 when none). */
 static int64_t mbpo__latest_checkpoint(const char *out_dir) {
     int64_t best = 0;
 #if !defined(_WIN32)
@@ -7212,13 +7765,12 @@ static int64_t mbpo__latest_checkpoint(const char *out_dir) {
     struct dirent *ent;
     if (!d) return 0;
     while ((ent = readdir(d)) != NULL) {
-        char *endp, name[300], *p;
+        char *endp, *p;
         long long step;
         if (strncmp(ent->d_name, "checkpoint-", 11) != 0) continue;
         step = strtoll(ent->d_name + 11, &endp, 10);
         if (*endp || step <= best) continue;   /* "checkpoint-N.tmp" is not one */
-        snprintf(name, sizeof name, "%.250s/trainer_state.json", ent->d_name);
-        if ((p = mbpo__path_join(out_dir, name)) != NULL && mbpo__file_exists(p)) best = step;
+        if ((p = mbpo__path_join(out_dir, ent->d_name)) != NULL && mbpo__checkpoint_whole(p)) best = step;
         mbpo_free(p);
     }
     closedir(d);
@@ -7249,22 +7801,17 @@ static void mbpo__clean_checkpoint_tmp(const char *out_dir) {
         mbpo__clean_stale(out_dir, train_files, 0);
     }
 }
-static int mbpo__copy_file(const char *from, const char *to) {
-    size_t n = 0;
-    char *d = mbpo_read_file(from, &n);
-    int ok = d && mbpo_write_file_atomic(to, d, n);
-    mbpo_free(d);
-    return ok;
-}
-/* The files of the model directory a checkpoint carries along, so that it is a model directory. */
-static const char *const mbpo__checkpoint_copies[3] = { "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json" };
-/* checkpoint-<step>: weights (HF layout), tokenizer files, Adam moments, trainer state; built
-   as checkpoint-<step>.tmp and renamed, so a directory by that name is always whole. */
-static int mbpo__save_checkpoint(const mbpo_train_opts *o, const mbpo_model *m, const mbpo_adamw *opt, int64_t step,
-                                 int64_t position) {
-    char name[96], *dir = NULL, *tmp = NULL, *p = NULL, *q = NULL, state[256];
+/* checkpoint-<step>: a whole HF model folder (weights, config, the carried files), the Adam
+   moments and mbpo_state.json (what a resume needs: step, Adam step, data position, seed,
+   mode); built as checkpoint-<step>.tmp and renamed, so a directory by that name is always
+   whole. weights_only leaves the moments out (the final model, --final-weights-only): such
+   a checkpoint cannot be resumed from, and its state says so. */
+static int mbpo__save_checkpoint(const mbpo_train_opts *o, const mbpo__env *env, const mbpo_adamw *opt, int64_t step,
+                                 int64_t position, int weights_only) {
+    char name[96], *dir = NULL, *tmp = NULL, *p = NULL, state[320];
+    const mbpo_model *m = &env->model;
     mbpo_st_entry e[2];
-    int k, ok = 0;
+    int ok = 0;
     snprintf(name, sizeof name, "checkpoint-%lld", (long long)step);
     dir = mbpo__path_join(o->out_dir, name);
     snprintf(name, sizeof name, "checkpoint-%lld.tmp", (long long)step);
@@ -7280,44 +7827,52 @@ static int mbpo__save_checkpoint(const mbpo_train_opts *o, const mbpo_model *m, 
             }
     }
     mbpo__remove_flat_dir(tmp);   /* a partial one from a kill or a full disk */
-    if (!mbpo__mkdir(tmp) || !mbpo_model_save(m, tmp, o->save_dtype)) goto end;
-    for (k = 0; k < 3; k++) {
-        mbpo_free(p); mbpo_free(q);
-        p = mbpo__path_join(o->model_dir, mbpo__checkpoint_copies[k]); q = mbpo__path_join(tmp, mbpo__checkpoint_copies[k]);
-        if (!p || !q) goto end;
-        if (mbpo__file_exists(p) && !mbpo__copy_file(p, q)) goto end;
+    if (!mbpo__mkdir(tmp) || !mbpo_model_save(m, tmp, o->save_dtype) || !mbpo__carry_model_files(o->model_dir, tmp, env)) goto end;
+    if (!weights_only) {
+        memset(e, 0, sizeof e);
+        e[0].name = "adam_m"; e[1].name = "adam_v";
+        e[0].dtype = e[1].dtype = MBPO_DT_F32; e[0].ndim = e[1].ndim = 1;
+        e[0].shape[0] = e[1].shape[0] = (int64_t)opt->n; e[0].data = opt->m; e[1].data = opt->v;
+        mbpo_free(p); p = mbpo__path_join(tmp, "optimizer.safetensors");
+        if (!p || !mbpo_st_write(p, e, 2)) goto end;
     }
-    memset(e, 0, sizeof e);
-    e[0].name = "adam_m"; e[1].name = "adam_v";
-    e[0].dtype = e[1].dtype = MBPO_DT_F32; e[0].ndim = e[1].ndim = 1;
-    e[0].shape[0] = e[1].shape[0] = (int64_t)opt->n; e[0].data = opt->m; e[1].data = opt->v;
-    mbpo_free(p); p = mbpo__path_join(tmp, "optimizer.safetensors");
-    if (!p || !mbpo_st_write(p, e, 2)) goto end;
-    snprintf(state, sizeof state, "{\"step\": %lld, \"adam_step\": %lld, \"position\": %lld, \"seed\": %llu, \"mode\": \"%s\"}\n",
-             (long long)step, (long long)opt->step, (long long)position, (unsigned long long)o->seed, mbpo_mode_name(o->mode));
-    mbpo_free(p); p = mbpo__path_join(tmp, "trainer_state.json");
+    snprintf(state, sizeof state, "{\"step\": %lld, \"adam_step\": %lld, \"position\": %lld, \"seed\": %llu, \"mode\": \"%s\", "
+             "\"optimizer\": %s}\n", (long long)step, (long long)opt->step, (long long)position, (unsigned long long)o->seed,
+             mbpo_mode_name(o->mode), weights_only ? "false" : "true");
+    mbpo_free(p); p = mbpo__path_join(tmp, "mbpo_state.json");
     if (!p || !mbpo_write_file_atomic(p, state, strlen(state))) goto end;
     if (rename(tmp, dir) != 0) { mbpo__fail("%s: cannot rename into place (%s)", dir, strerror(errno)); goto end; }
     ok = 1;
 end:
     if (!ok && tmp) mbpo__remove_flat_dir(tmp);   /* give the space back: a full disk is the likely cause */
-    mbpo_free(dir); mbpo_free(tmp); mbpo_free(p); mbpo_free(q);
+    mbpo_free(dir); mbpo_free(tmp); mbpo_free(p);
     return ok;
 }
-/* Room on out_dir's filesystem for one checkpoint: weights at the save dtype, two f32 Adam
-   moments, the copied tokenizer files and 1 MB for the rest. */
-static int mbpo__room_for_checkpoint(const mbpo_train_opts *o, size_t n_floats) {
-    double wbytes = o->save_dtype == MBPO_DT_F32 ? 4 : 2, floats = (double)n_floats, extra = 1e6;
-    double have = mbpo__free_bytes(o->out_dir), need;
-    int k;
-    for (k = 0; k < 3; k++) {
-        char *p = mbpo__path_join(o->model_dir, mbpo__checkpoint_copies[k]);
-        FILE *f = p ? fopen(p, "rb") : NULL;
-        int64_t size = f ? mbpo__file_size(f) : 0;
-        if (f) fclose(f);
-        if (size > 0) extra += (double)size;
+/* --save-total-limit: keep the newest `keep` whole checkpoints, remove older ones. Each is
+   first renamed to checkpoint-<step>.tmp (atomic), so a kill in the middle leaves only a
+   .tmp directory, which the next run removes; the newest, which a resume needs, is never
+   touched, and a partial (.tmp) one never counts as one of the kept. */
+static void mbpo__rotate_checkpoints(const char *out_dir, int64_t keep) {
+    int64_t newest = mbpo__latest_checkpoint(out_dir), k, n_kept = 0;
+    if (keep <= 0 || newest <= 0) return;
+    for (k = newest; k > 0; k--) {   /* newest first */
+        char name[96], *p, *q;
+        snprintf(name, sizeof name, "checkpoint-%lld", (long long)k);
+        if (!(p = mbpo__path_join(out_dir, name))) return;
+        if (!mbpo__checkpoint_whole(p)) { mbpo_free(p); continue; }
+        if (++n_kept > keep) {
+            snprintf(name, sizeof name, "checkpoint-%lld.tmp", (long long)k);
+            if ((q = mbpo__path_join(out_dir, name)) != NULL && rename(p, q) == 0) mbpo__remove_flat_dir(q);
+            mbpo_free(q);
+        }
         mbpo_free(p);
     }
+}
+/* Room on out_dir's filesystem for one checkpoint: weights at the save dtype, two f32 Adam
+   moments, the carried files and 1 MB for the rest. */
+static int mbpo__room_for_checkpoint(const mbpo_train_opts *o, size_t n_floats) {
+    double wbytes = o->save_dtype == MBPO_DT_F32 ? 4 : 2, floats = (double)n_floats, extra = 1e6 + mbpo__carried_bytes(o->model_dir);
+    double have = mbpo__free_bytes(o->out_dir), need;
     need = floats * (wbytes + 8) + extra;
     if (have < 0 || have >= need) return 1;   /* unknown counts as enough */
     return mbpo__fail("%s: a checkpoint needs about %.0f MB (weights, Adam moments, tokenizer) and the filesystem has %.0f MB "
@@ -7332,6 +7887,27 @@ static int mbpo__load_checkpoint(const mbpo_train_opts *o, mbpo_model *m, mbpo_a
     int ok = 0;
     snprintf(name, sizeof name, "checkpoint-%lld", (long long)step);
     if (!(dir = mbpo__path_join(o->out_dir, name))) return 0;
+    p = mbpo__checkpoint_state(dir);
+    if (!p || !(js = mbpo_json_parse_file(p))) goto end;
+    {
+        const mbpo_json *a = mbpo_json_get(js, "adam_step"), *b = mbpo_json_get(js, "position");
+        const mbpo_json *sd = mbpo_json_get(js, "seed"), *md = mbpo_json_get(js, "mode");
+        const mbpo_json *op = mbpo_json_get(js, "optimizer");
+        if (!a || !a->is_int || !b || !b->is_int) { mbpo__fail("%s: no adam_step / position", p); goto end; }
+        if (op && op->type == MBPO_JSON_FALSE) {
+            mbpo__fail("%s: checkpoint-%lld holds the final weights without optimizer state (--final-weights-only); training "
+                       "cannot continue from it: start a new --out with --model %s", p, (long long)step, dir);
+            goto end;
+        }
+        if (!sd || !sd->is_int || (uint64_t)sd->integer != o->seed || !md || md->type != MBPO_JSON_STRING ||
+            strcmp(md->string, mbpo_mode_name(o->mode)) != 0) {
+            mbpo__fail("%s: written by a run with another seed or mode; resume with the same arguments or use a new --out", p);
+            goto end;
+        }
+        opt->step = a->integer; *position = b->integer;
+    }
+    mbpo_free(p);
+    p = NULL;
     if (!mbpo_model_load(&back, dir)) goto end;
     if (back.table.total_floats != m->table.total_floats) { mbpo_model_free(&back); mbpo__fail("%s: another model", dir); goto end; }
     memcpy(m->params, back.params, m->table.total_floats * sizeof(float));
@@ -7344,20 +7920,6 @@ static int mbpo__load_checkpoint(const mbpo_train_opts *o, mbpo_model *m, mbpo_a
                    mbpo_st_read_f32(&st, tm, opt->m) && mbpo_st_read_f32(&st, tv, opt->v);
         mbpo_st_close(&st);
         if (!good) { mbpo__fail("%s: optimizer state does not match the model", p); goto end; }
-    }
-    mbpo_free(p);
-    p = mbpo__path_join(dir, "trainer_state.json");
-    if (!p || !(js = mbpo_json_parse_file(p))) goto end;
-    {
-        const mbpo_json *a = mbpo_json_get(js, "adam_step"), *b = mbpo_json_get(js, "position");
-        const mbpo_json *sd = mbpo_json_get(js, "seed"), *md = mbpo_json_get(js, "mode");
-        if (!a || !a->is_int || !b || !b->is_int) { mbpo__fail("%s: no adam_step / position", p); goto end; }
-        if (!sd || !sd->is_int || (uint64_t)sd->integer != o->seed || !md || md->type != MBPO_JSON_STRING ||
-            strcmp(md->string, mbpo_mode_name(o->mode)) != 0) {
-            mbpo__fail("%s: written by a run with another seed or mode; resume with the same arguments or use a new --out", p);
-            goto end;
-        }
-        opt->step = a->integer; *position = b->integer;
     }
     ok = 1;
 end:
@@ -7400,12 +7962,46 @@ static void mbpo__mb_clear(mbpo__mb *M, int batch) {
     M->n_resp = M->N = 0;
     if (M->groups) memset(M->groups, 0, (size_t)(batch + 1) * sizeof(int));
 }
+/* run.json of a training run. What may change when a run is continued: how often it saves and
+   how many checkpoints it keeps, whether the final one holds optimizer state, how often it
+   logs IIG, the non-finite-step guard, the image root, and --steps unless the schedule is
+   cosine (whose learning rate at every step depends on the total). */
+static int mbpo__train_record(const mbpo_train_opts *o, int has_results) {
+    static const char *const may_change[] = { "steps", "total_steps", "save_every", "save_total_limit", "final_weights_only", "iig_every",
+                                              "max_bad_steps", "image_root", NULL };
+    mbpo__record r;
+    int ok;
+    mbpo__rec_begin(&r, "mbpo-train");
+    mbpo__rec_str(&r, "mode", mbpo_mode_name(o->mode));
+    mbpo__rec_num(&r, "lr", o->adam.lr); mbpo__rec_num(&r, "adam_beta1", o->adam.beta1); mbpo__rec_num(&r, "adam_beta2", o->adam.beta2);
+    mbpo__rec_num(&r, "adam_eps", o->adam.eps); mbpo__rec_num(&r, "weight_decay", o->adam.weight_decay);
+    mbpo__rec_num(&r, "max_grad_norm", o->adam.max_grad_norm);
+    mbpo__rec_str(&r, "schedule", o->adam.schedule == MBPO_LR_COSINE ? "cosine" : o->adam.schedule == MBPO_LR_WARMUP ? "warmup" : "constant");
+    mbpo__rec_int(&r, "warmup_steps", o->adam.warmup_steps); mbpo__rec_int(&r, "total_steps", o->adam.total_steps);
+    mbpo__rec_num(&r, "beta", o->beta); mbpo__rec_num(&r, "clip_eps", o->clip_eps);
+    mbpo__rec_int(&r, "updates_per_batch", o->updates_per_batch); mbpo__rec_int(&r, "G", o->G);
+    mbpo__rec_num(&r, "temperature", o->temperature); mbpo__rec_int(&r, "max_new_tokens", o->max_new_tokens);
+    mbpo__rec_int(&r, "batch", o->batch); mbpo__rec_int(&r, "grad_accum", o->grad_accum);
+    mbpo__rec_int(&r, "steps", o->steps); mbpo__rec_int(&r, "save_every", o->save_every);
+    mbpo__rec_int(&r, "save_total_limit", o->save_total_limit); mbpo__rec_int(&r, "final_weights_only", o->final_weights_only);
+    mbpo__rec_int(&r, "iig_every", o->iig_every); mbpo__rec_int(&r, "max_bad_steps", o->max_bad_steps);
+    mbpo__rec_num(&r, "r_chosen", o->r_chosen); mbpo__rec_num(&r, "r_rejected", o->r_rejected);
+    mbpo__rec_u64(&r, "seed", o->seed); mbpo__rec_int(&r, "strict", o->strict);
+    mbpo__rec_str(&r, "save_dtype", mbpo_dtype_name(o->save_dtype));
+    mbpo__rec_str(&r, "image_root", o->image_root);
+    ok = mbpo__rec_input(&r, "model", o->model_dir, 1) && mbpo__rec_input(&r, "offline", o->offline, 0) &&
+         mbpo__rec_input(&r, "online", o->online, 0) && mbpo__rec_input(&r, "data", o->data, 0);
+    if (!ok) { mbpo_free(r.b.s); return 0; }
+    /* a cosine schedule's total_steps is --steps: then neither may change */
+    return mbpo__rec_commit(&r, o->out_dir, has_results, o->adam.schedule == MBPO_LR_COSINE ? may_change + 2 : may_change, o->log);
+}
 MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     mbpo__env e;
     mbpo_model ref;
     mbpo_adamw opt;
     mbpo__item *items = NULL;
-    int64_t n_items = 0, cap_items = 0, step = 0, position = 0, *perm = NULL, perm_epoch = -1, i, bad_run = 0;
+    int64_t n_items = 0, cap_items = 0, step = 0, position = 0, *perm = NULL, perm_epoch = -1, i, bad_run = 0, first_step = 0;
+    mbpo__prog pg;
     char *p_metrics = NULL;
     mbpo__sb sb = { NULL, 0, 0, 0 };
     mbpo__mb *mbs = NULL;
@@ -7452,6 +8048,8 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
         if (o->mode == MBPO_MODE_SFT) for (i = 0; i < n_items; i++) items[i].kind = 2;
     }
     if (n_items == 0) { mbpo__fail("mbpo_train: no training samples for mode %s", mbpo_mode_name(o->mode)); goto end; }
+    if (!(p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) goto end;
+    if (!mbpo__train_record(o, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(p_metrics))) goto end;
     if (!(perm = (int64_t *)mbpo__alloc((size_t)n_items * sizeof(int64_t)))) goto end;
     if (!(mbs = (mbpo__mb *)mbpo__calloc((size_t)o->grad_accum, sizeof(mbpo__mb)))) goto end;
     for (i = 0; i < o->grad_accum; i++) {
@@ -7461,7 +8059,6 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     }
     if (use_ref) { if (!mbpo_model_load(&ref, o->model_dir)) goto end; have_ref = 1; }
     if (!mbpo_adamw_init(&opt, e.model.table.total_floats)) goto end;
-    if (!(p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) goto end;
     mbpo__clean_checkpoint_tmp(o->out_dir);   /* what a killed run left */
     /* resume */
     step = mbpo__latest_checkpoint(o->out_dir);
@@ -7470,7 +8067,12 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                    o->out_dir, (long long)step, (long long)o->steps);
         goto end;
     }
-    if (step < o->steps && !mbpo__room_for_checkpoint(o, e.model.table.total_floats)) goto end;   /* now, not at step N */
+    if (step > 0 && step == o->steps) {   /* finished already (its last checkpoint may hold no optimizer state) */
+        if (o->log) fprintf(o->log, "train: %s/checkpoint-%lld is the last step; nothing to do\n", o->out_dir, (long long)step);
+        ok = 1;
+        goto end;
+    }
+    if (!mbpo__room_for_checkpoint(o, e.model.table.total_floats)) goto end;   /* now, not at step N */
     if (step > 0) {
         if (!mbpo__load_checkpoint(o, &e.model, &opt, step, &position)) goto end;
         {   /* keep the metrics of the steps up to the checkpoint */
@@ -7496,6 +8098,8 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     if (o->log) fprintf(o->log, "train: mode %s, %lld samples, %lld steps of %d x %d prompts, G %d, beta %g, lr %g, seed %llu\n",
                         mbpo_mode_name(o->mode), (long long)n_items, (long long)o->steps, o->grad_accum, o->batch, o->G,
                         o->beta, o->adam.lr, (unsigned long long)o->seed);
+    first_step = step;
+    mbpo__prog_start(&pg, o->log, o->quiet, "train:");
     while (step < o->steps) {
         /* 1. the batch: grad_accum micro-batches of `batch` prompts; rollouts are sampled
            now, from the policy as it stands, and scored by the reference once */
@@ -7673,14 +8277,19 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                            o->out_dir, (long long)step, (long long)bad_run);
                 goto end;
             }
-            if (o->log) fprintf(o->log, "train: step %lld/%lld loss %.5f |g| %.3g kl %.5f reward %.3f %.0f tok/s\n", (long long)step,
-                                (long long)o->steps, loss, norm, n_tok ? kl / (double)n_tok : 0.0, n_on_r ? reward_on / n_on_r : 0.0,
-                                (double)n_tok / (mbpo_now() - t0 + 1e-9));
+            if (mbpo__prog_due(&pg, step == o->steps)) {
+                double dt = mbpo_now() - pg.t0, per_step = dt / (double)(step - first_step);
+                fprintf(pg.log, "train: step %lld/%lld loss %.5f |g| %.3g kl %.5f reward %.3f %.0f tok/s, ETA %.0f s\n",
+                        (long long)step, (long long)o->steps, loss, norm, n_tok ? kl / (double)n_tok : 0.0,
+                        n_on_r ? reward_on / n_on_r : 0.0, (double)n_tok / (mbpo_now() - t0 + 1e-9),
+                        per_step * (double)(o->steps - step));
+                fflush(pg.log);
+            }
             /* checkpoints only between batches: the data position then names the next batch */
             if (u + 1 == o->updates_per_batch || step == o->steps) {
                 int64_t k2, due = step == o->steps;
                 for (k2 = step - u; k2 <= step && o->save_every > 0; k2++) due |= k2 % o->save_every == 0;
-                if (due && !mbpo__save_checkpoint(o, &e.model, &opt, step, position)) {
+                if (due && !mbpo__save_checkpoint(o, &e, &opt, step, position, o->final_weights_only && step == o->steps)) {
                     int64_t kept = mbpo__latest_checkpoint(o->out_dir);
                     if (kept > 0)
                         mbpo__fail_suffix("\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; once the "
@@ -7688,6 +8297,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                     else mbpo__fail_suffix("\nstopped at step %lld before any checkpoint was written", (long long)step);
                     goto end;
                 }
+                if (due) mbpo__rotate_checkpoints(o->out_dir, o->save_total_limit);
             }
         }
         for (mb = 0; mb < o->grad_accum; mb++) mbpo__mb_clear(&mbs[mb], o->batch);

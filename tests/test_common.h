@@ -26,5 +26,8 @@ int64_t *read_i64(const mbpo_st *st, const char *name, int64_t *numel);
 void test_inputs(void);   /* test_inputs.c */
 void test_core(void);     /* test_core.c */
 void test_runs(void);     /* test_runs.c (uses build/mbpo-mine) */
+void test_records(void);  /* test_records.c: checkpoint folders, run records, rotation, logs */
+void make_world(const char *dir);           /* test_runs.c: tiny-A model folder, images, data.jsonl */
+void write_tiny_tokenizer(const char *path);
 
 #endif

@@ -673,6 +673,24 @@ typedef struct {
 MBPODEF void mbpo_train_defaults(mbpo_train_opts *o);
 MBPODEF int  mbpo_train(const mbpo_train_opts *o);
 MBPODEF const char *mbpo_mode_name(mbpo_mode mode);
+
+/* The mined sets in the formats other trainers read as they are (mbpo_mine calls it at its
+   end, into out_dir/export; the driver mbpo-export reruns it): from mined_dir/offline.jsonl and
+   online.jsonl, with image paths resolved against image_root and written ABSOLUTE (TRL opens
+   a relative path against its working directory, LLaMA-Factory against media_dir, EasyR1
+   against image_dir: an absolute path works in all three). Every pair uses its clean image,
+   never the adversarial one (that one only made the rejected response). Writes in out_dir
+   (NULL: mined_dir/export):
+     trl_dpo.jsonl           TRL DPOTrainer, conversational: prompt (content parts, an
+                             {"type": "image"} where each <image> was), chosen, rejected, images
+     trl_grpo.jsonl          TRL GRPOTrainer: prompt, images, and answer / kind / label /
+                             reference, which reach reward functions as keyword arguments
+     llamafactory_dpo.jsonl  LLaMA-Factory sharegpt ranking set (one <image> per image) ...
+     dataset_info.json       ... and its entry "mbpo_offline" (dataset_dir = out_dir)
+     easyr1.jsonl            EasyR1 / verl: problem (with <image>), answer ("yes"/"no" or the
+                             option letter: its reward functions see only this), images
+   No file has an "image" column (TRL's collator would take it over "images"). */
+MBPODEF int mbpo_export(const char *mined_dir, const char *image_root, const char *out_dir);
 MBPODEF int  mbpo_mode_parse(const char *name, mbpo_mode *mode);   /* "mbpo", "offline", ... */
 
 /* ------------------------------------------------------------------ 6. the embedded default */
@@ -7448,7 +7466,9 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         if (i + 1 < n_sel) mbpo__prog_tick(&pg, i + 1, n_sel);
     }
     if (n_sel) mbpo__prog_tick(&pg, n_sel, n_sel);
-    if (o->log) fprintf(o->log, "mine: %lld pairs in %s, online set in %s\n", (long long)n_sel, p_off, p_on);
+    if (!mbpo_export(o->out_dir, o->image_root, NULL)) goto end;
+    if (o->log) fprintf(o->log, "mine: %lld pairs in %s, online set in %s; for TRL, LLaMA-Factory and EasyR1 in %s/export\n",
+                        (long long)n_sel, p_off, p_on, o->out_dir);
     ok = 1;
 end:
     if (!ok) mbpo__prog_break(&pg);
@@ -8311,6 +8331,156 @@ end:
     mbpo_adamw_free(&opt);
     if (have_ref) mbpo_model_free(&ref);
     mbpo__env_free(&e);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ 5. runs: export */
+
+/* The question as TRL's content parts: text and {"type": "image"} items where the <image>
+   placeholders were (one newline after a placeholder dropped, as mbpo_chat_encode does), or
+   the images first when it has none - so that apply_chat_template renders what mbpo encodes. */
+static void mbpo__sb_content_parts(mbpo__sb *b, const char *question, int n_images) {
+    mbpo__sb t = { NULL, 0, 0, 0 };
+    const char *q = question;
+    int k, first = 1;
+    mbpo__sb_puts(b, "[");
+    if (!mbpo_chat_count_images(question))
+        for (k = 0; k < n_images; k++, first = 0) mbpo__sb_puts(b, k ? ", {\"type\": \"image\"}" : "{\"type\": \"image\"}");
+    for (;;) {
+        const char *at = strstr(q, "<image>");
+        size_t n = at ? (size_t)(at - q) : strlen(q);
+        if (n) {
+            t.n = 0; mbpo__sb_put(&t, q, n); mbpo__sb_put(&t, "", 1);
+            mbpo__sb_puts(b, first ? "{\"type\": \"text\", \"text\": " : ", {\"type\": \"text\", \"text\": ");
+            if (t.s) mbpo__sb_json(b, t.s);
+            mbpo__sb_puts(b, "}");
+            first = 0;
+        }
+        if (!at) break;
+        mbpo__sb_puts(b, first ? "{\"type\": \"image\"}" : ", {\"type\": \"image\"}");
+        first = 0;
+        q = at + 7;
+        if (*q == '\n') q++;
+    }
+    mbpo__sb_puts(b, "]");
+    if (t.failed) b->failed = 1;
+    mbpo_free(t.s);
+}
+/* The question as one text with exactly one "<image>" per image (LLaMA-Factory, EasyR1):
+   placeholders kept where they are (without the newline after each), else prepended. */
+static void mbpo__sb_placeholder_text(mbpo__sb *b, const char *question, int n_images) {
+    mbpo__sb t = { NULL, 0, 0, 0 };
+    const char *q = question;
+    int k;
+    if (!mbpo_chat_count_images(question)) for (k = 0; k < n_images; k++) mbpo__sb_puts(&t, "<image>");
+    for (;;) {
+        const char *at = strstr(q, "<image>");
+        if (!at) { mbpo__sb_puts(&t, q); break; }
+        mbpo__sb_put(&t, q, (size_t)(at - q) + 7);
+        q = at + 7;
+        if (*q == '\n') q++;
+    }
+    mbpo__sb_put(&t, "", 1);
+    if (t.failed) b->failed = 1;
+    else mbpo__sb_json(b, t.s);
+    mbpo_free(t.s);
+}
+/* ["<absolute path>"] of an item's image ([] for none): the one form that TRL (relative to the
+   working directory), LLaMA-Factory (to media_dir) and EasyR1 (to image_dir) all resolve. */
+static int mbpo__sb_abs_images(mbpo__sb *b, const mbpo__item *it) {
+    mbpo__sb_puts(b, "[");
+    if (it->s.n_images == 1) {
+        const char *img = it->s.images[0];
+        if (!mbpo__is_file(img)) return mbpo__fail_prefix("%s:%lld: ", it->file, (long long)it->line);
+#if !defined(_WIN32)
+        if (img[0] != '/') {   /* relative to the working directory, as the dataset loader opened it */
+            char cwd[4096], *abs;
+            if (!getcwd(cwd, sizeof cwd)) return mbpo__fail("cannot get the working directory (%s)", strerror(errno));
+            if (!(abs = mbpo__path_join(cwd, img[0] == '.' && img[1] == '/' ? img + 2 : img))) return 0;
+            mbpo__sb_json(b, abs);
+            mbpo_free(abs);
+        } else
+#endif
+        mbpo__sb_json(b, img);
+    }
+    mbpo__sb_puts(b, "]");
+    return 1;
+}
+static int mbpo__write_sb(const char *dir, const char *name, const mbpo__sb *b) {
+    char *p = mbpo__path_join(dir, name);
+    int ok = p && !b->failed && mbpo_write_file_atomic(p, b->s ? b->s : "", b->n);
+    mbpo_free(p);
+    return ok;
+}
+MBPODEF int mbpo_export(const char *mined_dir, const char *image_root, const char *out_dir) {
+    mbpo__item *items = NULL;
+    int64_t n = 0, cap = 0, n_off, i;
+    char *p_off = mbpo__path_join(mined_dir, "offline.jsonl"), *p_on = mbpo__path_join(mined_dir, "online.jsonl");
+    char *dir = out_dir ? mbpo__strdup(out_dir) : mbpo__path_join(mined_dir, "export");
+    mbpo__sb dpo = { NULL, 0, 0, 0 }, lf = { NULL, 0, 0, 0 }, grpo = { NULL, 0, 0, 0 }, r1 = { NULL, 0, 0, 0 }, info = { NULL, 0, 0, 0 };
+    int ok = 0;
+    if (!p_off || !p_on || !dir || !mbpo__mkdir(dir)) goto end;
+    if (!mbpo__read_set(p_off, 0, image_root, &items, &n, &cap)) goto end;
+    n_off = n;
+    if (!mbpo__read_set(p_on, 1, image_root, &items, &n, &cap)) goto end;
+    for (i = 0; i < n; i++) {
+        const mbpo__item *it = &items[i];
+        const char *sys = it->s.system;
+        if (it->kind == 0) {   /* an offline pair, on its clean image */
+            mbpo__sb_puts(&dpo, "{\"id\": "); mbpo__sb_json(&dpo, it->s.id);
+            mbpo__sb_puts(&dpo, ", \"prompt\": [");
+            if (sys) { mbpo__sb_puts(&dpo, "{\"role\": \"system\", \"content\": "); mbpo__sb_json(&dpo, sys); mbpo__sb_puts(&dpo, "}, "); }
+            mbpo__sb_puts(&dpo, "{\"role\": \"user\", \"content\": ");
+            mbpo__sb_content_parts(&dpo, it->s.question, it->s.n_images);
+            mbpo__sb_puts(&dpo, "}], \"chosen\": [{\"role\": \"assistant\", \"content\": "); mbpo__sb_json(&dpo, it->s.answer);
+            mbpo__sb_puts(&dpo, "}], \"rejected\": [{\"role\": \"assistant\", \"content\": "); mbpo__sb_json(&dpo, it->rejected);
+            mbpo__sb_puts(&dpo, "}], \"images\": ");
+            if (!mbpo__sb_abs_images(&dpo, it)) goto end;
+            mbpo__sb_puts(&dpo, "}\n");
+            mbpo__sb_puts(&lf, "{\"id\": "); mbpo__sb_json(&lf, it->s.id);
+            mbpo__sb_puts(&lf, ", \"conversations\": [");
+            if (sys) { mbpo__sb_puts(&lf, "{\"from\": \"system\", \"value\": "); mbpo__sb_json(&lf, sys); mbpo__sb_puts(&lf, "}, "); }
+            mbpo__sb_puts(&lf, "{\"from\": \"human\", \"value\": ");
+            mbpo__sb_placeholder_text(&lf, it->s.question, it->s.n_images);
+            mbpo__sb_puts(&lf, "}], \"chosen\": {\"from\": \"gpt\", \"value\": "); mbpo__sb_json(&lf, it->s.answer);
+            mbpo__sb_puts(&lf, "}, \"rejected\": {\"from\": \"gpt\", \"value\": "); mbpo__sb_json(&lf, it->rejected);
+            mbpo__sb_puts(&lf, "}, \"images\": ");
+            if (!mbpo__sb_abs_images(&lf, it)) goto end;
+            mbpo__sb_puts(&lf, "}\n");
+        } else {   /* an online prompt with its verifiable label */
+            char answer[4] = { 0, 0, 0, 0 };
+            if (it->s.kind == MBPO_Q_YESNO) memcpy(answer, it->s.label == 'Y' ? "yes" : "no", it->s.label == 'Y' ? 4 : 3);
+            else answer[0] = it->s.label;
+            mbpo__sb_puts(&grpo, "{\"id\": "); mbpo__sb_json(&grpo, it->s.id);
+            mbpo__sb_puts(&grpo, ", \"prompt\": [{\"role\": \"user\", \"content\": ");
+            mbpo__sb_content_parts(&grpo, it->s.question, it->s.n_images);
+            mbpo__sb_puts(&grpo, "}], \"images\": ");
+            if (!mbpo__sb_abs_images(&grpo, it)) goto end;
+            mbpo__sb_puts(&grpo, ", \"answer\": "); mbpo__sb_json(&grpo, answer);
+            mbpo__sb_printf(&grpo, ", \"kind\": \"%s\", \"label\": \"%c\", \"reference\": ", it->s.kind == MBPO_Q_YESNO ? "yesno" : "mc",
+                            it->s.label);
+            mbpo__sb_json(&grpo, it->s.answer);
+            mbpo__sb_puts(&grpo, "}\n");
+            mbpo__sb_puts(&r1, "{\"id\": "); mbpo__sb_json(&r1, it->s.id);
+            mbpo__sb_puts(&r1, ", \"problem\": "); mbpo__sb_placeholder_text(&r1, it->s.question, it->s.n_images);
+            mbpo__sb_puts(&r1, ", \"answer\": "); mbpo__sb_json(&r1, answer);
+            mbpo__sb_puts(&r1, ", \"images\": ");
+            if (!mbpo__sb_abs_images(&r1, it)) goto end;
+            mbpo__sb_printf(&r1, ", \"kind\": \"%s\"}\n", it->s.kind == MBPO_Q_YESNO ? "yesno" : "mc");
+        }
+    }
+    mbpo__sb_puts(&info, "{\n  \"mbpo_offline\": {\n    \"file_name\": \"llamafactory_dpo.jsonl\",\n    \"formatting\": \"sharegpt\",\n"
+                         "    \"ranking\": true,\n    \"columns\": {\"messages\": \"conversations\", \"chosen\": \"chosen\", "
+                         "\"rejected\": \"rejected\", \"images\": \"images\"},\n    \"tags\": {\"role_tag\": \"from\", \"content_tag\": "
+                         "\"value\", \"user_tag\": \"human\", \"assistant_tag\": \"gpt\", \"system_tag\": \"system\"}\n  }\n}\n");
+    ok = mbpo__write_sb(dir, "trl_dpo.jsonl", &dpo) && mbpo__write_sb(dir, "llamafactory_dpo.jsonl", &lf) &&
+         mbpo__write_sb(dir, "dataset_info.json", &info) && mbpo__write_sb(dir, "trl_grpo.jsonl", &grpo) &&
+         mbpo__write_sb(dir, "easyr1.jsonl", &r1);
+    (void)n_off;
+end:
+    if (items) mbpo__items_free(items, n);
+    mbpo_free(p_off); mbpo_free(p_on); mbpo_free(dir);
+    mbpo_free(dpo.s); mbpo_free(lf.s); mbpo_free(grpo.s); mbpo_free(r1.s); mbpo_free(info.s);
     return ok;
 }
 

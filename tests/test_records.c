@@ -89,6 +89,52 @@ static void test_records_all(void) {
               "run.json: every model file with sha256sum's checksum");
         mbpo_json_free(j); mbpo_free(text);
     }
+    {   /* the export for other trainers (tests/reference/interop.py runs them on it; here: the shape) */
+        static const char *files[] = { "trl_dpo.jsonl", "trl_grpo.jsonl", "llamafactory_dpo.jsonl", "easyr1.jsonl", NULL };
+        int k, lines = 0, good = 1;
+        for (k = 0; files[k]; k++) {
+            char name[64], *text, *line, *eol;
+            snprintf(name, sizeof name, "export/%s", files[k]);
+            text = slurp(mined, name);
+            for (line = text; text && (eol = strchr(line, '\n')) != NULL; line = eol + 1) {
+                mbpo_json *j = mbpo_json_parse(line, (size_t)(eol - line), name);
+                const mbpo_json *im = j ? mbpo_json_get(j, "images") : NULL;
+                size_t q, n_parts = 0, n_ph = 0;
+                lines++;
+                if (!j || !im || im->type != MBPO_JSON_ARRAY || mbpo_json_get(j, "image") || !mbpo_json_get(j, "id") ||
+                    mbpo_json_get(j, "id")->type != MBPO_JSON_STRING) { good = 0; mbpo_json_free(j); continue; }
+                for (q = 0; q < im->count; q++)   /* absolute paths of files that exist */
+                    good &= im->items[q].type == MBPO_JSON_STRING && im->items[q].string[0] == '/' && exists(im->items[q].string);
+                if (k < 2) {   /* TRL: one {"type": "image"} part per image, no <image> in the text */
+                    const mbpo_json *c = jpath(j, "prompt", NULL, NULL);
+                    c = c && c->count ? mbpo_json_get(&c->items[c->count - 1], "content") : NULL;
+                    for (q = 0; c && q < c->count; q++) {
+                        const mbpo_json *t = mbpo_json_get(&c->items[q], "type"), *x = mbpo_json_get(&c->items[q], "text");
+                        n_parts += t && !strcmp(t->string, "image");
+                        good &= !x || !strstr(x->string, "<image>");
+                    }
+                    good &= c && n_parts == im->count;
+                } else {   /* LLaMA-Factory, EasyR1: one <image> per image */
+                    const mbpo_json *t = k == 2 ? mbpo_json_get(&jpath(j, "conversations", NULL, NULL)->items[0], "value")
+                                                : mbpo_json_get(j, "problem");
+                    const char *x = t ? t->string : "";
+                    while ((x = strstr(x, "<image>")) != NULL) { n_ph++; x += 7; }
+                    good &= n_ph == im->count;
+                }
+                mbpo_json_free(j);
+            }
+            mbpo_free(text);
+        }
+        CHECK(good && lines >= 4, "export: %d lines for TRL DPO/GRPO, LLaMA-Factory, EasyR1: string ids, absolute image paths "
+              "that exist, no \"image\" column, one image part or <image> per image", lines);
+        snprintf(a, sizeof a, "%s/export/dataset_info.json", mined);
+        {
+            mbpo_json *j = mbpo_json_parse_file(a);
+            CHECK(j && jpath(j, "mbpo_offline", "file_name", NULL) && jpath(j, "mbpo_offline", "ranking", NULL),
+                  "export: LLaMA-Factory's dataset_info.json entry");
+            mbpo_json_free(j);
+        }
+    }
     snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s --data %s --image-root %s --out %s --top-k 2 --pgd-iters 1 "
              "--max-new-tokens 4 --seed 8 --quiet 2> %s/err.txt", model, data, images, mined, dir);
     CHECK(system(cmd) != 0, "mbpo-mine rerun into the same --out with another --seed: refused");

@@ -64,7 +64,7 @@ else
 endif
 
 
-TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c tests/test_runs.c
+TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c tests/test_runs.c tests/test_cli.c
 
 build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
@@ -89,7 +89,7 @@ build/mbpo-bench: drivers/bench.c $(HEADERS) | build stb
 
 # ---------------------------------------------------------------- test
 
-test: stb checks build/test_mbpo build/test_limits build/mbpo-mine build/mbpo-train build/mbpo-score
+test: stb checks build/test_mbpo build/test_limits build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-synth build/mbpo-demo build/mbpo-bench
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo
 	./build/test_limits
 
@@ -104,7 +104,7 @@ ASAN = -std=c99 -Wall -Wextra -pedantic -g -O1 -fopenmp -fsanitize=address,undef
 asan: | build stb
 	$(CC) $(ASAN) $(JPEG_FLAGS) -o build/test_mbpo_asan $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
 	@mkdir -p build/asan-root/build && ln -sfn ../../tests build/asan-root/tests
-	for t in mine train score; do \
+	for t in mine train score synth demo bench; do \
 	  $(CC) $(ASAN) $(JPEG_FLAGS) -o build/asan-root/build/mbpo-$$t drivers/$$t.c $(LDLIBS) $(JPEG_LIBS) || exit 1; done
 	cd build/asan-root && OMP_NUM_THREADS=$(THREADS) ../test_mbpo_asan
 	$(CC) $(ASAN) $(JPEG_FLAGS) -o build/test_limits_asan tests/test_limits.c $(LDLIBS) $(JPEG_LIBS)

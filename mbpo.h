@@ -2138,7 +2138,16 @@ MBPODEF int mbpo_flags_parse(const mbpo_flag *flags, int n_flags, int argc, char
     return r;
 }
 
+/* %g with '.' whatever the locale, as the parser reads it */
+static const char *mbpo__fmt_g(char *buf, size_t size, double v) {
+    char dp = localeconv()->decimal_point[0], *q;
+    snprintf(buf, size, "%g", v);
+    if (dp && dp != '.') for (q = buf; *q; q++) if (*q == dp) *q = '.';
+    return buf;
+}
+
 MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis, const mbpo_flag *flags, int n_flags) {
+    char g1[32], g2[32];
     int i;
     fprintf(out, "usage: %s %s\n", prog, synopsis);
     for (i = 0; i < n_flags; i++) {
@@ -2157,9 +2166,11 @@ MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis,
         /* what the parser checks and the default, from the same table */
 #define MBPO__TAIL(...) do { if (t < sizeof tail) t += (size_t)snprintf(tail + t, sizeof tail - t, __VA_ARGS__); } while (0)
         if (mbpo__flag_numeric(f->kind) && f->check && mbpo__range_parse(f->check, &r)) {
-            if (r.has_lo && r.has_hi) MBPO__TAIL("%g %s %s %s %g", r.lo, r.lo_open ? "<" : "<=", arg, r.hi_open ? "<" : "<=", r.hi);
-            else if (r.has_lo) MBPO__TAIL("%s %s %g", arg, r.lo_open ? ">" : ">=", r.lo);
-            else MBPO__TAIL("%s %s %g", arg, r.hi_open ? "<" : "<=", r.hi);
+            mbpo__fmt_g(g1, sizeof g1, r.lo);
+            mbpo__fmt_g(g2, sizeof g2, r.hi);
+            if (r.has_lo && r.has_hi) MBPO__TAIL("%s %s %s %s %s", g1, r.lo_open ? "<" : "<=", arg, r.hi_open ? "<" : "<=", g2);
+            else if (r.has_lo) MBPO__TAIL("%s %s %s", arg, r.lo_open ? ">" : ">=", g1);
+            else MBPO__TAIL("%s %s %s", arg, r.hi_open ? "<" : "<=", g2);
         }
         if (f->kind == MBPO_FLAG_CHOICE) MBPO__TAIL("%s", f->check);
         if (f->kind == MBPO_FLAG_STRING && f->check) MBPO__TAIL("required");
@@ -2170,7 +2181,7 @@ MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis,
             case MBPO_FLAG_INT: MBPO__TAIL("%d", *(const int *)f->value); break;
             case MBPO_FLAG_INT64: MBPO__TAIL("%lld", (long long)*(const int64_t *)f->value); break;
             case MBPO_FLAG_UINT64: MBPO__TAIL("%llu", (unsigned long long)*(const uint64_t *)f->value); break;
-            case MBPO_FLAG_DOUBLE: MBPO__TAIL("%g", *(const double *)f->value); break;
+            case MBPO_FLAG_DOUBLE: MBPO__TAIL("%s", mbpo__fmt_g(g1, sizeof g1, *(const double *)f->value)); break;
             default: {   /* CHOICE: the name at the index */
                 const char *c = f->check;
                 int idx = *(const int *)f->value, k;

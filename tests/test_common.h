@@ -26,5 +26,6 @@ int64_t *read_i64(const mbpo_st *st, const char *name, int64_t *numel);
 void test_inputs(void);   /* test_inputs.c */
 void test_core(void);     /* test_core.c */
 void test_runs(void);     /* test_runs.c (uses build/mbpo-mine) */
+void test_cli(void);      /* test_cli.c (uses build/mbpo-*) */
 
 #endif

@@ -1060,6 +1060,7 @@ int main(int argc, char **argv) {
     test_inputs();
     test_core();
     test_runs();
+    test_cli();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir());
     if (getenv("MBPO_KEEP_TMP")) printf("kept %s (MBPO_KEEP_TMP)\n", tmpdir());
     else if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir());

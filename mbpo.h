@@ -2156,6 +2156,7 @@ MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis,
         char left[128], tail[256] = "";
         size_t t = 0;
         mbpo__range r;
+        if (!f->name || !f->value) continue;   /* a bad table: mbpo_flags_parse says what is wrong */
         if (f->kind == MBPO_FLAG_SWITCH) snprintf(left, sizeof left, "  %s", f->name);
         else snprintf(left, sizeof left, "  %s %s", f->name, arg);
         fprintf(out, "%-*s", strlen(left) < 23 ? 23 : (int)strlen(left) + 1, left);

@@ -38,7 +38,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
         bench bench-tokenizer roundtrip unicode demo demo-ablation tiny-model fuzz crash valgrind clean
 
-all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-synth build/mbpo-demo
+all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-export build/mbpo-synth build/mbpo-demo
 
 build:
 	@mkdir -p build
@@ -64,7 +64,7 @@ else
 endif
 
 
-TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c tests/test_runs.c tests/test_records.c
+TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c tests/test_runs.c tests/test_records.c tests/test_cli.c
 
 build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
@@ -84,12 +84,15 @@ build/mbpo-synth: drivers/synth.c $(HEADERS) | build stb
 build/mbpo-demo: drivers/demo.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/demo.c $(LDLIBS) $(JPEG_LIBS)
 
+build/mbpo-export: drivers/export.c $(HEADERS) | build stb
+	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/export.c $(LDLIBS) $(JPEG_LIBS)
+
 build/mbpo-bench: drivers/bench.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/bench.c $(LDLIBS) $(JPEG_LIBS)
 
 # ---------------------------------------------------------------- test
 
-test: stb checks build/test_mbpo build/test_limits build/mbpo-mine build/mbpo-train build/mbpo-score
+test: stb checks build/test_mbpo build/test_limits build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-export build/mbpo-synth build/mbpo-demo build/mbpo-bench
 	OMP_NUM_THREADS=$(THREADS) ./build/test_mbpo
 	./build/test_limits
 
@@ -104,7 +107,7 @@ ASAN = -std=c99 -Wall -Wextra -pedantic -g -O1 -fopenmp -fsanitize=address,undef
 asan: | build stb
 	$(CC) $(ASAN) $(JPEG_FLAGS) -o build/test_mbpo_asan $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
 	@mkdir -p build/asan-root/build && ln -sfn ../../tests build/asan-root/tests
-	for t in mine train score; do \
+	for t in mine train score export synth demo bench; do \
 	  $(CC) $(ASAN) $(JPEG_FLAGS) -o build/asan-root/build/mbpo-$$t drivers/$$t.c $(LDLIBS) $(JPEG_LIBS) || exit 1; done
 	cd build/asan-root && OMP_NUM_THREADS=$(THREADS) ../test_mbpo_asan
 	$(CC) $(ASAN) $(JPEG_FLAGS) -o build/test_limits_asan tests/test_limits.c $(LDLIBS) $(JPEG_LIBS)
@@ -139,7 +142,7 @@ else
 	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc.o build/check_nvcc.cu
 	@printf '#include "../mbpo_cuda.cuh"\nint main(){return 0;}\n' > build/check_cuda_unit.cu
 	$(NVCC) -std=c++17 -Werror all-warnings -c -o build/check_cuda_unit.o build/check_cuda_unit.cu
-	for d in mine train score synth demo bench; do \
+	for d in mine train score export synth demo bench; do \
 	  $(NVCC) -x cu -std=c++17 -Werror all-warnings -c -o build/check_nvcc_$$d.o drivers/$$d.c || exit 1; done
 	@echo "check-nvcc: ok (mbpo.h as CUDA C++; mbpo_cuda.cuh interface; the drivers as CUDA). No GPU code is run here."
 endif

@@ -15,7 +15,7 @@
 
    TABLE OF CONTENTS (the implementation follows the same order: the order data flows)
      1. base     failure reasons, allocation, RNG, JSON reader, safetensors read/write,
-                 atomic file writes
+                 atomic file writes, version and build, command-line flags
      2. inputs   tokenizer, chat template, image loading and preprocessing and its
                  adjoint, dataset records
      3. model    config, parameter table, ops (forward/backward), vision tower, merger,
@@ -187,6 +187,56 @@ MBPODEF float    mbpo_bf16_to_f32(uint16_t h);
 MBPODEF uint16_t mbpo_f32_to_bf16(float f);
 MBPODEF float    mbpo_f16_to_f32(uint16_t h);
 MBPODEF uint16_t mbpo_f32_to_f16(float f);
+
+/* Version and build. mbpo_build_info: one line, e.g.
+   "mbpo 0.1.0; openmp 2 threads; libjpeg yes; cuda no; gcc 12.2.0" (the options of the file
+   that holds the implementation; the thread count is omp_get_max_threads() now). */
+#define MBPO_VERSION "0.1.0"
+MBPODEF const char *mbpo_version(void);      /* MBPO_VERSION */
+MBPODEF const char *mbpo_build_info(void);   /* a thread-local buffer, valid until the next call */
+
+/* Command-line flags: a table of descriptors, one per long option, that is both the parser
+   and the --help text (so the two cannot disagree). Values are parsed in full: a number must
+   be the whole argument (no trailing characters, no NaN/inf, within its type) and within the
+   flag's range. Accepted: --name value, --name=value, a switch alone (--quiet; --quiet=1 is
+   refused); a value may not start with "--" unless given as --name=value. A flag given twice,
+   an unknown flag, a missing or empty value, a bare argument are errors. --help / -h and
+   --version are reported to the caller, never stored. The destinations are written only when
+   the whole command line is good; their values before parsing are the defaults --help shows. */
+typedef enum {
+    MBPO_FLAG_STRING,   /* const char *: points into argv */
+    MBPO_FLAG_INT,      /* int */
+    MBPO_FLAG_INT64,    /* int64_t */
+    MBPO_FLAG_UINT64,   /* uint64_t: a negative value is refused, never wrapped */
+    MBPO_FLAG_DOUBLE,   /* double: finite */
+    MBPO_FLAG_SWITCH,   /* int: set to 1 when the flag is given; takes no value */
+    MBPO_FLAG_CHOICE    /* int: the index of the value among `check`'s names */
+} mbpo_flag_kind;
+typedef struct {
+    const char *name;   /* "--lr": two dashes and the name */
+    const char *arg;    /* the value's name in --help ("N", "DIR"); NULL for a switch */
+    mbpo_flag_kind kind;
+    void *value;        /* the destination, of the kind's type */
+    const char *check;  /* numbers: the allowed range, NULL (any), "> 0", ">= 1", "<= 8", "< 1",
+                           or an interval "(0, 1]", "[1, 1000]"; CHOICE: the names, "pgd|rand";
+                           STRING: NULL or "required"; SWITCH: NULL */
+    const char *help;   /* may span lines ('\n'); --help appends the range and the default */
+} mbpo_flag;
+enum { MBPO_FLAGS_ERROR = 0, MBPO_FLAGS_OK = 1, MBPO_FLAGS_HELP = 2, MBPO_FLAGS_VERSION = 3 };
+/* Parse argv[1..argc-1]. Returns MBPO_FLAGS_OK; MBPO_FLAGS_HELP or MBPO_FLAGS_VERSION when
+   that flag comes (nothing stored); MBPO_FLAGS_ERROR with mbpo_failure_reason() a one-line
+   message naming the flag ("--lr: 'abc' is not a number", "--model given twice"). A bad
+   table (a name without "--", a malformed range) is an error too, whatever argv holds. */
+MBPODEF int  mbpo_flags_parse(const mbpo_flag *flags, int n_flags, int argc, char **argv);
+/* "usage: <prog> <synopsis>", then a line per flag from the table (the defaults read from the
+   destinations), then --version and --help. */
+MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis, const mbpo_flag *flags, int n_flags);
+/* A driver's command line in one call: parse; --help prints the usage to stdout, --version
+   "<prog>: <mbpo_build_info()>" to stdout; a bad flag prints "<prog>: <reason> (see --help)" to
+   stderr. Returns 1 when the driver should go on, else 0 with *exit_code 0 (help, version)
+   or 2 (a usage error). */
+MBPODEF int  mbpo_flags_handle(const char *prog, const char *synopsis, const mbpo_flag *flags, int n_flags,
+                               int argc, char **argv, int *exit_code);
 
 /* ------------------------------------------------------------------ 2. inputs */
 
@@ -784,6 +834,7 @@ MBPODEF int  mbpo_demo(const mbpo_demo_opts *o);
 
 #include <errno.h>
 #include <float.h>
+#include <limits.h>
 #include <locale.h>
 #include <math.h>
 #include <stdarg.h>
@@ -1843,6 +1894,344 @@ done:
     mbpo_free(chunk);
     mbpo_free(hb.s);
     return ok;
+}
+
+/* ------------------------------------------------------------------ 1. base: version, flags */
+
+MBPODEF const char *mbpo_version(void) { return MBPO_VERSION; }
+
+MBPODEF const char *mbpo_build_info(void) {
+    static MBPO__THREAD_LOCAL char info[256];
+    char omp[48], cc[64];
+#ifdef _OPENMP
+    int threads = omp_get_max_threads();
+    snprintf(omp, sizeof omp, "openmp %d thread%s", threads, threads == 1 ? "" : "s");
+#else
+    snprintf(omp, sizeof omp, "openmp off");
+#endif
+#if defined(__NVCC__)
+    snprintf(cc, sizeof cc, "nvcc %d.%d", __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__);
+#elif defined(__clang__)
+    snprintf(cc, sizeof cc, "clang %d.%d.%d", __clang_major__, __clang_minor__, __clang_patchlevel__);
+#elif defined(__GNUC__)
+    snprintf(cc, sizeof cc, "gcc %d.%d.%d", __GNUC__, __GNUC_MINOR__, __GNUC_PATCHLEVEL__);
+#elif defined(_MSC_VER)
+    snprintf(cc, sizeof cc, "msvc %d", _MSC_VER);
+#else
+    snprintf(cc, sizeof cc, "unknown compiler");
+#endif
+    snprintf(info, sizeof info, "mbpo %s; %s; libjpeg %s; cuda %s; %s", MBPO_VERSION, omp,
+#ifdef MBPO_LIBJPEG
+             "yes",
+#else
+             "no",
+#endif
+#ifdef MBPO_CUDA
+             "yes",
+#else
+             "no",
+#endif
+             cc);
+    return info;
+}
+
+/* strtod that reads '.' as the decimal point whatever the locale (flags and ranges are
+   written the same everywhere, as JSON is); in a ',' locale a ',' is not taken either. */
+static double mbpo__strtod_dot(const char *s, const char **end) {
+    char dp = localeconv()->decimal_point[0], *e, *copy, *q;
+    double v;
+    int err;
+    if (!dp || dp == '.') { v = strtod(s, &e); *end = e; return v; }
+    if (!(copy = mbpo__strdup(s))) { *end = s; return 0; }
+    for (q = copy; *q; q++) *q = *q == '.' ? dp : *q == dp ? '#' : *q;
+    v = strtod(copy, &e);
+    err = errno;
+    *end = s + (e - copy);
+    mbpo_free(copy);
+    errno = err;
+    return v;
+}
+
+/* A range as the table writes it: "> 0", ">= 1", "<= 8", "< 1", "(0, 1]", "[1, 1000]". */
+typedef struct { int has_lo, has_hi, lo_open, hi_open; double lo, hi; } mbpo__range;
+static int mbpo__range_parse(const char *s, mbpo__range *r) {
+    const char *e;
+    memset(r, 0, sizeof *r);
+    while (*s == ' ') s++;
+    if (*s == '>' || *s == '<') {
+        int lower = *s == '>', open = s[1] != '=';
+        double v;
+        s += open ? 1 : 2;
+        while (*s == ' ') s++;
+        errno = 0;
+        v = mbpo__strtod_dot(s, &e);
+        if (e == s || errno == ERANGE || !isfinite(v)) return 0;
+        if (lower) { r->has_lo = 1; r->lo_open = open; r->lo = v; }
+        else { r->has_hi = 1; r->hi_open = open; r->hi = v; }
+        s = e;
+    } else if (*s == '[' || *s == '(') {
+        r->has_lo = r->has_hi = 1;
+        r->lo_open = *s++ == '(';
+        errno = 0;
+        r->lo = mbpo__strtod_dot(s, &e);
+        if (e == s || errno == ERANGE || !isfinite(r->lo)) return 0;
+        for (s = e; *s == ' '; s++) {}
+        if (*s++ != ',') return 0;
+        errno = 0;
+        r->hi = mbpo__strtod_dot(s, &e);
+        if (e == s || errno == ERANGE || !isfinite(r->hi) || r->hi < r->lo) return 0;
+        for (s = e; *s == ' '; s++) {}
+        if (*s != ']' && *s != ')') return 0;
+        r->hi_open = *s++ == ')';
+    } else return 0;
+    while (*s == ' ') s++;
+    return *s == 0;
+}
+static int mbpo__range_has(const mbpo__range *r, double x) {
+    if (r->has_lo && (r->lo_open ? !(x > r->lo) : !(x >= r->lo))) return 0;
+    if (r->has_hi && (r->hi_open ? !(x < r->hi) : !(x <= r->hi))) return 0;
+    return 1;
+}
+
+static int mbpo__flag_numeric(mbpo_flag_kind k) {
+    return k == MBPO_FLAG_INT || k == MBPO_FLAG_INT64 || k == MBPO_FLAG_UINT64 || k == MBPO_FLAG_DOUBLE;
+}
+/* The index of `v` among the '|'-separated names, or -1. */
+static int mbpo__choice_find(const char *names, const char *v) {
+    int idx = 0;
+    size_t n = strlen(v);
+    for (;;) {
+        size_t len = strcspn(names, "|");
+        if (len == n && !strncmp(names, v, n)) return idx;
+        if (!names[len]) return -1;
+        names += len + 1;
+        idx++;
+    }
+}
+
+/* Programmer errors in a table are reported before any argument is looked at. */
+static int mbpo__flags_check_table(const mbpo_flag *flags, int n) {
+    int i, j;
+    for (i = 0; i < n; i++) {
+        const mbpo_flag *f = &flags[i];
+        mbpo__range r;
+        if (!f->name || strncmp(f->name, "--", 2) || !f->name[2] || strchr(f->name, '=') || !strcmp(f->name, "--help") ||
+            !strcmp(f->name, "--version"))
+            return mbpo__fail("flag table: entry %d: bad name '%s' (want --name, not --help or --version)", i,
+                              f->name ? f->name : "(null)");
+        for (j = 0; j < i; j++)
+            if (!strcmp(flags[j].name, f->name)) return mbpo__fail("flag table: %s appears twice", f->name);
+        if ((int)f->kind < MBPO_FLAG_STRING || (int)f->kind > MBPO_FLAG_CHOICE || !f->value)
+            return mbpo__fail("flag table: %s: bad kind or no destination", f->name);
+        if (mbpo__flag_numeric(f->kind) && f->check && !mbpo__range_parse(f->check, &r))
+            return mbpo__fail("flag table: %s: bad range '%s'", f->name, f->check);
+        if (f->kind == MBPO_FLAG_CHOICE && (!f->check || !f->check[0] || strstr(f->check, "||") || f->check[0] == '|' ||
+                                            f->check[strlen(f->check) - 1] == '|'))
+            return mbpo__fail("flag table: %s: a choice needs its names, \"a|b\"", f->name);
+        if (f->kind == MBPO_FLAG_STRING && f->check && strcmp(f->check, "required"))
+            return mbpo__fail("flag table: %s: a string's check is NULL or \"required\"", f->name);
+        if (f->kind == MBPO_FLAG_SWITCH && f->check) return mbpo__fail("flag table: %s: a switch has no check", f->name);
+    }
+    return 1;
+}
+
+/* [+-]?[0-9]+ */
+static int mbpo__integer_text(const char *s) {
+    if (*s == '+' || *s == '-') s++;
+    if (!(*s >= '0' && *s <= '9')) return 0;
+    while (*s >= '0' && *s <= '9') s++;
+    return *s == 0;
+}
+
+/* Parse v for flag f; store it when `store`. */
+static int mbpo__flag_value(const mbpo_flag *f, const char *v, int store) {
+    mbpo__range r;
+    double x = 0;
+    long long ll = 0;
+    unsigned long long ull = 0;
+    if (!v[0]) return mbpo__fail("%s: empty value", f->name);
+    if (f->kind == MBPO_FLAG_STRING) {
+        if (store) *(const char **)f->value = v;
+        return 1;
+    }
+    if (f->kind == MBPO_FLAG_CHOICE) {
+        int idx = mbpo__choice_find(f->check, v);
+        if (idx < 0) {
+            char list[512];
+            const char *c;
+            size_t k = 0;
+            for (c = f->check; *c && k + 3 < sizeof list; c++) {   /* "a|b" -> "a, b" */
+                if (*c == '|') { list[k++] = ','; list[k++] = ' '; }
+                else list[k++] = *c;
+            }
+            list[k] = 0;
+            return mbpo__fail("%s: '%s' is not one of %s", f->name, v, list);
+        }
+        if (store) *(int *)f->value = idx;
+        return 1;
+    }
+    if ((unsigned char)v[0] <= ' ')   /* strtod / strtoll would skip it */
+        return mbpo__fail("%s: '%s' is not a%s", f->name, v, f->kind == MBPO_FLAG_DOUBLE ? " number" : "n integer");
+    if (f->kind == MBPO_FLAG_DOUBLE) {
+        const char *end;
+        errno = 0;
+        x = mbpo__strtod_dot(v, &end);
+        if (end == v) return mbpo__fail("%s: '%s' is not a number", f->name, v);
+        if (*end) return mbpo__fail("%s: '%s' has trailing characters", f->name, v);
+        if (errno == ERANGE) return mbpo__fail("%s: %s is out of range", f->name, v);
+        if (!isfinite(x)) return mbpo__fail("%s: '%s' is not a finite number", f->name, v);
+    } else {
+        char *end;
+        if (!mbpo__integer_text(v)) {
+            const char *e;
+            (void)mbpo__strtod_dot(v, &e);
+            if (e != v && *e) return mbpo__fail("%s: '%s' has trailing characters", f->name, v);
+            return mbpo__fail("%s: '%s' is not an integer", f->name, v);
+        }
+        errno = 0;
+        if (f->kind == MBPO_FLAG_UINT64 && v[0] != '-') {
+            ull = strtoull(v, &end, 10);
+            x = (double)ull;
+        } else {   /* a negative uint64 is parsed signed, to be refused by its sign, never wrapped */
+            ll = strtoll(v, &end, 10);
+            x = (double)ll;
+        }
+        if (errno == ERANGE || (f->kind == MBPO_FLAG_INT && (ll < INT_MIN || ll > INT_MAX)))
+            return mbpo__fail("%s: %s is out of range", f->name, v);
+        if (f->kind == MBPO_FLAG_UINT64 && ll < 0) return mbpo__fail("%s: must be >= 0, got %s", f->name, v);
+    }
+    if (f->check && mbpo__range_parse(f->check, &r) && !mbpo__range_has(&r, x))
+        return mbpo__fail("%s: must be %s%s, got %s", f->name, r.has_lo && r.has_hi ? "in " : "", f->check, v);
+    if (store) {
+        if (f->kind == MBPO_FLAG_DOUBLE) *(double *)f->value = x;
+        else if (f->kind == MBPO_FLAG_INT) *(int *)f->value = (int)ll;
+        else if (f->kind == MBPO_FLAG_INT64) *(int64_t *)f->value = (int64_t)ll;
+        else *(uint64_t *)f->value = (uint64_t)ull;
+    }
+    return 1;
+}
+
+/* One pass over argv: the first checks everything and stores nothing, the second stores. */
+static int mbpo__flags_scan(const mbpo_flag *flags, int n, int argc, char **argv, int store, unsigned char *seen) {
+    int i, k;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *eq, *v;
+        size_t len;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return MBPO_FLAGS_HELP;
+        if (!strcmp(a, "--version")) return MBPO_FLAGS_VERSION;
+        if (a[0] != '-') return mbpo__fail("unexpected argument '%s'", a);
+        if (a[1] != '-') return mbpo__fail("unknown flag %s", a);
+        eq = strchr(a, '=');
+        len = eq ? (size_t)(eq - a) : strlen(a);
+        for (k = 0; k < n; k++) if (strlen(flags[k].name) == len && !strncmp(flags[k].name, a, len)) break;
+        if (k == n) {
+            if ((len == 6 && !strncmp(a, "--help", 6)) || (len == 9 && !strncmp(a, "--version", 9)))
+                return mbpo__fail("%.*s takes no value", (int)len, a);
+            return mbpo__fail("unknown flag %.*s", (int)len, a);
+        }
+        if (seen[k]) return mbpo__fail("%s given twice", flags[k].name);
+        seen[k] = 1;
+        if (flags[k].kind == MBPO_FLAG_SWITCH) {
+            if (eq) return mbpo__fail("%s takes no value", flags[k].name);
+            if (store) *(int *)flags[k].value = 1;
+            continue;
+        }
+        if (eq) v = eq + 1;
+        else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) v = argv[++i];
+        else return mbpo__fail("%s needs a value", flags[k].name);
+        if (!mbpo__flag_value(&flags[k], v, store)) return 0;
+    }
+    for (k = 0; k < n; k++)
+        if (flags[k].kind == MBPO_FLAG_STRING && flags[k].check && !seen[k]) return mbpo__fail("%s is required", flags[k].name);
+    return MBPO_FLAGS_OK;
+}
+
+MBPODEF int mbpo_flags_parse(const mbpo_flag *flags, int n_flags, int argc, char **argv) {
+    unsigned char *seen;
+    int r;
+    if (n_flags < 0) return mbpo__fail("flag table: n_flags %d < 0", n_flags);
+    if (!mbpo__flags_check_table(flags, n_flags)) return 0;
+    if (!(seen = (unsigned char *)mbpo__calloc((size_t)n_flags + 1, 1))) return 0;
+    r = mbpo__flags_scan(flags, n_flags, argc, argv, 0, seen);
+    if (r == MBPO_FLAGS_OK) {
+        memset(seen, 0, (size_t)n_flags + 1);
+        r = mbpo__flags_scan(flags, n_flags, argc, argv, 1, seen);
+    }
+    mbpo_free(seen);
+    return r;
+}
+
+/* %g with '.' whatever the locale, as the parser reads it */
+static const char *mbpo__fmt_g(char *buf, size_t size, double v) {
+    char dp = localeconv()->decimal_point[0], *q;
+    snprintf(buf, size, "%g", v);
+    if (dp && dp != '.') for (q = buf; *q; q++) if (*q == dp) *q = '.';
+    return buf;
+}
+
+MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis, const mbpo_flag *flags, int n_flags) {
+    char g1[32], g2[32];
+    int i;
+    fprintf(out, "usage: %s %s\n", prog, synopsis);
+    for (i = 0; i < n_flags; i++) {
+        const mbpo_flag *f = &flags[i];
+        const char *arg = f->arg ? f->arg : "VALUE", *h;
+        char left[128], tail[256] = "";
+        size_t t = 0;
+        mbpo__range r;
+        if (!f->name || !f->value) continue;   /* a bad table: mbpo_flags_parse says what is wrong */
+        if (f->kind == MBPO_FLAG_SWITCH) snprintf(left, sizeof left, "  %s", f->name);
+        else snprintf(left, sizeof left, "  %s %s", f->name, arg);
+        fprintf(out, "%-*s", strlen(left) < 23 ? 23 : (int)strlen(left) + 1, left);
+        for (h = f->help ? f->help : ""; *h; h++) {   /* continuation lines line up with the first */
+            fputc(*h, out);
+            if (*h == '\n') fprintf(out, "%23s", "");
+        }
+        /* what the parser checks and the default, from the same table */
+#define MBPO__TAIL(...) do { if (t < sizeof tail) t += (size_t)snprintf(tail + t, sizeof tail - t, __VA_ARGS__); } while (0)
+        if (mbpo__flag_numeric(f->kind) && f->check && mbpo__range_parse(f->check, &r)) {
+            mbpo__fmt_g(g1, sizeof g1, r.lo);
+            mbpo__fmt_g(g2, sizeof g2, r.hi);
+            if (r.has_lo && r.has_hi) MBPO__TAIL("%s %s %s %s %s", g1, r.lo_open ? "<" : "<=", arg, r.hi_open ? "<" : "<=", g2);
+            else if (r.has_lo) MBPO__TAIL("%s %s %s", arg, r.lo_open ? ">" : ">=", g1);
+            else MBPO__TAIL("%s %s %s", arg, r.hi_open ? "<" : "<=", g2);
+        }
+        if (f->kind == MBPO_FLAG_CHOICE) MBPO__TAIL("%s", f->check);
+        if (f->kind == MBPO_FLAG_STRING && f->check) MBPO__TAIL("required");
+        if (f->kind != MBPO_FLAG_SWITCH && !(f->kind == MBPO_FLAG_STRING && !*(const char *const *)f->value)) {
+            MBPO__TAIL("%sdefault ", t ? ", " : "");
+            switch (f->kind) {
+            case MBPO_FLAG_STRING: MBPO__TAIL("%s", *(const char *const *)f->value); break;
+            case MBPO_FLAG_INT: MBPO__TAIL("%d", *(const int *)f->value); break;
+            case MBPO_FLAG_INT64: MBPO__TAIL("%lld", (long long)*(const int64_t *)f->value); break;
+            case MBPO_FLAG_UINT64: MBPO__TAIL("%llu", (unsigned long long)*(const uint64_t *)f->value); break;
+            case MBPO_FLAG_DOUBLE: MBPO__TAIL("%s", mbpo__fmt_g(g1, sizeof g1, *(const double *)f->value)); break;
+            default: {   /* CHOICE: the name at the index */
+                const char *c = f->check;
+                int idx = *(const int *)f->value, k;
+                for (k = 0; k < idx && c; k++) { c = strchr(c, '|'); if (c) c++; }
+                if (c && idx >= 0) MBPO__TAIL("%.*s", (int)strcspn(c, "|"), c);
+                else MBPO__TAIL("?");
+            }
+            }
+        } else if (f->kind == MBPO_FLAG_SWITCH && *(const int *)f->value) MBPO__TAIL("default on");
+#undef MBPO__TAIL
+        if (t) fprintf(out, "%s(%s)", f->help && f->help[0] ? " " : "", tail);
+        fputc('\n', out);
+    }
+    fprintf(out, "%-23s%s\n%-23s%s\n", "  --version", "print the mbpo version and build options, then exit",
+            "  -h, --help", "print this text, then exit");
+}
+
+MBPODEF int mbpo_flags_handle(const char *prog, const char *synopsis, const mbpo_flag *flags, int n_flags,
+                              int argc, char **argv, int *exit_code) {
+    int r = mbpo_flags_parse(flags, n_flags, argc, argv);
+    *exit_code = 0;
+    if (r == MBPO_FLAGS_OK) return 1;
+    if (r == MBPO_FLAGS_HELP) mbpo_flags_usage(stdout, prog, synopsis, flags, n_flags);
+    else if (r == MBPO_FLAGS_VERSION) printf("%s: %s\n", prog, mbpo_build_info());
+    else { fprintf(stderr, "%s: %s (see --help)\n", prog, mbpo_failure_reason()); *exit_code = 2; }
+    return 0;
 }
 
 /* ==========================================================================================
@@ -6945,9 +7334,6 @@ static int mbpo__sb_file_digest(mbpo__sb *b, const char *path) {
    are taken and the record updated. A changed build or thread count is allowed and said:
    results are bit-identical only for one build and thread count. When out_dir holds no
    results yet (has_results 0), the old record is simply replaced. */
-/* TEMP until the flags branch lands */
-static const char *mbpo_version(void) { return "0.1.0"; }
-static const char *mbpo_build_info(void) { return "mbpo 0.1.0"; }
 typedef struct { mbpo__sb b; int n_settings, n_inputs; } mbpo__record;
 static void mbpo__rec_begin(mbpo__record *r, const char *program) {
     memset(r, 0, sizeof *r);
@@ -7309,7 +7695,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         if (!mbpo__rec_input(&r, "model", o->model_dir, 1) || !mbpo__rec_input(&r, "data", o->data, 0) ||
             !mbpo__rec_commit(&r, o->out_dir, has, may_change, o->log)) { mbpo_free(r.b.s); goto end; }
     }
-    if (o->log) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds.n,
+    if (o->log && !o->quiet) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds.n,
                         (long long)ds.n_bad, (unsigned long long)o->seed);
     /* the closed-ended samples: the online set, written whole, atomically */
     for (i = 0; i < ds.n; i++) {
@@ -7467,7 +7853,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     }
     if (n_sel) mbpo__prog_tick(&pg, n_sel, n_sel);
     if (!mbpo_export(o->out_dir, o->image_root, NULL)) goto end;
-    if (o->log) fprintf(o->log, "mine: %lld pairs in %s, online set in %s; for TRL, LLaMA-Factory and EasyR1 in %s/export\n",
+    if (o->log && !o->quiet) fprintf(o->log, "mine: %lld pairs in %s, online set in %s; for TRL, LLaMA-Factory and EasyR1 in %s/export\n",
                         (long long)n_sel, p_off, p_on, o->out_dir);
     ok = 1;
 end:
@@ -7572,7 +7958,7 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
     mbpo__sb_num(&sb, sum->iig_mean);
     mbpo__sb_puts(&sb, "}\n");
     if (sb.failed || !mbpo_write_file_atomic(o->out_path, sb.s ? sb.s : "", sb.n)) goto end;
-    if (o->log)
+    if (o->log && !o->quiet)
         fprintf(o->log, "score: %lld samples; yes/no %lld/%lld, multiple choice %lld/%lld, open %lld; mean IIG per token %.4f -> %s\n",
                 (long long)sum->n, (long long)sum->yesno_correct, (long long)sum->n_yesno, (long long)sum->mc_correct,
                 (long long)sum->n_mc, (long long)sum->n_open, sum->iig_mean, o->out_path);
@@ -8088,7 +8474,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
         goto end;
     }
     if (step > 0 && step == o->steps) {   /* finished already (its last checkpoint may hold no optimizer state) */
-        if (o->log) fprintf(o->log, "train: %s/checkpoint-%lld is the last step; nothing to do\n", o->out_dir, (long long)step);
+        if (o->log && !o->quiet) fprintf(o->log, "train: %s/checkpoint-%lld is the last step; nothing to do\n", o->out_dir, (long long)step);
         ok = 1;
         goto end;
     }
@@ -8112,10 +8498,10 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
             if (keep.failed || !mbpo_write_file_atomic(p_metrics, keep.s ? keep.s : "", keep.n)) { mbpo_free(keep.s); goto end; }
             mbpo_free(keep.s);
         }
-        if (o->log) fprintf(o->log, "train: resumed from %s/checkpoint-%lld (data position %lld)\n", o->out_dir, (long long)step,
+        if (o->log && !o->quiet) fprintf(o->log, "train: resumed from %s/checkpoint-%lld (data position %lld)\n", o->out_dir, (long long)step,
                             (long long)position);
     } else if (!mbpo_write_file_atomic(p_metrics, "", 0)) goto end;
-    if (o->log) fprintf(o->log, "train: mode %s, %lld samples, %lld steps of %d x %d prompts, G %d, beta %g, lr %g, seed %llu\n",
+    if (o->log && !o->quiet) fprintf(o->log, "train: mode %s, %lld samples, %lld steps of %d x %d prompts, G %d, beta %g, lr %g, seed %llu\n",
                         mbpo_mode_name(o->mode), (long long)n_items, (long long)o->steps, o->grad_accum, o->batch, o->G,
                         o->beta, o->adam.lr, (unsigned long long)o->seed);
     first_step = step;

@@ -9,20 +9,6 @@
 
 #define TRY(x) do { if (!(x)) { fprintf(stderr, "mbpo-bench: %s\n", mbpo_failure_reason()); return 1; } } while (0)
 
-static void usage(void) {
-    printf("usage: mbpo-bench --model DIR [--input FILE] [--iters 10] [--warmup 2] [--backward]\n"
-           "       mbpo-bench --tokenizer FILE --text FILE [--lines] [--iters 10] [--warmup 2]\n"
-           "  --model DIR     Hugging Face model directory (config.json + safetensors)\n"
-           "  --input FILE    safetensors with input_ids, labels, pixel_values, image_grid_thw\n"
-           "                  (default: DIR/bench_input.safetensors)\n"
-           "  --iters N       timed iterations (default 10)\n"
-           "  --warmup N      untimed iterations first (default 2)\n"
-           "  --backward      time forward + backward of the mean target NLL instead\n"
-           "  --dump-logits F after the timing, write the logits (T, V) of every position to F (safetensors)\n"
-           "  --tokenizer F   time encoding FILE (--text) with tokenizer.json F, one thread\n"
-           "  --lines         encode the text line by line (default: as one string)\n");
-}
-
 /* Encoding speed: the whole text (or each line) per iteration, warm word cache, as HF's. */
 static int bench_tokenizer(const char *tok_path, const char *text_path, int lines, int iters, int warmup) {
     size_t len = 0;
@@ -61,7 +47,7 @@ int main(int argc, char **argv) {
     const char *model_dir = NULL, *input = NULL, *tok_path = NULL, *text_path = NULL, *dump = NULL;
     int lines = 0;
     char input_buf[4096];
-    int iters = 10, warmup = 2, backward = 0, i;
+    int iters = 10, warmup = 2, backward = 0, i, rc;
     mbpo_model m;
     mbpo_st st;
     const mbpo_st_tensor *t_ids, *t_lab, *t_pv, *t_grid;
@@ -71,21 +57,30 @@ int main(int argc, char **argv) {
     float *pv = NULL, *logp, *dlogp;
     mbpo_batch b;
     double t0 = 0, dt;
-    for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--model") && i + 1 < argc) model_dir = argv[++i];
-        else if (!strcmp(argv[i], "--input") && i + 1 < argc) input = argv[++i];
-        else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--backward")) backward = 1;
-        else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tok_path = argv[++i];
-        else if (!strcmp(argv[i], "--text") && i + 1 < argc) text_path = argv[++i];
-        else if (!strcmp(argv[i], "--lines")) lines = 1;
-        else if (!strcmp(argv[i], "--dump-logits") && i + 1 < argc) dump = argv[++i];
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(); return 0; }
-        else { fprintf(stderr, "mbpo-bench: unknown or incomplete flag '%s' (see --help)\n", argv[i]); return 2; }
+    {
+        mbpo_flag flags[] = {
+            { "--model", "DIR", MBPO_FLAG_STRING, &model_dir, NULL, "Hugging Face model directory (config.json + safetensors)" },
+            { "--input", "FILE", MBPO_FLAG_STRING, &input, NULL,
+              "safetensors with input_ids, labels, pixel_values, image_grid_thw\n(default: DIR/bench_input.safetensors)" },
+            { "--iters", "N", MBPO_FLAG_INT, &iters, ">= 1", "timed iterations" },
+            { "--warmup", "N", MBPO_FLAG_INT, &warmup, ">= 0", "untimed iterations first" },
+            { "--backward", NULL, MBPO_FLAG_SWITCH, &backward, NULL, "time forward + backward of the mean target NLL instead" },
+            { "--dump-logits", "F", MBPO_FLAG_STRING, &dump, NULL,
+              "after the timing, write the logits (T, V) of every position to F (safetensors)" },
+            { "--tokenizer", "F", MBPO_FLAG_STRING, &tok_path, NULL, "time encoding FILE (--text) with tokenizer.json F, one thread" },
+            { "--text", "FILE", MBPO_FLAG_STRING, &text_path, NULL, "the text to encode (with --tokenizer)" },
+            { "--lines", NULL, MBPO_FLAG_SWITCH, &lines, NULL, "encode the text line by line (default: as one string)" },
+        };
+        if (!mbpo_flags_handle("mbpo-bench", "--model DIR [--input FILE] [--iters 10] [--warmup 2] [--backward]\n"
+                               "       mbpo-bench --tokenizer FILE --text FILE [--lines] [--iters 10] [--warmup 2]",
+                               flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, &rc))
+            return rc;
     }
-    if (tok_path && text_path && iters >= 1 && warmup >= 0) return bench_tokenizer(tok_path, text_path, lines, iters, warmup);
-    if (!model_dir || iters < 1 || warmup < 0) { usage(); return 2; }
+    if (tok_path || text_path) {
+        if (!tok_path || !text_path) { fprintf(stderr, "mbpo-bench: --tokenizer and --text go together (see --help)\n"); return 2; }
+        return bench_tokenizer(tok_path, text_path, lines, iters, warmup);
+    }
+    if (!model_dir) { fprintf(stderr, "mbpo-bench: --model (or --tokenizer with --text) is required (see --help)\n"); return 2; }
     if (!input) { snprintf(input_buf, sizeof input_buf, "%s/bench_input.safetensors", model_dir); input = input_buf; }
     TRY(mbpo_model_load(&m, model_dir));
     TRY(mbpo_st_open(&st, input));

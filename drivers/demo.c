@@ -7,57 +7,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(const mbpo_demo_opts *d) {
-    printf("usage: mbpo-demo [options]\n"
-           "  --model DIR          the SFT-warm-started tiny model to start from (default %s)\n"
-           "  --out DIR            where everything goes; rerun to continue (default %s)\n"
-           "  --ablation           SFT, offline-rand, offline, online and mbpo over --seeds seeds (default: the demo)\n"
-           "  --seeds N            ablation seeds (default %d)\n"
-           "  --pool N             images in the mining pool (default %d)\n"
-           "  --test N             images per test split (default %d)\n"
-           "  --world-seed S       the world's seed (default %llu; the SFT model saw seed 1)\n"
-           "  --top-k N            chosen responses kept by IIG (default %d)\n"
-           "  --mine-temperature T sampling of the rejected responses (default %g)\n"
-           "  --steps N            training steps per run (default %lld)\n"
-           "  --lr X               AdamW learning rate (default %g)\n"
-           "  --batch N            prompts per step (default %d)\n"
-           "  --G N                rollouts per online prompt (default %d)\n"
-           "  --max-new-tokens N   longest response when mining, training and scoring (default %d)\n"
-           "  --quiet              no progress lines\n",
-           d->model_dir, d->out_dir, d->seeds, d->n_pool, d->n_test, (unsigned long long)d->world_seed, d->top_k,
-           d->mine_temperature, (long long)d->steps, d->lr, d->batch, d->G, d->max_new_tokens);
-}
-
 int main(int argc, char **argv) {
-    mbpo_demo_opts o, d;
-    int i, quiet = 0;
+    mbpo_demo_opts o;
+    int quiet = 0, rc;
     mbpo_demo_defaults(&o);
-    d = o;
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define ARG(name) (!strcmp(a, name) && v && ++i)
-        if (ARG("--model")) o.model_dir = v;
-        else if (ARG("--out")) o.out_dir = v;
-        else if (!strcmp(a, "--ablation")) o.ablation = 1;
-        else if (ARG("--seeds")) o.seeds = atoi(v);
-        else if (ARG("--pool")) o.n_pool = atoi(v);
-        else if (ARG("--test")) o.n_test = atoi(v);
-        else if (ARG("--world-seed")) o.world_seed = strtoull(v, NULL, 10);
-        else if (ARG("--top-k")) o.top_k = atoi(v);
-        else if (ARG("--mine-temperature")) o.mine_temperature = atof(v);
-        else if (ARG("--steps")) o.steps = atoll(v);
-        else if (ARG("--lr")) o.lr = atof(v);
-        else if (ARG("--batch")) o.batch = atoi(v);
-        else if (ARG("--G")) o.G = atoi(v);
-        else if (ARG("--max-new-tokens")) o.max_new_tokens = atoi(v);
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(&d); return 0; }
-        else { fprintf(stderr, "mbpo-demo: unknown or incomplete flag '%s' (see --help)\n", a); return 2; }
-#undef ARG
-    }
-    if (o.n_pool < 1 || o.n_test < 1 || o.steps < 1 || o.batch < 1 || o.G < 2 || o.max_new_tokens < 1 || o.seeds < 1) {
-        fprintf(stderr, "mbpo-demo: --pool, --test, --steps, --batch, --seeds and --max-new-tokens must be positive, --G at least 2\n");
-        return 2;
+    {
+        mbpo_flag flags[] = {
+            { "--model", "DIR", MBPO_FLAG_STRING, &o.model_dir, NULL, "the SFT-warm-started tiny model to start from" },
+            { "--out", "DIR", MBPO_FLAG_STRING, &o.out_dir, NULL, "where everything goes; rerun to continue" },
+            { "--ablation", NULL, MBPO_FLAG_SWITCH, &o.ablation, NULL,
+              "SFT, offline-rand, offline, online and mbpo over --seeds seeds (default: the demo)" },
+            { "--seeds", "N", MBPO_FLAG_INT, &o.seeds, "[1, 1000]", "ablation seeds" },
+            { "--pool", "N", MBPO_FLAG_INT, &o.n_pool, ">= 1", "images in the mining pool" },
+            { "--test", "N", MBPO_FLAG_INT, &o.n_test, ">= 1", "images per test split" },
+            { "--world-seed", "S", MBPO_FLAG_UINT64, &o.world_seed, NULL, "the world's seed (the SFT model saw seed 1)" },
+            { "--top-k", "N", MBPO_FLAG_INT, &o.top_k, ">= 0", "chosen responses kept by IIG, 0 = all" },
+            { "--mine-temperature", "T", MBPO_FLAG_DOUBLE, &o.mine_temperature, ">= 0", "sampling of the rejected responses" },
+            { "--steps", "N", MBPO_FLAG_INT64, &o.steps, ">= 1", "training steps per run" },
+            { "--lr", "X", MBPO_FLAG_DOUBLE, &o.lr, "> 0", "AdamW learning rate" },
+            { "--batch", "N", MBPO_FLAG_INT, &o.batch, ">= 1", "prompts per step" },
+            { "--G", "N", MBPO_FLAG_INT, &o.G, ">= 2", "rollouts per online prompt" },
+            { "--max-new-tokens", "N", MBPO_FLAG_INT, &o.max_new_tokens, ">= 1", "longest response when mining, training and scoring" },
+            { "--quiet", NULL, MBPO_FLAG_SWITCH, &quiet, NULL, "no progress lines" },
+        };
+        if (!mbpo_flags_handle("mbpo-demo", "[options]", flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, &rc))
+            return rc;
     }
     o.log = quiet ? NULL : stderr;
     o.report = stdout;

@@ -3,69 +3,46 @@
 #define MBPO_IMPLEMENTATION
 #include "../mbpo.h"
 
-#include <stdlib.h>
-#include <string.h>
-
-static void usage(const mbpo_mine_opts *d) {
-    printf("usage: mbpo-mine --model DIR --data FILE --image-root DIR --out DIR [options]\n"
-           "  --model DIR          Hugging Face model directory (config.json, model.safetensors, tokenizer.json)\n"
-           "  --data FILE          LLaVA-style JSON or JSONL dataset\n"
-           "  --image-root DIR     directory the dataset's image paths are relative to\n"
-           "  --out DIR            output directory (offline.jsonl, online.jsonl, adv/, iig.jsonl)\n"
-           "  --top-k N            keep the N open-ended samples of highest IIG as chosen (default %d: all)\n"
-           "  --pgd-iters K        PGD iterations (default %d)\n"
-           "  --pgd-step A         PGD step in 1/255 units (default %g)\n"
-           "  --pgd-eps E          L-inf budget in 1/255 units, 0 = none (default %g)\n"
-           "  --random-start       start PGD at a random point of the eps ball (default off)\n"
-           "  --negatives pgd|rand PGD, or uniform noise of the same budget ('offline rand.') (default pgd)\n"
-           "  --temperature T      sampling temperature of the rejected response (default %g)\n"
-           "  --top-p P            nucleus sampling (default %g)\n"
-           "  --max-new-tokens N   longest rejected response (default %d)\n"
-           "  --max-tries N        resamples while the rejected response is empty or equals the chosen (default %d)\n"
-           "  --seed S             run seed; each sample draws from its own stream (default %llu)\n"
-           "  --strict             stop at the first bad dataset record (default: report and skip)\n"
-           "  --quiet              no progress lines\n",
-           d->top_k, d->pgd.iters, d->pgd.step * 255.0, d->pgd.eps * 255.0, d->temperature, d->top_p, d->max_new_tokens,
-           d->max_tries, (unsigned long long)d->seed);
-}
-
 int main(int argc, char **argv) {
-    mbpo_mine_opts o, d;
-    int i, quiet = 0;
+    mbpo_mine_opts o;
+    int quiet = 0, rc;
+    double pgd_step, pgd_eps;   /* the flags are in 1/255 units */
     mbpo_mine_defaults(&o);
-    d = o;
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define ARG(name) (!strcmp(a, name) && v && ++i)
-        if (ARG("--model")) o.model_dir = v;
-        else if (ARG("--data")) o.data = v;
-        else if (ARG("--image-root")) o.image_root = v;
-        else if (ARG("--out")) o.out_dir = v;
-        else if (ARG("--top-k")) o.top_k = atoi(v);
-        else if (ARG("--pgd-iters")) o.pgd.iters = atoi(v);
-        else if (ARG("--pgd-step")) o.pgd.step = atof(v) / 255.0;
-        else if (ARG("--pgd-eps")) o.pgd.eps = atof(v) / 255.0;
-        else if (!strcmp(a, "--random-start")) o.pgd.random_start = 1;
-        else if (ARG("--negatives")) {
-            if (strcmp(v, "pgd") && strcmp(v, "rand")) { fprintf(stderr, "mbpo-mine: --negatives must be pgd or rand\n"); return 2; }
-            o.random_negatives = !strcmp(v, "rand");
-        }
-        else if (ARG("--temperature")) o.temperature = atof(v);
-        else if (ARG("--top-p")) o.top_p = atof(v);
-        else if (ARG("--max-new-tokens")) o.max_new_tokens = atoi(v);
-        else if (ARG("--max-tries")) o.max_tries = atoi(v);
-        else if (ARG("--seed")) o.seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--strict")) o.strict = 1;
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(&d); return 0; }
-        else { fprintf(stderr, "mbpo-mine: unknown or incomplete flag '%s' (see --help)\n", a); return 2; }
-#undef ARG
+    pgd_step = o.pgd.step * 255.0;
+    pgd_eps = o.pgd.eps * 255.0;
+    {
+        mbpo_flag flags[] = {
+            { "--model", "DIR", MBPO_FLAG_STRING, &o.model_dir, "required",
+              "Hugging Face model directory (config.json, model.safetensors, tokenizer.json)" },
+            { "--data", "FILE", MBPO_FLAG_STRING, &o.data, "required", "LLaVA-style JSON or JSONL dataset" },
+            { "--image-root", "DIR", MBPO_FLAG_STRING, &o.image_root, NULL, "directory the dataset's image paths are relative to" },
+            { "--out", "DIR", MBPO_FLAG_STRING, &o.out_dir, "required",
+              "output directory (offline.jsonl, online.jsonl, adv/, iig.jsonl)" },
+            { "--top-k", "N", MBPO_FLAG_INT, &o.top_k, ">= 0", "keep the N open-ended samples of highest IIG as chosen, 0 = all" },
+            { "--pgd-iters", "K", MBPO_FLAG_INT, &o.pgd.iters, ">= 0", "PGD iterations" },
+            { "--pgd-step", "A", MBPO_FLAG_DOUBLE, &pgd_step, "> 0", "PGD step in 1/255 units" },
+            { "--pgd-eps", "E", MBPO_FLAG_DOUBLE, &pgd_eps, ">= 0", "L-inf budget in 1/255 units, 0 = none" },
+            { "--random-start", NULL, MBPO_FLAG_SWITCH, &o.pgd.random_start, NULL, "start PGD at a random point of the eps ball" },
+            { "--negatives", "KIND", MBPO_FLAG_CHOICE, &o.random_negatives, "pgd|rand",
+              "PGD, or uniform noise of the same budget ('offline rand.')" },
+            { "--temperature", "T", MBPO_FLAG_DOUBLE, &o.temperature, ">= 0",
+              "sampling temperature of the rejected response, 0 = greedy" },
+            { "--top-p", "P", MBPO_FLAG_DOUBLE, &o.top_p, "(0, 1]", "nucleus sampling" },
+            { "--max-new-tokens", "N", MBPO_FLAG_INT, &o.max_new_tokens, ">= 1", "longest rejected response" },
+            { "--max-tries", "N", MBPO_FLAG_INT, &o.max_tries, ">= 1",
+              "resamples while the rejected response is empty or equals the chosen" },
+            { "--seed", "S", MBPO_FLAG_UINT64, &o.seed, NULL, "run seed; each sample draws from its own stream" },
+            { "--strict", NULL, MBPO_FLAG_SWITCH, &o.strict, NULL, "stop at the first bad dataset record (default: report and skip)" },
+            { "--quiet", NULL, MBPO_FLAG_SWITCH, &quiet, NULL, "no progress lines (messages, e.g. why a record was skipped, stay)" },
+        };
+        if (!mbpo_flags_handle("mbpo-mine", "--model DIR --data FILE --image-root DIR --out DIR [options]", flags,
+                               (int)(sizeof flags / sizeof flags[0]), argc, argv, &rc))
+            return rc;
     }
-    if (!o.model_dir || !o.data || !o.out_dir || o.pgd.iters < 0 || o.max_new_tokens < 1) {
-        fprintf(stderr, "mbpo-mine: --model, --data and --out are required (see --help)\n");
-        return 2;
-    }
-    o.log = quiet ? NULL : stderr;
+    o.pgd.step = pgd_step / 255.0;
+    o.pgd.eps = pgd_eps / 255.0;
+    o.log = stderr;
+    o.quiet = quiet;
     if (!quiet)
         fprintf(stderr, "mbpo-mine: model %s, data %s, out %s, top-k %d, %s K=%d alpha=%g/255 eps=%g/255, T=%g, seed %llu\n",
                 o.model_dir, o.data, o.out_dir, o.top_k, o.random_negatives ? "noise" : "PGD", o.pgd.iters, o.pgd.step * 255,

@@ -3,45 +3,29 @@
 #define MBPO_IMPLEMENTATION
 #include "../mbpo.h"
 
-#include <stdlib.h>
-#include <string.h>
-
-static void usage(const mbpo_score_opts *d) {
-    printf("usage: mbpo-score --model DIR --data FILE --image-root DIR --out FILE [options]\n"
-           "  --model DIR          Hugging Face model directory (config.json, model.safetensors, tokenizer.json)\n"
-           "  --data FILE          LLaVA-style JSON or JSONL dataset\n"
-           "  --image-root DIR     directory the dataset's image paths are relative to\n"
-           "  --out FILE           JSONL: one line per sample, then a summary line (written atomically)\n"
-           "  --max-new-tokens N   longest greedy response (default %d)\n"
-           "  --strict             stop at the first bad dataset record (default: report and skip)\n"
-           "  --quiet              no progress lines\n", d->max_new_tokens);
-}
-
 int main(int argc, char **argv) {
-    mbpo_score_opts o, d;
+    mbpo_score_opts o;
     mbpo_score_summary sum;
-    int i, quiet = 0;
+    int quiet = 0, rc;
     mbpo_score_defaults(&o);
-    d = o;
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define ARG(name) (!strcmp(a, name) && v && ++i)
-        if (ARG("--model")) o.model_dir = v;
-        else if (ARG("--data")) o.data = v;
-        else if (ARG("--image-root")) o.image_root = v;
-        else if (ARG("--out")) o.out_path = v;
-        else if (ARG("--max-new-tokens")) o.max_new_tokens = atoi(v);
-        else if (!strcmp(a, "--strict")) o.strict = 1;
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(&d); return 0; }
-        else { fprintf(stderr, "mbpo-score: unknown or incomplete flag '%s' (see --help)\n", a); return 2; }
-#undef ARG
+    {
+        mbpo_flag flags[] = {
+            { "--model", "DIR", MBPO_FLAG_STRING, &o.model_dir, "required",
+              "Hugging Face model directory (config.json, model.safetensors, tokenizer.json)" },
+            { "--data", "FILE", MBPO_FLAG_STRING, &o.data, "required", "LLaVA-style JSON or JSONL dataset" },
+            { "--image-root", "DIR", MBPO_FLAG_STRING, &o.image_root, NULL, "directory the dataset's image paths are relative to" },
+            { "--out", "FILE", MBPO_FLAG_STRING, &o.out_path, "required",
+              "JSONL: one line per sample, then a summary line (written atomically)" },
+            { "--max-new-tokens", "N", MBPO_FLAG_INT, &o.max_new_tokens, ">= 1", "longest greedy response" },
+            { "--strict", NULL, MBPO_FLAG_SWITCH, &o.strict, NULL, "stop at the first bad dataset record (default: report and skip)" },
+            { "--quiet", NULL, MBPO_FLAG_SWITCH, &quiet, NULL, "no progress lines (messages, e.g. why a record was skipped, stay)" },
+        };
+        if (!mbpo_flags_handle("mbpo-score", "--model DIR --data FILE --image-root DIR --out FILE [options]", flags,
+                               (int)(sizeof flags / sizeof flags[0]), argc, argv, &rc))
+            return rc;
     }
-    if (!o.model_dir || !o.data || !o.out_path || o.max_new_tokens < 1) {
-        fprintf(stderr, "mbpo-score: --model, --data and --out are required (see --help)\n");
-        return 2;
-    }
-    o.log = quiet ? NULL : stderr;
+    o.log = stderr;
+    o.quiet = quiet;
     if (!mbpo_score(&o, &sum)) { fprintf(stderr, "mbpo-score: %s\n", mbpo_failure_reason()); return 1; }
     printf("score: n=%lld yesno=%lld/%lld mc=%lld/%lld open=%lld iig_mean=%.4f\n", (long long)sum.n,
            (long long)sum.yesno_correct, (long long)sum.n_yesno, (long long)sum.mc_correct, (long long)sum.n_mc,

@@ -7,48 +7,40 @@
 #include <string.h>
 
 int main(int argc, char **argv) {
-    mbpo_synth_opts o, d;
+    mbpo_synth_opts o;
     mbpo_synth_model_opts mo;
     const char *model_out = NULL;
-    int i;
+    uint64_t seed;
+    int rc;
     mbpo_synth_model_defaults(&mo);
     mbpo_synth_defaults(&o);
-    d = o;
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define ARG(name) (!strcmp(a, name) && v && ++i)
-        if (ARG("--out")) o.out_dir = v;
-        else if (ARG("--train")) o.n_train = atoi(v);
-        else if (ARG("--test")) o.n_test = atoi(v);
-        else if (ARG("--size")) o.size = atoi(v);
-        else if (ARG("--prior")) o.prior_strength = atof(v);
-        else if (ARG("--seed")) o.seed = mo.seed = strtoull(v, NULL, 10);
-        else if (ARG("--model-out")) model_out = v;
-        else if (ARG("--hidden")) mo.hidden = atoll(v);
-        else if (ARG("--layers")) mo.layers = atoll(v);
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: mbpo-synth --out DIR [options]\n"
-                   "  --out DIR      writes train.jsonl, test_prior.jsonl, test_counter.jsonl and images/<split>/\n"
-                   "  --train N      training images (default %d; 4 records each)\n"
-                   "  --test N       images in each test split (default %d)\n"
-                   "  --size S       image side, a multiple of 28 (default %d)\n"
-                   "  --prior P      how often circles are red in train and test_prior (default %g)\n"
-                   "  --seed S       (default %llu)\n"
-                   "  --model-out D  instead: write a randomly initialised tiny Qwen2-VL for the world, with its tokenizer\n"
-                   "  --hidden H     its width (default 128)\n"
-                   "  --layers L     its decoder layers (default 4)\n", d.n_train, d.n_test, d.size, d.prior_strength,
-                   (unsigned long long)d.seed);
-            return 0;
-        }
-        else { fprintf(stderr, "mbpo-synth: unknown or incomplete flag '%s' (see --help)\n", a); return 2; }
-#undef ARG
+    seed = o.seed;   /* the world's and the model's (both default to 1) */
+    {
+        mbpo_flag flags[] = {
+            { "--out", "DIR", MBPO_FLAG_STRING, &o.out_dir, NULL,
+              "writes train.jsonl, test_prior.jsonl, test_counter.jsonl and images/<split>/" },
+            { "--train", "N", MBPO_FLAG_INT, &o.n_train, ">= 0", "training images (4 records each)" },
+            { "--test", "N", MBPO_FLAG_INT, &o.n_test, ">= 0", "images in each test split" },
+            { "--size", "S", MBPO_FLAG_INT, &o.size, ">= 28", "image side, a multiple of 28" },
+            { "--prior", "P", MBPO_FLAG_DOUBLE, &o.prior_strength, "[0, 1]", "how often circles are red in train and test_prior" },
+            { "--seed", "S", MBPO_FLAG_UINT64, &seed, NULL, "the world's (or the model's) seed" },
+            { "--model-out", "D", MBPO_FLAG_STRING, &model_out, NULL,
+              "instead: write a randomly initialised tiny Qwen2-VL for the world, with its tokenizer" },
+            { "--hidden", "H", MBPO_FLAG_INT64, &mo.hidden, ">= 1", "its width" },
+            { "--layers", "L", MBPO_FLAG_INT64, &mo.layers, ">= 1", "its decoder layers" },
+        };
+        if (!mbpo_flags_handle("mbpo-synth", "--out DIR [--train N] [--test N] [--size S] [--prior P] [--seed S]\n"
+                               "       mbpo-synth --model-out DIR [--hidden H] [--layers L] [--seed S]", flags,
+                               (int)(sizeof flags / sizeof flags[0]), argc, argv, &rc))
+            return rc;
     }
+    o.seed = mo.seed = seed;
     if (model_out) {
         if (!mbpo_synth_model(model_out, &mo)) { fprintf(stderr, "mbpo-synth: %s\n", mbpo_failure_reason()); return 1; }
         printf("mbpo-synth: a tiny model (hidden %lld, %lld layers) in %s\n", (long long)mo.hidden, (long long)mo.layers, model_out);
         return 0;
     }
-    if (!o.out_dir || o.n_train < 0 || o.n_test < 0) { fprintf(stderr, "mbpo-synth: --out is required (see --help)\n"); return 2; }
+    if (!o.out_dir) { fprintf(stderr, "mbpo-synth: --out (or --model-out) is required (see --help)\n"); return 2; }
     if (!mbpo_synth(&o)) { fprintf(stderr, "mbpo-synth: %s\n", mbpo_failure_reason()); return 1; }
     printf("mbpo-synth: %d + 2 x %d images of %dx%d in %s (seed %llu)\n", o.n_train, o.n_test, o.size, o.size, o.out_dir,
            (unsigned long long)o.seed);

@@ -29,5 +29,6 @@ void test_runs(void);     /* test_runs.c (uses build/mbpo-mine) */
 void test_records(void);  /* test_records.c: checkpoint folders, run records, rotation, logs */
 void make_world(const char *dir);           /* test_runs.c: tiny-A model folder, images, data.jsonl */
 void write_tiny_tokenizer(const char *path);
+void test_cli(void);      /* test_cli.c (uses build/mbpo-*) */
 
 #endif

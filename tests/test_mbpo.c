@@ -1061,6 +1061,7 @@ int main(int argc, char **argv) {
     test_core();
     test_runs();
     test_records();
+    test_cli();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir());
     if (getenv("MBPO_KEEP_TMP")) printf("kept %s (MBPO_KEEP_TMP)\n", tmpdir());
     else if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir());

@@ -8800,14 +8800,13 @@ static int mbpo__write_sb(const char *dir, const char *name, const mbpo__sb *b) 
 }
 MBPODEF int mbpo_export(const char *mined_dir, const char *image_root, const char *out_dir) {
     mbpo__item *items = NULL;
-    int64_t n = 0, cap = 0, n_off, i;
+    int64_t n = 0, cap = 0, i;
     char *p_off = mbpo__path_join(mined_dir, "offline.jsonl"), *p_on = mbpo__path_join(mined_dir, "online.jsonl");
     char *dir = out_dir ? mbpo__strdup(out_dir) : mbpo__path_join(mined_dir, "export");
     mbpo__sb dpo = { NULL, 0, 0, 0 }, lf = { NULL, 0, 0, 0 }, grpo = { NULL, 0, 0, 0 }, r1 = { NULL, 0, 0, 0 }, info = { NULL, 0, 0, 0 };
     int ok = 0;
     if (!p_off || !p_on || !dir || !mbpo__mkdir(dir)) goto end;
     if (!mbpo__read_set(p_off, 0, image_root, &items, &n, &cap)) goto end;
-    n_off = n;
     if (!mbpo__read_set(p_on, 1, image_root, &items, &n, &cap)) goto end;
     for (i = 0; i < n; i++) {
         const mbpo__item *it = &items[i];
@@ -8862,7 +8861,6 @@ MBPODEF int mbpo_export(const char *mined_dir, const char *image_root, const cha
     ok = mbpo__write_sb(dir, "trl_dpo.jsonl", &dpo) && mbpo__write_sb(dir, "llamafactory_dpo.jsonl", &lf) &&
          mbpo__write_sb(dir, "dataset_info.json", &info) && mbpo__write_sb(dir, "trl_grpo.jsonl", &grpo) &&
          mbpo__write_sb(dir, "easyr1.jsonl", &r1);
-    (void)n_off;
 end:
     if (items) mbpo__items_free(items, n);
     mbpo_free(p_off); mbpo_free(p_on); mbpo_free(dir);

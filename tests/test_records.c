@@ -51,7 +51,7 @@ static const mbpo_json *jpath(const mbpo_json *j, const char *a, const char *b, 
 
 static void test_records_all(void) {
     char dir[256], model[300], data[300], images[300], mined[300], cmd[8192], a[2048], b[2048];
-    const char *common = "--G 2 --batch 2 --max-new-tokens 4 --seed 3 --iig-every 0 --quiet";
+    const char *common = "--G 2 --max-new-tokens 4 --seed 3 --iig-every 0 --quiet";
     char train[2048];
     if (!run_test("records")) return;
     snprintf(dir, sizeof dir, "%s/world_records", tmpdir());
@@ -159,8 +159,8 @@ static void test_records_all(void) {
 
     /* 2. training: a checkpoint is a whole HF model folder */
     snprintf(train, sizeof train, "./build/mbpo-train --model %s --offline %s/offline.jsonl --online %s/online.jsonl --image-root %s "
-             "--mode mbpo --lr 1e-3 %s", model, mined, mined, images, common);
-    snprintf(cmd, sizeof cmd, "%s --out %s/t1 --steps 2 --save-every 1", train, dir);
+             "--mode mbpo %s", model, mined, mined, images, common);
+    snprintf(cmd, sizeof cmd, "%s --lr 1e-3 --batch 2 --out %s/t1 --steps 2 --save-every 1", train, dir);
     REQUIRE(system(cmd) == 0, "mbpo-train");
     snprintf(b, sizeof b, "%s/t1/checkpoint-2", dir);
     {
@@ -200,7 +200,7 @@ static void test_records_all(void) {
     }
     {   /* a checkpoint as the source: carried again, unchanged, and nothing of mbpo's own state */
         snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s/t1/checkpoint-2 --offline %s/offline.jsonl --image-root %s --mode "
-                 "offline --lr 1e-3 %s --out %s/t_chain --steps 1", dir, mined, images, common, dir);
+                 "offline --lr 1e-3 --batch 2 %s --out %s/t_chain --steps 1", dir, mined, images, common, dir);
         CHECK(system(cmd) == 0, "training from a checkpoint");
         snprintf(a, sizeof a, "%s/t1/checkpoint-2/chat_template.json", dir); snprintf(b, sizeof b, "%s/t_chain/checkpoint-1/chat_template.json", dir);
         CHECK(same_bytes(a, b), "the chat template travels unchanged through a second training run");
@@ -211,14 +211,14 @@ static void test_records_all(void) {
     }
 
     /* 3. what may and may not change when a run is continued */
-    snprintf(cmd, sizeof cmd, "%s --out %s/t1 --steps 3 --save-every 1 --lr 2e-3 2> %s/err.txt", train, dir, dir);
+    snprintf(cmd, sizeof cmd, "%s --out %s/t1 --steps 3 --save-every 1 --lr 2e-3 --batch 2 2> %s/err.txt", train, dir, dir);
     CHECK(system(cmd) != 0, "continue with another --lr: refused");
     {
         char *text = slurp(dir, "err.txt");
         CHECK(text && contains(text, "lr 0.002 (was 0.001)") && count_lines_file(text) == 1, "one line listing it: %s", text ? text : "");
         mbpo_free(text);
     }
-    snprintf(cmd, sizeof cmd, "%s --out %s/t1 --steps 3 --save-every 1 --beta 0.1 --batch 1 2> %s/err.txt", train, dir, dir);
+    snprintf(cmd, sizeof cmd, "%s --out %s/t1 --steps 3 --save-every 1 --beta 0.1 --batch 1 --lr 1e-3 2> %s/err.txt", train, dir, dir);
     CHECK(system(cmd) != 0, "continue with another --beta and --batch: refused");
     {
         char *text = slurp(dir, "err.txt");
@@ -226,9 +226,9 @@ static void test_records_all(void) {
               "lists each difference: %s", text ? text : "");
         mbpo_free(text);
     }
-    snprintf(cmd, sizeof cmd, "%s --out %s/t1 --steps 4 --save-every 2 --save-total-limit 3", train, dir);
+    snprintf(cmd, sizeof cmd, "%s --lr 1e-3 --batch 2 --out %s/t1 --steps 4 --save-every 2 --save-total-limit 3", train, dir);
     CHECK(system(cmd) == 0, "continue with more --steps (constant schedule), another --save-every and a limit: accepted");
-    snprintf(cmd, sizeof cmd, "%s --out %s/t2 --steps 4 --save-every 1", train, dir);
+    snprintf(cmd, sizeof cmd, "%s --lr 1e-3 --batch 2 --out %s/t2 --steps 4 --save-every 1", train, dir);
     CHECK(system(cmd) == 0, "the same 4 steps uninterrupted");
     snprintf(a, sizeof a, "%s/t1/checkpoint-4/model.safetensors", dir); snprintf(b, sizeof b, "%s/t2/checkpoint-4/model.safetensors", dir);
     CHECK(same_bytes(a, b), "2 steps, then 2 more with other save settings = 4 steps: identical weights");
@@ -237,7 +237,7 @@ static void test_records_all(void) {
         CHECK(text && contains(text, "\"steps\": 4") && contains(text, "\"save_every\": 2"), "run.json updated to the settings now in force");
         mbpo_free(text);
     }
-    snprintf(cmd, sizeof cmd, "%s --out %s/t3 --steps 2 --schedule cosine && %s --out %s/t3 --steps 4 --schedule cosine 2> %s/err.txt",
+    snprintf(cmd, sizeof cmd, "%s --lr 1e-3 --batch 2 --out %s/t3 --steps 2 --schedule cosine && %s --lr 1e-3 --batch 2 --out %s/t3 --steps 4 --schedule cosine 2> %s/err.txt",
              train, dir, train, dir, dir);
     CHECK(system(cmd) != 0, "continue a cosine schedule with more --steps: refused (the learning rate of every step changes)");
     {
@@ -246,12 +246,12 @@ static void test_records_all(void) {
         mbpo_free(text);
     }
     /* a record without results (a run that stopped before its first step) binds nothing */
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/t4 && cp %s/t1/run.json %s/t4/ && %s --out %s/t4 --steps 1 --lr 5e-4", dir, dir, dir,
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/t4 && cp %s/t1/run.json %s/t4/ && %s --out %s/t4 --steps 1 --lr 5e-4 --batch 2", dir, dir, dir,
              train, dir);
     CHECK(system(cmd) == 0, "an out folder with a run.json but no results yet takes new settings");
 
     /* 4. rotation and the final model without optimizer state */
-    snprintf(cmd, sizeof cmd, "%s --out %s/t5 --steps 4 --save-every 1 --save-total-limit 2 --final-weights-only", train, dir);
+    snprintf(cmd, sizeof cmd, "%s --lr 1e-3 --batch 2 --out %s/t5 --steps 4 --save-every 1 --save-total-limit 2 --final-weights-only", train, dir);
     CHECK(system(cmd) == 0, "rotation run");
     {
         int k, ok = 1;
@@ -268,9 +268,9 @@ static void test_records_all(void) {
         snprintf(a, sizeof a, "%s/t5/checkpoint-4/model.safetensors", dir); snprintf(b, sizeof b, "%s/t2/checkpoint-4/model.safetensors", dir);
         CHECK(same_bytes(a, b), "rotation changes nothing in the weights");
     }
-    snprintf(cmd, sizeof cmd, "%s --out %s/t5 --steps 4 --save-every 1 --save-total-limit 2 --final-weights-only", train, dir);
+    snprintf(cmd, sizeof cmd, "%s --lr 1e-3 --batch 2 --out %s/t5 --steps 4 --save-every 1 --save-total-limit 2 --final-weights-only", train, dir);
     CHECK(system(cmd) == 0, "rerun of a finished weights-only run: nothing to do, exit 0");
-    snprintf(cmd, sizeof cmd, "%s --out %s/t5 --steps 6 --save-every 1 --save-total-limit 2 2> %s/err.txt", train, dir, dir);
+    snprintf(cmd, sizeof cmd, "%s --lr 1e-3 --batch 2 --out %s/t5 --steps 6 --save-every 1 --save-total-limit 2 2> %s/err.txt", train, dir, dir);
     CHECK(system(cmd) != 0, "continuing past a weights-only checkpoint: refused");
     {
         char *text = slurp(dir, "err.txt");
@@ -300,7 +300,7 @@ static void test_records_all(void) {
               "--quiet: no progress, but the skipped record is named:\n%s", text ? text : "");
         mbpo_free(text);
     }
-    snprintf(cmd, sizeof cmd, "%s --out %s/t_log --steps 3 --save-every 0 2> %s/log.txt", train, dir, dir);
+    snprintf(cmd, sizeof cmd, "%s --lr 1e-3 --batch 2 --out %s/t_log --steps 3 --save-every 0 2> %s/log.txt", train, dir, dir);
     {
         char *p = strstr(cmd, " --quiet");   /* the same run, with its progress */
         if (p) memmove(p, p + 8, strlen(p + 8) + 1);

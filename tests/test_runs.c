@@ -1,6 +1,10 @@
 /* test_runs.c - tests of layer 5 of mbpo.h (runs): mining end to end on the tiny-A model,
    through the library and through build/mbpo-mine, including kills and resumes. */
 #include "../mbpo.h"
+/* the shapes world, its model and scoring, and the demo: their implementation lives in this
+   file, built on the public API only */
+#define MBPO_DEMO_IMPLEMENTATION
+#include "../demo/mbpo_demo.h"
 
 #include <math.h>
 #include <stdlib.h>

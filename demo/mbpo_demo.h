@@ -468,8 +468,12 @@ static int demo__write_tiny_tokenizer(const char *path, const demo__word *tok, i
     demo__sb_puts(&b, "], \"normalizer\": {\"type\": \"NFC\"}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": ["
                       "{\"type\": \"Split\", \"pattern\": {\"Regex\": ");
     demo__sb_json(&b, MBPO_QWEN2_PATTERN);
+    /* HF tokenizers has no defaults for ByteLevel's three fields: a decoder without them fails
+       to load ("data did not match any variant of untagged enum PyDecoderWrapper"), which
+       transformers reports as needing protobuf. Qwen2's own file spells them out the same way. */
     demo__sb_puts(&b, "}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
-                      "\"trim_offsets\": false, \"use_regex\": false}]}, \"post_processor\": null, \"decoder\": {\"type\": \"ByteLevel\"}, "
+                      "\"trim_offsets\": false, \"use_regex\": false}]}, \"post_processor\": null, \"decoder\": {\"type\": \"ByteLevel\", "
+                      "\"add_prefix_space\": false, \"trim_offsets\": false, \"use_regex\": false}, "
                       "\"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": \"\", "
                       "\"end_of_word_suffix\": \"\", \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": false, \"vocab\": {");
     for (i = 0; i < n_tok; i++) {

@@ -707,7 +707,8 @@ MBPODEF int  mbpo_mode_parse(const char *name, mbpo_mode *mode);   /* "mbpo", "o
 
 /* The seed of one sample's own RNG stream: splitmix64 of (run seed, sample index, purpose),
    so that a sample draws the same numbers whether or not the run was interrupted before it.
-   mbpo's runs use purposes 1-5 (mining 1-2, training 3-4, the shapes world 5). */
+   mbpo's runs use purposes 1-4 (mining 1-2, training 3-4) and demo/mbpo_demo.h's world 5;
+   purposes are 0-255 (they fill the top byte). */
 MBPODEF uint64_t mbpo_seed_derive(uint64_t seed, int64_t index, uint64_t purpose);
 
 #ifdef __cplusplus

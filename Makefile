@@ -33,6 +33,7 @@ VENV    ?= build/venv
 PIP_PINS = torch==2.15.0 transformers==4.57.6 safetensors==0.8.0 pillow==13.0.0 numpy==2.4.6
 
 HEADERS = mbpo.h mbpo_cuda.cuh
+DEMO_H  = demo/mbpo_demo.h
 
 
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
@@ -66,7 +67,7 @@ endif
 
 TEST_SRC = tests/test_mbpo.c tests/test_inputs.c tests/test_core.c tests/test_runs.c tests/test_records.c tests/test_cli.c
 
-build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) | build stb
+build/test_mbpo: $(TEST_SRC) tests/test_common.h $(HEADERS) $(DEMO_H) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
 
 build/mbpo-mine: drivers/mine.c $(HEADERS) | build stb
@@ -78,10 +79,10 @@ build/mbpo-train: drivers/train.c $(HEADERS) | build stb
 build/mbpo-score: drivers/score.c $(HEADERS) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/score.c $(LDLIBS) $(JPEG_LIBS)
 
-build/mbpo-synth: drivers/synth.c $(HEADERS) | build stb
+build/mbpo-synth: drivers/synth.c $(HEADERS) $(DEMO_H) | build stb
 	$(CC) $(CFLAGS) -o $@ drivers/synth.c $(LDLIBS)
 
-build/mbpo-demo: drivers/demo.c $(HEADERS) | build stb
+build/mbpo-demo: drivers/demo.c $(HEADERS) $(DEMO_H) | build stb
 	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ drivers/demo.c $(LDLIBS) $(JPEG_LIBS)
 
 build/mbpo-export: drivers/export.c $(HEADERS) | build stb
@@ -122,15 +123,19 @@ check-c99: | build
 	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -fsyntax-only build/check_api.c
 	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -O2 -c -o build/check_impl.o build/check_impl.c
 	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -O2 -fopenmp -c -o build/check_impl_omp.o build/check_impl.c
+	@printf '#define MBPO_DEMO_IMPLEMENTATION\n#include "../demo/mbpo_demo.h"\nint main(void){return mbpo_failure_reason()[0];}\n' > build/check_demo.c
+	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -O2 -c -o build/check_demo.o build/check_demo.c
 ifneq ($(JPEG_H),)
 	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -O2 -DMBPO_LIBJPEG -c -o build/check_impl_jpeg.o build/check_impl.c
 endif
-	@echo "check-c99: ok (gcc -std=c99 -Wall -Wextra -pedantic, with and without OpenMP$(if $(JPEG_H), and MBPO_LIBJPEG))"
+	@echo "check-c99: ok (gcc -std=c99 -Wall -Wextra -pedantic, with and without OpenMP$(if $(JPEG_H), and MBPO_LIBJPEG); demo/mbpo_demo.h)"
 
 check-cxx: | build
 	@printf '#define MBPO_IMPLEMENTATION\n#include "../mbpo.h"\nint main(){return mbpo_failure_reason()[0];}\n' > build/check_impl.cpp
 	$(CXX) -std=c++11 -Wall -Wextra -Werror -O2 -c -o build/check_impl_cxx.o build/check_impl.cpp
-	@echo "check-cxx: ok (c++ -std=c++11 -Wall -Wextra)"
+	@printf '#define MBPO_DEMO_IMPLEMENTATION\n#include "../demo/mbpo_demo.h"\nint main(){return mbpo_failure_reason()[0];}\n' > build/check_demo.cpp
+	$(CXX) -std=c++11 -Wall -Wextra -Werror -O2 -c -o build/check_demo_cxx.o build/check_demo.cpp
+	@echo "check-cxx: ok (c++ -std=c++11 -Wall -Wextra; mbpo.h and demo/mbpo_demo.h)"
 
 # nvcc compiles the header as CUDA C++ (host code), and the CUDA unit's interface.
 check-nvcc: | build
@@ -140,6 +145,8 @@ else
 	@echo "check-nvcc: using $(NVCC)"
 	@printf '#define MBPO_IMPLEMENTATION\n#include "../mbpo.h"\nint main(){return mbpo_failure_reason()[0];}\n' > build/check_nvcc.cu
 	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc.o build/check_nvcc.cu
+	@printf '#define MBPO_DEMO_IMPLEMENTATION\n#include "../demo/mbpo_demo.h"\nint main(){return mbpo_failure_reason()[0];}\n' > build/check_nvcc_demo.cu
+	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc_demo.o build/check_nvcc_demo.cu
 	@printf '#include "../mbpo_cuda.cuh"\nint main(){return 0;}\n' > build/check_cuda_unit.cu
 	$(NVCC) -std=c++17 -Werror all-warnings -c -o build/check_cuda_unit.o build/check_cuda_unit.cu
 	for d in mine train score export synth demo bench; do \

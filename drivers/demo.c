@@ -3,6 +3,8 @@
    (make demo-ablation). Parses flags, calls mbpo_demo (see mbpo.h). */
 #define MBPO_IMPLEMENTATION
 #include "../mbpo.h"
+#define MBPO_DEMO_IMPLEMENTATION
+#include "../demo/mbpo_demo.h"
 
 #include <stdlib.h>
 #include <string.h>

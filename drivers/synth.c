@@ -2,6 +2,8 @@
    priors; see mbpo_synth in mbpo.h). Parses flags, calls mbpo_synth, reports. */
 #define MBPO_IMPLEMENTATION
 #include "../mbpo.h"
+#define MBPO_DEMO_IMPLEMENTATION
+#include "../demo/mbpo_demo.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -201,6 +201,28 @@ static char *small_tokenizer_json(int pairs, const char *pattern_override) {
     return s;
 }
 
+/* mbpo_pretokenize against the split HF tokenizers 0.22 makes with the Qwen2 regex
+   (pre_tokenizers.Split(Regex(...), "isolated").pre_tokenize_str, offsets turned into bytes):
+   contractions, one digit per piece, a space left for the next word, newline runs, symbols
+   with their newlines, a symbol before letters joined to them; and invalid UTF-8 refused. */
+static void test_pretokenize(void) {
+    static const char text[] = "It's 42 you'll  see\n\nA. red!!\r\n  \xC3\xA9\xF0\x9F\x99\x82x";
+    static const size_t want[] = { 2, 4, 5, 6, 7, 11, 14, 15, 19, 21, 22, 23, 27, 31, 32, 35, 40 };
+    size_t *ends = NULL, k;
+    int64_t n;
+    int same;
+    if (!run_test("pretokenize")) return;
+    n = mbpo_pretokenize(text, sizeof text - 1, &ends);
+    same = n == (int64_t)(sizeof want / sizeof want[0]);
+    for (k = 0; same && k < (size_t)n; k++) same = ends[k] == want[k];
+    CHECK(same, "the pieces' ends as HF splits them (%lld pieces, want %d)", (long long)n, (int)(sizeof want / sizeof want[0]));
+    mbpo_free(ends);
+    CHECK(mbpo_pretokenize("", 0, &ends) == 0, "the empty text has no pieces");
+    mbpo_free(ends);
+    CHECK(mbpo_pretokenize("ab\xC3(", 4, &ends) == -1 && !ends && contains(mbpo_failure_reason(), "invalid UTF-8 at byte 2"),
+          "invalid UTF-8: %s", mbpo_failure_reason());
+}
+
 static void test_tokenizer_small(void) {
     char path[512];
     int form;
@@ -1094,6 +1116,7 @@ static void test_preproc(void) {
 
 void test_inputs(void) {
     test_nfc();
+    test_pretokenize();
     test_tokenizer_small();
     test_tokenizer_parity();
     test_chat();

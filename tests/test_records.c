@@ -22,13 +22,13 @@ static int same_bytes(const char *a, const char *b) {
     return same;
 }
 static char *slurp(const char *dir, const char *name) {
-    char p[2048];
+    char p[4096];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     return mbpo_read_file(p, NULL);
 }
 /* The SHA-256 that coreutils' sha256sum prints for a file (the independent reference). */
 static int sha256sum(const char *path, char out[65]) {
-    char cmd[1200];
+    char cmd[4200];
     FILE *p;
     int ok;
     snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
@@ -50,7 +50,7 @@ static const mbpo_json *jpath(const mbpo_json *j, const char *a, const char *b, 
 }
 
 static void test_records_all(void) {
-    char dir[256], model[300], data[300], images[300], mined[300], cmd[8192], a[2048], b[2048];
+    char dir[256], model[300], data[300], images[300], mined[300], cmd[8192], a[2048], b[1024];
     const char *common = "--G 2 --max-new-tokens 4 --seed 3 --iig-every 0 --quiet";
     char train[2048];
     if (!run_test("records")) return;

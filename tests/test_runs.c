@@ -1,6 +1,10 @@
 /* test_runs.c - tests of layer 5 of mbpo.h (runs): mining end to end on the tiny-A model,
    through the library and through build/mbpo-mine, including kills and resumes. */
 #include "../mbpo.h"
+/* the shapes world, its model and scoring, and the demo: their implementation lives in this
+   file, built on the public API only */
+#define MBPO_DEMO_IMPLEMENTATION
+#include "../demo/mbpo_demo.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -720,6 +724,31 @@ static void test_synth_model(void) {
         CHECK(mbpo_tokenizer_find(tok, "<|image_pad|>") >= 0 && mbpo_tokenizer_find(tok, "<|im_end|>") >= 0, "the special tokens");
     }
     mbpo_tokenizer_free(tok);
+    {   /* HF tokenizers gives ByteLevel's fields no defaults: without them, in the decoder as in
+           the pre-tokenizer, tokenizers 0.22 refuses the file ("data did not match any variant of
+           untagged enum PyDecoderWrapper") and AutoTokenizer asks for protobuf */
+        mbpo_json *root = mbpo_json_parse_file(path);
+        const mbpo_json *pre = mbpo_json_get(mbpo_json_get(root, "pre_tokenizer"), "pretokenizers");
+        const mbpo_json *parts[2];
+        static const char *const fields[3] = { "add_prefix_space", "trim_offsets", "use_regex" };
+        int k, f;
+        parts[0] = mbpo_json_get(root, "decoder");
+        parts[1] = pre && pre->type == MBPO_JSON_ARRAY && pre->count == 2 ? &pre->items[1] : NULL;
+        for (k = 0; k < 2; k++)
+            for (f = 0; f < 3; f++) {
+                const mbpo_json *v = mbpo_json_get(parts[k], fields[f]);
+                CHECK(v && v->type == MBPO_JSON_FALSE, "tokenizer.json: the ByteLevel %s has \"%s\": false",
+                      k ? "pre-tokenizer" : "decoder", fields[f]);
+            }
+        mbpo_json_free(root);
+    }
+    {   /* the shipped model's tokenizer is this writer's (make tiny-model, seed 1) */
+        size_t n_new = 0, n_old = 0;
+        char *written = mbpo_read_file(path, &n_new), *shipped = mbpo_read_file("demo/tiny-sft/tokenizer.json", &n_old);
+        CHECK(written && shipped && n_new == n_old && !memcmp(written, shipped, n_new),
+              "demo/tiny-sft/tokenizer.json is byte-identical to what mbpo_synth_model writes (%zu vs %zu bytes)", n_old, n_new);
+        mbpo_free(written); mbpo_free(shipped);
+    }
     mbpo_synth_defaults(&so);
     so.out_dir = world; so.n_train = 60; so.n_test = 4;
     REQUIRE(mbpo_synth(&so), "world");

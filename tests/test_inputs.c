@@ -928,26 +928,32 @@ static void test_pixel_adjoint(void) {
     mbpo_batch b;
     int trial;
     double dot1 = 0, dot2 = 0;
+    int fast;
     if (!run_test("pixel_adjoint")) return;
     mbpo_preproc_default(&pp);
     REQUIRE(mbpo_pixels_count(&pp, H, W, &P, grid), "grid");
-    /* (a) the dot-product test of the linear part: <L dx, g> = <dx, L^T g> */
-    mbpo_rng_seed(&rng, 11);
+    /* (a) the dot-product test of the linear part: <L dx, g> = <dx, L^T g>, for the slow
+       processor's normalisation and for the fast one's */
     x = falloc(n_x); pv = falloc(P * 1176); dx = falloc(n_x); g = falloc(P * 1176); v = falloc(P * 1176);
-    fill_normal(x, n_x, &rng, 1.0);
-    fill_normal(g, P * 1176, &rng, 1.0);
-    {
+    for (fast = 0; fast < 2; fast++) {
         float *zero = falloc(n_x), *base = falloc(P * 1176);
+        pp.fast = fast;
+        mbpo_rng_seed(&rng, 11);
+        fill_normal(x, n_x, &rng, 1.0);
+        fill_normal(g, P * 1176, &rng, 1.0);
+        dot1 = dot2 = 0;
         mbpo_pixels_from_float(&pp, zero, H, W, base);
         mbpo_pixels_from_float(&pp, x, H, W, v);
         for (i = 0; i < P * 1176; i++) dot1 += (double)(v[i] - base[i]) * g[i];
         mbpo_pixels_backward(&pp, g, H, W, dx);
         for (i = 0; i < n_x; i++) dot2 += (double)x[i] * dx[i];
         free(zero); free(base);
+        CHECK(fabs(dot1 - dot2) <= 1e-5 * fabs(dot1), "adjoint dot test (%s): %.9g vs %.9g", fast ? "fast" : "slow", dot1, dot2);
+        printf("  %s  %s processor: <L x, g> = %.9g, <x, L^T g> = %.9g (rel %.1e)\n",
+               fabs(dot1 - dot2) <= 1e-5 * fabs(dot1) ? "ok" : "!!", fast ? "fast" : "slow", dot1, dot2,
+               fabs(dot1 - dot2) / fabs(dot1));
     }
-    CHECK(fabs(dot1 - dot2) <= 1e-5 * fabs(dot1), "adjoint dot test: %.9g vs %.9g", dot1, dot2);
-    printf("  %s  <L x, g> = %.9g, <x, L^T g> = %.9g (rel %.1e)\n", fabs(dot1 - dot2) <= 1e-5 * fabs(dot1) ? "ok" : "!!",
-           dot1, dot2, fabs(dot1 - dot2) / fabs(dot1));
+    pp.fast = MBPO_PROCESSOR_SLOW;
     /* (b) end to end through the tiny-A model */
     REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny_a/model"), "load tiny-A");
     mbpo_rng_seed(&rng, 12);
@@ -986,6 +992,29 @@ static void test_pixel_adjoint(void) {
         CHECK(fabs(fd - analytic) <= tol, "image-space direction %d: FD %.6f vs analytic %.6f", trial, fd, analytic);
         printf("  %s  d logp / d image, direction %d: FD %.6f analytic %.6f (rel diff %.2e, tol 1e-2)\n",
                fabs(fd - analytic) <= tol ? "ok" : "!!", trial, fd, analytic, fabs(fd - analytic) / fabs(analytic));
+    }
+    {   /* the fast processor's normalisation, end to end: steepest direction */
+        double h = 2e-2, lp = 0, lm = 0, analytic = 0, norm = 0, fd, tol;
+        pp.fast = MBPO_PROCESSOR_FAST;
+        mbpo_pixels_from_float(&pp, x0, H, W, pv);
+        REQUIRE(mbpo_model_forward(&m, &b, logp) == N && mbpo_model_backward(&m, &b, dl, dpv) &&
+                mbpo_pixels_backward(&pp, dpv, H, W, dx), "fast: forward/backward");
+        for (i = 0; i < n_x; i++) norm += (double)dx[i] * dx[i];
+        norm = sqrt(norm);
+        for (i = 0; i < n_x; i++) { u[i] = (float)(dx[i] / norm); analytic += (double)dx[i] * u[i]; }
+        for (i = 0; i < n_x; i++) x[i] = x0[i] + (float)h * u[i];
+        mbpo_pixels_from_float(&pp, x, H, W, pv);
+        mbpo_model_forward(&m, &b, logp);
+        for (i = 0; i < N; i++) lp += logp[i];
+        for (i = 0; i < n_x; i++) x[i] = x0[i] - (float)h * u[i];
+        mbpo_pixels_from_float(&pp, x, H, W, pv);
+        mbpo_model_forward(&m, &b, logp);
+        for (i = 0; i < N; i++) lm += logp[i];
+        fd = (lp - lm) / (2 * h);
+        tol = 1e-2 * fabs(analytic) + 1e-4;
+        CHECK(fabs(fd - analytic) <= tol, "fast processor: FD %.6f vs analytic %.6f", fd, analytic);
+        printf("  %s  d logp / d image, fast processor, steepest direction: FD %.6f analytic %.6f (rel diff %.2e)\n",
+               fabs(fd - analytic) <= tol ? "ok" : "!!", fd, analytic, fabs(fd - analytic) / fabs(analytic));
     }
     free(x); free(x0); free(pv); free(dpv); free(dx); free(logp); free(dl); free(u); free(g); free(v);
     mbpo_model_free(&m);
@@ -1238,7 +1267,8 @@ static void test_preproc(void) {
     if (!run_test("preproc")) return;
     REQUIRE(mbpo_preproc_load(&pp, "tests/configs/Qwen2-VL-2B-Instruct/preprocessor_config.json"), "hub config");
     CHECK(pp.min_pixels == 3136 && pp.max_pixels == 12845056 && pp.patch == 14 && pp.merge == 2 && pp.temporal_patch == 2 &&
-          pp.mean[0] == 0.48145466f && pp.std[2] == 0.27577711f && pp.rescale == 1.0 / 255.0, "Qwen2-VL-2B preprocessor_config.json");
+          pp.mean[0] == 0.48145466f && pp.std[2] == 0.27577711f && pp.rescale == 1.0 / 255.0 && pp.fast == MBPO_PROCESSOR_FAST,
+          "Qwen2-VL-2B preprocessor_config.json (its type, Qwen2VLImageProcessor, loads as the fast processor in 4.57)");
     snprintf(path, sizeof path, "%s/pp_size.json", tmpdir());
     write_text(path, "{\"size\": {\"shortest_edge\": 100, \"longest_edge\": 200000}}");
     REQUIRE(mbpo_preproc_load(&pp, path), "size only");
@@ -1250,6 +1280,46 @@ static void test_preproc(void) {
     CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), "min_pixels"), "min > max: %s", mbpo_failure_reason());
     write_text(path, "{\"image_std\": [0.2, 0, 0.2]}");
     CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), "image_std"), "zero std: %s", mbpo_failure_reason());
+    write_text(path, "{\"image_processor_type\": 7}");
+    CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), "image_processor_type"), "type not a string: %s",
+          mbpo_failure_reason());
+    write_text(path, "{}");
+    CHECK(!mbpo_preproc_load_as(&pp, path, 2) && contains(mbpo_failure_reason(), "image processor"), "processor 2: %s",
+          mbpo_failure_reason());
+    mbpo_preproc_default(&pp);
+    CHECK(pp.fast == MBPO_PROCESSOR_SLOW, "the defaults (no preprocessor_config.json) keep the slow processor");
+    {   /* which processor, and which bounds, transformers 4.57.6 builds for each sample file */
+        mbpo_json *rows = mbpo_json_parse_file(IMG_DIR "/processor_selection.json");
+        const char *keys[3] = { "auto", "slow", "fast" };
+        const int procs[3] = { MBPO_PROCESSOR_AUTO, MBPO_PROCESSOR_SLOW, MBPO_PROCESSOR_FAST };
+        size_t i;
+        int64_t bad = 0, n_fast = 0;
+        REQUIRE(rows && rows->count >= 10, "processor_selection.json");
+        for (i = 0; i < rows->count; i++) {
+            const mbpo_json *r = &rows->items[i];
+            int k;
+            write_text(path, mbpo_json_get(r, "text")->string);
+            for (k = 0; k < 3; k++) {
+                const mbpo_json *want = mbpo_json_get(r, keys[k]);
+                int fast = mbpo_json_get(want, "fast")->type == MBPO_JSON_TRUE;
+                int ok = mbpo_preproc_load_as(&pp, path, procs[k]);
+                if (!ok || pp.fast != fast || pp.min_pixels != mbpo_json_get(want, "min_pixels")->integer ||
+                    pp.max_pixels != mbpo_json_get(want, "max_pixels")->integer) {
+                    bad++;
+                    printf("  !!  %s (%s): mbpo %s %lld..%lld, transformers %s %lld..%lld\n", mbpo_json_get(r, "note")->string,
+                           keys[k], ok ? (pp.fast ? "fast" : "slow") : mbpo_failure_reason(), (long long)pp.min_pixels,
+                           (long long)pp.max_pixels, mbpo_json_get(want, "class")->string,
+                           (long long)mbpo_json_get(want, "min_pixels")->integer, (long long)mbpo_json_get(want, "max_pixels")->integer);
+                }
+                n_fast += k == 0 && fast;
+            }
+        }
+        CHECK(bad == 0, "processor selection: %lld of %zu differ from transformers", (long long)bad, 3 * rows->count);
+        printf("  %s  processor selection vs AutoImageProcessor 4.57.6: %zu files x (auto, use_fast=False, use_fast=True),\n"
+               "      %lld differ; auto picks the fast processor for %lld of %zu\n", bad ? "!!" : "ok", rows->count,
+               (long long)bad, (long long)n_fast, rows->count);
+        mbpo_json_free(rows);
+    }
 }
 
 void test_inputs(void) {

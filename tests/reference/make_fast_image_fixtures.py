@@ -35,6 +35,8 @@ What it writes (deterministic: a rerun on the same machine gives byte-identical 
     <out>/resize_cases_fast.safetensors sizes I64 [N, 4] (w, h, out_w, out_h); inputs / outputs U8:
                                         random RGB images and torchvision's BICUBIC (antialias)
                                         resizes of them, concatenated
+    <out>/processor_selection.json      preprocessor_config.json texts and what AutoImageProcessor
+                                        builds from each (use_fast unset, False, True): class, bounds
     <out>/fast_meta.json                versions, CPU kernel, counts, processor configuration, checks
 
 Only the public transformers / torchvision API is used. The processor's own resize call is observed
@@ -243,6 +245,58 @@ def resize_cases(out, n=160):
     return n
 
 
+# preprocessor_config.json texts for the selection rule. "model_config": a config.json with
+# model_type qwen2_vl beside it (needed when the file names no type).
+HUB = dict(BASE_CONFIG)
+SELECTION = [
+    ("hub Qwen2-VL-2B-Instruct file", dict(HUB, image_processor_type="Qwen2VLImageProcessor", processor_class="Qwen2VLProcessor"), False),
+    ("saved by the fast class", dict(HUB, image_processor_type="Qwen2VLImageProcessorFast"), False),
+    ("no image_processor_type", dict(HUB), True),
+    ("a use_fast key is not read", dict(HUB, image_processor_type="Qwen2VLImageProcessor", use_fast=False), False),
+    ("a use_fast key is not read, no type", dict(HUB, use_fast=True), True),
+    ("size only", {"size": {"shortest_edge": 6272, "longest_edge": 50176}, "image_processor_type": "Qwen2VLImageProcessor"}, False),
+    ("size only, no type", {"size": {"shortest_edge": 6272, "longest_edge": 50176}}, True),
+    ("size and min_pixels", {"size": {"shortest_edge": 6272, "longest_edge": 50176}, "min_pixels": 12544,
+                             "image_processor_type": "Qwen2VLImageProcessorFast"}, False),
+    ("size and both bounds", {"size": {"shortest_edge": 6272, "longest_edge": 50176}, "min_pixels": 12544,
+                              "max_pixels": 200704, "image_processor_type": "Qwen2VLImageProcessor"}, False),
+    ("max_pixels only", {"max_pixels": 401408, "image_processor_type": "Qwen2VLImageProcessor"}, False),
+    ("type only", {"image_processor_type": "Qwen2VLImageProcessor"}, False),
+]
+
+
+def selection_cases(out):
+    """What AutoImageProcessor.from_pretrained(folder) builds (use_fast unset, False, True)."""
+    import tempfile
+    from transformers import AutoImageProcessor
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    rows = []
+    for note, cfg, model_config in SELECTION:
+        text = json.dumps(cfg, indent=1) + "\n"
+        row = {"note": note, "text": text, "model_config": model_config}
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "preprocessor_config.json"), "w", encoding="utf-8") as f:
+                f.write(text)
+            if model_config:
+                with open(os.path.join(d, "config.json"), "w", encoding="utf-8") as f:
+                    json.dump({"model_type": "qwen2_vl"}, f)
+            for key, kw in (("auto", {}), ("slow", {"use_fast": False}), ("fast", {"use_fast": True})):
+                # Qwen2VLImageProcessorFast.__init__ writes min/max_pixels into its class-level
+                # default `size` when a file has no "size": restore it, as in a fresh process
+                saved = dict(Qwen2VLImageProcessorFast.size)
+                try:
+                    p = AutoImageProcessor.from_pretrained(d, **kw)
+                finally:
+                    Qwen2VLImageProcessorFast.size.clear()
+                    Qwen2VLImageProcessorFast.size.update(saved)
+                row[key] = {"class": type(p).__name__, "fast": type(p).__name__.endswith("Fast"),
+                            "min_pixels": int(p.size["shortest_edge"]), "max_pixels": int(p.size["longest_edge"])}
+        rows.append(row)
+    dump_json(os.path.join(out, "processor_selection.json"), rows)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "images"))
@@ -262,6 +316,7 @@ def main():
                               mx if mx is not None else BASE_CONFIG["max_pixels"], "PNG RGB 8-bit. " + note, table))
     dump_json(os.path.join(out, "fast_cases.json"), cases)
     n_resize = resize_cases(out)
+    selection = selection_cases(out)
 
     proc = make_fast(BASE_CONFIG["min_pixels"], BASE_CONFIG["max_pixels"])
     meta = {
@@ -276,7 +331,11 @@ def main():
         "counts": {
             "images": len(cases), "from_cases_json": len(slow_cases), "extra": len(EXTRA),
             "identity_resize": sum(c["identity_resize"] for c in cases), "random_resizes": n_resize,
+            "selection_cases": len(selection),
         },
+        "selection": (
+            "processor_selection.json: AutoImageProcessor.from_pretrained(folder) with use_fast unset / False / True "
+            "(torchvision installed); class built and its min/max pixels (size shortest_edge / longest_edge)"),
         "slow_vs_fast": {
             "images_with_differing_resized_values": sum(c["slow_resized_values_differing"] > 0 for c in cases),
             "resized_values_differing": sum(c["slow_resized_values_differing"] for c in cases),

@@ -263,7 +263,9 @@ MBPODEF int  mbpo_pixels_backward(const mbpo_preproc *pp, const float *dpixel_va
                                   int64_t width, float *dx);
 MBPODEF void mbpo_image_to_float(const mbpo_preproc *pp, const mbpo_image *img, float *x);  /* u8 * 1/255 */
 MBPODEF void mbpo_image_from_float(mbpo_image *img, const float *x);   /* clamp, round to 8 bits */
-/* The processor's whole path: smart_resize, bicubic, rescale, normalise, patches.
+/* The processor's whole path: smart_resize, bicubic (Pillow's or torchvision's, by pp->fast),
+   rescale, normalise, patches. The resized 8-bit image is what IIG and PGD work on (PGD moves
+   its [0,1] floats, x, through mbpo_pixels_from_float / _backward with the same pp).
    *pixel_values is allocated (mbpo_free); resized (may be NULL) gets the resized image. */
 MBPODEF int  mbpo_image_preprocess(const mbpo_preproc *pp, const mbpo_image *img, mbpo_image *resized,
                                    float **pixel_values, int64_t *n_patches, int32_t grid_thw[3]);

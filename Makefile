@@ -30,7 +30,7 @@ THREADS ?= 2
 NVCC    := $(shell command -v nvcc 2>/dev/null)
 PYTHON  ?= python3
 VENV    ?= build/venv
-PIP_PINS = torch==2.15.0 transformers==4.57.6 safetensors==0.8.0 pillow==13.0.0 numpy==2.4.6
+PIP_PINS = torch==2.15.0 torchvision==0.29.2 transformers==4.57.6 safetensors==0.8.0 pillow==13.0.0 numpy==2.4.6
 
 HEADERS = mbpo.h mbpo_cuda.cuh
 DEMO_H  = demo/mbpo_demo.h
@@ -177,6 +177,7 @@ fixtures: venv
 	$(VENV)/bin/python tests/reference/make_fixtures.py --out tests/fixtures
 	$(VENV)/bin/python tests/reference/make_tokenizer_fixtures.py --out tests/fixtures/tokenizer
 	$(VENV)/bin/python tests/reference/make_image_fixtures.py --out tests/fixtures/images
+	$(VENV)/bin/python tests/reference/make_fast_image_fixtures.py --out tests/fixtures/images
 	$(VENV)/bin/python tests/reference/make_core_fixtures.py --out tests/fixtures/core
 
 # ---------------------------------------------------------------- speed, side by side with PyTorch

@@ -304,26 +304,39 @@ typedef struct {
     int64_t patch, temporal_patch, merge;
     double rescale;                  /* 1/255 */
     float mean[3], std[3];
+    int fast;   /* which of transformers' two processors to match: 0 (MBPO_PROCESSOR_SLOW) Qwen2VLImageProcessor,
+                   Pillow's bicubic; 1 (MBPO_PROCESSOR_FAST) Qwen2VLImageProcessorFast, torchvision's bicubic */
 } mbpo_preproc;
-MBPODEF void mbpo_preproc_default(mbpo_preproc *pp);   /* the Qwen2-VL hub values */
+#define MBPO_PROCESSOR_AUTO (-1)   /* what transformers 4.57 picks for the folder (mbpo_preproc_load) */
+#define MBPO_PROCESSOR_SLOW 0
+#define MBPO_PROCESSOR_FAST 1
+MBPODEF void mbpo_preproc_default(mbpo_preproc *pp);   /* the Qwen2-VL hub values, slow processor */
+/* mbpo_preproc_load = mbpo_preproc_load_as(pp, path, MBPO_PROCESSOR_AUTO). Forcing a processor
+   also reads its size rule ("size" counts for the fast one only), as use_fast=... would. */
 MBPODEF int  mbpo_preproc_load(mbpo_preproc *pp, const char *path);
+MBPODEF int  mbpo_preproc_load_as(mbpo_preproc *pp, const char *path, int processor);
 /* The resized size: multiples of patch*merge, area within [min_pixels, max_pixels]. */
 MBPODEF int  mbpo_smart_resize(const mbpo_preproc *pp, int64_t height, int64_t width,
                                int64_t *out_height, int64_t *out_width);
 /* Pillow's BICUBIC resize, bit for bit (a copy when the size is unchanged). out is allocated. */
 MBPODEF int  mbpo_image_resize(const mbpo_image *in, int out_width, int out_height, mbpo_image *out);
+/* torchvision's resize(BICUBIC, antialias=True) of a uint8 image on the CPU, bit for bit. */
+MBPODEF int  mbpo_image_resize_torch(const mbpo_image *in, int out_width, int out_height, mbpo_image *out);
 /* Patches of an image of height x width (multiples of patch*merge): grid (1, H/p, W/p). */
 MBPODEF int  mbpo_pixels_count(const mbpo_preproc *pp, int64_t height, int64_t width,
                                int64_t *n_patches, int32_t grid_thw[3]);
-/* x (H, W, 3) in [0,1] -> pixel_values (P, PIX): normalise, duplicate the frame, patch rows
-   in merge order. mbpo_pixels_backward is its adjoint: dL/dpixel_values -> dL/dx. */
+/* x (H, W, 3) in [0,1] -> pixel_values (P, PIX): normalise (as pp->fast's processor does),
+   duplicate the frame, patch rows in merge order. mbpo_pixels_backward is its adjoint:
+   dL/dpixel_values -> dL/dx. */
 MBPODEF int  mbpo_pixels_from_float(const mbpo_preproc *pp, const float *x, int64_t height,
                                     int64_t width, float *pixel_values);
 MBPODEF int  mbpo_pixels_backward(const mbpo_preproc *pp, const float *dpixel_values, int64_t height,
                                   int64_t width, float *dx);
 MBPODEF void mbpo_image_to_float(const mbpo_preproc *pp, const mbpo_image *img, float *x);  /* u8 * 1/255 */
 MBPODEF void mbpo_image_from_float(mbpo_image *img, const float *x);   /* clamp, round to 8 bits */
-/* The processor's whole path: smart_resize, bicubic, rescale, normalise, patches.
+/* The processor's whole path: smart_resize, bicubic (Pillow's or torchvision's, by pp->fast),
+   rescale, normalise, patches. The resized 8-bit image is what IIG and PGD work on (PGD moves
+   its [0,1] floats, x, through mbpo_pixels_from_float / _backward with the same pp).
    *pixel_values is allocated (mbpo_free); resized (may be NULL) gets the resized image. */
 MBPODEF int  mbpo_image_preprocess(const mbpo_preproc *pp, const mbpo_image *img, mbpo_image *resized,
                                    float **pixel_values, int64_t *n_patches, int32_t grid_thw[3]);
@@ -4179,6 +4192,7 @@ MBPODEF void mbpo_preproc_default(mbpo_preproc *pp) {
     pp->rescale = 1.0 / 255.0;
     memcpy(pp->mean, mean, sizeof mean);
     memcpy(pp->std, std_, sizeof std_);
+    pp->fast = MBPO_PROCESSOR_SLOW;   /* a folder without preprocessor_config.json: mbpo's long-standing choice */
 }
 
 /* An optional integer field of a JSON object, checked against a lower bound. */
@@ -4190,21 +4204,50 @@ static int mbpo__json_opt_int(const mbpo_json *obj, const char *key, int64_t lo,
     *out = v->integer;
     return 1;
 }
-/* preprocessor_config.json: min/max pixels, patch sizes, rescale factor, mean and std. */
+/* Which processor transformers builds for a folder: AutoImageProcessor / AutoProcessor
+   .from_pretrained(folder) with use_fast unset, torchvision installed [version].
+   transformers 4.57 (what mbpo follows): "image_processor_type" ending in "Fast" -> fast;
+     exactly "Qwen2VLImageProcessor" -> fast too (4.57 forces it, warning that outputs change);
+     any other type -> slow; no type (the class then comes from config.json's model_type) -> slow.
+     A "use_fast" key in the file is ignored; without torchvision everything falls back to slow.
+   transformers 5.x: fast for every type unless use_fast=False or torchvision is missing.
+   So a folder that names its type resolves the same way in 4.57 and 5.x; one without a type is
+   slow in 4.57 and fast in 5.x. A caller that knows better passes the processor explicitly. */
+static int mbpo__preproc_type_is_fast(const mbpo_json *root) {
+    const mbpo_json *t = mbpo_json_get(root, "image_processor_type");
+    size_t n;
+    if (!t || t->type != MBPO_JSON_STRING) return 0;
+    n = strlen(t->string);
+    return (n >= 4 && !strcmp(t->string + n - 4, "Fast")) || !strcmp(t->string, "Qwen2VLImageProcessor");
+}
+/* preprocessor_config.json: which processor, min/max pixels, patch sizes, rescale factor,
+   mean and std. */
 MBPODEF int mbpo_preproc_load(mbpo_preproc *pp, const char *path) {
+    return mbpo_preproc_load_as(pp, path, MBPO_PROCESSOR_AUTO);
+}
+MBPODEF int mbpo_preproc_load_as(mbpo_preproc *pp, const char *path, int processor) {
     mbpo_json *root = mbpo_json_parse_file(path);
     const mbpo_json *v, *size;
     int c, ok = 0;
     mbpo_preproc_default(pp);
-    /* transformers 4.57 starts from the class defaults and lets only min_pixels / max_pixels
-       change them: a "size" entry is checked for its two keys, then ignored [version]. */
+    /* Both classes start from min 56*56, max 28*28*1280 and let min_pixels / max_pixels
+       override. A "size" {shortest_edge, longest_edge} is checked by both, but only the fast
+       class uses it (as min / max pixels); the slow one ignores it [version]. */
     pp->min_pixels = 56 * 56;
     pp->max_pixels = 28 * 28 * 1280;
     if (!root) return 0;
     if (root->type != MBPO_JSON_OBJECT) { mbpo__fail("%s: not a JSON object", path); goto done; }
+    if (processor != MBPO_PROCESSOR_AUTO && processor != MBPO_PROCESSOR_SLOW && processor != MBPO_PROCESSOR_FAST)
+        { mbpo__fail("%s: unknown image processor %d (want slow, fast or auto)", path, processor); goto done; }
+    if ((v = mbpo_json_get(root, "image_processor_type")) && v->type != MBPO_JSON_STRING && v->type != MBPO_JSON_NULL)
+        { mbpo__fail("%s: \"image_processor_type\" must be a string", path); goto done; }
+    pp->fast = processor == MBPO_PROCESSOR_AUTO ? mbpo__preproc_type_is_fast(root) : processor;
     if ((size = mbpo_json_get(root, "size")) && size->type != MBPO_JSON_NULL &&
         (size->type != MBPO_JSON_OBJECT || !mbpo_json_get(size, "shortest_edge") || !mbpo_json_get(size, "longest_edge")))
         { mbpo__fail("%s: \"size\" must have \"shortest_edge\" and \"longest_edge\"", path); goto done; }
+    if (pp->fast && size && size->type == MBPO_JSON_OBJECT &&
+        (!mbpo__json_opt_int(size, "shortest_edge", 1, &pp->min_pixels, path) ||
+         !mbpo__json_opt_int(size, "longest_edge", 1, &pp->max_pixels, path))) goto done;
     if (!mbpo__json_opt_int(root, "min_pixels", 1, &pp->min_pixels, path) ||
         !mbpo__json_opt_int(root, "max_pixels", 1, &pp->max_pixels, path) ||
         !mbpo__json_opt_int(root, "patch_size", 1, &pp->patch, path) ||
@@ -4308,13 +4351,14 @@ static int mbpo__resample_taps(int in_size, int out_size, int *ksize, int **firs
     mbpo_free(tmp);
     return 1;
 }
-static uint8_t mbpo__clip8(int32_t acc) {
-    int32_t v = acc >> MBPO__RESAMPLE_BITS;   /* arithmetic shift: floor, as in Pillow */
+static uint8_t mbpo__clip8(int32_t acc, int bits) {
+    int32_t v = acc >> bits;   /* arithmetic shift: floor, as in Pillow and torch */
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
-/* Horizontal pass: out (rows, out_w, 3) from rows first_row.. of in (in_h, in_w, 3). */
+/* Horizontal pass: out (rows, out_w, 3) from rows first_row.. of in (in_h, in_w, 3); weights
+   are fixed point with `bits` fraction bits (Pillow: MBPO__RESAMPLE_BITS, torch: per axis). */
 static void mbpo__resample_x(const mbpo_image *in, int first_row, mbpo_image *out,
-                             int ksize, const int *first, const int *count, const int32_t *w) {
+                             int ksize, const int *first, const int *count, const int32_t *w, int bits) {
     int y;
     MBPO__OMP("omp parallel for schedule(static)")
     for (y = 0; y < out->height; y++) {
@@ -4324,16 +4368,16 @@ static void mbpo__resample_x(const mbpo_image *in, int first_row, mbpo_image *ou
         for (x = 0; x < out->width; x++) {
             const int32_t *wx = w + (size_t)x * ksize;
             for (c = 0; c < 3; c++) {
-                int32_t acc = 1 << (MBPO__RESAMPLE_BITS - 1);   /* rounds the final shift */
+                int32_t acc = 1 << (bits - 1);   /* rounds the final shift */
                 for (k = 0; k < count[x]; k++) acc += src[(first[x] + k) * 3 + c] * wx[k];
-                dst[x * 3 + c] = mbpo__clip8(acc);
+                dst[x * 3 + c] = mbpo__clip8(acc, bits);
             }
         }
     }
 }
 /* Vertical pass: out (out_h, w, 3) from in (rows, w, 3); tap rows are first[y] - row_shift + k. */
 static void mbpo__resample_y(const mbpo_image *in, int row_shift, mbpo_image *out,
-                             int ksize, const int *first, const int *count, const int32_t *w) {
+                             int ksize, const int *first, const int *count, const int32_t *w, int bits) {
     int y;
     MBPO__OMP("omp parallel for schedule(static)")
     for (y = 0; y < out->height; y++) {
@@ -4342,10 +4386,10 @@ static void mbpo__resample_y(const mbpo_image *in, int row_shift, mbpo_image *ou
         int x, k, c;
         for (x = 0; x < out->width; x++)
             for (c = 0; c < 3; c++) {
-                int32_t acc = 1 << (MBPO__RESAMPLE_BITS - 1);
+                int32_t acc = 1 << (bits - 1);
                 for (k = 0; k < count[y]; k++)
                     acc += in->rgb[((size_t)(first[y] - row_shift + k) * in->width + x) * 3 + c] * wy[k];
-                dst[x * 3 + c] = mbpo__clip8(acc);
+                dst[x * 3 + c] = mbpo__clip8(acc, bits);
             }
     }
 }
@@ -4369,18 +4413,101 @@ MBPODEF int mbpo_image_resize(const mbpo_image *in, int out_width, int out_heigh
     if (!mbpo__resample_taps(in->width, out_width, &kx, &fx, &cx, &wx) ||
         !mbpo__resample_taps(in->height, out_height, &ky, &fy, &cy, &wy)) goto done;
     if (!need_y) {
-        mbpo__resample_x(in, 0, out, kx, fx, cx, wx);
+        mbpo__resample_x(in, 0, out, kx, fx, cx, wx, MBPO__RESAMPLE_BITS);
     } else if (!need_x) {
-        mbpo__resample_y(in, 0, out, ky, fy, cy, wy);
+        mbpo__resample_y(in, 0, out, ky, fy, cy, wy, MBPO__RESAMPLE_BITS);
     } else if (vertical_first) {
         if (!mbpo_image_init(&tmp, in->width, out_height)) goto done;
-        mbpo__resample_y(in, 0, &tmp, ky, fy, cy, wy);
-        mbpo__resample_x(&tmp, 0, out, kx, fx, cx, wx);
+        mbpo__resample_y(in, 0, &tmp, ky, fy, cy, wy, MBPO__RESAMPLE_BITS);
+        mbpo__resample_x(&tmp, 0, out, kx, fx, cx, wx, MBPO__RESAMPLE_BITS);
     } else {
         int y0 = fy[0], y1 = fy[out_height - 1] + cy[out_height - 1];   /* rows the y pass reads */
         if (!mbpo_image_init(&tmp, out_width, y1 - y0)) goto done;
-        mbpo__resample_x(in, y0, &tmp, kx, fx, cx, wx);
-        mbpo__resample_y(&tmp, y0, out, ky, fy, cy, wy);
+        mbpo__resample_x(in, y0, &tmp, kx, fx, cx, wx, MBPO__RESAMPLE_BITS);
+        mbpo__resample_y(&tmp, y0, out, ky, fy, cy, wy, MBPO__RESAMPLE_BITS);
+    }
+    ok = 1;
+done:
+    if (!ok) mbpo_image_free(out);
+    mbpo_image_free(&tmp);
+    mbpo_free(fx); mbpo_free(cx); mbpo_free(wx); mbpo_free(fy); mbpo_free(cy); mbpo_free(wy);
+    return ok;
+}
+
+/* torchvision's resize(BICUBIC, antialias=True) of a uint8 tensor on the CPU: torchvision
+   hands the uint8 image straight to torch's _upsample_bicubic2d_aa (no float conversion, no
+   round or clamp of its own), whose uint8 kernel (the AVX2/AVX-512 one and the generic one
+   agree) is Pillow's separable scheme with three differences that change code values:
+   - the cubic (Keys, a = -0.5 like Pillow) is evaluated in torch's order, in double;
+   - weights are int16 with a precision chosen per axis: the most fraction bits (< 22) for
+     which the largest normalised weight w_max still gives round(w_max * 2^(bits+1)) < 2^15
+     (Pillow: 22 bits for every axis, int32 weights);
+   - the horizontal pass always runs first (all rows, 8-bit intermediate), then the vertical.
+   Accumulation is int32 from 2^(bits-1), then an arithmetic shift and a clamp to [0, 255].
+   Scale = in/out in double; support 2*scale when shrinking, else 2; taps as in Pillow.
+   (torch's generic kernel mishandles an output width of 1; Qwen2-VL never asks for one.) */
+static double mbpo__cubic_torch(double x) {
+    const double a = -0.5;
+    x = fabs(x);
+    if (x < 1.0) return ((a + 2) * x - (a + 3)) * x * x + 1;
+    if (x < 2.0) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+    return 0.0;
+}
+static int mbpo__torch_taps(int in_size, int out_size, int *ksize, int **first, int **count, int32_t **w, int *bits) {
+    double scale = (double)in_size / out_size;
+    double support = scale >= 1.0 ? 2.0 * scale : 2.0, inv = scale >= 1.0 ? 1.0 / scale : 1.0, w_max = 0.0;
+    double *f;
+    int i, k;
+    *ksize = (int)ceil(support) * 2 + 1;
+    *first = (int *)mbpo__alloc((size_t)out_size * sizeof(int));
+    *count = (int *)mbpo__alloc((size_t)out_size * sizeof(int));
+    *w = (int32_t *)mbpo__calloc((size_t)out_size * (size_t)*ksize, sizeof(int32_t));
+    f = (double *)mbpo__calloc((size_t)out_size * (size_t)*ksize, sizeof(double));
+    if (!*first || !*count || !*w || !f) { mbpo_free(f); return 0; }
+    for (i = 0; i < out_size; i++) {
+        double center = scale * (i + 0.5), total = 0.0, *fi = f + (size_t)i * *ksize;
+        int lo = (int)(center - support + 0.5), hi = (int)(center + support + 0.5), n;
+        if (lo < 0) lo = 0;
+        if (hi > in_size) hi = in_size;
+        n = hi - lo < 0 ? 0 : hi - lo > *ksize ? *ksize : hi - lo;   /* torch clips a rounding overshoot */
+        for (k = 0; k < n; k++) { fi[k] = mbpo__cubic_torch((k + lo - center + 0.5) * inv); total += fi[k]; }
+        if (total != 0.0)
+            for (k = 0; k < n; k++) { fi[k] /= total; if (fi[k] > w_max) w_max = fi[k]; }
+        (*first)[i] = lo;
+        (*count)[i] = n;
+    }
+    for (*bits = 0; *bits < 22; ++*bits)
+        if ((int)(0.5 + w_max * (double)(1 << (*bits + 1))) >= (1 << 15)) break;
+    for (i = 0; i < out_size * *ksize; i++) {
+        double v = f[i] * (double)(1 << *bits);
+        (*w)[i] = (int32_t)(v < 0 ? -0.5 + v : 0.5 + v);   /* truncation after +-0.5, as torch */
+    }
+    mbpo_free(f);
+    return *bits > 0;
+}
+MBPODEF int mbpo_image_resize_torch(const mbpo_image *in, int out_width, int out_height, mbpo_image *out) {
+    int kx = 0, ky = 0, bx = 0, by = 0, *fx = NULL, *cx = NULL, *fy = NULL, *cy = NULL, ok = 0;
+    int32_t *wx = NULL, *wy = NULL;
+    int need_x = out_width != in->width, need_y = out_height != in->height;
+    mbpo_image tmp;
+    memset(&tmp, 0, sizeof tmp);
+    if (!mbpo_image_init(out, out_width, out_height)) return 0;
+    if (!need_x && !need_y) {   /* torchvision returns the image itself */
+        memcpy(out->rgb, in->rgb, (size_t)in->width * in->height * 3);
+        return 1;
+    }
+    if ((need_x && !mbpo__torch_taps(in->width, out_width, &kx, &fx, &cx, &wx, &bx)) ||
+        (need_y && !mbpo__torch_taps(in->height, out_height, &ky, &fy, &cy, &wy, &by))) goto done;
+    if (!need_y) {
+        mbpo__resample_x(in, 0, out, kx, fx, cx, wx, bx);
+    } else if (!need_x) {
+        mbpo__resample_y(in, 0, out, ky, fy, cy, wy, by);
+    } else {
+        /* rows the vertical pass reads (the others would be computed and dropped) */
+        int y0 = fy[0], y1 = fy[out_height - 1] + cy[out_height - 1];
+        if (!mbpo_image_init(&tmp, out_width, y1 - y0)) goto done;
+        mbpo__resample_x(in, y0, &tmp, kx, fx, cx, wx, bx);
+        mbpo__resample_y(&tmp, y0, out, ky, fy, cy, wy, by);
     }
     ok = 1;
 done:
@@ -4412,11 +4539,33 @@ MBPODEF int mbpo_pixels_count(const mbpo_preproc *pp, int64_t height, int64_t wi
     return 1;
 }
 
-/* x (H, W, 3) in [0, 1] -> pixel_values (P, PIX): normalise in float32 as numpy does, then
-   patches. Column k = (c * T + tau) * p*p + y * p + x: channel, frame, row and column inside
-   the patch; the T frames of a still image are copies of it. */
-MBPODEF int mbpo_pixels_from_float(const mbpo_preproc *pp, const float *x, int64_t height, int64_t width,
-                                   float *pixel_values) {
+/* The normalisation, pixel = (x * k - m[c]) / s[c] in float32, as each processor computes it.
+   Slow (numpy): v = float32(u8 * rescale), then (v - mean) / std: k = 1, m = mean, s = std.
+   Fast (torch): rescale folded into mean and std, m = float32(mean) * float32(1 / rescale) (a
+   float32 tensor times a Python float multiplies in float32), s likewise, applied to the
+   uint8 code values cast to float; from x in [0, 1] the code value is x * k, k = float32(1 /
+   rescale), which gives back the exact code value for every x = mbpo_image_to_float(u8) with
+   rescale 1/255 (so this path is bitwise the processor's). The two differ by rounding only
+   (~1e-7 relative): same resized image, pixel_values a few ulps apart. */
+static void mbpo__norm_consts(const mbpo_preproc *pp, float *k, float m[3], float s[3]) {
+    int c;
+    *k = pp->fast ? (float)(1.0 / pp->rescale) : 1.0f;
+    for (c = 0; c < 3; c++) {
+        m[c] = pp->fast ? pp->mean[c] * *k : pp->mean[c];
+        s[c] = pp->fast ? pp->std[c] * *k : pp->std[c];
+    }
+}
+/* a * b rounded to float32 on its own: -ffp-contract=fast would otherwise fuse it with the
+   subtraction that follows into one FMA (one rounding instead of torch's two). */
+static float mbpo__mul_rounded(float a, float b) {
+    volatile float t = a * b;
+    return t;
+}
+/* Patches from x (H, W, 3): pixel = (x * k - m) / s, k = 1 meaning no multiplication at all.
+   Column j = (c * T + tau) * p*p + y * p + x: channel, frame, row and column inside the patch;
+   the T frames of a still image are copies of it. */
+static int mbpo__pixels(const mbpo_preproc *pp, const float *x, int64_t height, int64_t width, float k,
+                        const float m[3], const float s[3], float *pixel_values) {
     int64_t n_patches, p = pp->patch, T = pp->temporal_patch, row;
     int32_t grid[3];
     if (!mbpo_pixels_count(pp, height, width, &n_patches, grid)) return 0;
@@ -4428,17 +4577,30 @@ MBPODEF int mbpo_pixels_from_float(const mbpo_preproc *pp, const float *x, int64
         for (c = 0; c < 3; c++)
             for (tau = 0; tau < T; tau++)
                 for (y = 0; y < p; y++)
-                    for (xx = 0; xx < p; xx++)
-                        *out++ = (x[((y0 + y) * width + x0 + xx) * 3 + c] - pp->mean[c]) / pp->std[c];
+                    for (xx = 0; xx < p; xx++) {
+                        float v = x[((y0 + y) * width + x0 + xx) * 3 + c];
+                        if (k != 1.0f) v = mbpo__mul_rounded(v, k);
+                        *out++ = (v - m[c]) / s[c];
+                    }
     }
     return 1;
 }
+/* x (H, W, 3) in [0, 1] -> pixel_values (P, PIX), normalised as pp->fast's processor does. */
+MBPODEF int mbpo_pixels_from_float(const mbpo_preproc *pp, const float *x, int64_t height, int64_t width,
+                                   float *pixel_values) {
+    float k, m[3], s[3];
+    mbpo__norm_consts(pp, &k, m, s);
+    return mbpo__pixels(pp, x, height, width, k, m, s, pixel_values);
+}
 /* The adjoint of mbpo_pixels_from_float: dx (H, W, 3) = dL/dx given dL/dpixel_values. Each
-   pixel is read once per frame, so the frames' gradients add; normalising divides by std. */
+   pixel is read once per frame, so the frames' gradients add; normalising multiplies by k / s
+   (1 / std for the slow processor). */
 MBPODEF int mbpo_pixels_backward(const mbpo_preproc *pp, const float *dpixel_values, int64_t height,
                                  int64_t width, float *dx) {
     int64_t n_patches, p = pp->patch, T = pp->temporal_patch, row;
     int32_t grid[3];
+    float k, m[3], s[3];
+    mbpo__norm_consts(pp, &k, m, s);
     if (!mbpo_pixels_count(pp, height, width, &n_patches, grid)) return 0;
     /* patches tile the image without overlap: each row owns its pixels, no race */
     MBPO__OMP("omp parallel for schedule(static)")
@@ -4451,7 +4613,7 @@ MBPODEF int mbpo_pixels_backward(const mbpo_preproc *pp, const float *dpixel_val
                 for (xx = 0; xx < p; xx++) {
                     float sum = 0.0f;
                     for (tau = 0; tau < T; tau++) sum += g[((c * T + tau) * p + y) * p + xx];
-                    dx[((y0 + y) * width + x0 + xx) * 3 + c] = sum / pp->std[c];
+                    dx[((y0 + y) * width + x0 + xx) * 3 + c] = (k != 1.0f ? sum * k : sum) / s[c];
                 }
     }
     return 1;
@@ -4470,9 +4632,9 @@ MBPODEF void mbpo_image_from_float(mbpo_image *img, const float *x) {
     }
 }
 
-/* The whole path of the processor: smart_resize, bicubic, rescale, normalise, patches.
-   resized (may be NULL) receives the resized 8-bit image; *pixel_values is allocated
-   (free with mbpo_free) with *n_patches rows. */
+/* The whole path of the processor: smart_resize, bicubic (Pillow's or torchvision's, by
+   pp->fast), rescale, normalise, patches. resized (may be NULL) receives the resized 8-bit
+   image; *pixel_values is allocated (free with mbpo_free) with *n_patches rows. */
 MBPODEF int mbpo_image_preprocess(const mbpo_preproc *pp, const mbpo_image *img, mbpo_image *resized,
                                   float **pixel_values, int64_t *n_patches, int32_t grid_thw[3]) {
     int64_t rh, rw;
@@ -4487,13 +4649,21 @@ MBPODEF int mbpo_image_preprocess(const mbpo_preproc *pp, const mbpo_image *img,
         return mbpo__fail("image resizes to %lldx%lld, more than MBPO_MAX_IMAGE_PIXELS (%lld); lower max_pixels in "
                           "preprocessor_config.json or raise the limit with -DMBPO_MAX_IMAGE_PIXELS=N",
                           (long long)rh, (long long)rw, (long long)MBPO_MAX_IMAGE_PIXELS);
-    if (!mbpo_image_resize(img, (int)rw, (int)rh, &r)) return 0;
+    if (!(pp->fast ? mbpo_image_resize_torch : mbpo_image_resize)(img, (int)rw, (int)rh, &r)) return 0;
     if (!mbpo_pixels_count(pp, rh, rw, n_patches, grid_thw)) goto done;
     if (!mbpo__mul_size((size_t)(rh * rw), 3 * sizeof(float), &n) || !(x = (float *)mbpo__alloc(n))) goto done;
     if (!mbpo__mul_size((size_t)*n_patches, (size_t)(3 * pp->temporal_patch * pp->patch * pp->patch) * sizeof(float), &n) ||
         !(*pixel_values = (float *)mbpo__alloc(n))) goto done;
-    mbpo_image_to_float(pp, &r, x);
-    ok = mbpo_pixels_from_float(pp, x, rh, rw, *pixel_values);
+    if (pp->fast) {   /* the fast processor normalises the code values themselves, whatever the rescale */
+        float k, m[3], s[3];
+        size_t i;
+        mbpo__norm_consts(pp, &k, m, s);
+        for (i = 0; i < (size_t)(rh * rw * 3); i++) x[i] = (float)r.rgb[i];
+        ok = mbpo__pixels(pp, x, rh, rw, 1.0f, m, s, *pixel_values);
+    } else {
+        mbpo_image_to_float(pp, &r, x);
+        ok = mbpo_pixels_from_float(pp, x, rh, rw, *pixel_values);
+    }
 done:
     mbpo_free(x);
     if (!ok) { mbpo_free(*pixel_values); *pixel_values = NULL; }

@@ -699,6 +699,166 @@ static void test_resize_random(void) {
     mbpo_st_close(&st);
 }
 
+/* ---------------------------------------------------------- the fast processor (torchvision) */
+
+/* A U8 tensor of a safetensors file, or NULL when the file lacks it. */
+static uint8_t *read_u8(const mbpo_st *st, const char *name, int64_t *h, int64_t *w) {
+    const mbpo_st_tensor *t = mbpo_st_find(st, name);
+    int64_t *tmp, i;
+    uint8_t *out;
+    if (!t || t->ndim != 3 || t->shape[2] != 3) return NULL;
+    *h = t->shape[0]; *w = t->shape[1];
+    tmp = (int64_t *)malloc((size_t)t->numel * sizeof(int64_t));
+    out = (uint8_t *)malloc((size_t)t->numel);
+    mbpo_st_read_i64(st, t, tmp);
+    for (i = 0; i < t->numel; i++) out[i] = (uint8_t)tmp[i];
+    free(tmp);
+    return out;
+}
+/* The fast processor's pixel_values for a resized image, from its table of the pixel value of
+   each (channel, code value) and the patch order written out here (QWEN2VL.md 1.4). */
+static void pixels_from_table(const float table[3][256], const uint8_t *rs, int64_t RH, int64_t RW, float *pv) {
+    int64_t gw = RW / 14, P = RH / 14 * gw, r, j;
+    for (r = 0; r < P; r++) {
+        int64_t block = r / 4, in_block = r % 4;
+        int64_t py = block / (gw / 2) * 2 + in_block / 2, px = block % (gw / 2) * 2 + in_block % 2;
+        for (j = 0; j < 1176; j++) {
+            int64_t c = j / 392, y = j % 196 / 14, x = j % 14;   /* channel, (frame), row, column */
+            pv[r * 1176 + j] = table[c][rs[((py * 14 + y) * RW + px * 14 + x) * 3 + c]];
+        }
+    }
+}
+/* Qwen2VLImageProcessorFast (torchvision resize of the uint8 image, fused rescale+normalise):
+   every fixture image's resize and pixel_values, bit for bit. */
+static void test_images_fast(void) {
+    mbpo_json *cases;
+    mbpo_st st;
+    const mbpo_st_tensor *t;
+    float table[3][256];
+    size_t i;
+    int64_t resize_bad = 0, pv_bad = 0, pipe_bad = 0, n_full = 0, n_pipe = 0, slow_differ = 0, slow_values = 0;
+    if (!run_test("images_fast")) return;
+    REQUIRE(mbpo_st_open(&st, IMG_DIR "/fast_pixel_table.safetensors"), "fast_pixel_table");
+    t = mbpo_st_find(&st, "pixel_table");
+    REQUIRE(t && t->numel == 3 * 256 && mbpo_st_read_f32(&st, t, &table[0][0]), "pixel_table");
+    mbpo_st_close(&st);
+    cases = mbpo_json_parse_file(IMG_DIR "/fast_cases.json");
+    REQUIRE(cases && cases->count >= 40, "fast_cases.json");
+    for (i = 0; i < cases->count; i++) {
+        const mbpo_json *c = &cases->items[i];
+        const char *file = mbpo_json_get(c, "file")->string;
+        size_t len = strlen(file);
+        int lossy = len > 4 && !strcmp(file + len - 4, ".jpg");
+        char path[512];
+        mbpo_preproc pp;
+        mbpo_image in, rs, img, slow;
+        uint8_t *decoded, *resized;
+        float *want, *pv, *x, *stored = NULL;
+        int64_t H = 0, W = 0, RH = 0, RW = 0, P, np, k, diff = 0;
+        int32_t grid[3];
+        mbpo_preproc_default(&pp);
+        pp.fast = MBPO_PROCESSOR_FAST;
+        pp.min_pixels = mbpo_json_get(c, "min_pixels")->integer;
+        pp.max_pixels = mbpo_json_get(c, "max_pixels")->integer;
+        snprintf(path, sizeof path, "%s/%s", IMG_DIR, mbpo_json_get(c, "reference")->string);
+        REQUIRE(mbpo_st_open(&st, path), "reference %s", path);
+        resized = read_u8(&st, "resized", &RH, &RW);
+        decoded = read_u8(&st, "decoded", &H, &W);
+        if ((t = mbpo_st_find(&st, "pixel_values"))) { stored = falloc(t->numel); mbpo_st_read_f32(&st, t, stored); }
+        mbpo_st_close(&st);
+        if (!decoded) {   /* the images of cases.json keep Pillow's decoding in their .ref file */
+            snprintf(path, sizeof path, "%s/%.*s.ref.safetensors", IMG_DIR, (int)(strrchr(file, '.') - file), file);
+            REQUIRE(mbpo_st_open(&st, path), "reference %s", path);
+            decoded = read_u8(&st, "decoded", &H, &W);
+            mbpo_st_close(&st);
+        }
+        REQUIRE(resized && decoded && RH == mbpo_json_get(c, "resized_height")->integer, "fixture %s", file);
+        P = RH / 14 * (RW / 14);
+        want = falloc(P * 1176); pv = falloc(P * 1176); x = falloc(RH * RW * 3);
+        pixels_from_table((const float (*)[256])table, resized, RH, RW, want);
+        if (stored) {   /* the table agrees with the processor's own array where it is stored */
+            n_full++;
+            CHECK(!memcmp(stored, want, (size_t)P * 1176 * sizeof(float)), "%s: pixel table vs stored pixel_values", file);
+        }
+        /* 1. torchvision's resize of Pillow's decoded pixels */
+        in.width = (int)W; in.height = (int)H; in.rgb = decoded;
+        REQUIRE(mbpo_image_resize_torch(&in, (int)RW, (int)RH, &rs), "resize %s", file);
+        for (k = 0; k < RH * RW * 3; k++) diff += rs.rgb[k] != resized[k];
+        if (diff) { resize_bad++; printf("  !!  %s: torch resize %lldx%lld -> %lldx%lld: %lld values differ\n", file,
+                                         (long long)H, (long long)W, (long long)RH, (long long)RW, (long long)diff); }
+        REQUIRE(mbpo_image_resize(&in, (int)RW, (int)RH, &slow), "Pillow resize %s", file);
+        for (k = 0; k < RH * RW * 3; k++) slow_differ += slow.rgb[k] != resized[k];
+        slow_values += RH * RW * 3;
+        mbpo_image_free(&slow);
+        /* 2. the fused normalisation from x in [0, 1] (what PGD moves), on the reference resize */
+        in.width = (int)RW; in.height = (int)RH; in.rgb = resized;
+        mbpo_image_to_float(&pp, &in, x);
+        REQUIRE(mbpo_pixels_from_float(&pp, x, RH, RW, pv), "pixels %s", file);
+        if (memcmp(pv, want, (size_t)P * 1176 * sizeof(float))) { pv_bad++; printf("  !!  %s: pixel_values differ\n", file); }
+        /* 3. the whole path: from Pillow's decoded pixels, and from the file */
+        in.width = (int)W; in.height = (int)H; in.rgb = decoded;
+        REQUIRE(mbpo_image_preprocess(&pp, &in, NULL, &pv, &np, grid) && np == P, "preprocess %s", file);
+        diff = memcmp(pv, want, (size_t)P * 1176 * sizeof(float)) != 0;
+        mbpo_free(pv);
+        snprintf(path, sizeof path, "%s/%s", IMG_DIR, file);
+        if (!lossy || JPEG_EXACT) {
+            REQUIRE(mbpo_image_load(&img, path) && mbpo_image_preprocess(&pp, &img, NULL, &pv, &np, grid) && np == P,
+                    "file %s", file);
+            diff += memcmp(pv, want, (size_t)P * 1176 * sizeof(float)) != 0;
+            n_pipe++;
+            mbpo_free(pv);
+            mbpo_image_free(&img);
+        }
+        if (diff) { pipe_bad++; printf("  !!  %s: preprocess -> pixel_values differ\n", file); }
+        CHECK(grid[1] == RH / 14 && grid[2] == RW / 14, "%s: grid", file);
+        mbpo_image_free(&rs);
+        free(decoded); free(resized); free(want); free(x); free(stored);
+    }
+    CHECK(resize_bad == 0 && pv_bad == 0 && pipe_bad == 0, "fast processor: %lld resizes, %lld normalisations, %lld pipelines differ",
+          (long long)resize_bad, (long long)pv_bad, (long long)pipe_bad);
+    printf("  %s  fast processor (torchvision) on %zu fixtures: resize bit-exact on %zu, pixel_values bitwise on %zu\n"
+           "      (%lld checked against the stored array too), whole path bitwise on %zu (%lld also from the file);\n"
+           "      Pillow's bicubic differs from it in %lld of %lld resized values\n",
+           resize_bad + pv_bad + pipe_bad ? "!!" : "ok", cases->count, cases->count - (size_t)resize_bad,
+           cases->count - (size_t)pv_bad, (long long)n_full, cases->count - (size_t)pipe_bad, (long long)n_pipe,
+           (long long)slow_differ, (long long)slow_values);
+    mbpo_json_free(cases);
+}
+
+/* torchvision BICUBIC (antialias) on 160 random images, 1..40 in, 2..40 out. */
+static void test_resize_random_fast(void) {
+    mbpo_st st;
+    const mbpo_st_tensor *ts, *ti, *to;
+    int64_t *sizes, *in64, *out64, n, i, at_in = 0, at_out = 0, bad = 0;
+    if (!run_test("resize_random_fast")) return;
+    REQUIRE(mbpo_st_open(&st, IMG_DIR "/resize_cases_fast.safetensors"), "resize_cases_fast");
+    ts = mbpo_st_find(&st, "sizes"); ti = mbpo_st_find(&st, "inputs"); to = mbpo_st_find(&st, "outputs");
+    REQUIRE(ts && ti && to && ts->ndim == 2 && ts->shape[1] == 4, "tensors");
+    n = ts->shape[0];
+    sizes = (int64_t *)malloc((size_t)ts->numel * 8); in64 = (int64_t *)malloc((size_t)ti->numel * 8);
+    out64 = (int64_t *)malloc((size_t)to->numel * 8);
+    REQUIRE(mbpo_st_read_i64(&st, ts, sizes) && mbpo_st_read_i64(&st, ti, in64) && mbpo_st_read_i64(&st, to, out64), "read");
+    for (i = 0; i < n; i++) {
+        int w = (int)sizes[4 * i], h = (int)sizes[4 * i + 1], ow = (int)sizes[4 * i + 2], oh = (int)sizes[4 * i + 3];
+        mbpo_image in, out;
+        int64_t k, diff = 0;
+        REQUIRE(mbpo_image_init(&in, w, h), "init");
+        for (k = 0; k < (int64_t)w * h * 3; k++) in.rgb[k] = (uint8_t)in64[at_in + k];
+        REQUIRE(mbpo_image_resize_torch(&in, ow, oh, &out), "resize %dx%d -> %dx%d", w, h, ow, oh);
+        for (k = 0; k < (int64_t)ow * oh * 3; k++) diff += out.rgb[k] != (uint8_t)out64[at_out + k];
+        if (diff && bad++ < 5) printf("  !!  %dx%d -> %dx%d: %lld values differ from torchvision\n", w, h, ow, oh, (long long)diff);
+        at_in += (int64_t)w * h * 3;
+        at_out += (int64_t)ow * oh * 3;
+        mbpo_image_free(&in); mbpo_image_free(&out);
+    }
+    CHECK(bad == 0 && at_in == ti->numel && at_out == to->numel, "random resizes: %lld of %lld differ from torchvision",
+          (long long)bad, (long long)n);
+    printf("  %s  bicubic vs torchvision 0.29 (torch 2.15 uint8 kernel) on %lld random resizes: %lld differ\n",
+           bad ? "!!" : "ok", (long long)n, (long long)bad);
+    free(sizes); free(in64); free(out64);
+    mbpo_st_close(&st);
+}
+
 /* Bad image files, limits, the black image, PNG round trip. */
 static void test_image_io(void) {
     char path[512];
@@ -790,26 +950,32 @@ static void test_pixel_adjoint(void) {
     mbpo_batch b;
     int trial;
     double dot1 = 0, dot2 = 0;
+    int fast;
     if (!run_test("pixel_adjoint")) return;
     mbpo_preproc_default(&pp);
     REQUIRE(mbpo_pixels_count(&pp, H, W, &P, grid), "grid");
-    /* (a) the dot-product test of the linear part: <L dx, g> = <dx, L^T g> */
-    mbpo_rng_seed(&rng, 11);
+    /* (a) the dot-product test of the linear part: <L dx, g> = <dx, L^T g>, for the slow
+       processor's normalisation and for the fast one's */
     x = falloc(n_x); pv = falloc(P * 1176); dx = falloc(n_x); g = falloc(P * 1176); v = falloc(P * 1176);
-    fill_normal(x, n_x, &rng, 1.0);
-    fill_normal(g, P * 1176, &rng, 1.0);
-    {
+    for (fast = 0; fast < 2; fast++) {
         float *zero = falloc(n_x), *base = falloc(P * 1176);
+        pp.fast = fast;
+        mbpo_rng_seed(&rng, 11);
+        fill_normal(x, n_x, &rng, 1.0);
+        fill_normal(g, P * 1176, &rng, 1.0);
+        dot1 = dot2 = 0;
         mbpo_pixels_from_float(&pp, zero, H, W, base);
         mbpo_pixels_from_float(&pp, x, H, W, v);
         for (i = 0; i < P * 1176; i++) dot1 += (double)(v[i] - base[i]) * g[i];
         mbpo_pixels_backward(&pp, g, H, W, dx);
         for (i = 0; i < n_x; i++) dot2 += (double)x[i] * dx[i];
         free(zero); free(base);
+        CHECK(fabs(dot1 - dot2) <= 1e-5 * fabs(dot1), "adjoint dot test (%s): %.9g vs %.9g", fast ? "fast" : "slow", dot1, dot2);
+        printf("  %s  %s processor: <L x, g> = %.9g, <x, L^T g> = %.9g (rel %.1e)\n",
+               fabs(dot1 - dot2) <= 1e-5 * fabs(dot1) ? "ok" : "!!", fast ? "fast" : "slow", dot1, dot2,
+               fabs(dot1 - dot2) / fabs(dot1));
     }
-    CHECK(fabs(dot1 - dot2) <= 1e-5 * fabs(dot1), "adjoint dot test: %.9g vs %.9g", dot1, dot2);
-    printf("  %s  <L x, g> = %.9g, <x, L^T g> = %.9g (rel %.1e)\n", fabs(dot1 - dot2) <= 1e-5 * fabs(dot1) ? "ok" : "!!",
-           dot1, dot2, fabs(dot1 - dot2) / fabs(dot1));
+    pp.fast = MBPO_PROCESSOR_SLOW;
     /* (b) end to end through the tiny-A model */
     REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny_a/model"), "load tiny-A");
     mbpo_rng_seed(&rng, 12);
@@ -848,6 +1014,29 @@ static void test_pixel_adjoint(void) {
         CHECK(fabs(fd - analytic) <= tol, "image-space direction %d: FD %.6f vs analytic %.6f", trial, fd, analytic);
         printf("  %s  d logp / d image, direction %d: FD %.6f analytic %.6f (rel diff %.2e, tol 1e-2)\n",
                fabs(fd - analytic) <= tol ? "ok" : "!!", trial, fd, analytic, fabs(fd - analytic) / fabs(analytic));
+    }
+    {   /* the fast processor's normalisation, end to end: steepest direction */
+        double h = 2e-2, lp = 0, lm = 0, analytic = 0, norm = 0, fd, tol;
+        pp.fast = MBPO_PROCESSOR_FAST;
+        mbpo_pixels_from_float(&pp, x0, H, W, pv);
+        REQUIRE(mbpo_model_forward(&m, &b, logp) == N && mbpo_model_backward(&m, &b, dl, dpv) &&
+                mbpo_pixels_backward(&pp, dpv, H, W, dx), "fast: forward/backward");
+        for (i = 0; i < n_x; i++) norm += (double)dx[i] * dx[i];
+        norm = sqrt(norm);
+        for (i = 0; i < n_x; i++) { u[i] = (float)(dx[i] / norm); analytic += (double)dx[i] * u[i]; }
+        for (i = 0; i < n_x; i++) x[i] = x0[i] + (float)h * u[i];
+        mbpo_pixels_from_float(&pp, x, H, W, pv);
+        mbpo_model_forward(&m, &b, logp);
+        for (i = 0; i < N; i++) lp += logp[i];
+        for (i = 0; i < n_x; i++) x[i] = x0[i] - (float)h * u[i];
+        mbpo_pixels_from_float(&pp, x, H, W, pv);
+        mbpo_model_forward(&m, &b, logp);
+        for (i = 0; i < N; i++) lm += logp[i];
+        fd = (lp - lm) / (2 * h);
+        tol = 1e-2 * fabs(analytic) + 1e-4;
+        CHECK(fabs(fd - analytic) <= tol, "fast processor: FD %.6f vs analytic %.6f", fd, analytic);
+        printf("  %s  d logp / d image, fast processor, steepest direction: FD %.6f analytic %.6f (rel diff %.2e)\n",
+               fabs(fd - analytic) <= tol ? "ok" : "!!", fd, analytic, fabs(fd - analytic) / fabs(analytic));
     }
     free(x); free(x0); free(pv); free(dpv); free(dx); free(logp); free(dl); free(u); free(g); free(v);
     mbpo_model_free(&m);
@@ -1100,7 +1289,8 @@ static void test_preproc(void) {
     if (!run_test("preproc")) return;
     REQUIRE(mbpo_preproc_load(&pp, "tests/configs/Qwen2-VL-2B-Instruct/preprocessor_config.json"), "hub config");
     CHECK(pp.min_pixels == 3136 && pp.max_pixels == 12845056 && pp.patch == 14 && pp.merge == 2 && pp.temporal_patch == 2 &&
-          pp.mean[0] == 0.48145466f && pp.std[2] == 0.27577711f && pp.rescale == 1.0 / 255.0, "Qwen2-VL-2B preprocessor_config.json");
+          pp.mean[0] == 0.48145466f && pp.std[2] == 0.27577711f && pp.rescale == 1.0 / 255.0 && pp.fast == MBPO_PROCESSOR_FAST,
+          "Qwen2-VL-2B preprocessor_config.json (its type, Qwen2VLImageProcessor, loads as the fast processor in 4.57)");
     snprintf(path, sizeof path, "%s/pp_size.json", tmpdir());
     write_text(path, "{\"size\": {\"shortest_edge\": 100, \"longest_edge\": 200000}}");
     REQUIRE(mbpo_preproc_load(&pp, path), "size only");
@@ -1112,6 +1302,46 @@ static void test_preproc(void) {
     CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), "min_pixels"), "min > max: %s", mbpo_failure_reason());
     write_text(path, "{\"image_std\": [0.2, 0, 0.2]}");
     CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), "image_std"), "zero std: %s", mbpo_failure_reason());
+    write_text(path, "{\"image_processor_type\": 7}");
+    CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), "image_processor_type"), "type not a string: %s",
+          mbpo_failure_reason());
+    write_text(path, "{}");
+    CHECK(!mbpo_preproc_load_as(&pp, path, 2) && contains(mbpo_failure_reason(), "image processor"), "processor 2: %s",
+          mbpo_failure_reason());
+    mbpo_preproc_default(&pp);
+    CHECK(pp.fast == MBPO_PROCESSOR_SLOW, "the defaults (no preprocessor_config.json) keep the slow processor");
+    {   /* which processor, and which bounds, transformers 4.57.6 builds for each sample file */
+        mbpo_json *rows = mbpo_json_parse_file(IMG_DIR "/processor_selection.json");
+        const char *keys[3] = { "auto", "slow", "fast" };
+        const int procs[3] = { MBPO_PROCESSOR_AUTO, MBPO_PROCESSOR_SLOW, MBPO_PROCESSOR_FAST };
+        size_t i;
+        int64_t bad = 0, n_fast = 0;
+        REQUIRE(rows && rows->count >= 10, "processor_selection.json");
+        for (i = 0; i < rows->count; i++) {
+            const mbpo_json *r = &rows->items[i];
+            int k;
+            write_text(path, mbpo_json_get(r, "text")->string);
+            for (k = 0; k < 3; k++) {
+                const mbpo_json *want = mbpo_json_get(r, keys[k]);
+                int fast = mbpo_json_get(want, "fast")->type == MBPO_JSON_TRUE;
+                int ok = mbpo_preproc_load_as(&pp, path, procs[k]);
+                if (!ok || pp.fast != fast || pp.min_pixels != mbpo_json_get(want, "min_pixels")->integer ||
+                    pp.max_pixels != mbpo_json_get(want, "max_pixels")->integer) {
+                    bad++;
+                    printf("  !!  %s (%s): mbpo %s %lld..%lld, transformers %s %lld..%lld\n", mbpo_json_get(r, "note")->string,
+                           keys[k], ok ? (pp.fast ? "fast" : "slow") : mbpo_failure_reason(), (long long)pp.min_pixels,
+                           (long long)pp.max_pixels, mbpo_json_get(want, "class")->string,
+                           (long long)mbpo_json_get(want, "min_pixels")->integer, (long long)mbpo_json_get(want, "max_pixels")->integer);
+                }
+                n_fast += k == 0 && fast;
+            }
+        }
+        CHECK(bad == 0, "processor selection: %lld of %zu differ from transformers", (long long)bad, 3 * rows->count);
+        printf("  %s  processor selection vs AutoImageProcessor 4.57.6: %zu files x (auto, use_fast=False, use_fast=True),\n"
+               "      %lld differ; auto picks the fast processor for %lld of %zu\n", bad ? "!!" : "ok", rows->count,
+               (long long)bad, (long long)n_fast, rows->count);
+        mbpo_json_free(rows);
+    }
 }
 
 void test_inputs(void) {
@@ -1123,6 +1353,8 @@ void test_inputs(void) {
     test_preproc();
     test_smart_resize();
     test_images();
+    test_images_fast();
+    test_resize_random_fast();
     test_resize_random();
     test_image_io();
     test_pixel_adjoint();

@@ -691,6 +691,7 @@ typedef struct {
     int max_tries;                   /* 4 */
     uint64_t seed;
     int strict;                      /* stop at the first bad dataset record */
+    int processor;                   /* MBPO_PROCESSOR_AUTO (default: as transformers picks), _SLOW, _FAST */
     int quiet;                       /* no progress lines on log (messages stay) */
     FILE *log;
 } mbpo_mine_opts;
@@ -704,6 +705,7 @@ typedef struct {
     const char *model_dir, *data, *image_root, *out_path;
     int max_new_tokens;              /* 64 */
     int strict;
+    int processor;                   /* MBPO_PROCESSOR_AUTO (default), _SLOW, _FAST */
     int quiet;                       /* no progress lines on log (messages stay) */
     FILE *log;
 } mbpo_score_opts;
@@ -765,6 +767,7 @@ typedef struct {
     mbpo_dtype save_dtype;           /* F32 (resume is exact); BF16 halves the size */
     int64_t save_total_limit;        /* keep the newest N whole checkpoints, remove older ones (0: keep all) */
     int final_weights_only;          /* the last checkpoint without Adam moments (a model to ship, not to resume) */
+    int processor;                   /* MBPO_PROCESSOR_AUTO (default), _SLOW, _FAST */
     int quiet;                       /* no progress lines on log (messages, e.g. why a record was skipped, stay) */
     FILE *log;
 } mbpo_train_opts;
@@ -7168,7 +7171,8 @@ static double mbpo__free_bytes(const char *path) {
 }
 
 /* What every run loads from a model directory: weights, tokenizer.json, and
-   preprocessor_config.json when there is one (else the hub values). */
+   preprocessor_config.json when there is one (else the hub values); `processor` is
+   MBPO_PROCESSOR_AUTO (what transformers picks for the folder), _SLOW or _FAST. */
 typedef struct {
     mbpo_model model;
     mbpo_tokenizer *tok;
@@ -7177,7 +7181,7 @@ typedef struct {
     int n_stop;
 } mbpo__env;
 static void mbpo__env_free(mbpo__env *e) { mbpo_model_free(&e->model); mbpo_tokenizer_free(e->tok); memset(e, 0, sizeof *e); }
-static int mbpo__env_load(mbpo__env *e, const char *dir) {
+static int mbpo__env_load(mbpo__env *e, const char *dir, int processor) {
     char *p;
     int ok;
     memset(e, 0, sizeof *e);
@@ -7187,7 +7191,8 @@ static int mbpo__env_load(mbpo__env *e, const char *dir) {
     mbpo_free(p);
     if (!e->tok) { mbpo__env_free(e); return 0; }
     if (!(p = mbpo__path_join(dir, "preprocessor_config.json"))) return 0;
-    ok = mbpo__file_exists(p) ? mbpo_preproc_load(&e->pp, p) : (mbpo_preproc_default(&e->pp), 1);
+    ok = mbpo__file_exists(p) ? mbpo_preproc_load_as(&e->pp, p, processor) : (mbpo_preproc_default(&e->pp), 1);
+    if (ok && !mbpo__file_exists(p) && processor != MBPO_PROCESSOR_AUTO) e->pp.fast = processor;
     mbpo_free(p);
     if (!ok) { mbpo__env_free(e); return 0; }
     if ((e->stop[e->n_stop] = mbpo_tokenizer_find(e->tok, "<|im_end|>")) >= 0) e->n_stop++;
@@ -7376,7 +7381,10 @@ static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__e
     }
     if (ok && MBPO__MISSING("preprocessor_config.json")) {
         b.n = 0;
-        mbpo__sb_printf(&b, "{\n  \"image_processor_type\": \"Qwen2VLImageProcessor\",\n  \"processor_class\": \"Qwen2VLProcessor\",\n"
+        /* the type that makes transformers 4.57 pick the processor mbpo used (no type: the slow
+           one, from config.json's model type; "...Fast": the fast one) */
+        mbpo__sb_printf(&b, "{\n%s  \"processor_class\": \"Qwen2VLProcessor\",\n", pp->fast ? "  \"image_processor_type\": \"Qwen2VLImageProcessorFast\",\n" : "");
+        mbpo__sb_printf(&b, ""
                         "  \"min_pixels\": %lld,\n  \"max_pixels\": %lld,\n  \"patch_size\": %lld,\n  \"temporal_patch_size\": %lld,\n"
                         "  \"merge_size\": %lld,\n  \"rescale_factor\": %.17g,\n  \"image_mean\": [%.9g, %.9g, %.9g],\n"
                         "  \"image_std\": [%.9g, %.9g, %.9g]\n}\n", (long long)pp->min_pixels, (long long)pp->max_pixels,
@@ -7809,6 +7817,7 @@ MBPODEF void mbpo_mine_defaults(mbpo_mine_opts *o) {
     o->temperature = 1.0; o->top_p = 1.0;
     o->max_new_tokens = 128; o->max_tries = 4;
     o->seed = 1234;
+    o->processor = MBPO_PROCESSOR_AUTO;
 }
 
 typedef struct { double iig, iig_mean; int64_t index; } mbpo__cand_iig;
@@ -7830,7 +7839,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     int ok = 0, started = 0;
     memset(&ds, 0, sizeof ds);
     mbpo__prog_start(&pg, o->log, 1, "");
-    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir)) return 0;
+    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir, o->processor)) return 0;
     if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
     if (ds.n == 0) {
         mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds.n_bad);
@@ -7857,6 +7866,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         static const char *const may_change[] = { "image_root", NULL };
         int has = mbpo__file_nonempty(p_iig) || mbpo__file_nonempty(p_off) || mbpo__file_nonempty(p_skip);
         mbpo__rec_begin(&r, "mbpo-mine");
+        mbpo__rec_str(&r, "image_processor", e.pp.fast ? "fast" : "slow");
         mbpo__rec_int(&r, "top_k", o->top_k);
         mbpo__rec_str(&r, "negatives", o->random_negatives ? "rand" : "pgd");
         mbpo__rec_int(&r, "pgd_iters", o->pgd.iters); mbpo__rec_num(&r, "pgd_step", o->pgd.step);
@@ -8046,6 +8056,7 @@ end:
 MBPODEF void mbpo_score_defaults(mbpo_score_opts *o) {
     memset(o, 0, sizeof *o);
     o->max_new_tokens = 64;
+    o->processor = MBPO_PROCESSOR_AUTO;
 }
 MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
     mbpo__env e;
@@ -8077,7 +8088,7 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
         mbpo_free(dir);
         if (!good) return 0;
     }
-    if (!mbpo__env_load(&e, o->model_dir)) return 0;
+    if (!mbpo__env_load(&e, o->model_dir, o->processor)) return 0;
     if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
     if (ds.n == 0) {
         mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds.n_bad);
@@ -8164,6 +8175,7 @@ MBPODEF void mbpo_train_defaults(mbpo_train_opts *o) {
     o->r_chosen = 2.0f; o->r_rejected = 0.0f;
     o->seed = 1234;
     o->save_dtype = MBPO_DT_F32;
+    o->processor = MBPO_PROCESSOR_AUTO;
 }
 
 /* A packed batch under construction: sequences (ids, targets) and their images. Each array
@@ -8344,7 +8356,7 @@ MBPODEF int mbpo_pairs_iig(const char *model_dir, const char *pairs, const char 
     double sc = 0, sr = 0, mc = 0, mr = 0;
     int ok = 0;
     *iig_chosen = *iig_rejected = 0;
-    if (!mbpo__env_load(&e, model_dir)) return 0;
+    if (!mbpo__env_load(&e, model_dir, MBPO_PROCESSOR_AUTO)) return 0;
     if (!mbpo_pairs_load(&set, pairs, image_root)) goto end;
     for (i = 0; i < set.n; i++) {
         mbpo__img im;
@@ -8590,12 +8602,13 @@ static void mbpo__mb_clear(mbpo__mb *M, int batch) {
    how many checkpoints it keeps, whether the final one holds optimizer state, how often it
    logs IIG, the non-finite-step guard, the image root, and --steps unless the schedule is
    cosine (whose learning rate at every step depends on the total). */
-static int mbpo__train_record(const mbpo_train_opts *o, int has_results) {
+static int mbpo__train_record(const mbpo_train_opts *o, const mbpo_preproc *pp, int has_results) {
     static const char *const may_change[] = { "steps", "total_steps", "save_every", "save_total_limit", "final_weights_only", "iig_every",
                                               "max_bad_steps", "image_root", NULL };
     mbpo__record r;
     int ok;
     mbpo__rec_begin(&r, "mbpo-train");
+    mbpo__rec_str(&r, "image_processor", pp->fast ? "fast" : "slow");
     mbpo__rec_str(&r, "mode", mbpo_mode_name(o->mode));
     mbpo__rec_num(&r, "lr", o->adam.lr); mbpo__rec_num(&r, "adam_beta1", o->adam.beta1); mbpo__rec_num(&r, "adam_beta2", o->adam.beta2);
     mbpo__rec_num(&r, "adam_eps", o->adam.eps); mbpo__rec_num(&r, "weight_decay", o->adam.weight_decay);
@@ -8633,7 +8646,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     int ok = 0, have_ref = 0, use_ref = o->mode != MBPO_MODE_SFT && o->beta != 0;
     memset(&ref, 0, sizeof ref);
     memset(&opt, 0, sizeof opt);
-    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir)) return 0;
+    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir, o->processor)) return 0;
     if (o->batch < 1 || o->grad_accum < 1 || o->G < 2 || o->steps < 1 || o->updates_per_batch < 1) {
         mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
         goto end;
@@ -8673,7 +8686,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     }
     if (n_items == 0) { mbpo__fail("mbpo_train: no training samples for mode %s", mbpo_mode_name(o->mode)); goto end; }
     if (!(p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) goto end;
-    if (!mbpo__train_record(o, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(p_metrics))) goto end;
+    if (!mbpo__train_record(o, &e.pp, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(p_metrics))) goto end;
     if (!(perm = (int64_t *)mbpo__alloc((size_t)n_items * sizeof(int64_t)))) goto end;
     if (!(mbs = (mbpo__mb *)mbpo__calloc((size_t)o->grad_accum, sizeof(mbpo__mb)))) goto end;
     for (i = 0; i < o->grad_accum; i++) {

@@ -5,7 +5,7 @@
 
 int main(int argc, char **argv) {
     mbpo_mine_opts o;
-    int quiet = 0, rc;
+    int quiet = 0, processor = 0, rc;
     double pgd_step, pgd_eps;   /* the flags are in 1/255 units */
     mbpo_mine_defaults(&o);
     pgd_step = o.pgd.step * 255.0;
@@ -33,6 +33,9 @@ int main(int argc, char **argv) {
               "resamples while the rejected response is empty or equals the chosen" },
             { "--seed", "S", MBPO_FLAG_UINT64, &o.seed, NULL, "run seed; each sample draws from its own stream" },
             { "--strict", NULL, MBPO_FLAG_SWITCH, &o.strict, NULL, "stop at the first bad dataset record (default: report and skip)" },
+            { "--image-processor", "P", MBPO_FLAG_CHOICE, &processor, "auto|slow|fast",
+              "which of transformers' image processors to match: auto (what transformers 4.57 picks for the model\n"
+              "folder), slow (Pillow bicubic), fast (torchvision bicubic)" },
             { "--quiet", NULL, MBPO_FLAG_SWITCH, &quiet, NULL, "no progress lines (messages, e.g. why a record was skipped, stay)" },
         };
         if (!mbpo_flags_handle("mbpo-mine", "--model DIR --data FILE --image-root DIR --out DIR [options]", flags,
@@ -43,6 +46,7 @@ int main(int argc, char **argv) {
     o.pgd.eps = pgd_eps / 255.0;
     o.log = stderr;
     o.quiet = quiet;
+    o.processor = processor - 1;   /* auto, slow, fast = MBPO_PROCESSOR_AUTO, _SLOW, _FAST */
     if (!quiet)
         fprintf(stderr, "mbpo-mine: model %s, data %s, out %s, top-k %d, %s K=%d alpha=%g/255 eps=%g/255, T=%g, seed %llu\n",
                 o.model_dir, o.data, o.out_dir, o.top_k, o.random_negatives ? "noise" : "PGD", o.pgd.iters, o.pgd.step * 255,

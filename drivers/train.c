@@ -5,7 +5,7 @@
 
 int main(int argc, char **argv) {
     mbpo_train_opts o;
-    int quiet = 0, mode, schedule, bf16, rc;
+    int quiet = 0, processor = 0, mode, schedule, bf16, rc;
     mbpo_train_defaults(&o);
     mode = (int)o.mode;   /* the choice's names are in mbpo_mode's order */
     schedule = (int)o.adam.schedule;
@@ -49,6 +49,9 @@ int main(int argc, char **argv) {
             { "--save-dtype", "T", MBPO_FLAG_CHOICE, &bf16, "f32|bf16", "checkpoint weights; f32 resumes exactly, bf16 halves the size" },
             { "--seed", "S", MBPO_FLAG_UINT64, &o.seed, NULL, "run seed" },
             { "--strict", NULL, MBPO_FLAG_SWITCH, &o.strict, NULL, "stop at the first bad dataset record, with --mode sft --data" },
+            { "--image-processor", "P", MBPO_FLAG_CHOICE, &processor, "auto|slow|fast",
+              "which of transformers' image processors to match: auto (what transformers 4.57 picks for the model\n"
+              "folder), slow (Pillow bicubic), fast (torchvision bicubic)" },
             { "--quiet", NULL, MBPO_FLAG_SWITCH, &quiet, NULL, "no progress lines (messages, e.g. why a record was skipped, stay)" },
         };
         if (!mbpo_flags_handle("mbpo-train", "--model DIR --offline FILE --online FILE --image-root DIR --out DIR [options]",
@@ -61,6 +64,7 @@ int main(int argc, char **argv) {
     o.adam.total_steps = o.steps;
     o.log = stderr;
     o.quiet = quiet;
+    o.processor = processor - 1;   /* auto, slow, fast = MBPO_PROCESSOR_AUTO, _SLOW, _FAST */
     if (!mbpo_train(&o)) { fprintf(stderr, "mbpo-train: %s\n", mbpo_failure_reason()); return 1; }
     return 0;
 }

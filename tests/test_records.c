@@ -143,6 +143,14 @@ static void test_records_all(void) {
         CHECK(text && contains(text, "run.json") && contains(text, "seed 8 (was 7)"), "lists the difference: %s", text ? text : "");
         mbpo_free(text);
     }
+    snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s --data %s --image-root %s --out %s --top-k 2 --pgd-iters 1 "
+             "--max-new-tokens 4 --seed 7 --quiet --image-processor fast 2> %s/err.txt", model, data, images, mined, dir);
+    CHECK(system(cmd) != 0, "mbpo-mine rerun with the other image processor: refused");
+    {
+        char *text = slurp(dir, "err.txt");
+        CHECK(text && contains(text, "image_processor \"fast\" (was \"slow\")"), "names it: %s", text ? text : "");
+        mbpo_free(text);
+    }
     snprintf(cmd, sizeof cmd, "cp %s %s/data2.jsonl && echo '{\"id\": \"z\", \"conversations\": [{\"from\": \"human\", \"value\": "
              "\"Is it?\"}, {\"from\": \"gpt\", \"value\": \"Yes\"}]}' >> %s/data2.jsonl && ./build/mbpo-mine --model %s --data "
              "%s/data2.jsonl --image-root %s --out %s --top-k 2 --pgd-iters 1 --max-new-tokens 4 --seed 7 --quiet 2> %s/err.txt",

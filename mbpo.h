@@ -214,9 +214,10 @@ MBPODEF const char *mbpo_build_info(void);   /* a thread-local buffer, valid unt
    be the whole argument (no trailing characters, no NaN/inf, within its type) and within the
    flag's range. Accepted: --name value, --name=value, a switch alone (--quiet; --quiet=1 is
    refused); a value may not start with "--" unless given as --name=value. A flag given twice,
-   an unknown flag, a missing or empty value, a bare argument are errors. --help / -h and
-   --version are reported to the caller, never stored. The destinations are written only when
-   the whole command line is good; their values before parsing are the defaults --help shows. */
+   an unknown flag, a missing or empty value, a bare argument, a "required" flag left out are
+   errors. --help / -h and --version are reported to the caller, never stored. The
+   destinations are written only when the whole command line is good; their values before
+   parsing are the defaults --help shows. */
 typedef enum {
     MBPO_FLAG_STRING,   /* const char *: points into argv */
     MBPO_FLAG_INT,      /* int */

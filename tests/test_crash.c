@@ -317,8 +317,9 @@ static void crash_mine(int kills, mbpo_rng *rng) {
 static const char *TRAIN_ARGS = "--mode mbpo --steps 12 --save-every 1 --batch 4 --G 4 --max-new-tokens 16 --lr 5e-5 "
                                 "--iig-every 2 --seed 3 --quiet";
 static char train_ref[300];
-static const char *CKPT_FILES[7] = { "config.json", "model.safetensors", "optimizer.safetensors", "preprocessor_config.json",
-                                     "tokenizer.json", "trainer_state.json", NULL };
+static const char *CKPT_FILES[10] = { "config.json", "model.safetensors", "optimizer.safetensors", "preprocessor_config.json",
+                                      "tokenizer.json", "tokenizer_config.json", "chat_template.json", "generation_config.json",
+                                      "mbpo_state.json", NULL };
 
 static void train_cmd(char *cmd, size_t n, const char *out) {
     snprintf(cmd, n, "./build/mbpo-train --model demo/tiny-sft --offline %s/offline.jsonl --online %s/online.jsonl "

@@ -221,7 +221,7 @@ unicode:
 # A subset of the unit tests under valgrind memcheck (no OpenMP: one thread, no false reports
 # from the runtime): the parsers, the model's forward/backward, PGD, IIG, generation, GRPO.
 # Any error, or a definite leak, fails it. About 1 min.
-VALGRIND_TESTS = json,halves_rng,safetensors,config,ops_fd,packed,pixel_fd,save_load,nfc,tokenizer_small,tokenizer_parity,chat,preproc,smart_resize,images,resize_random,image_io,pixel_adjoint,question_kind,dataset,verifiers,advantages,grpo_hand,grpo_fd,adamw,sampler,generate,iig,pgd
+VALGRIND_TESTS = json,halves_rng,safetensors,config,ops_fd,packed,pixel_fd,save_load,nfc,tokenizer_small,tokenizer_parity,chat,preproc,smart_resize,images,resize_random,image_io,pixel_adjoint,question_kind,dataset,verifiers,advantages,grpo_hand,grpo_fd,adamw,sampler,generate,iig,pgd,flags_parse,flags_table,build_info
 valgrind: | build stb
 	@command -v valgrind >/dev/null || { echo "valgrind: not found (apt-get install -y valgrind)"; exit 1; }
 	$(CC) -std=c99 -Wall -Wextra -pedantic -g -O1 -D_POSIX_C_SOURCE=200809L $(JPEG_FLAGS) -o build/test_mbpo_vg $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)

@@ -256,7 +256,7 @@ MBPODEF int  mbpo_flags_handle(const char *prog, const char *synopsis, const mbp
 /* ------------------------------------------------------------------ 2. inputs */
 
 /* Tokenizer: byte-level BPE read from a Hugging Face tokenizer.json with the Qwen2 pipeline
-   (added tokens split first, NFC, the Qwen2 pre-tokenizer regex, byte-level BPE; QWEN2VL.md 7).
+   (added tokens split first, NFC, the Qwen2 pre-tokenizer regex, byte-level BPE; docs/QWEN2VL.md 7).
    Other pipelines are refused with a message. Not thread-safe (it keeps a word cache and
    scratch buffers): use one tokenizer per thread. */
 typedef struct mbpo_tokenizer mbpo_tokenizer;
@@ -299,7 +299,7 @@ MBPODEF int  mbpo_image_decode_stb(mbpo_image *img, const void *data, size_t len
 MBPODEF int  mbpo_image_write_png(const char *path, const mbpo_image *img);   /* atomic */
 MBPODEF void mbpo_image_free(mbpo_image *img);
 
-/* The image processor's settings (preprocessor_config.json; QWEN2VL.md 1.1). */
+/* The image processor's settings (preprocessor_config.json; docs/QWEN2VL.md 1.1). */
 typedef struct {
     int64_t min_pixels, max_pixels;  /* area bounds of the resized image */
     int64_t patch, temporal_patch, merge;
@@ -342,7 +342,7 @@ MBPODEF void mbpo_image_from_float(mbpo_image *img, const float *x);   /* clamp,
 MBPODEF int  mbpo_image_preprocess(const mbpo_preproc *pp, const mbpo_image *img, mbpo_image *resized,
                                    float **pixel_values, int64_t *n_patches, int32_t grid_thw[3]);
 
-/* Chat template: one exchange in the Qwen2-VL Instruct format (QWEN2VL.md 5.2). The question
+/* Chat template: one exchange in the Qwen2-VL Instruct format (docs/QWEN2VL.md 5.2). The question
    may mark image positions with "<image>" (LLaVA style; one newline after a marker is
    dropped); without markers its images come first. image_tokens[k] = grid_t*grid_h*grid_w /
    merge^2 pad tokens for image k. system NULL = "You are a helpful assistant.". With a
@@ -498,7 +498,7 @@ MBPODEF int  mbpo_model_plan(mbpo_model *m, int64_t max_tokens, int64_t max_patc
                              int64_t max_targets, int want_grads);
 MBPODEF size_t mbpo_model_plan_bytes(const mbpo_model *m);
 MBPODEF void mbpo_model_zero_grad(mbpo_model *m);
-/* The token log-prob machine (DESIGN.md section 2).
+/* The token log-prob machine (docs/DESIGN.md section 2).
    forward: logp[n] = log softmax(logits at t-1)[ids[t]] for every target t, in order.
    Returns the number of targets N, or -1 on error. */
 MBPODEF int64_t mbpo_model_forward(mbpo_model *m, const mbpo_batch *batch, float *logp);
@@ -508,7 +508,7 @@ MBPODEF int64_t mbpo_model_forward(mbpo_model *m, const mbpo_batch *batch, float
 MBPODEF int  mbpo_model_backward(mbpo_model *m, const mbpo_batch *batch, const float *dlogp,
                                  float *dpixel_values);
 
-/* M-RoPE position ids of one sequence (QWEN2VL.md 3.4): pos (3, S) as t, h, w rows.
+/* M-RoPE position ids of one sequence (docs/QWEN2VL.md 3.4): pos (3, S) as t, h, w rows.
    grid_thw lists the grids of the sequence's image runs in order. Returns rope_delta
    through *delta. 1 on success. */
 MBPODEF int mbpo_rope_index(const mbpo_config *cfg, const int32_t *ids, int64_t S,
@@ -530,7 +530,7 @@ MBPODEF void mbpo_model_trace(const mbpo_model *m, mbpo_trace *trace);
 /* Full logits (T, V) of the last forward, recomputed from the final norm (for tests). */
 MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *logits_row);
 
-/* Generation (DESIGN.md 2): prefill the prompt once, then decode G continuations of it in
+/* Generation (docs/DESIGN.md 2): prefill the prompt once, then decode G continuations of it in
    lockstep with a KV cache; temperature / top-k / top-p sampling from an explicit RNG. */
 typedef struct {
     int G;                           /* continuations decoded together */
@@ -569,7 +569,7 @@ MBPODEF int  mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt,
 
 /* ------------------------------------------------------------------ 4. objectives */
 
-/* Verified rewards (DESIGN.md 1), strict: 1 when the response is right, else 0.
+/* Verified rewards (docs/DESIGN.md 1), strict: 1 when the response is right, else 0.
    yes/no: exactly one of the words "yes" / "no" occurs in it (whole words, any case, any
    number of times) and it is the label ('Y' or 'N'). Empty, "yes and no", "Nope" are wrong.
    multiple choice: the response is one option, named by its letter ("B", "B.", "(B)",
@@ -580,7 +580,7 @@ MBPODEF int mbpo_verify_mc(const char *question, const char *response, char labe
 /* By the sample's kind (YESNO or MC); OPEN samples have no verifier and get 0. */
 MBPODEF int mbpo_verify(const mbpo_sample *sample, const char *response);
 
-/* Image Information Gain (DESIGN.md 1): IIG = logp(y | q, I) - logp(y | q, I_black) per
+/* Image Information Gain (docs/DESIGN.md 1): IIG = logp(y | q, I) - logp(y | q, I_black) per
    sequence of the batch: two forwards, the second with pixel_values_black (the black image
    of the same size through the same preprocessing: mbpo_image_init + mbpo_image_preprocess).
    Writes per-sequence sums iig_sum (B) and per-token means iig_mean (B) (either may be
@@ -588,7 +588,7 @@ MBPODEF int mbpo_verify(const mbpo_sample *sample, const char *response);
 MBPODEF int mbpo_iig(mbpo_model *m, const mbpo_batch *batch, const float *pixel_values_black, double *iig_sum,
                      double *iig_mean, float *logp, float *logp_black);
 
-/* Adversarial negative mining (DESIGN.md 1): projected gradient descent on the resized RGB
+/* Adversarial negative mining (docs/DESIGN.md 1): projected gradient descent on the resized RGB
    image x (H, W, 3) in [0, 1], lowering the chosen response's log-prob:
        x <- clip_[0,1]( proj_eps( x - step * sign(d logp(y_w | q, x) / dx) ) ),  iters times.
    The gradient runs through normalisation, the duplicated frame, the patch rows, the vision
@@ -665,11 +665,11 @@ MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float 
 
 /* ------------------------------------------------------------------ 5. runs */
 
-/* Mining (DESIGN.md 1, 5): IIG of every open-ended single-image sample's answer; the top_k
+/* Mining (docs/DESIGN.md 1, 5): IIG of every open-ended single-image sample's answer; the top_k
    by IIG become chosen responses y_w; PGD (or random noise) on each one's image; the
    rejected response y_l is sampled from the model on the saved 8-bit adversarial PNG
    (resampled, at most max_tries times, while empty or equal to y_w). Writes, in out_dir:
-     offline.jsonl  one pair per line (DESIGN.md 5), in IIG order
+     offline.jsonl  one pair per line (docs/DESIGN.md 5), in IIG order
      skipped.jsonl  selected samples left without a usable negative after max_tries
      online.jsonl   the closed-ended samples (yes/no, multiple choice) with their labels
      adv/<n>.png    the adversarial images;  iig.jsonl  the IIG of every candidate
@@ -731,7 +731,7 @@ MBPODEF void mbpo_pairs_free(mbpo_pairs *set);
 MBPODEF int  mbpo_pairs_iig(const char *model_dir, const char *pairs, const char *image_root,
                             double *iig_chosen, double *iig_rejected);
 
-/* Training (DESIGN.md 1, 5): the hybrid GRPO objective over offline pairs (offline.jsonl of
+/* Training (docs/DESIGN.md 1, 5): the hybrid GRPO objective over offline pairs (offline.jsonl of
    mbpo_mine: a group {chosen r_w, rejected r_l} on the clean image) and online prompts
    (online.jsonl: G rollouts from the current policy, rewards from the verifiers), a KL to
    the frozen initial model, AdamW. Each optimizer step takes grad_accum micro-batches of
@@ -3242,7 +3242,7 @@ static int mbpo__nfc(mbpo__nfc_buf *b, const char *text, size_t len, int64_t bas
 
 /* ------------------------------------------------------------------ 2. inputs: tokenizer */
 
-/* Byte-level BPE (QWEN2VL.md 7). Token strings in tokenizer.json spell bytes with the GPT-2
+/* Byte-level BPE (docs/QWEN2VL.md 7). Token strings in tokenizer.json spell bytes with the GPT-2
    byte-to-unicode table; on load every token is turned back into its raw bytes, so encoding
    and decoding work on bytes and the table is never consulted again. */
 
@@ -3717,7 +3717,7 @@ static int mbpo__tok_word(mbpo_tokenizer *t, const unsigned char *s, size_t n, i
     return 1;
 }
 
-/* The Qwen2 pre-tokenizer regex (QWEN2VL.md 7, step 3), written out as a matcher over the
+/* The Qwen2 pre-tokenizer regex (docs/QWEN2VL.md 7, step 3), written out as a matcher over the
    character classes cls[0..n) of code points cp[0..n). Returns where the match starting
    at i ends. Every position is matched by some alternative, so the text splits completely.
      (?i:'s|'t|'re|'ve|'m|'ll|'d) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N} |
@@ -4285,7 +4285,7 @@ done:
     return ok;
 }
 
-/* smart_resize (QWEN2VL.md 1.2), as transformers 4.57 has it: both sides a multiple of
+/* smart_resize (docs/QWEN2VL.md 1.2), as transformers 4.57 has it: both sides a multiple of
    factor = patch * merge, area within [min_pixels, max_pixels], aspect ratio kept. Python's
    round() is half-to-even: rint() under the default rounding mode, never round(). There is
    no minimum side (a 1x1 image grows to 56x56) and the max branch keeps each side >= factor. */
@@ -4521,7 +4521,7 @@ done:
     return ok;
 }
 
-/* Patch flattening (QWEN2VL.md 1.4). Row r holds the patch at patch-row bh*m + my and
+/* Patch flattening (docs/QWEN2VL.md 1.4). Row r holds the patch at patch-row bh*m + my and
    patch-column bw*m + mx, where r = ((bh * (gw/m) + bw) * m + my) * m + mx: merge blocks in
    raster order, the m*m patches of a block in raster order. */
 static void mbpo__patch_origin(const mbpo_preproc *pp, int64_t grid_w, int64_t row, int64_t *y0, int64_t *x0) {
@@ -4679,7 +4679,7 @@ done:
 
 /* ------------------------------------------------------------------ 2. inputs: chat template */
 
-/* The Qwen2-VL Instruct chat template (QWEN2VL.md 5.2), rendered for one exchange:
+/* The Qwen2-VL Instruct chat template (docs/QWEN2VL.md 5.2), rendered for one exchange:
      <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n
      <|im_start|>assistant\n[{response}<|im_end|>\n]
    {content} is the question with each "<image>" replaced by
@@ -4793,7 +4793,7 @@ done:
 
 /* ------------------------------------------------------------------ 2. inputs: datasets */
 
-/* Closed-ended questions (DESIGN.md 1): yes/no questions answered yes or no, and multiple
+/* Closed-ended questions (docs/DESIGN.md 1): yes/no questions answered yes or no, and multiple
    choice with option lines "A. ...", "(A) ..." or "A) ..." (letters from A in order, at least
    two) whose answer names exactly one of the options. A question is closed only when its
    reference answer can be verified; anything ambiguous stays open, since a wrong label
@@ -5256,7 +5256,7 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
             return mbpo__fail("%s: vision_config.hidden_size %lld must equal the LM hidden_size %lld",
                               name, (long long)vh, (long long)c->hidden_size);
     }
-    /* Shape constraints transformers also imposes (QWEN2VL.md 9.1). */
+    /* Shape constraints transformers also imposes (docs/QWEN2VL.md 9.1). */
     if (c->hidden_size % c->n_heads || c->n_heads % c->n_kv_heads)
         return mbpo__fail("%s: hidden_size %% num_attention_heads and num_attention_heads %% num_key_value_heads must be 0", name);
     if (c->head_dim % 2 || c->mrope_section[0] + c->mrope_section[1] + c->mrope_section[2] != c->head_dim / 2)
@@ -5453,7 +5453,7 @@ MBPODEF void mbpo_model_free(mbpo_model *m) {
     mbpo__acts_free(m->acts);
     memset(m, 0, sizeof *m);
 }
-/* Map a checkpoint key of either layout (QWEN2VL.md 3.7) to the hub name, or NULL when the
+/* Map a checkpoint key of either layout (docs/QWEN2VL.md 3.7) to the hub name, or NULL when the
    key has neither layout's prefix. "model.visual.X" -> "visual.X";
    "model.language_model.X" -> "model.X"; hub names map to themselves. */
 static const char *mbpo__hub_name(const char *key, char *buf, size_t size) {
@@ -5644,7 +5644,7 @@ static void mbpo__layernorm_forward(float *out, float *mean, float *rstd, const 
         mean[n] = m; rstd[n] = r;
     }
 }
-/* dinp (N,C) += LayerNorm'; dw, db (C) += ... (QWEN2VL.md 4.2); dw and db both or neither NULL. */
+/* dinp (N,C) += LayerNorm'; dw, db (C) += ... (docs/QWEN2VL.md 4.2); dw and db both or neither NULL. */
 static void mbpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                     const float *w, const float *mean, const float *rstd, int64_t N, int64_t C) {
     int64_t n, i;
@@ -6067,7 +6067,7 @@ static float mbpo__inv_freq(double theta, int64_t j, int64_t dim) {
     return 1.0f / powf((float)theta, e);
 }
 
-/* M-RoPE ids of one sequence (QWEN2VL.md 3.4). grids: (n_runs, 3). pos rows t, h, w, each
+/* M-RoPE ids of one sequence (docs/QWEN2VL.md 3.4). grids: (n_runs, 3). pos rows t, h, w, each
    `stride` apart. An image run is a maximal run of image_token_id; its length must be
    t * (h/merge) * (w/merge). */
 static int mbpo__rope_index(const mbpo_config *c, const int32_t *ids, int64_t S, const int64_t *grids,
@@ -6119,7 +6119,7 @@ MBPODEF int mbpo_rope_index(const mbpo_config *cfg, const int32_t *ids, int64_t 
 }
 
 /* Position of patch row r of an image with grid (t, h, w): rows come in merge x merge
-   blocks (QWEN2VL.md 1.4), so row r sits at patch row hp, column wp. */
+   blocks (docs/QWEN2VL.md 1.4), so row r sits at patch row hp, column wp. */
 static void mbpo__patch_hw(int64_t r, int64_t h, int64_t w, int64_t merge, int64_t *hp, int64_t *wp) {
     int64_t rr = r % (h * w), block = rr / (merge * merge), in = rr % (merge * merge);
     *hp = (block / (w / merge)) * merge + in / merge;
@@ -6575,7 +6575,7 @@ MBPODEF int mbpo_kv_prefill(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt
         mbpo_free(none);
         if (!ok) return 0;
     }
-    /* the M-RoPE offset of the tokens that follow (QWEN2VL.md 3.4) */
+    /* the M-RoPE offset of the tokens that follow (docs/QWEN2VL.md 3.4) */
     if (!(pos = (int64_t *)mbpo__alloc((size_t)(3 * S) * sizeof(int64_t)))) return 0;
     ok = mbpo_rope_index(c, prompt->ids, S, prompt->grid_thw, prompt->n_images, pos, &kv->rope_delta);
     mbpo_free(pos);
@@ -7279,7 +7279,7 @@ static char **mbpo__carried_files(const char *dir) {
 }
 
 /* The Qwen2-VL Instruct chat template as a Jinja text, for a folder that has none, so that
-   apply_chat_template renders exactly what mbpo_chat_encode encodes (QWEN2VL.md 5.2): the
+   apply_chat_template renders exactly what mbpo_chat_encode encodes (docs/QWEN2VL.md 5.2): the
    default system turn when the first message is not one, each message as
    <|im_start|>role\n...<|im_end|>\n with list items joined by nothing (an image item as
    <|vision_start|><|image_pad|><|vision_end|>), and <|im_start|>assistant\n as the generation

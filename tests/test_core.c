@@ -123,7 +123,7 @@ static void test_grpo_hand(void) {
           "stats: kl %.9f ratio %.3f", st.kl_mean, st.ratio_mean);
     printf("  ok  hybrid GRPO on a hand-worked batch: L = %.10f (hand 0.0000258546), dL/dlogp_0 = %.9f (hand -0.088025855)\n",
            L, d[0]);
-    /* with rho = 1 and no KL the gradient is -A / (B |g| |o|) per token (DESIGN.md 1) */
+    /* with rho = 1 and no KL the gradient is -A / (B |g| |o|) per token (docs/DESIGN.md 1) */
     L = mbpo_grpo_loss(&b, logp, NULL, NULL, 0.04, 0.2, d, NULL);
     CHECK(fabs(d[0] + 0.0875) < 1e-8 && fabs(d[2] - 0.175) < 1e-8, "no KL: dlogp = -A w");
     {   /* SFT */

@@ -315,7 +315,7 @@ static void test_tokenizer_parity(void) {
     tok = mbpo_tokenizer_load(TOK_DIR "/tokenizer.json");
     REQUIRE(tok, "load the Qwen2 tokenizer");
     printf("  loaded %s: %lld ids in %.2f s\n", TOK_DIR "/tokenizer.json", (long long)mbpo_tokenizer_n_ids(tok), mbpo_now() - t0);
-    {   /* the reference points of QWEN2VL.md 5.2 and 7 */
+    {   /* the reference points of docs/QWEN2VL.md 5.2 and 7 */
         static const struct { const char *text; int n; int32_t ids[8]; } known[] = {
             { "Hello world", 2, { 9707, 1879 } }, { " Hello world", 2, { 21927, 1879 } }, { "\n", 1, { 198 } },
             { "You are a helpful assistant.", 6, { 2610, 525, 264, 10950, 17847, 13 } },
@@ -716,7 +716,7 @@ static uint8_t *read_u8(const mbpo_st *st, const char *name, int64_t *h, int64_t
     return out;
 }
 /* The fast processor's pixel_values for a resized image, from its table of the pixel value of
-   each (channel, code value) and the patch order written out here (QWEN2VL.md 1.4). */
+   each (channel, code value) and the patch order written out here (docs/QWEN2VL.md 1.4). */
 static void pixels_from_table(const float table[3][256], const uint8_t *rs, int64_t RH, int64_t RW, float *pv) {
     int64_t gw = RW / 14, P = RH / 14 * gw, r, j;
     for (r = 0; r < P; r++) {

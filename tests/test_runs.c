@@ -149,7 +149,7 @@ static void test_mine(void) {
             size_t kk;
             int all = j != NULL;
             for (kk = 0; j && kk < sizeof keys / sizeof keys[0]; kk++) all &= mbpo_json_get(j, keys[kk]) != NULL;
-            CHECK(all || pairs == 0, "an offline line has every key of DESIGN.md 5");
+            CHECK(all || pairs == 0, "an offline line has every key of docs/DESIGN.md 5");
             if (j) {
                 const mbpo_json *adv = mbpo_json_get(j, "adv_image");
                 mbpo_image img;

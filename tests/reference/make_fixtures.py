@@ -4,7 +4,7 @@
 Usage (from the repository root):
     /tmp/venv/bin/python tests/reference/make_fixtures.py --out tests/fixtures
 
-Spec: /work/shared/QWEN2VL.md section 9 (tiny config "tiny-A", reference-dump recipe).
+Spec: docs/QWEN2VL.md section 9 (tiny config "tiny-A", reference-dump recipe).
 
 Output layout:
     <out>/meta.json
@@ -241,7 +241,7 @@ def run_case(model, layout, name, case, images, spec_ids, n_vis_blocks, n_layers
     out["rope_deltas"] = torch.as_tensor(rd).reshape(-1).to(torch.int64).clone()
     assert out["rope_deltas"].numel() == 1
 
-    # position ids: HF captured == HF get_rope_index == independent re-implementation of QWEN2VL.md 3.4
+    # position ids: HF captured == HF get_rope_index == independent re-implementation of docs/QWEN2VL.md 3.4
     exp_pos, exp_delta = rc.expected_rope_index(case["input_ids"], grid.tolist() if grid is not None else [], spec_ids)
     assert np.array_equal(out["position_ids"].numpy(), exp_pos), (name, out["position_ids"], exp_pos)
     assert int(out["rope_deltas"][0]) == exp_delta, (name, out["rope_deltas"], exp_delta)
@@ -360,7 +360,7 @@ def main():
 
     meta = {
         "generator": "tests/reference/make_fixtures.py",
-        "spec": "QWEN2VL.md section 9 (tiny-A)",
+        "spec": "docs/QWEN2VL.md section 9 (tiny-A)",
         "versions": versions(),
         "device": "cpu",
         "dtype": "float32 (plus a float64 re-run for loss_f64 / grad_f64.*)",

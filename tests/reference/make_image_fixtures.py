@@ -4,7 +4,7 @@
 Usage (from the repository root):
     /tmp/venv/bin/python tests/reference/make_image_fixtures.py --out tests/fixtures/images
 
-Spec: /work/shared/QWEN2VL.md section 1 (Qwen2VLImageProcessor: smart_resize, bicubic resize,
+Spec: docs/QWEN2VL.md section 1 (Qwen2VLImageProcessor: smart_resize, bicubic resize,
 rescale, normalize, temporal duplication, patch flattening).
 
 What it writes (deterministic: a rerun gives byte-identical files):
@@ -23,7 +23,7 @@ The reference is the "slow" PIL/NumPy back-end of transformers 4.x (the class Qw
 instantiated directly, i.e. use_fast=False). Only the public transformers / Pillow API is used. The
 processor's own resize call is observed through a thin wrapper so that the stored `decoded` and
 `resized` arrays are checked to be exactly what the processor consumed and produced, and
-`pixel_values` is rebuilt here from `resized` (rescale, normalize, T=2, flattening of QWEN2VL.md 1.4)
+`pixel_values` is rebuilt here from `resized` (rescale, normalize, T=2, flattening of docs/QWEN2VL.md 1.4)
 and required to match bit for bit.
 
 Pillow cannot write interlaced (Adam7) PNGs nor 16-bit-per-channel RGB PNGs; those two files are
@@ -476,7 +476,7 @@ def make_processor(min_pixels, max_pixels):
 
 
 def flatten_patches(resized, mean, std, ps=14, tps=2, ms=2):
-    """Rescale + normalize + temporal duplication + flattening, written from QWEN2VL.md 1.3/1.4
+    """Rescale + normalize + temporal duplication + flattening, written from docs/QWEN2VL.md 1.3/1.4
     (index formulas, not the processor's reshape)."""
     v = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
     v = (v - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)  # float32 arithmetic
@@ -675,7 +675,7 @@ def main():
     proc = make_processor(BASE_CONFIG["min_pixels"], BASE_CONFIG["max_pixels"])
     meta = {
         "generator": "tests/reference/make_image_fixtures.py",
-        "spec": "QWEN2VL.md section 1 (image preprocessing)",
+        "spec": "docs/QWEN2VL.md section 1 (image preprocessing)",
         "versions": {
             "python": platform.python_version(),
             "numpy": np.__version__,
@@ -714,7 +714,7 @@ def main():
         "checks": (
             "decoded == convert_to_rgb(img) == img.convert('RGB'); the processor's resize call (observed) received "
             "`decoded` and returned `resized`; pixel_values rebuilt from `resized` (float64 x 1/255 -> float32, "
-            "(v-mean)/std in float32, T=2, QWEN2VL.md 1.4 index order) equal the processor's bit for bit"),
+            "(v-mean)/std in float32, T=2, docs/QWEN2VL.md 1.4 index order) equal the processor's bit for bit"),
         "files": {
             "<name>.ref.safetensors": {"decoded": "U8 [H,W,3]", "resized": "U8 [H',W',3]",
                                        "pixel_values": "F32 [N_p,1176]", "grid_thw": "I64 [3]"},

@@ -4,7 +4,7 @@
 Usage (from the repository root):
     /tmp/venv/bin/python tests/reference/make_tokenizer_fixtures.py --out tests/fixtures/tokenizer
 
-Spec: /work/shared/QWEN2VL.md sections 5 (chat template, special tokens), 7 (tokenizer) and 9 step 12.
+Spec: docs/QWEN2VL.md sections 5 (chat template, special tokens), 7 (tokenizer) and 9 step 12.
 
 The Qwen2 byte-level BPE vocabulary is rebuilt from `qwen.tiktoken`, which Alibaba ships in the
 Apache-2.0 `dashscope` 2.0.2 wheel on PyPI (151,643 base64 byte strings with their ranks = ids).
@@ -113,7 +113,7 @@ def fetch_tiktoken(local_path):
 
 
 def byte_to_char_table():
-    """GPT-2 style reversible byte -> printable code point map (QWEN2VL.md 7, step 4)."""
+    """GPT-2 style reversible byte -> printable code point map (docs/QWEN2VL.md 7, step 4)."""
     keep = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     table = {b: chr(b) for b in keep}
     nxt = 0x100

@@ -2,7 +2,7 @@
 
 Everything here is written for this project; it only *uses* the public transformers API
 (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor).
-See /work/shared/QWEN2VL.md section 9 for the spec of the tiny configurations.
+See docs/QWEN2VL.md section 9 for the spec of the tiny configurations.
 """
 
 import json
@@ -16,7 +16,7 @@ from torch import nn
 # configurations
 # --------------------------------------------------------------------------------------------
 
-# QWEN2VL.md 9.2 "tiny-A"
+# docs/QWEN2VL.md 9.2 "tiny-A"
 TINY_A = {
     "text": dict(
         vocab_size=1024,
@@ -220,7 +220,7 @@ def preprocess_images(images):
 
 
 def expected_rope_index(ids, grids, spec_ids, merge=2):
-    """Independent re-implementation of QWEN2VL.md 3.4 (images only), returns ([3,S] int64, delta)."""
+    """Independent re-implementation of docs/QWEN2VL.md 3.4 (images only), returns ([3,S] int64, delta)."""
     S = len(ids)
     pos = np.zeros((3, S), dtype=np.int64)
     p = 0

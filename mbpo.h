@@ -7502,8 +7502,11 @@ static int mbpo__sb_file_digest(mbpo__sb *b, const char *path) {
     fclose(f);
     mbpo_free(buf);
     if (!ok) return mbpo__fail("%s: read error", path);
-    mbpo__sha256_hex(&c, hex);
-    mbpo__sb_printf(b, "{\"bytes\": %llu, \"sha256\": \"%s\"}", (unsigned long long)c.bytes, hex);
+    {
+        uint64_t bytes = c.bytes;   /* before the hex: the padding counts itself in */
+        mbpo__sha256_hex(&c, hex);
+        mbpo__sb_printf(b, "{\"bytes\": %llu, \"sha256\": \"%s\"}", (unsigned long long)bytes, hex);
+    }
     return 1;
 }
 

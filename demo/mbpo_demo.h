@@ -597,9 +597,12 @@ MBPODEF int mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o) {
     }
     if (!(p_pp = demo__path_join(dir, "preprocessor_config.json"))) goto end;
     {
+        /* No image_processor_type: transformers 4.57 then builds the slow (Pillow) processor from
+           config.json's model type, and mbpo's auto rule picks it too - the pixels the shipped
+           model was trained on (a type "Qwen2VLImageProcessor" would select the fast one). */
         static const char pp[] = "{\n  \"min_pixels\": 3136,\n  \"max_pixels\": 12845056,\n  \"patch_size\": 14,\n  \"temporal_patch_size\": 2,\n"
             "  \"merge_size\": 2,\n  \"image_mean\": [0.48145466, 0.4578275, 0.40821073],\n"
-            "  \"image_std\": [0.26862954, 0.26130258, 0.27577711],\n  \"image_processor_type\": \"Qwen2VLImageProcessor\"\n}\n";
+            "  \"image_std\": [0.26862954, 0.26130258, 0.27577711]\n}\n";
         if (!mbpo_write_file_atomic(p_pp, pp, sizeof pp - 1)) goto end;
     }
     ok = 1;

@@ -82,6 +82,13 @@ static void test_records_all(void) {
               "mine run.json records settings, build and threads");
         CHECK(sha && sha256sum(data, ref) && mbpo_json_get(sha, "sha256") && !strcmp(mbpo_json_get(sha, "sha256")->string, ref),
               "run.json: the data file's SHA-256 equals sha256sum's (%s)", ref);
+        {
+            size_t n = 0;
+            char *d = mbpo_read_file(data, &n);
+            CHECK(sha && mbpo_json_get(sha, "bytes") && mbpo_json_get(sha, "bytes")->integer == (int64_t)n,
+                  "run.json: the data file's size (%lld bytes)", (long long)n);
+            mbpo_free(d);
+        }
         snprintf(a, sizeof a, "%s/model.safetensors", model);
         CHECK(msha && mbpo_json_get(msha, "model.safetensors") && sha256sum(a, ref) &&
               !strcmp(mbpo_json_get(mbpo_json_get(msha, "model.safetensors"), "sha256")->string, ref) &&

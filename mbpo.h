@@ -7302,26 +7302,40 @@ static const char mbpo__chat_template_jinja[] =
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
-/* Does the folder say how to render a chat (chat_template.json / .jinja, or a "chat_template"
-   in tokenizer_config.json)? */
-static int mbpo__has_chat_template(const char *dir) {
-    static const char *const files[] = { "chat_template.json", "chat_template.jinja", NULL };
-    char *p;
-    int k, has = 0;
-    for (k = 0; files[k] && !has; k++) {
-        if ((p = mbpo__path_join(dir, files[k])) != NULL) has = mbpo__file_exists(p);
-        mbpo_free(p);
-        p = NULL;
+/* The chat template a folder has, allocated (NULL: none), from where transformers looks:
+   chat_template.json ({"chat_template": "..."}) or chat_template.jinja, which AutoProcessor
+   reads (*for_processor set), else "chat_template" of tokenizer_config.json, which only the
+   tokenizer reads - TRL's "processor does not have a chat template" comes from such a folder. */
+static char *mbpo__folder_template(const char *dir, int *for_processor) {
+    static const char *const files[3] = { "chat_template.json", "chat_template.jinja", "tokenizer_config.json" };
+    char *found = NULL;
+    int k;
+    *for_processor = 0;
+    for (k = 0; k < 3 && !found; k++) {
+        char *p = mbpo__path_join(dir, files[k]), *text = NULL;
+        size_t len = 0;
+        if (p && mbpo__file_exists(p) && (text = mbpo_read_file(p, &len)) != NULL) {
+            if (k == 1) { found = text; text = NULL; *for_processor = 1; }
+            else {
+                mbpo_json *j = mbpo_json_parse(text, len, p);
+                const mbpo_json *t = j ? mbpo_json_get(j, "chat_template") : NULL;
+                if (t && t->type == MBPO_JSON_STRING) found = mbpo__strndup(t->string, t->len);
+                if (found && k == 0) *for_processor = 1;
+                mbpo_json_free(j);
+            }
+        }
+        mbpo_free(text); mbpo_free(p);
     }
-    if (!has && (p = mbpo__path_join(dir, "tokenizer_config.json")) != NULL && mbpo__file_exists(p)) {
-        mbpo_json *j = mbpo_json_parse_file(p);
-        has = j && mbpo_json_get(j, "chat_template") != NULL;
-        mbpo_json_free(j);
-    }
-    mbpo_free(p);
-    return has;
+    return found;
 }
 
+/* Whether the JSON object in a file has the key (an unreadable file: no). */
+static int mbpo__json_has_key_file(const char *path, const char *key) {
+    mbpo_json *j = path ? mbpo_json_parse_file(path) : NULL;
+    int has = j && mbpo_json_get(j, key) != NULL;
+    mbpo_json_free(j);
+    return has;
+}
 /* What a folder without them gets, so that AutoTokenizer / AutoProcessor and generate work:
    chat_template.json (and the template in tokenizer_config.json), a tokenizer_config.json
    naming the Qwen2 tokenizer and its special tokens, a generation_config.json that stops
@@ -7330,15 +7344,17 @@ static int mbpo__has_chat_template(const char *dir) {
 static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__env *e) {
     mbpo__sb b = { NULL, 0, 0, 0 };
     char *p = NULL;
-    int ok = 1, template_missing = !mbpo__has_chat_template(src);
+    int ok = 1, for_processor;
+    char *own = mbpo__folder_template(src, &for_processor);
+    const char *tmpl = own ? own : mbpo__chat_template_jinja;   /* the folder's own, else mbpo's */
     const mbpo_preproc *pp = &e->pp;
     const char *eos = "<|im_end|>", *pad = "<|endoftext|>";
 #define MBPO__MISSING(name) (mbpo_free(p), (p = mbpo__path_join(src, name)) != NULL && !mbpo__file_exists(p))
 #define MBPO__WRITE(name) (mbpo_free(p), p = NULL, b.failed ? 0 : ((p = mbpo__path_join(dst, name)) != NULL && \
                            mbpo_write_file_atomic(p, b.s ? b.s : "", b.n)))
-    if (template_missing) {
+    if (!for_processor) {   /* for AutoProcessor (and TRL, which asks the processor) */
         b.n = 0;
-        mbpo__sb_puts(&b, "{\n  \"chat_template\": "); mbpo__sb_json(&b, mbpo__chat_template_jinja); mbpo__sb_puts(&b, "\n}\n");
+        mbpo__sb_puts(&b, "{\n  \"chat_template\": "); mbpo__sb_json(&b, tmpl); mbpo__sb_puts(&b, "\n}\n");
         ok = MBPO__WRITE("chat_template.json");
     }
     if (ok && MBPO__MISSING("tokenizer_config.json")) {
@@ -7348,10 +7364,10 @@ static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__e
                         "  \"model_max_length\": %lld,\n  \"padding_side\": \"left\",\n  \"clean_up_tokenization_spaces\": false,\n"
                         "  \"split_special_tokens\": false,\n  \"errors\": \"replace\",\n  \"add_prefix_space\": false,\n"
                         "  \"chat_template\": ", eos, pad, (long long)e->model.cfg.max_position_embeddings);
-        mbpo__sb_json(&b, mbpo__chat_template_jinja);
+        mbpo__sb_json(&b, tmpl);
         mbpo__sb_puts(&b, "\n}\n");
         ok = MBPO__WRITE("tokenizer_config.json");
-    } else if (ok && template_missing) {   /* the source's tokenizer_config.json, with the template added */
+    } else if (ok && !mbpo__json_has_key_file(p, "chat_template")) {   /* the source's, with the template added */
         size_t len = 0, end;
         char *text = (mbpo_free(p), p = mbpo__path_join(src, "tokenizer_config.json")) ? mbpo_read_file(p, &len) : NULL;
         mbpo_json *j = text ? mbpo_json_parse(text, len, p) : NULL;
@@ -7363,7 +7379,7 @@ static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__e
             mbpo__sb_put(&b, text, end - 1);
             while (b.n > 0 && (b.s[b.n - 1] == ' ' || b.s[b.n - 1] == '\n' || b.s[b.n - 1] == '\r' || b.s[b.n - 1] == '\t')) b.n--;
             mbpo__sb_puts(&b, j->count ? ",\n  \"chat_template\": " : "\n  \"chat_template\": ");
-            mbpo__sb_json(&b, mbpo__chat_template_jinja);
+            mbpo__sb_json(&b, tmpl);
             mbpo__sb_puts(&b, "\n}\n");
             ok = MBPO__WRITE("tokenizer_config.json");
         }
@@ -7395,7 +7411,7 @@ static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__e
     }
 #undef MBPO__MISSING
 #undef MBPO__WRITE
-    mbpo_free(p); mbpo_free(b.s);
+    mbpo_free(p); mbpo_free(b.s); mbpo_free(own);
     return ok;
 }
 /* Copy the carried files of src into dst, then complete dst (above). */

@@ -225,6 +225,25 @@ static void test_records_all(void) {
         CHECK(exists(a), "its own optimizer state only");
     }
 
+    {   /* a template only in tokenizer_config.json (which AutoProcessor does not read) also goes to chat_template.json */
+        char *ct;
+        mbpo_json *j;
+        snprintf(cmd, sizeof cmd, "rm -rf %s/model_tc && mkdir -p %s/model_tc && cp %s/config.json %s/model.safetensors "
+                 "%s/tokenizer.json %s/model_tc/", dir, dir, model, model, model, dir);
+        REQUIRE(system(cmd) == 0, "copy");
+        snprintf(a, sizeof a, "%s/model_tc/tokenizer_config.json", dir);
+        write_bytes(a, "{\"chat_template\": \"OWN {{ messages }}\"}", strlen("{\"chat_template\": \"OWN {{ messages }}\"}"));
+        snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s/model_tc --offline %s/offline.jsonl --image-root %s --mode offline "
+                 "--lr 1e-3 --batch 2 %s --out %s/t_tc --steps 1", dir, mined, images, common, dir);
+        CHECK(system(cmd) == 0, "training from a folder whose template is in tokenizer_config.json only");
+        snprintf(a, sizeof a, "%s/t_tc/checkpoint-1", dir);
+        ct = slurp(a, "chat_template.json");
+        j = ct ? mbpo_json_parse(ct, strlen(ct), "chat_template.json") : NULL;
+        CHECK(j && mbpo_json_get(j, "chat_template") && !strcmp(mbpo_json_get(j, "chat_template")->string, "OWN {{ messages }}"),
+              "the folder's own template is written to chat_template.json, not mbpo's");
+        mbpo_json_free(j); mbpo_free(ct);
+    }
+
     /* 3. what may and may not change when a run is continued */
     snprintf(cmd, sizeof cmd, "%s --out %s/t1 --steps 3 --save-every 1 --lr 2e-3 --batch 2 2> %s/err.txt", train, dir, dir);
     CHECK(system(cmd) != 0, "continue with another --lr: refused");

@@ -795,6 +795,8 @@ static void test_images_fast(void) {
         mbpo_image_to_float(&pp, &in, x);
         REQUIRE(mbpo_pixels_from_float(&pp, x, RH, RW, pv), "pixels %s", file);
         if (memcmp(pv, want, (size_t)P * 1176 * sizeof(float))) { pv_bad++; printf("  !!  %s: pixel_values differ\n", file); }
+        free(pv);   /* falloc's; mbpo_image_preprocess allocates its own below */
+        pv = NULL;
         /* 3. the whole path: from Pillow's decoded pixels, and from the file */
         in.width = (int)W; in.height = (int)H; in.rgb = decoded;
         REQUIRE(mbpo_image_preprocess(&pp, &in, NULL, &pv, &np, grid) && np == P, "preprocess %s", file);

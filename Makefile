@@ -13,6 +13,8 @@
 #   make bench-tokenizer  mbpo vs HF tokenizers encoding speed, one thread each
 #   make unicode    regenerate mbpo.h's Unicode tables from the UCD (Debian unicode-data)
 #   make roundtrip  mine -> train -> load the checkpoint in transformers, compare logits
+#   make interop VENV=... LF_VENV=... EASYR1=...  mbpo's files used as they are by transformers, TRL,
+#                   LLaMA-Factory and EasyR1 (tests/reference/interop.py; about 1.5 min)
 #   make demo       the embedded default end to end: shapes world -> mining -> MBPO -> scores,
 #                   the before/after table and pictures in demo-out/ (about 3 min on 2 cores)
 #   make demo-ablation  SFT / offline-rand / offline / online / MBPO over 3 seeds (about 22 min after make demo)
@@ -37,7 +39,7 @@ DEMO_H  = demo/mbpo_demo.h
 
 
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
-        bench bench-tokenizer roundtrip unicode demo demo-ablation tiny-model fuzz crash valgrind clean
+        bench bench-tokenizer roundtrip interop unicode demo demo-ablation tiny-model fuzz crash valgrind clean
 
 all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-export build/mbpo-synth build/mbpo-demo
 
@@ -213,6 +215,13 @@ bench-tokenizer: build/mbpo-bench venv
 # A checkpoint written by mbpo-train loads in transformers with the same logits as mbpo.
 roundtrip: build/mbpo-mine build/mbpo-train build/mbpo-bench venv
 	$(VENV)/bin/python tests/reference/roundtrip.py --work build/roundtrip
+
+# Interop with the real libraries, mbpo's files unconverted (not part of make test; versions pinned in
+# the script, whose docstring has the pip lines): VENV with transformers 4.57.6 + TRL 1.16, LF_VENV with
+# llamafactory 0.9.5 (transformers 5.6), EASYR1 a checkout of hiyouga/EasyR1; each missing one is SKIPPED.
+interop: build/mbpo-synth build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-bench
+	$(VENV)/bin/python tests/reference/interop.py --work build/interop $(if $(LF_VENV),--lf-venv $(LF_VENV)) \
+	  $(if $(EASYR1),--easyr1 $(EASYR1))
 
 # Regenerate the Unicode tables inside mbpo.h from Debian's unicode-data (apt-get install unicode-data).
 unicode:

@@ -313,7 +313,9 @@ typedef struct {
 #define MBPO_PROCESSOR_FAST 1
 MBPODEF void mbpo_preproc_default(mbpo_preproc *pp);   /* the Qwen2-VL hub values, slow processor */
 /* mbpo_preproc_load = mbpo_preproc_load_as(pp, path, MBPO_PROCESSOR_AUTO). Forcing a processor
-   also reads its size rule ("size" counts for the fast one only), as use_fast=... would. */
+   also reads its size rule ("size" counts for the fast one only), as use_fast=... would. path may
+   also be a processor_config.json with the settings under "image_processor" (transformers 5.x
+   saves no preprocessor_config.json); model folders fall back to it, as transformers 4.57 does. */
 MBPODEF int  mbpo_preproc_load(mbpo_preproc *pp, const char *path);
 MBPODEF int  mbpo_preproc_load_as(mbpo_preproc *pp, const char *path, int processor);
 /* The resized size: multiples of patch*merge, area within [min_pixels, max_pixels]. */
@@ -4231,7 +4233,7 @@ MBPODEF int mbpo_preproc_load(mbpo_preproc *pp, const char *path) {
 }
 MBPODEF int mbpo_preproc_load_as(mbpo_preproc *pp, const char *path, int processor) {
     mbpo_json *root = mbpo_json_parse_file(path);
-    const mbpo_json *v, *size;
+    const mbpo_json *v, *size, *cfg = root;
     int c, ok = 0;
     mbpo_preproc_default(pp);
     /* Both classes start from min 56*56, max 28*28*1280 and let min_pixels / max_pixels
@@ -4241,23 +4243,26 @@ MBPODEF int mbpo_preproc_load_as(mbpo_preproc *pp, const char *path, int process
     pp->max_pixels = 28 * 28 * 1280;
     if (!root) return 0;
     if (root->type != MBPO_JSON_OBJECT) { mbpo__fail("%s: not a JSON object", path); goto done; }
+    /* processor_config.json as transformers 5.x saves it nests the settings under
+       "image_processor"; 4.57 reads that object when the folder has no preprocessor_config.json */
+    if ((v = mbpo_json_get(root, "image_processor")) && v->type == MBPO_JSON_OBJECT) cfg = v;
     if (processor != MBPO_PROCESSOR_AUTO && processor != MBPO_PROCESSOR_SLOW && processor != MBPO_PROCESSOR_FAST)
         { mbpo__fail("%s: unknown image processor %d (want slow, fast or auto)", path, processor); goto done; }
-    if ((v = mbpo_json_get(root, "image_processor_type")) && v->type != MBPO_JSON_STRING && v->type != MBPO_JSON_NULL)
+    if ((v = mbpo_json_get(cfg, "image_processor_type")) && v->type != MBPO_JSON_STRING && v->type != MBPO_JSON_NULL)
         { mbpo__fail("%s: \"image_processor_type\" must be a string", path); goto done; }
-    pp->fast = processor == MBPO_PROCESSOR_AUTO ? mbpo__preproc_type_is_fast(root) : processor;
-    if ((size = mbpo_json_get(root, "size")) && size->type != MBPO_JSON_NULL &&
+    pp->fast = processor == MBPO_PROCESSOR_AUTO ? mbpo__preproc_type_is_fast(cfg) : processor;
+    if ((size = mbpo_json_get(cfg, "size")) && size->type != MBPO_JSON_NULL &&
         (size->type != MBPO_JSON_OBJECT || !mbpo_json_get(size, "shortest_edge") || !mbpo_json_get(size, "longest_edge")))
         { mbpo__fail("%s: \"size\" must have \"shortest_edge\" and \"longest_edge\"", path); goto done; }
     if (pp->fast && size && size->type == MBPO_JSON_OBJECT &&
         (!mbpo__json_opt_int(size, "shortest_edge", 1, &pp->min_pixels, path) ||
          !mbpo__json_opt_int(size, "longest_edge", 1, &pp->max_pixels, path))) goto done;
-    if (!mbpo__json_opt_int(root, "min_pixels", 1, &pp->min_pixels, path) ||
-        !mbpo__json_opt_int(root, "max_pixels", 1, &pp->max_pixels, path) ||
-        !mbpo__json_opt_int(root, "patch_size", 1, &pp->patch, path) ||
-        !mbpo__json_opt_int(root, "temporal_patch_size", 1, &pp->temporal_patch, path) ||
-        !mbpo__json_opt_int(root, "merge_size", 1, &pp->merge, path)) goto done;
-    if ((v = mbpo_json_get(root, "rescale_factor")) && v->type != MBPO_JSON_NULL) {
+    if (!mbpo__json_opt_int(cfg, "min_pixels", 1, &pp->min_pixels, path) ||
+        !mbpo__json_opt_int(cfg, "max_pixels", 1, &pp->max_pixels, path) ||
+        !mbpo__json_opt_int(cfg, "patch_size", 1, &pp->patch, path) ||
+        !mbpo__json_opt_int(cfg, "temporal_patch_size", 1, &pp->temporal_patch, path) ||
+        !mbpo__json_opt_int(cfg, "merge_size", 1, &pp->merge, path)) goto done;
+    if ((v = mbpo_json_get(cfg, "rescale_factor")) && v->type != MBPO_JSON_NULL) {
         if (v->type != MBPO_JSON_NUMBER || !(v->number > 0)) { mbpo__fail("%s: bad rescale_factor", path); goto done; }
         pp->rescale = v->number;
     }
@@ -4265,7 +4270,7 @@ MBPODEF int mbpo_preproc_load_as(mbpo_preproc *pp, const char *path, int process
         const char *key = c ? "image_std" : "image_mean";
         float *dst = c ? pp->std : pp->mean;
         int k;
-        if (!(v = mbpo_json_get(root, key)) || v->type == MBPO_JSON_NULL) continue;
+        if (!(v = mbpo_json_get(cfg, key)) || v->type == MBPO_JSON_NULL) continue;
         if (v->type != MBPO_JSON_ARRAY || v->count != 3) { mbpo__fail("%s: \"%s\" must be 3 numbers", path, key); goto done; }
         for (k = 0; k < 3; k++) {
             if (v->items[k].type != MBPO_JSON_NUMBER || (c && !(v->items[k].number > 0)))
@@ -4273,7 +4278,7 @@ MBPODEF int mbpo_preproc_load_as(mbpo_preproc *pp, const char *path, int process
             dst[k] = (float)v->items[k].number;   /* numpy casts mean/std to the image's float32 */
         }
     }
-    if ((v = mbpo_json_get(root, "do_convert_rgb")) && v->type == MBPO_JSON_FALSE)
+    if ((v = mbpo_json_get(cfg, "do_convert_rgb")) && v->type == MBPO_JSON_FALSE)
         { mbpo__fail("%s: do_convert_rgb = false is not supported (images are always RGB here)", path); goto done; }
     if (pp->min_pixels > pp->max_pixels)
         { mbpo__fail("%s: min_pixels %lld > max_pixels %lld", path, (long long)pp->min_pixels, (long long)pp->max_pixels); goto done; }
@@ -7192,6 +7197,10 @@ static int mbpo__env_load(mbpo__env *e, const char *dir, int processor) {
     mbpo_free(p);
     if (!e->tok) { mbpo__env_free(e); return 0; }
     if (!(p = mbpo__path_join(dir, "preprocessor_config.json"))) return 0;
+    if (!mbpo__file_exists(p)) {   /* a transformers 5.x save has only processor_config.json; 4.57 falls back to it */
+        mbpo_free(p);
+        if (!(p = mbpo__path_join(dir, "processor_config.json"))) return 0;
+    }
     ok = mbpo__file_exists(p) ? mbpo_preproc_load_as(&e->pp, p, processor) : (mbpo_preproc_default(&e->pp), 1);
     if (ok && !mbpo__file_exists(p) && processor != MBPO_PROCESSOR_AUTO) e->pp.fast = processor;
     mbpo_free(p);

@@ -43,8 +43,54 @@ static int bench_tokenizer(const char *tok_path, const char *text_path, int line
     return 0;
 }
 
+/* Ids for comparisons outside (tests/reference/interop.py): each line of a JSONL file is a
+   string, encoded as text with the added tokens, or {"question", "image_tokens": [n, ...],
+   "response"?} rendered by mbpo's chat template. Prints the ids, a tab, and the ids decoded
+   back (special tokens kept) in hex, one line per input line. */
+static int encode_lines(const char *tok_path, const char *path) {
+    size_t len = 0;
+    char *text = mbpo_read_file(path, &len);
+    mbpo_tokenizer *tok = text ? mbpo_tokenizer_load(tok_path) : NULL;
+    const char *p = text, *end = text + len;
+    int64_t lineno = 0;
+    if (!tok) { fprintf(stderr, "mbpo-bench: %s\n", mbpo_failure_reason()); return 1; }
+    while (p < end) {
+        const char *q = (const char *)memchr(p, '\n', (size_t)(end - p));
+        size_t n = q ? (size_t)(q - p) : (size_t)(end - p), dn = 0, k;
+        mbpo_json *j = mbpo_json_parse_line(p, n, path, ++lineno);
+        const mbpo_json *qn = j ? mbpo_json_get(j, "question") : NULL, *it = j ? mbpo_json_get(j, "image_tokens") : NULL;
+        const mbpo_json *resp = j ? mbpo_json_get(j, "response") : NULL;
+        const int32_t *ids = NULL;
+        int64_t m = 0, i, img[8];
+        mbpo_chat chat;
+        char *dec;
+        memset(&chat, 0, sizeof chat);
+        if (j && j->type == MBPO_JSON_STRING) ids = mbpo_tokenizer_encode(tok, j->string, j->len, 1, &m);
+        else if (qn && qn->type == MBPO_JSON_STRING && it && it->type == MBPO_JSON_ARRAY && it->count <= 8) {
+            for (k = 0; k < it->count; k++) img[k] = it->items[k].is_int ? it->items[k].integer : 0;
+            if (mbpo_chat_encode(tok, NULL, qn->string, img, (int)it->count,
+                                 resp && resp->type == MBPO_JSON_STRING ? resp->string : NULL, &chat)) { ids = chat.ids; m = chat.n; }
+        } else if (j) mbpo_failure_set("%s:%lld: want a string or {\"question\", \"image_tokens\", \"response\"}", path, (long long)lineno);
+        if (!ids || !(dec = mbpo_tokenizer_decode(tok, ids, m, 0, &dn))) {
+            fprintf(stderr, "mbpo-bench: %s\n", mbpo_failure_reason());
+            return 1;
+        }
+        for (i = 0; i < m; i++) printf(i ? " %d" : "%d", (int)ids[i]);
+        putchar('\t');
+        for (k = 0; k < dn; k++) printf("%02x", (unsigned char)dec[k]);
+        putchar('\n');
+        mbpo_free(dec);
+        mbpo_chat_free(&chat);
+        mbpo_json_free(j);
+        p += n + (q != NULL);
+    }
+    mbpo_tokenizer_free(tok);
+    mbpo_free(text);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *model_dir = NULL, *input = NULL, *tok_path = NULL, *text_path = NULL, *dump = NULL;
+    const char *model_dir = NULL, *input = NULL, *tok_path = NULL, *text_path = NULL, *dump = NULL, *encode = NULL;
     int lines = 0;
     char input_buf[4096];
     int iters = 10, warmup = 2, backward = 0, i, rc;
@@ -70,11 +116,19 @@ int main(int argc, char **argv) {
             { "--tokenizer", "F", MBPO_FLAG_STRING, &tok_path, NULL, "time encoding FILE (--text) with tokenizer.json F, one thread" },
             { "--text", "FILE", MBPO_FLAG_STRING, &text_path, NULL, "the text to encode (with --tokenizer)" },
             { "--lines", NULL, MBPO_FLAG_SWITCH, &lines, NULL, "encode the text line by line (default: as one string)" },
+            { "--encode", "FILE", MBPO_FLAG_STRING, &encode, NULL,
+              "no timing: print the ids of each line of JSONL FILE (with --tokenizer): a string as text, or\n"
+              "{\"question\", \"image_tokens\", \"response\"} as a chat; then a tab and the ids decoded, in hex" },
         };
         if (!mbpo_flags_handle("mbpo-bench", "--model DIR [--input FILE] [--iters 10] [--warmup 2] [--backward]\n"
-                               "       mbpo-bench --tokenizer FILE --text FILE [--lines] [--iters 10] [--warmup 2]",
+                               "       mbpo-bench --tokenizer FILE --text FILE [--lines] [--iters 10] [--warmup 2]\n"
+                               "       mbpo-bench --tokenizer FILE --encode FILE",
                                flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, &rc))
             return rc;
+    }
+    if (encode) {
+        if (!tok_path || text_path) { fprintf(stderr, "mbpo-bench: --encode needs --tokenizer, without --text (see --help)\n"); return 2; }
+        return encode_lines(tok_path, encode);
     }
     if (tok_path || text_path) {
         if (!tok_path || !text_path) { fprintf(stderr, "mbpo-bench: --tokenizer and --text go together (see --help)\n"); return 2; }

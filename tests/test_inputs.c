@@ -1312,6 +1312,24 @@ static void test_preproc(void) {
           mbpo_failure_reason());
     mbpo_preproc_default(&pp);
     CHECK(pp.fast == MBPO_PROCESSOR_SLOW, "the defaults (no preprocessor_config.json) keep the slow processor");
+    /* what transformers saves (tests/reference/interop.py: TRL under 4.57.6, LLaMA-Factory under 5.6.0,
+       both from demo/tiny-sft); 5.6 writes no preprocessor_config.json, only processor_config.json
+       with the settings under "image_processor" (its Qwen2VLImageProcessor is the torchvision one) */
+    REQUIRE(mbpo_preproc_load(&pp, "tests/configs/tiny-sft-saved-4.57.6/preprocessor_config.json"), "4.57.6 save");
+    CHECK(pp.fast == MBPO_PROCESSOR_FAST && pp.min_pixels == 3136 && pp.max_pixels == 12845056 && pp.patch == 14,
+          "transformers 4.57.6's save (Qwen2VLImageProcessorFast, size next to min/max_pixels): fast, 3136..12845056");
+    REQUIRE(mbpo_preproc_load(&pp, "tests/configs/tiny-sft-saved-5.6.0/processor_config.json"), "5.6.0 save");
+    CHECK(pp.fast == MBPO_PROCESSOR_FAST && pp.min_pixels == 3136 && pp.max_pixels == 12845056 && pp.patch == 14 &&
+          pp.merge == 2 && pp.temporal_patch == 2 && pp.std[2] == 0.27577711f,
+          "transformers 5.6.0's processor_config.json (nested image_processor, size only): fast, 3136..12845056");
+    write_text(path, "{\"processor_class\": \"Qwen2VLProcessor\", \"image_processor\": {\"image_processor_type\": "
+                     "\"Qwen2VLImageProcessorPil\", \"min_pixels\": 1000, \"max_pixels\": 50000, \"patch_size\": 7}}");
+    REQUIRE(mbpo_preproc_load(&pp, path), "nested, Pil");
+    CHECK(pp.fast == MBPO_PROCESSOR_SLOW && pp.min_pixels == 1000 && pp.max_pixels == 50000 && pp.patch == 7,
+          "a nested Pil processor: slow, its own bounds and patch");
+    write_text(path, "{\"image_processor\": {\"image_std\": [1, 0, 1]}}");
+    CHECK(!mbpo_preproc_load(&pp, path) && contains(mbpo_failure_reason(), "image_std"), "nested values are checked: %s",
+          mbpo_failure_reason());
     {   /* which processor, and which bounds, transformers 4.57.6 builds for each sample file */
         mbpo_json *rows = mbpo_json_parse_file(IMG_DIR "/processor_selection.json");
         const char *keys[3] = { "auto", "slow", "fast" };

@@ -309,6 +309,23 @@ static void test_config(void) {
     CHECK(cn.hidden_size == 64 && cn.n_kv_heads == 2 && cn.tie_word_embeddings && cn.mrope_section[2] == 3 &&
           cn.rope_theta == 1e6 && cn.v_depth == 2 && cn.head_dim == 16, "5.x fields");
     mbpo_json_free(j);
+    {   /* demo/tiny-sft as transformers saves it (tests/reference/interop.py): 4.57.6 writes the text
+           fields flat and in text_config with rope_scaling type "default"; 5.6.0 only in text_config */
+        static const char *const saved[2] = { "tests/configs/tiny-sft-saved-4.57.6/config.json",
+                                              "tests/configs/tiny-sft-saved-5.6.0/config.json" };
+        mbpo_config ct, cs;
+        int k;
+        REQUIRE(mbpo_config_load(&ct, "demo/tiny-sft/config.json"), "tiny-sft config");
+        for (k = 0; k < 2; k++) {
+            int ok = mbpo_config_load(&cs, saved[k]);
+            CHECK(ok && cs.vocab_size == ct.vocab_size && cs.hidden_size == ct.hidden_size && cs.n_layers == ct.n_layers &&
+                  cs.n_kv_heads == ct.n_kv_heads && cs.tie_word_embeddings == ct.tie_word_embeddings &&
+                  cs.mrope_section[0] == ct.mrope_section[0] && cs.mrope_section[2] == ct.mrope_section[2] &&
+                  cs.rope_theta == ct.rope_theta && cs.v_depth == ct.v_depth && cs.v_in_channels == ct.v_in_channels &&
+                  cs.image_token_id == ct.image_token_id && cs.eos_token_id == ct.eos_token_id,
+                  "%s reads as demo/tiny-sft/config.json%s%s", saved[k], ok ? "" : ": ", ok ? "" : mbpo_failure_reason());
+        }
+    }
     {   /* tie_word_embeddings: the top-level flag wins over text_config; non-booleans refused */
         const char *t1 = "{\"tie_word_embeddings\": true, \"vision_config\": {\"depth\": 1, \"embed_dim\": 16, \"num_heads\": 1},"
                          " \"image_token_id\": 1000, \"video_token_id\": 1001, \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003,"

@@ -299,7 +299,7 @@ tiny-model: build/mbpo-synth build/mbpo-train
 	  --image-root $(TINY_WORK)/world/images --out $(TINY_WORK)/sft --steps 10000 --batch 16 --lr 5e-4 --schedule cosine \
 	  --warmup-steps 100 --save-every 0 --save-dtype bf16 --seed 1234 --quiet
 	mkdir -p $(DEMO_MODEL)
-	for f in config.json model.safetensors tokenizer.json preprocessor_config.json tokenizer_config.json chat_template.json \
+	for f in config.json model.safetensors tokenizer.json preprocessor_config.json tokenizer_config.json chat_template.json vocab.json merges.txt \
 	  generation_config.json; do cp $(TINY_WORK)/sft/checkpoint-10000/$$f $(DEMO_MODEL)/ || exit 1; done
 	@echo "tiny-model: $(DEMO_MODEL) rebuilt"
 

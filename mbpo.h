@@ -7338,6 +7338,52 @@ static char *mbpo__folder_template(const char *dir, int *for_processor) {
     return found;
 }
 
+/* Write a built string to dir/name atomically. */
+static int mbpo__write_sb(const char *dir, const char *name, const mbpo__sb *b) {
+    char *p = mbpo__path_join(dir, name);
+    int ok = p && !b->failed && mbpo_write_file_atomic(p, b->s ? b->s : "", b->n);
+    mbpo_free(p);
+    return ok;
+}
+/* vocab.json and merges.txt from tokenizer.json's BPE model: what transformers' slow
+   Qwen2Tokenizer reads (AutoProcessor with use_fast=False picks it too); without them it fails
+   with a misleading "requires the protobuf library". */
+static int mbpo__write_vocab_merges(const char *src, const char *dst, int vocab_file, int merges_file) {
+    char *p = mbpo__path_join(src, "tokenizer.json");
+    mbpo_json *j = p ? mbpo_json_parse_file(p) : NULL;
+    const mbpo_json *model = j ? mbpo_json_get(j, "model") : NULL;
+    const mbpo_json *vocab = model ? mbpo_json_get(model, "vocab") : NULL, *merges = model ? mbpo_json_get(model, "merges") : NULL;
+    mbpo__sb b = { NULL, 0, 0, 0 };
+    size_t k;
+    int ok = 0;
+    if (!vocab || vocab->type != MBPO_JSON_OBJECT || !merges || merges->type != MBPO_JSON_ARRAY) {
+        if (j) mbpo__fail("%s: no BPE model.vocab / model.merges", p);
+        goto end;
+    }
+    mbpo__sb_puts(&b, "{");
+    for (k = 0; k < vocab->count; k++) {
+        mbpo__sb_puts(&b, k ? ", " : "");
+        mbpo__sb_json(&b, vocab->keys[k]);
+        mbpo__sb_printf(&b, ": %lld", (long long)vocab->items[k].integer);
+    }
+    mbpo__sb_puts(&b, "}\n");
+    if (vocab_file && !mbpo__write_sb(dst, "vocab.json", &b)) goto end;
+    b.n = 0;
+    mbpo__sb_puts(&b, "#version: 0.2\n");
+    for (k = 0; k < merges->count; k++) {   /* "a b", or ["a", "b"] */
+        const mbpo_json *m = &merges->items[k];
+        if (m->type == MBPO_JSON_STRING) mbpo__sb_puts(&b, m->string);
+        else if (m->type == MBPO_JSON_ARRAY && m->count == 2 && m->items[0].type == MBPO_JSON_STRING &&
+                 m->items[1].type == MBPO_JSON_STRING)
+            mbpo__sb_printf(&b, "%s %s", m->items[0].string, m->items[1].string);
+        else { mbpo__fail("%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", p, k); goto end; }
+        mbpo__sb_puts(&b, "\n");
+    }
+    ok = !merges_file || mbpo__write_sb(dst, "merges.txt", &b);
+end:
+    mbpo_json_free(j); mbpo_free(p); mbpo_free(b.s);
+    return ok;
+}
 /* Whether the JSON object in a file has the key (an unreadable file: no). */
 static int mbpo__json_has_key_file(const char *path, const char *key) {
     mbpo_json *j = path ? mbpo_json_parse_file(path) : NULL;
@@ -7393,6 +7439,10 @@ static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__e
             ok = MBPO__WRITE("tokenizer_config.json");
         }
         mbpo_json_free(j); mbpo_free(text);
+    }
+    if (ok) {   /* for the slow tokenizer */
+        int no_vocab = MBPO__MISSING("vocab.json"), no_merges = MBPO__MISSING("merges.txt");
+        if (no_vocab || no_merges) ok = mbpo__write_vocab_merges(src, dst, no_vocab, no_merges);
     }
     if (ok && MBPO__MISSING("generation_config.json")) {
         b.n = 0;
@@ -9051,12 +9101,6 @@ static int mbpo__sb_abs_images(mbpo__sb *b, const mbpo__item *it) {
     }
     mbpo__sb_puts(b, "]");
     return 1;
-}
-static int mbpo__write_sb(const char *dir, const char *name, const mbpo__sb *b) {
-    char *p = mbpo__path_join(dir, name);
-    int ok = p && !b->failed && mbpo_write_file_atomic(p, b->s ? b->s : "", b->n);
-    mbpo_free(p);
-    return ok;
 }
 MBPODEF int mbpo_export(const char *mined_dir, const char *image_root, const char *out_dir) {
     mbpo__item *items = NULL;

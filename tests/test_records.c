@@ -206,6 +206,13 @@ static void test_records_all(void) {
               contains(t2->string, "<|vision_start|><|image_pad|><|vision_end|>") && contains(t2->string, "You are a helpful assistant.") &&
               contains(t2->string, "add_generation_prompt"),
               "a source without a chat template gets the Qwen2-VL one, in chat_template.json and tokenizer_config.json");
+        {   /* vocab.json from tokenizer.json, for the slow tokenizer (interop.py loads it with use_fast=False) */
+            char *vj = slurp(b, "vocab.json");
+            mbpo_json *jv = vj ? mbpo_json_parse(vj, strlen(vj), "vocab.json") : NULL;
+            CHECK(jv && jv->type == MBPO_JSON_OBJECT && jv->count == 1000 && mbpo_json_get(jv, "ab") &&
+                  mbpo_json_get(jv, "ab")->integer == 257, "vocab.json written from tokenizer.json (%zu entries)", jv ? jv->count : 0);
+            mbpo_json_free(jv); mbpo_free(vj);
+        }
         CHECK(jp && mbpo_json_get(jp, "min_pixels") && mbpo_json_get(jp, "image_mean") && mbpo_json_get(jp, "patch_size"),
               "a source without preprocessor_config.json gets the one mbpo used");
         mbpo_json_free(jt); mbpo_json_free(jc); mbpo_json_free(jp);

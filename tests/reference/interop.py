@@ -11,8 +11,9 @@ From a fresh build (`make all`), in --work:
     tokenizer.json mbpo wrote and encode/decode world texts and chats to mbpo's ids
     (build/mbpo-bench --encode);
  3. AutoProcessor + AutoModelForImageTextToText on the checkpoint: apply_chat_template +
-    greedy generate on every test record give mbpo-score's responses, for the fast processor
-    (transformers' default) vs --image-processor auto and the slow one vs --image-processor slow;
+    greedy generate on every test record give mbpo-score's responses and IIGs: the processor
+    transformers picks for the folder vs --image-processor auto, use_fast=True vs fast, and
+    use_fast=False vs slow;
  4. TRL DPOTrainer (2 steps) on export/trl_dpo.jsonl and GRPOTrainer (2 steps) on
     export/trl_grpo.jsonl from the checkpoint; the DPO result, as trainer.save_model +
     processor.save_pretrained write it, loads in build/mbpo-score with transformers' answers;
@@ -415,7 +416,7 @@ def main():
         test_file = os.path.join(W, "tests.jsonl")
         write_jsonl(test_file, tests)
         scores = {}
-        for proc_name in ("auto", "slow"):
+        for proc_name in ("auto", "fast", "slow"):
             out = os.path.join(W, "score_%s.jsonl" % proc_name)
             run([b("mbpo-score"), "--model", ckpt, "--data", test_file, "--image-root", images, "--out", out,
                  "--max-new-tokens", str(MAX_NEW), "--image-processor", proc_name, "--quiet"], out + ".log")
@@ -529,14 +530,19 @@ def main():
     slow_ip = AutoImageProcessor.from_pretrained(ckpt, use_fast=False)
     proc_slow = AutoProcessor.from_pretrained(ckpt)
     proc_slow.image_processor = slow_ip   # AutoProcessor(use_fast=False) itself: see below
+    proc_fast = AutoProcessor.from_pretrained(ckpt)
+    proc_fast.image_processor = AutoImageProcessor.from_pretrained(ckpt, use_fast=True)
+    # "default": what transformers picks for the folder by itself (mbpo's auto must pick the same)
+    procs = {"default": proc, "fast": proc_fast, "slow": proc_slow}
     hf, hf_iig = {}, {}
-    for tag, p in (("fast", proc), ("slow", proc_slow)):
+    for tag, p in procs.items():
         t1 = time.time()
         hf[tag] = check.guard("generate with the %s image processor" % tag, lambda p=p: generate_all(model, p, tests, images))
         hf_iig[tag] = check.guard("IIG with the %s image processor" % tag, lambda p=p: iig_all(model, p, tests, images))
         print("      transformers, %s processor (%s): %d greedy responses and IIGs in %.1f s" % (
             tag, type(p.image_processor).__name__, len(tests), time.time() - t1))
-    for mb, tag, other in (("auto", "fast", "slow"), ("slow", "slow", "fast")):
+    for mb, tag, other in (("auto", "default", "fast" if "Fast" not in type(proc.image_processor).__name__ else "slow"),
+                           ("fast", "fast", "slow"), ("slow", "slow", "fast")):
         if hf[tag] is None or hf_iig[tag] is None:
             continue
         rows = scores[mb]
@@ -545,7 +551,7 @@ def main():
                for lo, hi in ((0, n_world_tests), (n_world_tests, len(tests)))]
         d = iig_diff(rows, hf_iig[tag])
         d_other = iig_diff(rows[n_world_tests:], hf_iig[other][n_world_tests:]) if hf_iig[other] else float("nan")
-        p = proc if tag == "fast" else proc_slow
+        p = procs[tag]
         check(same == n_m == n_h == len(tests) and d <= IIG_TOL,
               "mbpo-score --image-processor %s = transformers %s %s" % (mb, v["transformers"], type(p.image_processor).__name__),
               "responses %d/%d (world %d/%d, resized %d/%d); IIG max |diff| %.1e (tol %.0e; %.1e on the resized images "

@@ -105,11 +105,11 @@ build/test_limits: tests/test_limits.c $(HEADERS) | build stb
 
 # The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (.ci/run runs it after make test).
 # The executables the tests run are sanitized too: they go to build/asan-root/build/, and the
-# tests run from build/asan-root, where tests/ links back to the sources.
+# tests run from build/asan-root, where tests/ and demo/ link back to the sources.
 ASAN = -std=c99 -Wall -Wextra -pedantic -g -O1 -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined
 asan: | build stb
 	$(CC) $(ASAN) $(JPEG_FLAGS) -o build/test_mbpo_asan $(TEST_SRC) $(LDLIBS) $(JPEG_LIBS)
-	@mkdir -p build/asan-root/build && ln -sfn ../../tests build/asan-root/tests
+	@mkdir -p build/asan-root/build && ln -sfn ../../tests build/asan-root/tests && ln -sfn ../../demo build/asan-root/demo
 	for t in mine train score export synth demo bench; do \
 	  $(CC) $(ASAN) $(JPEG_FLAGS) -o build/asan-root/build/mbpo-$$t drivers/$$t.c $(LDLIBS) $(JPEG_LIBS) || exit 1; done
 	cd build/asan-root && OMP_NUM_THREADS=$(THREADS) ../test_mbpo_asan

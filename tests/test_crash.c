@@ -460,7 +460,7 @@ static void disk_full(void) {
         char *l = listing(out);
         CHECK(rc != 0 && err_has(err, "No space left on device") && err_has(err, "checkpoint-1 is the newest whole checkpoint"),
               "the disk fills at checkpoint-2: a clean stop that names the kept checkpoint");
-        CHECK(l && !strcmp(l, "checkpoint-1\nmetrics.jsonl\n"), "left: checkpoint-1 and metrics.jsonl, no partial checkpoint (%s)",
+        CHECK(l && !strcmp(l, "checkpoint-1\nmetrics.jsonl\nrun.json\n"), "left: checkpoint-1, metrics.jsonl and run.json, no partial checkpoint (%s)",
               l ? l : "?");
         CHECK(check_checkpoints(out, &newest) && newest == 1 && check_metrics(out, &t1) >= 1,
               "checkpoint-1 loads and equals the uninterrupted run's");

@@ -675,6 +675,8 @@ MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float 
      skipped.jsonl  selected samples left without a usable negative after max_tries
      online.jsonl   the closed-ended samples (yes/no, multiple choice) with their labels
      adv/<n>.png    the adversarial images;  iig.jsonl  the IIG of every candidate
+     export/        the sets for TRL, LLaMA-Factory and EasyR1 (mbpo_export)
+     run.json       every setting and the inputs' SHA-256 (a rerun with other settings is refused)
    "image" paths are the dataset's (relative to the image root), "adv_image" is relative to
    out_dir.
    Rerun with the same options after a kill, it continues where it stopped: finished lines
@@ -741,9 +743,13 @@ MBPODEF int  mbpo_pairs_iig(const char *model_dir, const char *pairs, const char
      mbpo: offline + online; offline, offline-rand: offline only (offline-rand is the same
      loss on a set mined with --negatives rand); online: online only; sft: cross-entropy on
      the answers of `data` (or the chosen / reference answers of the two sets).
-   Writes out_dir/metrics.jsonl (a line per step) and checkpoints out_dir/checkpoint-<step>/
-   (a Hugging Face directory plus optimizer.safetensors and trainer_state.json), each made in
-   a temporary directory and renamed into place. Rerun after a kill, it resumes from the
+   Writes out_dir/run.json (every setting and the inputs' SHA-256; a rerun whose settings would
+   change the result is refused, listing each difference), out_dir/metrics.jsonl (a line per
+   step) and checkpoints out_dir/checkpoint-<step>/: a whole Hugging Face model folder (the
+   source folder's non-weight files carried, a chat template and the tokenizer, generation and
+   preprocessor configs written when missing) plus optimizer.safetensors and mbpo_state.json,
+   each made in a temporary directory and renamed into place; save_total_limit rotates them,
+   final_weights_only leaves the moments out of the last. Rerun after a kill, it resumes from the
    newest checkpoint: weights, moments, step and data position; every random draw comes
    from (seed, step, micro-batch, prompt), so the run continues as if never stopped.
    Before any work, out_dir is proven writable and its filesystem must have room for one

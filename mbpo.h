@@ -5169,8 +5169,8 @@ static int mbpo__cfg_num(const mbpo_json *v, const char *key, const char *name, 
         *out = dflt;
         return 1;
     }
-    if (v->type != MBPO_JSON_NUMBER || !(v->number > 0))
-        return mbpo__fail("%s:%d:%d: \"%s\" must be a positive number", name, v->line, v->col, key);
+    if (v->type != MBPO_JSON_NUMBER || !(v->number > 0) || !isfinite(v->number))   /* 1e506 reads as inf */
+        return mbpo__fail("%s:%d:%d: \"%s\" must be a positive finite number", name, v->line, v->col, key);
     *out = v->number;
     return 1;
 }

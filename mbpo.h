@@ -476,14 +476,35 @@ typedef struct {
     const int64_t *image_ref_offsets;/* (B+1) */
 } mbpo_batch;
 
-typedef struct mbpo_acts mbpo_acts;   /* activation arena (opaque) */
+/* Where the model computes. Every build has the CPU; a build compiled by nvcc with MBPO_CUDA
+   (make cuda) also has the GPU. The CPU ops are the specification the CUDA ops are tested
+   against (tests/test_cuda.cu). */
+typedef enum { MBPO_DEVICE_CPU = 0, MBPO_DEVICE_CUDA = 1 } mbpo_device;
+/* "cpu" or "cuda" -> *out; 0 with a reason naming the accepted values otherwise. */
+MBPODEF int mbpo_device_parse(const char *name, mbpo_device *out);
+MBPODEF const char *mbpo_device_name(mbpo_device d);
+/* 1 when this build can run on d here; 0 with the reason (no CUDA in this build, no GPU, a
+   driver error) otherwise. */
+MBPODEF int mbpo_device_available(mbpo_device d);
+
+typedef struct mbpo_acts mbpo_acts;       /* activation arena (opaque) */
+typedef struct mbpo__ops mbpo_ops;        /* a backend's op table (opaque) */
+typedef struct mbpo__backend mbpo_backend;/* a backend's state: streams, handles, scratch (opaque) */
 typedef struct {
     mbpo_config cfg;
     mbpo_param_table table;
-    float *params;                   /* (table.total_floats) */
+    float *params;                   /* (table.total_floats) the host copy: loaded, saved, updated */
     float *grads;                    /* same layout; NULL until mbpo_model_plan(.., want_grads) */
     mbpo_weights w, g;               /* typed views of params and grads */
     mbpo_acts *acts;                 /* sized by mbpo_model_plan */
+    /* the backend, chosen by mbpo_model_plan_on (the CPU by default) */
+    mbpo_device device;
+    const mbpo_ops *ops;
+    mbpo_backend *be;
+    void *xparams;                   /* the parameters as the backend stores them (CPU: == params) */
+    float *xgrads;                   /* the gradients in backend memory, fp32 (CPU: == grads) */
+    int params_stale;                /* host params changed since the last upload (not on the CPU) */
+    int grads_stale;                 /* backend grads newer than m->grads (not on the CPU) */
 } mbpo_model;
 
 /* Allocate a model for cfg with zeroed parameters. */
@@ -498,6 +519,15 @@ MBPODEF void mbpo_model_free(mbpo_model *m);
    Prints nothing; mbpo_model_plan_bytes() reports what was allocated. */
 MBPODEF int  mbpo_model_plan(mbpo_model *m, int64_t max_tokens, int64_t max_patches,
                              int64_t max_targets, int want_grads);
+/* The same on a chosen device: the backend is fixed here, its memory (parameters, gradients,
+   activations) allocated once; mbpo_model_plan keeps the device of the last plan (CPU at first).
+   On a device other than the CPU, m->params stays the host copy: call
+   mbpo_model_params_changed after changing it (an optimizer step) so the next forward uploads
+   it, and mbpo_model_grads_to_host before reading m->grads. Both are no-ops on the CPU. */
+MBPODEF int  mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_tokens,
+                                int64_t max_patches, int64_t max_targets, int want_grads);
+MBPODEF void mbpo_model_params_changed(mbpo_model *m);
+MBPODEF int  mbpo_model_grads_to_host(mbpo_model *m);
 MBPODEF size_t mbpo_model_plan_bytes(const mbpo_model *m);
 MBPODEF void mbpo_model_zero_grad(mbpo_model *m);
 /* The token log-prob machine (docs/DESIGN.md section 2).
@@ -539,11 +569,15 @@ typedef struct {
     int64_t max_len;                 /* prompt + new tokens */
     int64_t len;                     /* tokens in the cache (the same for every continuation) */
     int64_t rope_delta;              /* M-RoPE: a text token at index t has position t + rope_delta */
-    float *k, *v;                    /* (L, G, max_len, NKV*HS), keys after RoPE */
-    float *x, *x1, *q, *kn, *vn, *att, *mid, *x2, *gate, *up, *act, *rstd, *cos, *sin;   /* one step */
-    float *logits;                   /* (G, V) of the last step */
+    float *logits;                   /* (G, V) of the last step, host memory */
+    /* backend memory (the model's backend): one block holding the cache (L, G, max_len,
+       NKV*HS) of keys after RoPE and of values, and one decoding step's activations */
+    const mbpo_ops *ops;
+    mbpo_backend *be;
+    void *mem, *host_mem;
 } mbpo_kv;
-MBPODEF int  mbpo_kv_init(mbpo_kv *kv, const mbpo_config *cfg, int G, int64_t max_len);
+/* A cache for G continuations of up to max_len tokens on the backend of m (planned). */
+MBPODEF int  mbpo_kv_init(mbpo_kv *kv, const mbpo_model *m, int G, int64_t max_len);
 MBPODEF void mbpo_kv_free(mbpo_kv *kv);
 /* Run the prompt (prompt->n_seqs == 1, its images given as in any batch; targets ignored)
    and copy its keys and values into every continuation's cache; kv->logits rows hold the
@@ -5441,7 +5475,7 @@ static int mbpo__weights_alloc(mbpo_weights *w, const mbpo_config *c) {
     w->layers = (mbpo_decoder_layer *)mbpo__calloc((size_t)c->n_layers, sizeof(mbpo_decoder_layer));
     return w->vblocks && w->layers;
 }
-static void mbpo__acts_free(mbpo_acts *a);
+static void mbpo__backend_free(mbpo_model *m);
 
 MBPODEF int mbpo_model_init(mbpo_model *m, const mbpo_config *cfg) {
     memset(m, 0, sizeof *m);
@@ -5456,12 +5490,12 @@ MBPODEF int mbpo_model_init(mbpo_model *m, const mbpo_config *cfg) {
     return 1;
 }
 MBPODEF void mbpo_model_free(mbpo_model *m) {
+    mbpo__backend_free(m);   /* first: it tells backend copies from the host buffers */
     mbpo_param_table_free(&m->table);
     mbpo_free(m->params);
     mbpo_free(m->grads);
     mbpo_free(m->w.vblocks); mbpo_free(m->w.layers);
     mbpo_free(m->g.vblocks); mbpo_free(m->g.layers);
-    mbpo__acts_free(m->acts);
     memset(m, 0, sizeof *m);
 }
 /* Map a checkpoint key of either layout (docs/QWEN2VL.md 3.7) to the hub name, or NULL when the
@@ -5549,8 +5583,6 @@ MBPODEF int mbpo_model_save(const mbpo_model *m, const char *dir, mbpo_dtype dty
    functions accumulate (+=) into parameter gradients and write or accumulate input
    gradients as their comment says. Every OpenMP loop gives each thread disjoint outputs and
    keeps the summation order fixed, so results do not depend on scheduling. */
-
-#ifndef MBPO_CUDA
 
 /* The one matrix product every Linear uses, forward and backward:
        out (M, N) (+)= A . B^T  (+ bias (N))
@@ -5920,101 +5952,11 @@ static void mbpo__logsoftmax_gather_backward(float *z, const float *dlogp, const
     }
 }
 
-#else
-#include "mbpo_cuda.cuh"   /* the same ops on the GPU */
-#endif /* !MBPO_CUDA */
-
-/* ------------------------------------------------------------------ 3. model: activations
-
-   One arena holds every activation of a forward pass and every scratch buffer of the
-   backward pass. mbpo__acts_layout() hands out pointers for a given batch shape; called with
-   base == NULL it only counts, which is how mbpo_model_plan() sizes the arena. All sizes grow
-   with T, P and N, so any batch within the plan fits in the planned arena. */
-#define MBPO__HEAD_CHUNK 64   /* target rows per lm_head chunk: CH x V logits alive at once */
-
-struct mbpo_acts {
-    int64_t max_T, max_P, max_N, max_images;
-    int threads;
-    float *base; size_t n_floats;
-    int64_t *ibase; size_t n_ints;
-    /* shape of the last forward */
-    int64_t T, P, N, n_images, n_feat, n_seqs;
-    int have_forward;
-    /* vision tower: l = block index, D = depth, F = fc1 width */
-    float *vcos, *vsin;            /* (P, HSv/2) rotary tables of the patches */
-    float *vx;                     /* (D+1, P, E) residual stream; vx[0] = patch embed */
-    float *vln1, *vln1_mean, *vln1_rstd, *vqkv, *vatt, *vlse, *vmid;
-    float *vln2, *vln2_mean, *vln2_rstd, *vfc1, *vact;
-    float *mln, *mln_mean, *mln_rstd, *mfc1, *mact, *feat;   /* merger; feat (P/4, H) */
-    /* language model: l = layer, L = layers */
-    float *cos, *sin;              /* (T, HS/2) M-RoPE tables */
-    float *h;                      /* (L+1, T, H) residual stream; h[0] = inputs_embeds */
-    float *x1, *rstd1, *q, *k, *v, *att, *lse, *hmid, *x2, *rstd2, *gate, *up, *act;
-    float *xf, *rstdf;             /* (T, H), (T) final norm */
-    float *tgt_lse;                /* (N) log-sum-exp of each target row's logits */
-    float *chunk_logits, *chunk_x, *chunk_dx;
-    /* backward scratch */
-    float *dh, *dx, *dbig1, *dbig2, *dbig3, *dq, *dk, *dv, *dxf;
-    float *dvx, *dvx2, *dv1, *dv2, *dvatt, *dfeat;
-    float *attn_scratch;           /* (threads, 2 max(T, P)) */
-    /* integers */
-    int64_t *pos;                  /* (3, T) */
-    int64_t *feat_row;             /* (T) image-feature row of a token, or -1 */
-    int64_t *tgt_row;              /* (N) row of xf that predicts target n */
-    int32_t *tgt_label;            /* (N) the target token ids */
-    int64_t *img_poff;             /* (images+1) first patch of each image */
-    int64_t *img_foff;             /* (images+1) first feature row of each image */
-    int64_t *seq_grid;             /* (runs, 3) grids of one sequence's image runs, runs <= T */
-};
-
-static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, int64_t T, int64_t P, int64_t N,
-                                int64_t n_img, int threads, float *base, int64_t *ibase, size_t *n_ints) {
-    size_t used = 0, iused = 0;
-    int64_t D = c->v_depth, E = c->v_embed_dim, F = c->v_mlp_hidden, L = c->n_layers, H = c->hidden_size;
-    int64_t I = c->intermediate_size, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
-    int64_t HSv = E / c->v_heads, mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm;
-    int64_t CH = N < MBPO__HEAD_CHUNK ? N : MBPO__HEAD_CHUNK, maxL = T > P ? T : P;
-    int64_t big = I > QD ? I : QD, vbig = F > 3 * E ? F : 3 * E;
-#define MBPO__TAKE(ptr, count) do { a->ptr = base ? base + used : NULL; used += ((size_t)(count) + 63) & ~(size_t)63; } while (0)
-#define MBPO__ITAKE(ptr, count) do { a->ptr = ibase ? ibase + iused : NULL; iused += (size_t)(count) + 1; } while (0)
-    MBPO__TAKE(vcos, P * HSv / 2); MBPO__TAKE(vsin, P * HSv / 2);
-    MBPO__TAKE(vx, (D + 1) * P * E);
-    MBPO__TAKE(vln1, D * P * E); MBPO__TAKE(vln1_mean, D * P); MBPO__TAKE(vln1_rstd, D * P);
-    MBPO__TAKE(vqkv, D * P * 3 * E); MBPO__TAKE(vatt, D * P * E); MBPO__TAKE(vlse, D * c->v_heads * P);
-    MBPO__TAKE(vmid, D * P * E);
-    MBPO__TAKE(vln2, D * P * E); MBPO__TAKE(vln2_mean, D * P); MBPO__TAKE(vln2_rstd, D * P);
-    MBPO__TAKE(vfc1, D * P * F); MBPO__TAKE(vact, D * P * F);
-    MBPO__TAKE(mln, P * E); MBPO__TAKE(mln_mean, P); MBPO__TAKE(mln_rstd, P);
-    MBPO__TAKE(mfc1, PF * M); MBPO__TAKE(mact, PF * M); MBPO__TAKE(feat, PF * H);
-    MBPO__TAKE(cos, T * c->head_dim / 2); MBPO__TAKE(sin, T * c->head_dim / 2);
-    MBPO__TAKE(h, (L + 1) * T * H);
-    MBPO__TAKE(x1, L * T * H); MBPO__TAKE(rstd1, L * T);
-    MBPO__TAKE(q, L * T * QD); MBPO__TAKE(k, L * T * KD); MBPO__TAKE(v, L * T * KD);
-    MBPO__TAKE(att, L * T * QD); MBPO__TAKE(lse, L * c->n_heads * T);
-    MBPO__TAKE(hmid, L * T * H); MBPO__TAKE(x2, L * T * H); MBPO__TAKE(rstd2, L * T);
-    MBPO__TAKE(gate, L * T * I); MBPO__TAKE(up, L * T * I); MBPO__TAKE(act, L * T * I);
-    MBPO__TAKE(xf, T * H); MBPO__TAKE(rstdf, T); MBPO__TAKE(tgt_lse, N);
-    MBPO__TAKE(chunk_logits, CH * c->vocab_size); MBPO__TAKE(chunk_x, CH * H); MBPO__TAKE(chunk_dx, CH * H);
-    MBPO__TAKE(dh, T * H); MBPO__TAKE(dx, T * H); MBPO__TAKE(dxf, T * H);
-    MBPO__TAKE(dbig1, T * big); MBPO__TAKE(dbig2, T * I); MBPO__TAKE(dbig3, T * I);
-    MBPO__TAKE(dq, T * QD); MBPO__TAKE(dk, T * KD); MBPO__TAKE(dv, T * KD);
-    MBPO__TAKE(dvx, P * E); MBPO__TAKE(dvx2, P * E); MBPO__TAKE(dv1, P * vbig); MBPO__TAKE(dv2, P * F);
-    MBPO__TAKE(dvatt, P * E); MBPO__TAKE(dfeat, PF * H);
-    MBPO__TAKE(attn_scratch, (int64_t)threads * 2 * maxL);
-    MBPO__ITAKE(pos, 3 * T); MBPO__ITAKE(feat_row, T); MBPO__ITAKE(tgt_row, N);
-    a->tgt_label = ibase ? (int32_t *)(ibase + iused) : NULL; iused += (size_t)N / 2 + 1;
-    MBPO__ITAKE(img_poff, n_img + 1); MBPO__ITAKE(img_foff, n_img + 1);
-    MBPO__ITAKE(seq_grid, 3 * T);   /* one sequence may use an image many times: <= one run per token */
-#undef MBPO__TAKE
-#undef MBPO__ITAKE
-    *n_ints = iused;
-    return used;
-}
-static void mbpo__acts_free(mbpo_acts *a) {
-    if (!a) return;
-    mbpo_free(a->base);
-    mbpo_free(a->ibase);
-    mbpo_free(a);
+/* RoPE inverse frequencies inv[j] = 1 / theta^(2j/dim), j < dim/2, evaluated in float32 the
+   way torch does (exponent, power and reciprocal each rounded to float). */
+static float mbpo__inv_freq(double theta, int64_t j, int64_t dim) {
+    float e = (float)(2 * j) / (float)dim;
+    return 1.0f / powf((float)theta, e);
 }
 static int mbpo__max_threads(void) {
 #ifdef _OPENMP
@@ -6023,9 +5965,557 @@ static int mbpo__max_threads(void) {
     return 1;
 #endif
 }
-MBPODEF int mbpo_model_plan(mbpo_model *m, int64_t max_tokens, int64_t max_patches, int64_t max_targets,
-                            int want_grads) {
+
+/* ------------------------------------------------------------------ 3. model: the op table
+
+   Everything the model layer computes goes through one table of function pointers, chosen
+   when the model is planned: no graph, no scheduler, just the ops above (and a few that
+   move data) called in order. The CPU table below wraps the fp32 ops of this file and is
+   always compiled: it is the specification. A build with MBPO_CUDA adds the CUDA table of
+   mbpo_cuda.cuh, whose every op names the CPU op it is tested against (tests/test_cuda.cu).
+
+   Pointer kinds in every op (all of them backend memory):
+     mbpo_x *      activations and weights in the backend's storage type: float on the CPU,
+                   bf16 on the GPU (float with MBPO_CUDA_FP32). mbpo_x is an incomplete type,
+                   so the model layer cannot index it: mbpo__xat() offsets by whole elements.
+     float *       fp32 always: norm statistics, log-sum-exps, rotary tables, logit chunks,
+                   log-probs and every parameter gradient (accumulated in fp32).
+     int64_t *, int32_t *   batch metadata (positions, image rows, target rows, segment
+                   offsets), laid out on the host and uploaded once per batch.
+   Every op returns 1, or 0 with the failure reason set (on the GPU: the CUDA call, its error
+   and the sizes). Backward ops accumulate (+=) into what their comment says; the model layer
+   zeroes first. */
+typedef struct mbpo__x mbpo_x;
+
+struct mbpo__ops {
+    const char *name;                 /* "cpu", "cuda" */
+    size_t x_size;                    /* bytes of one mbpo_x */
+    /* backend state: created by the plan, destroyed with the model */
+    int  (*create)(mbpo_backend **be, int64_t max_seg);     /* max_seg: longest attention segment */
+    void (*destroy)(mbpo_backend *be);
+    /* memory */
+    int  (*alloc)(mbpo_backend *be, void **p, size_t bytes, const char *what);
+    void (*release)(mbpo_backend *be, void *p);
+    int  (*upload)(mbpo_backend *be, void *dst, const void *src_host, size_t bytes);
+    int  (*download)(mbpo_backend *be, void *dst_host, const void *src, size_t bytes);
+    int  (*zero)(mbpo_backend *be, void *p, size_t bytes);
+    int  (*copy)(mbpo_backend *be, void *dst, const void *src, size_t bytes);
+    int  (*x_upload)(mbpo_backend *be, mbpo_x *dst, const float *src_host, int64_t n);    /* fp32 -> x */
+    int  (*x_download)(mbpo_backend *be, float *dst_host, const mbpo_x *src, int64_t n);  /* x -> fp32 */
+    /* linear layers: out (N,OC) = inp (N,C) w (OC,C)^T + bias;
+       backward: dinp += dout w, dw += dout^T inp, dbias += colsum dout (any may be NULL) */
+    int (*matmul_forward)(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, const mbpo_x *w, const mbpo_x *bias,
+                          int64_t N, int64_t C, int64_t OC);
+    int (*matmul_backward)(mbpo_backend *be, mbpo_x *dinp, float *dw, float *dbias, const mbpo_x *dout,
+                           const mbpo_x *inp, const mbpo_x *w, int64_t N, int64_t C, int64_t OC);
+    /* norms: statistics saved per row; backward dinp += (dw, db may be NULL) */
+    int (*layernorm_forward)(mbpo_backend *be, mbpo_x *out, float *mean, float *rstd, const mbpo_x *inp,
+                             const mbpo_x *w, const mbpo_x *b, int64_t N, int64_t C, float eps);
+    int (*layernorm_backward)(mbpo_backend *be, mbpo_x *dinp, float *dw, float *db, const mbpo_x *dout,
+                              const mbpo_x *inp, const mbpo_x *w, const float *mean, const float *rstd,
+                              int64_t N, int64_t C);
+    int (*rmsnorm_forward)(mbpo_backend *be, mbpo_x *out, float *rstd, const mbpo_x *inp, const mbpo_x *w,
+                           int64_t N, int64_t C, float eps);
+    int (*rmsnorm_backward)(mbpo_backend *be, mbpo_x *dinp, float *dw, const mbpo_x *dout, const mbpo_x *inp,
+                            const mbpo_x *w, const float *rstd, int64_t N, int64_t C);
+    /* elementwise over n values; backward writes (=) the input gradients */
+    int (*quick_gelu_forward)(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, int64_t n);
+    int (*quick_gelu_backward)(mbpo_backend *be, mbpo_x *dinp, const mbpo_x *dout, const mbpo_x *inp, int64_t n);
+    int (*gelu_forward)(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, int64_t n);
+    int (*gelu_backward)(mbpo_backend *be, mbpo_x *dinp, const mbpo_x *dout, const mbpo_x *inp, int64_t n);
+    int (*swiglu_forward)(mbpo_backend *be, mbpo_x *out, const mbpo_x *gate, const mbpo_x *up, int64_t n);
+    int (*swiglu_backward)(mbpo_backend *be, mbpo_x *dgate, mbpo_x *dup, const mbpo_x *dout, const mbpo_x *gate,
+                           const mbpo_x *up, int64_t n);
+    int (*add)(mbpo_backend *be, mbpo_x *out, const mbpo_x *a, const mbpo_x *b, int64_t n);   /* out may be a */
+    /* rotary embeddings: tables (N, HS/2) from integer positions, then rotate-half in place */
+    int (*mrope_tables)(mbpo_backend *be, float *cosv, float *sinv, const int64_t *pos /* (3, N) */, int64_t N,
+                        int64_t HS, double theta, int sec0, int sec1);
+    int (*vrope_tables)(mbpo_backend *be, float *cosv, float *sinv, const int64_t *hw /* (2, N) */, int64_t N,
+                        int64_t HS, double theta);
+    int (*rope_apply)(mbpo_backend *be, mbpo_x *x, const float *cosv, const float *sinv, int64_t N, int64_t nh,
+                      int64_t HS, int64_t stride, float sign);
+    /* attention over packed segments: segment s is rows [cu[s], cu[s+1]) (cu on the backend,
+       cu_host its host copy); q at stride qs, k and v at kvs, out at os (floats per row);
+       lse (NH, cu[n_seg]); causal within a segment, GQA by NH / NKV */
+    int (*attention_forward)(mbpo_backend *be, mbpo_x *out, float *lse, const mbpo_x *q, const mbpo_x *k,
+                             const mbpo_x *v, const int64_t *cu, const int64_t *cu_host, int64_t n_seg,
+                             int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal);
+    /* dq (stride qs), dk, dv (stride kvs) written */
+    int (*attention_backward)(mbpo_backend *be, mbpo_x *dq, mbpo_x *dk, mbpo_x *dv, const mbpo_x *dout,
+                              const mbpo_x *out, const float *lse, const mbpo_x *q, const mbpo_x *k, const mbpo_x *v,
+                              const int64_t *cu, const int64_t *cu_host, int64_t n_seg, int64_t NH, int64_t NKV,
+                              int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal);
+    /* one new row per continuation: out (G, NH*HS) from q (G, NH*HS) over keys 0..len-1 of
+       the cache kc, vc (G, max_len, NKV*HS) of one layer */
+    int (*attention_decode)(mbpo_backend *be, mbpo_x *out, const mbpo_x *q, const mbpo_x *kc, const mbpo_x *vc,
+                            int64_t G, int64_t len, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS);
+    /* kc[g][t] = kn[g], vc[g][t] = vn[g] for g < G (rows of KD) */
+    int (*kv_append)(mbpo_backend *be, mbpo_x *kc, mbpo_x *vc, const mbpo_x *kn, const mbpo_x *vn, int64_t G,
+                     int64_t t, int64_t max_len, int64_t KD);
+    /* inputs_embeds h (T, H): row t = feat[feat_row[t]] if feat_row[t] >= 0, else embed[ids[t]];
+       backward dfeat[feat_row[t]] += dh[t], else dembed[ids[t]] += dh[t] (unless ids[t] == pad,
+       or dembed NULL), summed over t in increasing order: deterministic */
+    int (*embed_forward)(mbpo_backend *be, mbpo_x *h, const mbpo_x *embed, const mbpo_x *feat, const int32_t *ids,
+                         const int64_t *feat_row, int64_t T, int64_t H);
+    int (*embed_backward)(mbpo_backend *be, float *dembed, mbpo_x *dfeat, const mbpo_x *dh, const int32_t *ids,
+                          const int64_t *feat_row, int64_t pad_id, int64_t T, int64_t H);
+    /* the fused head over N target rows, `chunk` rows at a time (never N x V logits):
+       logp[n] = z[labels[n]] - lse[n], z = xf[rows[n]] lm_head^T (fp32 logits);
+       backward dxf[rows[n]] += dz lm_head, dlm_head += dz^T x (NULL: skip), with
+       dz = dlogp (onehot - softmax). Scratch: chunk_x, chunk_dx (chunk, H), chunk_z (chunk, V) */
+    int (*head_forward)(mbpo_backend *be, float *logp, float *lse, const mbpo_x *xf, const mbpo_x *lm_head,
+                        const int64_t *rows, const int32_t *labels, int64_t N, int64_t H, int64_t V, int64_t chunk,
+                        mbpo_x *chunk_x, float *chunk_z);
+    int (*head_backward)(mbpo_backend *be, mbpo_x *dxf, float *dlm_head, const float *dlogp, const float *lse,
+                         const mbpo_x *xf, const mbpo_x *lm_head, const int64_t *rows, const int32_t *labels,
+                         int64_t N, int64_t H, int64_t V, int64_t chunk, mbpo_x *chunk_x, float *chunk_z,
+                         mbpo_x *chunk_dx);
+    /* z (n, V) = x (n, H) lm_head^T in fp32: logits for decoding and inspection */
+    int (*logits)(mbpo_backend *be, float *z, const mbpo_x *x, const mbpo_x *lm_head, int64_t n, int64_t H, int64_t V);
+};
+
+/* p + n elements of the backend's storage type */
+static mbpo_x *mbpo__xat(const mbpo_ops *ops, const mbpo_x *p, int64_t n) {
+    return p ? (mbpo_x *)((char *)p + (size_t)n * ops->x_size) : NULL;
+}
+
+/* ---- the CPU table: backend memory is host memory, mbpo_x is float */
+
+struct mbpo__backend_cpu { float *scratch; int64_t max_seg; int threads; };
+#define MBPO__F(p) ((float *)(p))
+#define MBPO__CF(p) ((const float *)(p))
+#define MBPO__CPU(be) ((struct mbpo__backend_cpu *)(void *)(be))
+static int mbpo__cpu_create(mbpo_backend **be, int64_t max_seg) {
+    struct mbpo__backend_cpu *c = (struct mbpo__backend_cpu *)mbpo__calloc(1, sizeof *c);
+    int threads = mbpo__max_threads();
+    if (!c) return 0;
+    c->max_seg = max_seg > 0 ? max_seg : 1; c->threads = threads;
+    c->scratch = (float *)mbpo__calloc((size_t)threads * 2 * (size_t)c->max_seg, sizeof(float));   /* attention rows */
+    if (!c->scratch) { mbpo_free(c); return mbpo__fail("out of memory for attention scratch of %lld rows", (long long)max_seg); }
+    *be = (mbpo_backend *)(void *)c;
+    return 1;
+}
+static void mbpo__cpu_destroy(mbpo_backend *be) { if (be) { mbpo_free(MBPO__CPU(be)->scratch); mbpo_free(be); } }
+static int mbpo__cpu_alloc(mbpo_backend *be, void **p, size_t bytes, const char *what) {
+    (void)be;
+    *p = mbpo__calloc(bytes ? bytes : 1, 1);
+    return *p ? 1 : mbpo__fail("out of memory allocating %.1f MB for %s", (double)bytes / 1e6, what);
+}
+static void mbpo__cpu_release(mbpo_backend *be, void *p) { (void)be; mbpo_free(p); }
+static int mbpo__cpu_copy(mbpo_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (dst != src && bytes) memcpy(dst, src, bytes);
+    return 1;
+}
+static int mbpo__cpu_zero(mbpo_backend *be, void *p, size_t bytes) { (void)be; if (bytes) memset(p, 0, bytes); return 1; }
+static int mbpo__cpu_x_copy_in(mbpo_backend *be, mbpo_x *dst, const float *src, int64_t n) {
+    return mbpo__cpu_copy(be, dst, src, (size_t)n * sizeof(float));
+}
+static int mbpo__cpu_x_copy_out(mbpo_backend *be, float *dst, const mbpo_x *src, int64_t n) {
+    return mbpo__cpu_copy(be, dst, src, (size_t)n * sizeof(float));
+}
+static int mbpo__cpu_matmul_forward(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, const mbpo_x *w, const mbpo_x *bias,
+                                    int64_t N, int64_t C, int64_t OC) {
+    (void)be; mbpo__matmul_forward(MBPO__F(out), MBPO__CF(inp), MBPO__CF(w), MBPO__CF(bias), N, C, OC); return 1;
+}
+static int mbpo__cpu_matmul_backward(mbpo_backend *be, mbpo_x *dinp, float *dw, float *dbias, const mbpo_x *dout,
+                                     const mbpo_x *inp, const mbpo_x *w, int64_t N, int64_t C, int64_t OC) {
+    (void)be; mbpo__matmul_backward(MBPO__F(dinp), dw, dbias, MBPO__CF(dout), MBPO__CF(inp), MBPO__CF(w), N, C, OC); return 1;
+}
+static int mbpo__cpu_layernorm_forward(mbpo_backend *be, mbpo_x *out, float *mean, float *rstd, const mbpo_x *inp,
+                                       const mbpo_x *w, const mbpo_x *b, int64_t N, int64_t C, float eps) {
+    (void)be; mbpo__layernorm_forward(MBPO__F(out), mean, rstd, MBPO__CF(inp), MBPO__CF(w), MBPO__CF(b), N, C, eps); return 1;
+}
+static int mbpo__cpu_layernorm_backward(mbpo_backend *be, mbpo_x *dinp, float *dw, float *db, const mbpo_x *dout,
+                                        const mbpo_x *inp, const mbpo_x *w, const float *mean, const float *rstd,
+                                        int64_t N, int64_t C) {
+    (void)be;
+    mbpo__layernorm_backward(MBPO__F(dinp), dw, db, MBPO__CF(dout), MBPO__CF(inp), MBPO__CF(w), mean, rstd, N, C);
+    return 1;
+}
+static int mbpo__cpu_rmsnorm_forward(mbpo_backend *be, mbpo_x *out, float *rstd, const mbpo_x *inp, const mbpo_x *w,
+                                     int64_t N, int64_t C, float eps) {
+    (void)be; mbpo__rmsnorm_forward(MBPO__F(out), rstd, MBPO__CF(inp), MBPO__CF(w), N, C, eps); return 1;
+}
+static int mbpo__cpu_rmsnorm_backward(mbpo_backend *be, mbpo_x *dinp, float *dw, const mbpo_x *dout, const mbpo_x *inp,
+                                      const mbpo_x *w, const float *rstd, int64_t N, int64_t C) {
+    (void)be; mbpo__rmsnorm_backward(MBPO__F(dinp), dw, MBPO__CF(dout), MBPO__CF(inp), MBPO__CF(w), rstd, N, C); return 1;
+}
+static int mbpo__cpu_quick_gelu_forward(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, int64_t n) {
+    (void)be; mbpo__quick_gelu_forward(MBPO__F(out), MBPO__CF(inp), n); return 1;
+}
+static int mbpo__cpu_quick_gelu_backward(mbpo_backend *be, mbpo_x *dinp, const mbpo_x *dout, const mbpo_x *inp, int64_t n) {
+    (void)be; mbpo__quick_gelu_backward(MBPO__F(dinp), MBPO__CF(dout), MBPO__CF(inp), n); return 1;
+}
+static int mbpo__cpu_gelu_forward(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, int64_t n) {
+    (void)be; mbpo__gelu_forward(MBPO__F(out), MBPO__CF(inp), n); return 1;
+}
+static int mbpo__cpu_gelu_backward(mbpo_backend *be, mbpo_x *dinp, const mbpo_x *dout, const mbpo_x *inp, int64_t n) {
+    (void)be; mbpo__gelu_backward(MBPO__F(dinp), MBPO__CF(dout), MBPO__CF(inp), n); return 1;
+}
+static int mbpo__cpu_swiglu_forward(mbpo_backend *be, mbpo_x *out, const mbpo_x *gate, const mbpo_x *up, int64_t n) {
+    (void)be; mbpo__swiglu_forward(MBPO__F(out), MBPO__CF(gate), MBPO__CF(up), n); return 1;
+}
+static int mbpo__cpu_swiglu_backward(mbpo_backend *be, mbpo_x *dgate, mbpo_x *dup, const mbpo_x *dout, const mbpo_x *gate,
+                                     const mbpo_x *up, int64_t n) {
+    (void)be; mbpo__swiglu_backward(MBPO__F(dgate), MBPO__F(dup), MBPO__CF(dout), MBPO__CF(gate), MBPO__CF(up), n); return 1;
+}
+/* out = a + b (a residual connection) */
+static int mbpo__cpu_add(mbpo_backend *be, mbpo_x *out, const mbpo_x *a, const mbpo_x *b, int64_t n) {
+    float *o = MBPO__F(out);
+    const float *x = MBPO__CF(a), *y = MBPO__CF(b);
+    int64_t i;
+    (void)be;
+    for (i = 0; i < n; i++) o[i] = x[i] + y[i];
+    return 1;
+}
+/* M-RoPE table: frequency slot j reads the t, h or w position (rows of pos) by mrope_section */
+static int mbpo__cpu_mrope_tables(mbpo_backend *be, float *cosv, float *sinv, const int64_t *pos, int64_t N, int64_t HS,
+                                  double theta, int sec0, int sec1) {
+    int64_t j, t, half = HS / 2;
+    (void)be;
+    for (j = 0; j < half; j++) {
+        int comp = j < sec0 ? 0 : j < sec0 + sec1 ? 1 : 2;
+        float inv = mbpo__inv_freq(theta, j, HS);
+        for (t = 0; t < N; t++) {
+            float ang = (float)pos[comp * N + t] * inv;
+            cosv[t * half + j] = cosf(ang);
+            sinv[t * half + j] = sinf(ang);
+        }
+    }
+    return 1;
+}
+/* 2-D rotary table of the vision tower: the first half of the angles follow the patch row
+   hw[0], the second the column hw[1] */
+static int mbpo__cpu_vrope_tables(mbpo_backend *be, float *cosv, float *sinv, const int64_t *hw, int64_t N, int64_t HS,
+                                  double theta) {
+    int64_t j, r, half = HS / 2, quarter = HS / 4;
+    (void)be;
+    for (j = 0; j < quarter; j++) {
+        float inv = mbpo__inv_freq(theta, j, half);   /* once per frequency */
+        for (r = 0; r < N; r++) {
+            float ah = (float)hw[r] * inv, aw = (float)hw[N + r] * inv;
+            cosv[r * half + j] = cosf(ah); sinv[r * half + j] = sinf(ah);
+            cosv[r * half + quarter + j] = cosf(aw); sinv[r * half + quarter + j] = sinf(aw);
+        }
+    }
+    return 1;
+}
+static int mbpo__cpu_rope_apply(mbpo_backend *be, mbpo_x *x, const float *cosv, const float *sinv, int64_t N, int64_t nh,
+                                int64_t HS, int64_t stride, float sign) {
+    (void)be; mbpo__rope_apply(MBPO__F(x), cosv, sinv, N, nh, HS, stride, sign); return 1;
+}
+static int mbpo__cpu_attention_forward(mbpo_backend *be, mbpo_x *out, float *lse, const mbpo_x *q, const mbpo_x *k,
+                                       const mbpo_x *v, const int64_t *cu, const int64_t *cu_host, int64_t n_seg,
+                                       int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal) {
+    int64_t s, total = cu_host[n_seg];
+    (void)cu;
+    for (s = 0; s < n_seg; s++) {
+        int64_t o = cu_host[s], L = cu_host[s + 1] - o;
+        if (L > MBPO__CPU(be)->max_seg) return mbpo__fail("attention: a segment of %lld rows exceeds the plan's %lld", (long long)L, (long long)MBPO__CPU(be)->max_seg);
+        mbpo__attention_forward(MBPO__F(out) + o * os, lse + o, MBPO__CF(q) + o * qs, MBPO__CF(k) + o * kvs,
+                                MBPO__CF(v) + o * kvs, L, NH, NKV, HS, qs, kvs, os, total, causal, MBPO__CPU(be)->scratch);
+    }
+    return 1;
+}
+static int mbpo__cpu_attention_backward(mbpo_backend *be, mbpo_x *dq, mbpo_x *dk, mbpo_x *dv, const mbpo_x *dout,
+                                        const mbpo_x *out, const float *lse, const mbpo_x *q, const mbpo_x *k,
+                                        const mbpo_x *v, const int64_t *cu, const int64_t *cu_host, int64_t n_seg,
+                                        int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal) {
+    int64_t s, total = cu_host[n_seg];
+    (void)cu;
+    for (s = 0; s < n_seg; s++) {
+        int64_t o = cu_host[s], L = cu_host[s + 1] - o;
+        if (L > MBPO__CPU(be)->max_seg) return mbpo__fail("attention: a segment of %lld rows exceeds the plan's %lld", (long long)L, (long long)MBPO__CPU(be)->max_seg);
+        mbpo__attention_backward(MBPO__F(dq) + o * qs, MBPO__F(dk) + o * kvs, MBPO__F(dv) + o * kvs, MBPO__CF(dout) + o * os,
+                                 MBPO__CF(out) + o * os, lse + o, MBPO__CF(q) + o * qs, MBPO__CF(k) + o * kvs,
+                                 MBPO__CF(v) + o * kvs, L, NH, NKV, HS, qs, kvs, os, total, causal, MBPO__CPU(be)->scratch);
+    }
+    return 1;
+}
+/* Decoding attention of one new row per continuation to rows 0..len-1 of its own cache:
+   two passes, max-subtracted softmax in double. */
+static int mbpo__cpu_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_x *q, const mbpo_x *kc, const mbpo_x *vc,
+                                      int64_t G, int64_t len, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS) {
+    int64_t job, QD = NH * HS, KD = NKV * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    (void)be;
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (job = 0; job < G * NH; job++) {
+        int64_t gg = job / NH, h = job % NH, kvh = h / (NH / NKV), i, d2;
+        const float *qh = MBPO__CF(q) + gg * QD + h * HS;
+        const float *kk = MBPO__CF(kc) + gg * max_len * KD + kvh * HS, *vv = MBPO__CF(vc) + gg * max_len * KD + kvh * HS;
+        float *o = MBPO__F(out) + gg * QD + h * HS;
+        double mx = -1e300, sum = 0;
+        for (i = 0; i < len; i++) {
+            float sc = 0;
+            for (d2 = 0; d2 < HS; d2++) sc += qh[d2] * kk[i * KD + d2];
+            if (sc * scale > mx) mx = sc * scale;
+        }
+        for (d2 = 0; d2 < HS; d2++) o[d2] = 0;
+        for (i = 0; i < len; i++) {
+            float sc = 0;
+            double p;
+            for (d2 = 0; d2 < HS; d2++) sc += qh[d2] * kk[i * KD + d2];
+            p = exp(sc * scale - mx);
+            sum += p;
+            for (d2 = 0; d2 < HS; d2++) o[d2] += (float)p * vv[i * KD + d2];
+        }
+        for (d2 = 0; d2 < HS; d2++) o[d2] = (float)(o[d2] / sum);
+    }
+    return 1;
+}
+static int mbpo__cpu_kv_append(mbpo_backend *be, mbpo_x *kc, mbpo_x *vc, const mbpo_x *kn, const mbpo_x *vn, int64_t G,
+                               int64_t t, int64_t max_len, int64_t KD) {
+    int64_t g;
+    (void)be;
+    for (g = 0; g < G; g++) {
+        memcpy(MBPO__F(kc) + (g * max_len + t) * KD, MBPO__CF(kn) + g * KD, (size_t)KD * sizeof(float));
+        memcpy(MBPO__F(vc) + (g * max_len + t) * KD, MBPO__CF(vn) + g * KD, (size_t)KD * sizeof(float));
+    }
+    return 1;
+}
+static int mbpo__cpu_embed_forward(mbpo_backend *be, mbpo_x *h, const mbpo_x *embed, const mbpo_x *feat, const int32_t *ids,
+                                   const int64_t *feat_row, int64_t T, int64_t H) {
+    int64_t t;
+    (void)be;
+    for (t = 0; t < T; t++) {
+        const float *src = feat_row && feat_row[t] >= 0 ? MBPO__CF(feat) + feat_row[t] * H : MBPO__CF(embed) + (int64_t)ids[t] * H;
+        memcpy(MBPO__F(h) + t * H, src, (size_t)H * sizeof(float));
+    }
+    return 1;
+}
+/* Parallel over columns so no two threads touch the same value; repeated tokens accumulate
+   in increasing t. */
+static int mbpo__cpu_embed_backward(mbpo_backend *be, float *dembed, mbpo_x *dfeat, const mbpo_x *dh, const int32_t *ids,
+                                    const int64_t *feat_row, int64_t pad_id, int64_t T, int64_t H) {
+    int64_t j0;
+    (void)be;
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (j0 = 0; j0 < H; j0 += 16) {
+        int64_t t, j, j1 = j0 + 16 < H ? j0 + 16 : H;
+        for (t = 0; t < T; t++) {
+            float *dst;
+            if (feat_row[t] >= 0) dst = MBPO__F(dfeat) + feat_row[t] * H;
+            else if (dembed && ids[t] != pad_id) dst = dembed + (int64_t)ids[t] * H;
+            else continue;
+            for (j = j0; j < j1; j++) dst[j] += MBPO__CF(dh)[t * H + j];
+        }
+    }
+    return 1;
+}
+static int mbpo__cpu_head_forward(mbpo_backend *be, float *logp, float *lse, const mbpo_x *xf, const mbpo_x *lm_head,
+                                  const int64_t *rows, const int32_t *labels, int64_t N, int64_t H, int64_t V, int64_t chunk,
+                                  mbpo_x *chunk_x, float *chunk_z) {
+    int64_t n0, r;
+    (void)be;
+    for (n0 = 0; n0 < N; n0 += chunk) {
+        int64_t cn = N - n0 < chunk ? N - n0 : chunk;
+        for (r = 0; r < cn; r++) memcpy(MBPO__F(chunk_x) + r * H, MBPO__CF(xf) + rows[n0 + r] * H, (size_t)H * sizeof(float));
+        mbpo__matmul_forward(chunk_z, MBPO__CF(chunk_x), MBPO__CF(lm_head), NULL, cn, H, V);
+        mbpo__logsoftmax_gather_forward(logp + n0, lse + n0, chunk_z, labels + n0, cn, V);
+    }
+    return 1;
+}
+static int mbpo__cpu_head_backward(mbpo_backend *be, mbpo_x *dxf, float *dlm_head, const float *dlogp, const float *lse,
+                                   const mbpo_x *xf, const mbpo_x *lm_head, const int64_t *rows, const int32_t *labels,
+                                   int64_t N, int64_t H, int64_t V, int64_t chunk, mbpo_x *chunk_x, float *chunk_z,
+                                   mbpo_x *chunk_dx) {
+    int64_t n0, r, j;
+    (void)be;
+    for (n0 = 0; n0 < N; n0 += chunk) {
+        int64_t cn = N - n0 < chunk ? N - n0 : chunk;
+        for (r = 0; r < cn; r++) memcpy(MBPO__F(chunk_x) + r * H, MBPO__CF(xf) + rows[n0 + r] * H, (size_t)H * sizeof(float));
+        mbpo__matmul_forward(chunk_z, MBPO__CF(chunk_x), MBPO__CF(lm_head), NULL, cn, H, V);
+        mbpo__logsoftmax_gather_backward(chunk_z, dlogp + n0, lse + n0, labels + n0, cn, V);
+        memset(chunk_dx, 0, (size_t)(cn * H) * sizeof(float));
+        mbpo__matmul_backward(MBPO__F(chunk_dx), dlm_head, NULL, chunk_z, MBPO__CF(chunk_x), MBPO__CF(lm_head), cn, H, V);
+        for (r = 0; r < cn; r++) {   /* each target has its own row: no collisions */
+            float *dst = MBPO__F(dxf) + rows[n0 + r] * H;
+            for (j = 0; j < H; j++) dst[j] += MBPO__CF(chunk_dx)[r * H + j];
+        }
+    }
+    return 1;
+}
+static int mbpo__cpu_logits(mbpo_backend *be, float *z, const mbpo_x *x, const mbpo_x *lm_head, int64_t n, int64_t H, int64_t V) {
+    (void)be; mbpo__matmul_forward(z, MBPO__CF(x), MBPO__CF(lm_head), NULL, n, H, V); return 1;
+}
+#undef MBPO__F
+#undef MBPO__CF
+#undef MBPO__CPU
+
+static const mbpo_ops mbpo__cpu_ops = {
+    "cpu", sizeof(float), mbpo__cpu_create, mbpo__cpu_destroy,
+    mbpo__cpu_alloc, mbpo__cpu_release, mbpo__cpu_copy, mbpo__cpu_copy, mbpo__cpu_zero, mbpo__cpu_copy,
+    mbpo__cpu_x_copy_in, mbpo__cpu_x_copy_out,
+    mbpo__cpu_matmul_forward, mbpo__cpu_matmul_backward,
+    mbpo__cpu_layernorm_forward, mbpo__cpu_layernorm_backward, mbpo__cpu_rmsnorm_forward, mbpo__cpu_rmsnorm_backward,
+    mbpo__cpu_quick_gelu_forward, mbpo__cpu_quick_gelu_backward, mbpo__cpu_gelu_forward, mbpo__cpu_gelu_backward,
+    mbpo__cpu_swiglu_forward, mbpo__cpu_swiglu_backward, mbpo__cpu_add,
+    mbpo__cpu_mrope_tables, mbpo__cpu_vrope_tables, mbpo__cpu_rope_apply,
+    mbpo__cpu_attention_forward, mbpo__cpu_attention_backward, mbpo__cpu_attention_decode, mbpo__cpu_kv_append,
+    mbpo__cpu_embed_forward, mbpo__cpu_embed_backward, mbpo__cpu_head_forward, mbpo__cpu_head_backward, mbpo__cpu_logits
+};
+
+#ifdef MBPO_CUDA
+#include "mbpo_cuda.cuh"   /* adds mbpo__cuda_ops: the same table on the GPU */
+#endif
+
+/* The table of a device, or NULL with the reason. */
+static const mbpo_ops *mbpo__device_ops(mbpo_device d) {
+    if (d == MBPO_DEVICE_CPU) return &mbpo__cpu_ops;
+#ifdef MBPO_CUDA
+    if (d == MBPO_DEVICE_CUDA) return mbpo__cuda_available() ? &mbpo__cuda_ops : NULL;
+    mbpo__fail("unknown device %d", (int)d);
+#else
+    if (d == MBPO_DEVICE_CUDA)
+        mbpo__fail("--device cuda: this build has no CUDA backend (build the CUDA drivers with make cuda, into build/cuda/)");
+    else
+        mbpo__fail("unknown device %d", (int)d);
+#endif
+    return NULL;
+}
+MBPODEF int mbpo_device_available(mbpo_device d) { return mbpo__device_ops(d) != NULL; }
+MBPODEF const char *mbpo_device_name(mbpo_device d) { return d == MBPO_DEVICE_CUDA ? "cuda" : "cpu"; }
+MBPODEF int mbpo_device_parse(const char *name, mbpo_device *out) {
+    if (name && !strcmp(name, "cpu")) { *out = MBPO_DEVICE_CPU; return 1; }
+    if (name && !strcmp(name, "cuda")) { *out = MBPO_DEVICE_CUDA; return 1; }
+    return mbpo__fail("device \"%s\" is not one of cpu, cuda", name ? name : "");
+}
+
+/* ------------------------------------------------------------------ 3. model: activations
+
+   One arena in backend memory holds every activation of a forward pass and every scratch
+   buffer of the backward pass; a second, small one holds the batch metadata (positions,
+   image rows, target rows, segment offsets), laid out on the host and uploaded once per
+   batch (on the CPU both are host memory and the upload is skipped). mbpo__acts_layout()
+   hands out pointers for a given batch shape; called with base == NULL it only counts,
+   which is how mbpo_model_plan() sizes the arena. All sizes grow with T, P and N, so any
+   batch within the plan fits in the planned arena. */
+#define MBPO__HEAD_CHUNK 64   /* target rows per lm_head chunk: CH x V logits alive at once */
+
+struct mbpo_acts {
+    int64_t max_T, max_P, max_N, max_images;
+    int threads;
+    void *base; size_t n_bytes;    /* backend memory */
+    int64_t *ibase; size_t n_ints; /* host metadata ... */
+    int64_t *dibase;               /* ... and its backend copy (== ibase on the CPU) */
+    /* shape of the last forward */
+    int64_t T, P, N, n_images, n_feat, n_seqs, n_vseg;
+    int have_forward;
+    /* vision tower: l = block index, D = depth, F = fc1 width */
+    mbpo_x *pix;                   /* (P, PIX) the batch's pixel_values */
+    float *vcos, *vsin;            /* (P, HSv/2) rotary tables of the patches */
+    mbpo_x *vx;                    /* (D+1, P, E) residual stream; vx[0] = patch embed */
+    mbpo_x *vln1, *vqkv, *vatt, *vmid, *vln2, *vfc1, *vact;
+    float *vln1_mean, *vln1_rstd, *vlse, *vln2_mean, *vln2_rstd;
+    mbpo_x *mln, *mfc1, *mact, *feat;   /* merger; feat (P/4, H) */
+    float *mln_mean, *mln_rstd;
+    /* language model: l = layer, L = layers */
+    float *cos, *sin;              /* (T, HS/2) M-RoPE tables */
+    mbpo_x *h;                     /* (L+1, T, H) residual stream; h[0] = inputs_embeds */
+    mbpo_x *x1, *q, *k, *v, *att, *hmid, *x2, *gate, *up, *act;
+    float *rstd1, *lse, *rstd2;
+    mbpo_x *xf; float *rstdf;      /* (T, H), (T) final norm */
+    float *tgt_lse;                /* (N) log-sum-exp of each target row's logits */
+    float *logp, *dlogp;           /* (N) */
+    mbpo_x *chunk_x, *chunk_dx; float *chunk_logits;
+    float *row_logits;             /* (V) one row, for mbpo_model_logits */
+    /* backward scratch */
+    mbpo_x *dh, *dx, *dbig1, *dbig2, *dbig3, *dq, *dk, *dv, *dxf;
+    mbpo_x *dvx, *dvx2, *dv1, *dv2, *dvatt, *dfeat, *dpix;
+    /* integers, host side (the backend copy is at the same offset from dibase) */
+    int64_t *pos;                  /* (3, T) */
+    int64_t *feat_row;             /* (T) image-feature row of a token, or -1 */
+    int64_t *tgt_row;              /* (N) row of xf that predicts target n */
+    int32_t *tgt_label;            /* (N) the target token ids */
+    int32_t *ids;                  /* (T) the token ids */
+    int64_t *img_poff;             /* (images+1) first patch of each image */
+    int64_t *img_foff;             /* (images+1) first feature row of each image */
+    int64_t *seq_grid;             /* (runs, 3) grids of one sequence's image runs, runs <= T */
+    int64_t *lseg;                 /* (B+1) the packed sequences: attention segments of the LM */
+    int64_t *vseg;                 /* (P+1) attention segments of the vision tower (per image and frame) */
+    int64_t *vhw;                  /* (2, P) patch row and column of every patch */
+};
+
+static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, size_t xs, int64_t T, int64_t P, int64_t N,
+                                int64_t n_img, int64_t n_seqs, char *base, int64_t *ibase, size_t *n_ints) {
+    size_t used = 0, iused = 0;
+    int64_t D = c->v_depth, E = c->v_embed_dim, F = c->v_mlp_hidden, L = c->n_layers, H = c->hidden_size;
+    int64_t I = c->intermediate_size, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    int64_t HSv = E / c->v_heads, mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm;
+    int64_t CH = N < MBPO__HEAD_CHUNK ? N : MBPO__HEAD_CHUNK;
+    int64_t big = I > QD ? I : QD, vbig = F > 3 * E ? F : 3 * E;
+    /* every buffer starts 256 bytes after a 256-byte boundary: aligned for any vector unit */
+#define MBPO__TAKE(ptr, count, type, size) do { a->ptr = base ? (type *)(void *)(base + used) : NULL; \
+        used += ((size_t)(count) * (size) + 255) & ~(size_t)255; } while (0)
+#define MBPO__X(ptr, count) MBPO__TAKE(ptr, count, mbpo_x, xs)
+#define MBPO__S(ptr, count) MBPO__TAKE(ptr, count, float, sizeof(float))
+#define MBPO__ITAKE(ptr, count) do { a->ptr = ibase ? ibase + iused : NULL; iused += (size_t)(count) + 1; } while (0)
+    MBPO__X(pix, P * mbpo_config_pix(c));
+    MBPO__S(vcos, P * HSv / 2); MBPO__S(vsin, P * HSv / 2);
+    MBPO__X(vx, (D + 1) * P * E);
+    MBPO__X(vln1, D * P * E); MBPO__S(vln1_mean, D * P); MBPO__S(vln1_rstd, D * P);
+    MBPO__X(vqkv, D * P * 3 * E); MBPO__X(vatt, D * P * E); MBPO__S(vlse, D * c->v_heads * P);
+    MBPO__X(vmid, D * P * E);
+    MBPO__X(vln2, D * P * E); MBPO__S(vln2_mean, D * P); MBPO__S(vln2_rstd, D * P);
+    MBPO__X(vfc1, D * P * F); MBPO__X(vact, D * P * F);
+    MBPO__X(mln, P * E); MBPO__S(mln_mean, P); MBPO__S(mln_rstd, P);
+    MBPO__X(mfc1, PF * M); MBPO__X(mact, PF * M); MBPO__X(feat, PF * H);
+    MBPO__S(cos, T * c->head_dim / 2); MBPO__S(sin, T * c->head_dim / 2);
+    MBPO__X(h, (L + 1) * T * H);
+    MBPO__X(x1, L * T * H); MBPO__S(rstd1, L * T);
+    MBPO__X(q, L * T * QD); MBPO__X(k, L * T * KD); MBPO__X(v, L * T * KD);
+    MBPO__X(att, L * T * QD); MBPO__S(lse, L * c->n_heads * T);
+    MBPO__X(hmid, L * T * H); MBPO__X(x2, L * T * H); MBPO__S(rstd2, L * T);
+    MBPO__X(gate, L * T * I); MBPO__X(up, L * T * I); MBPO__X(act, L * T * I);
+    MBPO__X(xf, T * H); MBPO__S(rstdf, T); MBPO__S(tgt_lse, N); MBPO__S(logp, N); MBPO__S(dlogp, N);
+    MBPO__S(chunk_logits, CH * c->vocab_size); MBPO__X(chunk_x, CH * H); MBPO__X(chunk_dx, CH * H);
+    MBPO__S(row_logits, c->vocab_size);
+    MBPO__X(dh, T * H); MBPO__X(dx, T * H); MBPO__X(dxf, T * H);
+    MBPO__X(dbig1, T * big); MBPO__X(dbig2, T * I); MBPO__X(dbig3, T * I);
+    MBPO__X(dq, T * QD); MBPO__X(dk, T * KD); MBPO__X(dv, T * KD);
+    MBPO__X(dvx, P * E); MBPO__X(dvx2, P * E); MBPO__X(dv1, P * vbig); MBPO__X(dv2, P * F);
+    MBPO__X(dvatt, P * E); MBPO__X(dfeat, PF * H); MBPO__X(dpix, P * mbpo_config_pix(c));
+    MBPO__ITAKE(pos, 3 * T); MBPO__ITAKE(feat_row, T); MBPO__ITAKE(tgt_row, N);
+    a->tgt_label = ibase ? (int32_t *)(ibase + iused) : NULL; iused += (size_t)N / 2 + 1;
+    a->ids = ibase ? (int32_t *)(ibase + iused) : NULL; iused += (size_t)T / 2 + 1;
+    MBPO__ITAKE(img_poff, n_img + 1); MBPO__ITAKE(img_foff, n_img + 1);
+    MBPO__ITAKE(seq_grid, 3 * T);   /* one sequence may use an image many times: <= one run per token */
+    MBPO__ITAKE(lseg, n_seqs + 1); MBPO__ITAKE(vseg, P + 1); MBPO__ITAKE(vhw, 2 * P);
+#undef MBPO__TAKE
+#undef MBPO__X
+#undef MBPO__S
+#undef MBPO__ITAKE
+    *n_ints = iused;
+    return used;
+}
+/* The backend copy of a host metadata pointer. */
+#define MBPO__DEV(a, p) ((a)->dibase + ((const int64_t *)(const void *)(p) - (a)->ibase))
+#define MBPO__DEV32(a, p) ((const int32_t *)(const void *)MBPO__DEV(a, p))
+
+static void mbpo__acts_free(mbpo_model *m) {
+    mbpo_acts *a = m->acts;
+    if (!a) return;
+    if (a->base) m->ops->release(m->be, a->base);
+    if (a->dibase && a->dibase != a->ibase) m->ops->release(m->be, a->dibase);
+    mbpo_free(a->ibase);
+    mbpo_free(a);
+    m->acts = NULL;
+}
+/* Release everything a plan holds on its backend (the host params and grads stay). */
+static void mbpo__backend_free(mbpo_model *m) {
+    if (!m->ops) return;
+    mbpo__acts_free(m);
+    if (m->xparams && m->xparams != (void *)m->params) m->ops->release(m->be, m->xparams);
+    if (m->xgrads && m->xgrads != m->grads) m->ops->release(m->be, m->xgrads);
+    if (m->be) m->ops->destroy(m->be);
+    m->xparams = NULL; m->xgrads = NULL; m->be = NULL; m->ops = NULL;
+}
+MBPODEF int mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_tokens, int64_t max_patches,
+                               int64_t max_targets, int want_grads) {
     mbpo_acts *a;
+    const mbpo_ops *ops;
     int64_t mm = m->cfg.v_merge * m->cfg.v_merge;
     if (max_tokens < 1 || max_patches < 0 || max_targets < 0 || max_targets > max_tokens || max_patches % mm)
         return mbpo__fail("mbpo_model_plan: need 1 <= max_tokens, 0 <= max_targets <= max_tokens and max_patches "
@@ -6040,43 +6530,77 @@ MBPODEF int mbpo_model_plan(mbpo_model *m, int64_t max_tokens, int64_t max_patch
             return mbpo__fail("mbpo_model_plan: %lld tokens and %lld patches need more than 1e15 floats of activations",
                               (long long)max_tokens, (long long)max_patches);
     }
-    mbpo__acts_free(m->acts);
+    if (!(ops = mbpo__device_ops(device))) return 0;
+    if (m->ops != ops) mbpo__backend_free(m);   /* another device: start over */
+    mbpo__acts_free(m);
+    if (m->be) { m->ops->destroy(m->be); m->be = NULL; }
+    m->ops = ops; m->device = device;
+    if (!ops->create(&m->be, max_tokens > max_patches ? max_tokens : max_patches)) { m->ops = NULL; return 0; }
+    if (!m->xparams) {   /* the parameters as the backend stores them */
+        if (ops == &mbpo__cpu_ops) m->xparams = m->params;
+        else if (!ops->alloc(m->be, &m->xparams, m->table.total_floats * ops->x_size, "the parameters")) return 0;
+        m->params_stale = ops != &mbpo__cpu_ops;
+    }
     m->acts = a = (mbpo_acts *)mbpo__calloc(1, sizeof(mbpo_acts));
     if (!a) return 0;
     a->max_T = max_tokens; a->max_P = max_patches; a->max_N = max_targets;
     a->max_images = max_patches / mm;
     a->threads = mbpo__max_threads();
-    a->n_floats = mbpo__acts_layout(a, &m->cfg, max_tokens, max_patches, max_targets, a->max_images,
-                                    a->threads, NULL, NULL, &a->n_ints);
-    a->base = (float *)mbpo__calloc(a->n_floats, sizeof(float));
+    a->n_bytes = mbpo__acts_layout(a, &m->cfg, ops->x_size, max_tokens, max_patches, max_targets, a->max_images,
+                                   max_tokens, NULL, NULL, &a->n_ints);
     a->ibase = (int64_t *)mbpo__calloc(a->n_ints, sizeof(int64_t));
-    if (!a->base || !a->ibase) {
-        mbpo__acts_free(a); m->acts = NULL;
-        return mbpo__fail("out of memory planning activations for %lld tokens, %lld patches",
-                          (long long)max_tokens, (long long)max_patches);
+    if (!a->ibase || !ops->alloc(m->be, &a->base, a->n_bytes, "the activations")) {
+        mbpo__acts_free(m);
+        return mbpo__fail("out of memory planning activations for %lld tokens, %lld patches: %s",
+                          (long long)max_tokens, (long long)max_patches, mbpo_failure_reason());
     }
+    if (ops == &mbpo__cpu_ops) a->dibase = a->ibase;
+    else if (!ops->alloc(m->be, (void **)&a->dibase, a->n_ints * sizeof(int64_t), "the batch metadata")) { mbpo__acts_free(m); return 0; }
     if (want_grads && !m->grads) {
         m->grads = (float *)mbpo__calloc(m->table.total_floats, sizeof(float));
         if (!m->grads) return mbpo__fail("out of memory allocating gradients");
         mbpo__weights_bind(&m->g, &m->cfg, &m->table, m->grads);
     }
+    if (m->grads && !m->xgrads) {
+        if (ops == &mbpo__cpu_ops) m->xgrads = m->grads;
+        else if (!ops->alloc(m->be, (void **)&m->xgrads, m->table.total_floats * sizeof(float), "the gradients") ||
+                 !ops->upload(m->be, m->xgrads, m->grads, m->table.total_floats * sizeof(float))) return 0;
+    }
     return 1;
 }
+MBPODEF int mbpo_model_plan(mbpo_model *m, int64_t max_tokens, int64_t max_patches, int64_t max_targets,
+                            int want_grads) {
+    return mbpo_model_plan_on(m, m->device, max_tokens, max_patches, max_targets, want_grads);
+}
 MBPODEF size_t mbpo_model_plan_bytes(const mbpo_model *m) {
-    return m->acts ? m->acts->n_floats * sizeof(float) + m->acts->n_ints * sizeof(int64_t) : 0;
+    return m->acts ? m->acts->n_bytes + m->acts->n_ints * sizeof(int64_t) : 0;
 }
 MBPODEF void mbpo_model_zero_grad(mbpo_model *m) {
     if (m->grads) memset(m->grads, 0, m->table.total_floats * sizeof(float));
+    if (m->xgrads && m->xgrads != m->grads && !m->ops->zero(m->be, m->xgrads, m->table.total_floats * sizeof(float)))
+        mbpo__fail("mbpo_model_zero_grad: %s", mbpo_failure_reason());
+    m->grads_stale = 0;
+}
+MBPODEF void mbpo_model_params_changed(mbpo_model *m) {
+    if (m->ops && m->xparams != (void *)m->params) m->params_stale = 1;
+}
+MBPODEF int mbpo_model_grads_to_host(mbpo_model *m) {
+    if (!m->grads_stale) return 1;
+    if (!m->ops->download(m->be, m->grads, m->xgrads, m->table.total_floats * sizeof(float))) return 0;
+    m->grads_stale = 0;
+    return 1;
+}
+/* The backend's copy of a parameter (or of its gradient), found by its offset in the host
+   buffer: the two share the table's layout. */
+static const mbpo_x *mbpo__w(const mbpo_model *m, const float *host) {
+    return host ? mbpo__xat(m->ops, (const mbpo_x *)m->xparams, host - m->params) : NULL;
+}
+static float *mbpo__gw(const mbpo_model *m, const float *host_grad) {
+    return host_grad && m->xgrads ? m->xgrads + (host_grad - m->grads) : NULL;
 }
 
 /* ------------------------------------------------------------------ 3. model: positions */
 
-/* RoPE inverse frequencies inv[j] = 1 / theta^(2j/dim), j < dim/2, evaluated in float32 the
-   way torch does (exponent, power and reciprocal each rounded to float). */
-static float mbpo__inv_freq(double theta, int64_t j, int64_t dim) {
-    float e = (float)(2 * j) / (float)dim;
-    return 1.0f / powf((float)theta, e);
-}
 
 /* M-RoPE ids of one sequence (docs/QWEN2VL.md 3.4). grids: (n_runs, 3). pos rows t, h, w, each
    `stride` apart. An image run is a maximal run of image_token_id; its length must be
@@ -6139,7 +6663,10 @@ static void mbpo__patch_hw(int64_t r, int64_t h, int64_t w, int64_t merge, int64
 
 /* ------------------------------------------------------------------ 3. model: forward */
 
-/* Check a batch against the config and the plan, and lay out the activations for it. */
+#define MBPO__OP(call) do { if (!(call)) return 0; } while (0)   /* every op can fail (on a GPU) */
+
+/* Check a batch against the config and the plan, lay out the activations for it, build
+   its metadata on the host and hand metadata and pixels to the backend. */
 static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
     const mbpo_config *c = &m->cfg;
     mbpo_acts *a = m->acts;
@@ -6182,16 +6709,24 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
                 b->image_ref_offsets[s + 1] - b->image_ref_offsets[s] > b->seq_offsets[s + 1] - b->seq_offsets[s])
                 return mbpo__fail("batch: image_ref_offsets of sequence %lld decrease or exceed its length", (long long)s);
     }
-    mbpo__acts_layout(a, c, T, P, N, b->n_images, a->threads, a->base, a->ibase, &n_ints);
+    mbpo__acts_layout(a, c, m->ops->x_size, T, P, N, b->n_images, b->n_seqs, (char *)a->base, a->ibase, &n_ints);
     a->T = T; a->P = P; a->N = N; a->n_images = b->n_images; a->n_feat = P / mm; a->n_seqs = b->n_seqs;
     a->img_poff[0] = a->img_foff[0] = 0;
+    a->n_vseg = 0; a->vseg[0] = 0;
     for (i = 0; i < b->n_images; i++) {
         const int32_t *g = b->grid_thw + 3 * i;
+        int64_t r, seg = (int64_t)g[1] * g[2];
         a->img_poff[i + 1] = a->img_poff[i] + (int64_t)g[0] * g[1] * g[2];
         a->img_foff[i + 1] = a->img_foff[i] + (int64_t)g[0] * g[1] * g[2] / mm;
+        /* vision attention never crosses images: one segment per image and frame */
+        for (r = a->img_poff[i]; r < a->img_poff[i + 1]; r += seg) { a->vseg[a->n_vseg + 1] = r + seg; a->n_vseg++; }
+        for (r = a->img_poff[i]; r < a->img_poff[i + 1]; r++)
+            mbpo__patch_hw(r - a->img_poff[i], g[1], g[2], c->v_merge, &a->vhw[r], &a->vhw[P + r]);
     }
     /* positions, image-feature rows and targets, sequence by sequence */
     N = 0;
+    for (s = 0; s <= b->n_seqs; s++) a->lseg[s] = b->seq_offsets[s];
+    memcpy(a->ids, b->ids, (size_t)T * sizeof(int32_t));
     for (s = 0; s < b->n_seqs; s++) {
         int64_t off = b->seq_offsets[s], S = b->seq_offsets[s + 1] - off, delta, r0 = 0, r1 = 0, k = 0;
         if (b->n_images) { r0 = b->image_ref_offsets[s]; r1 = b->image_ref_offsets[s + 1]; }
@@ -6215,129 +6750,150 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
             if (t > 0 && b->target[off + t]) { a->tgt_row[N] = off + t - 1; a->tgt_label[N++] = b->ids[off + t]; }
         }
     }
+    /* to the backend: the metadata in one copy, the pixels in the storage type */
+    if (!m->ops->upload(m->be, a->dibase, a->ibase, n_ints * sizeof(int64_t))) return 0;
+    if (P && !m->ops->x_upload(m->be, a->pix, b->pixel_values, P * mbpo_config_pix(c))) return 0;
+    if (m->params_stale) {   /* the host parameters changed (an optimizer step): upload them once */
+        if (!m->ops->x_upload(m->be, (mbpo_x *)m->xparams, m->params, (int64_t)m->table.total_floats)) return 0;
+        m->params_stale = 0;
+    }
     return 1;
 }
 
-static void mbpo__vision_forward(mbpo_model *m, const mbpo_batch *b) {
+/* The vision tower and the merger: pixel rows (P, PIX) -> image features (P/4, H). */
+static int mbpo__vision_forward(mbpo_model *m) {
     const mbpo_config *c = &m->cfg;
     const mbpo_weights *w = &m->w;
+    const mbpo_ops *ops = m->ops;
+    mbpo_backend *be = m->be;
     mbpo_acts *a = m->acts;
     int64_t P = a->P, E = c->v_embed_dim, F = c->v_mlp_hidden, NHv = c->v_heads, HSv = E / NHv;
-    int64_t mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm, H = c->hidden_size, l, r, i, j;
-    int64_t quarter = HSv / 4, half = HSv / 2;
-    /* 2-D rotary table: the first half of the angles follow the patch row, the second the column */
-    for (j = 0; j < quarter; j++) {
-        float inv = mbpo__inv_freq(c->v_rope_theta, j, half);   /* once per frequency */
-        for (i = 0; i < a->n_images; i++) {
-            const int32_t *g = b->grid_thw + 3 * i;
-            for (r = a->img_poff[i]; r < a->img_poff[i + 1]; r++) {
-                int64_t hp, wp;
-                float ah, aw;
-                mbpo__patch_hw(r - a->img_poff[i], g[1], g[2], c->v_merge, &hp, &wp);
-                ah = (float)hp * inv; aw = (float)wp * inv;
-                a->vcos[r * half + j] = cosf(ah); a->vsin[r * half + j] = sinf(ah);
-                a->vcos[r * half + quarter + j] = cosf(aw); a->vsin[r * half + quarter + j] = sinf(aw);
-            }
-        }
-    }
+    int64_t mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm, H = c->hidden_size, l;
+    const int64_t *vseg = MBPO__DEV(a, a->vseg);
+    MBPO__OP(ops->vrope_tables(be, a->vcos, a->vsin, MBPO__DEV(a, a->vhw), P, HSv, c->v_rope_theta));
     /* patch embedding: the Conv3d with stride = kernel is a Linear(PIX -> E) */
-    mbpo__matmul_forward(a->vx, b->pixel_values, w->patch_embed_w, NULL, P, mbpo_config_pix(c), E);
+    MBPO__OP(ops->matmul_forward(be, a->vx, a->pix, mbpo__w(m, w->patch_embed_w), NULL, P, mbpo_config_pix(c), E));
     for (l = 0; l < c->v_depth; l++) {
         const mbpo_vision_block *vb = &w->vblocks[l];
-        float *x = a->vx + l * P * E, *ln1 = a->vln1 + l * P * E, *qkv = a->vqkv + l * P * 3 * E;
-        float *att = a->vatt + l * P * E, *mid = a->vmid + l * P * E, *ln2 = a->vln2 + l * P * E;
-        float *fc1 = a->vfc1 + l * P * F, *act = a->vact + l * P * F, *out = a->vx + (l + 1) * P * E;
-        float *lse = a->vlse + l * NHv * P;
+        mbpo_x *x = mbpo__xat(ops, a->vx, l * P * E), *ln1 = mbpo__xat(ops, a->vln1, l * P * E);
+        mbpo_x *qkv = mbpo__xat(ops, a->vqkv, l * P * 3 * E), *att = mbpo__xat(ops, a->vatt, l * P * E);
+        mbpo_x *mid = mbpo__xat(ops, a->vmid, l * P * E), *ln2 = mbpo__xat(ops, a->vln2, l * P * E);
+        mbpo_x *fc1 = mbpo__xat(ops, a->vfc1, l * P * F), *act = mbpo__xat(ops, a->vact, l * P * F);
+        mbpo_x *out = mbpo__xat(ops, a->vx, (l + 1) * P * E);
         /* x = x + proj(attn(LN1(x))) */
-        mbpo__layernorm_forward(ln1, a->vln1_mean + l * P, a->vln1_rstd + l * P, x, vb->norm1_w, vb->norm1_b, P, E, 1e-6f);
-        mbpo__matmul_forward(qkv, ln1, vb->qkv_w, vb->qkv_b, P, E, 3 * E);        /* (P, 3E) = [q | k | v] */
-        mbpo__rope_apply(qkv, a->vcos, a->vsin, P, NHv, HSv, 3 * E, 1.0f);          /* q */
-        mbpo__rope_apply(qkv + E, a->vcos, a->vsin, P, NHv, HSv, 3 * E, 1.0f);      /* k */
-        /* attention never crosses images (one segment per image and temporal group) */
-        for (i = 0; i < a->n_images; i++) {
-            int64_t seg = (int64_t)b->grid_thw[3 * i + 1] * b->grid_thw[3 * i + 2], s0;
-            for (s0 = a->img_poff[i]; s0 < a->img_poff[i + 1]; s0 += seg)
-                mbpo__attention_forward(att + s0 * E, lse + s0, qkv + s0 * 3 * E, qkv + s0 * 3 * E + E,
-                                        qkv + s0 * 3 * E + 2 * E, seg, NHv, NHv, HSv, 3 * E, 3 * E, E, P, 0,
-                                        a->attn_scratch);
-        }
-        mbpo__matmul_forward(mid, att, vb->proj_w, vb->proj_b, P, E, E);
-        for (j = 0; j < P * E; j++) mid[j] += x[j];
+        MBPO__OP(ops->layernorm_forward(be, ln1, a->vln1_mean + l * P, a->vln1_rstd + l * P, x, mbpo__w(m, vb->norm1_w),
+                                        mbpo__w(m, vb->norm1_b), P, E, 1e-6f));
+        MBPO__OP(ops->matmul_forward(be, qkv, ln1, mbpo__w(m, vb->qkv_w), mbpo__w(m, vb->qkv_b), P, E, 3 * E));   /* [q | k | v] */
+        MBPO__OP(ops->rope_apply(be, qkv, a->vcos, a->vsin, P, NHv, HSv, 3 * E, 1.0f));                           /* q */
+        MBPO__OP(ops->rope_apply(be, mbpo__xat(ops, qkv, E), a->vcos, a->vsin, P, NHv, HSv, 3 * E, 1.0f));        /* k */
+        MBPO__OP(ops->attention_forward(be, att, a->vlse + l * NHv * P, qkv, mbpo__xat(ops, qkv, E), mbpo__xat(ops, qkv, 2 * E),
+                                        vseg, a->vseg, a->n_vseg, NHv, NHv, HSv, 3 * E, 3 * E, E, 0));
+        MBPO__OP(ops->matmul_forward(be, mid, att, mbpo__w(m, vb->proj_w), mbpo__w(m, vb->proj_b), P, E, E));
+        MBPO__OP(ops->add(be, mid, mid, x, P * E));
         /* x = x + fc2(quick_gelu(fc1(LN2(x)))) */
-        mbpo__layernorm_forward(ln2, a->vln2_mean + l * P, a->vln2_rstd + l * P, mid, vb->norm2_w, vb->norm2_b, P, E, 1e-6f);
-        mbpo__matmul_forward(fc1, ln2, vb->fc1_w, vb->fc1_b, P, E, F);
-        mbpo__quick_gelu_forward(act, fc1, P * F);
-        mbpo__matmul_forward(out, act, vb->fc2_w, vb->fc2_b, P, F, E);
-        for (j = 0; j < P * E; j++) out[j] += mid[j];
+        MBPO__OP(ops->layernorm_forward(be, ln2, a->vln2_mean + l * P, a->vln2_rstd + l * P, mid, mbpo__w(m, vb->norm2_w),
+                                        mbpo__w(m, vb->norm2_b), P, E, 1e-6f));
+        MBPO__OP(ops->matmul_forward(be, fc1, ln2, mbpo__w(m, vb->fc1_w), mbpo__w(m, vb->fc1_b), P, E, F));
+        MBPO__OP(ops->quick_gelu_forward(be, act, fc1, P * F));
+        MBPO__OP(ops->matmul_forward(be, out, act, mbpo__w(m, vb->fc2_w), mbpo__w(m, vb->fc2_b), P, F, E));
+        MBPO__OP(ops->add(be, out, out, mid, P * E));
     }
     /* merger: LN, then each merge block's mm consecutive rows read as one (M = mm E) row */
-    mbpo__layernorm_forward(a->mln, a->mln_mean, a->mln_rstd, a->vx + c->v_depth * P * E, w->merger_ln_w,
-                            w->merger_ln_b, P, E, 1e-6f);
-    mbpo__matmul_forward(a->mfc1, a->mln, w->merger_fc1_w, w->merger_fc1_b, PF, M, M);
-    mbpo__gelu_forward(a->mact, a->mfc1, PF * M);
-    mbpo__matmul_forward(a->feat, a->mact, w->merger_fc2_w, w->merger_fc2_b, PF, M, H);
+    MBPO__OP(ops->layernorm_forward(be, a->mln, a->mln_mean, a->mln_rstd, mbpo__xat(ops, a->vx, c->v_depth * P * E),
+                                    mbpo__w(m, w->merger_ln_w), mbpo__w(m, w->merger_ln_b), P, E, 1e-6f));
+    MBPO__OP(ops->matmul_forward(be, a->mfc1, a->mln, mbpo__w(m, w->merger_fc1_w), mbpo__w(m, w->merger_fc1_b), PF, M, M));
+    MBPO__OP(ops->gelu_forward(be, a->mact, a->mfc1, PF * M));
+    MBPO__OP(ops->matmul_forward(be, a->feat, a->mact, mbpo__w(m, w->merger_fc2_w), mbpo__w(m, w->merger_fc2_b), PF, M, H));
+    return 1;
 }
 
-static void mbpo__lm_forward(mbpo_model *m, const mbpo_batch *b) {
+/* One decoder layer's buffers over R rows, and what its attention looks at. */
+typedef struct {
+    mbpo_x *x, *x1, *q, *k, *v, *att, *mid, *x2, *gate, *up, *act, *out;
+    float *rstd1, *rstd2, *lse;   /* lse (NH, R) */
+    const float *cos, *sin;       /* (R, HS/2) */
+} mbpo__layer_io;
+typedef struct {
+    const int64_t *cu, *cu_host; int64_t n_seg;   /* packed causal segments (forward, prefill) ... */
+    mbpo_x *kc, *vc; int64_t t, max_len;          /* ... or, when kc is set, the cache of this layer: the
+                                                     rows are continuations, the new token at index t */
+} mbpo__attn_over;
+
+/* One decoder layer, for every caller: the training forward and prefill (attention within
+   each packed sequence, activations kept for the backward) and decoding (one row per
+   continuation, its key and value appended to the cache, attention over the cache):
+       mid = x + o_proj(attn(RoPE(q, k), v)),  q, k, v = proj(RMSNorm(x))
+       out = mid + down(silu(gate(x2)) * up(x2)),  x2 = RMSNorm(mid)                 */
+static int mbpo__decoder_layer(mbpo_model *m, const mbpo_decoder_layer *d, int64_t R, const mbpo__layer_io *io,
+                               const mbpo__attn_over *over) {
     const mbpo_config *c = &m->cfg;
-    const mbpo_weights *w = &m->w;
-    mbpo_acts *a = m->acts;
-    int64_t T = a->T, H = c->hidden_size, I = c->intermediate_size, HS = c->head_dim, half = HS / 2;
-    int64_t NH = c->n_heads, NKV = c->n_kv_heads, QD = NH * HS, KD = NKV * HS, l, t, j, s;
+    const mbpo_ops *ops = m->ops;
+    mbpo_backend *be = m->be;
+    int64_t H = c->hidden_size, I = c->intermediate_size, HS = c->head_dim, NH = c->n_heads, NKV = c->n_kv_heads;
+    int64_t QD = NH * HS, KD = NKV * HS;
     float eps = (float)c->rms_norm_eps;
-    /* M-RoPE table: frequency slot j reads the t, h or w position by mrope_section */
-    for (j = 0; j < half; j++) {
-        int comp = j < c->mrope_section[0] ? 0 : j < c->mrope_section[0] + c->mrope_section[1] ? 1 : 2;
-        float inv = mbpo__inv_freq(c->rope_theta, j, HS);
-        for (t = 0; t < T; t++) {
-            float ang = (float)a->pos[comp * T + t] * inv;
-            a->cos[t * half + j] = cosf(ang);
-            a->sin[t * half + j] = sinf(ang);
-        }
+    MBPO__OP(ops->rmsnorm_forward(be, io->x1, io->rstd1, io->x, mbpo__w(m, d->in_norm_w), R, H, eps));
+    MBPO__OP(ops->matmul_forward(be, io->q, io->x1, mbpo__w(m, d->q_w), mbpo__w(m, d->q_b), R, H, QD));
+    MBPO__OP(ops->matmul_forward(be, io->k, io->x1, mbpo__w(m, d->k_w), mbpo__w(m, d->k_b), R, H, KD));
+    MBPO__OP(ops->matmul_forward(be, io->v, io->x1, mbpo__w(m, d->v_w), mbpo__w(m, d->v_b), R, H, KD));
+    MBPO__OP(ops->rope_apply(be, io->q, io->cos, io->sin, R, NH, HS, QD, 1.0f));
+    MBPO__OP(ops->rope_apply(be, io->k, io->cos, io->sin, R, NKV, HS, KD, 1.0f));
+    if (over->kc) {
+        MBPO__OP(ops->kv_append(be, over->kc, over->vc, io->k, io->v, R, over->t, over->max_len, KD));
+        MBPO__OP(ops->attention_decode(be, io->att, io->q, over->kc, over->vc, R, over->t + 1, over->max_len, NH, NKV, HS));
+    } else {
+        MBPO__OP(ops->attention_forward(be, io->att, io->lse, io->q, io->k, io->v, over->cu, over->cu_host, over->n_seg,
+                                        NH, NKV, HS, QD, KD, QD, 1));
     }
-    /* inputs_embeds: token embeddings, image-pad tokens replaced by image features */
-    for (t = 0; t < T; t++) {
-        const float *src = a->feat_row[t] >= 0 ? a->feat + a->feat_row[t] * H : w->embed + (int64_t)b->ids[t] * H;
-        memcpy(a->h + t * H, src, (size_t)H * sizeof(float));
-    }
-    for (l = 0; l < c->n_layers; l++) {
-        const mbpo_decoder_layer *d = &w->layers[l];
-        float *x = a->h + l * T * H, *x1 = a->x1 + l * T * H, *q = a->q + l * T * QD, *k = a->k + l * T * KD;
-        float *v = a->v + l * T * KD, *att = a->att + l * T * QD, *mid = a->hmid + l * T * H;
-        float *x2 = a->x2 + l * T * H, *gate = a->gate + l * T * I, *up = a->up + l * T * I;
-        float *act = a->act + l * T * I, *out = a->h + (l + 1) * T * H;
-        /* h = h + o_proj(attn(RMSNorm(h))) */
-        mbpo__rmsnorm_forward(x1, a->rstd1 + l * T, x, d->in_norm_w, T, H, eps);
-        mbpo__matmul_forward(q, x1, d->q_w, d->q_b, T, H, QD);
-        mbpo__matmul_forward(k, x1, d->k_w, d->k_b, T, H, KD);
-        mbpo__matmul_forward(v, x1, d->v_w, d->v_b, T, H, KD);
-        mbpo__rope_apply(q, a->cos, a->sin, T, NH, HS, QD, 1.0f);
-        mbpo__rope_apply(k, a->cos, a->sin, T, NKV, HS, KD, 1.0f);
-        for (s = 0; s < b->n_seqs; s++) {   /* causal attention within each packed sequence */
-            int64_t o = b->seq_offsets[s], S = b->seq_offsets[s + 1] - o;
-            mbpo__attention_forward(att + o * QD, a->lse + l * NH * T + o, q + o * QD, k + o * KD, v + o * KD,
-                                    S, NH, NKV, HS, QD, KD, QD, T, 1, a->attn_scratch);
-        }
-        mbpo__matmul_forward(mid, att, d->o_w, NULL, T, QD, H);
-        for (j = 0; j < T * H; j++) mid[j] += x[j];
-        /* h = h + down(silu(gate(x)) * up(x)), x = RMSNorm(h) */
-        mbpo__rmsnorm_forward(x2, a->rstd2 + l * T, mid, d->post_norm_w, T, H, eps);
-        mbpo__matmul_forward(gate, x2, d->gate_w, NULL, T, H, I);
-        mbpo__matmul_forward(up, x2, d->up_w, NULL, T, H, I);
-        mbpo__swiglu_forward(act, gate, up, T * I);
-        mbpo__matmul_forward(out, act, d->down_w, NULL, T, I, H);
-        for (j = 0; j < T * H; j++) out[j] += mid[j];
-    }
-    mbpo__rmsnorm_forward(a->xf, a->rstdf, a->h + c->n_layers * T * H, w->norm_w, T, H, eps);
+    MBPO__OP(ops->matmul_forward(be, io->mid, io->att, mbpo__w(m, d->o_w), NULL, R, QD, H));
+    MBPO__OP(ops->add(be, io->mid, io->mid, io->x, R * H));
+    MBPO__OP(ops->rmsnorm_forward(be, io->x2, io->rstd2, io->mid, mbpo__w(m, d->post_norm_w), R, H, eps));
+    MBPO__OP(ops->matmul_forward(be, io->gate, io->x2, mbpo__w(m, d->gate_w), NULL, R, H, I));
+    MBPO__OP(ops->matmul_forward(be, io->up, io->x2, mbpo__w(m, d->up_w), NULL, R, H, I));
+    MBPO__OP(ops->swiglu_forward(be, io->act, io->gate, io->up, R * I));
+    MBPO__OP(ops->matmul_forward(be, io->out, io->act, mbpo__w(m, d->down_w), NULL, R, I, H));
+    MBPO__OP(ops->add(be, io->out, io->out, io->mid, R * H));
+    return 1;
+}
+/* Layer l's slice of the forward arena. */
+static void mbpo__layer_io_of(const mbpo_model *m, int64_t l, mbpo__layer_io *io) {
+    const mbpo_config *c = &m->cfg;
+    const mbpo_ops *ops = m->ops;
+    const mbpo_acts *a = m->acts;
+    int64_t T = a->T, H = c->hidden_size, I = c->intermediate_size, QD = c->n_heads * c->head_dim;
+    int64_t KD = c->n_kv_heads * c->head_dim;
+    io->x = mbpo__xat(ops, a->h, l * T * H); io->x1 = mbpo__xat(ops, a->x1, l * T * H);
+    io->q = mbpo__xat(ops, a->q, l * T * QD); io->k = mbpo__xat(ops, a->k, l * T * KD);
+    io->v = mbpo__xat(ops, a->v, l * T * KD); io->att = mbpo__xat(ops, a->att, l * T * QD);
+    io->mid = mbpo__xat(ops, a->hmid, l * T * H); io->x2 = mbpo__xat(ops, a->x2, l * T * H);
+    io->gate = mbpo__xat(ops, a->gate, l * T * I); io->up = mbpo__xat(ops, a->up, l * T * I);
+    io->act = mbpo__xat(ops, a->act, l * T * I); io->out = mbpo__xat(ops, a->h, (l + 1) * T * H);
+    io->rstd1 = a->rstd1 + l * T; io->rstd2 = a->rstd2 + l * T; io->lse = a->lse + l * c->n_heads * T;
+    io->cos = a->cos; io->sin = a->sin;
 }
 
-/* Logits of a chunk of target rows [n0, n0+cn): gather their final-norm rows, then one
-   matmul against the (V, H) head. Only CH x V logits exist at a time. */
-static void mbpo__head_chunk(mbpo_model *m, int64_t n0, int64_t cn) {
+/* The language model over the packed batch: inputs_embeds -> final norm (T, H). */
+static int mbpo__lm_forward(mbpo_model *m) {
+    const mbpo_config *c = &m->cfg;
+    const mbpo_ops *ops = m->ops;
     mbpo_acts *a = m->acts;
-    int64_t H = m->cfg.hidden_size, r;
-    for (r = 0; r < cn; r++) memcpy(a->chunk_x + r * H, a->xf + a->tgt_row[n0 + r] * H, (size_t)H * sizeof(float));
-    mbpo__matmul_forward(a->chunk_logits, a->chunk_x, m->w.lm_head, NULL, cn, H, m->cfg.vocab_size);
+    mbpo__attn_over over;
+    mbpo__layer_io io;
+    int64_t T = a->T, H = c->hidden_size, l;
+    memset(&over, 0, sizeof over);
+    over.cu = MBPO__DEV(a, a->lseg); over.cu_host = a->lseg; over.n_seg = a->n_seqs;
+    MBPO__OP(ops->mrope_tables(m->be, a->cos, a->sin, MBPO__DEV(a, a->pos), T, c->head_dim, c->rope_theta,
+                               c->mrope_section[0], c->mrope_section[1]));
+    /* inputs_embeds: token embeddings, image-pad tokens replaced by image features */
+    MBPO__OP(ops->embed_forward(m->be, a->h, mbpo__w(m, m->w.embed), a->feat, MBPO__DEV32(a, a->ids),
+                                MBPO__DEV(a, a->feat_row), T, H));
+    for (l = 0; l < c->n_layers; l++) {
+        mbpo__layer_io_of(m, l, &io);
+        MBPO__OP(mbpo__decoder_layer(m, &m->w.layers[l], T, &io, &over));
+    }
+    MBPO__OP(ops->rmsnorm_forward(m->be, a->xf, a->rstdf, mbpo__xat(ops, a->h, c->n_layers * T * H), mbpo__w(m, m->w.norm_w),
+                                  T, H, (float)c->rms_norm_eps));
+    return 1;
 }
 
 /* Number of targets of a batch. */
@@ -6348,232 +6904,266 @@ static int64_t mbpo__batch_targets(const mbpo_batch *b) {
 }
 MBPODEF int64_t mbpo_model_forward(mbpo_model *m, const mbpo_batch *b, float *logp) {
     mbpo_acts *a = m->acts;
-    int64_t n0, V = m->cfg.vocab_size;
+    const mbpo_config *c = &m->cfg;
     if (a) a->have_forward = 0;
     if (!mbpo__batch_prepare(m, b)) return -1;
-    if (a->P) mbpo__vision_forward(m, b);
-    mbpo__lm_forward(m, b);
+    if (a->P && !mbpo__vision_forward(m)) return -1;
+    if (!mbpo__lm_forward(m)) return -1;
     /* fused lm_head + log-softmax + gather: logp = z[y] - logsumexp(z) */
-    for (n0 = 0; n0 < a->N; n0 += MBPO__HEAD_CHUNK) {
-        int64_t cn = a->N - n0 < MBPO__HEAD_CHUNK ? a->N - n0 : MBPO__HEAD_CHUNK;
-        mbpo__head_chunk(m, n0, cn);
-        mbpo__logsoftmax_gather_forward(logp + n0, a->tgt_lse + n0, a->chunk_logits, a->tgt_label + n0, cn, V);
-    }
+    if (!m->ops->head_forward(m->be, a->logp, a->tgt_lse, a->xf, mbpo__w(m, m->w.lm_head), MBPO__DEV(a, a->tgt_row),
+                              MBPO__DEV32(a, a->tgt_label), a->N, c->hidden_size, c->vocab_size, MBPO__HEAD_CHUNK,
+                              a->chunk_x, a->chunk_logits) ||
+        !m->ops->download(m->be, logp, a->logp, (size_t)a->N * sizeof(float)))
+        return -1;
     a->have_forward = 1;
     return a->N;
 }
 
 /* ------------------------------------------------------------------ 3. model: backward */
 
-#define MBPO__G(ptr) (m->grads ? (ptr) : NULL)   /* parameter gradient, or skip it */
+#define MBPO__G(ptr) (m->grads ? mbpo__gw(m, ptr) : NULL)   /* parameter gradient, or skip it */
 
-static void mbpo__lm_backward(mbpo_model *m, const mbpo_batch *b) {
+static int mbpo__lm_backward(mbpo_model *m) {
     const mbpo_config *c = &m->cfg;
     const mbpo_weights *w = &m->w;
+    const mbpo_ops *ops = m->ops;
+    mbpo_backend *be = m->be;
     mbpo_acts *a = m->acts;
     int64_t T = a->T, H = c->hidden_size, I = c->intermediate_size, HS = c->head_dim;
-    int64_t NH = c->n_heads, NKV = c->n_kv_heads, QD = NH * HS, KD = NKV * HS, l, s;
-    float *dh = a->dh, *dx = a->dx, *datt = a->dbig1, *dact = a->dbig1, *dgate = a->dbig2, *dup = a->dbig3;
+    int64_t NH = c->n_heads, NKV = c->n_kv_heads, QD = NH * HS, KD = NKV * HS, l;
+    mbpo_x *dh = a->dh, *dx = a->dx, *datt = a->dbig1, *dact = a->dbig1, *dgate = a->dbig2, *dup = a->dbig3;
+    size_t xs = ops->x_size;
     /* dh = d(final hidden) from d(final norm) */
-    memset(dh, 0, (size_t)(T * H) * sizeof(float));
-    mbpo__rmsnorm_backward(dh, MBPO__G(m->g.norm_w), a->dxf, a->h + c->n_layers * T * H, w->norm_w, a->rstdf, T, H);
+    MBPO__OP(ops->zero(be, dh, (size_t)(T * H) * xs));
+    MBPO__OP(ops->rmsnorm_backward(be, dh, MBPO__G(m->g.norm_w), a->dxf, mbpo__xat(ops, a->h, c->n_layers * T * H),
+                                   mbpo__w(m, w->norm_w), a->rstdf, T, H));
     for (l = c->n_layers - 1; l >= 0; l--) {
         const mbpo_decoder_layer *d = &w->layers[l];
-        mbpo_decoder_layer *g = m->grads ? &m->g.layers[l] : NULL;
-        float *x = a->h + l * T * H, *x1 = a->x1 + l * T * H, *q = a->q + l * T * QD, *k = a->k + l * T * KD;
-        float *v = a->v + l * T * KD, *att = a->att + l * T * QD, *mid = a->hmid + l * T * H;
-        float *x2 = a->x2 + l * T * H, *gate = a->gate + l * T * I, *up = a->up + l * T * I, *act = a->act + l * T * I;
+        const mbpo_decoder_layer *g = m->grads ? &m->g.layers[l] : NULL;
+        mbpo__layer_io io;
+        mbpo__layer_io_of(m, l, &io);
         /* MLP branch; dh carries d(out) and becomes d(mid) through the residual */
-        memset(dact, 0, (size_t)(T * I) * sizeof(float));
-        mbpo__matmul_backward(dact, g ? g->down_w : NULL, NULL, dh, act, d->down_w, T, I, H);
-        mbpo__swiglu_backward(dgate, dup, dact, gate, up, T * I);
-        memset(dx, 0, (size_t)(T * H) * sizeof(float));
-        mbpo__matmul_backward(dx, g ? g->gate_w : NULL, NULL, dgate, x2, d->gate_w, T, H, I);
-        mbpo__matmul_backward(dx, g ? g->up_w : NULL, NULL, dup, x2, d->up_w, T, H, I);
-        mbpo__rmsnorm_backward(dh, g ? g->post_norm_w : NULL, dx, mid, d->post_norm_w, a->rstd2 + l * T, T, H);
+        MBPO__OP(ops->zero(be, dact, (size_t)(T * I) * xs));
+        MBPO__OP(ops->matmul_backward(be, dact, g ? mbpo__gw(m, g->down_w) : NULL, NULL, dh, io.act, mbpo__w(m, d->down_w), T, I, H));
+        MBPO__OP(ops->swiglu_backward(be, dgate, dup, dact, io.gate, io.up, T * I));
+        MBPO__OP(ops->zero(be, dx, (size_t)(T * H) * xs));
+        MBPO__OP(ops->matmul_backward(be, dx, g ? mbpo__gw(m, g->gate_w) : NULL, NULL, dgate, io.x2, mbpo__w(m, d->gate_w), T, H, I));
+        MBPO__OP(ops->matmul_backward(be, dx, g ? mbpo__gw(m, g->up_w) : NULL, NULL, dup, io.x2, mbpo__w(m, d->up_w), T, H, I));
+        MBPO__OP(ops->rmsnorm_backward(be, dh, g ? mbpo__gw(m, g->post_norm_w) : NULL, dx, io.mid, mbpo__w(m, d->post_norm_w),
+                                       io.rstd2, T, H));
         /* attention branch; dh becomes d(x) */
-        memset(datt, 0, (size_t)(T * QD) * sizeof(float));
-        mbpo__matmul_backward(datt, g ? g->o_w : NULL, NULL, dh, att, d->o_w, T, QD, H);
-        for (s = 0; s < b->n_seqs; s++) {
-            int64_t o = b->seq_offsets[s], S = b->seq_offsets[s + 1] - o;
-            mbpo__attention_backward(a->dq + o * QD, a->dk + o * KD, a->dv + o * KD, datt + o * QD, att + o * QD,
-                                     a->lse + l * NH * T + o, q + o * QD, k + o * KD, v + o * KD, S, NH, NKV, HS,
-                                     QD, KD, QD, T, 1, a->attn_scratch);
-        }
-        mbpo__rope_apply(a->dq, a->cos, a->sin, T, NH, HS, QD, -1.0f);
-        mbpo__rope_apply(a->dk, a->cos, a->sin, T, NKV, HS, KD, -1.0f);
-        memset(dx, 0, (size_t)(T * H) * sizeof(float));
-        mbpo__matmul_backward(dx, g ? g->q_w : NULL, g ? g->q_b : NULL, a->dq, x1, d->q_w, T, H, QD);
-        mbpo__matmul_backward(dx, g ? g->k_w : NULL, g ? g->k_b : NULL, a->dk, x1, d->k_w, T, H, KD);
-        mbpo__matmul_backward(dx, g ? g->v_w : NULL, g ? g->v_b : NULL, a->dv, x1, d->v_w, T, H, KD);
-        mbpo__rmsnorm_backward(dh, g ? g->in_norm_w : NULL, dx, x, d->in_norm_w, a->rstd1 + l * T, T, H);
+        MBPO__OP(ops->zero(be, datt, (size_t)(T * QD) * xs));
+        MBPO__OP(ops->matmul_backward(be, datt, g ? mbpo__gw(m, g->o_w) : NULL, NULL, dh, io.att, mbpo__w(m, d->o_w), T, QD, H));
+        MBPO__OP(ops->attention_backward(be, a->dq, a->dk, a->dv, datt, io.att, io.lse, io.q, io.k, io.v,
+                                         MBPO__DEV(a, a->lseg), a->lseg, a->n_seqs, NH, NKV, HS, QD, KD, QD, 1));
+        MBPO__OP(ops->rope_apply(be, a->dq, a->cos, a->sin, T, NH, HS, QD, -1.0f));
+        MBPO__OP(ops->rope_apply(be, a->dk, a->cos, a->sin, T, NKV, HS, KD, -1.0f));
+        MBPO__OP(ops->zero(be, dx, (size_t)(T * H) * xs));
+        MBPO__OP(ops->matmul_backward(be, dx, g ? mbpo__gw(m, g->q_w) : NULL, g ? mbpo__gw(m, g->q_b) : NULL, a->dq, io.x1,
+                                      mbpo__w(m, d->q_w), T, H, QD));
+        MBPO__OP(ops->matmul_backward(be, dx, g ? mbpo__gw(m, g->k_w) : NULL, g ? mbpo__gw(m, g->k_b) : NULL, a->dk, io.x1,
+                                      mbpo__w(m, d->k_w), T, H, KD));
+        MBPO__OP(ops->matmul_backward(be, dx, g ? mbpo__gw(m, g->v_w) : NULL, g ? mbpo__gw(m, g->v_b) : NULL, a->dv, io.x1,
+                                      mbpo__w(m, d->v_w), T, H, KD));
+        MBPO__OP(ops->rmsnorm_backward(be, dh, g ? mbpo__gw(m, g->in_norm_w) : NULL, dx, io.x, mbpo__w(m, d->in_norm_w),
+                                       io.rstd1, T, H));
     }
     /* dh = d(inputs_embeds): image-pad rows go to the image features, the others to the
-       embedding table (scatter-add; repeated tokens accumulate). Parallel over columns so
-       no two threads touch the same value. The pad row, if any, gets no gradient (torch's
-       padding_idx). */
-    if (a->n_feat) memset(a->dfeat, 0, (size_t)(a->n_feat * H) * sizeof(float));
-    {
-        int64_t j0;
-        MBPO__OMP("omp parallel for schedule(static)")
-        for (j0 = 0; j0 < H; j0 += 16) {
-            int64_t t, j, j1 = j0 + 16 < H ? j0 + 16 : H;
-            for (t = 0; t < T; t++) {
-                float *dst;
-                if (a->feat_row[t] >= 0) dst = a->dfeat + a->feat_row[t] * H;
-                else if (m->grads && b->ids[t] != c->pad_token_id) dst = m->g.embed + (int64_t)b->ids[t] * H;
-                else continue;
-                for (j = j0; j < j1; j++) dst[j] += dh[t * H + j];
-            }
-        }
-    }
+       embedding table (repeated tokens accumulate). The pad row, if any, gets no gradient
+       (torch's padding_idx). */
+    if (a->n_feat) MBPO__OP(ops->zero(be, a->dfeat, (size_t)(a->n_feat * H) * xs));
+    MBPO__OP(ops->embed_backward(be, MBPO__G(m->g.embed), a->dfeat, dh, MBPO__DEV32(a, a->ids), MBPO__DEV(a, a->feat_row),
+                                 c->pad_token_id, T, H));
+    return 1;
 }
 
-static void mbpo__vision_backward(mbpo_model *m, const mbpo_batch *b, float *dpixel) {
+static int mbpo__vision_backward(mbpo_model *m, int want_dpixel) {
     const mbpo_config *c = &m->cfg;
     const mbpo_weights *w = &m->w;
+    const mbpo_ops *ops = m->ops;
+    mbpo_backend *be = m->be;
     mbpo_acts *a = m->acts;
     int64_t P = a->P, E = c->v_embed_dim, F = c->v_mlp_hidden, NHv = c->v_heads, HSv = E / NHv;
-    int64_t mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm, H = c->hidden_size, l, i;
-    float *dvx = a->dvx, *dvx2 = a->dvx2, *dv1 = a->dv1, *dv2 = a->dv2;
+    int64_t mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm, H = c->hidden_size, l, PIX = mbpo_config_pix(c);
+    mbpo_x *dvx = a->dvx, *dvx2 = a->dvx2, *dv1 = a->dv1, *dv2 = a->dv2;
+    const int64_t *vseg = MBPO__DEV(a, a->vseg);
+    size_t xs = ops->x_size;
     /* merger */
-    memset(dv1, 0, (size_t)(PF * M) * sizeof(float));
-    mbpo__matmul_backward(dv1, MBPO__G(m->g.merger_fc2_w), MBPO__G(m->g.merger_fc2_b), a->dfeat, a->mact,
-                          w->merger_fc2_w, PF, M, H);
-    mbpo__gelu_backward(dv2, dv1, a->mfc1, PF * M);
-    memset(dvx2, 0, (size_t)(P * E) * sizeof(float));
-    mbpo__matmul_backward(dvx2, MBPO__G(m->g.merger_fc1_w), MBPO__G(m->g.merger_fc1_b), dv2, a->mln,
-                          w->merger_fc1_w, PF, M, M);
-    memset(dvx, 0, (size_t)(P * E) * sizeof(float));
-    mbpo__layernorm_backward(dvx, MBPO__G(m->g.merger_ln_w), MBPO__G(m->g.merger_ln_b), dvx2,
-                             a->vx + c->v_depth * P * E, w->merger_ln_w, a->mln_mean, a->mln_rstd, P, E);
+    MBPO__OP(ops->zero(be, dv1, (size_t)(PF * M) * xs));
+    MBPO__OP(ops->matmul_backward(be, dv1, MBPO__G(m->g.merger_fc2_w), MBPO__G(m->g.merger_fc2_b), a->dfeat, a->mact,
+                                  mbpo__w(m, w->merger_fc2_w), PF, M, H));
+    MBPO__OP(ops->gelu_backward(be, dv2, dv1, a->mfc1, PF * M));
+    MBPO__OP(ops->zero(be, dvx2, (size_t)(P * E) * xs));
+    MBPO__OP(ops->matmul_backward(be, dvx2, MBPO__G(m->g.merger_fc1_w), MBPO__G(m->g.merger_fc1_b), dv2, a->mln,
+                                  mbpo__w(m, w->merger_fc1_w), PF, M, M));
+    MBPO__OP(ops->zero(be, dvx, (size_t)(P * E) * xs));
+    MBPO__OP(ops->layernorm_backward(be, dvx, MBPO__G(m->g.merger_ln_w), MBPO__G(m->g.merger_ln_b), dvx2,
+                                     mbpo__xat(ops, a->vx, c->v_depth * P * E), mbpo__w(m, w->merger_ln_w), a->mln_mean,
+                                     a->mln_rstd, P, E));
     for (l = c->v_depth - 1; l >= 0; l--) {
         const mbpo_vision_block *vb = &w->vblocks[l];
-        mbpo_vision_block *g = m->grads ? &m->g.vblocks[l] : NULL;
-        float *x = a->vx + l * P * E, *ln1 = a->vln1 + l * P * E, *qkv = a->vqkv + l * P * 3 * E;
-        float *att = a->vatt + l * P * E, *mid = a->vmid + l * P * E, *ln2 = a->vln2 + l * P * E;
-        float *fc1 = a->vfc1 + l * P * F, *act = a->vact + l * P * F, *lse = a->vlse + l * NHv * P;
+        const mbpo_vision_block *g = m->grads ? &m->g.vblocks[l] : NULL;
+        mbpo_x *x = mbpo__xat(ops, a->vx, l * P * E), *ln1 = mbpo__xat(ops, a->vln1, l * P * E);
+        mbpo_x *qkv = mbpo__xat(ops, a->vqkv, l * P * 3 * E), *att = mbpo__xat(ops, a->vatt, l * P * E);
+        mbpo_x *mid = mbpo__xat(ops, a->vmid, l * P * E), *ln2 = mbpo__xat(ops, a->vln2, l * P * E);
+        mbpo_x *fc1 = mbpo__xat(ops, a->vfc1, l * P * F), *act = mbpo__xat(ops, a->vact, l * P * F);
+        float *lse = a->vlse + l * NHv * P;
         /* MLP branch */
-        memset(dv1, 0, (size_t)(P * F) * sizeof(float));
-        mbpo__matmul_backward(dv1, g ? g->fc2_w : NULL, g ? g->fc2_b : NULL, dvx, act, vb->fc2_w, P, F, E);
-        mbpo__quick_gelu_backward(dv2, dv1, fc1, P * F);
-        memset(dvx2, 0, (size_t)(P * E) * sizeof(float));
-        mbpo__matmul_backward(dvx2, g ? g->fc1_w : NULL, g ? g->fc1_b : NULL, dv2, ln2, vb->fc1_w, P, E, F);
-        mbpo__layernorm_backward(dvx, g ? g->norm2_w : NULL, g ? g->norm2_b : NULL, dvx2, mid, vb->norm2_w,
-                                 a->vln2_mean + l * P, a->vln2_rstd + l * P, P, E);
+        MBPO__OP(ops->zero(be, dv1, (size_t)(P * F) * xs));
+        MBPO__OP(ops->matmul_backward(be, dv1, g ? mbpo__gw(m, g->fc2_w) : NULL, g ? mbpo__gw(m, g->fc2_b) : NULL, dvx, act,
+                                      mbpo__w(m, vb->fc2_w), P, F, E));
+        MBPO__OP(ops->quick_gelu_backward(be, dv2, dv1, fc1, P * F));
+        MBPO__OP(ops->zero(be, dvx2, (size_t)(P * E) * xs));
+        MBPO__OP(ops->matmul_backward(be, dvx2, g ? mbpo__gw(m, g->fc1_w) : NULL, g ? mbpo__gw(m, g->fc1_b) : NULL, dv2, ln2,
+                                      mbpo__w(m, vb->fc1_w), P, E, F));
+        MBPO__OP(ops->layernorm_backward(be, dvx, g ? mbpo__gw(m, g->norm2_w) : NULL, g ? mbpo__gw(m, g->norm2_b) : NULL, dvx2,
+                                         mid, mbpo__w(m, vb->norm2_w), a->vln2_mean + l * P, a->vln2_rstd + l * P, P, E));
         /* attention branch: dv1 becomes d(qkv) (P, 3E) */
-        memset(a->dvatt, 0, (size_t)(P * E) * sizeof(float));
-        mbpo__matmul_backward(a->dvatt, g ? g->proj_w : NULL, g ? g->proj_b : NULL, dvx, att, vb->proj_w, P, E, E);
-        for (i = 0; i < a->n_images; i++) {
-            int64_t seg = (int64_t)b->grid_thw[3 * i + 1] * b->grid_thw[3 * i + 2], s0;
-            for (s0 = a->img_poff[i]; s0 < a->img_poff[i + 1]; s0 += seg)
-                mbpo__attention_backward(dv1 + s0 * 3 * E, dv1 + s0 * 3 * E + E, dv1 + s0 * 3 * E + 2 * E,
-                                         a->dvatt + s0 * E, att + s0 * E, lse + s0, qkv + s0 * 3 * E,
-                                         qkv + s0 * 3 * E + E, qkv + s0 * 3 * E + 2 * E, seg, NHv, NHv, HSv,
-                                         3 * E, 3 * E, E, P, 0, a->attn_scratch);
-        }
-        mbpo__rope_apply(dv1, a->vcos, a->vsin, P, NHv, HSv, 3 * E, -1.0f);
-        mbpo__rope_apply(dv1 + E, a->vcos, a->vsin, P, NHv, HSv, 3 * E, -1.0f);
-        memset(dvx2, 0, (size_t)(P * E) * sizeof(float));
-        mbpo__matmul_backward(dvx2, g ? g->qkv_w : NULL, g ? g->qkv_b : NULL, dv1, ln1, vb->qkv_w, P, E, 3 * E);
-        mbpo__layernorm_backward(dvx, g ? g->norm1_w : NULL, g ? g->norm1_b : NULL, dvx2, x, vb->norm1_w,
-                                 a->vln1_mean + l * P, a->vln1_rstd + l * P, P, E);
+        MBPO__OP(ops->zero(be, a->dvatt, (size_t)(P * E) * xs));
+        MBPO__OP(ops->matmul_backward(be, a->dvatt, g ? mbpo__gw(m, g->proj_w) : NULL, g ? mbpo__gw(m, g->proj_b) : NULL, dvx,
+                                      att, mbpo__w(m, vb->proj_w), P, E, E));
+        MBPO__OP(ops->attention_backward(be, dv1, mbpo__xat(ops, dv1, E), mbpo__xat(ops, dv1, 2 * E), a->dvatt, att, lse, qkv,
+                                         mbpo__xat(ops, qkv, E), mbpo__xat(ops, qkv, 2 * E), vseg, a->vseg, a->n_vseg,
+                                         NHv, NHv, HSv, 3 * E, 3 * E, E, 0));
+        MBPO__OP(ops->rope_apply(be, dv1, a->vcos, a->vsin, P, NHv, HSv, 3 * E, -1.0f));
+        MBPO__OP(ops->rope_apply(be, mbpo__xat(ops, dv1, E), a->vcos, a->vsin, P, NHv, HSv, 3 * E, -1.0f));
+        MBPO__OP(ops->zero(be, dvx2, (size_t)(P * E) * xs));
+        MBPO__OP(ops->matmul_backward(be, dvx2, g ? mbpo__gw(m, g->qkv_w) : NULL, g ? mbpo__gw(m, g->qkv_b) : NULL, dv1, ln1,
+                                      mbpo__w(m, vb->qkv_w), P, E, 3 * E));
+        MBPO__OP(ops->layernorm_backward(be, dvx, g ? mbpo__gw(m, g->norm1_w) : NULL, g ? mbpo__gw(m, g->norm1_b) : NULL, dvx2,
+                                         x, mbpo__w(m, vb->norm1_w), a->vln1_mean + l * P, a->vln1_rstd + l * P, P, E));
     }
-    /* patch embedding */
-    if (dpixel) memset(dpixel, 0, (size_t)(P * mbpo_config_pix(c)) * sizeof(float));
-    mbpo__matmul_backward(dpixel, MBPO__G(m->g.patch_embed_w), NULL, dvx, b->pixel_values, w->patch_embed_w,
-                          P, mbpo_config_pix(c), E);
+    /* patch embedding, and the gradient of the pixels (PGD's) */
+    if (want_dpixel) MBPO__OP(ops->zero(be, a->dpix, (size_t)(P * PIX) * xs));
+    MBPO__OP(ops->matmul_backward(be, want_dpixel ? a->dpix : NULL, MBPO__G(m->g.patch_embed_w), NULL, dvx, a->pix,
+                                  mbpo__w(m, w->patch_embed_w), P, PIX, E));
+    return 1;
 }
 
 MBPODEF int mbpo_model_backward(mbpo_model *m, const mbpo_batch *b, const float *dlogp, float *dpixel_values) {
     mbpo_acts *a = m->acts;
-    int64_t n0, V = m->cfg.vocab_size, H = m->cfg.hidden_size;
+    const mbpo_config *c = &m->cfg;
+    int64_t H = c->hidden_size;
     if (!a || !a->have_forward) return mbpo__fail("mbpo_model_backward: no forward pass to go back through");
     if (a->T != b->seq_offsets[b->n_seqs] || a->n_images != b->n_images || a->n_seqs != b->n_seqs)
         return mbpo__fail("mbpo_model_backward: not the batch of the last forward");
     /* fused head backward, chunk by chunk: dz = dlogp (onehot(y) - softmax(z)) */
-    memset(a->dxf, 0, (size_t)(a->T * H) * sizeof(float));
-    for (n0 = 0; n0 < a->N; n0 += MBPO__HEAD_CHUNK) {
-        int64_t cn = a->N - n0 < MBPO__HEAD_CHUNK ? a->N - n0 : MBPO__HEAD_CHUNK, r;
-        mbpo__head_chunk(m, n0, cn);
-        mbpo__logsoftmax_gather_backward(a->chunk_logits, dlogp + n0, a->tgt_lse + n0, a->tgt_label + n0, cn, V);
-        memset(a->chunk_dx, 0, (size_t)(cn * H) * sizeof(float));
-        mbpo__matmul_backward(a->chunk_dx, MBPO__G(m->g.lm_head), NULL, a->chunk_logits, a->chunk_x, m->w.lm_head,
-                              cn, H, V);
-        for (r = 0; r < cn; r++) {   /* each target has its own row: no collisions */
-            float *dst = a->dxf + a->tgt_row[n0 + r] * H;
-            int64_t j;
-            for (j = 0; j < H; j++) dst[j] += a->chunk_dx[r * H + j];
-        }
-    }
-    mbpo__lm_backward(m, b);
-    if (a->P && (m->grads || dpixel_values)) mbpo__vision_backward(m, b, dpixel_values);
+    MBPO__OP(m->ops->upload(m->be, a->dlogp, dlogp, (size_t)a->N * sizeof(float)));
+    MBPO__OP(m->ops->zero(m->be, a->dxf, (size_t)(a->T * H) * m->ops->x_size));
+    MBPO__OP(m->ops->head_backward(m->be, a->dxf, MBPO__G(m->g.lm_head), a->dlogp, a->tgt_lse, a->xf, mbpo__w(m, m->w.lm_head),
+                                   MBPO__DEV(a, a->tgt_row), MBPO__DEV32(a, a->tgt_label), a->N, H, c->vocab_size,
+                                   MBPO__HEAD_CHUNK, a->chunk_x, a->chunk_logits, a->chunk_dx));
+    MBPO__OP(mbpo__lm_backward(m));
+    if (a->P && (m->grads || dpixel_values)) MBPO__OP(mbpo__vision_backward(m, dpixel_values != NULL));
+    if (a->P && dpixel_values) MBPO__OP(m->ops->x_download(m->be, dpixel_values, a->dpix, a->P * mbpo_config_pix(c)));
+    if (m->grads && m->xgrads != m->grads) m->grads_stale = 1;
     return 1;
 }
 #undef MBPO__G
 
 MBPODEF void mbpo_model_trace(const mbpo_model *m, mbpo_trace *t) {
     const mbpo_acts *a = m->acts;
+    const mbpo_ops *ops = m->ops;
     memset(t, 0, sizeof *t);
-    if (!a || !a->have_forward) return;
+    if (!a || !a->have_forward || ops != &mbpo__cpu_ops) return;   /* host pointers: the CPU only */
     if (a->P) {
-        t->patch_embed = a->vx;
-        t->vision_block_out = a->vx + a->P * m->cfg.v_embed_dim;
-        t->image_features = a->feat;
+        t->patch_embed = (const float *)(const void *)a->vx;
+        t->vision_block_out = (const float *)(const void *)mbpo__xat(ops, a->vx, a->P * m->cfg.v_embed_dim);
+        t->image_features = (const float *)(const void *)a->feat;
     }
-    t->inputs_embeds = a->h;
-    t->layer_out = a->h + a->T * m->cfg.hidden_size;
-    t->final_norm = a->xf;
+    t->inputs_embeds = (const float *)(const void *)a->h;
+    t->layer_out = (const float *)(const void *)mbpo__xat(ops, a->h, a->T * m->cfg.hidden_size);
+    t->final_norm = (const float *)(const void *)a->xf;
     t->position_ids = a->pos;
-    t->dinputs_embeds = a->dh;
+    t->dinputs_embeds = (const float *)(const void *)a->dh;
 }
 MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *row) {
     const mbpo_acts *a = m->acts;
+    int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size;
     if (!a || !a->have_forward || t < 0 || t >= a->T) return mbpo__fail("mbpo_model_logits: no such token");
-    mbpo__matmul_forward(row, a->xf + t * m->cfg.hidden_size, m->w.lm_head, NULL, 1, m->cfg.hidden_size,
-                         m->cfg.vocab_size);
-    return 1;
+    return m->ops->logits(m->be, a->row_logits, mbpo__xat(m->ops, a->xf, t * H), mbpo__w(m, m->w.lm_head), 1, H, V) &&
+           m->ops->download(m->be, row, a->row_logits, (size_t)V * sizeof(float));
 }
 
 /* ------------------------------------------------------------------ 3. model: generation */
 
+/* The buffers of one decoding step and the cache, inside kv->mem (backend) and
+   kv->host_mem. */
+typedef struct {
+    mbpo_x *k, *v;                    /* (L, G, max_len, KD) */
+    mbpo_x *x, *x1, *q, *kn, *vn, *att, *mid, *x2, *gate, *up, *act;
+    float *rstd, *cos, *sin, *logits;
+    int64_t *pos, *hpos;              /* (3, G) the step's M-RoPE positions: backend, host */
+    int32_t *ids;                     /* (G) the step's tokens */
+} mbpo__kv_bufs;
+static size_t mbpo__kv_layout(const mbpo_config *c, size_t xs, int G, int64_t max_len, char *base, int64_t *hbase,
+                              mbpo__kv_bufs *k, size_t *host_bytes) {
+    int64_t H = c->hidden_size, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    int64_t I = c->intermediate_size, half = c->head_dim / 2, V = c->vocab_size;
+    size_t used = 0;
+#define MBPO__TAKE(ptr, count, type, size) do { k->ptr = base ? (type *)(void *)(base + used) : NULL; \
+        used += ((size_t)(count) * (size) + 255) & ~(size_t)255; } while (0)
+    MBPO__TAKE(k, c->n_layers * (int64_t)G * max_len * KD, mbpo_x, xs);
+    MBPO__TAKE(v, c->n_layers * (int64_t)G * max_len * KD, mbpo_x, xs);
+    MBPO__TAKE(x, G * H, mbpo_x, xs); MBPO__TAKE(x1, G * H, mbpo_x, xs); MBPO__TAKE(mid, G * H, mbpo_x, xs);
+    MBPO__TAKE(x2, G * H, mbpo_x, xs); MBPO__TAKE(q, G * QD, mbpo_x, xs); MBPO__TAKE(att, G * QD, mbpo_x, xs);
+    MBPO__TAKE(kn, G * KD, mbpo_x, xs); MBPO__TAKE(vn, G * KD, mbpo_x, xs);
+    MBPO__TAKE(gate, G * I, mbpo_x, xs); MBPO__TAKE(up, G * I, mbpo_x, xs); MBPO__TAKE(act, G * I, mbpo_x, xs);
+    MBPO__TAKE(rstd, G, float, sizeof(float)); MBPO__TAKE(cos, G * half, float, sizeof(float));
+    MBPO__TAKE(sin, G * half, float, sizeof(float)); MBPO__TAKE(logits, G * V, float, sizeof(float));
+    MBPO__TAKE(pos, 3 * G, int64_t, sizeof(int64_t)); MBPO__TAKE(ids, G, int32_t, sizeof(int32_t));
+#undef MBPO__TAKE
+    k->hpos = hbase;
+    *host_bytes = (size_t)(3 * G) * sizeof(int64_t) + (size_t)(G * V) * sizeof(float);
+    return used;
+}
+static void mbpo__kv_get(const mbpo_kv *kv, const mbpo_config *c, mbpo__kv_bufs *k) {
+    size_t hb;
+    mbpo__kv_layout(c, kv->ops->x_size, kv->G, kv->max_len, (char *)kv->mem, (int64_t *)kv->host_mem, k, &hb);
+}
 MBPODEF void mbpo_kv_free(mbpo_kv *kv) {
     if (!kv) return;
-    mbpo_free(kv->k);                /* one block: every other buffer lives inside it */
+    if (kv->ops && kv->mem) kv->ops->release(kv->be, kv->mem);
+    mbpo_free(kv->host_mem);
     memset(kv, 0, sizeof *kv);
 }
-MBPODEF int mbpo_kv_init(mbpo_kv *kv, const mbpo_config *c, int G, int64_t max_len) {
-    int64_t H = c->hidden_size, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
-    int64_t I = c->intermediate_size, half = c->head_dim / 2, cache, total;
-    size_t bytes = 0;
-    float *p;
+MBPODEF int mbpo_kv_init(mbpo_kv *kv, const mbpo_model *m, int G, int64_t max_len) {
+    const mbpo_config *c = &m->cfg;
+    const mbpo_ops *ops = m->ops ? m->ops : &mbpo__cpu_ops;   /* an unplanned model is on the CPU */
+    mbpo__kv_bufs k;
+    double need;
+    size_t bytes, host_bytes;
     memset(kv, 0, sizeof *kv);
     if (G < 1 || max_len < 1) return mbpo__fail("mbpo_kv_init: G %d and max_len %lld must be positive", G, (long long)max_len);
     if (max_len > MBPO_MAX_SEQ_LEN)
         return mbpo__fail("generation needs room for %lld tokens (the prompt + max_new_tokens), more than MBPO_MAX_SEQ_LEN "
                           "(%d); lower --max-new-tokens or raise the limit with -DMBPO_MAX_SEQ_LEN=N", (long long)max_len,
                           MBPO_MAX_SEQ_LEN);
-    cache = c->n_layers * (int64_t)G * max_len * KD;
-    total = 2 * cache + (int64_t)G * (5 * H + QD + 2 * KD + QD + 3 * I + 1 + 2 * half + c->vocab_size) + 64;
-    if (!mbpo__mul_size((size_t)total, sizeof(float), &bytes) || !(p = (float *)mbpo__calloc((size_t)total, sizeof(float))))
-        return mbpo__fail("mbpo_kv_init: cannot allocate %.1f MB for a KV cache of %d x %lld tokens", (double)bytes / 1e6, G,
-                          (long long)max_len);
-    kv->G = G; kv->max_len = max_len;
-    kv->k = p; p += cache; kv->v = p; p += cache;
-    kv->x = p; p += G * H; kv->x1 = p; p += G * H; kv->mid = p; p += G * H; kv->x2 = p; p += G * H;
-    kv->q = p; p += G * QD; kv->att = p; p += G * QD; kv->kn = p; p += G * KD; kv->vn = p; p += G * KD;
-    kv->gate = p; p += G * I; kv->up = p; p += G * I; kv->act = p; p += G * I;
-    kv->rstd = p; p += G; kv->cos = p; p += G * half; kv->sin = p; p += G * half;
-    kv->logits = p;
+    need = 2.0 * (double)c->n_layers * G * (double)max_len * (double)(c->n_kv_heads * c->head_dim) * (double)ops->x_size;
+    if (need > 1e15) return mbpo__fail("mbpo_kv_init: a KV cache of %d x %lld tokens is too large", G, (long long)max_len);
+    bytes = mbpo__kv_layout(c, ops->x_size, G, max_len, NULL, NULL, &k, &host_bytes);
+    kv->ops = ops; kv->be = m->be; kv->G = G; kv->max_len = max_len;
+    if (!ops->alloc(kv->be, &kv->mem, bytes, "the KV cache") || !(kv->host_mem = mbpo__calloc(host_bytes, 1))) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", mbpo_failure_reason());
+        mbpo_kv_free(kv);
+        return mbpo__fail("mbpo_kv_init: cannot allocate %.1f MB for a KV cache of %d x %lld tokens (%s)", (double)bytes / 1e6,
+                          G, (long long)max_len, why);
+    }
+    mbpo__kv_get(kv, c, &k);
+    /* the logits the sampler reads: on the CPU the backend's own, elsewhere a host copy */
+    kv->logits = ops == &mbpo__cpu_ops ? k.logits : (float *)(void *)(k.hpos + 3 * G);
     return 1;
 }
 
 MBPODEF int mbpo_kv_prefill(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt) {
     const mbpo_config *c = &m->cfg;
-    int64_t S, l, g, KD = c->n_kv_heads * c->head_dim, V = c->vocab_size, *pos = NULL;
+    int64_t S, l, g, KD = c->n_kv_heads * c->head_dim, V = c->vocab_size, H = c->hidden_size, *pos = NULL;
+    mbpo__kv_bufs k;
     float dummy;
     int ok;
     if (prompt->n_seqs != 1) return mbpo__fail("mbpo_kv_prefill: the prompt must be one sequence");
+    if (kv->ops != m->ops || kv->be != m->be) return mbpo__fail("mbpo_kv_prefill: the cache is not on the model's backend (plan, then mbpo_kv_init)");
     S = prompt->seq_offsets[1];
     if (S >= kv->max_len) return mbpo__fail("mbpo_kv_prefill: a prompt of %lld tokens leaves no room in a cache of %lld",
                                             (long long)S, (long long)kv->max_len);
@@ -6591,89 +7181,60 @@ MBPODEF int mbpo_kv_prefill(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt
     ok = mbpo_rope_index(c, prompt->ids, S, prompt->grid_thw, prompt->n_images, pos, &kv->rope_delta);
     mbpo_free(pos);
     if (!ok) return 0;
+    mbpo__kv_get(kv, c, &k);
+    /* the prompt's keys and values (layer l of the forward) into every continuation's cache */
     for (l = 0; l < c->n_layers; l++)
         for (g = 0; g < kv->G; g++) {
-            float *kd = kv->k + ((l * kv->G + g) * kv->max_len) * KD, *vd = kv->v + ((l * kv->G + g) * kv->max_len) * KD;
-            memcpy(kd, m->acts->k + l * S * KD, (size_t)(S * KD) * sizeof(float));
-            memcpy(vd, m->acts->v + l * S * KD, (size_t)(S * KD) * sizeof(float));
+            int64_t at = (l * kv->G + g) * kv->max_len * KD;
+            MBPO__OP(m->ops->copy(m->be, mbpo__xat(m->ops, k.k, at), mbpo__xat(m->ops, m->acts->k, l * S * KD),
+                                  (size_t)(S * KD) * m->ops->x_size));
+            MBPO__OP(m->ops->copy(m->be, mbpo__xat(m->ops, k.v, at), mbpo__xat(m->ops, m->acts->v, l * S * KD),
+                                  (size_t)(S * KD) * m->ops->x_size));
         }
     kv->len = S;
-    if (!mbpo_model_logits(m, S - 1, kv->logits)) return 0;
-    for (g = 1; g < kv->G; g++) memcpy(kv->logits + g * V, kv->logits, (size_t)V * sizeof(float));
-    return 1;
+    MBPO__OP(m->ops->logits(m->be, k.logits, mbpo__xat(m->ops, m->acts->xf, (S - 1) * H), mbpo__w(m, m->w.lm_head), 1, H, V));
+    for (g = 1; g < kv->G; g++) MBPO__OP(m->ops->copy(m->be, k.logits + g * V, k.logits, (size_t)V * sizeof(float)));
+    return m->ops->download(m->be, kv->logits, k.logits, (size_t)(kv->G * V) * sizeof(float));
 }
 
-/* One decoding step of G tokens at index t = kv->len: the decoder of mbpo__lm_forward for a
-   single new row per continuation, attending to the cached keys and values. */
+/* One decoding step of G tokens at index t = kv->len: each layer is mbpo__decoder_layer on
+   one new row per continuation, attending to the cached keys and values. */
 MBPODEF int mbpo_kv_decode(mbpo_model *m, mbpo_kv *kv, const int32_t *token) {
     const mbpo_config *c = &m->cfg;
-    const mbpo_weights *w = &m->w;
-    int64_t G = kv->G, H = c->hidden_size, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim;
-    int64_t QD = NH * HS, KD = NKV * HS, I = c->intermediate_size, half = HS / 2, t = kv->len, l, g, j;
-    float eps = (float)c->rms_norm_eps, scale = 1.0f / sqrtf((float)HS);
+    const mbpo_ops *ops = m->ops;
+    int64_t G = kv->G, H = c->hidden_size, KD = c->n_kv_heads * c->head_dim, t = kv->len, l, g;
+    mbpo__kv_bufs k;
+    mbpo__layer_io io;
+    mbpo__attn_over over;
+    if (kv->ops != ops || kv->be != m->be) return mbpo__fail("mbpo_kv_decode: the cache is not on the model's backend");
     if (t >= kv->max_len) return mbpo__fail("mbpo_kv_decode: the cache of %lld tokens is full", (long long)kv->max_len);
-    for (g = 0; g < G; g++) {
+    for (g = 0; g < G; g++)
         if (token[g] < 0 || token[g] >= c->vocab_size) return mbpo__fail("mbpo_kv_decode: token id %d outside the vocabulary", token[g]);
-        memcpy(kv->x + g * H, w->embed + (int64_t)token[g] * H, (size_t)H * sizeof(float));
-    }
+    mbpo__kv_get(kv, c, &k);
     /* a text token after the prompt: all three M-RoPE components are t + rope_delta */
-    for (j = 0; j < half; j++) {
-        float ang = (float)(t + kv->rope_delta) * mbpo__inv_freq(c->rope_theta, j, HS);
-        for (g = 0; g < G; g++) { kv->cos[g * half + j] = cosf(ang); kv->sin[g * half + j] = sinf(ang); }
-    }
+    for (g = 0; g < 3 * G; g++) k.hpos[g] = t + kv->rope_delta;
+    MBPO__OP(ops->upload(m->be, k.pos, k.hpos, (size_t)(3 * G) * sizeof(int64_t)));
+    MBPO__OP(ops->upload(m->be, k.ids, token, (size_t)G * sizeof(int32_t)));
+    MBPO__OP(ops->mrope_tables(m->be, k.cos, k.sin, k.pos, G, c->head_dim, c->rope_theta, c->mrope_section[0],
+                               c->mrope_section[1]));
+    MBPO__OP(ops->embed_forward(m->be, k.x, mbpo__w(m, m->w.embed), NULL, k.ids, NULL, G, H));
+    io.x = io.out = k.x; io.x1 = k.x1; io.q = k.q; io.k = k.kn; io.v = k.vn; io.att = k.att; io.mid = k.mid;
+    io.x2 = k.x2; io.gate = k.gate; io.up = k.up; io.act = k.act; io.rstd1 = io.rstd2 = k.rstd; io.lse = NULL;
+    io.cos = k.cos; io.sin = k.sin;
+    memset(&over, 0, sizeof over);
+    over.t = t; over.max_len = kv->max_len;
     for (l = 0; l < c->n_layers; l++) {
-        const mbpo_decoder_layer *d = &w->layers[l];
-        int64_t job;
-        mbpo__rmsnorm_forward(kv->x1, kv->rstd, kv->x, d->in_norm_w, G, H, eps);
-        mbpo__matmul_forward(kv->q, kv->x1, d->q_w, d->q_b, G, H, QD);
-        mbpo__matmul_forward(kv->kn, kv->x1, d->k_w, d->k_b, G, H, KD);
-        mbpo__matmul_forward(kv->vn, kv->x1, d->v_w, d->v_b, G, H, KD);
-        mbpo__rope_apply(kv->q, kv->cos, kv->sin, G, NH, HS, QD, 1.0f);
-        mbpo__rope_apply(kv->kn, kv->cos, kv->sin, G, NKV, HS, KD, 1.0f);
-        for (g = 0; g < G; g++) {
-            memcpy(kv->k + ((l * G + g) * kv->max_len + t) * KD, kv->kn + g * KD, (size_t)KD * sizeof(float));
-            memcpy(kv->v + ((l * G + g) * kv->max_len + t) * KD, kv->vn + g * KD, (size_t)KD * sizeof(float));
-        }
-        /* attention of the new row to rows 0..t of its own continuation (GQA: NH/NKV query
-           heads share a key-value head); two passes, max-subtracted softmax in double */
-        MBPO__OMP("omp parallel for schedule(static)")
-        for (job = 0; job < G * NH; job++) {
-            int64_t gg = job / NH, h = job % NH, kvh = h / (NH / NKV), i, d2;
-            const float *qh = kv->q + gg * QD + h * HS;
-            const float *kc = kv->k + ((l * G + gg) * kv->max_len) * KD + kvh * HS;
-            const float *vc = kv->v + ((l * G + gg) * kv->max_len) * KD + kvh * HS;
-            float *o = kv->att + gg * QD + h * HS;
-            double mx = -1e300, sum = 0;
-            for (i = 0; i <= t; i++) {
-                float sc = 0;
-                for (d2 = 0; d2 < HS; d2++) sc += qh[d2] * kc[i * KD + d2];
-                if (sc * scale > mx) mx = sc * scale;
-            }
-            for (d2 = 0; d2 < HS; d2++) o[d2] = 0;
-            for (i = 0; i <= t; i++) {
-                float sc = 0;
-                double p;
-                for (d2 = 0; d2 < HS; d2++) sc += qh[d2] * kc[i * KD + d2];
-                p = exp(sc * scale - mx);
-                sum += p;
-                for (d2 = 0; d2 < HS; d2++) o[d2] += (float)p * vc[i * KD + d2];
-            }
-            for (d2 = 0; d2 < HS; d2++) o[d2] = (float)(o[d2] / sum);
-        }
-        mbpo__matmul_forward(kv->mid, kv->att, d->o_w, NULL, G, QD, H);
-        for (j = 0; j < G * H; j++) kv->mid[j] += kv->x[j];
-        mbpo__rmsnorm_forward(kv->x2, kv->rstd, kv->mid, d->post_norm_w, G, H, eps);
-        mbpo__matmul_forward(kv->gate, kv->x2, d->gate_w, NULL, G, H, I);
-        mbpo__matmul_forward(kv->up, kv->x2, d->up_w, NULL, G, H, I);
-        mbpo__swiglu_forward(kv->act, kv->gate, kv->up, G * I);
-        mbpo__matmul_forward(kv->x, kv->act, d->down_w, NULL, G, I, H);
-        for (j = 0; j < G * H; j++) kv->x[j] += kv->mid[j];
+        over.kc = mbpo__xat(ops, k.k, l * G * kv->max_len * KD);
+        over.vc = mbpo__xat(ops, k.v, l * G * kv->max_len * KD);
+        MBPO__OP(mbpo__decoder_layer(m, &m->w.layers[l], G, &io, &over));
     }
-    mbpo__rmsnorm_forward(kv->x1, kv->rstd, kv->x, w->norm_w, G, H, eps);
-    mbpo__matmul_forward(kv->logits, kv->x1, w->lm_head, NULL, G, H, c->vocab_size);
+    MBPO__OP(ops->rmsnorm_forward(m->be, k.x1, k.rstd, k.x, mbpo__w(m, m->w.norm_w), G, H, (float)c->rms_norm_eps));
+    MBPO__OP(ops->logits(m->be, k.logits, k.x1, mbpo__w(m, m->w.lm_head), G, H, c->vocab_size));
+    MBPO__OP(ops->download(m->be, kv->logits, k.logits, (size_t)(G * c->vocab_size) * sizeof(float)));
     kv->len = t + 1;
     return 1;
 }
+#undef MBPO__OP
 
 /* Sampling: greedy at temperature 0; otherwise softmax(logits / T), cut to the top_k most
    likely and to the smallest set whose mass reaches top_p (the nucleus), renormalised. Only
@@ -7834,7 +8395,7 @@ static char *mbpo__respond(mbpo__env *e, const mbpo_sample *s, const mbpo__img *
     int len = 0;
     char *text = NULL;
     if (!mbpo__seq_make(&q, e, s, im, NULL)) return NULL;
-    if (mbpo_kv_init(&kv, &e->model.cfg, 1, q.chat.n + go->max_new_tokens) &&
+    if (mbpo_kv_init(&kv, &e->model, 1, q.chat.n + go->max_new_tokens) &&
         (ids = (int32_t *)mbpo__alloc((size_t)go->max_new_tokens * sizeof(int32_t))) != NULL &&
         mbpo_generate(&e->model, &kv, &q.b, go, rng, ids, &len)) {
         int k, n = len;
@@ -8884,7 +9445,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                     go.stop_ids = e.stop; go.n_stop = e.n_stop;
                     mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, position, 4));   /* the prompt's own stream */
                     good = mbpo__seq_make(&q, &e, &it->s, img >= 0 ? &im : NULL, NULL);
-                    good = good && mbpo_kv_init(&kv, &e.model.cfg, o->G, q.chat.n + o->max_new_tokens);
+                    good = good && mbpo_kv_init(&kv, &e.model, o->G, q.chat.n + o->max_new_tokens);
                     out = (int32_t *)mbpo__alloc((size_t)(o->G * o->max_new_tokens) * sizeof(int32_t));
                     lens = (int *)mbpo__alloc((size_t)o->G * sizeof(int));
                     r = (float *)mbpo__alloc((size_t)o->G * sizeof(float));

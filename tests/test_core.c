@@ -256,7 +256,7 @@ static void greedy_case(const char *variant, int with_image) {
     memset(&b, 0, sizeof b); memset(target, 0, sizeof target);
     b.n_seqs = 1; b.ids = ids; b.seq_offsets = offs; b.target = target;
     if (with_image) { b.n_images = 1; b.grid_thw = grid; b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_offs; }
-    REQUIRE(mbpo_kv_init(&kv, &m.cfg, 3, S + n_gen), "kv");
+    REQUIRE(mbpo_kv_init(&kv, &m, 3, S + n_gen), "kv");
     memset(&o, 0, sizeof o);
     o.max_new_tokens = 20; o.temperature = 0; o.top_p = 1;
     /* step by step, to compare each step's logits */

@@ -120,6 +120,7 @@ int main(void) {
         mbpo_chat chat;
         mbpo_kv kv;
         mbpo_config cfg;
+        mbpo_model m;
         const char *lng = "Is the red circle to the left of the blue square that sits under the green triangle "
                           "next to the purple star in the upper corner of the picture?";
         CHECK(tok != NULL, "tokenizer: %s", mbpo_failure_reason());
@@ -131,11 +132,13 @@ int main(void) {
                   mbpo_failure_reason());
             mbpo_tokenizer_free(tok);
         }
-        CHECK(mbpo_config_load(&cfg, "demo/tiny-sft/config.json"), "config: %s", mbpo_failure_reason());
-        CHECK(mbpo_kv_init(&kv, &cfg, 1, 64), "a KV cache of 64 tokens: %s", mbpo_failure_reason());
+        CHECK(mbpo_config_load(&cfg, "demo/tiny-sft/config.json") && mbpo_model_init(&m, &cfg), "config: %s",
+              mbpo_failure_reason());
+        CHECK(mbpo_kv_init(&kv, &m, 1, 64), "a KV cache of 64 tokens: %s", mbpo_failure_reason());
         mbpo_kv_free(&kv);
-        CHECK(!mbpo_kv_init(&kv, &cfg, 1, 65) && says("MBPO_MAX_SEQ_LEN") && strstr(mbpo_failure_reason(), "--max-new-tokens"),
+        CHECK(!mbpo_kv_init(&kv, &m, 1, 65) && says("MBPO_MAX_SEQ_LEN") && strstr(mbpo_failure_reason(), "--max-new-tokens"),
               "65: %s", mbpo_failure_reason());
+        mbpo_model_free(&m);
     }
     printf("  %s  limits: JSON size and depth, safetensors header, image pixels, sequence length - each refused with "
            "its name and the -D flag that raises it, and passed just inside\n", n_failed ? "!!" : "ok");

@@ -4,6 +4,8 @@
 #   make test       header build checks (C99 -pedantic, C++, nvcc, two-file link, MBPO_STATIC),
 #                   then every unit and parity test, then the input limits; each ends with "N passed, N failed"
 #   make asan       the tests under ASan + UBSan
+#   make cuda       build/cuda/mbpo-*: the drivers with the CUDA backend too (nvcc; --device cuda)
+#   make test-cuda  every CUDA op against its CPU op, the model on the GPU vs the CPU (needs a GPU)
 #   make valgrind   a subset of the tests under valgrind memcheck
 #   make crash      SIGKILL mbpo-mine and mbpo-train at random moments (CRASH_KILLS each, default 24),
 #                   resume, compare with uninterrupted runs; full and read-only disks (tmpfs, as root)
@@ -38,7 +40,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 DEMO_H  = demo/mbpo_demo.h
 
 
-.PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv \
+.PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv cuda test-cuda \
         bench bench-tokenizer roundtrip interop unicode demo demo-ablation tiny-model fuzz crash valgrind clean
 
 all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-export build/mbpo-synth build/mbpo-demo
@@ -139,7 +141,9 @@ check-cxx: | build
 	$(CXX) -std=c++11 -Wall -Wextra -Werror -O2 -c -o build/check_demo_cxx.o build/check_demo.cpp
 	@echo "check-cxx: ok (c++ -std=c++11 -Wall -Wextra; mbpo.h and demo/mbpo_demo.h)"
 
-# nvcc compiles the header as CUDA C++ (host code), and the CUDA unit's interface.
+# nvcc compiles the header as CUDA C++ (host code), then the GPU build itself: every driver
+# and tests/test_cuda.cu with the CUDA table (bf16, and the fp32 parity build), linked, zero
+# warnings. Nothing here runs on a GPU: that is make test-cuda, on a machine with one.
 check-nvcc: | build
 ifeq ($(NVCC),)
 	@echo "check-nvcc: SKIPPED - nvcc not found on PATH (install the CUDA toolkit to run it)"
@@ -149,12 +153,38 @@ else
 	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc.o build/check_nvcc.cu
 	@printf '#define MBPO_DEMO_IMPLEMENTATION\n#include "../demo/mbpo_demo.h"\nint main(){return mbpo_failure_reason()[0];}\n' > build/check_nvcc_demo.cu
 	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc_demo.o build/check_nvcc_demo.cu
-	@printf '#include "../mbpo_cuda.cuh"\nint main(){return 0;}\n' > build/check_cuda_unit.cu
-	$(NVCC) -std=c++17 -Werror all-warnings -c -o build/check_cuda_unit.o build/check_cuda_unit.cu
-	for d in mine train score export synth demo bench; do \
-	  $(NVCC) -x cu -std=c++17 -Werror all-warnings -c -o build/check_nvcc_$$d.o drivers/$$d.c || exit 1; done
-	@echo "check-nvcc: ok (mbpo.h as CUDA C++; mbpo_cuda.cuh interface; the drivers as CUDA). No GPU code is run here."
+	$(MAKE) --no-print-directory cuda build/cuda/test_cuda build/cuda/test_cuda_fp32
+	@echo "check-nvcc: ok (mbpo.h as CUDA C++; build/cuda/: the drivers and test_cuda with the CUDA table, bf16 and fp32, linked). No GPU code is run here."
 endif
+
+# ---------------------------------------------------------------- the GPU build (nvcc)
+# make cuda builds the drivers with both op tables into build/cuda/; they run on the CPU as
+# the cc build does, and on the GPU with --device cuda. Code for sm_90 (H100/H200) plus
+# compute_80 PTX, which the driver compiles for any newer GPU (A100 and later).
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+NVFLAGS   = -x cu -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fopenmp,-march=native,-ffp-contract=fast \
+            -Werror all-warnings -DMBPO_CUDA
+CUDA_LIBS = -lcublasLt -lcudart -lgomp $(LDLIBS)
+CUDA_DRIVERS = $(addprefix build/cuda/mbpo-,mine train score export synth demo bench)
+
+cuda: $(CUDA_DRIVERS)
+
+build/cuda:
+	@mkdir -p build/cuda
+
+build/cuda/mbpo-%: drivers/%.c $(HEADERS) $(DEMO_H) | build/cuda stb
+	$(NVCC) $(NVFLAGS) $(JPEG_FLAGS) -o $@ $< $(CUDA_LIBS) $(JPEG_LIBS)
+
+build/cuda/test_cuda: tests/test_cuda.cu tests/test_common.h $(HEADERS) | build/cuda stb
+	$(NVCC) $(NVFLAGS) $(JPEG_FLAGS) -o $@ tests/test_cuda.cu $(CUDA_LIBS) $(JPEG_LIBS)
+build/cuda/test_cuda_fp32: tests/test_cuda.cu tests/test_common.h $(HEADERS) | build/cuda stb
+	$(NVCC) $(NVFLAGS) -DMBPO_CUDA_FP32 $(JPEG_FLAGS) -o $@ tests/test_cuda.cu $(CUDA_LIBS) $(JPEG_LIBS)
+
+# Every CUDA op against its CPU op, the whole model on the fixtures, decode, determinism
+# (needs a GPU): the fp32 build first (tight tolerances), then bf16.
+test-cuda: build/cuda/test_cuda build/cuda/test_cuda_fp32
+	OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda_fp32
+	OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda
 
 # Two translation units, one implementation: no duplicate or missing symbols.
 check-link: | build

@@ -18,8 +18,9 @@
                  atomic file writes, directories, version and build, command-line flags
      2. inputs   tokenizer (and its pre-tokenizer), chat template, image loading and
                  preprocessing and its adjoint, dataset records
-     3. model    config, parameter table, ops (forward/backward), vision tower, merger,
-                 M-RoPE, decoder, the token log-prob machine, KV-cache generation, sampler
+     3. model    config, parameter table, ops (forward/backward), the op table (every op the
+                 model runs, per backend: CPU here, CUDA in mbpo_cuda.cuh), vision tower,
+                 merger, M-RoPE, decoder, the token log-prob machine, KV-cache generation, sampler
      4. objectives IIG, PGD, verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
      5. runs     mbpo_mine, mbpo_score, offline pair sets and their IIG, mbpo_train,
                  per-sample seeds
@@ -30,7 +31,11 @@
      MBPO_IMPLEMENTATION   emit the implementation in this translation unit
      MBPO_STATIC           declare every public function static
      MBPO_MALLOC(n) / MBPO_FREE(p)   override the allocator (both or neither)
-     MBPO_CUDA             (nvcc) take the ops from mbpo_cuda.cuh - see that file for status
+     MBPO_CUDA             (nvcc) add the CUDA op table of mbpo_cuda.cuh beside the CPU one, so
+                           the same binary runs on either (mbpo_model_plan_on, --device cpu|cuda):
+                             nvcc -x cu -DMBPO_CUDA -arch=sm_90 -Xcompiler -fopenmp my.c -lcublasLt -lstb -lm
+     MBPO_CUDA_FP32        (with MBPO_CUDA) store activations and weights on the GPU in fp32, not
+                           bf16: the parity build the CUDA tests compare tightly
      MBPO_MAX_JSON_DEPTH   nesting limit of the JSON reader (default 256)
      MBPO_MAX_ST_HEADER    largest safetensors header accepted, bytes (default 100 MB)
      MBPO_MAX_IMAGE_PIXELS largest image accepted, width x height (default 178956970, Pillow's
@@ -731,6 +736,7 @@ typedef struct {
     uint64_t seed;
     int strict;                      /* stop at the first bad dataset record */
     int processor;                   /* MBPO_PROCESSOR_AUTO (default: as transformers picks), _SLOW, _FAST */
+    mbpo_device device;              /* MBPO_DEVICE_CPU (default) or _CUDA */
     int quiet;                       /* no progress lines on log (messages stay) */
     FILE *log;
 } mbpo_mine_opts;
@@ -745,6 +751,7 @@ typedef struct {
     int max_new_tokens;              /* 64 */
     int strict;
     int processor;                   /* MBPO_PROCESSOR_AUTO (default), _SLOW, _FAST */
+    mbpo_device device;              /* MBPO_DEVICE_CPU (default) or _CUDA */
     int quiet;                       /* no progress lines on log (messages stay) */
     FILE *log;
 } mbpo_score_opts;
@@ -811,6 +818,7 @@ typedef struct {
     int64_t save_total_limit;        /* keep the newest N whole checkpoints, remove older ones (0: keep all) */
     int final_weights_only;          /* the last checkpoint without Adam moments (a model to ship, not to resume) */
     int processor;                   /* MBPO_PROCESSOR_AUTO (default), _SLOW, _FAST */
+    mbpo_device device;              /* MBPO_DEVICE_CPU (default) or _CUDA (the frozen reference too) */
     int quiet;                       /* no progress lines on log (messages, e.g. why a record was skipped, stay) */
     FILE *log;
 } mbpo_train_opts;
@@ -1960,8 +1968,10 @@ MBPODEF const char *mbpo_build_info(void) {
 #else
              "no",
 #endif
-#ifdef MBPO_CUDA
-             "yes",
+#if defined(MBPO_CUDA) && defined(MBPO_CUDA_FP32)
+             "fp32",
+#elif defined(MBPO_CUDA)
+             "bf16",
 #else
              "no",
 #endif
@@ -7745,7 +7755,8 @@ static double mbpo__free_bytes(const char *path) {
 
 /* What every run loads from a model directory: weights, tokenizer.json, and
    preprocessor_config.json when there is one (else the hub values); `processor` is
-   MBPO_PROCESSOR_AUTO (what transformers picks for the folder), _SLOW or _FAST. */
+   MBPO_PROCESSOR_AUTO (what transformers picks for the folder), _SLOW or _FAST; the model
+   is planned on `device` from then on. */
 typedef struct {
     mbpo_model model;
     mbpo_tokenizer *tok;
@@ -7754,11 +7765,12 @@ typedef struct {
     int n_stop;
 } mbpo__env;
 static void mbpo__env_free(mbpo__env *e) { mbpo_model_free(&e->model); mbpo_tokenizer_free(e->tok); memset(e, 0, sizeof *e); }
-static int mbpo__env_load(mbpo__env *e, const char *dir, int processor) {
+static int mbpo__env_load(mbpo__env *e, const char *dir, int processor, mbpo_device device) {
     char *p;
     int ok;
     memset(e, 0, sizeof *e);
-    if (!mbpo_model_load(&e->model, dir)) return 0;
+    if (!mbpo_device_available(device) || !mbpo_model_load(&e->model, dir)) return 0;
+    e->model.device = device;
     if (!(p = mbpo__path_join(dir, "tokenizer.json"))) return 0;
     e->tok = mbpo_tokenizer_load(p);
     mbpo_free(p);
@@ -8485,7 +8497,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     int ok = 0, started = 0;
     memset(&ds, 0, sizeof ds);
     mbpo__prog_start(&pg, o->log, 1, "");
-    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir, o->processor)) return 0;
+    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir, o->processor, o->device)) return 0;
     if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
     if (ds.n == 0) {
         mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds.n_bad);
@@ -8513,6 +8525,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
         int has = mbpo__file_nonempty(p_iig) || mbpo__file_nonempty(p_off) || mbpo__file_nonempty(p_skip);
         mbpo__rec_begin(&r, "mbpo-mine");
         mbpo__rec_str(&r, "image_processor", e.pp.fast ? "fast" : "slow");
+        if (o->device != MBPO_DEVICE_CPU) mbpo__rec_str(&r, "device", mbpo_device_name(o->device));   /* bf16 numerics */
         mbpo__rec_int(&r, "top_k", o->top_k);
         mbpo__rec_str(&r, "negatives", o->random_negatives ? "rand" : "pgd");
         mbpo__rec_int(&r, "pgd_iters", o->pgd.iters); mbpo__rec_num(&r, "pgd_step", o->pgd.step);
@@ -8734,7 +8747,7 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
         mbpo_free(dir);
         if (!good) return 0;
     }
-    if (!mbpo__env_load(&e, o->model_dir, o->processor)) return 0;
+    if (!mbpo__env_load(&e, o->model_dir, o->processor, o->device)) return 0;
     if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
     if (ds.n == 0) {
         mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds.n_bad);
@@ -9002,7 +9015,7 @@ MBPODEF int mbpo_pairs_iig(const char *model_dir, const char *pairs, const char 
     double sc = 0, sr = 0, mc = 0, mr = 0;
     int ok = 0;
     *iig_chosen = *iig_rejected = 0;
-    if (!mbpo__env_load(&e, model_dir, MBPO_PROCESSOR_AUTO)) return 0;
+    if (!mbpo__env_load(&e, model_dir, MBPO_PROCESSOR_AUTO, MBPO_DEVICE_CPU)) return 0;
     if (!mbpo_pairs_load(&set, pairs, image_root)) goto end;
     for (i = 0; i < set.n; i++) {
         mbpo__img im;
@@ -9193,6 +9206,7 @@ static int mbpo__load_checkpoint(const mbpo_train_opts *o, mbpo_model *m, mbpo_a
     if (!mbpo_model_load(&back, dir)) goto end;
     if (back.table.total_floats != m->table.total_floats) { mbpo_model_free(&back); mbpo__fail("%s: another model", dir); goto end; }
     memcpy(m->params, back.params, m->table.total_floats * sizeof(float));
+    mbpo_model_params_changed(m);
     mbpo_model_free(&back);
     p = mbpo__path_join(dir, "optimizer.safetensors");
     if (!p || !mbpo_st_open(&st, p)) goto end;
@@ -9255,6 +9269,7 @@ static int mbpo__train_record(const mbpo_train_opts *o, const mbpo_preproc *pp, 
     int ok;
     mbpo__rec_begin(&r, "mbpo-train");
     mbpo__rec_str(&r, "image_processor", pp->fast ? "fast" : "slow");
+    if (o->device != MBPO_DEVICE_CPU) mbpo__rec_str(&r, "device", mbpo_device_name(o->device));   /* bf16 numerics */
     mbpo__rec_str(&r, "mode", mbpo_mode_name(o->mode));
     mbpo__rec_num(&r, "lr", o->adam.lr); mbpo__rec_num(&r, "adam_beta1", o->adam.beta1); mbpo__rec_num(&r, "adam_beta2", o->adam.beta2);
     mbpo__rec_num(&r, "adam_eps", o->adam.eps); mbpo__rec_num(&r, "weight_decay", o->adam.weight_decay);
@@ -9292,7 +9307,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     int ok = 0, have_ref = 0, use_ref = o->mode != MBPO_MODE_SFT && o->beta != 0;
     memset(&ref, 0, sizeof ref);
     memset(&opt, 0, sizeof opt);
-    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir, o->processor)) return 0;
+    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir, o->processor, o->device)) return 0;
     if (o->batch < 1 || o->grad_accum < 1 || o->G < 2 || o->steps < 1 || o->updates_per_batch < 1) {
         mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
         goto end;
@@ -9340,7 +9355,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
         mbs[i].adv = (float *)mbpo__calloc((size_t)(o->batch * (o->G > 2 ? o->G : 2)) + 1, sizeof(float));
         if (!mbs[i].groups || !mbs[i].adv) goto end;
     }
-    if (use_ref) { if (!mbpo_model_load(&ref, o->model_dir)) goto end; have_ref = 1; }
+    if (use_ref) { if (!mbpo_model_load(&ref, o->model_dir)) goto end; ref.device = o->device; have_ref = 1; }
     if (!mbpo_adamw_init(&opt, e.model.table.total_floats)) goto end;
     mbpo__clean_checkpoint_tmp(o->out_dir);   /* what a killed run left */
     /* resume */
@@ -9531,7 +9546,9 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
                 n_tok += M->N;
                 if (!mbpo_model_backward(&e.model, &M->b, M->dl, NULL)) goto end;
             }
+            if (!mbpo_model_grads_to_host(&e.model)) goto end;
             norm = mbpo_adamw_step(&opt, &o->adam, e.model.params, e.model.grads);
+            mbpo_model_params_changed(&e.model);   /* a device uploads them before the next forward */
             bad_run = isfinite(norm) ? 0 : bad_run + 1;   /* a non-finite gradient: the step changed nothing */
             step++;
             sb.n = 0;

@@ -1,63 +1,1054 @@
-/* mbpo_cuda.cuh - the CUDA unit of mbpo.h.
+/* mbpo_cuda.cuh - the CUDA unit of mbpo.h: the op table `mbpo__cuda_ops` on one GPU.
 
-   STATUS: interface only. No kernel is implemented yet; nothing here has run on a GPU.
-   A build of mbpo.h with MBPO_CUDA stops at the #error below, on purpose, rather than
-   silently running the CPU ops. What nvcc builds today is mbpo.h itself (as CUDA C++, host
-   code) and this interface (`make check-nvcc`).
+   Included by mbpo.h inside its implementation, after the CPU table, when nvcc compiles it
+   with MBPO_CUDA; not a stand-alone header. It uses from mbpo.h only mbpo__fail,
+   mbpo__calloc, mbpo_free, mbpo__inv_freq, struct mbpo__ops, mbpo_x and mbpo_backend.
+   Every op has the semantics of the CPU entry of the same name in mbpo.h (the CPU table is
+   the specification; tests/test_cuda.cu compares the two).
 
-   THE CONTRACT. When mbpo.h is compiled by nvcc with MBPO_CUDA, the CPU ops of its layer 3
-   are left out and this file must define the same functions, with the same names, argument
-   order and meaning, on device pointers (bf16 storage and cuBLASLt matmuls with fp32
-   accumulation in the default build; an fp32 build for parity against the CPU path):
+   Storage: mbpo__cx is __nv_bfloat16 (default) or float (MBPO_CUDA_FP32, the parity build).
+   All arithmetic is fp32; every value is rounded to mbpo__cx once, when stored. Parameter
+   gradients, norm statistics, log-sum-exps, rotary tables, logits and log-probs are float.
 
-     mbpo__gemm(out, A, a_t, B, b_t, bias, M, K, N, accumulate)     out (M,N) (+)= A . B^T (+ bias)
-     mbpo__matmul_forward(out, inp, w, bias, N, C, OC)               out (N,OC) = inp (N,C) w^T + b
-     mbpo__matmul_backward(dinp, dw, dbias, dout, inp, w, N, C, OC)  dinp, dw, dbias +=
-     mbpo__layernorm_forward / _backward                             LayerNorm, eps given
-     mbpo__rmsnorm_forward / _backward                               RMSNorm (x * rstd) * w
-     mbpo__quick_gelu_forward / _backward, mbpo__gelu_forward / _backward,
-     mbpo__swiglu_forward / _backward                                elementwise
-     mbpo__rope_apply(x, cos, sin, N, nh, HS, stride, sign)          rotate-half, in place
-     mbpo__attention_forward / _backward                             one segment, causal or not,
-                                                                     GQA; lse saved (flash style)
-     mbpo__logsoftmax_gather_forward / _backward                     fused head epilogue
-     mbpo__dot(a, b, n)                                              (host helper of attention)
+   Determinism: every op gives the same bits run to run. No atomics on floats; every
+   reduction has a fixed order that depends only on the shape (warp butterflies, fixed-size
+   block trees, row-block partial sums reduced in block order). cuBLASLt picks one algorithm
+   per shape (cached), and all its split-K schemes reduce in a fixed sequence.
 
-   Every CUDA call and kernel launch goes through MBPO_CUDA_CHECK, which sets the failure
-   reason (file, line, CUDA error string) instead of exiting, like the rest of the library.
-   CUDA vs CPU tolerances will be fp32: 1e-5 relative per op; bf16: 2e-2 relative. */
+   Memory: everything an op needs beyond its arguments is allocated in create: a 32 MiB
+   workspace shared, in stream order, by cuBLASLt, the column-sum partials of the norms and
+   of dbias (at most 2 x 128 x C floats: C <= 32768) and the fp32 staging of x_upload /
+   x_download. Ops allocate nothing; a new GEMM shape costs one host-side heuristic query.
+
+   Sections: 1 common, 2 memory, 3 matmul, 4 norms, 5 elementwise, 6 rotary, 7 embedding,
+   8 KV cache, 9 head, 10 logits, 11 attention (from the attention unit), 12 the table.
+
+   STATUS: compiles with nvcc 13 -arch=sm_90 (bf16 and MBPO_CUDA_FP32), zero warnings.
+   It has not run on a GPU yet: test_cuda.cu is what makes it trusted. */
 #ifndef MBPO_CUDA_CUH
 #define MBPO_CUDA_CUH
 
-#include <cuda_runtime.h>
-#include <stdio.h>
+/* ------------------------------------------------------------------ 1. common */
 
-/* Evaluate a CUDA runtime call; on error, record where and why and return 0 from the
-   enclosing function (which must return int). */
-#define MBPO_CUDA_CHECK(call)                                                                   \
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cublasLt.h>
+
+#ifdef MBPO_CUDA_FP32
+typedef float mbpo__cx;
+#define MBPO__CX_TYPE CUDA_R_32F
+#else
+typedef __nv_bfloat16 mbpo__cx;
+#define MBPO__CX_TYPE CUDA_R_16BF
+#endif
+
+/* mbpo_x is incomplete in the model layer; here it is an array of mbpo__cx */
+#define MBPO__CUDA_X(p) ((mbpo__cx *)(void *)(p))
+#define MBPO__CUDA_CX(p) ((const mbpo__cx *)(const void *)(p))
+
+static __device__ __forceinline__ float mbpo__ld(const mbpo__cx *p, int64_t i) {
+#ifdef MBPO_CUDA_FP32
+    return p[i];
+#else
+    return __bfloat162float(p[i]);
+#endif
+}
+static __device__ __forceinline__ void mbpo__st(mbpo__cx *p, int64_t i, float v) {
+#ifdef MBPO_CUDA_FP32
+    p[i] = v;
+#else
+    p[i] = __float2bfloat16(v);   /* round to nearest even, as torch's .to(bfloat16) */
+#endif
+}
+/* v rounded to the storage type and back: where the reference rounds mid-formula */
+static __device__ __forceinline__ float mbpo__round(float v) {
+#ifdef MBPO_CUDA_FP32
+    return v;
+#else
+    return __bfloat162float(__float2bfloat16(v));
+#endif
+}
+
+/* Evaluate a CUDA runtime / cuBLASLt call; on error set the reason (where, the call, the
+   error string) and return 0 from the enclosing int function. */
+#define MBPO__CU(call)                                                                          \
     do {                                                                                        \
-        cudaError_t mbpo_cuda_err_ = (call);                                                    \
-        if (mbpo_cuda_err_ != cudaSuccess) {                                                    \
-            snprintf(mbpo_cuda_last_error, sizeof mbpo_cuda_last_error, "%s:%d: %s: %s",       \
-                     __FILE__, __LINE__, #call, cudaGetErrorString(mbpo_cuda_err_));            \
-            return 0;                                                                           \
-        }                                                                                       \
+        cudaError_t mbpo_cu_err_ = (call);                                                      \
+        if (mbpo_cu_err_ != cudaSuccess)                                                        \
+            return mbpo__fail("%s:%d: %s: %s", __FILE__, __LINE__, #call,                       \
+                              cudaGetErrorString(mbpo_cu_err_));                                \
+    } while (0)
+#define MBPO__LT(call)                                                                          \
+    do {                                                                                        \
+        cublasStatus_t mbpo_lt_st_ = (call);                                                    \
+        if (mbpo_lt_st_ != CUBLAS_STATUS_SUCCESS)                                               \
+            return mbpo__fail("%s:%d: %s: %s", __FILE__, __LINE__, #call,                       \
+                              cublasLtGetStatusString(mbpo_lt_st_));                            \
+    } while (0)
+/* after every kernel launch: a bad configuration shows here, not three ops later */
+#define MBPO__LAUNCHED(kernel, n)                                                               \
+    do {                                                                                        \
+        cudaError_t mbpo_cu_err_ = cudaGetLastError();                                          \
+        if (mbpo_cu_err_ != cudaSuccess)                                                        \
+            return mbpo__fail("%s:%d: launch of %s over %lld values: %s", __FILE__, __LINE__,   \
+                              kernel, (long long)(n), cudaGetErrorString(mbpo_cu_err_));        \
     } while (0)
 
-static char mbpo_cuda_last_error[512];
+#define MBPO__CUDA_WORKSPACE ((size_t)32 << 20)   /* cuBLASLt on Hopper wants 32 MiB */
+#define MBPO__CUDA_PLANS 128                      /* cached GEMM plans (round-robin reuse) */
+#define MBPO__CUDA_THREADS 256                    /* threads of the elementwise kernels */
+#define MBPO__CUDA_MAX_BLOCKS ((int64_t)1 << 20)  /* grid-stride loops beyond this */
 
-/* Device properties the backend will size its launches by; the one piece of host code
-   that exists today, so the interface compiles and links against the CUDA runtime. */
-static int mbpo_cuda_device_info(int device, char *name, size_t name_size, size_t *global_mem) {
-    cudaDeviceProp prop;
-    MBPO_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-    snprintf(name, name_size, "%s", prop.name);
-    *global_mem = prop.totalGlobalMem;
+/* One planned cuBLASLt matmul: the key (our row-major view of the product, see section 3)
+   and what the heuristic chose for it. */
+typedef struct {
+    int used;
+    int64_t M, K, N, lda;
+    int a_t, b_t, bias, c_fp32;                 /* c_fp32: C/D are float, else mbpo__cx */
+    unsigned align_a, align_b, align_c;         /* byte alignment of the pointers planned for */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;          /* cuBLAS's A (our B), B (our A), C = D */
+    cublasLtMatmulAlgo_t algo;
+} mbpo__cuda_plan;
+
+/* The backend state behind mbpo_backend *. Everything runs on `stream`, in order, so the
+   workspace can be shared by consecutive ops. attn_state is the attention unit's (freed
+   with cudaFree by destroy when set). */
+struct mbpo__backend_cuda {
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *workspace;
+    size_t workspace_size;
+    mbpo__cuda_plan plans[MBPO__CUDA_PLANS];
+    int next_plan;
+    int64_t max_seg;
+    void *attn_state;
+};
+#define MBPO__CUDA(be) ((struct mbpo__backend_cuda *)(void *)(be))
+/* for the attention unit: the stream, and the workspace as scratch between its own kernels
+   (NULL when bytes exceed it) */
+static cudaStream_t mbpo__cuda_stream(mbpo_backend *be) { return MBPO__CUDA(be)->stream; }
+static float *mbpo__cuda_scratch(mbpo_backend *be, size_t bytes) {
+    return bytes <= MBPO__CUDA(be)->workspace_size ? (float *)MBPO__CUDA(be)->workspace : NULL;
+}
+
+/* blocks for a grid-stride loop over n values */
+static unsigned int mbpo__cuda_blocks(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    return (unsigned int)(b < 1 ? 1 : b > MBPO__CUDA_MAX_BLOCKS ? MBPO__CUDA_MAX_BLOCKS : b);
+}
+#define MBPO__FOR(i, n) \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+/* butterfly sums: every lane ends with the same bits (each step adds the same two values) */
+static __device__ __forceinline__ float mbpo__warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ float mbpo__warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* block reductions over blockDim.x (a multiple of 32, at most 1024) threads, fixed order;
+   every thread gets the result. sh: 32 floats of shared memory. */
+static __device__ float mbpo__block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = mbpo__warp_sum(v);
+    __syncthreads();                     /* sh may still be read by a previous reduction */
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    return mbpo__warp_sum(lane < nw ? sh[lane] : 0.0f);
+}
+static __device__ float mbpo__block_max(float v, float *sh) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = mbpo__warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    return mbpo__warp_max(lane < nw ? sh[lane] : -INFINITY);
+}
+
+static void mbpo__cuda_plan_free(mbpo__cuda_plan *p) {
+    if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    memset(p, 0, sizeof *p);
+}
+
+/* 1 if a CUDA device is usable (device 0 is selected), else 0 with the reason */
+static int mbpo__cuda_available(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return mbpo__fail("--device cuda: no usable GPU (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+    }
+    if (n <= 0) return mbpo__fail("--device cuda: no usable GPU (cudaGetDeviceCount found no device)");
+    e = cudaSetDevice(0);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return mbpo__fail("--device cuda: no usable GPU (cudaSetDevice(0): %s)", cudaGetErrorString(e));
+    }
     return 1;
 }
 
-#if defined(MBPO_IMPLEMENTATION) && defined(MBPO_CUDA)
-#error "MBPO_CUDA: the CUDA kernels are not written yet (mbpo_cuda.cuh is interface only); build without MBPO_CUDA to use the CPU path"
+/* name (size bytes), global memory and SM count of device 0 */
+static int mbpo__cuda_device_info(char *name, size_t size, size_t *global_mem, int *sm_count) {
+    cudaDeviceProp prop;
+    MBPO__CU(cudaGetDeviceProperties(&prop, 0));
+    if (name && size) snprintf(name, size, "%s", prop.name);
+    if (global_mem) *global_mem = prop.totalGlobalMem;
+    if (sm_count) *sm_count = prop.multiProcessorCount;
+    return 1;
+}
+
+static void mbpo__cuda_destroy(mbpo_backend *be) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    int i;
+    if (!c) return;
+    if (c->stream) (void)cudaStreamSynchronize(c->stream);
+    for (i = 0; i < MBPO__CUDA_PLANS; i++) mbpo__cuda_plan_free(&c->plans[i]);
+    if (c->attn_state) (void)cudaFree(c->attn_state);
+    if (c->workspace) (void)cudaFree(c->workspace);
+    if (c->lt) (void)cublasLtDestroy(c->lt);
+    if (c->stream) (void)cudaStreamDestroy(c->stream);
+    mbpo_free(c);
+}
+static int mbpo__cuda_create_parts(struct mbpo__backend_cuda *c) {
+    cudaError_t e;
+    MBPO__CU(cudaSetDevice(0));
+    MBPO__CU(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    MBPO__LT(cublasLtCreate(&c->lt));
+    c->workspace_size = MBPO__CUDA_WORKSPACE;
+    e = cudaMalloc(&c->workspace, c->workspace_size);
+    if (e != cudaSuccess) {
+        c->workspace = NULL;
+        (void)cudaGetLastError();
+        return mbpo__fail("cudaMalloc of %.1f MB for the cuBLASLt workspace: %s", (double)c->workspace_size / 1e6,
+                          cudaGetErrorString(e));
+    }
+    return 1;
+}
+/* max_seg: the longest attention segment, kept for the attention unit */
+static int mbpo__cuda_create(mbpo_backend **be, int64_t max_seg) {
+    struct mbpo__backend_cuda *c = (struct mbpo__backend_cuda *)mbpo__calloc(1, sizeof *c);
+    if (!c) return mbpo__fail("out of memory for the CUDA backend state");
+    c->max_seg = max_seg > 0 ? max_seg : 1;
+    if (!mbpo__cuda_create_parts(c)) { mbpo__cuda_destroy((mbpo_backend *)(void *)c); return 0; }
+    *be = (mbpo_backend *)(void *)c;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 2. memory */
+
+/* bytes of device memory, zeroed (as the CPU table's calloc) */
+static int mbpo__cuda_alloc(mbpo_backend *be, void **p, size_t bytes, const char *what) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        *p = NULL;
+        (void)cudaGetLastError();           /* not sticky: keep it out of the next check */
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) { (void)cudaGetLastError(); free_b = total_b = 0; }
+        return mbpo__fail("cudaMalloc of %.1f MB for %s: %s%s (GPU memory: %.1f MB free of %.1f MB)",
+                          (double)bytes / 1e6, what ? what : "?", cudaGetErrorString(e),
+                          e == cudaErrorMemoryAllocation ? ", out of GPU memory" : "",
+                          (double)free_b / 1e6, (double)total_b / 1e6);
+    }
+    if (bytes) MBPO__CU(cudaMemsetAsync(*p, 0, bytes, c->stream));
+    return 1;
+}
+static void mbpo__cuda_release(mbpo_backend *be, void *p) {
+    if (!p) return;
+    (void)cudaStreamSynchronize(MBPO__CUDA(be)->stream);   /* no queued op still reads p */
+    (void)cudaFree(p);
+}
+/* host -> device; synchronous, so the host buffer may be reused at once (pinned or not) */
+static int mbpo__cuda_upload(mbpo_backend *be, void *dst, const void *src_host, size_t bytes) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    if (!bytes) return 1;
+    MBPO__CU(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, c->stream));
+    MBPO__CU(cudaStreamSynchronize(c->stream));
+    return 1;
+}
+static int mbpo__cuda_download(mbpo_backend *be, void *dst_host, const void *src, size_t bytes) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    if (!bytes) return 1;
+    MBPO__CU(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    MBPO__CU(cudaStreamSynchronize(c->stream));
+    return 1;
+}
+static int mbpo__cuda_zero(mbpo_backend *be, void *p, size_t bytes) {
+    if (bytes) MBPO__CU(cudaMemsetAsync(p, 0, bytes, MBPO__CUDA(be)->stream));
+    return 1;
+}
+static int mbpo__cuda_copy(mbpo_backend *be, void *dst, const void *src, size_t bytes) {
+    if (dst != src && bytes) MBPO__CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, MBPO__CUDA(be)->stream));
+    return 1;
+}
+#ifndef MBPO_CUDA_FP32
+static __global__ void mbpo__k_f32_to_cx(mbpo__cx *dst, const float *src, int64_t n) {
+    MBPO__FOR(i, n) mbpo__st(dst, i, src[i]);
+}
+static __global__ void mbpo__k_cx_to_f32(float *dst, const mbpo__cx *src, int64_t n) {
+    MBPO__FOR(i, n) dst[i] = mbpo__ld(src, i);
+}
 #endif
+/* dst (n) mbpo__cx on the device = src_host (n) fp32, through fp32 staging in the workspace */
+static int mbpo__cuda_x_upload(mbpo_backend *be, mbpo_x *dst, const float *src_host, int64_t n) {
+#ifdef MBPO_CUDA_FP32
+    return mbpo__cuda_upload(be, dst, src_host, (size_t)n * sizeof(float));
+#else
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    int64_t step = (int64_t)(c->workspace_size / sizeof(float)), o;
+    float *stage = (float *)c->workspace;
+    for (o = 0; o < n; o += step) {
+        int64_t m = n - o < step ? n - o : step;
+        MBPO__CU(cudaMemcpyAsync(stage, src_host + o, (size_t)m * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+        mbpo__k_f32_to_cx<<<mbpo__cuda_blocks(m, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, c->stream>>>(MBPO__CUDA_X(dst) + o, stage, m);
+        MBPO__LAUNCHED("mbpo__k_f32_to_cx", m);
+    }
+    MBPO__CU(cudaStreamSynchronize(c->stream));
+    return 1;
+#endif
+}
+/* dst_host (n) fp32 = src (n) mbpo__cx on the device */
+static int mbpo__cuda_x_download(mbpo_backend *be, float *dst_host, const mbpo_x *src, int64_t n) {
+#ifdef MBPO_CUDA_FP32
+    return mbpo__cuda_download(be, dst_host, src, (size_t)n * sizeof(float));
+#else
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    int64_t step = (int64_t)(c->workspace_size / sizeof(float)), o;
+    float *stage = (float *)c->workspace;
+    for (o = 0; o < n; o += step) {
+        int64_t m = n - o < step ? n - o : step;
+        mbpo__k_cx_to_f32<<<mbpo__cuda_blocks(m, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, c->stream>>>(stage, MBPO__CUDA_CX(src) + o, m);
+        MBPO__LAUNCHED("mbpo__k_cx_to_f32", m);
+        MBPO__CU(cudaMemcpyAsync(dst_host + o, stage, (size_t)m * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+        MBPO__CU(cudaStreamSynchronize(c->stream));
+    }
+    return 1;
+#endif
+}
+
+/* ------------------------------------------------------------------ 3. matmul
+
+   The one product, as the CPU's mbpo__gemm:  out (M, N) (+)= A . B^T (+ bias (N)), where
+   A is (M, K) row-major with row stride lda, or stored transposed as (K, M) when a_t
+   (row stride lda >= M); B is (N, K) row-major, or stored as (K, N) when b_t.
+
+   Mapping to cuBLAS (column-major): a row-major (r, c) matrix with row stride ld is the
+   column-major (c, r) matrix with leading dimension ld, its transpose. So row-major out
+   (M, N) is column-major out^T (N, M), ld N, and
+       out^T = (A B^T)^T = B A^T,
+   i.e. cuBLAS computes D (m = N, n = M, k = K) = op(cuA) op(cuB) with cuA = our B, cuB =
+   our A:
+       our B (N, K) row-major  = col-major (K, N) ld K  -> op T     (b_t = 0)
+       our B (K, N) row-major  = col-major (N, K) ld N  -> op N     (b_t = 1)
+       our A (M, K) row-major  = col-major (K, M) ld lda -> op N    (a_t = 0)
+       our A (K, M) row-major  = col-major (M, K) ld lda -> op T    (a_t = 1)
+       C = D: col-major (N, M) ld N; the bias epilogue adds bias[row of D] = bias[our column].
+   Compute CUBLAS_COMPUTE_32F (fp32 accumulate; in the fp32 build that is true fp32, not
+   TF32), scale type fp32, alpha 1 and beta 0 (write) or 1 (accumulate). */
+
+static unsigned mbpo__cuda_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    unsigned al = 256;
+    while (al > 1 && a % al) al >>= 1;
+    return al;
+}
+static int mbpo__cuda_plan_make(struct mbpo__backend_cuda *c, mbpo__cuda_plan *p) {
+    cudaDataType_t ct = p->c_fp32 ? CUDA_R_32F : MBPO__CX_TYPE;
+    cublasOperation_t op_a = p->b_t ? CUBLAS_OP_N : CUBLAS_OP_T, op_b = p->a_t ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = p->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    size_t ws = c->workspace_size;
+    uint32_t al_a = p->align_b, al_b = p->align_a, al_c = p->align_c;   /* cuBLAS's A is our B */
+    cublasStatus_t st;
+    MBPO__LT(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    MBPO__LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
+    MBPO__LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+    MBPO__LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    MBPO__LT(cublasLtMatrixLayoutCreate(&p->la, MBPO__CX_TYPE, (uint64_t)(p->b_t ? p->N : p->K),
+                                        (uint64_t)(p->b_t ? p->K : p->N), p->b_t ? p->N : p->K));
+    MBPO__LT(cublasLtMatrixLayoutCreate(&p->lb, MBPO__CX_TYPE, (uint64_t)(p->a_t ? p->M : p->K),
+                                        (uint64_t)(p->a_t ? p->K : p->M), p->lda));
+    MBPO__LT(cublasLtMatrixLayoutCreate(&p->lc, ct, (uint64_t)p->N, (uint64_t)p->M, p->N));
+    MBPO__LT(cublasLtMatmulPreferenceCreate(&pref));
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED)
+        return mbpo__fail("cuBLASLt heuristic for M=%lld N=%lld K=%lld: %s", (long long)p->M, (long long)p->N,
+                          (long long)p->K, cublasLtGetStatusString(st));
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED || found < 1 || res.state != CUBLAS_STATUS_SUCCESS)
+        return mbpo__fail("cuBLASLt: no matmul algorithm for M=%lld N=%lld K=%lld (a_t %d, b_t %d, lda %lld, bias %d, "
+                          "%s output, alignment A %u B %u C %u bytes)", (long long)p->M, (long long)p->N, (long long)p->K,
+                          p->a_t, p->b_t, (long long)p->lda, p->bias, p->c_fp32 ? "fp32" : "storage-type",
+                          p->align_a, p->align_b, p->align_c);
+    p->algo = res.algo;
+    p->used = 1;
+    return 1;
+}
+/* the cached plan for this product, planned on first use */
+static mbpo__cuda_plan *mbpo__cuda_plan_get(struct mbpo__backend_cuda *c, int64_t M, int64_t K, int64_t N, int64_t lda,
+                                            int a_t, int b_t, int bias, int c_fp32, const void *A, const void *B,
+                                            const void *out) {
+    unsigned al_a = mbpo__cuda_align(A), al_b = mbpo__cuda_align(B), al_c = mbpo__cuda_align(out);
+    mbpo__cuda_plan *p;
+    int i;
+    for (i = 0; i < MBPO__CUDA_PLANS; i++) {
+        p = &c->plans[i];
+        if (p->used && p->M == M && p->K == K && p->N == N && p->lda == lda && p->a_t == a_t && p->b_t == b_t &&
+            p->bias == bias && p->c_fp32 == c_fp32 && p->align_a == al_a && p->align_b == al_b && p->align_c == al_c)
+            return p;
+    }
+    p = &c->plans[c->next_plan];
+    c->next_plan = (c->next_plan + 1) % MBPO__CUDA_PLANS;
+    mbpo__cuda_plan_free(p);
+    p->M = M; p->K = K; p->N = N; p->lda = lda; p->a_t = a_t; p->b_t = b_t; p->bias = bias; p->c_fp32 = c_fp32;
+    p->align_a = al_a; p->align_b = al_b; p->align_c = al_c;
+    if (!mbpo__cuda_plan_make(c, p)) { mbpo__cuda_plan_free(p); return NULL; }
+    return p;
+}
+/* out (M, N) = bias or 0, for K == 0 (cuBLAS wants k >= 1) */
+static __global__ void mbpo__k_fill_bias(mbpo__cx *out, const mbpo__cx *bias, int64_t M, int64_t N) {
+    MBPO__FOR(i, M * N) mbpo__st(out, i, bias ? mbpo__ld(bias, i % N) : 0.0f);
+}
+/* out (M, N) (+)= A . B^T (+ bias): A, B mbpo__cx; out float (c_fp32) or mbpo__cx; bias only
+   with an mbpo__cx output (the epilogue's bias has the output's type) */
+static int mbpo__cuda_gemm(struct mbpo__backend_cuda *c, void *out, int c_fp32, const mbpo__cx *A, int a_t, int64_t lda,
+                           const mbpo__cx *B, int b_t, const mbpo__cx *bias, int64_t M, int64_t K, int64_t N,
+                           int accumulate) {
+    mbpo__cuda_plan *p;
+    float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (M == 0 || N == 0) return 1;
+    if (K == 0) {
+        if (accumulate) return 1;
+        if (c_fp32) MBPO__CU(cudaMemsetAsync(out, 0, (size_t)(M * N) * sizeof(float), c->stream));
+        else {
+            mbpo__k_fill_bias<<<mbpo__cuda_blocks(M * N, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, c->stream>>>(
+                (mbpo__cx *)out, bias, M, N);
+            MBPO__LAUNCHED("mbpo__k_fill_bias", M * N);
+        }
+        return 1;
+    }
+    if (bias && c_fp32) return mbpo__fail("mbpo__cuda_gemm: a bias needs a storage-type output (M=%lld N=%lld K=%lld)",
+                                          (long long)M, (long long)N, (long long)K);
+    p = mbpo__cuda_plan_get(c, M, K, N, lda, a_t, b_t, bias != NULL, c_fp32, A, B, out);
+    if (!p) return 0;
+    if (bias) MBPO__LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    MBPO__LT(cublasLtMatmul(c->lt, p->desc, &alpha, B, p->la, A, p->lb, &beta, out, p->lc, out, p->lc, &p->algo,
+                            c->workspace, c->workspace_size, c->stream));
+    return 1;
+}
+
+/* Deterministic column sums over N rows of (N, C), with the norms' weight terms:
+     mode 0: b[i] += sum_n dout[n][i]                                (dbias)
+     mode 1: w[i] += sum_n dout * (x - mean[n]) * rstd[n], b[i] += sum_n dout   (LayerNorm)
+     mode 2: w[i] += sum_n dout * x * rstd[n]                        (RMSNorm)
+   Pass 1: row-block rb (R rows) sums each column in row order into partials in the
+   workspace; pass 2: one thread per column adds the partials in block order. The blocking
+   depends only on N, so the bits do too. */
+#define MBPO__COLSUM_BLOCKS 128   /* at most: 2 x 128 x C floats of workspace */
+#define MBPO__COLSUM_ROWS 32      /* at least this many rows per block */
+static __global__ void mbpo__k_colsum_partial(float *part, int64_t nb, int64_t R, const mbpo__cx *dout,
+                                              const mbpo__cx *inp, const float *mean, const float *rstd,
+                                              int64_t N, int64_t C, int mode) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, rb = blockIdx.y, n0 = rb * R, n1 = n0 + R, n;
+    float sw = 0.0f, sb = 0.0f;
+    if (i >= C) return;
+    if (n1 > N) n1 = N;
+    for (n = n0; n < n1; n++) {
+        float dy = mbpo__ld(dout, n * C + i);
+        if (mode == 1) { sw += dy * (mbpo__ld(inp, n * C + i) - mean[n]) * rstd[n]; sb += dy; }
+        else if (mode == 2) sw += dy * mbpo__ld(inp, n * C + i) * rstd[n];
+        else sb += dy;
+    }
+    part[rb * C + i] = sw;
+    part[(nb + rb) * C + i] = sb;
+}
+static __global__ void mbpo__k_colsum_finish(float *w, float *b, const float *part, int64_t nb, int64_t C) {
+    MBPO__FOR(i, C) {
+        float sw = 0.0f, sb = 0.0f;
+        int64_t rb;
+        for (rb = 0; rb < nb; rb++) { sw += part[rb * C + i]; sb += part[(nb + rb) * C + i]; }
+        if (w) w[i] += sw;
+        if (b) b[i] += sb;
+    }
+}
+static int mbpo__cuda_colsum(struct mbpo__backend_cuda *c, float *w, float *b, const mbpo__cx *dout, const mbpo__cx *inp,
+                             const float *mean, const float *rstd, int64_t N, int64_t C, int mode) {
+    int64_t nb = (N + MBPO__COLSUM_ROWS - 1) / MBPO__COLSUM_ROWS, R;
+    dim3 grid;
+    if (N == 0 || C == 0 || (!w && !b)) return 1;
+    if (nb > MBPO__COLSUM_BLOCKS) nb = MBPO__COLSUM_BLOCKS;
+    R = (N + nb - 1) / nb;
+    nb = (N + R - 1) / R;
+    if ((size_t)(2 * nb * C) * sizeof(float) > c->workspace_size)
+        return mbpo__fail("column sums of (%lld, %lld): %lld partial sums exceed the %.1f MB workspace (C <= %lld)",
+                          (long long)N, (long long)C, (long long)(2 * nb * C), (double)c->workspace_size / 1e6,
+                          (long long)(c->workspace_size / sizeof(float) / (2 * MBPO__COLSUM_BLOCKS)));
+    grid.x = (unsigned)((C + MBPO__CUDA_THREADS - 1) / MBPO__CUDA_THREADS); grid.y = (unsigned)nb; grid.z = 1;
+    mbpo__k_colsum_partial<<<grid, MBPO__CUDA_THREADS, 0, c->stream>>>((float *)c->workspace, nb, R, dout, inp, mean,
+                                                                      rstd, N, C, mode);
+    MBPO__LAUNCHED("mbpo__k_colsum_partial", N * C);
+    mbpo__k_colsum_finish<<<mbpo__cuda_blocks(C, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, c->stream>>>(
+        w, b, (const float *)c->workspace, nb, C);
+    MBPO__LAUNCHED("mbpo__k_colsum_finish", C);
+    return 1;
+}
+
+/* out (N,OC) = inp (N,C) w (OC,C)^T + bias (OC); bias may be NULL */
+static int mbpo__cuda_matmul_forward(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, const mbpo_x *w, const mbpo_x *bias,
+                                     int64_t N, int64_t C, int64_t OC) {
+    return mbpo__cuda_gemm(MBPO__CUDA(be), out, 0, MBPO__CUDA_CX(inp), 0, C, MBPO__CUDA_CX(w), 0, MBPO__CUDA_CX(bias), N, C, OC, 0);
+}
+/* dinp (N,C) += dout (N,OC) w (OC,C)   [A = dout, B^T = w: B stored (K,N), b_t]
+   dw (OC,C) += dout^T inp, fp32         [A = dout stored (K,M), a_t; B^T = inp stored (K,N), b_t]
+   dbias (OC) += column sums of dout     [deterministic kernel]; any of the three may be NULL */
+static int mbpo__cuda_matmul_backward(mbpo_backend *be, mbpo_x *dinp, float *dw, float *dbias, const mbpo_x *dout,
+                                      const mbpo_x *inp, const mbpo_x *w, int64_t N, int64_t C, int64_t OC) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    if (dinp && !mbpo__cuda_gemm(c, dinp, 0, MBPO__CUDA_CX(dout), 0, OC, MBPO__CUDA_CX(w), 1, NULL, N, OC, C, 1)) return 0;
+    if (dw && !mbpo__cuda_gemm(c, dw, 1, MBPO__CUDA_CX(dout), 1, OC, MBPO__CUDA_CX(inp), 1, NULL, OC, N, C, 1)) return 0;
+    if (dbias && !mbpo__cuda_colsum(c, NULL, dbias, MBPO__CUDA_CX(dout), NULL, NULL, NULL, N, OC, 0)) return 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 4. norms
+
+   One warp per row (8 rows per block): sums strided over the lanes, then a butterfly.
+   The order differs from the CPU's (sequential) but is fixed. */
+#define MBPO__ROWS_PER_BLOCK 8
+
+/* LayerNorm: out (N,C) = (x - mean) * rstd * w + b; mean, rstd (N) saved */
+static __global__ void mbpo__k_layernorm_forward(mbpo__cx *out, float *mean, float *rstd, const mbpo__cx *inp,
+                                                 const mbpo__cx *w, const mbpo__cx *b, int64_t N, int64_t C, float eps) {
+    int64_t row = (int64_t)blockIdx.x * MBPO__ROWS_PER_BLOCK + (threadIdx.x >> 5), i;
+    int lane = threadIdx.x & 31;
+    const mbpo__cx *x;
+    float m = 0.0f, v = 0.0f, r;
+    if (row >= N) return;
+    x = inp + row * C;
+    for (i = lane; i < C; i += 32) m += mbpo__ld(x, i);
+    m = mbpo__warp_sum(m) / (float)C;
+    for (i = lane; i < C; i += 32) { float d = mbpo__ld(x, i) - m; v += d * d; }
+    v = mbpo__warp_sum(v) / (float)C;        /* biased variance, as torch */
+    r = 1.0f / sqrtf(v + eps);
+    for (i = lane; i < C; i += 32) mbpo__st(out, row * C + i, (mbpo__ld(x, i) - m) * r * mbpo__ld(w, i) + mbpo__ld(b, i));
+    if (lane == 0) { mean[row] = m; rstd[row] = r; }
+}
+static int mbpo__cuda_layernorm_forward(mbpo_backend *be, mbpo_x *out, float *mean, float *rstd, const mbpo_x *inp,
+                                        const mbpo_x *w, const mbpo_x *b, int64_t N, int64_t C, float eps) {
+    if (N == 0) return 1;
+    mbpo__k_layernorm_forward<<<(unsigned)((N + MBPO__ROWS_PER_BLOCK - 1) / MBPO__ROWS_PER_BLOCK), 32 * MBPO__ROWS_PER_BLOCK, 0,
+                                MBPO__CUDA(be)->stream>>>(MBPO__CUDA_X(out), mean, rstd, MBPO__CUDA_CX(inp), MBPO__CUDA_CX(w), MBPO__CUDA_CX(b), N, C, eps);
+    MBPO__LAUNCHED("mbpo__k_layernorm_forward", N * C);
+    return 1;
+}
+/* dinp (N,C) += rstd (g - mean(g) - xhat mean(g xhat)), g = dout w */
+static __global__ void mbpo__k_layernorm_backward(mbpo__cx *dinp, const mbpo__cx *dout, const mbpo__cx *inp,
+                                                  const mbpo__cx *w, const float *mean, const float *rstd,
+                                                  int64_t N, int64_t C) {
+    int64_t row = (int64_t)blockIdx.x * MBPO__ROWS_PER_BLOCK + (threadIdx.x >> 5), i;
+    int lane = threadIdx.x & 31;
+    const mbpo__cx *dy, *x;
+    float m, r, mg = 0.0f, mgx = 0.0f;
+    if (row >= N) return;
+    dy = dout + row * C; x = inp + row * C; m = mean[row]; r = rstd[row];
+    for (i = lane; i < C; i += 32) {
+        float xh = (mbpo__ld(x, i) - m) * r, g = mbpo__ld(dy, i) * mbpo__ld(w, i);
+        mg += g; mgx += g * xh;
+    }
+    mg = mbpo__warp_sum(mg) / (float)C;
+    mgx = mbpo__warp_sum(mgx) / (float)C;
+    for (i = lane; i < C; i += 32) {
+        float xh = (mbpo__ld(x, i) - m) * r;
+        mbpo__st(dinp, row * C + i, mbpo__ld(dinp, row * C + i) + r * (mbpo__ld(dy, i) * mbpo__ld(w, i) - mg - xh * mgx));
+    }
+}
+/* dinp (N,C) +=; dw, db (C) += (both or neither NULL) */
+static int mbpo__cuda_layernorm_backward(mbpo_backend *be, mbpo_x *dinp, float *dw, float *db, const mbpo_x *dout,
+                                         const mbpo_x *inp, const mbpo_x *w, const float *mean, const float *rstd,
+                                         int64_t N, int64_t C) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    if (N == 0) return 1;
+    mbpo__k_layernorm_backward<<<(unsigned)((N + MBPO__ROWS_PER_BLOCK - 1) / MBPO__ROWS_PER_BLOCK), 32 * MBPO__ROWS_PER_BLOCK, 0,
+                                 c->stream>>>(MBPO__CUDA_X(dinp), MBPO__CUDA_CX(dout), MBPO__CUDA_CX(inp), MBPO__CUDA_CX(w), mean, rstd, N, C);
+    MBPO__LAUNCHED("mbpo__k_layernorm_backward", N * C);
+    if (!dw && !db) return 1;
+    return mbpo__cuda_colsum(c, dw, db, MBPO__CUDA_CX(dout), MBPO__CUDA_CX(inp), mean, rstd, N, C, 1);
+}
+/* RMSNorm: out (N,C) = w * (x * rstd), rstd (N) saved. x * rstd is rounded to the storage type
+   before the weight, as transformers does (hidden.to(input_dtype) then weight * hidden). */
+static __global__ void mbpo__k_rmsnorm_forward(mbpo__cx *out, float *rstd, const mbpo__cx *inp, const mbpo__cx *w,
+                                               int64_t N, int64_t C, float eps) {
+    int64_t row = (int64_t)blockIdx.x * MBPO__ROWS_PER_BLOCK + (threadIdx.x >> 5), i;
+    int lane = threadIdx.x & 31;
+    const mbpo__cx *x;
+    float ss = 0.0f, r;
+    if (row >= N) return;
+    x = inp + row * C;
+    for (i = lane; i < C; i += 32) { float v = mbpo__ld(x, i); ss += v * v; }
+    ss = mbpo__warp_sum(ss);
+    r = 1.0f / sqrtf(ss / (float)C + eps);
+    for (i = lane; i < C; i += 32) mbpo__st(out, row * C + i, mbpo__ld(w, i) * mbpo__round(mbpo__ld(x, i) * r));
+    if (lane == 0) rstd[row] = r;
+}
+static int mbpo__cuda_rmsnorm_forward(mbpo_backend *be, mbpo_x *out, float *rstd, const mbpo_x *inp, const mbpo_x *w,
+                                      int64_t N, int64_t C, float eps) {
+    if (N == 0) return 1;
+    mbpo__k_rmsnorm_forward<<<(unsigned)((N + MBPO__ROWS_PER_BLOCK - 1) / MBPO__ROWS_PER_BLOCK), 32 * MBPO__ROWS_PER_BLOCK, 0,
+                              MBPO__CUDA(be)->stream>>>(MBPO__CUDA_X(out), rstd, MBPO__CUDA_CX(inp), MBPO__CUDA_CX(w), N, C, eps);
+    MBPO__LAUNCHED("mbpo__k_rmsnorm_forward", N * C);
+    return 1;
+}
+/* dinp (N,C) += r g - x r^3 (sum g x) / C, g = dout w */
+static __global__ void mbpo__k_rmsnorm_backward(mbpo__cx *dinp, const mbpo__cx *dout, const mbpo__cx *inp, const mbpo__cx *w,
+                                                const float *rstd, int64_t N, int64_t C) {
+    int64_t row = (int64_t)blockIdx.x * MBPO__ROWS_PER_BLOCK + (threadIdx.x >> 5), i;
+    int lane = threadIdx.x & 31;
+    const mbpo__cx *dy, *x;
+    float r, s = 0.0f;
+    if (row >= N) return;
+    dy = dout + row * C; x = inp + row * C; r = rstd[row];
+    for (i = lane; i < C; i += 32) s += mbpo__ld(dy, i) * mbpo__ld(w, i) * mbpo__ld(x, i);
+    s = mbpo__warp_sum(s) * (r * r * r / (float)C);
+    for (i = lane; i < C; i += 32)
+        mbpo__st(dinp, row * C + i, mbpo__ld(dinp, row * C + i) + r * mbpo__ld(dy, i) * mbpo__ld(w, i) - mbpo__ld(x, i) * s);
+}
+/* dinp (N,C) +=; dw (C) += sum_n dout x rstd (dw may be NULL) */
+static int mbpo__cuda_rmsnorm_backward(mbpo_backend *be, mbpo_x *dinp, float *dw, const mbpo_x *dout, const mbpo_x *inp,
+                                       const mbpo_x *w, const float *rstd, int64_t N, int64_t C) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    if (N == 0) return 1;
+    mbpo__k_rmsnorm_backward<<<(unsigned)((N + MBPO__ROWS_PER_BLOCK - 1) / MBPO__ROWS_PER_BLOCK), 32 * MBPO__ROWS_PER_BLOCK, 0,
+                               c->stream>>>(MBPO__CUDA_X(dinp), MBPO__CUDA_CX(dout), MBPO__CUDA_CX(inp), MBPO__CUDA_CX(w), rstd, N, C);
+    MBPO__LAUNCHED("mbpo__k_rmsnorm_backward", N * C);
+    if (!dw) return 1;
+    return mbpo__cuda_colsum(c, dw, NULL, MBPO__CUDA_CX(dout), MBPO__CUDA_CX(inp), NULL, rstd, N, C, 2);
+}
+
+/* ------------------------------------------------------------------ 5. elementwise (n values) */
+
+static __device__ __forceinline__ float mbpo__dsigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* QuickGELU: out = x sigmoid(1.702 x) */
+static __global__ void mbpo__k_quick_gelu_forward(mbpo__cx *out, const mbpo__cx *inp, int64_t n) {
+    MBPO__FOR(i, n) { float x = mbpo__ld(inp, i); mbpo__st(out, i, x * mbpo__dsigmoid(1.702f * x)); }
+}
+static __global__ void mbpo__k_quick_gelu_backward(mbpo__cx *dinp, const mbpo__cx *dout, const mbpo__cx *inp, int64_t n) {
+    MBPO__FOR(i, n) {
+        float x = mbpo__ld(inp, i), s = mbpo__dsigmoid(1.702f * x);
+        mbpo__st(dinp, i, mbpo__ld(dout, i) * (s + 1.702f * x * s * (1.0f - s)));
+    }
+}
+/* exact GELU: out = 0.5 x (1 + erf(x / sqrt 2)) */
+static __global__ void mbpo__k_gelu_forward(mbpo__cx *out, const mbpo__cx *inp, int64_t n) {
+    MBPO__FOR(i, n) { float x = mbpo__ld(inp, i); mbpo__st(out, i, 0.5f * x * (1.0f + erff(x * 0.70710678118654752f))); }
+}
+static __global__ void mbpo__k_gelu_backward(mbpo__cx *dinp, const mbpo__cx *dout, const mbpo__cx *inp, int64_t n) {
+    MBPO__FOR(i, n) {
+        float x = mbpo__ld(inp, i), cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+        float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;
+        mbpo__st(dinp, i, mbpo__ld(dout, i) * (cdf + x * pdf));
+    }
+}
+/* SwiGLU: out = silu(gate) up */
+static __global__ void mbpo__k_swiglu_forward(mbpo__cx *out, const mbpo__cx *gate, const mbpo__cx *up, int64_t n) {
+    MBPO__FOR(i, n) { float g = mbpo__ld(gate, i); mbpo__st(out, i, g * mbpo__dsigmoid(g) * mbpo__ld(up, i)); }
+}
+static __global__ void mbpo__k_swiglu_backward(mbpo__cx *dgate, mbpo__cx *dup, const mbpo__cx *dout, const mbpo__cx *gate,
+                                               const mbpo__cx *up, int64_t n) {
+    MBPO__FOR(i, n) {
+        float g = mbpo__ld(gate, i), u = mbpo__ld(up, i), d = mbpo__ld(dout, i), s = mbpo__dsigmoid(g);
+        mbpo__st(dgate, i, d * u * s * (1.0f + g * (1.0f - s)));
+        mbpo__st(dup, i, d * g * s);
+    }
+}
+/* out = a + b; out may be a */
+static __global__ void mbpo__k_add(mbpo__cx *out, const mbpo__cx *a, const mbpo__cx *b, int64_t n) {
+    MBPO__FOR(i, n) mbpo__st(out, i, mbpo__ld(a, i) + mbpo__ld(b, i));
+}
+
+/* launch an elementwise kernel over n values on the stream of `be` (in scope), n last */
+#define MBPO__EW_LAUNCH(kernel, n, ...)                                                                       \
+    do {                                                                                                      \
+        if ((n) > 0) {                                                                                        \
+            kernel<<<mbpo__cuda_blocks(n, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>( \
+                __VA_ARGS__, n);                                                                              \
+            MBPO__LAUNCHED(#kernel, n);                                                                       \
+        }                                                                                                     \
+    } while (0)
+/* out, inp (n) */
+static int mbpo__cuda_quick_gelu_forward(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, int64_t n) {
+    MBPO__EW_LAUNCH(mbpo__k_quick_gelu_forward, n, MBPO__CUDA_X(out), MBPO__CUDA_CX(inp));
+    return 1;
+}
+/* dinp = dout QuickGELU'(inp), all (n) */
+static int mbpo__cuda_quick_gelu_backward(mbpo_backend *be, mbpo_x *dinp, const mbpo_x *dout, const mbpo_x *inp, int64_t n) {
+    MBPO__EW_LAUNCH(mbpo__k_quick_gelu_backward, n, MBPO__CUDA_X(dinp), MBPO__CUDA_CX(dout), MBPO__CUDA_CX(inp));
+    return 1;
+}
+/* out, inp (n) */
+static int mbpo__cuda_gelu_forward(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, int64_t n) {
+    MBPO__EW_LAUNCH(mbpo__k_gelu_forward, n, MBPO__CUDA_X(out), MBPO__CUDA_CX(inp));
+    return 1;
+}
+/* dinp = dout GELU'(inp), all (n) */
+static int mbpo__cuda_gelu_backward(mbpo_backend *be, mbpo_x *dinp, const mbpo_x *dout, const mbpo_x *inp, int64_t n) {
+    MBPO__EW_LAUNCH(mbpo__k_gelu_backward, n, MBPO__CUDA_X(dinp), MBPO__CUDA_CX(dout), MBPO__CUDA_CX(inp));
+    return 1;
+}
+/* out, gate, up (n) */
+static int mbpo__cuda_swiglu_forward(mbpo_backend *be, mbpo_x *out, const mbpo_x *gate, const mbpo_x *up, int64_t n) {
+    MBPO__EW_LAUNCH(mbpo__k_swiglu_forward, n, MBPO__CUDA_X(out), MBPO__CUDA_CX(gate), MBPO__CUDA_CX(up));
+    return 1;
+}
+/* dgate, dup written (n) */
+static int mbpo__cuda_swiglu_backward(mbpo_backend *be, mbpo_x *dgate, mbpo_x *dup, const mbpo_x *dout, const mbpo_x *gate,
+                                      const mbpo_x *up, int64_t n) {
+    MBPO__EW_LAUNCH(mbpo__k_swiglu_backward, n, MBPO__CUDA_X(dgate), MBPO__CUDA_X(dup), MBPO__CUDA_CX(dout), MBPO__CUDA_CX(gate), MBPO__CUDA_CX(up));
+    return 1;
+}
+/* out, a, b (n) */
+static int mbpo__cuda_add(mbpo_backend *be, mbpo_x *out, const mbpo_x *a, const mbpo_x *b, int64_t n) {
+    MBPO__EW_LAUNCH(mbpo__k_add, n, MBPO__CUDA_X(out), MBPO__CUDA_CX(a), MBPO__CUDA_CX(b));
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 6. rotary
+
+   The inverse frequencies are computed on the host by mbpo__inv_freq, the CPU's own function,
+   so both tables start from the same bits; they travel as a kernel argument (a struct by
+   value), which needs no allocation. Angles and cos/sin are fp32 on the device. */
+#define MBPO__ROPE_MAX_HALF 256   /* HS <= 512 */
+typedef struct { float inv[MBPO__ROPE_MAX_HALF]; } mbpo__rope_freqs;
+
+/* cosv, sinv (N, HS/2); slot j reads position row comp(j) of pos (3, N) by mrope_section */
+static __global__ void mbpo__k_mrope_tables(float *cosv, float *sinv, const int64_t *pos, mbpo__rope_freqs f, int64_t N,
+                                            int64_t half, int sec0, int sec1) {
+    MBPO__FOR(idx, N * half) {
+        int64_t t = idx / half, j = idx % half;
+        int comp = j < sec0 ? 0 : j < sec0 + sec1 ? 1 : 2;
+        float ang = (float)pos[comp * N + t] * f.inv[j];
+        cosv[idx] = cosf(ang);
+        sinv[idx] = sinf(ang);
+    }
+}
+static int mbpo__cuda_mrope_tables(mbpo_backend *be, float *cosv, float *sinv, const int64_t *pos, int64_t N, int64_t HS,
+                                   double theta, int sec0, int sec1) {
+    mbpo__rope_freqs f;
+    int64_t j, half = HS / 2;
+    if (N == 0 || half == 0) return 1;
+    if (half > MBPO__ROPE_MAX_HALF) return mbpo__fail("mrope_tables: head size %lld exceeds %d", (long long)HS, 2 * MBPO__ROPE_MAX_HALF);
+    memset(&f, 0, sizeof f);
+    for (j = 0; j < half; j++) f.inv[j] = mbpo__inv_freq(theta, j, HS);
+    mbpo__k_mrope_tables<<<mbpo__cuda_blocks(N * half, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(
+        cosv, sinv, pos, f, N, half, sec0, sec1);
+    MBPO__LAUNCHED("mbpo__k_mrope_tables", N * half);
+    return 1;
+}
+/* cosv, sinv (N, HS/2): slots [0, HS/4) by the patch row hw[0][r], [HS/4, HS/2) by the column hw[1][r] */
+static __global__ void mbpo__k_vrope_tables(float *cosv, float *sinv, const int64_t *hw, mbpo__rope_freqs f, int64_t N,
+                                            int64_t half, int64_t quarter) {
+    MBPO__FOR(idx, N * quarter) {
+        int64_t r = idx / quarter, j = idx % quarter;
+        float ah = (float)hw[r] * f.inv[j], aw = (float)hw[N + r] * f.inv[j];
+        cosv[r * half + j] = cosf(ah); sinv[r * half + j] = sinf(ah);
+        cosv[r * half + quarter + j] = cosf(aw); sinv[r * half + quarter + j] = sinf(aw);
+    }
+}
+static int mbpo__cuda_vrope_tables(mbpo_backend *be, float *cosv, float *sinv, const int64_t *hw, int64_t N, int64_t HS,
+                                   double theta) {
+    mbpo__rope_freqs f;
+    int64_t j, half = HS / 2, quarter = HS / 4;
+    if (N == 0 || quarter == 0) return 1;
+    if (quarter > MBPO__ROPE_MAX_HALF) return mbpo__fail("vrope_tables: head size %lld exceeds %d", (long long)HS, 4 * MBPO__ROPE_MAX_HALF);
+    memset(&f, 0, sizeof f);
+    for (j = 0; j < quarter; j++) f.inv[j] = mbpo__inv_freq(theta, j, half);
+    mbpo__k_vrope_tables<<<mbpo__cuda_blocks(N * quarter, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(
+        cosv, sinv, hw, f, N, half, quarter);
+    MBPO__LAUNCHED("mbpo__k_vrope_tables", N * quarter);
+    return 1;
+}
+/* x (N, nh, HS) at row stride `stride`, in place: pair (i, i + HS/2) turns by angle i times sign */
+static __global__ void mbpo__k_rope_apply(mbpo__cx *x, const float *cosv, const float *sinv, int64_t N, int64_t nh,
+                                          int64_t HS, int64_t stride, float sign) {
+    int64_t half = HS / 2;
+    MBPO__FOR(idx, N * nh * half) {
+        int64_t n = idx / (nh * half), h = (idx / half) % nh, i = idx % half;
+        mbpo__cx *v = x + n * stride + h * HS;
+        float c = cosv[n * half + i], s = sign * sinv[n * half + i], a = mbpo__ld(v, i), b = mbpo__ld(v, i + half);
+        mbpo__st(v, i, a * c - b * s);
+        mbpo__st(v, i + half, b * c + a * s);
+    }
+}
+static int mbpo__cuda_rope_apply(mbpo_backend *be, mbpo_x *x, const float *cosv, const float *sinv, int64_t N, int64_t nh,
+                                 int64_t HS, int64_t stride, float sign) {
+    int64_t n = N * nh * (HS / 2);
+    if (n == 0) return 1;
+    mbpo__k_rope_apply<<<mbpo__cuda_blocks(n, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(
+        MBPO__CUDA_X(x), cosv, sinv, N, nh, HS, stride, sign);
+    MBPO__LAUNCHED("mbpo__k_rope_apply", n);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 7. embedding */
+
+/* h (T, H): row t = feat[feat_row[t]] if feat_row (may be NULL) says >= 0, else embed[ids[t]] */
+static __global__ void mbpo__k_embed_forward(mbpo__cx *h, const mbpo__cx *embed, const mbpo__cx *feat, const int32_t *ids,
+                                             const int64_t *feat_row, int64_t T, int64_t H) {
+    MBPO__FOR(idx, T * H) {
+        int64_t t = idx / H, j = idx % H, fr = feat_row ? feat_row[t] : -1;
+        h[idx] = fr >= 0 ? feat[fr * H + j] : embed[(int64_t)ids[t] * H + j];
+    }
+}
+static int mbpo__cuda_embed_forward(mbpo_backend *be, mbpo_x *h, const mbpo_x *embed, const mbpo_x *feat, const int32_t *ids,
+                                    const int64_t *feat_row, int64_t T, int64_t H) {
+    if (T * H == 0) return 1;
+    mbpo__k_embed_forward<<<mbpo__cuda_blocks(T * H, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(
+        MBPO__CUDA_X(h), MBPO__CUDA_CX(embed), MBPO__CUDA_CX(feat), ids, feat_row, T, H);
+    MBPO__LAUNCHED("mbpo__k_embed_forward", T * H);
+    return 1;
+}
+/* dfeat[feat_row[t]] += dh[t], else dembed[ids[t]] += dh[t] unless ids[t] == pad or dembed is
+   NULL. One thread per column walks t in increasing order, so repeated tokens sum in the
+   CPU's order; the block stages the row metadata in shared memory, MBPO__CUDA_THREADS rows
+   at a time. */
+static __global__ void mbpo__k_embed_backward(float *dembed, mbpo__cx *dfeat, const mbpo__cx *dh, const int32_t *ids,
+                                              const int64_t *feat_row, int64_t pad_id, int64_t T, int64_t H) {
+    __shared__ int64_t s_fr[MBPO__CUDA_THREADS];
+    __shared__ int32_t s_id[MBPO__CUDA_THREADS];
+    int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, t0, t;
+    for (t0 = 0; t0 < T; t0 += MBPO__CUDA_THREADS) {
+        int64_t nt = T - t0 < MBPO__CUDA_THREADS ? T - t0 : MBPO__CUDA_THREADS;
+        __syncthreads();                             /* the previous tile is consumed */
+        if (threadIdx.x < nt) {
+            s_fr[threadIdx.x] = feat_row ? feat_row[t0 + threadIdx.x] : -1;
+            s_id[threadIdx.x] = ids[t0 + threadIdx.x];
+        }
+        __syncthreads();
+        if (j >= H) continue;
+        for (t = 0; t < nt; t++) {
+            int64_t fr = s_fr[t];
+            float g = mbpo__ld(dh, (t0 + t) * H + j);
+            if (fr >= 0) { if (dfeat) mbpo__st(dfeat, fr * H + j, mbpo__ld(dfeat, fr * H + j) + g); }
+            else if (dembed && (int64_t)s_id[t] != pad_id) dembed[(int64_t)s_id[t] * H + j] += g;
+        }
+    }
+}
+static int mbpo__cuda_embed_backward(mbpo_backend *be, float *dembed, mbpo_x *dfeat, const mbpo_x *dh, const int32_t *ids,
+                                     const int64_t *feat_row, int64_t pad_id, int64_t T, int64_t H) {
+    if (T * H == 0) return 1;
+    mbpo__k_embed_backward<<<(unsigned)((H + MBPO__CUDA_THREADS - 1) / MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0,
+                             MBPO__CUDA(be)->stream>>>(dembed, MBPO__CUDA_X(dfeat), MBPO__CUDA_CX(dh), ids, feat_row, pad_id, T, H);
+    MBPO__LAUNCHED("mbpo__k_embed_backward", T * H);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 8. KV cache */
+
+/* kc[g][t] = kn[g], vc[g][t] = vn[g]: kc, vc (G, max_len, KD); kn, vn (G, KD) */
+static __global__ void mbpo__k_kv_append(mbpo__cx *kc, mbpo__cx *vc, const mbpo__cx *kn, const mbpo__cx *vn, int64_t G,
+                                         int64_t t, int64_t max_len, int64_t KD) {
+    MBPO__FOR(idx, G * KD) {
+        int64_t g = idx / KD, d = idx % KD, dst = (g * max_len + t) * KD + d;
+        kc[dst] = kn[idx];
+        vc[dst] = vn[idx];
+    }
+}
+static int mbpo__cuda_kv_append(mbpo_backend *be, mbpo_x *kc, mbpo_x *vc, const mbpo_x *kn, const mbpo_x *vn, int64_t G,
+                                int64_t t, int64_t max_len, int64_t KD) {
+    if (G * KD == 0) return 1;
+    if (t < 0 || t >= max_len) return mbpo__fail("kv_append: position %lld outside the cache of %lld", (long long)t, (long long)max_len);
+    mbpo__k_kv_append<<<mbpo__cuda_blocks(G * KD, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(
+        MBPO__CUDA_X(kc), MBPO__CUDA_X(vc), MBPO__CUDA_CX(kn), MBPO__CUDA_CX(vn), G, t, max_len, KD);
+    MBPO__LAUNCHED("mbpo__k_kv_append", G * KD);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 9. head
+
+   The fused head, `chunk` target rows at a time, all on the device:
+     gather xf[rows[n]] into chunk_x (cn, H); z (cn, V) fp32 = chunk_x lm_head^T (cuBLASLt);
+     one block per row: max, sum exp (fixed-order block trees), lse, logp = z[y] - lse.
+   Backward recomputes z, then turns it in place into dz = dlogp (onehot - exp(z - lse)).
+   The GEMMs that read dz take mbpo__cx inputs (cuBLASLt has no fp32 A x bf16 B), so dz is
+   stored as mbpo__cx IN PLACE in chunk_z: row r at the start of fp32 row r, i.e. a
+   (cn, V) mbpo__cx matrix with row stride V * 4 / sizeof(mbpo__cx) elements (2V in bf16, V
+   in fp32). No extra scratch; in the bf16 build dz is rounded to bf16 like every other
+   backward GEMM input (dout of a Linear is bf16 too). Then
+     chunk_dx (cn, H) = dz lm_head,   dlm_head (V, H) += dz^T chunk_x (fp32),
+     dxf[rows[n]] += chunk_dx[n]      (distinct rows: no two threads meet). */
+#define MBPO__ROW_THREADS 512
+
+/* chunk_x (cn, H) = xf[rows[r]] */
+static __global__ void mbpo__k_gather_rows(mbpo__cx *chunk_x, const mbpo__cx *xf, const int64_t *rows, int64_t cn, int64_t H) {
+    MBPO__FOR(idx, cn * H) chunk_x[idx] = xf[rows[idx / H] * H + idx % H];
+}
+/* dxf[rows[r]] += chunk_dx[r], (cn, H) */
+static __global__ void mbpo__k_scatter_add_rows(mbpo__cx *dxf, const mbpo__cx *chunk_dx, const int64_t *rows, int64_t cn,
+                                                int64_t H) {
+    MBPO__FOR(idx, cn * H) {
+        int64_t dst = rows[idx / H] * H + idx % H;
+        mbpo__st(dxf, dst, mbpo__ld(dxf, dst) + mbpo__ld(chunk_dx, idx));
+    }
+}
+/* per row r of z (cn, V): lse[r] = log sum exp z, logp[r] = z[y[r]] - lse[r] (NaN for a label
+   outside [0, V), which the model never passes) */
+static __global__ void mbpo__k_logsoftmax_gather_forward(float *logp, float *lse, const float *z, const int32_t *y, int64_t V) {
+    __shared__ float sh[32];
+    const float *zr = z + (int64_t)blockIdx.x * V;
+    float mx = -INFINITY, sum = 0.0f, l;
+    int64_t j;
+    for (j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, zr[j]);
+    mx = mbpo__block_max(mx, sh);
+    for (j = threadIdx.x; j < V; j += blockDim.x) sum += expf(zr[j] - mx);
+    sum = mbpo__block_sum(sum, sh);
+    l = mx + logf(sum);
+    if (threadIdx.x == 0) {
+        int32_t yr = y[blockIdx.x];
+        lse[blockIdx.x] = l;
+        logp[blockIdx.x] = yr >= 0 && yr < V ? zr[yr] - l : NAN;
+    }
+}
+/* in place, row r of z (cn, V): dz = -dlogp exp(z - lse) (+ dlogp at y), stored as mbpo__cx at
+   the start of the row (see the section comment). With a narrower mbpo__cx, the stores of
+   tile k land on fp32 values of tiles <= k; the barrier between each tile's loads and stores
+   keeps every value read before it is overwritten. */
+static __global__ void mbpo__k_logsoftmax_gather_backward(float *z, const float *dlogp, const float *lse, const int32_t *y,
+                                                          int64_t V) {
+    float *zr = z + (int64_t)blockIdx.x * V;
+    mbpo__cx *dz = (mbpo__cx *)(void *)zr;
+    float d = dlogp[blockIdx.x], l = lse[blockIdx.x];
+    int32_t yr = y[blockIdx.x];
+    int64_t base;
+    for (base = 0; base < V; base += blockDim.x) {
+        int64_t j = base + threadIdx.x;
+        float v = 0.0f;
+        if (j < V) { v = -d * expf(zr[j] - l); if (j == yr) v += d; }
+        __syncthreads();
+        if (j < V) mbpo__st(dz, j, v);
+    }
+}
+static int mbpo__cuda_head_chunk_logits(struct mbpo__backend_cuda *c, const mbpo__cx *xf, const mbpo__cx *lm_head,
+                                        const int64_t *rows, int64_t cn, int64_t H, int64_t V, mbpo__cx *chunk_x,
+                                        float *chunk_z) {
+    mbpo__k_gather_rows<<<mbpo__cuda_blocks(cn * H, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, c->stream>>>(chunk_x, xf, rows, cn, H);
+    MBPO__LAUNCHED("mbpo__k_gather_rows", cn * H);
+    return mbpo__cuda_gemm(c, chunk_z, 1, chunk_x, 0, H, lm_head, 0, NULL, cn, H, V, 0);
+}
+/* logp, lse (N); xf (T, H) with target rows rows (N); lm_head (V, H); labels (N);
+   scratch chunk_x (chunk, H), chunk_z (chunk, V) */
+static int mbpo__cuda_head_forward(mbpo_backend *be, float *logp, float *lse, const mbpo_x *xf, const mbpo_x *lm_head,
+                                   const int64_t *rows, const int32_t *labels, int64_t N, int64_t H, int64_t V, int64_t chunk,
+                                   mbpo_x *chunk_x, float *chunk_z) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    int64_t n0;
+    if (N == 0) return 1;
+    if (chunk < 1 || V < 1 || chunk > 2147483647) return mbpo__fail("head_forward: chunk %lld, V %lld", (long long)chunk, (long long)V);
+    for (n0 = 0; n0 < N; n0 += chunk) {
+        int64_t cn = N - n0 < chunk ? N - n0 : chunk;
+        if (!mbpo__cuda_head_chunk_logits(c, MBPO__CUDA_CX(xf), MBPO__CUDA_CX(lm_head), rows + n0, cn, H, V, MBPO__CUDA_X(chunk_x), chunk_z))
+            return 0;
+        mbpo__k_logsoftmax_gather_forward<<<(unsigned)cn, MBPO__ROW_THREADS, 0, c->stream>>>(logp + n0, lse + n0, chunk_z,
+                                                                                          labels + n0, V);
+        MBPO__LAUNCHED("mbpo__k_logsoftmax_gather_forward", cn * V);
+    }
+    return 1;
+}
+/* dxf (T, H) += at target rows; dlm_head (V, H) += (NULL: skip); dlogp, lse (N);
+   scratch chunk_x, chunk_dx (chunk, H), chunk_z (chunk, V) */
+static int mbpo__cuda_head_backward(mbpo_backend *be, mbpo_x *dxf, float *dlm_head, const float *dlogp, const float *lse,
+                                    const mbpo_x *xf, const mbpo_x *lm_head, const int64_t *rows, const int32_t *labels,
+                                    int64_t N, int64_t H, int64_t V, int64_t chunk, mbpo_x *chunk_x, float *chunk_z,
+                                    mbpo_x *chunk_dx) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    const mbpo__cx *dz = (const mbpo__cx *)(const void *)chunk_z;
+    int64_t n0, ldz = V * (int64_t)(sizeof(float) / sizeof(mbpo__cx));
+    if (N == 0) return 1;
+    if (chunk < 1 || V < 1 || chunk > 2147483647) return mbpo__fail("head_backward: chunk %lld, V %lld", (long long)chunk, (long long)V);
+    for (n0 = 0; n0 < N; n0 += chunk) {
+        int64_t cn = N - n0 < chunk ? N - n0 : chunk;
+        if (!mbpo__cuda_head_chunk_logits(c, MBPO__CUDA_CX(xf), MBPO__CUDA_CX(lm_head), rows + n0, cn, H, V, MBPO__CUDA_X(chunk_x), chunk_z))
+            return 0;
+        mbpo__k_logsoftmax_gather_backward<<<(unsigned)cn, MBPO__ROW_THREADS, 0, c->stream>>>(chunk_z, dlogp + n0, lse + n0,
+                                                                                           labels + n0, V);
+        MBPO__LAUNCHED("mbpo__k_logsoftmax_gather_backward", cn * V);
+        /* chunk_dx (cn, H) = dz (cn, V) lm_head (V, H): B^T = lm_head, stored (K, N) */
+        if (!mbpo__cuda_gemm(c, chunk_dx, 0, dz, 0, ldz, MBPO__CUDA_CX(lm_head), 1, NULL, cn, V, H, 0)) return 0;
+        /* dlm_head (V, H) += dz^T chunk_x: A = dz stored (K, M), B^T = chunk_x stored (K, N) */
+        if (dlm_head && !mbpo__cuda_gemm(c, dlm_head, 1, dz, 1, ldz, MBPO__CUDA_CX(chunk_x), 1, NULL, V, cn, H, 1)) return 0;
+        mbpo__k_scatter_add_rows<<<mbpo__cuda_blocks(cn * H, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, c->stream>>>(
+            MBPO__CUDA_X(dxf), MBPO__CUDA_CX(chunk_dx), rows + n0, cn, H);
+        MBPO__LAUNCHED("mbpo__k_scatter_add_rows", cn * H);
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 10. logits */
+
+/* z (n, V) fp32 = x (n, H) lm_head (V, H)^T */
+static int mbpo__cuda_logits(mbpo_backend *be, float *z, const mbpo_x *x, const mbpo_x *lm_head, int64_t n, int64_t H, int64_t V) {
+    return mbpo__cuda_gemm(MBPO__CUDA(be), z, 1, MBPO__CUDA_CX(x), 0, H, MBPO__CUDA_CX(lm_head), 0, NULL, n, H, V, 0);
+}
+
+/* ------------------------------------------------------------------ 11. attention
+
+   Written by the attention unit, not here: the lead pastes its section at the marker below.
+   The declarations let this file compile on its own (the compile check defines stubs). The
+   unit may use struct mbpo__backend_cuda (stream, workspace between ops, max_seg, and
+   attn_state for memory it allocates once; destroy cudaFrees attn_state). */
+static int mbpo__cuda_attention_forward(mbpo_backend *be, mbpo_x *out, float *lse, const mbpo_x *q, const mbpo_x *k,
+                                        const mbpo_x *v, const int64_t *cu, const int64_t *cu_host, int64_t n_seg,
+                                        int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal);
+static int mbpo__cuda_attention_backward(mbpo_backend *be, mbpo_x *dq, mbpo_x *dk, mbpo_x *dv, const mbpo_x *dout,
+                                         const mbpo_x *out, const float *lse, const mbpo_x *q, const mbpo_x *k, const mbpo_x *v,
+                                         const int64_t *cu, const int64_t *cu_host, int64_t n_seg, int64_t NH, int64_t NKV,
+                                         int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal);
+static int mbpo__cuda_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_x *q, const mbpo_x *kc, const mbpo_x *vc,
+                                       int64_t G, int64_t len, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS);
+
+/* ---- attention (from the attention unit) ---- */
+
+/* ------------------------------------------------------------------ 12. the table
+   (every entry of struct mbpo__ops, in declaration order) */
+
+static const mbpo_ops mbpo__cuda_ops = {
+    "cuda", sizeof(mbpo__cx), mbpo__cuda_create, mbpo__cuda_destroy,
+    mbpo__cuda_alloc, mbpo__cuda_release, mbpo__cuda_upload, mbpo__cuda_download, mbpo__cuda_zero, mbpo__cuda_copy,
+    mbpo__cuda_x_upload, mbpo__cuda_x_download,
+    mbpo__cuda_matmul_forward, mbpo__cuda_matmul_backward,
+    mbpo__cuda_layernorm_forward, mbpo__cuda_layernorm_backward, mbpo__cuda_rmsnorm_forward, mbpo__cuda_rmsnorm_backward,
+    mbpo__cuda_quick_gelu_forward, mbpo__cuda_quick_gelu_backward, mbpo__cuda_gelu_forward, mbpo__cuda_gelu_backward,
+    mbpo__cuda_swiglu_forward, mbpo__cuda_swiglu_backward, mbpo__cuda_add,
+    mbpo__cuda_mrope_tables, mbpo__cuda_vrope_tables, mbpo__cuda_rope_apply,
+    mbpo__cuda_attention_forward, mbpo__cuda_attention_backward, mbpo__cuda_attention_decode, mbpo__cuda_kv_append,
+    mbpo__cuda_embed_forward, mbpo__cuda_embed_backward, mbpo__cuda_head_forward, mbpo__cuda_head_backward, mbpo__cuda_logits
+};
+
+/* the file's own statement macros; the MBPO__CUDA_* constants stay */
+#undef MBPO__CUDA_X
+#undef MBPO__CUDA_CX
+#undef MBPO__CUDA
+#undef MBPO__CU
+#undef MBPO__LT
+#undef MBPO__LAUNCHED
+#undef MBPO__FOR
+#undef MBPO__EW_LAUNCH
 
 #endif /* MBPO_CUDA_CUH */

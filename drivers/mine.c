@@ -5,7 +5,7 @@
 
 int main(int argc, char **argv) {
     mbpo_mine_opts o;
-    int quiet = 0, processor = 0, rc;
+    int quiet = 0, processor = 0, device = 0, rc;
     double pgd_step, pgd_eps;   /* the flags are in 1/255 units */
     mbpo_mine_defaults(&o);
     pgd_step = o.pgd.step * 255.0;
@@ -33,6 +33,9 @@ int main(int argc, char **argv) {
               "resamples while the rejected response is empty or equals the chosen" },
             { "--seed", "S", MBPO_FLAG_UINT64, &o.seed, NULL, "run seed; each sample draws from its own stream" },
             { "--strict", NULL, MBPO_FLAG_SWITCH, &o.strict, NULL, "stop at the first bad dataset record (default: report and skip)" },
+            { "--device", "D", MBPO_FLAG_CHOICE, &device, "cpu|cuda",
+              "where the model computes: cpu (fp32, the reference) or cuda (bf16 on the GPU; needs the build of make cuda,\n"
+              "build/cuda/mbpo-*, and a GPU; without one it stops with the reason)" },
             { "--image-processor", "P", MBPO_FLAG_CHOICE, &processor, "auto|slow|fast",
               "which of transformers' image processors to match: auto (what transformers 4.57 picks for the model\n"
               "folder), slow (Pillow bicubic), fast (torchvision bicubic)" },
@@ -47,6 +50,7 @@ int main(int argc, char **argv) {
     o.log = stderr;
     o.quiet = quiet;
     o.processor = processor - 1;   /* auto, slow, fast = MBPO_PROCESSOR_AUTO, _SLOW, _FAST */
+    o.device = (mbpo_device)device;   /* cpu, cuda = MBPO_DEVICE_CPU, _CUDA */
     if (!quiet)
         fprintf(stderr, "mbpo-mine: model %s, data %s, out %s, top-k %d, %s K=%d alpha=%g/255 eps=%g/255, T=%g, seed %llu\n",
                 o.model_dir, o.data, o.out_dir, o.top_k, o.random_negatives ? "noise" : "PGD", o.pgd.iters, o.pgd.step * 255,

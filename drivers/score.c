@@ -6,7 +6,7 @@
 int main(int argc, char **argv) {
     mbpo_score_opts o;
     mbpo_score_summary sum;
-    int quiet = 0, processor = 0, rc;
+    int quiet = 0, processor = 0, device = 0, rc;
     mbpo_score_defaults(&o);
     {
         mbpo_flag flags[] = {
@@ -18,6 +18,9 @@ int main(int argc, char **argv) {
               "JSONL: one line per sample, then a summary line (written atomically)" },
             { "--max-new-tokens", "N", MBPO_FLAG_INT, &o.max_new_tokens, ">= 1", "longest greedy response" },
             { "--strict", NULL, MBPO_FLAG_SWITCH, &o.strict, NULL, "stop at the first bad dataset record (default: report and skip)" },
+            { "--device", "D", MBPO_FLAG_CHOICE, &device, "cpu|cuda",
+              "where the model computes: cpu (fp32, the reference) or cuda (bf16 on the GPU; needs the build of make cuda,\n"
+              "build/cuda/mbpo-*, and a GPU; without one it stops with the reason)" },
             { "--image-processor", "P", MBPO_FLAG_CHOICE, &processor, "auto|slow|fast",
               "which of transformers' image processors to match: auto (what transformers 4.57 picks for the model\n"
               "folder), slow (Pillow bicubic), fast (torchvision bicubic)" },
@@ -30,6 +33,7 @@ int main(int argc, char **argv) {
     o.log = stderr;
     o.quiet = quiet;
     o.processor = processor - 1;   /* auto, slow, fast = MBPO_PROCESSOR_AUTO, _SLOW, _FAST */
+    o.device = (mbpo_device)device;   /* cpu, cuda = MBPO_DEVICE_CPU, _CUDA */
     if (!mbpo_score(&o, &sum)) { fprintf(stderr, "mbpo-score: %s\n", mbpo_failure_reason()); return 1; }
     printf("score: n=%lld yesno=%lld/%lld mc=%lld/%lld open=%lld iig_mean=%.4f\n", (long long)sum.n,
            (long long)sum.yesno_correct, (long long)sum.n_yesno, (long long)sum.mc_correct, (long long)sum.n_mc,

@@ -5,7 +5,7 @@
 
 int main(int argc, char **argv) {
     mbpo_train_opts o;
-    int quiet = 0, processor = 0, mode, schedule, bf16, rc;
+    int quiet = 0, processor = 0, device = 0, mode, schedule, bf16, rc;
     mbpo_train_defaults(&o);
     mode = (int)o.mode;   /* the choice's names are in mbpo_mode's order */
     schedule = (int)o.adam.schedule;
@@ -49,6 +49,9 @@ int main(int argc, char **argv) {
             { "--save-dtype", "T", MBPO_FLAG_CHOICE, &bf16, "f32|bf16", "checkpoint weights; f32 resumes exactly, bf16 halves the size" },
             { "--seed", "S", MBPO_FLAG_UINT64, &o.seed, NULL, "run seed" },
             { "--strict", NULL, MBPO_FLAG_SWITCH, &o.strict, NULL, "stop at the first bad dataset record, with --mode sft --data" },
+            { "--device", "D", MBPO_FLAG_CHOICE, &device, "cpu|cuda",
+              "where the model computes: cpu (fp32, the reference) or cuda (bf16 on the GPU; needs the build of make cuda,\n"
+              "build/cuda/mbpo-*, and a GPU; without one it stops with the reason)" },
             { "--image-processor", "P", MBPO_FLAG_CHOICE, &processor, "auto|slow|fast",
               "which of transformers' image processors to match: auto (what transformers 4.57 picks for the model\n"
               "folder), slow (Pillow bicubic), fast (torchvision bicubic)" },
@@ -65,6 +68,7 @@ int main(int argc, char **argv) {
     o.log = stderr;
     o.quiet = quiet;
     o.processor = processor - 1;   /* auto, slow, fast = MBPO_PROCESSOR_AUTO, _SLOW, _FAST */
+    o.device = (mbpo_device)device;   /* cpu, cuda = MBPO_DEVICE_CPU, _CUDA */
     if (!mbpo_train(&o)) { fprintf(stderr, "mbpo-train: %s\n", mbpo_failure_reason()); return 1; }
     return 0;
 }

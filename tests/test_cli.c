@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test_common.h"
 
@@ -291,6 +292,7 @@ static void test_drivers_cli(void) {
         { "bench", "--tokenizer t", "mbpo-bench: --tokenizer and --text go together (see --help)\n" },
         { "train", "--model m --out o --save-total-limit -1", "mbpo-train: --save-total-limit: must be >= 0, got -1 (see --help)\n" },
         { "export", "--image-root r", "mbpo-export: --mined is required (see --help)\n" },
+        { "score", "--model m --data d --out o --device gpu", "mbpo-score: --device: 'gpu' is not one of cpu, cuda (see --help)\n" },
     };
     static const char *tools[7] = { "mine", "train", "score", "export", "synth", "demo", "bench" };
     char cmd[1024], *out, *err, want[128];
@@ -324,6 +326,30 @@ static void test_drivers_cli(void) {
     rc = t_run(cmd, &out, &err);
     CHECK(rc == 1 && err && contains(err, "no-such-model") && t_lines(err) == 1, "%s: exit %d, '%s'", cmd, rc, err ? err : "(none)");
     mbpo_free(out); mbpo_free(err);
+    /* --device cuda in a build without the CUDA table: one line that says which build has it */
+    for (i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "./build/mbpo-%s --model %s/m --data %s/d.jsonl --out %s/o --device cuda", tools[i], tmpdir(),
+                 tmpdir(), tmpdir());
+        if (i == 1) snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s/m --data %s/d.jsonl --out %s/o --device cuda", tmpdir(),
+                             tmpdir(), tmpdir());
+        rc = t_run(cmd, &out, &err);
+        CHECK(rc == 1 && err && contains(err, "--device cuda: this build has no CUDA backend") && contains(err, "make cuda") &&
+              t_lines(err) == 1, "%s: exit %d, '%s'", cmd, rc, err ? err : "(none)");
+        mbpo_free(out); mbpo_free(err);
+    }
+    /* the CUDA build (make cuda; check-nvcc builds it when nvcc is there) on a machine without a
+       GPU: --device cuda stops with the CUDA runtime's reason, and --version says what it has */
+    if (access("build/cuda/mbpo-score", X_OK) == 0 && access("/dev/nvidia0", F_OK) != 0) {
+        snprintf(cmd, sizeof cmd, "./build/cuda/mbpo-score --model demo/tiny-sft --data %s/d.jsonl --out %s/o --device cuda", tmpdir(),
+                 tmpdir());
+        rc = t_run(cmd, &out, &err);
+        CHECK(rc == 1 && err && contains(err, "mbpo-score: --device cuda: no usable GPU") && t_lines(err) == 1, "%s: exit %d, '%s'",
+              cmd, rc, err ? err : "(none)");
+        mbpo_free(out); mbpo_free(err);
+        rc = t_run("./build/cuda/mbpo-score --version", &out, &err);
+        CHECK(rc == 0 && out && contains(out, "; cuda bf16; nvcc "), "build/cuda/mbpo-score --version: '%s'", out ? out : "(none)");
+        mbpo_free(out); mbpo_free(err);
+    }
     /* the defaults --help shows are the library's */
     rc = t_run("./build/mbpo-train --help", &out, &err);
     CHECK(rc == 0 && out && contains(out, "--lr X               AdamW learning rate (X > 0, default 1e-06)\n") &&

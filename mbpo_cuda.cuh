@@ -1009,10 +1009,9 @@ static int mbpo__cuda_logits(mbpo_backend *be, float *z, const mbpo_x *x, const 
 
 /* ------------------------------------------------------------------ 11. attention
 
-   Written by the attention unit, not here: the lead pastes its section at the marker below.
-   The declarations let this file compile on its own (the compile check defines stubs). The
-   unit may use struct mbpo__backend_cuda (stream, workspace between ops, max_seg, and
-   attn_state for memory it allocates once; destroy cudaFrees attn_state). */
+   Flash-style attention over packed segments, its backward and the decode variant. It uses
+   only mbpo__cuda_stream(be) and mbpo__cuda_scratch(be, bytes) (the workspace, between its own
+   kernels) from the sections above. */
 static int mbpo__cuda_attention_forward(mbpo_backend *be, mbpo_x *out, float *lse, const mbpo_x *q, const mbpo_x *k,
                                         const mbpo_x *v, const int64_t *cu, const int64_t *cu_host, int64_t n_seg,
                                         int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal);
@@ -1023,7 +1022,634 @@ static int mbpo__cuda_attention_backward(mbpo_backend *be, mbpo_x *dq, mbpo_x *d
 static int mbpo__cuda_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_x *q, const mbpo_x *kc, const mbpo_x *vc,
                                        int64_t G, int64_t len, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS);
 
-/* ---- attention (from the attention unit) ---- */
+/* ---- attention: flash-style forward, backward and decoding (SIMT, fp32 math)
+
+   Reference: the CPU ops mbpo__attention_forward / _backward (mbpo.h, one segment at a time)
+   and mbpo__cpu_attention_decode; these kernels compute the same thing over all segments at
+   once. Never materialises an L x L score matrix: keys go through shared memory a tile at
+   a time, the softmax is online (running max m and sum l per query row, fp32) and only the
+   log-sum-exp lse = m + log l is saved for the backward, which rebuilds P = exp(s - lse).
+
+   Tiling. One block of 128 threads owns a tile of rows; every product of two tiles in
+   shared memory (Q K^T, P V, dS K, P^T dO, dS^T Q) is split as a 16 x 8 grid of threads, each
+   accumulating a micro-tile of rows ty + 16 r and columns tx + 8 c in registers (strided
+   columns: the 8 threads of a row group read 8 consecutive words, no bank conflicts;
+   the +1 row pitch keeps the row reads of a column group on distinct banks too).
+   Shared tiles are fp32 (converted once on load), zero past the segment and past HS, so
+   the head dimension is a compile-time bucket D (32, 64, 80, 128) and any HS <= D works.
+
+   Grids: x = tile of rows within the segment (from the longest segment, computed from
+   cu_host), y = segment (offsets read from the device copy cu), z = head; blocks past
+   their segment's end exit at once. Backward is deterministic without atomics: one kernel
+   owns a block of keys and loops over the query heads of its group and all query tiles in
+   a fixed order (dK, dV), another owns a block of queries and loops over key tiles (dQ);
+   D = rowsum(dO * O) is precomputed into the backend's scratch. */
+
+#define MBPO__ATTN_NT 128           /* threads per block, as a 16 x 8 grid in the products */
+#define MBPO__ATTN_FWD_BM 64        /* forward: query rows per block */
+#define MBPO__ATTN_FWD_BN 64        /* forward: keys per tile */
+#define MBPO__ATTN_DKV_BN 64        /* backward dK dV: keys per block */
+#define MBPO__ATTN_DKV_BM 32        /* backward dK dV: query rows per tile */
+#define MBPO__ATTN_DQ_BM 64         /* backward dQ: query rows per block */
+#define MBPO__ATTN_DQ_BN 32         /* backward dQ: keys per tile */
+#define MBPO__ATTN_DEC_BN 32        /* decode: cache rows per tile */
+
+static __device__ __forceinline__ float mbpo__attn_ld(const float *p) { return *p; }
+static __device__ __forceinline__ float mbpo__attn_ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+static __device__ __forceinline__ void mbpo__attn_st(float *p, float x) { *p = x; }
+static __device__ __forceinline__ void mbpo__attn_st(__nv_bfloat16 *p, float x) { *p = __float2bfloat16(x); }
+
+/* Shared tile dst (N, D + 1) fp32 from rows row0 .. row0 + N - 1 of src (stride floats per
+   row, src already at the head's first element); zero for rows >= L and columns >= HS. */
+template <int N, int D>
+static __device__ __forceinline__ void mbpo__attn_load(float *dst, const mbpo__cx *src, int64_t stride, int row0,
+                                                       int L, int HS) {
+    int idx;
+    for (idx = (int)threadIdx.x; idx < N * D; idx += MBPO__ATTN_NT) {
+        int r = idx / D, d = idx - r * D;
+        float x = 0.0f;
+        if (row0 + r < L && d < HS) x = mbpo__attn_ld(src + (int64_t)(row0 + r) * stride + d);
+        dst[r * (D + 1) + d] = x;
+    }
+}
+
+/* Forward. out (T, os) rows, lse (NH, total), q (T, qs), k v (T, kvs); this block: query
+   rows i0 .. i0 + BM - 1 of segment blockIdx.y, head blockIdx.z. */
+template <int D>
+__global__ void __launch_bounds__(MBPO__ATTN_NT)
+mbpo__attn_forward_kernel(mbpo__cx *__restrict__ out, float *__restrict__ lse, const mbpo__cx *__restrict__ q,
+                          const mbpo__cx *__restrict__ k, const mbpo__cx *__restrict__ v,
+                          const int64_t *__restrict__ cu, int HS, int group, int64_t qs, int64_t kvs, int64_t os,
+                          int64_t total, float scale, int causal) {
+    enum { BM = MBPO__ATTN_FWD_BM, BN = MBPO__ATTN_FWD_BN, DP = D + 1, SP = BN + 1,
+           MR = BM / 16, MC = BN / 8, OC = D / 8 };
+    extern __shared__ float mbpo__attn_smem[];
+    float *sq = mbpo__attn_smem;       /* (BM, DP) queries */
+    float *skv = sq + BM * DP;         /* (BN, DP) keys of the tile, then its values */
+    float *sp = skv + BN * DP;         /* (BM, SP) scores, then probabilities */
+    float *srow = sp + BM * SP;        /* (BM) rescale factor per row, at the end the sum */
+    const int tid = (int)threadIdx.x, ty = tid / 8, tx = tid % 8, h = (int)blockIdx.z;
+    const int64_t o = cu[blockIdx.y];
+    const int L = (int)(cu[blockIdx.y + 1] - o), i0 = (int)blockIdx.x * BM;
+    const int64_t kvo = (int64_t)(h / group) * HS;
+    float acc[MR][OC], m_i = -INFINITY, l_i = 0.0f;
+    int r, c, d, j, j0, jend;
+    if (i0 >= L) return;
+    jend = causal ? (L < i0 + BM ? L : i0 + BM) : L;   /* causal: later keys are masked for every row here */
+    for (r = 0; r < MR; r++)
+        for (c = 0; c < OC; c++) acc[r][c] = 0.0f;
+    mbpo__attn_load<BM, D>(sq, q + o * qs + (int64_t)h * HS, qs, i0, L, HS);
+    for (j0 = 0; j0 < jend; j0 += BN) {
+        float sacc[MR][MC];
+        int nj = jend - j0 < BN ? jend - j0 : BN;
+        __syncthreads();                                   /* Q loaded; previous P V done with skv */
+        mbpo__attn_load<BN, D>(skv, k + o * kvs + kvo, kvs, j0, L, HS);
+        __syncthreads();
+        /* S = Q K^T (BM, BN), scaled, masked to -inf */
+        for (r = 0; r < MR; r++)
+            for (c = 0; c < MC; c++) sacc[r][c] = 0.0f;
+#pragma unroll 4
+        for (d = 0; d < D; d++) {
+            float a[MR], b[MC];
+#pragma unroll
+            for (r = 0; r < MR; r++) a[r] = sq[(ty + 16 * r) * DP + d];
+#pragma unroll
+            for (c = 0; c < MC; c++) b[c] = skv[(tx + 8 * c) * DP + d];
+#pragma unroll
+            for (r = 0; r < MR; r++)
+#pragma unroll
+                for (c = 0; c < MC; c++) sacc[r][c] = fmaf(a[r], b[c], sacc[r][c]);
+        }
+#pragma unroll
+        for (r = 0; r < MR; r++)
+#pragma unroll
+            for (c = 0; c < MC; c++) {
+                int i = i0 + ty + 16 * r, jj = j0 + tx + 8 * c;
+                int ok = jj < L && (!causal || jj <= i);
+                sp[(ty + 16 * r) * SP + tx + 8 * c] = ok ? sacc[r][c] * scale : -INFINITY;
+            }
+        __syncthreads();
+        mbpo__attn_load<BN, D>(skv, v + o * kvs + kvo, kvs, j0, L, HS);
+        if (tid < BM) {
+            /* online softmax of row tid: new max, rescale of what was summed so far. A row
+               with nothing unmasked yet keeps m = -inf; subtract 0 then, so no inf - inf. */
+            float *pr = sp + tid * SP, mx = m_i, mu, sum = 0.0f;
+            for (j = 0; j < BN; j++) mx = fmaxf(mx, pr[j]);
+            mu = mx == -INFINITY ? 0.0f : mx;
+            for (j = 0; j < BN; j++) { float p = expf(pr[j] - mu); pr[j] = p; sum += p; }
+            srow[tid] = expf(m_i - mu);
+            l_i = l_i * srow[tid] + sum;
+            m_i = mx;
+        }
+        __syncthreads();
+        /* O = alpha O + P V (BM, D) */
+#pragma unroll
+        for (r = 0; r < MR; r++) {
+            float al = srow[ty + 16 * r];
+#pragma unroll
+            for (c = 0; c < OC; c++) acc[r][c] *= al;
+        }
+        for (j = 0; j < nj; j++) {
+            float p[MR], b[OC];
+#pragma unroll
+            for (r = 0; r < MR; r++) p[r] = sp[(ty + 16 * r) * SP + j];
+#pragma unroll
+            for (c = 0; c < OC; c++) b[c] = skv[j * DP + tx + 8 * c];
+#pragma unroll
+            for (r = 0; r < MR; r++)
+#pragma unroll
+                for (c = 0; c < OC; c++) acc[r][c] = fmaf(p[r], b[c], acc[r][c]);
+        }
+    }
+    __syncthreads();
+    if (tid < BM) {
+        srow[tid] = l_i;
+        if (i0 + tid < L) lse[(int64_t)h * total + o + i0 + tid] = m_i + logf(l_i);
+    }
+    __syncthreads();
+    for (r = 0; r < MR; r++) {
+        int row = ty + 16 * r;
+        if (i0 + row < L) {
+            mbpo__cx *orow = out + (o + i0 + row) * os + (int64_t)h * HS;
+            float inv = 1.0f / srow[row];
+            for (c = 0; c < OC; c++)
+                if (tx + 8 * c < HS) mbpo__attn_st(orow + tx + 8 * c, acc[r][c] * inv);
+        }
+    }
+}
+
+/* Backward, step 1: dd (NH, total) = rowsum(dO * O) per row and head, one thread each. */
+__global__ void __launch_bounds__(256)
+mbpo__attn_rowdot_kernel(float *__restrict__ dd, const mbpo__cx *__restrict__ dout, const mbpo__cx *__restrict__ out,
+                         int64_t total, int NH, int HS, int64_t os) {
+    int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, i = idx / NH;
+    int h = (int)(idx - i * NH), d;
+    const mbpo__cx *a, *b;
+    float s = 0.0f;
+    if (i >= total) return;
+    a = dout + i * os + (int64_t)h * HS;
+    b = out + i * os + (int64_t)h * HS;
+    for (d = 0; d < HS; d++) s = fmaf(mbpo__attn_ld(a + d), mbpo__attn_ld(b + d), s);
+    dd[(int64_t)h * total + i] = s;
+}
+
+/* Backward, step 2: dK, dV (written) for keys j0 .. j0 + BN - 1 of segment blockIdx.y, kv
+   head blockIdx.z, summed over the group's query heads and every query row in fixed order:
+   dV = P^T dO, dK = scale dS^T Q, with P = exp(s - lse), dS = P (dO V^T - dd). */
+template <int D>
+__global__ void __launch_bounds__(MBPO__ATTN_NT)
+mbpo__attn_dkv_kernel(mbpo__cx *__restrict__ dk, mbpo__cx *__restrict__ dv, const mbpo__cx *__restrict__ dout,
+                      const float *__restrict__ lse, const float *__restrict__ dd, const mbpo__cx *__restrict__ q,
+                      const mbpo__cx *__restrict__ k, const mbpo__cx *__restrict__ v,
+                      const int64_t *__restrict__ cu, int HS, int group, int64_t qs, int64_t kvs, int64_t os,
+                      int64_t total, float scale, int causal) {
+    enum { BN = MBPO__ATTN_DKV_BN, BM = MBPO__ATTN_DKV_BM, DP = D + 1, SP = BN + 1,
+           MR = BM / 16, MC = BN / 8, KR = BN / 16, OC = D / 8 };
+    extern __shared__ float mbpo__attn_smem[];
+    float *sk = mbpo__attn_smem;       /* (BN, DP) keys of the block */
+    float *sv = sk + BN * DP;          /* (BN, DP) their values */
+    float *sq = sv + BN * DP;          /* (BM, DP) queries of the tile */
+    float *sdo = sq + BM * DP;         /* (BM, DP) their output gradients */
+    float *sp = sdo + BM * DP;         /* (BM, SP) probabilities */
+    float *sds = sp + BM * SP;         /* (BM, SP) score gradients */
+    float *slse = sds + BM * SP;       /* (BM) */
+    float *sdd = slse + BM;            /* (BM) */
+    const int tid = (int)threadIdx.x, ty = tid / 8, tx = tid % 8, kvh = (int)blockIdx.z;
+    const int64_t o = cu[blockIdx.y];
+    const int L = (int)(cu[blockIdx.y + 1] - o), j0 = (int)blockIdx.x * BN;
+    float dka[KR][OC], dva[KR][OC];
+    int r, c, d, hh, i0;
+    if (j0 >= L) return;
+    for (r = 0; r < KR; r++)
+        for (c = 0; c < OC; c++) { dka[r][c] = 0.0f; dva[r][c] = 0.0f; }
+    mbpo__attn_load<BN, D>(sk, k + o * kvs + (int64_t)kvh * HS, kvs, j0, L, HS);
+    mbpo__attn_load<BN, D>(sv, v + o * kvs + (int64_t)kvh * HS, kvs, j0, L, HS);
+    for (hh = 0; hh < group; hh++) {
+        const int h = kvh * group + hh;
+        /* causal: query rows before j0 see none of these keys */
+        for (i0 = causal ? j0 / BM * BM : 0; i0 < L; i0 += BM) {
+            float sacc[MR][MC], pacc[MR][MC];
+            int ni = L - i0 < BM ? L - i0 : BM, qr;
+            __syncthreads();                               /* previous tile's products done */
+            mbpo__attn_load<BM, D>(sq, q + o * qs + (int64_t)h * HS, qs, i0, L, HS);
+            mbpo__attn_load<BM, D>(sdo, dout + o * os + (int64_t)h * HS, os, i0, L, HS);
+            if (tid < BM) {
+                int64_t at = (int64_t)h * total + o + i0 + tid;
+                slse[tid] = i0 + tid < L ? lse[at] : 0.0f;
+                sdd[tid] = i0 + tid < L ? dd[at] : 0.0f;
+            }
+            __syncthreads();
+            /* S = Q K^T and dP = dO V^T (BM, BN) */
+            for (r = 0; r < MR; r++)
+                for (c = 0; c < MC; c++) { sacc[r][c] = 0.0f; pacc[r][c] = 0.0f; }
+#pragma unroll 2
+            for (d = 0; d < D; d++) {
+                float a[MR], g[MR], b[MC], w[MC];
+#pragma unroll
+                for (r = 0; r < MR; r++) { a[r] = sq[(ty + 16 * r) * DP + d]; g[r] = sdo[(ty + 16 * r) * DP + d]; }
+#pragma unroll
+                for (c = 0; c < MC; c++) { b[c] = sk[(tx + 8 * c) * DP + d]; w[c] = sv[(tx + 8 * c) * DP + d]; }
+#pragma unroll
+                for (r = 0; r < MR; r++)
+#pragma unroll
+                    for (c = 0; c < MC; c++) {
+                        sacc[r][c] = fmaf(a[r], b[c], sacc[r][c]);
+                        pacc[r][c] = fmaf(g[r], w[c], pacc[r][c]);
+                    }
+            }
+#pragma unroll
+            for (r = 0; r < MR; r++)
+#pragma unroll
+                for (c = 0; c < MC; c++) {
+                    int row = ty + 16 * r, col = tx + 8 * c, i = i0 + row, jj = j0 + col;
+                    int ok = i < L && jj < L && (!causal || jj <= i);
+                    float p = ok ? expf(sacc[r][c] * scale - slse[row]) : 0.0f;
+                    sp[row * SP + col] = p;
+                    sds[row * SP + col] = p * (pacc[r][c] - sdd[row]);
+                }
+            __syncthreads();
+            /* dV += P^T dO, dK += dS^T Q (BN, D) */
+            for (qr = 0; qr < ni; qr++) {
+                float pk[KR], sk2[KR], g[OC], a[OC];
+#pragma unroll
+                for (r = 0; r < KR; r++) { pk[r] = sp[qr * SP + ty + 16 * r]; sk2[r] = sds[qr * SP + ty + 16 * r]; }
+#pragma unroll
+                for (c = 0; c < OC; c++) { g[c] = sdo[qr * DP + tx + 8 * c]; a[c] = sq[qr * DP + tx + 8 * c]; }
+#pragma unroll
+                for (r = 0; r < KR; r++)
+#pragma unroll
+                    for (c = 0; c < OC; c++) {
+                        dva[r][c] = fmaf(pk[r], g[c], dva[r][c]);
+                        dka[r][c] = fmaf(sk2[r], a[c], dka[r][c]);
+                    }
+            }
+        }
+    }
+    for (r = 0; r < KR; r++) {
+        int row = ty + 16 * r;
+        if (j0 + row < L) {
+            mbpo__cx *dkr = dk + (o + j0 + row) * kvs + (int64_t)kvh * HS;
+            mbpo__cx *dvr = dv + (o + j0 + row) * kvs + (int64_t)kvh * HS;
+            for (c = 0; c < OC; c++)
+                if (tx + 8 * c < HS) {
+                    mbpo__attn_st(dkr + tx + 8 * c, dka[r][c] * scale);
+                    mbpo__attn_st(dvr + tx + 8 * c, dva[r][c]);
+                }
+        }
+    }
+}
+
+/* Backward, step 3: dQ (written) = scale dS K for query rows i0 .. i0 + BM - 1 of segment
+   blockIdx.y, head blockIdx.z, over the key tiles in order. */
+template <int D>
+__global__ void __launch_bounds__(MBPO__ATTN_NT)
+mbpo__attn_dq_kernel(mbpo__cx *__restrict__ dq, const mbpo__cx *__restrict__ dout, const float *__restrict__ lse,
+                     const float *__restrict__ dd, const mbpo__cx *__restrict__ q, const mbpo__cx *__restrict__ k,
+                     const mbpo__cx *__restrict__ v, const int64_t *__restrict__ cu, int HS, int group, int64_t qs,
+                     int64_t kvs, int64_t os, int64_t total, float scale, int causal) {
+    enum { BM = MBPO__ATTN_DQ_BM, BN = MBPO__ATTN_DQ_BN, DP = D + 1, SP = BN + 1,
+           MR = BM / 16, MC = BN / 8, OC = D / 8 };
+    extern __shared__ float mbpo__attn_smem[];
+    float *sq = mbpo__attn_smem;       /* (BM, DP) queries of the block */
+    float *sdo = sq + BM * DP;         /* (BM, DP) their output gradients */
+    float *sk = sdo + BM * DP;         /* (BN, DP) keys of the tile */
+    float *sv = sk + BN * DP;          /* (BN, DP) their values */
+    float *sds = sv + BN * DP;         /* (BM, SP) score gradients */
+    float *slse = sds + BM * SP;       /* (BM) */
+    float *sdd = slse + BM;            /* (BM) */
+    const int tid = (int)threadIdx.x, ty = tid / 8, tx = tid % 8, h = (int)blockIdx.z;
+    const int64_t o = cu[blockIdx.y];
+    const int L = (int)(cu[blockIdx.y + 1] - o), i0 = (int)blockIdx.x * BM;
+    const int64_t kvo = (int64_t)(h / group) * HS;
+    float dqa[MR][OC];
+    int r, c, d, j, j0, jend;
+    if (i0 >= L) return;
+    jend = causal ? (L < i0 + BM ? L : i0 + BM) : L;
+    for (r = 0; r < MR; r++)
+        for (c = 0; c < OC; c++) dqa[r][c] = 0.0f;
+    mbpo__attn_load<BM, D>(sq, q + o * qs + (int64_t)h * HS, qs, i0, L, HS);
+    mbpo__attn_load<BM, D>(sdo, dout + o * os + (int64_t)h * HS, os, i0, L, HS);
+    if (tid < BM) {
+        int64_t at = (int64_t)h * total + o + i0 + tid;
+        slse[tid] = i0 + tid < L ? lse[at] : 0.0f;
+        sdd[tid] = i0 + tid < L ? dd[at] : 0.0f;
+    }
+    for (j0 = 0; j0 < jend; j0 += BN) {
+        float sacc[MR][MC], pacc[MR][MC];
+        int nj = jend - j0 < BN ? jend - j0 : BN;
+        __syncthreads();                                   /* Q, dO loaded; previous dS K done */
+        mbpo__attn_load<BN, D>(sk, k + o * kvs + kvo, kvs, j0, L, HS);
+        mbpo__attn_load<BN, D>(sv, v + o * kvs + kvo, kvs, j0, L, HS);
+        __syncthreads();
+        for (r = 0; r < MR; r++)
+            for (c = 0; c < MC; c++) { sacc[r][c] = 0.0f; pacc[r][c] = 0.0f; }
+#pragma unroll 2
+        for (d = 0; d < D; d++) {
+            float a[MR], g[MR], b[MC], w[MC];
+#pragma unroll
+            for (r = 0; r < MR; r++) { a[r] = sq[(ty + 16 * r) * DP + d]; g[r] = sdo[(ty + 16 * r) * DP + d]; }
+#pragma unroll
+            for (c = 0; c < MC; c++) { b[c] = sk[(tx + 8 * c) * DP + d]; w[c] = sv[(tx + 8 * c) * DP + d]; }
+#pragma unroll
+            for (r = 0; r < MR; r++)
+#pragma unroll
+                for (c = 0; c < MC; c++) {
+                    sacc[r][c] = fmaf(a[r], b[c], sacc[r][c]);
+                    pacc[r][c] = fmaf(g[r], w[c], pacc[r][c]);
+                }
+        }
+#pragma unroll
+        for (r = 0; r < MR; r++)
+#pragma unroll
+            for (c = 0; c < MC; c++) {
+                int row = ty + 16 * r, col = tx + 8 * c, i = i0 + row, jj = j0 + col;
+                int ok = i < L && jj < L && (!causal || jj <= i);
+                float p = ok ? expf(sacc[r][c] * scale - slse[row]) : 0.0f;
+                sds[row * SP + col] = p * (pacc[r][c] - sdd[row]);
+            }
+        __syncthreads();
+        /* dQ += dS K (BM, D) */
+        for (j = 0; j < nj; j++) {
+            float s2[MR], b[OC];
+#pragma unroll
+            for (r = 0; r < MR; r++) s2[r] = sds[(ty + 16 * r) * SP + j];
+#pragma unroll
+            for (c = 0; c < OC; c++) b[c] = sk[j * DP + tx + 8 * c];
+#pragma unroll
+            for (r = 0; r < MR; r++)
+#pragma unroll
+                for (c = 0; c < OC; c++) dqa[r][c] = fmaf(s2[r], b[c], dqa[r][c]);
+        }
+    }
+    for (r = 0; r < MR; r++) {
+        int row = ty + 16 * r;
+        if (i0 + row < L) {
+            mbpo__cx *dqr = dq + (o + i0 + row) * qs + (int64_t)h * HS;
+            for (c = 0; c < OC; c++)
+                if (tx + 8 * c < HS) mbpo__attn_st(dqr + tx + 8 * c, dqa[r][c] * scale);
+        }
+    }
+}
+
+/* Decode: out (G, NH*HS) row g, head blockIdx.x, from q (G, NH*HS) over cache rows
+   0 .. len-1 of kc, vc (G, max_len, KD), blockIdx.y = g. Cache rows go through shared
+   memory BN at a time; each warp dots a quarter of the head dim for all BN rows; thread
+   d < D owns output column d. */
+template <int D>
+__global__ void __launch_bounds__(MBPO__ATTN_NT)
+mbpo__attn_decode_kernel(mbpo__cx *__restrict__ out, const mbpo__cx *__restrict__ q, const mbpo__cx *__restrict__ kc,
+                         const mbpo__cx *__restrict__ vc, int len, int64_t max_len, int NH, int HS, int group,
+                         int64_t KD, float scale) {
+    enum { BN = MBPO__ATTN_DEC_BN, DP = D + 1, DQ = D / 4 };
+    extern __shared__ float mbpo__attn_smem[];
+    float *sq = mbpo__attn_smem;       /* (D) the query */
+    float *sk = sq + D;                /* (BN, DP) cache keys of the tile */
+    float *sv = sk + BN * DP;          /* (BN, DP) their values */
+    float *spart = sv + BN * DP;       /* (4, BN) partial dots */
+    float *ss = spart + 4 * BN;        /* (BN) scores */
+    float *sp = ss + BN;               /* (BN) probabilities */
+    const int tid = (int)threadIdx.x, h = (int)blockIdx.x, g = (int)blockIdx.y;
+    const int part = tid / 32, jj = tid % 32;
+    const mbpo__cx *kb = kc + (int64_t)g * max_len * KD + (int64_t)(h / group) * HS;
+    const mbpo__cx *vb = vc + (int64_t)g * max_len * KD + (int64_t)(h / group) * HS;
+    float acc = 0.0f, m = -INFINITY, l = 0.0f;
+    int j, j0, d;
+    if (tid < D) sq[tid] = tid < HS ? mbpo__attn_ld(q + ((int64_t)g * NH + h) * HS + tid) : 0.0f;
+    for (j0 = 0; j0 < len; j0 += BN) {
+        float part_sum = 0.0f, mx, mu, alpha, sum = 0.0f;
+        __syncthreads();                                   /* q loaded; previous tile done */
+        mbpo__attn_load<BN, D>(sk, kb, KD, j0, len, HS);
+        mbpo__attn_load<BN, D>(sv, vb, KD, j0, len, HS);
+        __syncthreads();
+        for (d = part * DQ; d < (part + 1) * DQ; d++) part_sum = fmaf(sq[d], sk[jj * DP + d], part_sum);
+        spart[part * BN + jj] = part_sum;
+        __syncthreads();
+        if (tid < BN) {
+            float s = ((spart[tid] + spart[BN + tid]) + (spart[2 * BN + tid] + spart[3 * BN + tid])) * scale;
+            ss[tid] = j0 + tid < len ? s : -INFINITY;
+        }
+        __syncthreads();
+        mx = m;
+        for (j = 0; j < BN; j++) mx = fmaxf(mx, ss[j]);
+        mu = mx == -INFINITY ? 0.0f : mx;
+        alpha = expf(m - mu);
+        if (tid < BN) sp[tid] = expf(ss[tid] - mu);
+        __syncthreads();
+        for (j = 0; j < BN; j++) sum += sp[j];        /* every thread, same order: same l */
+        l = l * alpha + sum;
+        m = mx;
+        if (tid < D) {
+            float a = acc * alpha;
+            for (j = 0; j < BN; j++) a = fmaf(sp[j], sv[j * DP + tid], a);
+            acc = a;
+        }
+    }
+    /* len 0 attends to nothing: write 0 (the CPU op would divide 0 by 0) */
+    if (tid < HS) mbpo__attn_st(out + ((int64_t)g * NH + h) * HS + tid, l > 0.0f ? acc / l : 0.0f);
+}
+
+/* ---- host side */
+
+/* The head-dim bucket a kernel is compiled for: the smallest of 32, 64, 80, 128 >= HS. */
+static int mbpo__attn_bucket(int64_t HS) { return HS <= 32 ? 32 : HS <= 64 ? 64 : HS <= 80 ? 80 : 128; }
+
+static size_t mbpo__attn_fwd_smem(int D) {
+    return sizeof(float) * ((size_t)(MBPO__ATTN_FWD_BM + MBPO__ATTN_FWD_BN) * (D + 1) +
+                            (size_t)MBPO__ATTN_FWD_BM * (MBPO__ATTN_FWD_BN + 1) + MBPO__ATTN_FWD_BM);
+}
+static size_t mbpo__attn_dkv_smem(int D) {
+    return sizeof(float) * ((size_t)(2 * MBPO__ATTN_DKV_BN + 2 * MBPO__ATTN_DKV_BM) * (D + 1) +
+                            (size_t)2 * MBPO__ATTN_DKV_BM * (MBPO__ATTN_DKV_BN + 1) + 2 * MBPO__ATTN_DKV_BM);
+}
+static size_t mbpo__attn_dq_smem(int D) {
+    return sizeof(float) * ((size_t)(2 * MBPO__ATTN_DQ_BM + 2 * MBPO__ATTN_DQ_BN) * (D + 1) +
+                            (size_t)MBPO__ATTN_DQ_BM * (MBPO__ATTN_DQ_BN + 1) + 2 * MBPO__ATTN_DQ_BM);
+}
+static size_t mbpo__attn_dec_smem(int D) {
+    return sizeof(float) * ((size_t)D + (size_t)2 * MBPO__ATTN_DEC_BN * (D + 1) + 6 * MBPO__ATTN_DEC_BN);
+}
+
+/* Shapes every attention op needs; on failure the reason names the op. Sets the longest
+   segment (rows). */
+static int mbpo__attn_check(const char *op, const int64_t *cu_host, int64_t n_seg, int64_t NH, int64_t NKV,
+                            int64_t HS, int64_t *max_len) {
+    int64_t s;
+    if (NH < 1 || NKV < 1 || NH % NKV != 0 || NH > 65535)
+        return mbpo__fail("%s: %lld heads over %lld kv heads (need NKV | NH, NH <= 65535)", op, (long long)NH,
+                          (long long)NKV);
+    if (HS < 1 || HS > 128) return mbpo__fail("%s: head size %lld not in 1..128", op, (long long)HS);
+    if (n_seg < 0 || n_seg > 65535) return mbpo__fail("%s: %lld segments (at most 65535)", op, (long long)n_seg);
+    *max_len = 0;
+    for (s = 0; s < n_seg; s++) {
+        int64_t L = cu_host[s + 1] - cu_host[s];
+        if (L < 0 || L > ((int64_t)1 << 30))
+            return mbpo__fail("%s: segment %lld has %lld rows", op, (long long)s, (long long)L);
+        if (L > *max_len) *max_len = L;
+    }
+    return 1;
+}
+
+template <int D>
+static cudaError_t mbpo__attn_forward_launch(dim3 grid, cudaStream_t st, mbpo__cx *out, float *lse, const mbpo__cx *q,
+                                             const mbpo__cx *k, const mbpo__cx *v, const int64_t *cu, int HS,
+                                             int group, int64_t qs, int64_t kvs, int64_t os, int64_t total,
+                                             float scale, int causal) {
+    size_t smem = mbpo__attn_fwd_smem(D);
+    cudaError_t e = cudaFuncSetAttribute(mbpo__attn_forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess) return e;
+    mbpo__attn_forward_kernel<D><<<grid, MBPO__ATTN_NT, smem, st>>>(out, lse, q, k, v, cu, HS, group, qs, kvs, os,
+                                                                    total, scale, causal);
+    return cudaGetLastError();
+}
+
+/* out (T, os), lse (NH, total) = attention of q over k, v per segment; see the CPU op */
+static int mbpo__cuda_attention_forward(mbpo_backend *be, mbpo_x *out, float *lse, const mbpo_x *q, const mbpo_x *k,
+                                        const mbpo_x *v, const int64_t *cu, const int64_t *cu_host, int64_t n_seg,
+                                        int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs, int64_t os,
+                                        int causal) {
+    int64_t max_len = 0, total = 0;
+    int D, group;
+    float scale = 1.0f / sqrtf((float)HS);
+    cudaError_t e;
+    dim3 grid;
+    if (!mbpo__attn_check("attention_forward", cu_host, n_seg, NH, NKV, HS, &max_len)) return 0;
+    if (max_len == 0) return 1;
+    total = cu_host[n_seg]; D = mbpo__attn_bucket(HS); group = (int)(NH / NKV);
+    grid = dim3((unsigned)((max_len + MBPO__ATTN_FWD_BM - 1) / MBPO__ATTN_FWD_BM), (unsigned)n_seg, (unsigned)NH);
+    {
+        mbpo__cx *o_ = (mbpo__cx *)out;
+        const mbpo__cx *q_ = (const mbpo__cx *)q, *k_ = (const mbpo__cx *)k, *v_ = (const mbpo__cx *)v;
+        int hs = (int)HS;
+        e = D == 32 ? mbpo__attn_forward_launch<32>(grid, mbpo__cuda_stream(be), o_, lse, q_, k_, v_, cu, hs, group, qs, kvs, os, total, scale, causal)
+          : D == 64 ? mbpo__attn_forward_launch<64>(grid, mbpo__cuda_stream(be), o_, lse, q_, k_, v_, cu, hs, group, qs, kvs, os, total, scale, causal)
+          : D == 80 ? mbpo__attn_forward_launch<80>(grid, mbpo__cuda_stream(be), o_, lse, q_, k_, v_, cu, hs, group, qs, kvs, os, total, scale, causal)
+                    : mbpo__attn_forward_launch<128>(grid, mbpo__cuda_stream(be), o_, lse, q_, k_, v_, cu, hs, group, qs, kvs, os, total, scale, causal);
+    }
+    if (e != cudaSuccess)
+        return mbpo__fail("attention_forward: %s (NH %lld, NKV %lld, HS %lld, rows %lld, longest segment %lld, %zu bytes shared)",
+                          cudaGetErrorString(e), (long long)NH, (long long)NKV, (long long)HS, (long long)total,
+                          (long long)max_len, mbpo__attn_fwd_smem(D));
+    return 1;
+}
+
+template <int D>
+static cudaError_t mbpo__attn_backward_launch(int64_t max_len, int64_t n_seg, int64_t NH, int64_t NKV, cudaStream_t st,
+                                              mbpo__cx *dq, mbpo__cx *dk, mbpo__cx *dv, const mbpo__cx *dout,
+                                              const float *lse, const float *dd, const mbpo__cx *q, const mbpo__cx *k,
+                                              const mbpo__cx *v, const int64_t *cu, int HS, int group, int64_t qs,
+                                              int64_t kvs, int64_t os, int64_t total, float scale, int causal) {
+    size_t smem_kv = mbpo__attn_dkv_smem(D), smem_q = mbpo__attn_dq_smem(D);
+    dim3 grid_kv((unsigned)((max_len + MBPO__ATTN_DKV_BN - 1) / MBPO__ATTN_DKV_BN), (unsigned)n_seg, (unsigned)NKV);
+    dim3 grid_q((unsigned)((max_len + MBPO__ATTN_DQ_BM - 1) / MBPO__ATTN_DQ_BM), (unsigned)n_seg, (unsigned)NH);
+    cudaError_t e = cudaFuncSetAttribute(mbpo__attn_dkv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem_kv);
+    if (e != cudaSuccess) return e;
+    e = cudaFuncSetAttribute(mbpo__attn_dq_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q);
+    if (e != cudaSuccess) return e;
+    mbpo__attn_dkv_kernel<D><<<grid_kv, MBPO__ATTN_NT, smem_kv, st>>>(dk, dv, dout, lse, dd, q, k, v, cu, HS, group,
+                                                                      qs, kvs, os, total, scale, causal);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    mbpo__attn_dq_kernel<D><<<grid_q, MBPO__ATTN_NT, smem_q, st>>>(dq, dout, lse, dd, q, k, v, cu, HS, group, qs, kvs,
+                                                                   os, total, scale, causal);
+    return cudaGetLastError();
+}
+
+/* dq (T, qs), dk, dv (T, kvs) written from dout, out (T, os) and the saved lse; see the CPU op */
+static int mbpo__cuda_attention_backward(mbpo_backend *be, mbpo_x *dq, mbpo_x *dk, mbpo_x *dv, const mbpo_x *dout,
+                                         const mbpo_x *out, const float *lse, const mbpo_x *q, const mbpo_x *k,
+                                         const mbpo_x *v, const int64_t *cu, const int64_t *cu_host, int64_t n_seg,
+                                         int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs, int64_t os,
+                                         int causal) {
+    int64_t max_len = 0, total = 0;
+    int D, group;
+    float scale = 1.0f / sqrtf((float)HS), *dd;
+    size_t dd_bytes;
+    cudaError_t e;
+    cudaStream_t st = mbpo__cuda_stream(be);
+    if (!mbpo__attn_check("attention_backward", cu_host, n_seg, NH, NKV, HS, &max_len)) return 0;
+    if (max_len == 0) return 1;
+    total = cu_host[n_seg]; D = mbpo__attn_bucket(HS); group = (int)(NH / NKV);
+    dd_bytes = (size_t)NH * (size_t)total * sizeof(float);
+    dd = mbpo__cuda_scratch(be, dd_bytes);
+    if (!dd)
+        return mbpo__fail("attention_backward: the backend scratch is smaller than the %zu bytes of rowsum(dO*O) "
+                          "(NH %lld, rows %lld)", dd_bytes, (long long)NH, (long long)total);
+    {
+        int64_t n = NH * total;
+        mbpo__attn_rowdot_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(dd, (const mbpo__cx *)dout,
+                                                                               (const mbpo__cx *)out, total, (int)NH,
+                                                                               (int)HS, os);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) {
+        mbpo__cx *dq_ = (mbpo__cx *)dq, *dk_ = (mbpo__cx *)dk, *dv_ = (mbpo__cx *)dv;
+        const mbpo__cx *do_ = (const mbpo__cx *)dout, *q_ = (const mbpo__cx *)q, *k_ = (const mbpo__cx *)k;
+        const mbpo__cx *v_ = (const mbpo__cx *)v;
+        int hs = (int)HS;
+        e = D == 32 ? mbpo__attn_backward_launch<32>(max_len, n_seg, NH, NKV, st, dq_, dk_, dv_, do_, lse, dd, q_, k_, v_, cu, hs, group,
+                                                       qs, kvs, os, total, scale, causal)
+          : D == 64 ? mbpo__attn_backward_launch<64>(max_len, n_seg, NH, NKV, st, dq_, dk_, dv_, do_, lse, dd, q_, k_, v_, cu, hs, group,
+                                                       qs, kvs, os, total, scale, causal)
+          : D == 80 ? mbpo__attn_backward_launch<80>(max_len, n_seg, NH, NKV, st, dq_, dk_, dv_, do_, lse, dd, q_, k_, v_, cu, hs, group,
+                                                       qs, kvs, os, total, scale, causal)
+                    : mbpo__attn_backward_launch<128>(max_len, n_seg, NH, NKV, st, dq_, dk_, dv_, do_, lse, dd, q_, k_, v_, cu, hs, group,
+                                                       qs, kvs, os, total, scale, causal);
+    }
+    if (e != cudaSuccess)
+        return mbpo__fail("attention_backward: %s (NH %lld, NKV %lld, HS %lld, rows %lld, longest segment %lld, "
+                          "%zu + %zu bytes shared)", cudaGetErrorString(e), (long long)NH, (long long)NKV,
+                          (long long)HS, (long long)total, (long long)max_len, mbpo__attn_dkv_smem(D),
+                          mbpo__attn_dq_smem(D));
+    return 1;
+}
+
+template <int D>
+static cudaError_t mbpo__attn_decode_launch(dim3 grid, cudaStream_t st, mbpo__cx *out, const mbpo__cx *q,
+                                            const mbpo__cx *kc, const mbpo__cx *vc, int len, int64_t max_len, int NH,
+                                            int HS, int group, int64_t KD, float scale) {
+    size_t smem = mbpo__attn_dec_smem(D);
+    cudaError_t e = cudaFuncSetAttribute(mbpo__attn_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess) return e;
+    mbpo__attn_decode_kernel<D><<<grid, MBPO__ATTN_NT, smem, st>>>(out, q, kc, vc, len, max_len, NH, HS, group, KD,
+                                                                   scale);
+    return cudaGetLastError();
+}
+
+/* out (G, NH*HS) from q (G, NH*HS) over rows 0..len-1 of kc, vc (G, max_len, NKV*HS) */
+static int mbpo__cuda_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_x *q, const mbpo_x *kc,
+                                       const mbpo_x *vc, int64_t G, int64_t len, int64_t max_len, int64_t NH,
+                                       int64_t NKV, int64_t HS) {
+    int D, group;
+    float scale = 1.0f / sqrtf((float)HS);
+    cudaError_t e;
+    dim3 grid;
+    if (NH < 1 || NKV < 1 || NH % NKV != 0 || NH > 65535 || HS < 1 || HS > 128 || G < 0 || G > 65535 || len < 0 ||
+        len > max_len || max_len > ((int64_t)1 << 30))
+        return mbpo__fail("attention_decode: unsupported shape (G %lld, len %lld of %lld, NH %lld, NKV %lld, HS %lld)",
+                          (long long)G, (long long)len, (long long)max_len, (long long)NH, (long long)NKV,
+                          (long long)HS);
+    if (G == 0) return 1;
+    D = mbpo__attn_bucket(HS); group = (int)(NH / NKV);
+    grid = dim3((unsigned)NH, (unsigned)G, 1);
+    {
+        mbpo__cx *o_ = (mbpo__cx *)out;
+        const mbpo__cx *q_ = (const mbpo__cx *)q, *k_ = (const mbpo__cx *)kc, *v_ = (const mbpo__cx *)vc;
+        int n = (int)len, nh = (int)NH, hs = (int)HS;
+        int64_t KD = NKV * HS;
+        e = D == 32 ? mbpo__attn_decode_launch<32>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, n, max_len, nh, hs, group, KD, scale)
+          : D == 64 ? mbpo__attn_decode_launch<64>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, n, max_len, nh, hs, group, KD, scale)
+          : D == 80 ? mbpo__attn_decode_launch<80>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, n, max_len, nh, hs, group, KD, scale)
+                    : mbpo__attn_decode_launch<128>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, n, max_len, nh, hs, group, KD, scale);
+    }
+    if (e != cudaSuccess)
+        return mbpo__fail("attention_decode: %s (G %lld, len %lld, NH %lld, NKV %lld, HS %lld)", cudaGetErrorString(e),
+                          (long long)G, (long long)len, (long long)NH, (long long)NKV, (long long)HS);
+    return 1;
+}
+
 
 /* ------------------------------------------------------------------ 12. the table
    (every entry of struct mbpo__ops, in declaration order) */

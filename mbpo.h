@@ -6215,6 +6215,11 @@ static int mbpo__cpu_rope_apply(mbpo_backend *be, mbpo_x *x, const float *cosv, 
                                 int64_t HS, int64_t stride, float sign) {
     (void)be; mbpo__rope_apply(MBPO__F(x), cosv, sinv, N, nh, HS, stride, sign); return 1;
 }
+/* The attention scratch holds rows of the longest segment the plan allows. */
+static int mbpo__cpu_seg_fits(mbpo_backend *be, int64_t L) {
+    if (L <= MBPO__CPU(be)->max_seg) return 1;
+    return mbpo__fail("attention: a segment of %lld rows exceeds the plan's %lld", (long long)L, (long long)MBPO__CPU(be)->max_seg);
+}
 static int mbpo__cpu_attention_forward(mbpo_backend *be, mbpo_x *out, float *lse, const mbpo_x *q, const mbpo_x *k,
                                        const mbpo_x *v, const int64_t *cu, const int64_t *cu_host, int64_t n_seg,
                                        int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal) {
@@ -6222,7 +6227,7 @@ static int mbpo__cpu_attention_forward(mbpo_backend *be, mbpo_x *out, float *lse
     (void)cu;
     for (s = 0; s < n_seg; s++) {
         int64_t o = cu_host[s], L = cu_host[s + 1] - o;
-        if (L > MBPO__CPU(be)->max_seg) return mbpo__fail("attention: a segment of %lld rows exceeds the plan's %lld", (long long)L, (long long)MBPO__CPU(be)->max_seg);
+        if (!mbpo__cpu_seg_fits(be, L)) return 0;
         mbpo__attention_forward(MBPO__F(out) + o * os, lse + o, MBPO__CF(q) + o * qs, MBPO__CF(k) + o * kvs,
                                 MBPO__CF(v) + o * kvs, L, NH, NKV, HS, qs, kvs, os, total, causal, MBPO__CPU(be)->scratch);
     }
@@ -6236,7 +6241,7 @@ static int mbpo__cpu_attention_backward(mbpo_backend *be, mbpo_x *dq, mbpo_x *dk
     (void)cu;
     for (s = 0; s < n_seg; s++) {
         int64_t o = cu_host[s], L = cu_host[s + 1] - o;
-        if (L > MBPO__CPU(be)->max_seg) return mbpo__fail("attention: a segment of %lld rows exceeds the plan's %lld", (long long)L, (long long)MBPO__CPU(be)->max_seg);
+        if (!mbpo__cpu_seg_fits(be, L)) return 0;
         mbpo__attention_backward(MBPO__F(dq) + o * qs, MBPO__F(dk) + o * kvs, MBPO__F(dv) + o * kvs, MBPO__CF(dout) + o * os,
                                  MBPO__CF(out) + o * os, lse + o, MBPO__CF(q) + o * qs, MBPO__CF(k) + o * kvs,
                                  MBPO__CF(v) + o * kvs, L, NH, NKV, HS, qs, kvs, os, total, causal, MBPO__CPU(be)->scratch);

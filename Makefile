@@ -183,8 +183,8 @@ build/cuda/test_cuda_fp32: tests/test_cuda.cu tests/test_common.h $(HEADERS) | b
 # Every CUDA op against its CPU op, the whole model on the fixtures, decode, determinism
 # (needs a GPU): the fp32 build first (tight tolerances), then bf16.
 test-cuda: build/cuda/test_cuda build/cuda/test_cuda_fp32
-	OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda_fp32
-	OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda
+	@rc=0; OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda_fp32 || rc=1; \
+	  OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda || rc=1; exit $$rc
 
 # Two translation units, one implementation: no duplicate or missing symbols.
 check-link: | build

@@ -909,11 +909,15 @@ static mbpo_batch case_batch(const fixture_case *fc) {
 }
 
 /* Tolerances. CUDA vs CPU: fp32 as the CPU test holds the CPU to transformers (logits and
-   logp abs 1e-4, gradients and dpixel max-rel 1e-4); bf16: logp and logits rel-L2 2e-2 (a
-   chain of ~10 rounded ops per layer, each 2^-9), gradients rel-L2 1e-1 per tensor and 5e-2
-   over all. CUDA vs transformers: fp32 the CPU test's own (logits abs 1e-4, loss rel 1e-6,
-   gradients 1e-4); bf16 the weights themselves are rounded there (transformers ran fp32), so
-   logits rel-L2 5e-2, loss rel 2e-2, gradients 1.5e-1 per tensor and 1e-1 over all. */
+   logp abs 1e-4, gradients and dpixel max-rel 1e-4). bf16: a chain of ~10 rounded ops per
+   layer, each 2^-9. Calibrated on the CPU with a table that rounds every activation output
+   to bf16 (a lower bound of the GPU's error: it rounds only between ops), which gave on
+   these fixtures logp 2e-3, logits 9e-3, dpixel 2.5e-2, gradients 3.3e-2 worst tensor and
+   2.4e-2 over all: bounds logp 2e-2, logits 3e-2, dpixel 8e-2, gradients 1.5e-1 per tensor
+   and 8e-2 over all. CUDA vs transformers: fp32 the CPU test's own (logits abs 1e-4, loss
+   rel 1e-6, gradients 1e-4); bf16 (transformers ran fp32 on unrounded weights; emulated:
+   logits 1.1e-2, dpixel 3.9e-2, gradients 5.2e-2 / 3.5e-2): logits 5e-2, loss 2e-2, dpixel
+   1.5e-1, gradients 2e-1 per tensor and 1.5e-1 over all. */
 static void fixture_case_run(const char *variant, const char *cname) {
     char dir[256], path[256], label[96], what[160];
     mbpo_model mc, mg;
@@ -949,7 +953,7 @@ static void fixture_case_run(const char *variant, const char *cname) {
     snprintf(what, sizeof what, "%s logp cuda vs cpu", label);
     check_vec(what, logp_g, logp_c, N, FP32_BUILD ? 1e-4 : 2e-2, FP32_BUILD);
     snprintf(what, sizeof what, "%s logits cuda vs cpu", label);
-    check_vec(what, lg_g, lg_c, T * V, FP32_BUILD ? 1e-4 : 2e-2, FP32_BUILD);
+    check_vec(what, lg_g, lg_c, T * V, FP32_BUILD ? 1e-4 : 3e-2, FP32_BUILD);
     if ((fix = read_f32(&fc.st, "logits", &n)) && n == T * V) {
         snprintf(what, sizeof what, "%s logits cuda vs transformers", label);
         check_vec(what, lg_g, fix, T * V, FP32_BUILD ? 1e-4 : 5e-2, FP32_BUILD);
@@ -971,10 +975,10 @@ static void fixture_case_run(const char *variant, const char *cname) {
     REQUIRE(mbpo_model_backward(&mg, &b, dl, dpix_g), "cuda backward");
     REQUIRE(mbpo_model_grads_to_host(&mc) && mbpo_model_grads_to_host(&mg), "grads to host");
     snprintf(what, sizeof what, "%s cuda vs cpu:", label);
-    check_grads(what, &mg, mc.grads, &mc, FP32_BUILD ? 1e-4 : 1e-1, 5e-2);
+    check_grads(what, &mg, mc.grads, &mc, FP32_BUILD ? 1e-4 : 1.5e-1, 8e-2);
     if (fc.P) {
         snprintf(what, sizeof what, "%s dpixel_values cuda vs cpu", label);
-        check_vec(what, dpix_g, dpix_c, fc.P * pix, FP32_BUILD ? 1e-4 : 5e-2, 0);
+        check_vec(what, dpix_g, dpix_c, fc.P * pix, FP32_BUILD ? 1e-4 : 8e-2, 0);
         if ((fix = read_f32(&fc.st, "grad.pixel_values", &n)) && n == fc.P * pix) {
             snprintf(what, sizeof what, "%s dpixel_values cuda vs transformers", label);
             check_vec(what, dpix_g, fix, n, FP32_BUILD ? 1e-4 : 1.5e-1, 0);
@@ -998,7 +1002,7 @@ static void fixture_case_run(const char *variant, const char *cname) {
         }
         CHECK(!missing, "%s: %d fixture gradients of the wrong size", label, missing);
         snprintf(what, sizeof what, "%s cuda vs transformers:", label);
-        check_grads(what, &mg, cpu_grads, &mc, FP32_BUILD ? 1e-4 : 1.5e-1, 1e-1);
+        check_grads(what, &mg, cpu_grads, &mc, FP32_BUILD ? 1e-4 : 2e-1, 1.5e-1);
     }
     free(cpu_grads);
     free(logp_c); free(logp_g); free(dl); free(lg_c); free(lg_g); free(dpix_c); free(dpix_g);
@@ -1107,8 +1111,8 @@ static void test_mid(void) {
     REQUIRE(mbpo_model_backward(&mc, &mb.b, dl, dp_c), "cpu backward");
     REQUIRE(mbpo_model_backward(&mg, &mb.b, dl, dp_g), "cuda backward");
     REQUIRE(mbpo_model_grads_to_host(&mg), "grads to host");
-    check_grads("mid cuda vs cpu:", &mg, mc.grads, &mc, FP32_BUILD ? 1e-4 : 1e-1, 5e-2);
-    check_vec("mid dpixel_values cuda vs cpu", dp_g, dp_c, mb.P * pix, FP32_BUILD ? 1e-4 : 5e-2, 0);
+    check_grads("mid cuda vs cpu:", &mg, mc.grads, &mc, FP32_BUILD ? 1e-4 : 1.5e-1, 8e-2);   /* emulated: 1.8e-2, 1.1e-2 */
+    check_vec("mid dpixel_values cuda vs cpu", dp_g, dp_c, mb.P * pix, FP32_BUILD ? 1e-4 : 8e-2, 0);   /* emulated 1.7e-2 */
     free(lp_c); free(lp_g); free(dl); free(dp_c); free(dp_g); free(mb.pv);
     mbpo_model_free(&mc); mbpo_model_free(&mg);
 }

@@ -6311,7 +6311,7 @@ static int mbpo__cpu_embed_backward(mbpo_backend *be, float *dembed, mbpo_x *dfe
         int64_t t, j, j1 = j0 + 16 < H ? j0 + 16 : H;
         for (t = 0; t < T; t++) {
             float *dst;
-            if (feat_row[t] >= 0) dst = MBPO__F(dfeat) + feat_row[t] * H;
+            if (feat_row && feat_row[t] >= 0) dst = MBPO__F(dfeat) + feat_row[t] * H;
             else if (dembed && ids[t] != pad_id) dst = dembed + (int64_t)ids[t] * H;
             else continue;
             for (j = j0; j < j1; j++) dst[j] += MBPO__CF(dh)[t * H + j];

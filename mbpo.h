@@ -514,6 +514,10 @@ typedef struct {
 
 /* Allocate a model for cfg with zeroed parameters. */
 MBPODEF int  mbpo_model_init(mbpo_model *m, const mbpo_config *cfg);
+/* Random parameters from mbpo's RNG, drawn as tests/reference/refcommon.py's
+   randomise_parameters draws them: norm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2), matrices
+   N(0, 1/fan_in), the token table N(0, 1) (for benchmarks and tests at real sizes). */
+MBPODEF void mbpo_model_randomize(mbpo_model *m, uint64_t seed);
 /* Load config.json and the weights of a Hugging Face model directory (either key layout). */
 MBPODEF int  mbpo_model_load(mbpo_model *m, const char *dir);
 /* Write config.json + model.safetensors (hub layout) into dir, atomically per file. */
@@ -5498,6 +5502,22 @@ MBPODEF int mbpo_model_init(mbpo_model *m, const mbpo_config *cfg) {
     }
     mbpo__weights_bind(&m->w, cfg, &m->table, m->params);
     return 1;
+}
+MBPODEF void mbpo_model_randomize(mbpo_model *m, uint64_t seed) {
+    mbpo_rng rng;
+    size_t p;
+    mbpo_rng_seed(&rng, seed);
+    for (p = 0; p < m->table.n; p++) {
+        const mbpo_param_info *pi = &m->table.info[p];
+        float *x = m->params + pi->offset;
+        int64_t i, fan_in = pi->ndim > 1 ? pi->numel / pi->shape[0] : 1;
+        int is_bias = strstr(pi->name, ".bias") != NULL, is_embed = strstr(pi->name, "embed_tokens") != NULL;
+        for (i = 0; i < pi->numel; i++) {
+            double r = mbpo_rng_normal(&rng);
+            x[i] = (float)(is_embed ? r : pi->ndim == 1 ? (is_bias ? 0.1 * r : 1.0 + 0.1 * r) : r / sqrt((double)fan_in));
+        }
+    }
+    mbpo_model_params_changed(m);
 }
 MBPODEF void mbpo_model_free(mbpo_model *m) {
     mbpo__backend_free(m);   /* first: it tells backend copies from the host buffers */

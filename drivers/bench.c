@@ -124,25 +124,6 @@ static double median(double *t, int n) {
 #define GB_TRY(x) do { if (!(x)) { fprintf(stderr, "mbpo-bench: --gpu-bench: %s\n", mbpo_failure_reason()); return 1; } } while (0)
 #define GB_MAXT 64
 
-/* Parameters by refcommon.randomise_parameters' rules (tests/reference/qwen2vl_2b_random.py
-   draws the same kinds): norm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2), matrices
-   N(0, 1/fan_in), the token table N(0, 1). Timing never runs on zeros. */
-static void random_params(mbpo_model *m, uint64_t seed) {
-    mbpo_rng rng;
-    size_t p;
-    mbpo_rng_seed(&rng, seed);
-    for (p = 0; p < m->table.n; p++) {
-        const mbpo_param_info *pi = &m->table.info[p];
-        float *x = m->params + pi->offset;
-        int64_t i, fan_in = pi->ndim > 1 ? pi->numel / pi->shape[0] : 1;
-        int is_bias = strstr(pi->name, ".bias") != NULL, is_embed = strstr(pi->name, "embed_tokens") != NULL;
-        for (i = 0; i < pi->numel; i++) {
-            double r = mbpo_rng_normal(&rng);
-            x[i] = (float)(is_embed ? r : pi->ndim == 1 ? (is_bias ? 0.1 * r : 1.0 + 0.1 * r) : r / sqrt((double)fan_in));
-        }
-    }
-}
-
 /* The ceilings, measured in this run through the op table (METHOD.md: measure, don't quote):
    a bf16 (x) GEMM out (n,n) = a (n,n) b (n,n)^T through matmul_forward, 2 n^3 FLOP per call,
    on random data; a device-to-device copy of `bytes` through copy, counted as 2 x bytes moved
@@ -258,7 +239,7 @@ static int gpu_bench(const char *config_path, mbpo_device dev, int n_seqs, int g
     fflush(stdout);
     base_mem = dev_used();
     GB_TRY(mbpo_model_init(&m, &cfg));
-    random_params(&m, seed);
+    mbpo_model_randomize(&m, seed);
     mbpo_model_params_changed(&m);
     /* the batch: n_seqs sequences of text/2 tokens, <vs>, one image's tokens, <ve>, text - text/2
        tokens; each its own image (1 x grid x grid patches); targets: the text after the first token */

@@ -765,23 +765,6 @@ static void test_ops(void) {
 
 /* ============================================================== whole model: shared pieces */
 
-/* Parameters as refcommon.randomise_parameters draws them (norm weights 1 + N(0, 0.1^2),
-   biases N(0, 0.1^2), matrices N(0, 1/fan_in), the token table N(0, 1)), from mbpo's RNG. */
-static void fill_params(mbpo_model *m, uint64_t seed) {
-    mbpo_rng rng;
-    size_t p;
-    mbpo_rng_seed(&rng, seed);
-    for (p = 0; p < m->table.n; p++) {
-        const mbpo_param_info *pi = &m->table.info[p];
-        float *x = m->params + pi->offset;
-        int64_t i, fan_in = pi->ndim > 1 ? pi->numel / pi->shape[0] : 1;
-        int is_bias = strstr(pi->name, ".bias") != NULL, is_embed = strstr(pi->name, "embed_tokens") != NULL;
-        for (i = 0; i < pi->numel; i++) {
-            double r = mbpo_rng_normal(&rng);
-            x[i] = (float)(is_embed ? r : pi->ndim == 1 ? (is_bias ? 0.1 * r : 1.0 + 0.1 * r) : r / sqrt((double)fan_in));
-        }
-    }
-}
 /* In the bf16 build both sides get the same bf16-representable parameters. */
 static void round_params(mbpo_model *m) {
     xround_all(m->params, (int64_t)m->table.total_floats);
@@ -1046,7 +1029,7 @@ static int mid_model(mbpo_model *m, uint64_t seed) {
     int ok = j && mbpo_config_from_json(&cfg, j, "mid config") && mbpo_model_init(m, &cfg);
     mbpo_json_free(j);
     if (!ok) return 0;
-    fill_params(m, seed);
+    mbpo_model_randomize(m, seed);
     if (!FP32_BUILD) round_params(m);
     return 1;
 }

@@ -404,13 +404,23 @@ MBPODEF mbpo_qkind mbpo_question_kind(const char *question, const char *answer, 
 
 /* ------------------------------------------------------------------ 3. model */
 
-/* Qwen2-VL configuration (config.json, transformers 4.x and 5.x layouts). */
+/* The two model families (config.json "model_type"). They share the decoder, M-RoPE, the image
+   processor and the chat template; Qwen2.5-VL's vision tower has RMSNorm, SwiGLU with biases and
+   window attention (docs/QWEN25VL.md). */
+typedef enum { MBPO_ARCH_QWEN2_VL = 0, MBPO_ARCH_QWEN2_5_VL = 1 } mbpo_arch;
+#define MBPO_MAX_FULLATT 64          /* most entries of fullatt_block_indexes */
+
+/* Qwen2-VL / Qwen2.5-VL configuration (config.json, transformers 4.x and 5.x layouts). */
 typedef struct {
+    mbpo_arch arch;                  /* from model_type: "qwen2_vl" or "qwen2_5_vl" */
     /* language model */
     int64_t vocab_size, hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, head_dim;
     double rms_norm_eps, rope_theta;
     int mrope_section[3];            /* frequency slots taken from (t, h, w) positions */
     int tie_word_embeddings;
+    int tie_from_checkpoint;         /* the config's two tie flags disagree (4.57 reads text_config's,
+                                        5.x the top level): mbpo_model_load decides by whether the
+                                        checkpoint has lm_head.weight */
     int64_t max_position_embeddings;
     int64_t image_token_id, video_token_id, vision_start_token_id, vision_end_token_id;
     int64_t bos_token_id, eos_token_id, pad_token_id;   /* -1 when absent */
@@ -418,12 +428,22 @@ typedef struct {
     int64_t v_depth, v_embed_dim, v_heads, v_mlp_hidden, v_patch, v_temporal_patch, v_merge,
             v_in_channels;
     double v_rope_theta;             /* hard-coded 10000 in transformers */
+    /* Qwen2.5-VL only (0 for Qwen2-VL): window attention in the blocks not listed in v_fullatt */
+    int64_t v_window_size;           /* window side in pixels (112): v_window_size/v_merge/v_patch units */
+    int v_n_fullatt, v_fullatt[MBPO_MAX_FULLATT];   /* blocks attending over the whole image */
+    int64_t v_tokens_per_second;     /* videos only; kept so a saved config.json says the same */
 } mbpo_config;
 MBPODEF int mbpo_config_load(mbpo_config *cfg, const char *path);        /* a config.json */
 MBPODEF int mbpo_config_from_json(mbpo_config *cfg, const mbpo_json *root, const char *name);
 /* Render as a config.json in the transformers 4.x layout. Caller frees with mbpo_free. */
 MBPODEF char *mbpo_config_to_json(const mbpo_config *cfg);
 MBPODEF int64_t mbpo_config_pix(const mbpo_config *cfg);   /* width of a pixel_values row */
+/* Qwen2.5-VL's window order (docs/QWEN25VL.md 3.4) of a batch's images: perm[j] is the merge unit
+   (in the raster order of all images, image after image) that takes place j; cu_window[0..n]
+   the window boundaries in patch rows (n + 1 values). perm: (P / merge^2), cu_window: (P / merge^2 + 1).
+   Returns the number of windows n; for Qwen2-VL the identity with one window per image and frame. */
+MBPODEF int64_t mbpo_window_index(const mbpo_config *cfg, const int32_t *grid_thw, int n_images,
+                                  int64_t *perm, int64_t *cu_window);
 
 /* Parameter table: every tensor at a 256-byte-aligned offset of one float buffer, so the
    parameters, their gradients and the optimizer moments share one layout. Names are the
@@ -447,8 +467,10 @@ MBPODEF const mbpo_param_info *mbpo_param_find(const mbpo_param_table *table, co
 
 /* Typed pointers into a buffer with the table's layout. */
 typedef struct {
-    float *norm1_w, *norm1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
-    float *norm2_w, *norm2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    float *norm1_w, *norm1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;   /* norm biases: Qwen2-VL only */
+    float *norm2_w, *norm2_b;
+    float *fc1_w, *fc1_b, *fc2_w, *fc2_b;                          /* Qwen2-VL's QuickGELU MLP */
+    float *gate_w, *gate_b, *up_w, *up_b, *down_w, *down_b;        /* Qwen2.5-VL's SwiGLU MLP */
 } mbpo_vision_block;
 typedef struct {
     float *in_norm_w, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w;
@@ -457,7 +479,7 @@ typedef struct {
 typedef struct {
     float *patch_embed_w;            /* (E, PIX) - the Conv3d kernel flattened */
     mbpo_vision_block *vblocks;      /* [v_depth] */
-    float *merger_ln_w, *merger_ln_b, *merger_fc1_w, *merger_fc1_b, *merger_fc2_w, *merger_fc2_b;
+    float *merger_ln_w, *merger_ln_b /* Qwen2-VL only */, *merger_fc1_w, *merger_fc1_b, *merger_fc2_w, *merger_fc2_b;
     float *embed;                    /* (V, H) */
     mbpo_decoder_layer *layers;      /* [n_layers] */
     float *norm_w;                   /* (H) */
@@ -5223,6 +5245,59 @@ static int mbpo__cfg_num(const mbpo_json *v, const char *key, const char *name, 
     return 1;
 }
 
+/* Qwen2.5-VL's vision_config (QWEN25VL.md 1.1): "hidden_size" is the ViT width here and the
+   merger's output is "out_hidden_size"; the class defaults apply to missing keys, including
+   the surprising 3584-wide ViT when "hidden_size" is missing. */
+static int mbpo__qwen25_vision_config(mbpo_config *c, const mbpo_json *vc, const char *name) {
+    const mbpo_json *v;
+    int64_t out, vws;
+    int k;
+    if (mbpo_json_get(vc, "embed_dim") && !mbpo_json_get(vc, "out_hidden_size"))
+        return mbpo__fail("%s: vision_config has Qwen2-VL keys (\"embed_dim\") but model_type is \"qwen2_5_vl\", whose "
+                          "vision_config needs \"hidden_size\" (ViT width) and \"out_hidden_size\"", name);
+    if (!mbpo__cfg_int(vc, "hidden_size", name, &c->v_embed_dim, 0, 3584, 1) ||
+        !mbpo__cfg_int(vc, "intermediate_size", name, &c->v_mlp_hidden, 0, 3420, 1) ||
+        !mbpo__cfg_int(vc, "out_hidden_size", name, &out, 0, 3584, 1) ||
+        !mbpo__cfg_int(vc, "window_size", name, &c->v_window_size, 0, 112, 1) ||
+        !mbpo__cfg_int(vc, "tokens_per_second", name, &c->v_tokens_per_second, 0, 4, 0))
+        return 0;
+    if (out != c->hidden_size)
+        return mbpo__fail("%s: vision_config.out_hidden_size %lld must equal the LM hidden_size %lld", name,
+                          (long long)out, (long long)c->hidden_size);
+    vws = c->v_window_size / c->v_merge / c->v_patch;
+    if (vws < 1)
+        return mbpo__fail("%s: vision_config.window_size %lld is smaller than one merge unit (spatial_merge_size %lld x "
+                          "patch_size %lld = %lld pixels)", name, (long long)c->v_window_size, (long long)c->v_merge,
+                          (long long)c->v_patch, (long long)(c->v_merge * c->v_patch));
+    v = mbpo_json_get(vc, "fullatt_block_indexes");
+    if (!v || v->type == MBPO_JSON_NULL) {
+        static const int dflt[4] = { 7, 15, 23, 31 };
+        c->v_n_fullatt = 4;
+        for (k = 0; k < 4; k++) c->v_fullatt[k] = dflt[k];
+    } else {
+        if (v->type != MBPO_JSON_ARRAY || v->count > MBPO_MAX_FULLATT)
+            return mbpo__fail("%s:%d:%d: \"fullatt_block_indexes\" must be a list of at most %d block indices", name,
+                              v->line, v->col, MBPO_MAX_FULLATT);
+        c->v_n_fullatt = (int)v->count;
+        for (k = 0; k < c->v_n_fullatt; k++) {
+            const mbpo_json *e = &v->items[k];
+            if (e->type != MBPO_JSON_NUMBER || !e->is_int || e->integer < 0 || e->integer >= c->v_depth)
+                return mbpo__fail("%s:%d:%d: \"fullatt_block_indexes\" entry %d must be a block index in [0, depth %lld)",
+                                  name, e->line, e->col, k, (long long)c->v_depth);
+            c->v_fullatt[k] = (int)e->integer;
+        }
+    }
+    return 1;
+}
+/* Does vision block l attend over whole images (not windows)? Qwen2-VL: every block. */
+static int mbpo__vblock_full(const mbpo_config *c, int64_t l) {
+    int k;
+    if (c->arch == MBPO_ARCH_QWEN2_VL) return 1;
+    for (k = 0; k < c->v_n_fullatt; k++)
+        if (c->v_fullatt[k] == l) return 1;
+    return 0;
+}
+
 MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const char *name) {
     const mbpo_json *tc, *vc, *v, *rope, *sec = NULL, *mt;
     const char *text_name = name;
@@ -5230,9 +5305,12 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
     int k;
     memset(c, 0, sizeof *c);
     if (!root || root->type != MBPO_JSON_OBJECT) return mbpo__fail("%s: not a JSON object", name);
+    /* The family first: the two read vision_config.hidden_size differently (QWEN25VL.md 1.1). */
     mt = mbpo_json_get(root, "model_type");
-    if (mt && mt->type == MBPO_JSON_STRING && strcmp(mt->string, "qwen2_vl") != 0)
-        return mbpo__fail("%s: model_type \"%s\" is not supported (this build implements \"qwen2_vl\")", name, mt->string);
+    if (mt && mt->type != MBPO_JSON_STRING) return mbpo__fail("%s:%d:%d: \"model_type\" must be a string", name, mt->line, mt->col);
+    if (!mt || !strcmp(mt->string, "qwen2_vl")) c->arch = MBPO_ARCH_QWEN2_VL;
+    else if (!strcmp(mt->string, "qwen2_5_vl")) c->arch = MBPO_ARCH_QWEN2_5_VL;
+    else return mbpo__fail("%s: model_type \"%s\" is not supported (expected \"qwen2_vl\" or \"qwen2_5_vl\")", name, mt->string);
     tc = mbpo_json_get(root, "text_config");
     if (!tc || tc->type != MBPO_JSON_OBJECT) tc = root;
     /* Integers of the text model: the 5.x text_config first, then the 4.x top level. */
@@ -5255,14 +5333,31 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
     MBPO__TXT_INT(pad_token_id, "pad_token_id", 0, -1, -1);
 #undef MBPO__TXT_INT
     c->head_dim = c->hidden_size / c->n_heads;
-    if (!mbpo__cfg_num(mbpo__cfg_key(root, "rms_norm_eps"), "rms_norm_eps", name, &c->rms_norm_eps, 0, 1e-6)) return 0;
-    /* transformers 5.x decides tying by the top-level flag; 4.57 re-saves may keep it only in
-       text_config. Top level first, then text_config; default untied (Qwen2VLTextConfig). */
-    v = mbpo_json_get(root, "tie_word_embeddings");
-    if (!v && tc != root) v = mbpo_json_get(tc, "tie_word_embeddings");
-    if (v && v->type != MBPO_JSON_TRUE && v->type != MBPO_JSON_FALSE)
-        return mbpo__fail("%s:%d:%d: \"tie_word_embeddings\" must be true or false", name, v->line, v->col);
-    c->tie_word_embeddings = v ? v->type == MBPO_JSON_TRUE : 0;
+    /* missing keys take the text-config class defaults of transformers (both families):
+       rms_norm_eps 1e-5 (the hub files set 1e-6), rope_theta 1e6 */
+    if (!mbpo__cfg_num(mbpo__cfg_key(root, "rms_norm_eps"), "rms_norm_eps", name, &c->rms_norm_eps, 0, 1e-5)) return 0;
+    {   /* Tying. transformers 5.x reads the top-level flag; 4.57 re-saves may keep it only in
+           text_config, and 4.57's Qwen2.5-VL ties iff text_config says so (QWEN25VL.md 1.4).
+           Qwen2-VL: top level first, then text_config. Qwen2.5-VL: when a text_config and the
+           top level disagree (one missing counts as the default, untied), the two transformers
+           versions build different models from the same file, so the checkpoint decides
+           (mbpo_model_load: tied iff it has no lm_head.weight). Default untied. */
+        const mbpo_json *top = mbpo_json_get(root, "tie_word_embeddings");
+        const mbpo_json *in = tc != root ? mbpo_json_get(tc, "tie_word_embeddings") : NULL;
+        if ((top && top->type != MBPO_JSON_TRUE && top->type != MBPO_JSON_FALSE) ||
+            (in && in->type != MBPO_JSON_TRUE && in->type != MBPO_JSON_FALSE)) {
+            v = top && top->type != MBPO_JSON_TRUE && top->type != MBPO_JSON_FALSE ? top : in;
+            return mbpo__fail("%s:%d:%d: \"tie_word_embeddings\" must be true or false", name, v->line, v->col);
+        }
+        if (c->arch == MBPO_ARCH_QWEN2_5_VL && tc != root) {
+            int t_top = top && top->type == MBPO_JSON_TRUE, t_in = in && in->type == MBPO_JSON_TRUE;
+            c->tie_word_embeddings = t_in;   /* 4.57.6, until the checkpoint says otherwise */
+            c->tie_from_checkpoint = t_top != t_in;
+        } else {
+            v = top ? top : in;
+            c->tie_word_embeddings = v ? v->type == MBPO_JSON_TRUE : 0;
+        }
+    }
     /* RoPE: 4.x "rope_scaling" {type|rope_type, mrope_section} + "rope_theta";
        5.x "rope_parameters" {rope_type, mrope_section, rope_theta}. */
     rope = mbpo__cfg_key(root, "rope_parameters");
@@ -5284,31 +5379,38 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
     }
     v = rope ? mbpo_json_get(rope, "rope_theta") : NULL;
     if (!v) v = mbpo__cfg_key(root, "rope_theta");
-    if (!mbpo__cfg_num(v, "rope_theta", name, &c->rope_theta, 0, 10000.0)) return 0;
+    if (!mbpo__cfg_num(v, "rope_theta", name, &c->rope_theta, 0, 1000000.0)) return 0;
     /* Vision tower: hub configs rely on class defaults for most fields. */
     vc = mbpo_json_get(root, "vision_config");
     if (!vc || vc->type != MBPO_JSON_OBJECT) return mbpo__fail("%s: missing required object \"vision_config\"", name);
     if (!mbpo__cfg_int(vc, "depth", name, &c->v_depth, 0, 32, 1) ||
-        !mbpo__cfg_int(vc, "embed_dim", name, &c->v_embed_dim, 0, 1280, 1) ||
         !mbpo__cfg_int(vc, "num_heads", name, &c->v_heads, 0, 16, 1) ||
-        !mbpo__cfg_int(vc, "mlp_ratio", name, &tmp, 0, 4, 1) ||
         !mbpo__cfg_int(vc, "patch_size", name, &c->v_patch, 0, 14, 1) ||
         !mbpo__cfg_int(vc, "temporal_patch_size", name, &c->v_temporal_patch, 0, 2, 1) ||
         !mbpo__cfg_int(vc, "spatial_merge_size", name, &c->v_merge, 0, 2, 1) ||
         !mbpo__cfg_int(vc, "in_channels", name, &c->v_in_channels, 0, 3, 1))
         return 0;
     if (!mbpo_json_get(vc, "in_channels") && !mbpo__cfg_int(vc, "in_chans", name, &c->v_in_channels, 0, 3, 1)) return 0;
-    c->v_mlp_hidden = c->v_embed_dim * tmp;
+    if (c->arch == MBPO_ARCH_QWEN2_VL) {
+        if (!mbpo__cfg_int(vc, "embed_dim", name, &c->v_embed_dim, 0, 1280, 1) ||
+            !mbpo__cfg_int(vc, "mlp_ratio", name, &tmp, 0, 4, 1))
+            return 0;
+        c->v_mlp_hidden = c->v_embed_dim * tmp;
+    } else if (!mbpo__qwen25_vision_config(c, vc, name)) {
+        return 0;
+    }
     v = mbpo_json_get(vc, "hidden_act");
-    if (v && (v->type != MBPO_JSON_STRING || strcmp(v->string, "quick_gelu")))
+    if (c->arch == MBPO_ARCH_QWEN2_VL && v && (v->type != MBPO_JSON_STRING || strcmp(v->string, "quick_gelu")))
         return mbpo__fail("%s: vision_config.hidden_act must be \"quick_gelu\" for qwen2_vl", name);
+    if (c->arch == MBPO_ARCH_QWEN2_5_VL && v && (v->type != MBPO_JSON_STRING || strcmp(v->string, "silu")))
+        return mbpo__fail("%s: vision_config.hidden_act must be \"silu\" (the SwiGLU of qwen2_5_vl)", name);
     v = mbpo__cfg_key(root, "hidden_act");
     if (v && (v->type != MBPO_JSON_STRING || strcmp(v->string, "silu")))
         return mbpo__fail("%s: hidden_act must be \"silu\" for qwen2_vl", name);
     v = mbpo__cfg_key(root, "use_sliding_window");
     if (v && v->type == MBPO_JSON_TRUE) return mbpo__fail("%s: use_sliding_window=true is not supported", name);
     c->v_rope_theta = 10000.0;
-    {   /* the merger's output must feed the LM */
+    if (c->arch == MBPO_ARCH_QWEN2_VL) {   /* the merger's output must feed the LM */
         int64_t vh;
         if (!mbpo__cfg_int(vc, "hidden_size", name, &vh, 0, c->hidden_size, 1)) return 0;
         if (vh != c->hidden_size)
@@ -5341,8 +5443,9 @@ MBPODEF int64_t mbpo_config_pix(const mbpo_config *c) {
 }
 MBPODEF char *mbpo_config_to_json(const mbpo_config *c) {
     mbpo__sb b = { NULL, 0, 0, 0 };
-    mbpo__sb_printf(&b, "{\n  \"architectures\": [\"Qwen2VLForConditionalGeneration\"],\n"
-                        "  \"model_type\": \"qwen2_vl\",\n  \"attention_dropout\": 0.0,\n");
+    int q25 = c->arch == MBPO_ARCH_QWEN2_5_VL, k;
+    mbpo__sb_printf(&b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n  \"attention_dropout\": 0.0,\n",
+                    q25 ? "Qwen2_5_VLForConditionalGeneration" : "Qwen2VLForConditionalGeneration", q25 ? "qwen2_5_vl" : "qwen2_vl");
     if (c->bos_token_id >= 0) mbpo__sb_printf(&b, "  \"bos_token_id\": %lld,\n", (long long)c->bos_token_id);
     if (c->eos_token_id >= 0) mbpo__sb_printf(&b, "  \"eos_token_id\": %lld,\n", (long long)c->eos_token_id);
     if (c->pad_token_id >= 0) mbpo__sb_printf(&b, "  \"pad_token_id\": %lld,\n", (long long)c->pad_token_id);
@@ -5354,18 +5457,33 @@ MBPODEF char *mbpo_config_to_json(const mbpo_config *c) {
         "  \"rms_norm_eps\": %.17g,\n  \"rope_theta\": %.17g,\n  \"tie_word_embeddings\": %s,\n"
         "  \"torch_dtype\": \"float32\",\n  \"use_cache\": true,\n  \"use_sliding_window\": false,\n"
         "  \"vocab_size\": %lld,\n"
-        "  \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [%d, %d, %d]},\n"
-        "  \"vision_config\": {\"depth\": %lld, \"embed_dim\": %lld, \"mlp_ratio\": %lld, \"num_heads\": %lld,\n"
-        "    \"in_chans\": %lld, \"hidden_size\": %lld, \"patch_size\": %lld, \"spatial_merge_size\": %lld,\n"
-        "    \"temporal_patch_size\": %lld, \"hidden_act\": \"quick_gelu\"}\n}\n",
+        "  \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [%d, %d, %d]},\n",
         (long long)c->vision_start_token_id, (long long)c->vision_end_token_id, (long long)c->image_token_id,
         (long long)c->video_token_id, (long long)c->hidden_size, (long long)c->intermediate_size,
         (long long)c->max_position_embeddings, (long long)c->n_heads, (long long)c->n_layers,
         (long long)c->n_kv_heads, c->rms_norm_eps, c->rope_theta, c->tie_word_embeddings ? "true" : "false",
-        (long long)c->vocab_size, c->mrope_section[0], c->mrope_section[1], c->mrope_section[2],
-        (long long)c->v_depth, (long long)c->v_embed_dim, (long long)(c->v_mlp_hidden / c->v_embed_dim),
-        (long long)c->v_heads, (long long)c->v_in_channels, (long long)c->hidden_size, (long long)c->v_patch,
-        (long long)c->v_merge, (long long)c->v_temporal_patch);
+        (long long)c->vocab_size, c->mrope_section[0], c->mrope_section[1], c->mrope_section[2]);
+    if (!q25) {
+        mbpo__sb_printf(&b,
+            "  \"vision_config\": {\"depth\": %lld, \"embed_dim\": %lld, \"mlp_ratio\": %lld, \"num_heads\": %lld,\n"
+            "    \"in_chans\": %lld, \"hidden_size\": %lld, \"patch_size\": %lld, \"spatial_merge_size\": %lld,\n"
+            "    \"temporal_patch_size\": %lld, \"hidden_act\": \"quick_gelu\"}\n}\n",
+            (long long)c->v_depth, (long long)c->v_embed_dim, (long long)(c->v_mlp_hidden / c->v_embed_dim),
+            (long long)c->v_heads, (long long)c->v_in_channels, (long long)c->hidden_size, (long long)c->v_patch,
+            (long long)c->v_merge, (long long)c->v_temporal_patch);
+    } else {   /* the hub layout of Qwen2.5-VL: hidden_size is the ViT width, out_hidden_size the LM's */
+        mbpo__sb_printf(&b,
+            "  \"vision_config\": {\"depth\": %lld, \"hidden_size\": %lld, \"intermediate_size\": %lld, \"num_heads\": %lld,\n"
+            "    \"out_hidden_size\": %lld, \"in_chans\": %lld, \"in_channels\": %lld, \"patch_size\": %lld,\n"
+            "    \"spatial_merge_size\": %lld, \"temporal_patch_size\": %lld, \"window_size\": %lld,\n"
+            "    \"tokens_per_second\": %lld, \"hidden_act\": \"silu\", \"fullatt_block_indexes\": [",
+            (long long)c->v_depth, (long long)c->v_embed_dim, (long long)c->v_mlp_hidden, (long long)c->v_heads,
+            (long long)c->hidden_size, (long long)c->v_in_channels, (long long)c->v_in_channels, (long long)c->v_patch,
+            (long long)c->v_merge, (long long)c->v_temporal_patch, (long long)c->v_window_size,
+            (long long)c->v_tokens_per_second);
+        for (k = 0; k < c->v_n_fullatt; k++) mbpo__sb_printf(&b, "%s%d", k ? ", " : "", c->v_fullatt[k]);
+        mbpo__sb_printf(&b, "]}\n}\n");
+    }
     if (b.failed) { mbpo_free(b.s); mbpo__fail("out of memory rendering config.json"); return NULL; }
     return b.s;
 }
@@ -5405,22 +5523,33 @@ MBPODEF int mbpo_param_table_build(mbpo_param_table *t, const mbpo_config *c) {
     char name[128];
     int64_t l, E = c->v_embed_dim, F = c->v_mlp_hidden, H = c->hidden_size, I = c->intermediate_size;
     int64_t M = E * c->v_merge * c->v_merge, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    int q25 = c->arch == MBPO_ARCH_QWEN2_5_VL;
     memset(t, 0, sizeof *t);
     b.t = t; b.cap = 0; b.failed = 0;
     mbpo__tb_add(&b, "visual.patch_embed.proj.weight", 5, E, c->v_in_channels, c->v_temporal_patch, c->v_patch, c->v_patch);
     for (l = 0; l < c->v_depth; l++) {
 #define MBPO__V(suffix, nd, a, bb) do { snprintf(name, sizeof name, "visual.blocks.%lld.%s", (long long)l, suffix); \
         mbpo__tb_add(&b, name, nd, a, bb, 0, 0, 0); } while (0)
-        MBPO__V("norm1.weight", 1, E, 0); MBPO__V("norm1.bias", 1, E, 0);
-        MBPO__V("attn.qkv.weight", 2, 3 * E, E); MBPO__V("attn.qkv.bias", 1, 3 * E, 0);
-        MBPO__V("attn.proj.weight", 2, E, E); MBPO__V("attn.proj.bias", 1, E, 0);
-        MBPO__V("norm2.weight", 1, E, 0); MBPO__V("norm2.bias", 1, E, 0);
-        MBPO__V("mlp.fc1.weight", 2, F, E); MBPO__V("mlp.fc1.bias", 1, F, 0);
-        MBPO__V("mlp.fc2.weight", 2, E, F); MBPO__V("mlp.fc2.bias", 1, E, 0);
+        if (!q25) {   /* LayerNorm, QuickGELU MLP */
+            MBPO__V("norm1.weight", 1, E, 0); MBPO__V("norm1.bias", 1, E, 0);
+            MBPO__V("attn.qkv.weight", 2, 3 * E, E); MBPO__V("attn.qkv.bias", 1, 3 * E, 0);
+            MBPO__V("attn.proj.weight", 2, E, E); MBPO__V("attn.proj.bias", 1, E, 0);
+            MBPO__V("norm2.weight", 1, E, 0); MBPO__V("norm2.bias", 1, E, 0);
+            MBPO__V("mlp.fc1.weight", 2, F, E); MBPO__V("mlp.fc1.bias", 1, F, 0);
+            MBPO__V("mlp.fc2.weight", 2, E, F); MBPO__V("mlp.fc2.bias", 1, E, 0);
+        } else {      /* RMSNorm, SwiGLU MLP with biases (QWEN25VL.md 3.7) */
+            MBPO__V("norm1.weight", 1, E, 0);
+            MBPO__V("attn.qkv.weight", 2, 3 * E, E); MBPO__V("attn.qkv.bias", 1, 3 * E, 0);
+            MBPO__V("attn.proj.weight", 2, E, E); MBPO__V("attn.proj.bias", 1, E, 0);
+            MBPO__V("norm2.weight", 1, E, 0);
+            MBPO__V("mlp.gate_proj.weight", 2, F, E); MBPO__V("mlp.gate_proj.bias", 1, F, 0);
+            MBPO__V("mlp.up_proj.weight", 2, F, E); MBPO__V("mlp.up_proj.bias", 1, F, 0);
+            MBPO__V("mlp.down_proj.weight", 2, E, F); MBPO__V("mlp.down_proj.bias", 1, E, 0);
+        }
 #undef MBPO__V
     }
     mbpo__tb_add(&b, "visual.merger.ln_q.weight", 1, E, 0, 0, 0, 0);
-    mbpo__tb_add(&b, "visual.merger.ln_q.bias", 1, E, 0, 0, 0, 0);
+    if (!q25) mbpo__tb_add(&b, "visual.merger.ln_q.bias", 1, E, 0, 0, 0, 0);
     mbpo__tb_add(&b, "visual.merger.mlp.0.weight", 2, M, M, 0, 0, 0);
     mbpo__tb_add(&b, "visual.merger.mlp.0.bias", 1, M, 0, 0, 0, 0);
     mbpo__tb_add(&b, "visual.merger.mlp.2.weight", 2, H, M, 0, 0, 0);
@@ -5465,11 +5594,19 @@ static void mbpo__weights_bind(mbpo_weights *w, const mbpo_config *c, const mbpo
     w->patch_embed_w = MBPO__NEXT;
     for (l = 0; l < c->v_depth; l++) {
         mbpo_vision_block *v = &w->vblocks[l];
-        v->norm1_w = MBPO__NEXT; v->norm1_b = MBPO__NEXT; v->qkv_w = MBPO__NEXT; v->qkv_b = MBPO__NEXT;
-        v->proj_w = MBPO__NEXT; v->proj_b = MBPO__NEXT; v->norm2_w = MBPO__NEXT; v->norm2_b = MBPO__NEXT;
-        v->fc1_w = MBPO__NEXT; v->fc1_b = MBPO__NEXT; v->fc2_w = MBPO__NEXT; v->fc2_b = MBPO__NEXT;
+        memset(v, 0, sizeof *v);
+        if (c->arch == MBPO_ARCH_QWEN2_VL) {
+            v->norm1_w = MBPO__NEXT; v->norm1_b = MBPO__NEXT; v->qkv_w = MBPO__NEXT; v->qkv_b = MBPO__NEXT;
+            v->proj_w = MBPO__NEXT; v->proj_b = MBPO__NEXT; v->norm2_w = MBPO__NEXT; v->norm2_b = MBPO__NEXT;
+            v->fc1_w = MBPO__NEXT; v->fc1_b = MBPO__NEXT; v->fc2_w = MBPO__NEXT; v->fc2_b = MBPO__NEXT;
+        } else {
+            v->norm1_w = MBPO__NEXT; v->qkv_w = MBPO__NEXT; v->qkv_b = MBPO__NEXT;
+            v->proj_w = MBPO__NEXT; v->proj_b = MBPO__NEXT; v->norm2_w = MBPO__NEXT;
+            v->gate_w = MBPO__NEXT; v->gate_b = MBPO__NEXT; v->up_w = MBPO__NEXT; v->up_b = MBPO__NEXT;
+            v->down_w = MBPO__NEXT; v->down_b = MBPO__NEXT;
+        }
     }
-    w->merger_ln_w = MBPO__NEXT; w->merger_ln_b = MBPO__NEXT;
+    w->merger_ln_w = MBPO__NEXT; w->merger_ln_b = c->arch == MBPO_ARCH_QWEN2_VL ? MBPO__NEXT : NULL;
     w->merger_fc1_w = MBPO__NEXT; w->merger_fc1_b = MBPO__NEXT;
     w->merger_fc2_w = MBPO__NEXT; w->merger_fc2_b = MBPO__NEXT;
     w->embed = MBPO__NEXT;
@@ -5548,8 +5685,21 @@ MBPODEF int mbpo_model_load(mbpo_model *m, const char *dir) {
     memset(&st, 0, sizeof st);
     if (!cfg_path) return 0;
     if (!mbpo__file_exists(cfg_path)) { mbpo__fail("%s: missing (a model directory needs config.json)", cfg_path); goto done; }
-    if (!mbpo_config_load(&cfg, cfg_path) || !mbpo_model_init(m, &cfg)) goto done;
-    if (!mbpo_st_open_dir(&st, dir)) goto done;
+    if (!mbpo_config_load(&cfg, cfg_path) || !mbpo_st_open_dir(&st, dir)) goto done;
+    {   /* tied iff the checkpoint has no head, when the config cannot say (QWEN25VL.md 1.4) */
+        int has_head = 0;
+        for (i = 0; i < st.n_tensors; i++) {
+            const char *hub = mbpo__hub_name(st.tensors[i].name, buf, sizeof buf);
+            has_head |= hub && !strcmp(hub, "lm_head.weight");
+        }
+        if (cfg.tie_from_checkpoint) cfg.tie_word_embeddings = !has_head;
+        else if (!cfg.tie_word_embeddings && !has_head) {
+            mbpo__fail("%s: config.json says tie_word_embeddings false but the checkpoint in %s has no lm_head.weight "
+                       "(a tied model's checkpoint?)", cfg_path, dir);
+            goto done;
+        }
+    }
+    if (!mbpo_model_init(m, &cfg)) goto done;
     seen = (unsigned char *)mbpo__calloc(m->table.n + 1, 1);
     if (!seen) goto done;
     for (i = 0; i < st.n_tensors; i++) {
@@ -5562,7 +5712,18 @@ MBPODEF int mbpo_model_load(mbpo_model *m, const char *dir) {
         if (hub && !strcmp(hub, "lm_head.weight") && cfg.tie_word_embeddings) continue;
         p = hub ? mbpo_param_find(&m->table, hub) : NULL;
         if (!p) {
-            mbpo__fail("%s: unexpected tensor '%s' (not a parameter of this Qwen2-VL config)", st.paths[t->file], t->name);
+            /* the other family's names: say which config field is at odds with the file */
+            int other = hub && (cfg.arch == MBPO_ARCH_QWEN2_5_VL
+                                    ? strstr(hub, ".mlp.fc1.") || strstr(hub, ".mlp.fc2.") || strstr(hub, "norm1.bias") ||
+                                      strstr(hub, "norm2.bias") || strstr(hub, "ln_q.bias")
+                                    : strstr(hub, "_proj.") && !strncmp(hub, "visual.", 7));
+            if (other)
+                mbpo__fail("%s: tensor '%s' is a %s name, but %s has \"model_type\": \"%s\"", st.paths[t->file], t->name,
+                           cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "Qwen2-VL" : "Qwen2.5-VL", cfg_path,
+                           cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "qwen2_5_vl" : "qwen2_vl");
+            else
+                mbpo__fail("%s: unexpected tensor '%s' (not a parameter of this %s config)", st.paths[t->file], t->name,
+                           cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "Qwen2.5-VL" : "Qwen2-VL");
             goto done;
         }
         idx = (size_t)(p - m->table.info);
@@ -6057,6 +6218,8 @@ struct mbpo__ops {
     int (*swiglu_backward)(mbpo_backend *be, mbpo_x *dgate, mbpo_x *dup, const mbpo_x *dout, const mbpo_x *gate,
                            const mbpo_x *up, int64_t n);
     int (*add)(mbpo_backend *be, mbpo_x *out, const mbpo_x *a, const mbpo_x *b, int64_t n);   /* out may be a */
+    /* out (R, W) row r = inp row idx[r] (out != inp): Qwen2.5-VL's window order and back */
+    int (*gather_rows)(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, const int64_t *idx, int64_t R, int64_t W);
     /* rotary embeddings: tables (N, HS/2) from integer positions, then rotate-half in place */
     int (*mrope_tables)(mbpo_backend *be, float *cosv, float *sinv, const int64_t *pos /* (3, N) */, int64_t N,
                         int64_t HS, double theta, int sec0, int sec1);
@@ -6197,6 +6360,12 @@ static int mbpo__cpu_add(mbpo_backend *be, mbpo_x *out, const mbpo_x *a, const m
     int64_t i;
     (void)be;
     for (i = 0; i < n; i++) o[i] = x[i] + y[i];
+    return 1;
+}
+static int mbpo__cpu_gather_rows(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, const int64_t *idx, int64_t R, int64_t W) {
+    int64_t r;
+    (void)be;
+    for (r = 0; r < R; r++) memcpy(MBPO__F(out) + r * W, MBPO__CF(inp) + idx[r] * W, (size_t)W * sizeof(float));
     return 1;
 }
 /* M-RoPE table: frequency slot j reads the t, h or w position (rows of pos) by mrope_section */
@@ -6386,7 +6555,7 @@ static const mbpo_ops mbpo__cpu_ops = {
     mbpo__cpu_matmul_forward, mbpo__cpu_matmul_backward,
     mbpo__cpu_layernorm_forward, mbpo__cpu_layernorm_backward, mbpo__cpu_rmsnorm_forward, mbpo__cpu_rmsnorm_backward,
     mbpo__cpu_quick_gelu_forward, mbpo__cpu_quick_gelu_backward, mbpo__cpu_gelu_forward, mbpo__cpu_gelu_backward,
-    mbpo__cpu_swiglu_forward, mbpo__cpu_swiglu_backward, mbpo__cpu_add,
+    mbpo__cpu_swiglu_forward, mbpo__cpu_swiglu_backward, mbpo__cpu_add, mbpo__cpu_gather_rows,
     mbpo__cpu_mrope_tables, mbpo__cpu_vrope_tables, mbpo__cpu_rope_apply,
     mbpo__cpu_attention_forward, mbpo__cpu_attention_backward, mbpo__cpu_attention_decode, mbpo__cpu_kv_append,
     mbpo__cpu_embed_forward, mbpo__cpu_embed_backward, mbpo__cpu_head_forward, mbpo__cpu_head_backward, mbpo__cpu_logits
@@ -6436,13 +6605,16 @@ struct mbpo_acts {
     int64_t *ibase; size_t n_ints; /* host metadata ... */
     int64_t *dibase;               /* ... and its backend copy (== ibase on the CPU) */
     /* shape of the last forward */
-    int64_t T, P, N, n_images, n_feat, n_seqs, n_vseg;
+    int64_t T, P, N, n_images, n_feat, n_seqs, n_vseg, n_vwin;
     int have_forward;
     /* vision tower: l = block index, D = depth, F = fc1 width */
     mbpo_x *pix;                   /* (P, PIX) the batch's pixel_values */
+    mbpo_x *pixw;                  /* (P, PIX) Qwen2.5-VL: the same rows in window order (Qwen2-VL: NULL,
+                                      the tower runs in raster order) */
     float *vcos, *vsin;            /* (P, HSv/2) rotary tables of the patches */
     mbpo_x *vx;                    /* (D+1, P, E) residual stream; vx[0] = patch embed */
-    mbpo_x *vln1, *vqkv, *vatt, *vmid, *vln2, *vfc1, *vact;
+    mbpo_x *vln1, *vqkv, *vatt, *vmid, *vln2, *vfc1, *vact;   /* vfc1: fc1 or, Qwen2.5-VL, gate */
+    mbpo_x *vup;                   /* (D, P, F) Qwen2.5-VL's up_proj */
     float *vln1_mean, *vln1_rstd, *vlse, *vln2_mean, *vln2_rstd;
     mbpo_x *mln, *mfc1, *mact, *feat;   /* merger; feat (P/4, H) */
     float *mln_mean, *mln_rstd;
@@ -6458,7 +6630,7 @@ struct mbpo_acts {
     float *row_logits;             /* (V) one row, for mbpo_model_logits */
     /* backward scratch */
     mbpo_x *dh, *dx, *dbig1, *dbig2, *dbig3, *dq, *dk, *dv, *dxf;
-    mbpo_x *dvx, *dvx2, *dv1, *dv2, *dvatt, *dfeat, *dpix;
+    mbpo_x *dvx, *dvx2, *dv1, *dv2, *dv3, *dvatt, *dfeat, *dpix, *dpixw;
     /* integers, host side (the backend copy is at the same offset from dibase) */
     int64_t *pos;                  /* (3, T) */
     int64_t *feat_row;             /* (T) image-feature row of a token, or -1 */
@@ -6470,7 +6642,9 @@ struct mbpo_acts {
     int64_t *seq_grid;             /* (runs, 3) grids of one sequence's image runs, runs <= T */
     int64_t *lseg;                 /* (B+1) the packed sequences: attention segments of the LM */
     int64_t *vseg;                 /* (P+1) attention segments of the vision tower (per image and frame) */
-    int64_t *vhw;                  /* (2, P) patch row and column of every patch */
+    int64_t *vhw;                  /* (2, P) patch row and column of every patch (in the tower's order) */
+    int64_t *vwin;                 /* (P+1) Qwen2.5-VL: window segments, in window order */
+    int64_t *vperm, *vinv;         /* (P) Qwen2.5-VL: window row r holds raster row vperm[r]; vinv inverts it */
 };
 
 static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, size_t xs, int64_t T, int64_t P, int64_t N,
@@ -6481,20 +6655,21 @@ static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, size_t xs, i
     int64_t HSv = E / c->v_heads, mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm;
     int64_t CH = N < MBPO__HEAD_CHUNK ? N : MBPO__HEAD_CHUNK;
     int64_t big = I > QD ? I : QD, vbig = F > 3 * E ? F : 3 * E;
+    int64_t P25 = c->arch == MBPO_ARCH_QWEN2_5_VL ? P : 0;   /* rows of the Qwen2.5-VL-only buffers */
     /* every buffer starts 256 bytes after a 256-byte boundary: aligned for any vector unit */
 #define MBPO__TAKE(ptr, count, type, size) do { a->ptr = base ? (type *)(void *)(base + used) : NULL; \
         used += ((size_t)(count) * (size) + 255) & ~(size_t)255; } while (0)
 #define MBPO__X(ptr, count) MBPO__TAKE(ptr, count, mbpo_x, xs)
 #define MBPO__S(ptr, count) MBPO__TAKE(ptr, count, float, sizeof(float))
 #define MBPO__ITAKE(ptr, count) do { a->ptr = ibase ? ibase + iused : NULL; iused += (size_t)(count) + 1; } while (0)
-    MBPO__X(pix, P * mbpo_config_pix(c));
+    MBPO__X(pix, P * mbpo_config_pix(c)); MBPO__X(pixw, P25 * mbpo_config_pix(c));
     MBPO__S(vcos, P * HSv / 2); MBPO__S(vsin, P * HSv / 2);
     MBPO__X(vx, (D + 1) * P * E);
     MBPO__X(vln1, D * P * E); MBPO__S(vln1_mean, D * P); MBPO__S(vln1_rstd, D * P);
     MBPO__X(vqkv, D * P * 3 * E); MBPO__X(vatt, D * P * E); MBPO__S(vlse, D * c->v_heads * P);
     MBPO__X(vmid, D * P * E);
     MBPO__X(vln2, D * P * E); MBPO__S(vln2_mean, D * P); MBPO__S(vln2_rstd, D * P);
-    MBPO__X(vfc1, D * P * F); MBPO__X(vact, D * P * F);
+    MBPO__X(vfc1, D * P * F); MBPO__X(vact, D * P * F); MBPO__X(vup, D * P25 * F);
     MBPO__X(mln, P * E); MBPO__S(mln_mean, P); MBPO__S(mln_rstd, P);
     MBPO__X(mfc1, PF * M); MBPO__X(mact, PF * M); MBPO__X(feat, PF * H);
     MBPO__S(cos, T * c->head_dim / 2); MBPO__S(sin, T * c->head_dim / 2);
@@ -6510,14 +6685,16 @@ static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, size_t xs, i
     MBPO__X(dh, T * H); MBPO__X(dx, T * H); MBPO__X(dxf, T * H);
     MBPO__X(dbig1, T * big); MBPO__X(dbig2, T * I); MBPO__X(dbig3, T * I);
     MBPO__X(dq, T * QD); MBPO__X(dk, T * KD); MBPO__X(dv, T * KD);
-    MBPO__X(dvx, P * E); MBPO__X(dvx2, P * E); MBPO__X(dv1, P * vbig); MBPO__X(dv2, P * F);
+    MBPO__X(dvx, P * E); MBPO__X(dvx2, P * E); MBPO__X(dv1, P * vbig); MBPO__X(dv2, P * F); MBPO__X(dv3, P25 * F);
     MBPO__X(dvatt, P * E); MBPO__X(dfeat, PF * H); MBPO__X(dpix, P * mbpo_config_pix(c));
+    MBPO__X(dpixw, P25 * mbpo_config_pix(c));
     MBPO__ITAKE(pos, 3 * T); MBPO__ITAKE(feat_row, T); MBPO__ITAKE(tgt_row, N);
     a->tgt_label = ibase ? (int32_t *)(ibase + iused) : NULL; iused += (size_t)N / 2 + 1;
     a->ids = ibase ? (int32_t *)(ibase + iused) : NULL; iused += (size_t)T / 2 + 1;
     MBPO__ITAKE(img_poff, n_img + 1); MBPO__ITAKE(img_foff, n_img + 1);
     MBPO__ITAKE(seq_grid, 3 * T);   /* one sequence may use an image many times: <= one run per token */
     MBPO__ITAKE(lseg, n_seqs + 1); MBPO__ITAKE(vseg, P + 1); MBPO__ITAKE(vhw, 2 * P);
+    MBPO__ITAKE(vwin, P25 + 1); MBPO__ITAKE(vperm, P25); MBPO__ITAKE(vinv, P25);
 #undef MBPO__TAKE
 #undef MBPO__X
 #undef MBPO__S
@@ -6696,6 +6873,49 @@ static void mbpo__patch_hw(int64_t r, int64_t h, int64_t w, int64_t merge, int64
     *wp = (block % (w / merge)) * merge + in % merge;
 }
 
+/* Qwen2.5-VL's window order (docs/QWEN25VL.md 3.4). Per image and frame, the merge-unit grid
+   (gh, gw) is cut into windows of vws x vws units, row-major, each window's units row-major;
+   windows at the bottom and right edges are partial. (transformers pads the grid to a multiple
+   of vws, adding a whole empty row or column of windows when it already is one, and drops the
+   empty windows afterwards; walking ceil(g / vws) windows skips them directly.) perm (units),
+   cu (windows + 1) in patch rows; returns the number of windows. */
+static int64_t mbpo__window_order(const mbpo_config *c, const int32_t *grid_thw, int n_images, int64_t *perm, int64_t *cu) {
+    int64_t mm = c->v_merge * c->v_merge, vws = c->v_window_size / c->v_merge / c->v_patch, base = 0, j = 0, n_win = 0;
+    int i;
+    cu[0] = 0;
+    for (i = 0; i < n_images; i++) {
+        int64_t t = grid_thw[3 * i], gh = grid_thw[3 * i + 1] / c->v_merge, gw = grid_thw[3 * i + 2] / c->v_merge, f;
+        for (f = 0; f < t; f++, base += gh * gw) {
+            int64_t wr, wc, r, q;
+            for (wr = 0; wr * vws < gh; wr++)
+                for (wc = 0; wc * vws < gw; wc++) {
+                    int64_t j0 = j;
+                    for (r = wr * vws; r < (wr + 1) * vws && r < gh; r++)
+                        for (q = wc * vws; q < (wc + 1) * vws && q < gw; q++) perm[j++] = base + r * gw + q;
+                    cu[n_win + 1] = cu[n_win] + (j - j0) * mm;
+                    n_win++;
+                }
+        }
+    }
+    return n_win;
+}
+MBPODEF int64_t mbpo_window_index(const mbpo_config *c, const int32_t *grid_thw, int n_images, int64_t *perm,
+                                  int64_t *cu_window) {
+    int64_t n = 0, k, mm = c->v_merge * c->v_merge;
+    int i;
+    if (c->arch == MBPO_ARCH_QWEN2_5_VL) return mbpo__window_order(c, grid_thw, n_images, perm, cu_window);
+    cu_window[0] = 0;   /* Qwen2-VL: raster order, one segment per image and frame */
+    for (i = 0, k = 0; i < n_images; i++) {
+        int64_t f, units = (int64_t)grid_thw[3 * i + 1] * grid_thw[3 * i + 2] / mm;
+        for (f = 0; f < grid_thw[3 * i]; f++, n++) {
+            int64_t u;
+            for (u = 0; u < units; u++, k++) perm[k] = k;
+            cu_window[n + 1] = cu_window[n] + units * mm;
+        }
+    }
+    return n;
+}
+
 /* ------------------------------------------------------------------ 3. model: forward */
 
 #define MBPO__OP(call) do { if (!(call)) return 0; } while (0)   /* every op can fail (on a GPU) */
@@ -6758,6 +6978,21 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
         for (r = a->img_poff[i]; r < a->img_poff[i + 1]; r++)
             mbpo__patch_hw(r - a->img_poff[i], g[1], g[2], c->v_merge, &a->vhw[r], &a->vhw[P + r]);
     }
+    if (c->arch == MBPO_ARCH_QWEN2_5_VL && P) {
+        /* the window order of the patch rows, unit by unit; the rotary rows move with them
+           (vhw is rebuilt in window order), and the inverse maps back for the image features
+           and d(pixel_values). vinv holds the unit order while the rows are expanded. */
+        int64_t j, q, *unit_perm = a->vinv;
+        a->n_vwin = mbpo__window_order(c, b->grid_thw, b->n_images, unit_perm, a->vwin);
+        for (j = 0; j < P / mm; j++)
+            for (q = 0; q < mm; q++) a->vperm[j * mm + q] = unit_perm[j] * mm + q;
+        for (j = 0; j < P; j++) a->vinv[a->vperm[j]] = j;
+        for (i = 0; i < b->n_images; i++) {   /* the permutation never leaves an image */
+            const int32_t *g = b->grid_thw + 3 * i;
+            for (j = a->img_poff[i]; j < a->img_poff[i + 1]; j++)
+                mbpo__patch_hw(a->vperm[j] - a->img_poff[i], g[1], g[2], c->v_merge, &a->vhw[j], &a->vhw[P + j]);
+        }
+    }
     /* positions, image-feature rows and targets, sequence by sequence */
     N = 0;
     for (s = 0; s <= b->n_seqs; s++) a->lseg[s] = b->seq_offsets[s];
@@ -6778,7 +7013,9 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
         for (t = 0, i = -1; t < S; t++) {
             if (b->ids[off + t] == c->image_token_id) {
                 if (t == 0 || b->ids[off + t - 1] != c->image_token_id) { i++; k = a->img_foff[b->image_refs[r0 + i]]; }
-                a->feat_row[off + t] = k++;
+                /* Qwen2.5-VL's features come out in window order: raster unit k sits at row vinv[mm k] / mm */
+                a->feat_row[off + t] = c->arch == MBPO_ARCH_QWEN2_5_VL ? a->vinv[k * mm] / mm : k;
+                k++;
             } else {
                 a->feat_row[off + t] = -1;
             }
@@ -6788,6 +7025,8 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
     /* to the backend: the metadata in one copy, the pixels in the storage type */
     if (!m->ops->upload(m->be, a->dibase, a->ibase, n_ints * sizeof(int64_t))) return 0;
     if (P && !m->ops->x_upload(m->be, a->pix, b->pixel_values, P * mbpo_config_pix(c))) return 0;
+    if (P && c->arch == MBPO_ARCH_QWEN2_5_VL &&
+        !m->ops->gather_rows(m->be, a->pixw, a->pix, MBPO__DEV(a, a->vperm), P, mbpo_config_pix(c))) return 0;
     if (m->params_stale) {   /* the host parameters changed (an optimizer step): upload them once */
         if (!m->ops->x_upload(m->be, (mbpo_x *)m->xparams, m->params, (int64_t)m->table.total_floats)) return 0;
         m->params_stale = 0;
@@ -6795,7 +7034,11 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
     return 1;
 }
 
-/* The vision tower and the merger: pixel rows (P, PIX) -> image features (P/4, H). */
+/* The vision tower and the merger: pixel rows (P, PIX) -> image features (P/4, H).
+   Qwen2-VL: pre-norm blocks of LayerNorm, attention over each image, LayerNorm, QuickGELU MLP.
+   Qwen2.5-VL (QWEN25VL.md 3): the rows run in window order (pixw, vhw), the blocks have RMSNorm
+   and a SwiGLU MLP with biases, and attend within windows except in the fullatt blocks; the
+   features leave in window order and the embedding picks them by the inverse (feat_row). */
 static int mbpo__vision_forward(mbpo_model *m) {
     const mbpo_config *c = &m->cfg;
     const mbpo_weights *w = &m->w;
@@ -6804,10 +7047,11 @@ static int mbpo__vision_forward(mbpo_model *m) {
     mbpo_acts *a = m->acts;
     int64_t P = a->P, E = c->v_embed_dim, F = c->v_mlp_hidden, NHv = c->v_heads, HSv = E / NHv;
     int64_t mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm, H = c->hidden_size, l;
-    const int64_t *vseg = MBPO__DEV(a, a->vseg);
+    int q25 = c->arch == MBPO_ARCH_QWEN2_5_VL;
     MBPO__OP(ops->vrope_tables(be, a->vcos, a->vsin, MBPO__DEV(a, a->vhw), P, HSv, c->v_rope_theta));
     /* patch embedding: the Conv3d with stride = kernel is a Linear(PIX -> E) */
-    MBPO__OP(ops->matmul_forward(be, a->vx, a->pix, mbpo__w(m, w->patch_embed_w), NULL, P, mbpo_config_pix(c), E));
+    MBPO__OP(ops->matmul_forward(be, a->vx, q25 ? a->pixw : a->pix, mbpo__w(m, w->patch_embed_w), NULL, P,
+                                 mbpo_config_pix(c), E));
     for (l = 0; l < c->v_depth; l++) {
         const mbpo_vision_block *vb = &w->vblocks[l];
         mbpo_x *x = mbpo__xat(ops, a->vx, l * P * E), *ln1 = mbpo__xat(ops, a->vln1, l * P * E);
@@ -6815,27 +7059,41 @@ static int mbpo__vision_forward(mbpo_model *m) {
         mbpo_x *mid = mbpo__xat(ops, a->vmid, l * P * E), *ln2 = mbpo__xat(ops, a->vln2, l * P * E);
         mbpo_x *fc1 = mbpo__xat(ops, a->vfc1, l * P * F), *act = mbpo__xat(ops, a->vact, l * P * F);
         mbpo_x *out = mbpo__xat(ops, a->vx, (l + 1) * P * E);
-        /* x = x + proj(attn(LN1(x))) */
-        MBPO__OP(ops->layernorm_forward(be, ln1, a->vln1_mean + l * P, a->vln1_rstd + l * P, x, mbpo__w(m, vb->norm1_w),
-                                        mbpo__w(m, vb->norm1_b), P, E, 1e-6f));
+        int full = mbpo__vblock_full(c, l);
+        const int64_t *seg = full ? a->vseg : a->vwin;
+        int64_t n_seg = full ? a->n_vseg : a->n_vwin;
+        /* x = x + proj(attn(norm1(x))) */
+        if (q25) MBPO__OP(ops->rmsnorm_forward(be, ln1, a->vln1_rstd + l * P, x, mbpo__w(m, vb->norm1_w), P, E, 1e-6f));
+        else MBPO__OP(ops->layernorm_forward(be, ln1, a->vln1_mean + l * P, a->vln1_rstd + l * P, x, mbpo__w(m, vb->norm1_w),
+                                             mbpo__w(m, vb->norm1_b), P, E, 1e-6f));
         MBPO__OP(ops->matmul_forward(be, qkv, ln1, mbpo__w(m, vb->qkv_w), mbpo__w(m, vb->qkv_b), P, E, 3 * E));   /* [q | k | v] */
         MBPO__OP(ops->rope_apply(be, qkv, a->vcos, a->vsin, P, NHv, HSv, 3 * E, 1.0f));                           /* q */
         MBPO__OP(ops->rope_apply(be, mbpo__xat(ops, qkv, E), a->vcos, a->vsin, P, NHv, HSv, 3 * E, 1.0f));        /* k */
         MBPO__OP(ops->attention_forward(be, att, a->vlse + l * NHv * P, qkv, mbpo__xat(ops, qkv, E), mbpo__xat(ops, qkv, 2 * E),
-                                        vseg, a->vseg, a->n_vseg, NHv, NHv, HSv, 3 * E, 3 * E, E, 0));
+                                        MBPO__DEV(a, seg), seg, n_seg, NHv, NHv, HSv, 3 * E, 3 * E, E, 0));
         MBPO__OP(ops->matmul_forward(be, mid, att, mbpo__w(m, vb->proj_w), mbpo__w(m, vb->proj_b), P, E, E));
         MBPO__OP(ops->add(be, mid, mid, x, P * E));
-        /* x = x + fc2(quick_gelu(fc1(LN2(x)))) */
-        MBPO__OP(ops->layernorm_forward(be, ln2, a->vln2_mean + l * P, a->vln2_rstd + l * P, mid, mbpo__w(m, vb->norm2_w),
-                                        mbpo__w(m, vb->norm2_b), P, E, 1e-6f));
-        MBPO__OP(ops->matmul_forward(be, fc1, ln2, mbpo__w(m, vb->fc1_w), mbpo__w(m, vb->fc1_b), P, E, F));
-        MBPO__OP(ops->quick_gelu_forward(be, act, fc1, P * F));
-        MBPO__OP(ops->matmul_forward(be, out, act, mbpo__w(m, vb->fc2_w), mbpo__w(m, vb->fc2_b), P, F, E));
+        if (q25) {   /* x = x + down(silu(gate(norm2(x))) * up(norm2(x))) */
+            mbpo_x *up = mbpo__xat(ops, a->vup, l * P * F);
+            MBPO__OP(ops->rmsnorm_forward(be, ln2, a->vln2_rstd + l * P, mid, mbpo__w(m, vb->norm2_w), P, E, 1e-6f));
+            MBPO__OP(ops->matmul_forward(be, fc1, ln2, mbpo__w(m, vb->gate_w), mbpo__w(m, vb->gate_b), P, E, F));
+            MBPO__OP(ops->matmul_forward(be, up, ln2, mbpo__w(m, vb->up_w), mbpo__w(m, vb->up_b), P, E, F));
+            MBPO__OP(ops->swiglu_forward(be, act, fc1, up, P * F));
+            MBPO__OP(ops->matmul_forward(be, out, act, mbpo__w(m, vb->down_w), mbpo__w(m, vb->down_b), P, F, E));
+        } else {     /* x = x + fc2(quick_gelu(fc1(LN2(x)))) */
+            MBPO__OP(ops->layernorm_forward(be, ln2, a->vln2_mean + l * P, a->vln2_rstd + l * P, mid, mbpo__w(m, vb->norm2_w),
+                                            mbpo__w(m, vb->norm2_b), P, E, 1e-6f));
+            MBPO__OP(ops->matmul_forward(be, fc1, ln2, mbpo__w(m, vb->fc1_w), mbpo__w(m, vb->fc1_b), P, E, F));
+            MBPO__OP(ops->quick_gelu_forward(be, act, fc1, P * F));
+            MBPO__OP(ops->matmul_forward(be, out, act, mbpo__w(m, vb->fc2_w), mbpo__w(m, vb->fc2_b), P, F, E));
+        }
         MBPO__OP(ops->add(be, out, out, mid, P * E));
     }
-    /* merger: LN, then each merge block's mm consecutive rows read as one (M = mm E) row */
-    MBPO__OP(ops->layernorm_forward(be, a->mln, a->mln_mean, a->mln_rstd, mbpo__xat(ops, a->vx, c->v_depth * P * E),
-                                    mbpo__w(m, w->merger_ln_w), mbpo__w(m, w->merger_ln_b), P, E, 1e-6f));
+    /* merger: norm, then each merge block's mm consecutive rows read as one (M = mm E) row */
+    if (q25) MBPO__OP(ops->rmsnorm_forward(be, a->mln, a->mln_rstd, mbpo__xat(ops, a->vx, c->v_depth * P * E),
+                                           mbpo__w(m, w->merger_ln_w), P, E, 1e-6f));
+    else MBPO__OP(ops->layernorm_forward(be, a->mln, a->mln_mean, a->mln_rstd, mbpo__xat(ops, a->vx, c->v_depth * P * E),
+                                         mbpo__w(m, w->merger_ln_w), mbpo__w(m, w->merger_ln_b), P, E, 1e-6f));
     MBPO__OP(ops->matmul_forward(be, a->mfc1, a->mln, mbpo__w(m, w->merger_fc1_w), mbpo__w(m, w->merger_fc1_b), PF, M, M));
     MBPO__OP(ops->gelu_forward(be, a->mact, a->mfc1, PF * M));
     MBPO__OP(ops->matmul_forward(be, a->feat, a->mact, mbpo__w(m, w->merger_fc2_w), mbpo__w(m, w->merger_fc2_b), PF, M, H));
@@ -7021,8 +7279,8 @@ static int mbpo__vision_backward(mbpo_model *m, int want_dpixel) {
     int64_t P = a->P, E = c->v_embed_dim, F = c->v_mlp_hidden, NHv = c->v_heads, HSv = E / NHv;
     int64_t mm = c->v_merge * c->v_merge, PF = P / mm, M = E * mm, H = c->hidden_size, l, PIX = mbpo_config_pix(c);
     mbpo_x *dvx = a->dvx, *dvx2 = a->dvx2, *dv1 = a->dv1, *dv2 = a->dv2;
-    const int64_t *vseg = MBPO__DEV(a, a->vseg);
     size_t xs = ops->x_size;
+    int q25 = c->arch == MBPO_ARCH_QWEN2_5_VL;
     /* merger */
     MBPO__OP(ops->zero(be, dv1, (size_t)(PF * M) * xs));
     MBPO__OP(ops->matmul_backward(be, dv1, MBPO__G(m->g.merger_fc2_w), MBPO__G(m->g.merger_fc2_b), a->dfeat, a->mact,
@@ -7032,9 +7290,11 @@ static int mbpo__vision_backward(mbpo_model *m, int want_dpixel) {
     MBPO__OP(ops->matmul_backward(be, dvx2, MBPO__G(m->g.merger_fc1_w), MBPO__G(m->g.merger_fc1_b), dv2, a->mln,
                                   mbpo__w(m, w->merger_fc1_w), PF, M, M));
     MBPO__OP(ops->zero(be, dvx, (size_t)(P * E) * xs));
-    MBPO__OP(ops->layernorm_backward(be, dvx, MBPO__G(m->g.merger_ln_w), MBPO__G(m->g.merger_ln_b), dvx2,
-                                     mbpo__xat(ops, a->vx, c->v_depth * P * E), mbpo__w(m, w->merger_ln_w), a->mln_mean,
-                                     a->mln_rstd, P, E));
+    if (q25) MBPO__OP(ops->rmsnorm_backward(be, dvx, MBPO__G(m->g.merger_ln_w), dvx2, mbpo__xat(ops, a->vx, c->v_depth * P * E),
+                                            mbpo__w(m, w->merger_ln_w), a->mln_rstd, P, E));
+    else MBPO__OP(ops->layernorm_backward(be, dvx, MBPO__G(m->g.merger_ln_w), MBPO__G(m->g.merger_ln_b), dvx2,
+                                          mbpo__xat(ops, a->vx, c->v_depth * P * E), mbpo__w(m, w->merger_ln_w), a->mln_mean,
+                                          a->mln_rstd, P, E));
     for (l = c->v_depth - 1; l >= 0; l--) {
         const mbpo_vision_block *vb = &w->vblocks[l];
         const mbpo_vision_block *g = m->grads ? &m->g.vblocks[l] : NULL;
@@ -7043,35 +7303,55 @@ static int mbpo__vision_backward(mbpo_model *m, int want_dpixel) {
         mbpo_x *mid = mbpo__xat(ops, a->vmid, l * P * E), *ln2 = mbpo__xat(ops, a->vln2, l * P * E);
         mbpo_x *fc1 = mbpo__xat(ops, a->vfc1, l * P * F), *act = mbpo__xat(ops, a->vact, l * P * F);
         float *lse = a->vlse + l * NHv * P;
-        /* MLP branch */
+        int full = mbpo__vblock_full(c, l);
+        const int64_t *seg = full ? a->vseg : a->vwin;
+        int64_t n_seg = full ? a->n_vseg : a->n_vwin;
+        /* MLP branch; dvx carries d(out) and becomes d(mid) through the residual */
         MBPO__OP(ops->zero(be, dv1, (size_t)(P * F) * xs));
-        MBPO__OP(ops->matmul_backward(be, dv1, g ? mbpo__gw(m, g->fc2_w) : NULL, g ? mbpo__gw(m, g->fc2_b) : NULL, dvx, act,
-                                      mbpo__w(m, vb->fc2_w), P, F, E));
-        MBPO__OP(ops->quick_gelu_backward(be, dv2, dv1, fc1, P * F));
         MBPO__OP(ops->zero(be, dvx2, (size_t)(P * E) * xs));
-        MBPO__OP(ops->matmul_backward(be, dvx2, g ? mbpo__gw(m, g->fc1_w) : NULL, g ? mbpo__gw(m, g->fc1_b) : NULL, dv2, ln2,
-                                      mbpo__w(m, vb->fc1_w), P, E, F));
-        MBPO__OP(ops->layernorm_backward(be, dvx, g ? mbpo__gw(m, g->norm2_w) : NULL, g ? mbpo__gw(m, g->norm2_b) : NULL, dvx2,
-                                         mid, mbpo__w(m, vb->norm2_w), a->vln2_mean + l * P, a->vln2_rstd + l * P, P, E));
-        /* attention branch: dv1 becomes d(qkv) (P, 3E) */
+        if (q25) {   /* dv2, dv3 = d(gate), d(up) */
+            mbpo_x *up = mbpo__xat(ops, a->vup, l * P * F);
+            MBPO__OP(ops->matmul_backward(be, dv1, g ? mbpo__gw(m, g->down_w) : NULL, g ? mbpo__gw(m, g->down_b) : NULL, dvx,
+                                          act, mbpo__w(m, vb->down_w), P, F, E));
+            MBPO__OP(ops->swiglu_backward(be, dv2, a->dv3, dv1, fc1, up, P * F));
+            MBPO__OP(ops->matmul_backward(be, dvx2, g ? mbpo__gw(m, g->gate_w) : NULL, g ? mbpo__gw(m, g->gate_b) : NULL, dv2,
+                                          ln2, mbpo__w(m, vb->gate_w), P, E, F));
+            MBPO__OP(ops->matmul_backward(be, dvx2, g ? mbpo__gw(m, g->up_w) : NULL, g ? mbpo__gw(m, g->up_b) : NULL, a->dv3,
+                                          ln2, mbpo__w(m, vb->up_w), P, E, F));
+            MBPO__OP(ops->rmsnorm_backward(be, dvx, g ? mbpo__gw(m, g->norm2_w) : NULL, dvx2, mid, mbpo__w(m, vb->norm2_w),
+                                           a->vln2_rstd + l * P, P, E));
+        } else {
+            MBPO__OP(ops->matmul_backward(be, dv1, g ? mbpo__gw(m, g->fc2_w) : NULL, g ? mbpo__gw(m, g->fc2_b) : NULL, dvx, act,
+                                          mbpo__w(m, vb->fc2_w), P, F, E));
+            MBPO__OP(ops->quick_gelu_backward(be, dv2, dv1, fc1, P * F));
+            MBPO__OP(ops->matmul_backward(be, dvx2, g ? mbpo__gw(m, g->fc1_w) : NULL, g ? mbpo__gw(m, g->fc1_b) : NULL, dv2, ln2,
+                                          mbpo__w(m, vb->fc1_w), P, E, F));
+            MBPO__OP(ops->layernorm_backward(be, dvx, g ? mbpo__gw(m, g->norm2_w) : NULL, g ? mbpo__gw(m, g->norm2_b) : NULL,
+                                             dvx2, mid, mbpo__w(m, vb->norm2_w), a->vln2_mean + l * P, a->vln2_rstd + l * P, P, E));
+        }
+        /* attention branch: dv1 becomes d(qkv) (P, 3E); no gradient crosses a segment */
         MBPO__OP(ops->zero(be, a->dvatt, (size_t)(P * E) * xs));
         MBPO__OP(ops->matmul_backward(be, a->dvatt, g ? mbpo__gw(m, g->proj_w) : NULL, g ? mbpo__gw(m, g->proj_b) : NULL, dvx,
                                       att, mbpo__w(m, vb->proj_w), P, E, E));
         MBPO__OP(ops->attention_backward(be, dv1, mbpo__xat(ops, dv1, E), mbpo__xat(ops, dv1, 2 * E), a->dvatt, att, lse, qkv,
-                                         mbpo__xat(ops, qkv, E), mbpo__xat(ops, qkv, 2 * E), vseg, a->vseg, a->n_vseg,
+                                         mbpo__xat(ops, qkv, E), mbpo__xat(ops, qkv, 2 * E), MBPO__DEV(a, seg), seg, n_seg,
                                          NHv, NHv, HSv, 3 * E, 3 * E, E, 0));
         MBPO__OP(ops->rope_apply(be, dv1, a->vcos, a->vsin, P, NHv, HSv, 3 * E, -1.0f));
         MBPO__OP(ops->rope_apply(be, mbpo__xat(ops, dv1, E), a->vcos, a->vsin, P, NHv, HSv, 3 * E, -1.0f));
         MBPO__OP(ops->zero(be, dvx2, (size_t)(P * E) * xs));
         MBPO__OP(ops->matmul_backward(be, dvx2, g ? mbpo__gw(m, g->qkv_w) : NULL, g ? mbpo__gw(m, g->qkv_b) : NULL, dv1, ln1,
                                       mbpo__w(m, vb->qkv_w), P, E, 3 * E));
-        MBPO__OP(ops->layernorm_backward(be, dvx, g ? mbpo__gw(m, g->norm1_w) : NULL, g ? mbpo__gw(m, g->norm1_b) : NULL, dvx2,
-                                         x, mbpo__w(m, vb->norm1_w), a->vln1_mean + l * P, a->vln1_rstd + l * P, P, E));
+        if (q25) MBPO__OP(ops->rmsnorm_backward(be, dvx, g ? mbpo__gw(m, g->norm1_w) : NULL, dvx2, x, mbpo__w(m, vb->norm1_w),
+                                                a->vln1_rstd + l * P, P, E));
+        else MBPO__OP(ops->layernorm_backward(be, dvx, g ? mbpo__gw(m, g->norm1_w) : NULL, g ? mbpo__gw(m, g->norm1_b) : NULL,
+                                              dvx2, x, mbpo__w(m, vb->norm1_w), a->vln1_mean + l * P, a->vln1_rstd + l * P, P, E));
     }
-    /* patch embedding, and the gradient of the pixels (PGD's) */
-    if (want_dpixel) MBPO__OP(ops->zero(be, a->dpix, (size_t)(P * PIX) * xs));
-    MBPO__OP(ops->matmul_backward(be, want_dpixel ? a->dpix : NULL, MBPO__G(m->g.patch_embed_w), NULL, dvx, a->pix,
-                                  mbpo__w(m, w->patch_embed_w), P, PIX, E));
+    /* patch embedding, and the gradient of the pixels (PGD's); Qwen2.5-VL's rows go back from
+       window order to raster order (the adjoint of a permutation is its inverse) */
+    if (want_dpixel) MBPO__OP(ops->zero(be, q25 ? a->dpixw : a->dpix, (size_t)(P * PIX) * xs));
+    MBPO__OP(ops->matmul_backward(be, want_dpixel ? (q25 ? a->dpixw : a->dpix) : NULL, MBPO__G(m->g.patch_embed_w), NULL, dvx,
+                                  q25 ? a->pixw : a->pix, mbpo__w(m, w->patch_embed_w), P, PIX, E));
+    if (want_dpixel && q25) MBPO__OP(ops->gather_rows(be, a->dpix, a->dpixw, MBPO__DEV(a, a->vinv), P, PIX));
     return 1;
 }
 

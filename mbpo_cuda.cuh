@@ -729,6 +729,14 @@ static int mbpo__cuda_add(mbpo_backend *be, mbpo_x *out, const mbpo_x *a, const 
     MBPO__EW_LAUNCH(mbpo__k_add, n, MBPO__CUDA_X(out), MBPO__CUDA_CX(a), MBPO__CUDA_CX(b));
     return 1;
 }
+/* out (R, W) row r = inp row idx[r]: a copy of stored values, no rounding (CPU: mbpo__cpu_gather_rows) */
+static __global__ void mbpo__k_gather_rows(mbpo__cx *out, const mbpo__cx *inp, const int64_t *idx, int64_t W, int64_t n) {
+    MBPO__FOR(i, n) out[i] = inp[idx[i / W] * W + i % W];
+}
+static int mbpo__cuda_gather_rows(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, const int64_t *idx, int64_t R, int64_t W) {
+    MBPO__EW_LAUNCH(mbpo__k_gather_rows, R * W, MBPO__CUDA_X(out), MBPO__CUDA_CX(inp), idx, W);
+    return 1;
+}
 
 /* ------------------------------------------------------------------ 6. rotary
 
@@ -1661,7 +1669,7 @@ static const mbpo_ops mbpo__cuda_ops = {
     mbpo__cuda_matmul_forward, mbpo__cuda_matmul_backward,
     mbpo__cuda_layernorm_forward, mbpo__cuda_layernorm_backward, mbpo__cuda_rmsnorm_forward, mbpo__cuda_rmsnorm_backward,
     mbpo__cuda_quick_gelu_forward, mbpo__cuda_quick_gelu_backward, mbpo__cuda_gelu_forward, mbpo__cuda_gelu_backward,
-    mbpo__cuda_swiglu_forward, mbpo__cuda_swiglu_backward, mbpo__cuda_add,
+    mbpo__cuda_swiglu_forward, mbpo__cuda_swiglu_backward, mbpo__cuda_add, mbpo__cuda_gather_rows,
     mbpo__cuda_mrope_tables, mbpo__cuda_vrope_tables, mbpo__cuda_rope_apply,
     mbpo__cuda_attention_forward, mbpo__cuda_attention_backward, mbpo__cuda_attention_decode, mbpo__cuda_kv_append,
     mbpo__cuda_embed_forward, mbpo__cuda_embed_backward, mbpo__cuda_head_forward, mbpo__cuda_head_backward, mbpo__cuda_logits

@@ -333,7 +333,7 @@ static void test_config(void) {
                          " \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 1,"
                          " \"rope_scaling\": {\"mrope_section\": [2, 3, 3]}}}";
         j = mbpo_json_parse(t1, strlen(t1), "t1.json");
-        CHECK(j && mbpo_config_from_json(&cn, j, "t1.json") && cn.tie_word_embeddings == 1 && cn.rms_norm_eps == 1e-6,
+        CHECK(j && mbpo_config_from_json(&cn, j, "t1.json") && cn.tie_word_embeddings == 1 && cn.rms_norm_eps == 1e-5,
               "top-level tie_word_embeddings wins: %s", mbpo_failure_reason());
         mbpo_json_free(j);
         {
@@ -359,7 +359,7 @@ static void test_config(void) {
     {
         struct { const char *text, *expect; } bad[] = {
             { "{\"vision_config\": {}, \"hidden_size\": 64}", "missing required field \"vocab_size\"" },
-            { "{\"model_type\": \"qwen2_5_vl\"}", "not supported" },
+            { "{\"model_type\": \"qwen3_vl\"}", "not supported" },
             { "{\"vocab_size\": 10, \"hidden_size\": 64, \"intermediate_size\": 8, \"num_hidden_layers\": 1,"
               " \"num_attention_heads\": 4, \"rms_norm_eps\": 1e-6, \"rope_scaling\": {\"mrope_section\": [2,3,4]},"
               " \"vision_config\": {}}", "must sum to head_dim/2" },
@@ -372,6 +372,135 @@ static void test_config(void) {
             CHECK(!mbpo_config_load(&cn, path) && contains(mbpo_failure_reason(), path) &&
                   contains(mbpo_failure_reason(), bad[i].expect), "bad config %zu: %s", i, mbpo_failure_reason());
         }
+    }
+}
+
+/* Qwen2.5-VL configs (docs/QWEN25VL.md 1): the hub files, the 4.57 and 5.x layouts, the class
+   defaults, the traps, and bad fields naming the file and the field. */
+static void test_config25(void) {
+    mbpo_config c3, c7, cn;
+    mbpo_param_table t;
+    mbpo_json *j;
+    char path[512];
+    /* the tiny25-A config of QWEN25VL.md 8.1 in three layouts, %s = where the text fields go */
+    const char *text = "\"vocab_size\": 1024, \"hidden_size\": 64, \"intermediate_size\": 176, \"num_hidden_layers\": 2,"
+                       " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"rms_norm_eps\": 1e-6";
+    const char *vision = "\"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"intermediate_size\": 72, \"num_heads\": 3,"
+                         " \"out_hidden_size\": 64, \"window_size\": 56, \"fullatt_block_indexes\": [1, 3], \"in_channels\": 3}";
+    char flat[2048], saved457[2048], v5[2048];
+    if (!run_test("config25")) return;
+    REQUIRE(mbpo_config_load(&c3, "tests/configs/Qwen2.5-VL-3B-Instruct/config.json"), "3B config: %s", mbpo_failure_reason());
+    REQUIRE(mbpo_config_load(&c7, "tests/configs/Qwen2.5-VL-7B-Instruct/config.json"), "7B config: %s", mbpo_failure_reason());
+    CHECK(c3.arch == MBPO_ARCH_QWEN2_5_VL && c3.hidden_size == 2048 && c3.n_layers == 36 && c3.tie_word_embeddings &&
+          c3.v_embed_dim == 1280 && c3.v_mlp_hidden == 3420 && c3.v_window_size == 112 && c3.v_n_fullatt == 4 &&
+          c3.v_fullatt[3] == 31 && c3.v_tokens_per_second == 2 && c3.vocab_size == 151936, "3B fields");
+    CHECK(c7.arch == MBPO_ARCH_QWEN2_5_VL && c7.hidden_size == 3584 && !c7.tie_word_embeddings && c7.n_layers == 28,
+          "7B fields");
+    REQUIRE(mbpo_param_table_build(&t, &c3), "3B table");
+    CHECK(t.n_params == 3754622976LL && t.n == 824, "Qwen2.5-VL-3B parameters: %lld in %zu tensors, want 3,754,622,976 in 824",
+          (long long)t.n_params, t.n);
+    printf("  Qwen2.5-VL-3B: %lld parameters in %zu tensors\n", (long long)t.n_params, t.n);
+    mbpo_param_table_free(&t);
+    REQUIRE(mbpo_param_table_build(&t, &c7), "7B table");
+    CHECK(t.n_params == 8292166656LL && t.n == 729, "Qwen2.5-VL-7B parameters: %lld in %zu tensors, want 8,292,166,656 in 729",
+          (long long)t.n_params, t.n);
+    printf("  Qwen2.5-VL-7B: %lld parameters in %zu tensors\n", (long long)t.n_params, t.n);
+    mbpo_param_table_free(&t);
+    {   /* render + re-read is the identity */
+        char *txt = mbpo_config_to_json(&c3);
+        mbpo_config back;
+        j = txt ? mbpo_json_parse(txt, strlen(txt), "rendered") : NULL;
+        CHECK(j && mbpo_config_from_json(&back, j, "rendered") && !memcmp(&back, &c3, sizeof back), "3B render/parse round trip");
+        mbpo_json_free(j);
+        mbpo_free(txt);
+    }
+    /* hub (flat), 4.57.6 save_pretrained (flat + text_config, rope_scaling type default) and 5.x
+       (text_config only, rope_parameters with theta inside) read the same */
+    snprintf(flat, sizeof flat, "{\"model_type\": \"qwen2_5_vl\", %s, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true,"
+             " \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]}, \"image_token_id\": 1000,"
+             " \"video_token_id\": 1001, \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003, %s}", text, vision);
+    snprintf(saved457, sizeof saved457, "{\"model_type\": \"qwen2_5_vl\", %s, \"tie_word_embeddings\": true, \"text_config\": {%s,"
+             " \"tie_word_embeddings\": true, \"rope_theta\": 1000000.0, \"rope_scaling\": {\"mrope_section\": [2, 3, 3],"
+             " \"rope_type\": \"default\", \"type\": \"default\"}}, \"image_token_id\": 1000, \"video_token_id\": 1001,"
+             " \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003, %s}", text, text, vision);
+    snprintf(v5, sizeof v5, "{\"model_type\": \"qwen2_5_vl\", \"tie_word_embeddings\": true, \"text_config\": {%s,"
+             " \"tie_word_embeddings\": true, \"rope_parameters\": {\"rope_type\": \"default\", \"mrope_section\": [2, 3, 3],"
+             " \"rope_theta\": 1000000.0}}, \"image_token_id\": 1000, \"video_token_id\": 1001,"
+             " \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003, %s}", text, vision);
+    {
+        const char *layouts[3] = { flat, saved457, v5 }, *names[3] = { "hub", "4.57.6", "5.x" };
+        mbpo_config ref;
+        int k;
+        for (k = 0; k < 3; k++) {
+            int ok;
+            j = mbpo_json_parse(layouts[k], strlen(layouts[k]), names[k]);
+            ok = j && mbpo_config_from_json(&cn, j, names[k]);
+            if (k == 0) ref = cn;
+            CHECK(ok && cn.arch == MBPO_ARCH_QWEN2_5_VL && cn.v_embed_dim == 48 && cn.v_mlp_hidden == 72 && cn.v_heads == 3 &&
+                  cn.hidden_size == 64 && cn.v_window_size == 56 && cn.v_n_fullatt == 2 && cn.v_fullatt[1] == 3 &&
+                  cn.tie_word_embeddings && !cn.tie_from_checkpoint && cn.rope_theta == 1e6 && cn.mrope_section[2] == 3 &&
+                  !memcmp(&cn, &ref, sizeof cn), "%s layout reads as the hub layout%s%s", names[k], ok ? "" : ": ",
+                  ok ? "" : mbpo_failure_reason());
+            mbpo_json_free(j);
+        }
+    }
+    {   /* class defaults of missing vision keys, including the 3584-wide ViT without "hidden_size" */
+        char d[2048];
+        snprintf(d, sizeof d, "{\"model_type\": \"qwen2_5_vl\", \"vocab_size\": 1024, \"hidden_size\": 3584,"
+                 " \"intermediate_size\": 176, \"num_hidden_layers\": 1, \"num_attention_heads\": 28,"
+                 " \"rope_scaling\": {\"mrope_section\": [16, 24, 24]}, \"image_token_id\": 1000, \"video_token_id\": 1001,"
+                 " \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003, \"vision_config\": {}}");
+        j = mbpo_json_parse(d, strlen(d), "defaults.json");
+        CHECK(j && mbpo_config_from_json(&cn, j, "defaults.json") && cn.v_embed_dim == 3584 && cn.v_mlp_hidden == 3420 &&
+              cn.v_depth == 32 && cn.v_heads == 16 && cn.v_window_size == 112 && cn.v_n_fullatt == 4 && cn.v_fullatt[0] == 7 &&
+              cn.v_tokens_per_second == 4 && cn.rms_norm_eps == 1e-5 && cn.max_position_embeddings == 32768,
+              "Qwen2.5-VL class defaults: %s", mbpo_failure_reason());
+        mbpo_json_free(j);
+    }
+    {   /* tying: a text_config without the flag under a tied top level is untied in 4.57, tied in 5.x:
+           the checkpoint decides (tested with real files in test_save_load25) */
+        char d[2048];
+        snprintf(d, sizeof d, "{\"model_type\": \"qwen2_5_vl\", \"tie_word_embeddings\": true, \"text_config\": {%s,"
+                 " \"rope_scaling\": {\"mrope_section\": [2, 3, 3]}}, \"image_token_id\": 1000, \"video_token_id\": 1001,"
+                 " \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003, %s}", text, vision);
+        j = mbpo_json_parse(d, strlen(d), "tie.json");
+        CHECK(j && mbpo_config_from_json(&cn, j, "tie.json") && cn.tie_from_checkpoint && !cn.tie_word_embeddings,
+              "top-level tie without text_config's: decided by the checkpoint");
+        mbpo_json_free(j);
+    }
+    {   /* bad Qwen2.5-VL configs name the file and the field */
+        struct { const char *vision, *expect; } bad[] = {
+            { "\"vision_config\": {\"depth\": 4, \"embed_dim\": 48, \"mlp_ratio\": 4, \"num_heads\": 3, \"hidden_size\": 64}",
+              "Qwen2-VL keys (\"embed_dim\")" },
+            { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"num_heads\": 3, \"out_hidden_size\": 32}",
+              "out_hidden_size 32 must equal the LM hidden_size 64" },
+            { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"num_heads\": 3, \"out_hidden_size\": 64, \"window_size\": 20}",
+              "window_size 20 is smaller than one merge unit" },
+            { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"num_heads\": 3, \"out_hidden_size\": 64,"
+              " \"fullatt_block_indexes\": [1, 4]}", "\"fullatt_block_indexes\" entry 1 must be a block index in [0, depth 4)" },
+            { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"num_heads\": 3, \"out_hidden_size\": 64,"
+              " \"hidden_act\": \"quick_gelu\"}", "hidden_act must be \"silu\"" },
+            { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 40, \"num_heads\": 4, \"out_hidden_size\": 64}",
+              "multiple of 4" },
+            { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"num_heads\": 3, \"out_hidden_size\": 64,"
+              " \"window_size\": 56.5}", "\"window_size\" must be an integer" },
+        };
+        size_t i;
+        char d[2048];
+        snprintf(path, sizeof path, "%s/config.json", tmpdir());
+        for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            snprintf(d, sizeof d, "{\"model_type\": \"qwen2_5_vl\", %s, \"rope_scaling\": {\"mrope_section\": [2, 3, 3]},"
+                     " \"image_token_id\": 1000, \"video_token_id\": 1001, \"vision_start_token_id\": 1002,"
+                     " \"vision_end_token_id\": 1003, %s}", text, bad[i].vision);
+            write_bytes(path, d, strlen(d));
+            CHECK(!mbpo_config_load(&cn, path) && contains(mbpo_failure_reason(), path) &&
+                  contains(mbpo_failure_reason(), bad[i].expect), "bad Qwen2.5-VL config %zu: %s", i, mbpo_failure_reason());
+        }
+        /* no rope_scaling: fatal, as in transformers (a TypeError at the first forward there) */
+        snprintf(d, sizeof d, "{\"model_type\": \"qwen2_5_vl\", %s, %s}", text, vision);
+        write_bytes(path, d, strlen(d));
+        CHECK(!mbpo_config_load(&cn, path) && contains(mbpo_failure_reason(), "mrope_section"), "no rope: %s",
+              mbpo_failure_reason());
     }
 }
 
@@ -1069,6 +1198,7 @@ int main(int argc, char **argv) {
     test_halves_rng();
     test_safetensors();
     test_config();
+    test_config25();
     test_ops_fd();
     test_parity();
     test_packed();

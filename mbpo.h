@@ -5338,10 +5338,11 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
     if (!mbpo__cfg_num(mbpo__cfg_key(root, "rms_norm_eps"), "rms_norm_eps", name, &c->rms_norm_eps, 0, 1e-5)) return 0;
     {   /* Tying. transformers 5.x reads the top-level flag; 4.57 re-saves may keep it only in
            text_config, and 4.57's Qwen2.5-VL ties iff text_config says so (QWEN25VL.md 1.4).
-           Qwen2-VL: top level first, then text_config. Qwen2.5-VL: when a text_config and the
-           top level disagree (one missing counts as the default, untied), the two transformers
-           versions build different models from the same file, so the checkpoint decides
-           (mbpo_model_load: tied iff it has no lm_head.weight). Default untied. */
+           Qwen2-VL: top level first, then text_config. Qwen2.5-VL with a text_config: unless
+           both say the same, the two transformers versions can build different models from
+           one file (a missing key takes different defaults: 4.57 saves a tied model with the
+           flag only in text_config, an untied one only at the top level), so the checkpoint
+           decides (mbpo_model_load: tied iff it has no lm_head.weight). Default untied. */
         const mbpo_json *top = mbpo_json_get(root, "tie_word_embeddings");
         const mbpo_json *in = tc != root ? mbpo_json_get(tc, "tie_word_embeddings") : NULL;
         if ((top && top->type != MBPO_JSON_TRUE && top->type != MBPO_JSON_FALSE) ||
@@ -5352,7 +5353,7 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
         if (c->arch == MBPO_ARCH_QWEN2_5_VL && tc != root) {
             int t_top = top && top->type == MBPO_JSON_TRUE, t_in = in && in->type == MBPO_JSON_TRUE;
             c->tie_word_embeddings = t_in;   /* 4.57.6, until the checkpoint says otherwise */
-            c->tie_from_checkpoint = t_top != t_in;
+            c->tie_from_checkpoint = !top || !in || t_top != t_in;
         } else {
             v = top ? top : in;
             c->tie_word_embeddings = v ? v->type == MBPO_JSON_TRUE : 0;
@@ -5690,6 +5691,18 @@ MBPODEF int mbpo_model_load(mbpo_model *m, const char *dir) {
         int has_head = 0;
         for (i = 0; i < st.n_tensors; i++) {
             const char *hub = mbpo__hub_name(st.tensors[i].name, buf, sizeof buf);
+            /* the other family's vision names: say which config field is at odds with the file */
+            int other = hub && !strncmp(hub, "visual.", 7) &&
+                        (cfg.arch == MBPO_ARCH_QWEN2_5_VL ? strstr(hub, ".mlp.fc1.") || strstr(hub, ".mlp.fc2.") ||
+                                                                strstr(hub, "norm1.bias") || strstr(hub, "norm2.bias") ||
+                                                                strstr(hub, "ln_q.bias")
+                                                          : strstr(hub, "_proj.") != NULL);
+            if (other) {
+                mbpo__fail("%s: tensor '%s' is a %s name, but %s has \"model_type\": \"%s\"", st.paths[st.tensors[i].file],
+                           st.tensors[i].name, cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "Qwen2-VL" : "Qwen2.5-VL", cfg_path,
+                           cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "qwen2_5_vl" : "qwen2_vl");
+                goto done;
+            }
             has_head |= hub && !strcmp(hub, "lm_head.weight");
         }
         if (cfg.tie_from_checkpoint) cfg.tie_word_embeddings = !has_head;
@@ -5712,18 +5725,8 @@ MBPODEF int mbpo_model_load(mbpo_model *m, const char *dir) {
         if (hub && !strcmp(hub, "lm_head.weight") && cfg.tie_word_embeddings) continue;
         p = hub ? mbpo_param_find(&m->table, hub) : NULL;
         if (!p) {
-            /* the other family's names: say which config field is at odds with the file */
-            int other = hub && (cfg.arch == MBPO_ARCH_QWEN2_5_VL
-                                    ? strstr(hub, ".mlp.fc1.") || strstr(hub, ".mlp.fc2.") || strstr(hub, "norm1.bias") ||
-                                      strstr(hub, "norm2.bias") || strstr(hub, "ln_q.bias")
-                                    : strstr(hub, "_proj.") && !strncmp(hub, "visual.", 7));
-            if (other)
-                mbpo__fail("%s: tensor '%s' is a %s name, but %s has \"model_type\": \"%s\"", st.paths[t->file], t->name,
-                           cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "Qwen2-VL" : "Qwen2.5-VL", cfg_path,
-                           cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "qwen2_5_vl" : "qwen2_vl");
-            else
-                mbpo__fail("%s: unexpected tensor '%s' (not a parameter of this %s config)", st.paths[t->file], t->name,
-                           cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "Qwen2.5-VL" : "Qwen2-VL");
+            mbpo__fail("%s: unexpected tensor '%s' (not a parameter of this %s config)", st.paths[t->file], t->name,
+                       cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "Qwen2.5-VL" : "Qwen2-VL");
             goto done;
         }
         idx = (size_t)(p - m->table.info);

@@ -16,6 +16,7 @@
 
 int n_passed, n_failed;
 const char *filter;
+static int quiet;   /* a mutation run: count the failures, print nothing */
 
 
 /* Compare got against ref: err = max|got - ref| / max(max|ref|, floor) (norm-relative, so
@@ -31,11 +32,13 @@ int close_enough(const char *what, const float *got, const float *ref, int64_t n
     err = relative ? maxerr / (maxref > 1e-30 ? maxref : 1e-30) : maxerr;
     if (!(err <= tol)) {
         n_failed++;
+        if (quiet) return 0;
         printf("FAIL  %-46s %s err %.3e > tol %.0e (max abs %.3e at %lld: got %.8g ref %.8g)\n", what,
                relative ? "rel" : "abs", err, tol, maxerr, (long long)worst, n ? got[worst] : 0.0, n ? ref[worst] : 0.0);
         return 0;
     }
     n_passed++;
+    if (quiet) return 1;
     printf("  ok  %-46s %s err %.3e (tol %.0e, max |ref| %.3g)\n", what, relative ? "rel" : "abs", err, tol, maxref);
     return 1;
 }
@@ -838,7 +841,7 @@ static void cmp_tensor(const char *label, const fixture_case *fc, const char *na
 
 /* Tolerances (fp32 C vs fp32 transformers on the CPU; both sum in different orders):
    activations rel 1e-5, logits abs 1e-4, loss rel 1e-6, gradients rel 1e-4 (norm-relative). */
-static void parity_case(const char *variant, const char *cname) {
+static void parity_case(const char *variant, const char *cname, void (*mutate)(mbpo_model *)) {
     char dir[256], path[256], label[64];
     mbpo_model m;
     fixture_case fc;
@@ -853,6 +856,7 @@ static void parity_case(const char *variant, const char *cname) {
     snprintf(label, sizeof label, "%s/%s", variant, cname);
     REQUIRE(mbpo_model_load(&m, dir), "load %s", dir);
     REQUIRE(load_case(&fc, path), "load %s", path);
+    if (mutate) mutate(&m);
     b = case_batch(&fc);
     REQUIRE(mbpo_model_plan(&m, fc.S, fc.P, fc.n_targets, 1), "plan");
     T = fc.S; H = m.cfg.hidden_size; V = m.cfg.vocab_size;
@@ -864,11 +868,30 @@ static void parity_case(const char *variant, const char *cname) {
         int64_t *pos = read_i64(&fc.st, "position_ids", NULL), bad = 0;
         for (i = 0; pos && i < 3 * T; i++) bad += pos[i] != tr.position_ids[i];
         CHECK(pos && bad == 0, "%s position_ids: %lld differ", label, (long long)bad);
-        if (pos && bad == 0) printf("  ok  %-46s exact\n", "position_ids");
+        if (pos && bad == 0 && !quiet) printf("  ok  %-46s exact\n", "position_ids");
         free(pos);
     }
+    if (fc.P && m.cfg.arch == MBPO_ARCH_QWEN2_5_VL) {   /* window order and segments: exact */
+        int64_t n_perm = 0, n_cu = 0, *perm = read_i64(&fc.st, "window_index", &n_perm);
+        int64_t *cu = read_i64(&fc.st, "cu_window_seqlens", &n_cu), *got = (int64_t *)calloc((size_t)fc.P + 1, sizeof(int64_t));
+        int64_t *got_cu = (int64_t *)calloc((size_t)fc.P + 2, sizeof(int64_t)), n_win, bad = 0;
+        n_win = mbpo_window_index(&m.cfg, fc.grid, (int)fc.n_images, got, got_cu);
+        for (i = 0; perm && i < n_perm && n_perm == fc.P / 4; i++) bad += perm[i] != got[i];
+        for (i = 0; cu && i < n_cu && n_cu == n_win + 1; i++) bad += cu[i] != got_cu[i];
+        if (perm && cu && n_perm == fc.P / 4 && n_cu == n_win + 1 && bad == 0) {
+            n_passed++;
+            if (!quiet) printf("  ok  %-46s exact (%lld windows)\n", "window_index, cu_window_seqlens", (long long)n_win);
+        } else {
+            n_failed++;
+            if (!quiet) printf("FAIL  %s window order: %lld of %lld units, %lld of %lld boundaries, %lld differ\n", label,
+                               (long long)n_perm, (long long)(fc.P / 4), (long long)n_cu, (long long)(n_win + 1), (long long)bad);
+        }
+        free(perm); free(cu); free(got); free(got_cu);
+    }
     if (fc.P) {
-        cmp_tensor(label, &fc, "patch_embed", tr.patch_embed, fc.P * m.cfg.v_embed_dim, 1e-5, 1);
+        /* Qwen2.5-VL: the tower runs in window order, and so do HF's block outputs */
+        cmp_tensor(label, &fc, m.cfg.arch == MBPO_ARCH_QWEN2_5_VL ? "patch_embed_window" : "patch_embed", tr.patch_embed,
+                   fc.P * m.cfg.v_embed_dim, 1e-5, 1);
         for (i = 0; i < m.cfg.v_depth; i++) {
             char name[64];
             snprintf(name, sizeof name, "vision_block.%lld", (long long)i);
@@ -920,7 +943,7 @@ static void parity_case(const char *variant, const char *cname) {
             else cmp_tensor(label, &fc, name, m.grads + pi->offset, n, 1e-4, 1);
             free(ref);
         }
-        if (n_zero) printf("  ok  %lld vision parameters: no gradient in transformers (text only), exactly 0 here\n", (long long)n_zero);
+        if (n_zero && !quiet) printf("  ok  %lld vision parameters: no gradient in transformers (text only), exactly 0 here\n", (long long)n_zero);
     }
     free(logp); free(dlogp); free(logits); free(dpix);
     free_case(&fc);
@@ -933,8 +956,35 @@ static void test_parity(void) {
     for (v = 0; v < 2; v++)
         for (c = 0; c < 3; c++) {
             printf("-- %s / %s\n", variants[v], cases[c]);
-            parity_case(variants[v], cases[c]);
+            parity_case(variants[v], cases[c], NULL);
         }
+}
+
+/* Qwen2.5-VL (docs/QWEN25VL.md 8): the same comparisons, plus the window order; then two
+   mutants of the model must fail many of them (the checks can see the windows). */
+static void mutant_no_fullatt(mbpo_model *m) { m->cfg.v_n_fullatt = 0; }             /* every block windowed */
+static void mutant_one_window(mbpo_model *m) { m->cfg.v_window_size = 100000; }      /* every block full */
+static void test_parity25(void) {
+    const char *variants[2] = { "tiny25_a", "tiny25_a_tied" }, *cases[5] = { "image", "even", "two_images", "tall", "text" };
+    struct { const char *what; void (*mutate)(mbpo_model *); } mutants[2] = {
+        { "no full-attention blocks", mutant_no_fullatt }, { "one window per image", mutant_one_window } };
+    int v, c, k;
+    if (!run_test("parity25")) return;
+    for (v = 0; v < 2; v++)
+        for (c = 0; c < 5; c++) {
+            printf("-- %s / %s\n", variants[v], cases[c]);
+            parity_case(variants[v], cases[c], NULL);
+        }
+    for (k = 0; k < 2; k++) {
+        int failed0 = n_failed, passed0 = n_passed, bad;
+        quiet = 1;
+        parity_case("tiny25_a", "two_images", mutants[k].mutate);
+        quiet = 0;
+        bad = n_failed - failed0;
+        n_failed = failed0; n_passed = passed0;
+        CHECK(bad >= 20, "mutant \"%s\": only %d checks failed", mutants[k].what, bad);
+        printf("  ok  mutant \"%s\" fails %d of the two_images checks\n", mutants[k].what, bad);
+    }
 }
 
 /* ============================================================== model: packing and sharing
@@ -1123,6 +1173,105 @@ static void test_pixel_fd(void) {
     mbpo_model_free(&m);
 }
 
+/* Qwen2.5-VL's new pieces by central differences of the fp32 model (the ops' own FD tests
+   above cover RMSNorm and SwiGLU; here the whole tower: window order and its inverse, the
+   windowed and full blocks, the biased SwiGLU, the RMSNorm merger). A random tiny25-A model
+   (QWEN25VL.md 8.1) in C, two images of 3 and 2 windows' widths, loss = sum of logp.
+   Direction: a tensor's own gradient, so the derivative is |g| and stands far above the fp32
+   noise of the loss (~1e-5 / h). */
+static double fd25_loss(mbpo_model *m, const mbpo_batch *b, float *logp) {
+    int64_t n = mbpo_model_forward(m, b, logp), i;
+    double l = 0;
+    for (i = 0; i < n; i++) l += logp[i];
+    return l;
+}
+static void fd25_along(const char *what, mbpo_model *m, const mbpo_batch *b, float *x, const float *g, int64_t n, double h,
+                       float *logp) {
+    float *x0 = falloc(n);
+    double norm = 0, lp, lm, fd;
+    int64_t i;
+    for (i = 0; i < n; i++) norm += (double)g[i] * g[i];
+    norm = sqrt(norm);
+    if (norm > 0 && h * norm > 0.1) h = 0.1 / norm;   /* the loss moves by ~0.1: curvature stays small */
+    memcpy(x0, x, (size_t)n * sizeof(float));
+    for (i = 0; i < n; i++) x[i] = x0[i] + (float)(h * g[i] / norm);
+    mbpo_model_params_changed(m);
+    lp = fd25_loss(m, b, logp);
+    for (i = 0; i < n; i++) x[i] = x0[i] - (float)(h * g[i] / norm);
+    mbpo_model_params_changed(m);
+    lm = fd25_loss(m, b, logp);
+    memcpy(x, x0, (size_t)n * sizeof(float));
+    mbpo_model_params_changed(m);
+    fd = (lp - lm) / (2 * h);
+    CHECK(norm > 0 && fabs(fd - norm) <= 1e-2 * norm, "%s: FD %.6f vs analytic |g| %.6f", what, fd, norm);
+    printf("  %s  %-40s FD %.6f analytic %.6f (rel diff %.2e, tol 1e-2)\n", fabs(fd - norm) <= 1e-2 * norm ? "ok" : "!!",
+           what, fd, norm, fabs(fd - norm) / norm);
+    free(x0);
+}
+static void test_fd25(void) {
+    const char *cfg_text =
+        "{\"model_type\": \"qwen2_5_vl\", \"vocab_size\": 1024, \"hidden_size\": 64, \"intermediate_size\": 176,"
+        " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"rms_norm_eps\": 1e-6,"
+        " \"rope_theta\": 1000000.0, \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]},"
+        " \"image_token_id\": 1000, \"video_token_id\": 1001, \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003,"
+        " \"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"intermediate_size\": 72, \"num_heads\": 3,"
+        " \"out_hidden_size\": 64, \"window_size\": 56, \"fullatt_block_indexes\": [1, 3]}}";
+    static const char *const tensors[] = {
+        "visual.patch_embed.proj.weight", "visual.blocks.0.norm1.weight", "visual.blocks.0.attn.qkv.weight",
+        "visual.blocks.1.attn.proj.bias", "visual.blocks.1.mlp.gate_proj.bias", "visual.blocks.2.mlp.up_proj.weight",
+        "visual.blocks.2.norm2.weight", "visual.blocks.3.mlp.down_proj.bias", "visual.merger.ln_q.weight",
+        "visual.merger.mlp.0.weight" };
+    mbpo_config cfg;
+    mbpo_model m;
+    mbpo_json *j;
+    mbpo_batch b;
+    mbpo_rng rng;
+    int32_t ids[34], grid[6] = { 1, 6, 10, 1, 4, 8 }, refs[2] = { 0, 1 };
+    uint8_t target[34];
+    int64_t seq_off[2] = { 0, 34 }, ref_off[2] = { 0, 2 }, P = 92, N = 0, i;
+    float *pix, *dpix, *logp, *dl;
+    size_t k;
+    if (!run_test("fd25")) return;
+    j = mbpo_json_parse(cfg_text, strlen(cfg_text), "tiny25.json");
+    REQUIRE(j && mbpo_config_from_json(&cfg, j, "tiny25.json"), "tiny25 config: %s", mbpo_failure_reason());
+    mbpo_json_free(j);
+    REQUIRE(mbpo_model_init(&m, &cfg), "init");
+    mbpo_model_randomize(&m, 25);
+    /* the sequence of QWEN25VL.md 8.2: text, image A (15 tokens), text, image B (8), text */
+    for (i = 0; i < 34; i++) {
+        ids[i] = i < 3 ? 5 + (int32_t)i : i == 3 || i == 22 ? 1002 : i < 19 || (i > 22 && i < 31) ? 1000 : i == 19 || i == 31 ? 1003
+                 : (int32_t)(8 + i);
+        target[i] = i >= 3 && ids[i] != 1000;
+        N += target[i];
+    }
+    memset(&b, 0, sizeof b);
+    b.n_seqs = 1; b.ids = ids; b.seq_offsets = seq_off; b.target = target;
+    b.n_images = 2; b.grid_thw = grid; b.image_refs = refs; b.image_ref_offsets = ref_off;
+    pix = falloc(P * 1176); dpix = falloc(P * 1176); logp = falloc(N); dl = falloc(N);
+    mbpo_rng_seed(&rng, 2525);
+    fill_normal(pix, P * 1176, &rng, 1.0);
+    b.pixel_values = pix;
+    REQUIRE(mbpo_model_plan(&m, 34, P, N, 1), "plan");
+    REQUIRE(mbpo_model_forward(&m, &b, logp) == N, "forward");
+    for (i = 0; i < N; i++) dl[i] = 1.0f;
+    mbpo_model_zero_grad(&m);
+    REQUIRE(mbpo_model_backward(&m, &b, dl, dpix), "backward");
+    {   /* the gradient copies: the FD forwards reuse the arena */
+        float *g = falloc((int64_t)m.table.total_floats), *gp = falloc(P * 1176);
+        memcpy(g, m.grads, m.table.total_floats * sizeof(float));
+        memcpy(gp, dpix, (size_t)(P * 1176) * sizeof(float));
+        fd25_along("d(pixel_values)", &m, &b, pix, gp, P * 1176, 5e-2, logp);
+        for (k = 0; k < sizeof tensors / sizeof tensors[0]; k++) {
+            const mbpo_param_info *pi = mbpo_param_find(&m.table, tensors[k]);
+            REQUIRE(pi, "%s in the table", tensors[k]);
+            fd25_along(tensors[k], &m, &b, m.params + pi->offset, g + pi->offset, pi->numel, 1e-2, logp);
+        }
+        free(g); free(gp);
+    }
+    free(pix); free(dpix); free(logp); free(dl);
+    mbpo_model_free(&m);
+}
+
 /* ============================================================== model: save, load, bad files */
 
 static void test_save_load(void) {
@@ -1191,6 +1340,87 @@ static void test_save_load(void) {
     mbpo_model_free(&m);
 }
 
+/* Qwen2.5-VL checkpoints: save/load exact for both tie states, the tie decided by the checkpoint
+   when the config cannot say, and the other family's tensor names refused by name. */
+static void test_save_load25(void) {
+    mbpo_model m, back;
+    char dir[512], path[1024];
+    size_t i;
+    int same = 1, tied;
+    if (!run_test("save_load25")) return;
+    snprintf(dir, sizeof dir, "%s/saved25", tmpdir());
+    mkdir(dir, 0755);
+    for (tied = 0; tied < 2; tied++) {
+        REQUIRE(mbpo_model_load(&m, tied ? "tests/fixtures/tiny25_a_tied/model" : "tests/fixtures/tiny25_a/model"), "load");
+        CHECK(m.cfg.arch == MBPO_ARCH_QWEN2_5_VL && m.cfg.tie_word_embeddings == tied && m.table.n == (size_t)(81 - tied) &&
+              m.table.n_params == (tied ? 344432 : 409968), "tiny25 %s: %zu tensors, %lld parameters", tied ? "tied" : "untied",
+              m.table.n, (long long)m.table.n_params);
+        REQUIRE(mbpo_model_save(&m, dir, MBPO_DT_F32), "save");
+        REQUIRE(mbpo_model_load(&back, dir), "load saved: %s", mbpo_failure_reason());
+        for (i = 0, same = 1; i < m.table.total_floats; i++) same &= m.params[i] == back.params[i];
+        CHECK(same && back.cfg.arch == MBPO_ARCH_QWEN2_5_VL && back.cfg.tie_word_embeddings == tied &&
+              !memcmp(back.cfg.v_fullatt, m.cfg.v_fullatt, sizeof m.cfg.v_fullatt) && back.cfg.v_window_size == m.cfg.v_window_size,
+              "Qwen2.5-VL save/load is exact (%s)", tied ? "tied" : "untied");
+        mbpo_model_free(&back);
+        mbpo_model_free(&m);
+    }
+    /* the untied model's config with the head removed from its checkpoint: a contradiction */
+    REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny25_a/model"), "load");
+    {
+        mbpo_st_entry *e = (mbpo_st_entry *)calloc(m.table.n, sizeof(mbpo_st_entry));
+        char (*names)[160] = (char (*)[160])calloc(m.table.n, 160);
+        size_t n = 0;
+        int k;
+        for (i = 0; i < m.table.n; i++) {
+            const mbpo_param_info *p = &m.table.info[i];
+            if (!strcmp(p->name, "lm_head.weight")) continue;
+            snprintf(names[n], 160, "%s", p->name);
+            e[n].name = names[n]; e[n].dtype = MBPO_DT_F32; e[n].ndim = p->ndim; e[n].data = m.params + p->offset;
+            for (k = 0; k < p->ndim; k++) e[n].shape[k] = p->shape[k];
+            n++;
+        }
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        REQUIRE(mbpo_model_save(&m, dir, MBPO_DT_F32) && mbpo_st_write(path, e, n), "write without lm_head");
+        CHECK(!mbpo_model_load(&back, dir) && contains(mbpo_failure_reason(), "tie_word_embeddings false") &&
+              contains(mbpo_failure_reason(), "no lm_head.weight"), "untied config, tied checkpoint: %s", mbpo_failure_reason());
+        /* a config whose two tie flags disagree: the checkpoint (no head) makes it tied */
+        {
+            const char *cfg = "{\"model_type\": \"qwen2_5_vl\", \"tie_word_embeddings\": true, \"text_config\": {"
+                "\"vocab_size\": 1024, \"hidden_size\": 64, \"intermediate_size\": 176, \"num_hidden_layers\": 2,"
+                " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"rms_norm_eps\": 1e-6, \"bos_token_id\": 1,"
+                " \"eos_token_id\": 2, \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]}},"
+                " \"image_token_id\": 1000, \"video_token_id\": 1001, \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003,"
+                " \"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"intermediate_size\": 72, \"num_heads\": 3,"
+                " \"out_hidden_size\": 64, \"window_size\": 56, \"fullatt_block_indexes\": [1, 3]}}";
+            snprintf(path, sizeof path, "%s/config.json", dir);
+            write_bytes(path, cfg, strlen(cfg));
+            CHECK(mbpo_model_load(&back, dir) && back.cfg.tie_word_embeddings && back.table.n == m.table.n - 1,
+                  "ambiguous tie flags: tied by the checkpoint: %s", mbpo_failure_reason());
+            mbpo_model_free(&back);
+        }
+        /* Qwen2-VL tensor names under the Qwen2.5-VL config */
+        snprintf(names[1], 160, "visual.blocks.0.norm1.bias");
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        REQUIRE(mbpo_st_write(path, e, n), "write with a Qwen2-VL name");
+        CHECK(!mbpo_model_load(&back, dir) && contains(mbpo_failure_reason(), path) &&
+              contains(mbpo_failure_reason(), "'visual.blocks.0.norm1.bias' is a Qwen2-VL name") &&
+              contains(mbpo_failure_reason(), "\"model_type\": \"qwen2_5_vl\""), "Qwen2-VL names: %s", mbpo_failure_reason());
+        free(e); free(names);
+    }
+    mbpo_model_free(&m);
+    /* and the other way: a Qwen2.5-VL checkpoint under a Qwen2-VL config */
+    REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny25_a/model"), "load");
+    REQUIRE(mbpo_model_save(&m, dir, MBPO_DT_F32), "save");
+    mbpo_model_free(&m);
+    {
+        char cmd[1200];
+        snprintf(cmd, sizeof cmd, "cp tests/fixtures/tiny_a/model/config.json %s/config.json", dir);
+        REQUIRE(system(cmd) == 0, "copy the Qwen2-VL config");
+        CHECK(!mbpo_model_load(&back, dir) && contains(mbpo_failure_reason(), "is a Qwen2.5-VL name"),
+              "Qwen2.5-VL names under qwen2_vl: %s", mbpo_failure_reason());
+    }
+}
+
 int main(int argc, char **argv) {
     char cmd[512];
     filter = argc > 1 ? argv[1] : NULL;
@@ -1203,6 +1433,9 @@ int main(int argc, char **argv) {
     test_parity();
     test_packed();
     test_pixel_fd();
+    test_parity25();
+    test_fd25();
+    test_save_load25();
     test_save_load();
     test_inputs();
     test_core();

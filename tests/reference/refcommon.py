@@ -243,3 +243,137 @@ def expected_rope_index(ids, grids, spec_ids, merge=2):
             p += 1
             s += 1
     return pos, p - S
+
+
+# ============================================================================================
+# Qwen2.5-VL (docs/QWEN25VL.md section 8).  Appended only: nothing above depends on it, so the
+# Qwen2-VL fixtures of make_fixtures.py are unchanged.
+# ============================================================================================
+
+# docs/QWEN25VL.md 8.1 "tiny25-A": ViT width 48 != LM width 64, 3 vision heads (hd 16), SwiGLU 72,
+# window_size 56 -> 2x2 merge units per window, blocks W F W F.
+TINY25_A = {
+    "text": dict(
+        vocab_size=1024,
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_act="silu",
+        rope_theta=1000000.0,
+        mrope_section=[2, 3, 3],
+        rms_norm_eps=1e-6,
+        max_position_embeddings=512,
+        use_sliding_window=False,
+    ),
+    "vision": dict(
+        depth=4,
+        hidden_size=48,
+        intermediate_size=72,
+        num_heads=3,
+        hidden_act="silu",
+        in_channels=3,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=56,
+        fullatt_block_indexes=[1, 3],
+        out_hidden_size=64,
+        tokens_per_second=2,
+    ),
+    "ids": dict(image_token_id=1000, video_token_id=1001, vision_start_token_id=1002, vision_end_token_id=1003),
+}
+
+# embedding std of the Qwen2.5 fixtures (docs/QWEN25VL.md 8.2: N(0,1) with a tied head gives logit std ~8)
+EMBED_STD25 = 0.3
+
+
+def build_config25(spec, tie_word_embeddings, attn_implementation="eager"):
+    """Qwen2_5_VLConfig from a dict like TINY25_A.
+
+    4.57.6 ties iff text_config.tie_word_embeddings (the top-level argument is shadowed by the text
+    config, docs/QWEN25VL.md 1.4), so the flag goes into both places.
+    """
+    from transformers import Qwen2_5_VLConfig
+
+    t = dict(spec["text"])
+    mrope = t.pop("mrope_section")
+    text_cfg = dict(
+        t,
+        rope_scaling={"type": "mrope", "mrope_section": list(mrope)},
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    return Qwen2_5_VLConfig(
+        text_config=text_cfg,
+        vision_config=dict(spec["vision"]),
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=1,
+        eos_token_id=2,
+        attn_implementation=attn_implementation,
+        **spec["ids"],
+    )
+
+
+def randomise_parameters25(model, seed, embed_std=EMBED_STD25):
+    """randomise_parameters, then the token embedding scaled to N(0, embed_std^2).
+
+    The same generator stream as randomise_parameters (the embedding is drawn N(0,1) and multiplied
+    in float32), so only the embedding rows differ from what randomise_parameters alone would give.
+    """
+    rules = randomise_parameters(model, seed)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            mod_name, _, _leaf = name.rpartition(".")
+            if isinstance(modules[mod_name], nn.Embedding):
+                p.mul_(embed_std)
+                rules[name] = f"{embed_std}*N(0,1)"
+    return rules
+
+
+def build_model25(spec, tie_word_embeddings, seed, embed_std=EMBED_STD25):
+    """Qwen2_5_VLForConditionalGeneration (fp32, eager, eval), re-randomised; returns (model, rules)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    cfg = build_config25(spec, tie_word_embeddings)
+    assert bool(cfg.text_config.tie_word_embeddings) == tie_word_embeddings
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(cfg).to(torch.float32).eval()
+    rules = randomise_parameters25(model, seed, embed_std)
+    embed = model.model.language_model.embed_tokens.weight
+    if tie_word_embeddings:
+        assert model.lm_head.weight is embed, "tied variant: lm_head and embed_tokens do not share storage"
+        assert model.lm_head.weight.data_ptr() == embed.data_ptr()
+    else:
+        assert model.lm_head.weight is not embed and model.lm_head.weight.data_ptr() != embed.data_ptr()
+    return model, rules
+
+
+def expected_window_index(grids, window_size, patch_size=14, merge=2):
+    """Independent window permutation of docs/QWEN25VL.md 3.4 (empty windows skipped).
+
+    Returns (perm over merge units, cu_window in patch rows, cu_full in patch rows) as int lists.
+    """
+    vws = window_size // merge // patch_size
+    perm, cu, cu_full = [], [0], [0]
+    base = 0
+    for t, h, w in grids:
+        gh, gw = h // merge, w // merge
+        for tau in range(t):
+            for wr in range(-(-gh // vws)):
+                for wc in range(-(-gw // vws)):
+                    n = 0
+                    for r in range(vws):
+                        for c in range(vws):
+                            bh, bw = wr * vws + r, wc * vws + c
+                            if bh < gh and bw < gw:
+                                perm.append(base + tau * gh * gw + bh * gw + bw)
+                                n += 1
+                    assert n > 0
+                    cu.append(cu[-1] + merge * merge * n)
+            cu_full.append(cu_full[-1] + h * w)
+        base += t * gh * gw
+    return perm, cu, cu_full

@@ -729,12 +729,18 @@ static int mbpo__cuda_add(mbpo_backend *be, mbpo_x *out, const mbpo_x *a, const 
     MBPO__EW_LAUNCH(mbpo__k_add, n, MBPO__CUDA_X(out), MBPO__CUDA_CX(a), MBPO__CUDA_CX(b));
     return 1;
 }
-/* out (R, W) row r = inp row idx[r]: a copy of stored values, no rounding (CPU: mbpo__cpu_gather_rows) */
-static __global__ void mbpo__k_gather_rows(mbpo__cx *out, const mbpo__cx *inp, const int64_t *idx, int64_t W, int64_t n) {
-    MBPO__FOR(i, n) out[i] = inp[idx[i / W] * W + i % W];
+/* out (R, W) row r = inp row rows[r]: a copy of stored values, no rounding (also the head's
+   gather of target rows) */
+static __global__ void mbpo__k_gather_rows(mbpo__cx *out, const mbpo__cx *inp, const int64_t *rows, int64_t R, int64_t W) {
+    MBPO__FOR(idx, R * W) out[idx] = inp[rows[idx / W] * W + idx % W];
 }
+/* CPU: mbpo__cpu_gather_rows */
 static int mbpo__cuda_gather_rows(mbpo_backend *be, mbpo_x *out, const mbpo_x *inp, const int64_t *idx, int64_t R, int64_t W) {
-    MBPO__EW_LAUNCH(mbpo__k_gather_rows, R * W, MBPO__CUDA_X(out), MBPO__CUDA_CX(inp), idx, W);
+    if (R * W > 0) {
+        mbpo__k_gather_rows<<<mbpo__cuda_blocks(R * W, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(
+            MBPO__CUDA_X(out), MBPO__CUDA_CX(inp), idx, R, W);
+        MBPO__LAUNCHED("mbpo__k_gather_rows", R * W);
+    }
     return 1;
 }
 
@@ -904,10 +910,6 @@ static int mbpo__cuda_kv_append(mbpo_backend *be, mbpo_x *kc, mbpo_x *vc, const 
      dxf[rows[n]] += chunk_dx[n]      (distinct rows: no two threads meet). */
 #define MBPO__ROW_THREADS 512
 
-/* chunk_x (cn, H) = xf[rows[r]] */
-static __global__ void mbpo__k_gather_rows(mbpo__cx *chunk_x, const mbpo__cx *xf, const int64_t *rows, int64_t cn, int64_t H) {
-    MBPO__FOR(idx, cn * H) chunk_x[idx] = xf[rows[idx / H] * H + idx % H];
-}
 /* dxf[rows[r]] += chunk_dx[r], (cn, H) */
 static __global__ void mbpo__k_scatter_add_rows(mbpo__cx *dxf, const mbpo__cx *chunk_dx, const int64_t *rows, int64_t cn,
                                                 int64_t H) {

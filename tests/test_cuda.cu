@@ -689,6 +689,30 @@ static void test_embed(void) {
             pool_release();
         }
     op_end(&ef); op_end(&eb);
+    {   /* gather_rows: a permutation of rows, copied without rounding (Qwen2.5-VL's window order) */
+        static const int64_t shapes[3][2] = { { 4, 48 }, { 92, 1176 }, { 1024, 80 } };
+        opstat gr;
+        int k;
+        op_begin(&gr, "gather_rows", TC_EXACT);
+        for (k = 0; k < 3; k++) {
+            int64_t R = shapes[k][0], W = shapes[k][1], r;
+            int64_t *idx = (int64_t *)hmem((size_t)R * 8);
+            tbuf inp, out, didx;
+            g_setup_ok = 1;
+            if (!idx) continue;
+            for (r = 0; r < R; r++) idx[r] = r;
+            for (r = R - 1; r > 0; r--) {   /* Fisher-Yates */
+                int64_t q = (int64_t)(mbpo_rng_u64(&RNG) % (uint64_t)(r + 1)), t = idx[r];
+                idx[r] = idx[q]; idx[q] = t;
+            }
+            snprintf(shape, sizeof shape, "R=%lld W=%lld", (long long)R, (long long)W);
+            inp = in_x(R * W, 1.0); didx = in_i64(idx, R); out = out_x(R * W);
+            BOTH(&gr, shape, 0, OPS[s]->gather_rows(BE[s], XP(out), XP(inp), LP(didx), R, W));
+            if (ok_) cmp(&gr, shape, "out", &out);
+            pool_release();
+        }
+        op_end(&gr);
+    }
 }
 
 /* The fused head over target rows, chunk by chunk; and full logits rows. V up to the real
@@ -994,12 +1018,21 @@ static void fixture_case_run(const char *variant, const char *cname) {
 }
 static void test_fixtures(void) {
     const char *variants[2] = { "tiny_a", "tiny_a_tied" }, *cases[3] = { "image", "two_images", "text" };
+    /* Qwen2.5-VL (QWEN25VL.md 8): RMSNorm, SwiGLU with biases, window attention, the window
+       permutation and its inverse; the same tolerances */
+    const char *variants25[2] = { "tiny25_a", "tiny25_a_tied" };
+    const char *cases25[5] = { "image", "even", "two_images", "tall", "text" };
     int v, c;
     if (!run_test("fixtures")) return;
     for (v = 0; v < 2; v++)
         for (c = 0; c < 3; c++) {
             printf("-- %s / %s\n", variants[v], cases[c]);
             fixture_case_run(variants[v], cases[c]);
+        }
+    for (v = 0; v < 2; v++)
+        for (c = 0; c < 5; c++) {
+            printf("-- %s / %s\n", variants25[v], cases25[c]);
+            fixture_case_run(variants25[v], cases25[c]);
         }
 }
 

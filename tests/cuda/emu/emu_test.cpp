@@ -433,6 +433,26 @@ static void test_rotary(void) {
     }
 }
 
+/* gather_rows: a random permutation of R rows of W (Qwen2.5-VL's window order), exact */
+static void test_gather_rows(int64_t R, int64_t W) {
+    char sh[64]; snprintf(sh, sizeof sh, "R=%lld W=%lld", (long long)R, (long long)W);
+    std::vector<int64_t> idx(R);
+    for (int64_t r = 0; r < R; r++) idx[r] = r;
+    for (int64_t r = R - 1; r > 0; r--) { int64_t q = irand(r + 1), t = idx[r]; idx[r] = idx[q]; idx[q] = t; }
+    vec x = rnd(R * W), ref(R * W);
+    P->gather_rows(cbe, (mbpo_x *)ref.data(), (const mbpo_x *)x.data(), idx.data(), R, W);
+    bytes r[2];
+    for (int rep = 0; rep < 2; rep++) {
+        mbpo_x *gx = dx(x), *go = dx_poison(R * W);
+        int64_t *gi = dcopy(idx);
+        GOK(G->gather_rows(gbe, go, gx, gi, R, W));
+        if (!rep) check("gather_rows", "out", sh, xget(go, R * W), ref, 0, true);
+        raw_add(r[rep], go, (size_t)(R * W) * sizeof(mbpo__cx));
+        dfree_all();
+    }
+    check_det("gather_rows", sh, r[0], r[1]);
+}
+
 static void test_embed(int64_t T, int64_t H) {
     char sh[64]; snprintf(sh, sizeof sh, "T=%lld H=%lld", (long long)T, (long long)H);
     const int64_t VE = 50, NF = 9, pad = 3;
@@ -604,6 +624,7 @@ int main(int argc, char **argv) {
     if (RUN("embed")) {
         for (int64_t N : NS) for (int64_t C : CS) test_embed(N, C);
         test_embed(600, 20);   /* more than one 256-row tile of the staged metadata */
+        for (int64_t N : NS) for (int64_t C : CS) test_gather_rows(N, C);
     }
     if (RUN("kv")) test_kv();
     if (RUN("head")) {

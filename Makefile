@@ -40,7 +40,7 @@ HEADERS = mbpo.h mbpo_cuda.cuh
 DEMO_H  = demo/mbpo_demo.h
 
 
-.PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv cuda test-cuda \
+.PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv cuda test-cuda fullsize \
         bench bench-tokenizer roundtrip interop unicode demo demo-ablation tiny-model fuzz crash valgrind clean
 
 all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-export build/mbpo-synth build/mbpo-demo
@@ -207,6 +207,8 @@ venv:
 
 fixtures: venv
 	$(VENV)/bin/python tests/reference/make_fixtures.py --out tests/fixtures
+	$(VENV)/bin/python tests/reference/make_fixtures25.py --out tests/fixtures
+	$(VENV)/bin/python tests/reference/make_tokenizer25_fixtures.py --out tests/fixtures/tokenizer25
 	$(VENV)/bin/python tests/reference/make_tokenizer_fixtures.py --out tests/fixtures/tokenizer
 	$(VENV)/bin/python tests/reference/make_image_fixtures.py --out tests/fixtures/images
 	$(VENV)/bin/python tests/reference/make_fast_image_fixtures.py --out tests/fixtures/images
@@ -241,6 +243,20 @@ bench-tokenizer: build/mbpo-bench venv
 	  h=$$(sed 's/.*, \([0-9.]*\) MB\/s.*/\1/' build/bench_tok_hf.txt); m=$$(sed 's/.*, \([0-9.]*\) MB\/s.*/\1/' build/bench_tok_mbpo.txt); \
 	  echo "tokenizer $${mode:-whole}: mbpo $$m MB/s, HF $$h MB/s, mbpo / HF = $$(echo "$$m $$h" | awk '{printf "%.1f", $$1/$$2}')"; \
 	done
+
+# Full size, random weights: mbpo on the CPU vs transformers fp32 for a hub config (not in make
+# test): logits of every row, IIG, greedy tokens, decode-step logits. The two sides run one after
+# the other (Qwen2.5-VL-3B: peak RSS 16.2 GB, then 14.7 GB); FULLSIZE_DIR takes 2 bytes a parameter
+# (7.5 GB for 3B). About 4 + 2..6 min on 2 cores. Qwen2-VL-2B:
+# make fullsize FULLSIZE_CONFIG=tests/configs/Qwen2-VL-2B-Instruct/config.json
+FULLSIZE_CONFIG ?= tests/configs/Qwen2.5-VL-3B-Instruct/config.json
+FULLSIZE_DIR    ?= build/fullsize
+build/test_fullsize: tests/test_fullsize.c $(HEADERS) | build stb
+	$(CC) $(CFLAGS) $(JPEG_FLAGS) -o $@ tests/test_fullsize.c $(LDLIBS) $(JPEG_LIBS)
+fullsize: build/test_fullsize venv
+	rm -rf $(FULLSIZE_DIR)
+	$(VENV)/bin/python tests/reference/fullsize_random.py --config $(FULLSIZE_CONFIG) --out $(FULLSIZE_DIR) --threads $(THREADS)
+	OMP_NUM_THREADS=$(THREADS) ./build/test_fullsize $(FULLSIZE_DIR)
 
 # A checkpoint written by mbpo-train loads in transformers with the same logits as mbpo.
 roundtrip: build/mbpo-mine build/mbpo-train build/mbpo-bench venv

@@ -1,8 +1,9 @@
-/* mbpo.h - v0.1 - Modality-Balancing Preference Optimization for Qwen2-VL, in one C header.
+/* mbpo.h - v0.1 - Modality-Balancing Preference Optimization for Qwen2-VL and Qwen2.5-VL,
+   in one C header.
 
    Aligns a vision-language model with MBPO (Liu et al., 2025): Image Information Gain,
    adversarial negative mining with PGD, and a hybrid offline/online GRPO objective -
-   with the whole Qwen2-VL forward and backward pass written out in plain C.
+   with the whole Qwen2-VL / Qwen2.5-VL forward and backward pass written out in plain C.
 
    USAGE
      In exactly one C or C++ file:
@@ -18,9 +19,10 @@
                  atomic file writes, directories, version and build, command-line flags
      2. inputs   tokenizer (and its pre-tokenizer), chat template, image loading and
                  preprocessing and its adjoint, dataset records
-     3. model    config, parameter table, ops (forward/backward), the op table (every op the
-                 model runs, per backend: CPU here, CUDA in mbpo_cuda.cuh), vision tower,
-                 merger, M-RoPE, decoder, the token log-prob machine, KV-cache generation, sampler
+     3. model    config (both families), parameter table, ops (forward/backward), the op table
+                 (every op the model runs, per backend: CPU here, CUDA in mbpo_cuda.cuh), vision
+                 tower (Qwen2.5-VL's window order), merger, M-RoPE, decoder, the token log-prob
+                 machine, KV-cache generation, sampler
      4. objectives IIG, PGD, verifiers, group advantages, hybrid GRPO loss, SFT loss, AdamW
      5. runs     mbpo_mine, mbpo_score, offline pair sets and their IIG, mbpo_train,
                  per-sample seeds

@@ -188,11 +188,27 @@ static void forward_flops(const mbpo_config *c, int64_t n_seqs, const int64_t *s
     int64_t s;
     for (s = 0; s < n_seqs; s++) T += (double)seq_len[s];
     *gemm = P * 2 * PIX * E                                                   /* patch embedding */
-          + (double)c->v_depth * P * 2 * (E * 3 * E + E * E + E * F + F * E)  /* vision blocks */
+          + (double)c->v_depth * P * 2 * (E * 3 * E + E * E + (c->arch == MBPO_ARCH_QWEN2_5_VL ? 3 : 2) * E * F)   /* blocks */
           + P / mm * 2 * (mm * E * mm * E + mm * E * H)                        /* merger */
           + (double)c->n_layers * T * 2 * (H * QD + 2 * H * KD + QD * H + 3 * H * I)
           + (double)targets * 2 * H * (double)c->vocab_size;                   /* the head */
     *attn = (double)c->v_depth * (double)n_images * 4 * L * L * E;
+    if (c->arch == MBPO_ARCH_QWEN2_5_VL) {   /* windowed blocks attend within windows of a square grid image */
+        int32_t g = (int32_t)(sqrt((double)patches_per_image) + 0.5), thw[3];
+        int64_t units = patches_per_image / (c->v_merge * c->v_merge), *perm = (int64_t *)calloc((size_t)units + 1, 8);
+        int64_t *cu = (int64_t *)calloc((size_t)units + 2, 8), n_win, w, l;
+        double win = 0;
+        thw[0] = 1; thw[1] = g; thw[2] = g;
+        n_win = perm && cu ? mbpo_window_index(c, thw, 1, perm, cu) : 0;
+        for (w = 0; w < n_win; w++) win += (double)(cu[w + 1] - cu[w]) * (double)(cu[w + 1] - cu[w]);
+        *attn = 0;
+        for (l = 0; l < c->v_depth; l++) {
+            int k, full = 0;
+            for (k = 0; k < c->v_n_fullatt; k++) full |= c->v_fullatt[k] == l;
+            *attn += (double)n_images * 4 * (full ? L * L : win) * E;
+        }
+        free(perm); free(cu);
+    }
     for (s = 0; s < n_seqs; s++) *attn += (double)c->n_layers * 2 * (double)seq_len[s] * (double)seq_len[s] * QD;
 }
 

@@ -221,15 +221,16 @@ static void test_adamw(void) {
 
 /* ============================================================== generation and IIG */
 
-/* Greedy decoding with the KV cache against transformers' greedy generate (tiny-A, tied and
-   untied, with an image and text only): the same 20 tokens, and each step's logits; then the
-   cached logits against a full forward over prompt + generated tokens at every step. */
+/* Greedy decoding with the KV cache against transformers' greedy generate (tiny-A and the
+   Qwen2.5-VL tiny25-A, tied and untied, with an image and text only): the same 20 tokens, and
+   each step's logits; then the cached logits against a full forward over prompt + generated
+   tokens at every step. tiny25-A's image (grid 1,6,10) spans six windows of its ViT. */
 static void greedy_case(const char *variant, int with_image) {
     char path[512];
     mbpo_st st;
     mbpo_model m;
     mbpo_kv kv;
-    int64_t S = 0, n_gen = 0, V, i, g, *pid, *gen, *grid64, offs[2], ref_offs[2] = { 0, 1 }, npv;
+    int64_t S = 0, n_gen = 0, V, i, g, *pid, *gen, *grid64, offs[2], ref_offs[2] = { 0, 1 }, npv = 0;
     int32_t ids[64], grid[3], refs[1] = { 0 }, out[20];
     uint8_t target[64];
     float *pv = NULL, *step_logits, full_row[1024];
@@ -245,11 +246,13 @@ static void greedy_case(const char *variant, int with_image) {
     step_logits = read_f32(&st, with_image ? "step_logits" : "step_logits_text", NULL);
     grid64 = read_i64(&st, "image_grid_thw", NULL);
     if (with_image) pv = read_f32(&st, "pixel_values", &npv);
-    REQUIRE(pid && gen && step_logits && grid64 && n_gen == 20, "fixture tensors");
+    REQUIRE(pid && gen && step_logits && grid64 && n_gen == 20 && S + n_gen <= 64 && (!with_image || pv),
+            "fixture tensors");
     snprintf(path, sizeof path, "tests/fixtures/%s/model", variant);
     REQUIRE(mbpo_model_load(&m, path), "load %s", path);
     V = m.cfg.vocab_size;
-    REQUIRE(mbpo_model_plan(&m, S + n_gen, 64, S + n_gen, 0), "plan");
+    REQUIRE(V <= 1024, "vocabulary of %s fits full_row", variant);
+    REQUIRE(mbpo_model_plan(&m, S + n_gen, npv / 1176 > 64 ? npv / 1176 : 64, S + n_gen, 0), "plan");
     for (i = 0; i < S; i++) ids[i] = (int32_t)pid[i];
     for (i = 0; i < 3; i++) grid[i] = (int32_t)grid64[i];
     offs[0] = 0; offs[1] = S;
@@ -333,11 +336,18 @@ static void greedy_case(const char *variant, int with_image) {
     free(pid); free(gen); free(step_logits); free(grid64); free(pv);
 }
 static void test_generate(void) {
-    if (!run_test("generate")) return;
-    greedy_case("tiny_a", 1);
-    greedy_case("tiny_a", 0);
-    greedy_case("tiny_a_tied", 1);
-    greedy_case("tiny_a_tied", 0);
+    if (run_test("generate")) {
+        greedy_case("tiny_a", 1);
+        greedy_case("tiny_a", 0);
+        greedy_case("tiny_a_tied", 1);
+        greedy_case("tiny_a_tied", 0);
+    }
+    if (run_test("generate25")) {
+        greedy_case("tiny25_a", 1);
+        greedy_case("tiny25_a", 0);
+        greedy_case("tiny25_a_tied", 1);
+        greedy_case("tiny25_a_tied", 0);
+    }
 }
 
 /* The sampler: same seed, same draws; top-k 1 and a tiny top-p are greedy; frequencies of
@@ -389,70 +399,72 @@ static void test_sampler(void) {
     printf("  ok  sampler: 200,000 draws at T = 0.7 within %.1f sigma of softmax(z/T); top-k/top-p sets respected\n", worst);
 }
 
-/* IIG against transformers: logp with the real and the black image, their difference. */
-static void test_iig(void) {
-    static const char *variants[2] = { "tiny_a", "tiny_a_tied" };
-    int vi;
-    if (!run_test("iig")) return;
-    for (vi = 0; vi < 2; vi++) {
-        char path[512];
-        mbpo_st st;
-        mbpo_model m;
-        int64_t T = 0, i, *ids64, *grid64, *tg, offs[2], ref_offs[2] = { 0, 1 };
-        int32_t ids[64], grid[3], refs[1] = { 0 };
-        uint8_t target[64];
-        float *pv, *pvb, *want_lp, *want_lb, lp[16], lb[16], *black_ours;
-        double *ref_sum, *ref_mean, sum, mean, worst = 0;
-        mbpo_batch b;
-        snprintf(path, sizeof path, "tests/fixtures/core/iig_%s.safetensors", variants[vi]);
-        REQUIRE(mbpo_st_open(&st, path), "%s", path);
-        ids64 = read_i64(&st, "ids", &T); tg = read_i64(&st, "target", NULL); grid64 = read_i64(&st, "image_grid_thw", NULL);
-        pv = read_f32(&st, "pixel_values", NULL); pvb = read_f32(&st, "pixel_values_black", NULL);
-        want_lp = read_f32(&st, "logp", NULL); want_lb = read_f32(&st, "logp_black", NULL);
-        {
-            float tmp[2];
-            float *a = read_f32(&st, "iig_sum", NULL), *c = read_f32(&st, "iig_mean", NULL);
-            tmp[0] = a ? a[0] : 0; tmp[1] = c ? c[0] : 0;
-            ref_sum = (double *)malloc(sizeof(double)); ref_mean = (double *)malloc(sizeof(double));
-            ref_sum[0] = tmp[0]; ref_mean[0] = tmp[1];
-            free(a); free(c);
-        }
-        REQUIRE(ids64 && tg && grid64 && pv && pvb && want_lp && want_lb && T < 64, "fixture tensors");
-        for (i = 0; i < T; i++) { ids[i] = (int32_t)ids64[i]; target[i] = (uint8_t)tg[i]; }
-        for (i = 0; i < 3; i++) grid[i] = (int32_t)grid64[i];
-        snprintf(path, sizeof path, "tests/fixtures/%s/model", variants[vi]);
-        REQUIRE(mbpo_model_load(&m, path) && mbpo_model_plan(&m, T, 64, 16, 0), "model");
-        offs[0] = 0; offs[1] = T;
-        memset(&b, 0, sizeof b);
-        b.n_seqs = 1; b.ids = ids; b.seq_offsets = offs; b.target = target; b.n_images = 1; b.grid_thw = grid;
-        b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_offs;
-        {   /* mbpo's own black image: the processor's black pixel_values, bit for bit */
-            mbpo_preproc pp;
-            mbpo_image blk;
-            int64_t np;
-            int32_t g2[3];
-            int eq = 1;
-            mbpo_preproc_default(&pp);
-            REQUIRE(mbpo_image_init(&blk, 84, 56) && mbpo_image_preprocess(&pp, &blk, NULL, &black_ours, &np, g2), "black");
-            for (i = 0; i < np * 1176; i++) eq &= black_ours[i] == pvb[i];
-            CHECK(eq && np == 24, "black image pixel_values equal the processor's");
-            mbpo_image_free(&blk);
-        }
-        REQUIRE(mbpo_iig(&m, &b, black_ours, &sum, &mean, lp, lb), "iig");
-        for (i = 0; i < 8; i++) {
-            if (fabs(lp[i] - want_lp[i]) > worst) worst = fabs(lp[i] - want_lp[i]);
-            if (fabs(lb[i] - want_lb[i]) > worst) worst = fabs(lb[i] - want_lb[i]);
-        }
-        CHECK(worst < 1e-4 && fabs(sum - ref_sum[0]) < 1e-4 && fabs(mean - ref_mean[0]) < 2e-5,
-              "%s: IIG %.6f (ref %.6f), mean %.6f (ref %.6f), logp max |diff| %.2e", variants[vi], sum, ref_sum[0], mean,
-              ref_mean[0], worst);
-        printf("  %s  IIG %s vs transformers: sum %.6f (ref %.6f), mean %.6f (ref %.6f), logp max |diff| %.2e\n",
-               worst < 1e-4 && fabs(sum - ref_sum[0]) < 1e-4 ? "ok" : "!!", variants[vi], sum, ref_sum[0], mean, ref_mean[0], worst);
-        mbpo_free(black_ours);
-        mbpo_model_free(&m);
-        mbpo_st_close(&st);
-        free(ids64); free(tg); free(grid64); free(pv); free(pvb); free(want_lp); free(want_lb); free(ref_sum); free(ref_mean);
+/* IIG against transformers: logp with the real and the black image, their difference. The
+   black image is mbpo's own (an all-zero RGB image of the fixture image's size through
+   mbpo_image_preprocess), checked bit for bit against the processor's. */
+static void iig_case(const char *variant) {
+    char path[512];
+    mbpo_st st;
+    mbpo_model m;
+    int64_t T = 0, i, n_pv = 0, n_patches, *ids64, *grid64, *tg, offs[2], ref_offs[2] = { 0, 1 };
+    int32_t ids[64], grid[3], refs[1] = { 0 };
+    uint8_t target[64];
+    float *pv, *pvb, *want_lp, *want_lb, lp[16], lb[16], *black_ours, *a, *c;
+    double ref_sum, ref_mean, sum, mean, worst = 0;
+    mbpo_batch b;
+    snprintf(path, sizeof path, "tests/fixtures/core/iig_%s.safetensors", variant);
+    REQUIRE(mbpo_st_open(&st, path), "%s", path);
+    ids64 = read_i64(&st, "ids", &T); tg = read_i64(&st, "target", NULL); grid64 = read_i64(&st, "image_grid_thw", NULL);
+    pv = read_f32(&st, "pixel_values", &n_pv); pvb = read_f32(&st, "pixel_values_black", NULL);
+    want_lp = read_f32(&st, "logp", NULL); want_lb = read_f32(&st, "logp_black", NULL);
+    /* iig_sum / iig_mean are F64 in the file; read_f32 converts (a float is ample for 1e-4) */
+    a = read_f32(&st, "iig_sum", NULL); c = read_f32(&st, "iig_mean", NULL);
+    ref_sum = a ? a[0] : 0; ref_mean = c ? c[0] : 0;
+    free(a); free(c);
+    REQUIRE(ids64 && tg && grid64 && pv && pvb && want_lp && want_lb && T < 64, "fixture tensors");
+    for (i = 0; i < T; i++) { ids[i] = (int32_t)ids64[i]; target[i] = (uint8_t)tg[i]; }
+    for (i = 0; i < 3; i++) grid[i] = (int32_t)grid64[i];
+    n_patches = n_pv / 1176;
+    REQUIRE(n_patches == (int64_t)grid[0] * grid[1] * grid[2], "%s: pixel_values rows = t*h*w", variant);
+    snprintf(path, sizeof path, "tests/fixtures/%s/model", variant);
+    REQUIRE(mbpo_model_load(&m, path) && mbpo_model_plan(&m, T, n_patches, 16, 0), "model");
+    offs[0] = 0; offs[1] = T;
+    memset(&b, 0, sizeof b);
+    b.n_seqs = 1; b.ids = ids; b.seq_offsets = offs; b.target = target; b.n_images = 1; b.grid_thw = grid;
+    b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_offs;
+    {   /* mbpo's own black image: the processor's black pixel_values, bit for bit. The fixture
+           images are multiples of 28 on both sides, so the processor does not resize them. */
+        mbpo_preproc pp;
+        mbpo_image blk;
+        int64_t np;
+        int32_t g2[3];
+        int eq = 1;
+        mbpo_preproc_default(&pp);
+        REQUIRE(mbpo_image_init(&blk, grid[2] * 14, grid[1] * 14) && mbpo_image_preprocess(&pp, &blk, NULL, &black_ours, &np, g2),
+                "black");
+        for (i = 0; i < np * 1176 && np == n_patches; i++) eq &= black_ours[i] == pvb[i];
+        CHECK(eq && np == n_patches && g2[1] == grid[1] && g2[2] == grid[2], "%s: black image pixel_values equal the processor's",
+              variant);
+        mbpo_image_free(&blk);
     }
+    REQUIRE(mbpo_iig(&m, &b, black_ours, &sum, &mean, lp, lb), "iig");
+    for (i = 0; i < 8; i++) {
+        if (fabs(lp[i] - want_lp[i]) > worst) worst = fabs(lp[i] - want_lp[i]);
+        if (fabs(lb[i] - want_lb[i]) > worst) worst = fabs(lb[i] - want_lb[i]);
+    }
+    CHECK(worst < 1e-4 && fabs(sum - ref_sum) < 1e-4 && fabs(mean - ref_mean) < 2e-5,
+          "%s: IIG %.6f (ref %.6f), mean %.6f (ref %.6f), logp max |diff| %.2e", variant, sum, ref_sum, mean, ref_mean, worst);
+    printf("  %s  IIG %s vs transformers: sum %.6f (ref %.6f), mean %.6f (ref %.6f), logp max |diff| %.2e\n",
+           worst < 1e-4 && fabs(sum - ref_sum) < 1e-4 ? "ok" : "!!", variant, sum, ref_sum, mean, ref_mean, worst);
+    mbpo_free(black_ours);
+    mbpo_model_free(&m);
+    mbpo_st_close(&st);
+    free(ids64); free(tg); free(grid64); free(pv); free(pvb); free(want_lp); free(want_lb);
+}
+static void test_iig(void) {
+    if (run_test("iig")) { iig_case("tiny_a"); iig_case("tiny_a_tied"); }
+    /* tiny25-A: the image spans six ViT windows (4, 4, 2, 2, 2, 1 merge units) */
+    if (run_test("iig25")) { iig_case("tiny25_a"); iig_case("tiny25_a_tied"); }
 }
 
 /* PGD on the tiny-A model: the chosen response's log-prob falls over the iterations, the

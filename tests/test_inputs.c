@@ -429,6 +429,207 @@ static void test_tokenizer_parity(void) {
     mbpo_tokenizer_free(tok);
 }
 
+/* The Qwen2.5-VL tokenizer (tests/fixtures/tokenizer25, made by make_tokenizer25_fixtures.py
+   with tokenizers 0.22.2 / transformers 4.57.6): the Qwen2 BPE plus 8 non-special added tokens
+   151657-151664 (<tool_call> ... <|file_sep|>, docs/QWEN25VL.md 6). They are split off before
+   BPE like the special ones, but skip_special keeps them. Every case of expected.json: ids,
+   decode with and without skip_special; the same texts under the Qwen2-VL tokenizer give
+   ids_qwen2vl (no extra tokens there); the chat renderings through mbpo_chat_encode. */
+#define TOK25_DIR "tests/fixtures/tokenizer25"
+
+static int ids_equal(const int32_t *got, int64_t n_got, const mbpo_json *want) {
+    int64_t i;
+    if (!got || !want || want->type != MBPO_JSON_ARRAY || (int64_t)want->count != n_got) return 0;
+    for (i = 0; i < n_got; i++) if (got[i] != want->items[i].integer) return 0;
+    return 1;
+}
+static void print_ids_diff(const char *what, const int32_t *got, int64_t n_got, const mbpo_json *want) {
+    int64_t i;
+    printf("    %s: got", what);
+    for (i = 0; got && i < n_got && i < 24; i++) printf(" %d", got[i]);
+    printf("%s want", n_got > 24 ? " ..." : "");
+    for (i = 0; want && i < (int64_t)want->count && i < 24; i++) printf(" %lld", (long long)want->items[i].integer);
+    printf("%s\n", want && want->count > 24 ? " ..." : "");
+}
+/* decode(ids, skip) against a JSON string; prints the first few differences */
+static int decode_equal(const mbpo_tokenizer *tok, const mbpo_json *ids_json, int skip, const mbpo_json *want,
+                        const char *label) {
+    int64_t n;
+    int32_t *ids = json_ids(ids_json, &n);
+    size_t dn;
+    char *d = mbpo_tokenizer_decode(tok, ids, n, skip, &dn);
+    int same = d && want && want->type == MBPO_JSON_STRING && dn == want->len && !memcmp(d, want->string, dn);
+    if (!same) {
+        printf("    %s decode(skip_special=%d): got \"", label, skip); print_escaped(d ? d : "", d ? dn : 0, 120);
+        printf("\" want \""); if (want && want->string) print_escaped(want->string, want->len, 120); printf("\"\n");
+    }
+    mbpo_free(d); free(ids);
+    return same;
+}
+
+static void test_tokenizer25(void) {
+    mbpo_tokenizer *tok, *tok2;
+    mbpo_json *root;
+    const mbpo_json *cases, *dcases, *chats, *extra, *hf;
+    int64_t bad_ids = 0, bad_dec = 0, bad_skip = 0, bad_q2 = 0, bad_plain = 0, bad_dc = 0, bad_chat = 0, n_ids = 0;
+    size_t r;
+    if (!run_test("tokenizer25")) return;
+    root = mbpo_json_parse_file(TOK25_DIR "/expected.json");
+    REQUIRE(root, "expected.json");
+    cases = mbpo_json_get(root, "cases"); dcases = mbpo_json_get(root, "decode_cases"); chats = mbpo_json_get(root, "chat_cases");
+    extra = mbpo_json_get(root, "extra_added_tokens"); hf = mbpo_json_get(root, "hf_tokenizer");
+    REQUIRE(cases && cases->count >= 10 && dcases && dcases->count >= 5 && chats && chats->count >= 2 && extra &&
+            extra->count == 8 && hf, "expected.json: cases, decode_cases, chat_cases, extra_added_tokens, hf_tokenizer");
+    tok = mbpo_tokenizer_load(TOK25_DIR "/tokenizer.json");
+    if (!tok) mbpo_json_free(root);
+    REQUIRE(tok, "load the Qwen2.5-VL tokenizer");
+    tok2 = mbpo_tokenizer_load(TOK_DIR "/tokenizer.json");
+    if (!tok2) { mbpo_tokenizer_free(tok); mbpo_json_free(root); }
+    REQUIRE(tok2, "load the Qwen2-VL tokenizer");
+    {   /* the vocabulary's size and the token ids transformers reports */
+        const mbpo_json *len = mbpo_json_get(hf, "len"), *eos = mbpo_json_get(hf, "eos_token_id"), *pad = mbpo_json_get(hf, "pad_token_id");
+        int found = 1;
+        for (r = 0; r < extra->count; r++) found &= mbpo_tokenizer_find(tok, extra->items[r].string) == atoi(extra->keys[r]);
+        CHECK(found, "the 8 extra added tokens have ids 151657-151664");
+        for (r = 0, found = 0; r < extra->count; r++) found += mbpo_tokenizer_find(tok2, extra->items[r].string) >= 0;
+        CHECK(found == 0, "the Qwen2-VL tokenizer has none of them (%d found)", found);
+        CHECK(len && mbpo_tokenizer_n_ids(tok) == len->integer, "%lld ids (transformers: len %lld)",
+              (long long)mbpo_tokenizer_n_ids(tok), len ? (long long)len->integer : -1LL);
+        CHECK(eos && pad && mbpo_tokenizer_find(tok, "<|im_end|>") == eos->integer &&
+              mbpo_tokenizer_find(tok, "<|endoftext|>") == pad->integer, "eos <|im_end|> and pad <|endoftext|> ids");
+    }
+    for (r = 0; r < cases->count; r++) {
+        const mbpo_json *c = &cases->items[r], *text = mbpo_json_get(c, "text"), *want = mbpo_json_get(c, "ids");
+        const mbpo_json *q2 = mbpo_json_get(c, "ids_qwen2vl");
+        int64_t n, n_plain, n2, i;
+        const int32_t *ids;
+        int32_t *plain;
+        char label[48];
+        REQUIRE(text && text->type == MBPO_JSON_STRING && want && q2, "expected.json: case %zu", r);
+        snprintf(label, sizeof label, "case %zu", r);
+        ids = mbpo_tokenizer_encode(tok, text->string, text->len, 1, &n);
+        n_ids += (int64_t)want->count;
+        if (!ids_equal(ids, n, want)) {
+            bad_ids++;
+            printf("  tokenizer25 %s: ids differ for \"", label); print_escaped(text->string, text->len, 100); printf("\"\n");
+            print_ids_diff("ids", ids, n, want);
+        }
+        bad_dec += !decode_equal(tok, want, 0, mbpo_json_get(c, "decoded"), label);
+        bad_skip += !decode_equal(tok, want, 1, mbpo_json_get(c, "decoded_skip"), label);
+        /* added tokens written literally but encoded as text (with_special = 0): the same BPE as
+           the Qwen2-VL tokenizer's, which has the same vocabulary and merges */
+        ids = mbpo_tokenizer_encode(tok, text->string, text->len, 0, &n_plain);
+        plain = (int32_t *)malloc((size_t)(n_plain + 1) * sizeof(int32_t));
+        if (ids) memcpy(plain, ids, (size_t)n_plain * sizeof(int32_t));
+        ids = mbpo_tokenizer_encode(tok2, text->string, text->len, 0, &n2);
+        {
+            int same = ids && n2 == n_plain;
+            for (i = 0; same && i < n2; i++) same = ids[i] == plain[i];
+            bad_plain += !same;
+        }
+        free(plain);
+        ids = mbpo_tokenizer_encode(tok2, text->string, text->len, 1, &n2);
+        if (!ids_equal(ids, n2, q2)) {
+            bad_q2++;
+            printf("  tokenizer25 %s under the Qwen2-VL tokenizer: ids differ\n", label);
+            print_ids_diff("ids_qwen2vl", ids, n2, q2);
+        }
+    }
+    CHECK(bad_ids == 0, "tokenizer25 encode: %lld of %zu strings differ", (long long)bad_ids, cases->count);
+    CHECK(bad_dec == 0 && bad_skip == 0, "tokenizer25 decode: %lld / %lld (skip_special) of %zu differ", (long long)bad_dec,
+          (long long)bad_skip, cases->count);
+    CHECK(bad_q2 == 0, "the same strings under the Qwen2-VL tokenizer: %lld differ from ids_qwen2vl", (long long)bad_q2);
+    CHECK(bad_plain == 0, "with_special = 0: %lld strings encode differently from the Qwen2-VL tokenizer's", (long long)bad_plain);
+    for (r = 0; r < dcases->count; r++) {
+        const mbpo_json *c = &dcases->items[r], *ids = mbpo_json_get(c, "ids");
+        char label[48];
+        snprintf(label, sizeof label, "decode_case %zu", r);
+        REQUIRE(ids && ids->type == MBPO_JSON_ARRAY, "expected.json: decode case %zu", r);
+        bad_dc += !decode_equal(tok, ids, 0, mbpo_json_get(c, "decoded"), label);
+        bad_dc += !decode_equal(tok, ids, 1, mbpo_json_get(c, "decoded_skip"), label);
+    }
+    CHECK(bad_dc == 0, "tokenizer25 decode_cases: %lld of %zu decodings differ", (long long)bad_dc, 2 * dcases->count);
+    {   /* chat_template.json of the folder is Qwen2-VL's, byte for byte (docs/QWEN25VL.md 6), whose
+           renderings test_chat holds mbpo_chat_encode to */
+        size_t n1 = 0, n2 = 0;
+        char *a = mbpo_read_file(TOK25_DIR "/chat_template.json", &n1), *b = mbpo_read_file(TOK_DIR "/chat_template.json", &n2);
+        CHECK(a && b && n1 == n2 && !memcmp(a, b, n1), "tokenizer25/chat_template.json == tokenizer/chat_template.json");
+        mbpo_free(a); mbpo_free(b);
+    }
+    for (r = 0; r < chats->count; r++) {
+        /* messages -> mbpo_chat_encode's one exchange: an optional system turn, one user turn
+           (a string, or text and image items; an image item becomes an "<image>" placeholder,
+           with one newline added after it when the next text starts with one, since a
+           placeholder eats one), an optional assistant turn. One image token per image, as the
+           template renders it before the processor expands it. */
+        const mbpo_json *c = &chats->items[r], *msgs = mbpo_json_get(c, "messages"), *want = mbpo_json_get(c, "ids");
+        const mbpo_json *rendered = mbpo_json_get(c, "rendered"), *gen = mbpo_json_get(c, "add_generation_prompt");
+        const char *system = NULL, *response = NULL;
+        char question[4096];
+        size_t qn = 0, m, k;
+        int64_t image_tokens[16], i, resp_at = -1;
+        int n_images = 0, ok, same, shape_ok = msgs && want && rendered && gen && msgs->type == MBPO_JSON_ARRAY;
+        mbpo_chat chat;
+        question[0] = 0;
+        for (m = 0; shape_ok && m < msgs->count; m++) {
+            const mbpo_json *role = mbpo_json_get(&msgs->items[m], "role"), *content = mbpo_json_get(&msgs->items[m], "content");
+            if (!role || !content) { shape_ok = 0; break; }
+            if (!strcmp(role->string, "system") && m == 0 && content->type == MBPO_JSON_STRING) system = content->string;
+            else if (!strcmp(role->string, "assistant") && m + 1 == msgs->count && content->type == MBPO_JSON_STRING)
+                response = content->string;
+            else if (!strcmp(role->string, "user") && content->type == MBPO_JSON_STRING && content->len < sizeof question)
+                { memcpy(question, content->string, content->len + 1); qn = content->len; }
+            else if (!strcmp(role->string, "user") && content->type == MBPO_JSON_ARRAY) {
+                for (k = 0; k < content->count && shape_ok; k++) {
+                    const mbpo_json *type = mbpo_json_get(&content->items[k], "type"), *t = mbpo_json_get(&content->items[k], "text");
+                    if (type && !strcmp(type->string, "image") && n_images < 16) {
+                        const mbpo_json *next = k + 1 < content->count ? mbpo_json_get(&content->items[k + 1], "text") : NULL;
+                        image_tokens[n_images++] = 1;
+                        qn += (size_t)snprintf(question + qn, sizeof question - qn, "<image>%s",
+                                               next && next->len && next->string[0] == '\n' ? "\n" : "");
+                    } else if (type && !strcmp(type->string, "text") && t && qn + t->len + 1 < sizeof question) {
+                        memcpy(question + qn, t->string, t->len + 1); qn += t->len;
+                    } else shape_ok = 0;
+                }
+            } else shape_ok = 0;
+            if (qn >= sizeof question - 1) shape_ok = 0;
+        }
+        if (!shape_ok || (gen->type == MBPO_JSON_TRUE) != (response == NULL)) {
+            bad_chat++;
+            printf("  tokenizer25 chat case %zu: not one exchange mbpo_chat_encode can express\n", r);
+            continue;
+        }
+        ok = mbpo_chat_encode(tok, system, question, image_tokens, n_images, response, &chat);
+        same = ok && ids_equal(chat.ids, chat.n, want);
+        if (!same) {
+            printf("  tokenizer25 chat case %zu differs (%s)\n", r, ok ? "ids" : mbpo_failure_reason());
+            if (ok) print_ids_diff("chat ids", chat.ids, chat.n, want);
+        }
+        if (ok) {   /* the ids decode to the rendered text, and the target covers the response + <|im_end|> */
+            char *d = mbpo_tokenizer_decode(tok, chat.ids, chat.n, 0, NULL);
+            int tgt_ok = 1;
+            same &= d && strlen(d) == rendered->len && !memcmp(d, rendered->string, rendered->len);
+            mbpo_free(d);
+            for (i = chat.n - 1; i >= 2 && resp_at < 0; i--)   /* after the last "<|im_start|>assistant\n" */
+                if (chat.ids[i - 2] == 151644 && chat.ids[i - 1] == 77091 && chat.ids[i] == 198) resp_at = i + 1;
+            for (i = 0; i < chat.n; i++)
+                tgt_ok &= chat.target[i] == (response && resp_at >= 0 && i >= resp_at && i <= chat.n - 2);
+            CHECK(tgt_ok && (!response || resp_at >= 0), "tokenizer25 chat case %zu: target on the response and <|im_end|>", r);
+            mbpo_chat_free(&chat);
+        }
+        bad_chat += !same;
+    }
+    CHECK(bad_chat == 0, "tokenizer25 chat: %lld of %zu renderings differ", (long long)bad_chat, chats->count);
+    printf("  %s  Qwen2.5-VL tokenizer vs tokenizers 0.22.2: %zu strings (%lld ids): %lld encode, %lld+%lld decode, "
+           "%lld Qwen2-VL-contrast mismatches; %zu id sequences decoded twice, %lld mismatches; %zu chat renderings, %lld "
+           "mismatches\n", bad_ids + bad_dec + bad_skip + bad_q2 + bad_plain + bad_dc + bad_chat ? "!!" : "ok", cases->count,
+           (long long)n_ids, (long long)bad_ids, (long long)bad_dec, (long long)bad_skip, (long long)bad_q2, dcases->count,
+           (long long)bad_dc, chats->count, (long long)bad_chat);
+    mbpo_tokenizer_free(tok2);
+    mbpo_tokenizer_free(tok);
+    mbpo_json_free(root);
+}
+
 /* ============================================================== chat template */
 
 static void test_chat(void) {
@@ -1370,6 +1571,7 @@ void test_inputs(void) {
     test_tokenizer_small();
     test_tokenizer_parity();
     test_chat();
+    test_tokenizer25();
     test_preproc();
     test_smart_resize();
     test_images();

@@ -3,20 +3,27 @@
 
 Usage (from the repository root):
     /tmp/venv/bin/python tests/reference/make_core_fixtures.py [--out tests/fixtures/core]
+                                                               [--family all|qwen2vl|qwen25vl]
 
-Inputs (produced earlier by make_fixtures.py / make_image_fixtures.py):
-    tests/fixtures/tiny_a/model, tests/fixtures/tiny_a_tied/model   (tiny-A Qwen2-VL, fp32)
-    tests/fixtures/images/png_rgb_56x84.png                         (56 high x 84 wide, RGB8)
+Inputs (produced earlier by make_fixtures.py / make_fixtures25.py / make_image_fixtures.py):
+    family qwen2vl:  tests/fixtures/tiny_a/model, tests/fixtures/tiny_a_tied/model   (tiny-A Qwen2-VL, fp32)
+                     tests/fixtures/images/png_rgb_56x84.png    (56 high x 84 wide, RGB8; grid 1,4,6)
+    family qwen25vl: tests/fixtures/tiny25_a/model, tests/fixtures/tiny25_a_tied/model (tiny25-A Qwen2.5-VL)
+                     tests/fixtures/images/png_rgb_84x140.png   (84 high x 140 wide; grid 1,6,10, merge grid
+                     3x5: with window_size 56 (2x2 merge units) six windows of 4,4,2,2,2,1 units)
 
 Outputs (<out> = tests/fixtures/core):
     greedy_<variant>.safetensors   greedy generation (20 tokens) with and without an image
     iig_<variant>.safetensors      per-token log-probabilities of a response with the real image and with
                                    an all-black image, and their difference (IIG)
-    meta.json                      versions, seeds, tensor descriptions, consistency numbers
-variants: tiny_a (untied lm_head), tiny_a_tied (lm_head shares embed_tokens)
+    meta.json / meta25.json        versions, seeds, tensor descriptions, consistency numbers (one per family;
+                                   the Qwen2.5-VL family has its own file so that meta.json is unchanged)
+variants: tiny_a, tiny25_a (untied lm_head), tiny_a_tied, tiny25_a_tied (lm_head shares embed_tokens)
 
-Only the public transformers API is used (Qwen2VLForConditionalGeneration.from_pretrained, generate,
-forward, Qwen2VLImageProcessor).  CPU, float32, eager attention, one thread, deterministic algorithms.
+Only the public transformers API is used (Qwen2VLForConditionalGeneration /
+Qwen2_5_VLForConditionalGeneration .from_pretrained, generate, forward, Qwen2VLImageProcessor; for the
+Qwen2.5-VL family also model.model.visual.get_window_index, recorded in meta25.json only).
+CPU, float32, eager attention, one thread, deterministic algorithms.
 Running the script twice gives byte-identical files.
 """
 
@@ -34,15 +41,12 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-VARIANTS = ["tiny_a", "tiny_a_tied"]
-IMAGE_FILE = "tests/fixtures/images/png_rgb_56x84.png"
 
 IMG, VID, VS, VE = 1000, 1001, 1002, 1003
 IM_END_STANDIN = 1023  # stands in for <|im_end|> at the end of the IIG response
 VOCAB = 1024
 TEXT_ID_LO, TEXT_ID_HI = 3, 900  # random text ids are drawn from [3, 900): avoids 0 (pad), 1 (bos), 2 (eos)
 N_NEW = 20
-N_IMG_TOKENS = 6
 
 # numpy.random.default_rng seeds
 SEEDS = {
@@ -62,35 +66,68 @@ PROCESSOR_CONFIG = {
     "image_std": [0.26862954, 0.26130258, 0.27577711],
 }
 
-GREEDY_DOC = {
-    "prompt_ids": "I64[S] prompt with one image: 4 random text ids + [1002] + [1000]*6 + [1003] + 5 random text ids "
-    "(S=17)",
-    "pixel_values": "F32[24,1176] Qwen2VLImageProcessor (slow) output for png_rgb_56x84.png (identity resize)",
-    "image_grid_thw": "I64[1,3] = [[1,4,6]]",
-    "generated": "I64[20] new tokens of model.generate(do_sample=False, max_new_tokens=min_new_tokens=20, "
-    "eos_token_id=None, pad_token_id=0, use_cache=True) for prompt_ids + image",
-    "step_logits": "F32[20,1024] raw logits (generate output_logits=True, before any logits processor) that "
-    "produced generated[i]; argmax(step_logits[i]) == generated[i]",
-    "full_logits": "F32[S+20,1024] logits of one plain forward (use_cache=False) over prompt_ids + generated with "
-    "the image; full_logits[S-1+i] ~= step_logits[i]",
-    "prompt_ids_text": "I64[10] text-only prompt (random ids, no vision ids)",
-    "generated_text": "I64[20] greedy continuation of prompt_ids_text (no image), same generate settings",
-    "step_logits_text": "F32[20,1024] raw per-step logits for generated_text",
-}
+def greedy_doc(f):
+    H, W = f["size_hw"]
+    n, g = f["n_patches"], f["grid"]
+    return {
+        "prompt_ids": f"I64[S] prompt with one image: 4 random text ids + [1002] + [1000]*{f['n_img_tokens']} + [1003] + "
+        f"5 random text ids (S={f['n_img_tokens'] + 11})",
+        "pixel_values": f"F32[{n},1176] Qwen2VLImageProcessor (slow) output for {os.path.basename(f['image_file'])} "
+        "(identity resize)",
+        "image_grid_thw": "I64[1,3] = [" + str(g).replace(" ", "") + "]",
+        "generated": "I64[20] new tokens of model.generate(do_sample=False, max_new_tokens=min_new_tokens=20, "
+        "eos_token_id=None, pad_token_id=0, use_cache=True) for prompt_ids + image",
+        "step_logits": "F32[20,1024] raw logits (generate output_logits=True, before any logits processor) that "
+        "produced generated[i]; argmax(step_logits[i]) == generated[i]",
+        "full_logits": "F32[S+20,1024] logits of one plain forward (use_cache=False) over prompt_ids + generated with "
+        "the image; full_logits[S-1+i] ~= step_logits[i]",
+        "prompt_ids_text": "I64[10] text-only prompt (random ids, no vision ids)",
+        "generated_text": "I64[20] greedy continuation of prompt_ids_text (no image), same generate settings",
+        "step_logits_text": "F32[20,1024] raw per-step logits for generated_text",
+    }
 
-IIG_DOC = {
-    "ids": "I64[T] prompt_ids (as in greedy_*, with the image) + 7 random text ids + [1023] (<|im_end|> stand-in); "
-    "T=25",
-    "target": "U8[T] 1 exactly on the 8 response positions t (we score log p(ids[t] | ids[<t]), i.e. "
-    "log_softmax(logits[t-1])[ids[t]]); 0 elsewhere",
-    "pixel_values": "F32[24,1176] processor output of the real image (same as greedy_*.pixel_values)",
-    "pixel_values_black": "F32[24,1176] processor output of an all-zero 56x84 RGB PIL image (same grid)",
-    "image_grid_thw": "I64[1,3] = [[1,4,6]] (used for both images)",
-    "logp": "F32[8] log_softmax(logits[t-1])[ids[t]] over the target positions (in order), real image; "
-    "float32 forward (use_cache=False), float32 log_softmax",
-    "logp_black": "F32[8] the same with pixel_values_black (same ids, same grid)",
-    "iig_sum": "F64[1] sum(logp) - sum(logp_black), the float32 values summed in float64",
-    "iig_mean": "F64[1] iig_sum / 8",
+
+def iig_doc(f):
+    H, W = f["size_hw"]
+    n, g = f["n_patches"], f["grid"]
+    return {
+        "ids": "I64[T] prompt_ids (as in greedy_*, with the image) + 7 random text ids + [1023] (<|im_end|> stand-in); "
+        f"T={f['n_img_tokens'] + 19}",
+        "target": "U8[T] 1 exactly on the 8 response positions t (we score log p(ids[t] | ids[<t]), i.e. "
+        "log_softmax(logits[t-1])[ids[t]]); 0 elsewhere",
+        "pixel_values": f"F32[{n},1176] processor output of the real image (same as greedy_*.pixel_values)",
+        "pixel_values_black": f"F32[{n},1176] processor output of an all-zero {H}x{W} RGB PIL image (same grid)",
+        "image_grid_thw": ("I64[1,3] = [" + str(g).replace(" ", "") + "]") + " (used for both images)",
+        "logp": "F32[8] log_softmax(logits[t-1])[ids[t]] over the target positions (in order), real image; "
+        "float32 forward (use_cache=False), float32 log_softmax",
+        "logp_black": "F32[8] the same with pixel_values_black (same ids, same grid)",
+        "iig_sum": "F64[1] sum(logp) - sum(logp_black), the float32 values summed in float64",
+        "iig_mean": "F64[1] iig_sum / 8",
+    }
+
+
+# One entry per model family; the qwen2vl entry reproduces the original fixtures (and meta.json) byte for byte.
+FAMILIES = {
+    "qwen2vl": {
+        "variants": ["tiny_a", "tiny_a_tied"],
+        "model_class": "Qwen2VLForConditionalGeneration",
+        "image_file": "tests/fixtures/images/png_rgb_56x84.png",
+        "size_hw": [56, 84],
+        "grid": [1, 4, 6],
+        "n_patches": 24,
+        "n_img_tokens": 6,
+        "meta": "meta.json",
+    },
+    "qwen25vl": {
+        "variants": ["tiny25_a", "tiny25_a_tied"],
+        "model_class": "Qwen2_5_VLForConditionalGeneration",
+        "image_file": "tests/fixtures/images/png_rgb_84x140.png",
+        "size_hw": [84, 140],
+        "grid": [1, 6, 10],
+        "n_patches": 60,
+        "n_img_tokens": 15,
+        "meta": "meta25.json",
+    },
 }
 
 
@@ -140,30 +177,32 @@ def process(proc, pil_image):
     return pv, grid
 
 
-def load_images():
+def load_images(f):
     from PIL import Image
 
-    path = os.path.join(ROOT, IMAGE_FILE)
+    path = os.path.join(ROOT, f["image_file"])
+    H, W = f["size_hw"]
+    n = f["n_patches"]
     with Image.open(path) as im:
         im.load()
         real = im.convert("RGB") if im.mode != "RGB" else im.copy()
-    assert real.size == (84, 56), real.size  # PIL size is (width, height)
+    assert real.size == (W, H), real.size  # PIL size is (width, height)
     black = Image.new("RGB", real.size, (0, 0, 0))
     assert not np.asarray(black).any()
     proc = make_processor()
     pv, grid = process(proc, real)
     pvb, gridb = process(proc, black)
-    assert pv.shape == (24, 1176) and pvb.shape == (24, 1176), (pv.shape, pvb.shape)
-    assert grid.tolist() == [[1, 4, 6]] and gridb.tolist() == [[1, 4, 6]], (grid, gridb)
+    assert pv.shape == (n, 1176) and pvb.shape == (n, 1176), (pv.shape, pvb.shape)
+    assert grid.tolist() == [f["grid"]] and gridb.tolist() == [f["grid"]], (grid, gridb)
     # cross-check against the image-pipeline fixture made by make_image_fixtures.py, when present
-    ref_path = os.path.join(ROOT, "tests/fixtures/images/png_rgb_56x84.ref.safetensors")
+    ref_path = os.path.join(ROOT, f["image_file"][:-len(".png")] + ".ref.safetensors")
     ref_check = None
     if os.path.exists(ref_path):
         from safetensors.numpy import load_file
 
         ref = load_file(ref_path)
         ref_check = bool(np.array_equal(ref["pixel_values"].view(np.uint32), pv.view(np.uint32)))
-        assert ref_check, "pixel_values differ from tests/fixtures/images/png_rgb_56x84.ref.safetensors"
+        assert ref_check, f"pixel_values differ from {os.path.relpath(ref_path, ROOT)}"
     return pv, pvb, grid, proc, ref_check
 
 
@@ -172,17 +211,18 @@ def load_images():
 # --------------------------------------------------------------------------------------------
 
 
-def load_model(variant):
-    from transformers import Qwen2VLForConditionalGeneration
+def load_model(variant, f):
+    import transformers
 
     mdir = os.path.join(ROOT, "tests/fixtures", variant, "model")
-    model = Qwen2VLForConditionalGeneration.from_pretrained(
+    model = getattr(transformers, f["model_class"]).from_pretrained(
         mdir, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    assert type(model).__name__ == f["model_class"], type(model).__name__
     assert model.config.get_text_config().vocab_size == VOCAB
     tied = bool(model.config.tie_word_embeddings)
     embed = model.get_input_embeddings().weight
     assert (model.lm_head.weight.data_ptr() == embed.data_ptr()) == tied, (variant, tied)
-    assert tied == (variant == "tiny_a_tied"), variant
+    assert tied == variant.endswith("_tied"), variant
     return model, mdir
 
 
@@ -240,14 +280,14 @@ def check_argmax(step, new, label):
     return ok, margin
 
 
-def pick_prompt(model_list, pv, grid):
+def pick_prompt(model_list, pv, grid, n_img_tokens):
     """The image prompt; its seed is fixed, but make sure no model generates a vision id (would make the
     no-cache re-forward ill-defined).  Returns ids and the seed actually used."""
     seed = SEEDS["prompt_image_text_ids"]
     for attempt in range(50):
         rng = np.random.default_rng(seed + attempt)
         pre, post = random_text_ids(rng, 4), random_text_ids(rng, 5)
-        ids = pre + [VS] + [IMG] * N_IMG_TOKENS + [VE] + post
+        ids = pre + [VS] + [IMG] * n_img_tokens + [VE] + post
         ok = True
         for m in model_list:
             new, _ = greedy(m, ids, pv, grid)
@@ -288,34 +328,57 @@ def target_logp(logits, ids, target):
 # --------------------------------------------------------------------------------------------
 
 
+def window_info(model, grid):
+    """Qwen2.5-VL only: HF's window permutation of the merge units and its de-duplicated window boundaries
+    (patch rows) for this grid, recorded in the meta file so a reader can see how many windows the image spans."""
+    wi, cu = model.model.visual.get_window_index(torch.as_tensor(grid, dtype=torch.int64))
+    cu = torch.unique_consecutive(torch.as_tensor(cu, dtype=torch.int64)).tolist()
+    return {"window_size": int(model.config.vision_config.window_size),
+            "window_index (merge units, window order)": [int(x) for x in wi.tolist()],
+            "cu_window_seqlens (patch rows, after unique_consecutive)": [int(x) for x in cu],
+            "n_windows": len(cu) - 1,
+            "fullatt_block_indexes": list(model.config.vision_config.fullatt_block_indexes)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(ROOT, "tests/fixtures/core"), help="output directory")
+    ap.add_argument("--family", default="all", choices=["all"] + list(FAMILIES), help="which fixtures to write")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     torch.set_default_dtype(torch.float32)
-    from safetensors.numpy import save_file
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     os.makedirs(args.out, exist_ok=True)
+    for name, fam in FAMILIES.items():
+        if args.family in ("all", name):
+            make_family(fam, args.out)
+    total = sum(os.path.getsize(os.path.join(args.out, fn)) for fn in os.listdir(args.out))
+    print(f"total bytes in {os.path.relpath(args.out, ROOT)}: {total}")
 
-    pv, pvb, grid, proc, ref_check = load_images()
-    models = {v: load_model(v) for v in VARIANTS}
 
-    prompt_ids, prompt_seed = pick_prompt([m for m, _ in models.values()], pv, grid)
+def make_family(fam, out_dir):
+    from safetensors.numpy import save_file
+
+    pv, pvb, grid, proc, ref_check = load_images(fam)
+    models = {v: load_model(v, fam) for v in fam["variants"]}
+
+    prompt_ids, prompt_seed = pick_prompt([m for m, _ in models.values()], pv, grid, fam["n_img_tokens"])
     text_ids, text_seed = pick_text_prompt([m for m, _ in models.values()])
     rng = np.random.default_rng(SEEDS["iig_response_ids"])
     response = random_text_ids(rng, 7) + [IM_END_STANDIN]
     S = len(prompt_ids)
-    assert S == 17
+    assert S == fam["n_img_tokens"] + 11
     iig_ids = prompt_ids + response
     T = len(iig_ids)
     target = np.zeros(T, dtype=np.uint8)
     target[S:] = 1
     assert int(target.sum()) == 8
+    H, W = fam["size_hw"]
+    ref_name = os.path.basename(fam["image_file"])[:-len(".png")] + ".ref.safetensors"
 
     meta = {
         "generator": "tests/reference/make_core_fixtures.py",
@@ -336,12 +399,12 @@ def main():
         "random_text_ids": f"numpy.random.default_rng(seed).integers({TEXT_ID_LO}, {TEXT_ID_HI})",
         "models": {v: os.path.relpath(d, ROOT) for v, (_m, d) in models.items()},
         "image": {
-            "file": IMAGE_FILE,
-            "size_hw": [56, 84],
-            "black": "PIL.Image.new('RGB', (84, 56), (0, 0, 0)) through the same processor",
+            "file": fam["image_file"],
+            "size_hw": [H, W],
+            "black": f"PIL.Image.new('RGB', ({W}, {H}), (0, 0, 0)) through the same processor",
             "processor": {"class": type(proc).__name__, "use_fast": False, "config": dict(PROCESSOR_CONFIG),
                           "do_convert_rgb": True},
-            "pixel_values_bitwise_equal_to_images/png_rgb_56x84.ref.safetensors": ref_check,
+            f"pixel_values_bitwise_equal_to_images/{ref_name}": ref_check,
         },
         "ids": {
             "prompt_ids": prompt_ids,
@@ -358,9 +421,13 @@ def main():
                          "None, pad_token_id=0; model.model.rope_deltas reset to None before each call",
         "forward_call": "model(input_ids[1,S], attention_mask=ones, [pixel_values, image_grid_thw], use_cache=False)",
         "files": {},
-        "tensors": {"greedy_<variant>.safetensors": GREEDY_DOC, "iig_<variant>.safetensors": IIG_DOC},
+        "tensors": {"greedy_<variant>.safetensors": greedy_doc(fam), "iig_<variant>.safetensors": iig_doc(fam)},
         "consistency": {},
     }
+    if fam["model_class"] != "Qwen2VLForConditionalGeneration":
+        # keys only the newer families have (meta.json of the Qwen2-VL family stays as it was)
+        meta["model_class"] = fam["model_class"]
+        meta["image"]["windows"] = window_info(next(iter(models.values()))[0], grid)
 
     for variant, (model, _mdir) in models.items():
         cons = {}
@@ -466,7 +533,7 @@ def main():
         for kind, tensors in (("greedy", greedy_tensors), ("iig", iig_tensors)):
             tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
             fname = f"{kind}_{variant}.safetensors"
-            path = os.path.join(args.out, fname)
+            path = os.path.join(out_dir, fname)
             # a single metadata key: safetensors may write the metadata map in hash order
             save_file(tensors, path, metadata={"fixture": f"core/{kind}_{variant}"})
             meta["files"][fname] = {
@@ -481,11 +548,9 @@ def main():
               f"argmax ok={ok}/{ok_t} min margin={min(margin, margin_t):.4f}")
         print(f"{'':12s} iig_sum={iig_sum:.7f} iig_mean={iig_mean:.7f} f64 diff={f64.get('abs_diff_iig_sum_f32_vs_f64')}")
 
-    with open(os.path.join(args.out, "meta.json"), "w") as f:
+    with open(os.path.join(out_dir, fam["meta"]), "w") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")
-    total = sum(os.path.getsize(os.path.join(args.out, fn)) for fn in os.listdir(args.out))
-    print(f"total bytes in {os.path.relpath(args.out, ROOT)}: {total}")
 
 
 if __name__ == "__main__":

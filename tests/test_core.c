@@ -470,7 +470,9 @@ static void test_iig(void) {
 /* PGD on the tiny-A model: the chosen response's log-prob falls over the iterations, the
    image stays in [0, 1] (and in the eps ball), the sign of the image gradient that PGD
    follows agrees with finite differences, and the 8-bit adversarial PNG round-trips. */
-static void test_pgd(void) {
+/* PGD on one model (Qwen2-VL tiny-A and Qwen2.5-VL tiny25-A: there the image gradient also
+   runs back through the window order) with the IIG fixture's prompt and its image. */
+static void pgd_case(const char *variant, const char *image, int64_t H, int64_t W) {
     mbpo_st st;
     mbpo_model m;
     mbpo_preproc pp;
@@ -478,21 +480,24 @@ static void test_pgd(void) {
     mbpo_pgd_opts o;
     mbpo_rng rng;
     mbpo_batch b;
-    int64_t T = 0, i, np, H = 56, W = 84, n = 56 * 84 * 3, *ids64, *tg, offs[2], ref_offs[2] = { 0, 1 };
+    int64_t T = 0, i, np, n = H * W * 3, *ids64, *tg, offs[2], ref_offs[2] = { 0, 1 }, NT = 0;
     int32_t ids[64], grid[3], refs[1] = { 0 };
     uint8_t target[64];
     float *pv, *x0, *x, *dpv, *dx, lp[16], dl[16];
     double trace[11], worst_out = 0;
     int falls = 0, k, sign_ok = 0;
     char path[512];
-    if (!run_test("pgd")) return;
-    REQUIRE(mbpo_st_open(&st, "tests/fixtures/core/iig_tiny_a.safetensors"), "iig fixture");
+    printf("-- %s\n", variant);
+    snprintf(path, sizeof path, "tests/fixtures/core/iig_%s.safetensors", variant);
+    REQUIRE(mbpo_st_open(&st, path), "iig fixture %s", path);
     ids64 = read_i64(&st, "ids", &T); tg = read_i64(&st, "target", NULL);
     REQUIRE(ids64 && tg && T < 64, "ids");
-    for (i = 0; i < T; i++) { ids[i] = (int32_t)ids64[i]; target[i] = (uint8_t)tg[i]; }
-    REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny_a/model") && mbpo_model_plan(&m, T, 24, 16, 0), "model");
+    for (i = 0; i < T; i++) { ids[i] = (int32_t)ids64[i]; target[i] = (uint8_t)tg[i]; NT += target[i] != 0; }
+    REQUIRE(NT <= 16, "targets");
+    snprintf(path, sizeof path, "tests/fixtures/%s/model", variant);
+    REQUIRE(mbpo_model_load(&m, path) && mbpo_model_plan(&m, T, H * W / 196, 16, 0), "model");
     mbpo_preproc_default(&pp);
-    REQUIRE(mbpo_image_load(&img, "tests/fixtures/images/png_rgb_56x84.png"), "image");
+    REQUIRE(mbpo_image_load(&img, image), "image %s", image);
     REQUIRE(mbpo_image_preprocess(&pp, &img, &rs, &pv, &np, grid), "preprocess");
     x0 = falloc(n); x = falloc(n); dpv = falloc(np * 1176); dx = falloc(n);
     mbpo_image_to_float(&pp, &rs, x0);
@@ -524,8 +529,8 @@ static void test_pgd(void) {
     CHECK(worst_out <= 8.0 / 255.0 + 1e-6, "eps ball: max |x - x0| = %.6f (eps %.6f)", worst_out, 8.0 / 255.0);
     /* 3. the sign PGD follows vs central differences of logp in x, on the 16 largest |dx| */
     memcpy(x, x0, (size_t)n * sizeof(float));
-    REQUIRE(mbpo_pixels_from_float(&pp, x, H, W, pv) && mbpo_model_forward(&m, &b, lp) == 8, "forward");
-    for (i = 0; i < 8; i++) dl[i] = 1.0f;
+    REQUIRE(mbpo_pixels_from_float(&pp, x, H, W, pv) && mbpo_model_forward(&m, &b, lp) == NT, "forward");
+    for (i = 0; i < NT; i++) dl[i] = 1.0f;
     REQUIRE(mbpo_model_backward(&m, &b, dl, dpv) && mbpo_pixels_backward(&pp, dpv, H, W, dx), "backward");
     for (k = 0; k < 16; k++) {
         int64_t best = 0, j;
@@ -534,9 +539,9 @@ static void test_pgd(void) {
         for (j = 0; j < n; j++) if (fabsf(dx[j]) > fabsf(dx[best])) best = j;
         keep = x[best];
         x[best] = keep + (float)h; mbpo_pixels_from_float(&pp, x, H, W, pv); mbpo_model_forward(&m, &b, lp);
-        for (j = 0; j < 8; j++) up += lp[j];
+        for (j = 0; j < NT; j++) up += lp[j];
         x[best] = keep - (float)h; mbpo_pixels_from_float(&pp, x, H, W, pv); mbpo_model_forward(&m, &b, lp);
-        for (j = 0; j < 8; j++) dn += lp[j];
+        for (j = 0; j < NT; j++) dn += lp[j];
         x[best] = keep;
         fd = (up - dn) / (2 * h);
         sign_ok += (fd > 0) == (dx[best] > 0) && fabs(fd - dx[best]) <= 0.1 * fabs(dx[best]);
@@ -561,6 +566,12 @@ static void test_pgd(void) {
     mbpo_free(pv); free(x0); free(x); free(dpv); free(dx); free(ids64); free(tg);
     mbpo_model_free(&m);
     mbpo_st_close(&st);
+}
+
+static void test_pgd(void) {
+    if (!run_test("pgd")) return;
+    pgd_case("tiny_a", "tests/fixtures/images/png_rgb_56x84.png", 56, 84);
+    pgd_case("tiny25_a", "tests/fixtures/images/png_rgb_84x140.png", 84, 140);
 }
 
 void test_core(void) {

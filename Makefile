@@ -180,6 +180,10 @@ build/cuda/test_cuda: tests/test_cuda.cu tests/test_common.h $(HEADERS) | build/
 build/cuda/test_cuda_fp32: tests/test_cuda.cu tests/test_common.h $(HEADERS) | build/cuda stb
 	$(NVCC) $(NVFLAGS) -DMBPO_CUDA_FP32 $(JPEG_FLAGS) -o $@ tests/test_cuda.cu $(CUDA_LIBS) $(JPEG_LIBS)
 
+# make fullsize's C side on the GPU, in the fp32 build (the CPU's tolerances hold): device.sh
+build/cuda/test_fullsize_fp32: tests/test_fullsize.c $(HEADERS) | build/cuda stb
+	$(NVCC) $(NVFLAGS) -DMBPO_CUDA_FP32 $(JPEG_FLAGS) -o $@ tests/test_fullsize.c $(CUDA_LIBS) $(JPEG_LIBS)
+
 # Every CUDA op against its CPU op, the whole model on the fixtures, decode, determinism
 # (needs a GPU): the fp32 build first (tight tolerances), then bf16.
 test-cuda: build/cuda/test_cuda build/cuda/test_cuda_fp32

@@ -133,7 +133,15 @@ int main(int argc, char **argv) {
            mx_lpb, iig_sum = 0, iig_mean = 0;
     int out_len = 0, first_bad = -1;
 
-    if (argc != 2) { fprintf(stderr, "usage: test_fullsize DIR (made by tests/reference/fullsize_random.py)\n"); return 2; }
+    mbpo_device device = MBPO_DEVICE_CPU;
+    if (argc == 4 && !strcmp(argv[2], "--device")) {   /* the GPU: build with MBPO_CUDA_FP32 for these tolerances */
+        if (!mbpo_device_parse(argv[3], &device)) { fprintf(stderr, "test_fullsize: --device: %s\n", mbpo_failure_reason()); return 2; }
+        argc = 2;
+    }
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_fullsize DIR [--device cpu|cuda] (DIR made by tests/reference/fullsize_random.py)\n");
+        return 2;
+    }
     dir = argv[1];
     t_all = mbpo_now();
     printf("test_fullsize: %s\n  %s\n", dir, mbpo_build_info());
@@ -217,7 +225,8 @@ int main(int argc, char **argv) {
     b.n_seqs = 1; b.ids = ids; b.seq_offsets = offs; b.target = target;
     b.n_images = 1; b.grid_thw = grid; b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = roffs;
     t0 = mbpo_now();
-    if (!mbpo_model_plan(&m, S, P, N, 0)) die("plan");
+    if (!mbpo_model_plan_on(&m, device, S, P, N, 0)) die("plan");
+    printf("  device: %s\n", mbpo_device_name(device));
     if (mbpo_model_forward(&m, &b, lp) != N) die("forward");
     t_fwd = mbpo_now() - t0;
     t0 = mbpo_now();

@@ -7,7 +7,7 @@
 # (bench_hf.py). Every step is bounded by `timeout` inside one overall budget (BUDGET seconds,
 # default 460: under 8 minutes on an H200); a failing step does not stop the rest, but the
 # script exits non-zero. Logs: $OUT/*.log (OUT defaults to /tmp/mbpo-device). The summary
-# table is printed last.
+# table is printed last. FULL3B=1 adds Qwen2.5-VL-3B at full size (step 5; raise BUDGET by 240).
 #
 # libstb: the build links -lstb and needs <stb/stb_image.h>. When the machine has neither and
 # the repository carries Debian packages in .stb/ (apt-get download libstb0 libstb-dev, on a
@@ -71,7 +71,7 @@ if [ ! -e /usr/include/stb/stb_image.h ] && [ ! -e /usr/local/include/stb/stb_im
 fi
 
 # 1. build: the drivers (make cuda) and test_cuda in bf16 and fp32
-step build 240 make -j"$JOBS" cuda build/cuda/test_cuda build/cuda/test_cuda_fp32
+step build 240 make -j"$JOBS" cuda build/cuda/test_cuda build/cuda/test_cuda_fp32 build/cuda/test_fullsize_fp32
 
 # 2. every op, the fixtures, mid-size, decode, determinism: fp32 first (tight), then bf16
 #    (the binaries that make test-cuda runs, run one by one so both always run)
@@ -97,7 +97,20 @@ else echo "== bench_mbpo: not built"; STEPS+=("bench_mbpo notbuilt 0"); FAILED=1
 step bench_hf 150 python3 tests/reference/bench_hf.py --config "$CONFIG" --seqs 8 --grid 32 --text-tokens 200 \
     --iters 3 --warmup 1 --G 8 --decode-steps 20
 
-# 5. the table, last
+# 5. (FULL3B=1) Qwen2.5-VL-3B at full size with random bf16 weights: transformers fp32 on the CPU
+#    (tests/reference/fullsize_random.py, ~2.5 min on 16 cores), then mbpo's fp32 build on the GPU
+#    against it with make fullsize's tolerances. Off by default: it needs ~4 min of the budget.
+if [ "${FULL3B:-0}" = 1 ]; then
+    Q3B=${Q3B:-/tmp/mbpo-q3b}
+    step ref_3b 240 python3 tests/reference/fullsize_random.py --config tests/configs/Qwen2.5-VL-3B-Instruct/config.json \
+        --out "$Q3B" --threads "$THREADS"
+    if [ -x build/cuda/test_fullsize_fp32 ] && [ -e "$Q3B/reference.safetensors" ]; then
+        step parity_3b 150 env OMP_NUM_THREADS="$THREADS" build/cuda/test_fullsize_fp32 "$Q3B" --device cuda
+    else echo "== parity_3b: skipped (no test_fullsize_fp32 or no $Q3B)"; STEPS+=("parity_3b skipped 0"); FAILED=1; fi
+    rm -rf "$Q3B"   # 7.5 GB
+fi
+
+# 6. the table, last
 python3 - "$OUT" "$FAILED" "$(( $(date +%s) - START ))" "${STEPS[@]}" <<'PY'
 import os, re, sys
 out, failed, total, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
@@ -128,13 +141,14 @@ for s in steps:
     t = log(name)
     m = re.findall(r"^(\d+) passed, (\d+) failed", t, re.M)
     if m: summ = f"{m[-1][0]} passed, {m[-1][1]} failed"
-    for pat in (r"^\s*(ok|!!)\s+2b logits.*$", r"^SKIP.*$", r"^qwen2vl_2b_random:.*$"):
+    for pat in (r"^\s*(ok|!!)\s+2b logits.*$", r"^SKIP.*$", r"^qwen2vl_2b_random:.*$", r"^\s*(ok|!!)\s+logits: max.*$",
+                r"^test_fullsize: (passed|FAILED).*$"):
         mm = re.search(pat, t, re.M)
         if mm: summ += ("; " if summ else "") + mm.group(0).strip()[:110]
     status = "ok" if rc == "0" else ("TIMEOUT" if rc == "124" else rc.upper() if not rc.lstrip('-').isdigit() else f"FAIL rc {rc}")
     print(f"  {name:<16} {status:<10} {dt:>4} s  {summ}")
 fails = []
-for name in ("test_cuda_fp32", "test_cuda_bf16", "parity_2b"):
+for name in ("test_cuda_fp32", "test_cuda_bf16", "parity_2b", "parity_3b"):
     fails += [l for l in log(name).splitlines() if l.startswith("FAIL")][:8]
 if fails:
     print("  first FAIL lines:")

@@ -317,38 +317,8 @@ def run_case(model, layout, name, case, images, notes, window_checks):
     out["grad.inputs_embeds"] = mf.f32(emb.grad[0])
 
     # ---------------- float64 re-run ----------------
-    try:
-        m64 = copy.deepcopy(model).double()
-        m64.zero_grad(set_to_none=True)
-        if m64.config.text_config.tie_word_embeddings:
-            assert m64.lm_head.weight is m64.model.language_model.embed_tokens.weight
-        pv64 = pixel_values.detach().double().requires_grad_(True) if images else None
-        torch.manual_seed(TORCH_SEED)
-        r64 = mf.run_forward(m64, ids, labels, pv64, grid, with_labels=True)
-        assert r64.logits.dtype == torch.float64, r64.logits.dtype
-        hf_loss_f64_mode = float(r64.loss.detach())
-        l64 = mf.own_loss(r64.logits[0], labels)
-        assert l64.dtype == torch.float64
-        l64.backward()
-        norm_mem = "model.language_model.norm.weight"
-        norm_key = rc.memory_to_file_key(norm_mem, layout)
-        gnorm = dict(m64.named_parameters())[norm_mem].grad
-        out["loss_f64"] = l64.detach().reshape(1).clone()
-        out[f"grad_f64.{norm_key}"] = gnorm.detach().clone().contiguous()
-        f64 = dict(
-            ok=True,
-            loss_f64=float(l64.detach()),
-            hf_loss_in_f64_mode=hf_loss_f64_mode,
-            loss_f32=float(loss.detach()),
-            max_abs_logit_diff_f32_vs_f64=float((r64.logits[0].detach() - res.logits[0].detach().double()).abs().max()),
-            max_rel_grad_norm_diff=float(
-                ((gnorm - out[f"grad.{norm_key}"].double()).abs().max() / gnorm.abs().max()).item()
-            ),
-        )
-        del m64
-    except Exception as e:  # pragma: no cover - recorded, not fatal
-        f64 = dict(ok=False, error=repr(e))
-        notes.append(f"{name}: float64 run failed: {e!r}")
+    f64 = mf.float64_rerun(model, model.config.text_config.tie_word_embeddings, ids, labels, pixel_values, grid, images, res,
+                           loss, layout, out, name, notes)
 
     info = dict(
         S=S,

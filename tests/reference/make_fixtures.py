@@ -336,6 +336,23 @@ def run_case(model, layout, name, case, images, spec_ids, n_vis_blocks, n_layers
     return out, info, set(grad_names), set(none_grads)
 
 
+def save_checked(model, mdir):
+    """save_pretrained into mdir; the file must hold exactly the in-memory parameters, bit for bit.
+    Returns the safetensors header, its sorted keys and their layout ("legacy" or "new")."""
+    model.save_pretrained(mdir, safe_serialization=True)
+    st_path = os.path.join(mdir, "model.safetensors")
+    header = rc.read_safetensors_header(st_path)
+    keys = sorted(header.keys())
+    layout = rc.detect_layout(keys)
+    assert layout in ("legacy", "new"), keys
+    mem = {rc.memory_to_file_key(n, layout): p for n, p in model.named_parameters()}
+    assert set(mem) == set(keys), (sorted(set(mem) ^ set(keys)))
+    saved = load_file(st_path)
+    for k in keys:
+        assert torch.equal(saved[k], mem[k].detach()), k
+    return header, keys, layout
+
+
 def versions():
     import PIL
     import safetensors
@@ -408,19 +425,7 @@ def main():
         mdir = os.path.join(vdir, "model")
         os.makedirs(mdir, exist_ok=True)
         model = rc.build_model(rc.TINY_A, tied, MODEL_SEEDS[variant])
-        model.save_pretrained(mdir, safe_serialization=True)
-        st_path = os.path.join(mdir, "model.safetensors")
-        header = rc.read_safetensors_header(st_path)
-        keys = sorted(header.keys())
-        layout = rc.detect_layout(keys)
-        assert layout in ("legacy", "new"), keys
-
-        # the file must hold exactly the in-memory parameters, bit for bit
-        mem = {rc.memory_to_file_key(n, layout): p for n, p in model.named_parameters()}
-        assert set(mem) == set(keys), (sorted(set(mem) ^ set(keys)))
-        saved = load_file(st_path)
-        for k in keys:
-            assert torch.equal(saved[k], mem[k].detach()), k
+        header, keys, layout = save_checked(model, mdir)
         if tied:
             assert "lm_head.weight" not in keys
         else:

@@ -19,14 +19,13 @@ A float64 re-run of each case adds `loss_f64` and `grad_f64.<final norm key>`.
 """
 
 import argparse
-import copy
 import json
 import os
 import sys
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as mf  # noqa: E402  (helpers only: labels, forward call, loss, hashing, versions)
@@ -411,18 +410,7 @@ def main():
         model, rules = rc.build_model25(SPEC, tied, MODEL_SEEDS[variant])
         assert model.model.visual.config._attn_implementation == "eager"
         assert model.model.language_model.config._attn_implementation == "eager"
-        model.save_pretrained(mdir, safe_serialization=True)
-        st_path = os.path.join(mdir, "model.safetensors")
-        header = rc.read_safetensors_header(st_path)
-        keys = sorted(header.keys())
-        layout = rc.detect_layout(keys)
-        assert layout in ("legacy", "new"), keys
-
-        mem = {rc.memory_to_file_key(n, layout): p for n, p in model.named_parameters()}
-        assert set(mem) == set(keys), (sorted(set(mem) ^ set(keys)))
-        saved = load_file(st_path)
-        for k in keys:
-            assert torch.equal(saved[k], mem[k].detach()), k
+        header, keys, layout = mf.save_checked(model, mdir)
         assert ("lm_head.weight" in keys) == (not tied), keys
         with open(os.path.join(mdir, "config.json")) as f:
             saved_cfg = json.load(f)

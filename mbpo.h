@@ -8293,6 +8293,7 @@ static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__e
     const char *tmpl = own ? own : mbpo__chat_template_jinja;   /* the folder's own, else mbpo's */
     const mbpo_preproc *pp = &e->pp;
     const char *eos = "<|im_end|>", *pad = "<|endoftext|>";
+    int q25 = e->model.cfg.arch == MBPO_ARCH_QWEN2_5_VL;
 #define MBPO__MISSING(name) (mbpo_free(p), (p = mbpo__path_join(src, name)) != NULL && !mbpo__file_exists(p))
 #define MBPO__WRITE(name) (mbpo_free(p), p = NULL, b.failed ? 0 : ((p = mbpo__path_join(dst, name)) != NULL && \
                            mbpo_write_file_atomic(p, b.s ? b.s : "", b.n)))
@@ -8303,11 +8304,14 @@ static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__e
     }
     if (ok && MBPO__MISSING("tokenizer_config.json")) {
         b.n = 0;
-        mbpo__sb_printf(&b, "{\n  \"tokenizer_class\": \"Qwen2Tokenizer\",\n  \"processor_class\": \"Qwen2VLProcessor\",\n"
+        /* as the hub's files of each family: Qwen2.5-VL's name its processor and leave the
+           padding side to the default (right) */
+        mbpo__sb_printf(&b, "{\n  \"tokenizer_class\": \"Qwen2Tokenizer\",\n  \"processor_class\": \"%s\",\n"
                         "  \"bos_token\": null,\n  \"eos_token\": \"%s\",\n  \"pad_token\": \"%s\",\n  \"unk_token\": null,\n"
-                        "  \"model_max_length\": %lld,\n  \"padding_side\": \"left\",\n  \"clean_up_tokenization_spaces\": false,\n"
+                        "  \"model_max_length\": %lld,\n%s  \"clean_up_tokenization_spaces\": false,\n"
                         "  \"split_special_tokens\": false,\n  \"errors\": \"replace\",\n  \"add_prefix_space\": false,\n"
-                        "  \"chat_template\": ", eos, pad, (long long)e->model.cfg.max_position_embeddings);
+                        "  \"chat_template\": ", q25 ? "Qwen2_5_VLProcessor" : "Qwen2VLProcessor", eos, pad,
+                        (long long)e->model.cfg.max_position_embeddings, q25 ? "" : "  \"padding_side\": \"left\",\n");
         mbpo__sb_json(&b, tmpl);
         mbpo__sb_puts(&b, "\n}\n");
         ok = MBPO__WRITE("tokenizer_config.json");
@@ -8348,7 +8352,8 @@ static int mbpo__complete_folder(const char *src, const char *dst, const mbpo__e
         b.n = 0;
         /* the type that makes transformers 4.57 pick the processor mbpo used (no type: the slow
            one, from config.json's model type; "...Fast": the fast one) */
-        mbpo__sb_printf(&b, "{\n%s  \"processor_class\": \"Qwen2VLProcessor\",\n", pp->fast ? "  \"image_processor_type\": \"Qwen2VLImageProcessorFast\",\n" : "");
+        mbpo__sb_printf(&b, "{\n%s  \"processor_class\": \"%s\",\n", pp->fast ? "  \"image_processor_type\": \"Qwen2VLImageProcessorFast\",\n" : "",
+                        q25 ? "Qwen2_5_VLProcessor" : "Qwen2VLProcessor");
         mbpo__sb_printf(&b, ""
                         "  \"min_pixels\": %lld,\n  \"max_pixels\": %lld,\n  \"patch_size\": %lld,\n  \"temporal_patch_size\": %lld,\n"
                         "  \"merge_size\": %lld,\n  \"rescale_factor\": %.17g,\n  \"image_mean\": [%.9g, %.9g, %.9g],\n"

@@ -12,6 +12,7 @@
    CONTENTS (the implementation follows the same order)
      the shapes world   mbpo_synth: images of coloured shapes with planted language priors
      a tiny model       mbpo_synth_model: its tokenizer.json, config and random weights
+                        (Qwen2-VL or Qwen2.5-VL)
      scoring            mbpo_synth_eval: accuracies, CHAIR_i / CHAIR_s, caption coverage
      the demo           mbpo_demo: world -> mining -> training -> scoring -> table, pictures
 
@@ -47,14 +48,24 @@ typedef struct {
 MBPODEF void mbpo_synth_defaults(mbpo_synth_opts *o);
 MBPODEF int  mbpo_synth(const mbpo_synth_opts *o);
 
-/* A tiny Qwen2-VL for the shapes world: a byte-level BPE tokenizer.json in which every word of
-   the world (and of the chat template) is one token, followed by the Qwen2-VL special tokens;
-   a config of the given widths; random weights (normal(0, 0.02), norms 1, biases 0); and a
-   preprocessor_config.json. Written into dir, ready for mbpo-train --mode sft. */
+/* A tiny Qwen2-VL (or Qwen2.5-VL) for the shapes world: a byte-level BPE tokenizer.json in
+   which every word of the world (and of the chat template) is one token, followed by the
+   Qwen2-VL special tokens (Qwen2.5-VL: and after them its 8 non-special added tokens,
+   <tool_call> .. <|file_sep|>, as on the hub); a config of the given widths; random weights
+   (normal(0, 0.02), norms 1, biases 0); and a preprocessor_config.json. Written into dir,
+   ready for mbpo-train --mode sft.
+   Qwen2.5-VL gets the same language model and the same vision width, depth and heads, with
+   its own blocks: RMSNorm, a SwiGLU of width 8/3 v_embed rounded up to a multiple of 8 (176
+   for 64: about the parameters of Qwen2-VL's 4 x GELU MLP, as on the hub), window attention
+   over v_window pixels, and full attention in every second block and the last (depth 2:
+   block 1; the hub's 32 blocks have it in every eighth). The default 56 px is 2 x 2 merge
+   units, so the world's 84-px images (3 x 3 units) fall into 4 windows of 4, 2, 2 and 1 units. */
 typedef struct {
     int64_t hidden, layers, heads, kv_heads, mlp;        /* 128, 4, 4, 2, 352 */
     int64_t v_embed, v_depth, v_heads;                   /* 64, 2, 4 */
     uint64_t seed;
+    mbpo_arch arch;                                      /* MBPO_ARCH_QWEN2_VL */
+    int64_t v_window;                                    /* Qwen2.5-VL only: window side in pixels, >= 28 (56) */
 } mbpo_synth_model_opts;
 MBPODEF void mbpo_synth_model_defaults(mbpo_synth_model_opts *o);
 MBPODEF int  mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o);
@@ -409,6 +420,7 @@ MBPODEF void mbpo_synth_model_defaults(mbpo_synth_model_opts *o) {
     o->hidden = 128; o->layers = 4; o->heads = 4; o->kv_heads = 2; o->mlp = 352;
     o->v_embed = 64; o->v_depth = 2; o->v_heads = 4;
     o->seed = 1;
+    o->arch = MBPO_ARCH_QWEN2_VL; o->v_window = 56;
 }
 
 /* The world's texts, for the tokenizer's words. */
@@ -453,18 +465,22 @@ static int demo__word_find(const demo__word *w, int n, const unsigned char *s, i
     return -1;
 }
 /* tokenizer.json from a vocabulary of byte strings (tokens[256..]) and merges (pairs of token
-   indices in rank order). */
+   indices in rank order). The added tokens follow the vocabulary in the hub's order: the 14
+   special ones, then for Qwen2.5-VL (q25) its 8 that are not special - still matched whole
+   before BPE, but kept by skip_special_tokens (docs/QWEN25VL.md 6). */
 static int demo__write_tiny_tokenizer(const char *path, const demo__word *tok, int n_tok, const int (*merges)[2], int n_merges,
-                                      int64_t *n_ids) {
-    static const char *const specials[14] = { "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
+                                      int q25, int64_t *n_ids) {
+    static const char *const specials[22] = { "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
         "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-        "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>" };
+        "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+        "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>",
+        "<|file_sep|>" };
     demo__sb b = { NULL, 0, 0, 0 };
-    int i, ok;
+    int i, ok, n_added = q25 ? 22 : 14;
     demo__sb_puts(&b, "{\"version\": \"1.0\", \"added_tokens\": [");
-    for (i = 0; i < 14; i++)
+    for (i = 0; i < n_added; i++)
         demo__sb_printf(&b, "%s{\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
-                        "\"normalized\": false, \"special\": true}", i ? ", " : "", n_tok + i, specials[i]);
+                        "\"normalized\": false, \"special\": %s}", i ? ", " : "", n_tok + i, specials[i], i < 14 ? "true" : "false");
     demo__sb_puts(&b, "], \"normalizer\": {\"type\": \"NFC\"}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": ["
                       "{\"type\": \"Split\", \"pattern\": {\"Regex\": ");
     demo__sb_json(&b, MBPO_QWEN2_PATTERN);
@@ -492,7 +508,7 @@ static int demo__write_tiny_tokenizer(const char *path, const demo__word *tok, i
     demo__sb_puts(&b, "]}}\n");
     ok = !b.failed && mbpo_write_file_atomic(path, b.s, b.n);
     mbpo_free(b.s);
-    *n_ids = n_tok + 14;
+    *n_ids = n_tok + n_added;
     return ok;
 }
 
@@ -500,13 +516,27 @@ MBPODEF int mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o) {
     enum { MAXTOK = 2048 };
     demo__word *tok = (demo__word *)mbpo_calloc(MAXTOK, sizeof(demo__word)), words[512];
     int (*merges)[2] = (int (*)[2])mbpo_calloc(MAXTOK, sizeof(int[2]));
-    int n_tok = 256, n_merges = 0, n_words = 0, i, pass, ok = 0;
+    int n_tok = 256, n_merges = 0, n_words = 0, i, pass, ok = 0, q25 = o->arch == MBPO_ARCH_QWEN2_5_VL;
     int64_t n_ids = 0;
     demo__sb corpus = { NULL, 0, 0, 0 };
     char *p_tok = NULL, *p_pp = NULL;
     mbpo_tokenizer *tk = NULL;
     mbpo_model m;
     memset(&m, 0, sizeof m);
+    if (o->arch != MBPO_ARCH_QWEN2_VL && !q25) {
+        mbpo_failure_set("mbpo_synth_model: arch %d is neither MBPO_ARCH_QWEN2_VL nor MBPO_ARCH_QWEN2_5_VL", (int)o->arch);
+        goto end;
+    }
+    if (q25 && o->v_window < 28) {   /* under one merge unit (2 x 14 px) transformers divides by zero */
+        mbpo_failure_set("mbpo_synth_model: v_window %lld must be >= 28 pixels (one 2 x 2 merge unit of 14-px patches)",
+                         (long long)o->v_window);
+        goto end;
+    }
+    if (q25 && (o->v_depth < 1 || (o->v_depth + 1) / 2 > MBPO_MAX_FULLATT)) {
+        mbpo_failure_set("mbpo_synth_model: v_depth %lld must be in [1, %d] (every second block is listed in fullatt_block_indexes)",
+                         (long long)o->v_depth, 2 * MBPO_MAX_FULLATT);
+        goto end;
+    }
     if (!tok || !merges || !mbpo_mkdir(dir)) goto end;
     for (i = 0; i < 256; i++) { tok[i].s[0] = (unsigned char)i; tok[i].n = 1; }
     /* the words: the pre-tokens of the corpus, by the Qwen2 regex */
@@ -541,7 +571,7 @@ MBPODEF int mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o) {
     if (!(p_tok = demo__path_join(dir, "tokenizer.json"))) goto end;
     for (pass = 0; pass < 8; pass++) {
         int split = 0;
-        if (!demo__write_tiny_tokenizer(p_tok, tok, n_tok, (const int (*)[2])merges, n_merges, &n_ids)) goto end;
+        if (!demo__write_tiny_tokenizer(p_tok, tok, n_tok, (const int (*)[2])merges, n_merges, q25, &n_ids)) goto end;
         mbpo_tokenizer_free(tk);
         if (!(tk = mbpo_tokenizer_load(p_tok))) goto end;
         for (i = 0; i < n_words; i++) {
@@ -582,6 +612,14 @@ MBPODEF int mbpo_synth_model(const char *dir, const mbpo_synth_model_opts *o) {
         c.bos_token_id = n_tok; c.eos_token_id = n_tok + 2; c.pad_token_id = n_tok;
         c.v_depth = o->v_depth; c.v_embed_dim = o->v_embed; c.v_heads = o->v_heads; c.v_mlp_hidden = 4 * o->v_embed;
         c.v_patch = 14; c.v_temporal_patch = 2; c.v_merge = 2; c.v_in_channels = 3; c.v_rope_theta = 10000.0;
+        if (q25) {   /* the blocks of mbpo_synth_model_opts' comment; tokens_per_second as the hub's 3B / 7B */
+            int64_t b;
+            c.arch = MBPO_ARCH_QWEN2_5_VL;
+            c.v_mlp_hidden = (8 * o->v_embed / 3 + 7) / 8 * 8;
+            c.v_window_size = o->v_window; c.v_tokens_per_second = 2;
+            for (b = 0; b < o->v_depth; b++)
+                if (b % 2 == 1 || b == o->v_depth - 1) c.v_fullatt[c.v_n_fullatt++] = (int)b;
+        }
         if (!mbpo_model_init(&m, &c)) goto end;
         mbpo_rng_seed(&rng, o->seed);
         for (k = 0; k < m.table.n; k++) {

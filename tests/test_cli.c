@@ -286,6 +286,8 @@ static void test_drivers_cli(void) {
         { "score", "--model m --data d --out", "mbpo-score: --out needs a value (see --help)\n" },
         { "synth", "--out w --prior 1.5", "mbpo-synth: --prior: must be in [0, 1], got 1.5 (see --help)\n" },
         { "synth", "--train 5", "mbpo-synth: --out (or --model-out) is required (see --help)\n" },
+        { "synth", "--model-out m --arch qwen3_vl", "mbpo-synth: --arch: 'qwen3_vl' is not one of qwen2_vl, qwen2_5_vl (see --help)\n" },
+        { "synth", "--model-out m --arch", "mbpo-synth: --arch needs a value (see --help)\n" },
         { "demo", "--seeds 0", "mbpo-demo: --seeds: must be in [1, 1000], got 0 (see --help)\n" },
         { "demo", "--lr 0", "mbpo-demo: --lr: must be > 0, got 0 (see --help)\n" },
         { "bench", "--model m --iters x", "mbpo-bench: --iters: 'x' is not an integer (see --help)\n" },

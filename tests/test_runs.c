@@ -778,6 +778,160 @@ static void test_synth_model(void) {
     }
 }
 
+/* The shapes world with a tiny Qwen2.5-VL from the command lines, at the smallest sizes that
+   still use every part: mbpo-synth --arch qwen2_5_vl (its config and tokenizer), a few SFT
+   steps (as make tiny-model does for the shipped Qwen2-VL), mbpo-mine, mbpo-train (mbpo mode;
+   1 + 1 steps = 2 steps), mbpo-score and the world's scoring. The vision tower has a window
+   block and a full block, and the world's 84-px images fall into several windows. */
+static void test_synth25_runs(void) {
+    char dir[256], world[300], model[300], model2[300], images[320], sft[300], mined[300], cmd[8192], a[1024], b[1024];
+    const char *common = "--G 2 --batch 2 --max-new-tokens 4 --lr 1e-3 --seed 3 --iig-every 1 --quiet";
+    double l0 = 0, l1 = 0;
+    mbpo_synth_metrics sm;
+    if (!run_test("synth25_runs")) return;
+    memset(&sm, 0, sizeof sm);
+    snprintf(dir, sizeof dir, "%s/synth25", tmpdir());
+    snprintf(world, sizeof world, "%s/world", dir); snprintf(model, sizeof model, "%s/model", dir);
+    snprintf(model2, sizeof model2, "%s/model2vl", dir); snprintf(images, sizeof images, "%s/images", world);
+    snprintf(sft, sizeof sft, "%s/sft", dir); snprintf(mined, sizeof mined, "%s/mined", dir);
+    /* 1. the world (2 training images: 8 records; 1 per test split) and the two models */
+    snprintf(cmd, sizeof cmd, "rm -rf %s && ./build/mbpo-synth --out %s --train 2 --test 1 --seed 5 > /dev/null && "
+             "./build/mbpo-synth --model-out %s --arch qwen2_5_vl --hidden 64 --layers 1 --seed 5 > %s/synth.txt && "
+             "./build/mbpo-synth --model-out %s --hidden 64 --layers 1 --seed 5 > /dev/null", dir, world, model, dir, model2);
+    REQUIRE(system(cmd) == 0, "mbpo-synth");
+    snprintf(a, sizeof a, "%s/synth.txt", dir);
+    {
+        char *text = mbpo_read_file(a, NULL);
+        CHECK(text && contains(text, "Qwen2.5-VL") && count_lines(a) == 1, "mbpo-synth says what it wrote: %s", text ? text : "");
+        mbpo_free(text);
+    }
+    {   /* the folder: Qwen2.5-VL's blocks, windows and tokenizer; the same LM and words as Qwen2-VL's */
+        mbpo_model m, m2;
+        mbpo_tokenizer *t25, *t2;
+        int32_t grid[3] = { 1, 84 / 14, 84 / 14 };   /* an 84 x 84 world image: 6 x 6 patches, 3 x 3 merge units */
+        int64_t perm[9], cu[10], n_win;
+        static const char *const texts[2] = { "What colour is the triangle?", "A red circle, a blue star and a green square." };
+        int k;
+        REQUIRE(mbpo_model_load(&m, model) && mbpo_model_load(&m2, model2), "load the two models");
+        CHECK(m.cfg.arch == MBPO_ARCH_QWEN2_5_VL && m2.cfg.arch == MBPO_ARCH_QWEN2_VL, "model_type qwen2_5_vl (and qwen2_vl without --arch)");
+        CHECK(m.cfg.v_window_size == 56 && m.cfg.v_n_fullatt == 1 && m.cfg.v_fullatt[0] == 1 && m.cfg.v_depth == 2,
+              "blocks W F: window_size %lld, fullatt_block_indexes [%d] of %lld", (long long)m.cfg.v_window_size,
+              m.cfg.v_n_fullatt ? m.cfg.v_fullatt[0] : -1, (long long)m.cfg.v_depth);
+        CHECK(m.cfg.v_embed_dim == m2.cfg.v_embed_dim && m.cfg.v_heads == m2.cfg.v_heads && m.cfg.v_mlp_hidden == 176 &&
+              m.cfg.hidden_size == m2.cfg.hidden_size && m.cfg.n_layers == m2.cfg.n_layers && m.cfg.vocab_size == m2.cfg.vocab_size &&
+              m.cfg.image_token_id == m2.cfg.image_token_id && m.cfg.tie_word_embeddings,
+              "the same LM, vocabulary and vision width as Qwen2-VL's; SwiGLU width %lld", (long long)m.cfg.v_mlp_hidden);
+        CHECK(mbpo_param_find(&m.table, "visual.blocks.0.mlp.gate_proj.bias") && mbpo_param_find(&m.table, "visual.blocks.1.norm2.weight") &&
+              !mbpo_param_find(&m.table, "visual.blocks.1.norm2.bias") && !mbpo_param_find(&m.table, "visual.merger.ln_q.bias") &&
+              !mbpo_param_find(&m.table, "visual.blocks.0.mlp.fc1.weight"), "RMSNorm and SwiGLU tensors");
+        n_win = mbpo_window_index(&m.cfg, grid, 1, perm, cu);
+        CHECK(n_win == 4 && cu[1] == 16 && cu[2] == 24 && cu[3] == 32 && cu[4] == 36, "an 84-px image: %lld windows of 16, 8, 8, 4 patch rows",
+              (long long)n_win);
+        mbpo_model_free(&m); mbpo_model_free(&m2);
+        snprintf(a, sizeof a, "%s/tokenizer.json", model); snprintf(b, sizeof b, "%s/tokenizer.json", model2);
+        t25 = mbpo_tokenizer_load(a); t2 = mbpo_tokenizer_load(b);
+        REQUIRE(t25 && t2, "the tokenizers");
+        for (k = 0; k < 2; k++) {
+            int64_t n25, n2, i;
+            const int32_t *ids = mbpo_tokenizer_encode(t25, texts[k], strlen(texts[k]), 1, &n25);
+            int32_t copy[64];
+            int same = ids && n25 <= 64;
+            for (i = 0; same && i < n25; i++) copy[i] = ids[i];
+            ids = mbpo_tokenizer_encode(t2, texts[k], strlen(texts[k]), 1, &n2);
+            same = same && ids && n2 == n25;
+            for (i = 0; same && i < n2; i++) same = copy[i] == ids[i];
+            CHECK(same && ids, "'%s': the same %lld ids in both tokenizers", texts[k], (long long)n25);
+        }
+        {   /* the 8 added tokens that are not special: whole before BPE, kept by skip_special */
+            int32_t id = mbpo_tokenizer_find(t25, "<tool_call>"), end = mbpo_tokenizer_find(t25, "<|im_end|>"), ids[2];
+            int64_t n = 0;
+            const int32_t *e = mbpo_tokenizer_encode(t25, "<tool_call>", 11, 1, &n);
+            char *text;
+            ids[0] = id; ids[1] = end;
+            text = mbpo_tokenizer_decode(t25, ids, 2, 1, NULL);
+            CHECK(id > end && mbpo_tokenizer_find(t25, "<|file_sep|>") == id + 7 && mbpo_tokenizer_find(t2, "<tool_call>") < 0 &&
+                  e && n == 1 && e[0] == id && text && !strcmp(text, "<tool_call>"),
+                  "<tool_call> .. <|file_sep|> after the specials: one id, kept by skip_special ('%s')", text ? text : "");
+            mbpo_free(text);
+        }
+        mbpo_tokenizer_free(t25); mbpo_tokenizer_free(t2);
+    }
+    {   /* a window under one merge unit (transformers divides by zero) is refused before anything is written */
+        mbpo_synth_model_opts mo;
+        mbpo_synth_model_defaults(&mo);
+        mo.arch = MBPO_ARCH_QWEN2_5_VL; mo.v_window = 27;
+        snprintf(a, sizeof a, "%s/bad_window", dir);
+        CHECK(!mbpo_synth_model(a, &mo) && contains(mbpo_failure_reason(), "v_window 27 must be >= 28") && !mbpo_file_exists_test(a),
+              "v_window 27: %s", mbpo_failure_reason());
+    }
+    /* 2. SFT on the world: the loss goes down */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s --mode sft --data %s/train.jsonl --image-root %s --out %s --steps 4 "
+             "--batch 4 --lr 3e-3 --seed 5 --quiet", model, world, images, sft);
+    REQUIRE(system(cmd) == 0, "mbpo-train --mode sft");
+    snprintf(a, sizeof a, "%s/metrics.jsonl", sft);
+    {
+        size_t n = 0;
+        char *text = mbpo_read_file(a, &n), *first = text ? strstr(text, "\"loss\": ") : NULL, *last = first;
+        while (last && strstr(last + 1, "\"loss\": ")) last = strstr(last + 1, "\"loss\": ");
+        l0 = first ? atof(first + 8) : 0; l1 = last ? atof(last + 8) : 0;
+        CHECK(count_lines(a) == 4 && l1 < l0, "SFT, 4 steps: loss %.3f -> %.3f", l0, l1);
+        mbpo_free(text);
+    }
+    /* 3. mining on the SFT model: IIG of the 4 open-ended records (2 open, 2 captions), top 2 */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-mine --model %s/checkpoint-4 --data %s/train.jsonl --image-root %s --out %s --top-k 2 "
+             "--pgd-iters 2 --max-new-tokens 4 --seed 7 --quiet", sft, world, images, mined);
+    REQUIRE(system(cmd) == 0, "mbpo-mine");
+    snprintf(a, sizeof a, "%s/iig.jsonl", mined);
+    CHECK(count_lines(a) == 4, "IIG of the 4 open-ended records: %lld lines", (long long)count_lines(a));
+    snprintf(a, sizeof a, "%s/offline.jsonl", mined); snprintf(b, sizeof b, "%s/skipped.jsonl", mined);
+    CHECK(count_lines(a) + count_lines(b) == 2, "top-2: %lld pairs + %lld skipped", (long long)count_lines(a), (long long)count_lines(b));
+    snprintf(a, sizeof a, "%s/online.jsonl", mined);
+    CHECK(count_lines(a) == 4, "online set: the 2 yes/no and 2 multiple-choice records (%lld)", (long long)count_lines(a));
+    /* 4. MBPO training: uninterrupted, and resumed (1 step, then the same command with 2) */
+    snprintf(cmd, sizeof cmd, "./build/mbpo-train --model %s/checkpoint-4 --offline %s/offline.jsonl --online %s/online.jsonl "
+             "--image-root %s --out %s/run1 --mode mbpo --steps 2 --save-every 1 %s && "
+             "./build/mbpo-train --model %s/checkpoint-4 --offline %s/offline.jsonl --online %s/online.jsonl "
+             "--image-root %s --out %s/run2 --mode mbpo --steps 1 --save-every 1 %s && "
+             "./build/mbpo-train --model %s/checkpoint-4 --offline %s/offline.jsonl --online %s/online.jsonl "
+             "--image-root %s --out %s/run2 --mode mbpo --steps 2 --save-every 1 %s", sft, mined, mined, images, dir, common,
+             sft, mined, mined, images, dir, common, sft, mined, mined, images, dir, common);
+    REQUIRE(system(cmd) == 0, "mbpo-train --mode mbpo");
+    snprintf(a, sizeof a, "%s/run1/metrics.jsonl", dir);
+    {
+        char *text = mbpo_read_file(a, NULL);
+        CHECK(count_lines(a) == 2 && text && contains(text, "\"reward_online\"") && contains(text, "\"iig_chosen\""),
+              "2 metrics lines with the online reward and the IIG of chosen");
+        mbpo_free(text);
+    }
+    snprintf(a, sizeof a, "%s/run1/checkpoint-2/model.safetensors", dir); snprintf(b, sizeof b, "%s/run2/checkpoint-2/model.safetensors", dir);
+    CHECK(same_file(a, b), "1 + 1 steps = 2 steps: identical weights");
+    snprintf(a, sizeof a, "%s/run1/checkpoint-2/optimizer.safetensors", dir); snprintf(b, sizeof b, "%s/run2/checkpoint-2/optimizer.safetensors", dir);
+    CHECK(same_file(a, b), "1 + 1 steps = 2 steps: identical optimizer state");
+    snprintf(a, sizeof a, "%s/config.json", model); snprintf(b, sizeof b, "%s/run1/checkpoint-2/config.json", dir);
+    CHECK(same_file(a, b), "the checkpoint's config.json is mbpo-synth's (qwen2_5_vl, its windows)");
+    {
+        mbpo_model m0, m2;
+        size_t i;
+        double diff = 0;
+        snprintf(a, sizeof a, "%s/checkpoint-4", sft); snprintf(b, sizeof b, "%s/run1/checkpoint-2", dir);
+        REQUIRE(mbpo_model_load(&m0, a) && mbpo_model_load(&m2, b), "load the checkpoints");
+        for (i = 0; i < m0.table.total_floats; i++) diff += fabs((double)m0.params[i] - m2.params[i]);
+        CHECK(diff > 0, "training changed the weights (sum |diff| %.3g)", diff);
+        mbpo_model_free(&m0); mbpo_model_free(&m2);
+    }
+    /* 5. scoring the trained model on test_counter (1 image: 4 records), read by the world's scoring */
+    snprintf(a, sizeof a, "%s/score.jsonl", dir);
+    snprintf(cmd, sizeof cmd, "./build/mbpo-score --model %s/run1/checkpoint-2 --data %s/test_counter.jsonl --image-root %s --out %s "
+             "--max-new-tokens 4 --quiet > /dev/null", dir, world, images, a);
+    CHECK(system(cmd) == 0, "mbpo-score");
+    snprintf(b, sizeof b, "%s/test_counter.jsonl", world);
+    CHECK(count_lines(a) == 5 && mbpo_synth_eval(b, a, &sm) && sm.n_open == 1 && sm.n_yesno == 1 && sm.n_mc == 1 && sm.n_captions == 1,
+          "a score line per record and a summary, scored in the world: %lld open, %lld yes/no, %lld mc, %lld captions",
+          (long long)sm.n_open, (long long)sm.n_yesno, (long long)sm.n_mc, (long long)sm.n_captions);
+    printf("  %s  Qwen2.5-VL in the shapes world: synth -> SFT (loss %.3f -> %.3f) -> mine -> train (1 + 1 steps = 2) -> score\n",
+           n_failed ? "!!" : "ok", l0, l1);
+}
+
 /* The world's scoring: open answers, CHAIR on captions and coverage, counted by hand. */
 static void test_synth_eval(void) {
     char data[300], scores[300];
@@ -899,6 +1053,7 @@ void test_runs(void) {
     test_train();
     test_synth();
     test_synth_model();
+    test_synth25_runs();
     test_synth_eval();
     test_demo();
 }

@@ -443,7 +443,8 @@ MBPODEF int64_t mbpo_config_pix(const mbpo_config *cfg);   /* width of a pixel_v
 /* Qwen2.5-VL's window order (docs/QWEN25VL.md 3.4) of a batch's images: perm[j] is the merge unit
    (in the raster order of all images, image after image) that takes place j; cu_window[0..n]
    the window boundaries in patch rows (n + 1 values). perm: (P / merge^2), cu_window: (P / merge^2 + 1).
-   Returns the number of windows n; for Qwen2-VL the identity with one window per image and frame. */
+   Returns the number of windows n (-1 with the reason for a bad grid or window); for Qwen2-VL
+   the identity with one window per image and frame. */
 MBPODEF int64_t mbpo_window_index(const mbpo_config *cfg, const int32_t *grid_thw, int n_images,
                                   int64_t *perm, int64_t *cu_window);
 
@@ -582,7 +583,7 @@ MBPODEF int mbpo_rope_index(const mbpo_config *cfg, const int32_t *ids, int64_t 
 /* Intermediate results of the last forward, for tests and inspection (pointers into the
    activation arena, valid until the next forward). Any may be NULL. */
 typedef struct {
-    const float *patch_embed;        /* (P, E) */
+    const float *patch_embed;        /* (P, E); Qwen2.5-VL: these three in window order (mbpo_window_index) */
     const float *vision_block_out;   /* (v_depth, P, E): output of block l at l*P*E */
     const float *image_features;     /* (P/merge^2, H) */
     const float *inputs_embeds;      /* (T, H) */
@@ -5283,9 +5284,11 @@ static int mbpo__qwen25_vision_config(mbpo_config *c, const mbpo_json *vc, const
         c->v_n_fullatt = (int)v->count;
         for (k = 0; k < c->v_n_fullatt; k++) {
             const mbpo_json *e = &v->items[k];
-            if (e->type != MBPO_JSON_NUMBER || !e->is_int || e->integer < 0 || e->integer >= c->v_depth)
-                return mbpo__fail("%s:%d:%d: \"fullatt_block_indexes\" entry %d must be a block index in [0, depth %lld)",
-                                  name, e->line, e->col, k, (long long)c->v_depth);
+            /* transformers tests plain list membership: an index past the depth never matches
+               (a pruned model may keep the hub's list), a negative one does not wrap */
+            if (e->type != MBPO_JSON_NUMBER || !e->is_int || e->integer < 0 || e->integer > INT32_MAX)
+                return mbpo__fail("%s:%d:%d: \"fullatt_block_indexes\" entry %d must be a non-negative block index "
+                                  "(negative indices do not wrap in transformers)", name, e->line, e->col, k);
             c->v_fullatt[k] = (int)e->integer;
         }
     }
@@ -5335,8 +5338,8 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
     MBPO__TXT_INT(pad_token_id, "pad_token_id", 0, -1, -1);
 #undef MBPO__TXT_INT
     c->head_dim = c->hidden_size / c->n_heads;
-    /* missing keys take the text-config class defaults of transformers (both families):
-       rms_norm_eps 1e-5 (the hub files set 1e-6), rope_theta 1e6 */
+    /* rms_norm_eps and rope_theta take the text-config class defaults of transformers when
+       missing (both families): 1e-5 (the hub files set 1e-6) and 1e6 */
     if (!mbpo__cfg_num(mbpo__cfg_key(root, "rms_norm_eps"), "rms_norm_eps", name, &c->rms_norm_eps, 0, 1e-5)) return 0;
     {   /* Tying. transformers 5.x reads the top-level flag; 4.57 re-saves may keep it only in
            text_config, and 4.57's Qwen2.5-VL ties iff text_config says so (QWEN25VL.md 1.4).
@@ -5409,7 +5412,7 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
         return mbpo__fail("%s: vision_config.hidden_act must be \"silu\" (the SwiGLU of qwen2_5_vl)", name);
     v = mbpo__cfg_key(root, "hidden_act");
     if (v && (v->type != MBPO_JSON_STRING || strcmp(v->string, "silu")))
-        return mbpo__fail("%s: hidden_act must be \"silu\" for qwen2_vl", name);
+        return mbpo__fail("%s: hidden_act must be \"silu\" (the decoder's SwiGLU)", name);
     v = mbpo__cfg_key(root, "use_sliding_window");
     if (v && v->type == MBPO_JSON_TRUE) return mbpo__fail("%s: use_sliding_window=true is not supported", name);
     c->v_rope_theta = 10000.0;
@@ -5427,7 +5430,8 @@ MBPODEF int mbpo_config_from_json(mbpo_config *c, const mbpo_json *root, const c
         return mbpo__fail("%s: mrope_section [%d, %d, %d] must sum to head_dim/2 = %lld", name, c->mrope_section[0],
                           c->mrope_section[1], c->mrope_section[2], (long long)(c->head_dim / 2));
     if (c->v_embed_dim % c->v_heads || (c->v_embed_dim / c->v_heads) % 4)
-        return mbpo__fail("%s: vision head size embed_dim/num_heads must be a multiple of 4", name);
+        return mbpo__fail("%s: vision head size vision_config.%s / num_heads must be a multiple of 4", name,
+                          c->arch == MBPO_ARCH_QWEN2_5_VL ? "hidden_size" : "embed_dim");
     if (c->image_token_id >= c->vocab_size || c->video_token_id >= c->vocab_size ||
         c->vision_start_token_id >= c->vocab_size || c->vision_end_token_id >= c->vocab_size)
         return mbpo__fail("%s: image/video/vision token ids must be below vocab_size %lld", name, (long long)c->vocab_size);
@@ -5682,6 +5686,7 @@ MBPODEF int mbpo_model_load(mbpo_model *m, const char *dir) {
     mbpo_st st;
     char *cfg_path = mbpo__path_join(dir, "config.json"), buf[512];
     unsigned char *seen = NULL;
+    const mbpo_st_tensor *stray_head = NULL;
     size_t i;
     int ok = 0;
     memset(m, 0, sizeof *m);
@@ -5709,8 +5714,8 @@ MBPODEF int mbpo_model_load(mbpo_model *m, const char *dir) {
         }
         if (cfg.tie_from_checkpoint) cfg.tie_word_embeddings = !has_head;
         else if (!cfg.tie_word_embeddings && !has_head) {
-            mbpo__fail("%s: config.json says tie_word_embeddings false but the checkpoint in %s has no lm_head.weight "
-                       "(a tied model's checkpoint?)", cfg_path, dir);
+            mbpo__fail("%s: the config makes an untied model (tie_word_embeddings false or missing) but the checkpoint "
+                       "in %s has no lm_head.weight (a tied model's checkpoint?)", cfg_path, dir);
             goto done;
         }
     }
@@ -5723,8 +5728,9 @@ MBPODEF int mbpo_model_load(mbpo_model *m, const char *dir) {
         const mbpo_param_info *p;
         int k;
         size_t idx;
-        /* A tied model never needs the head: transformers ignores a stray copy as well. */
-        if (hub && !strcmp(hub, "lm_head.weight") && cfg.tie_word_embeddings) continue;
+        /* A tied model never needs the head, and transformers drops a stray copy; one that is
+           not the embedding is a contradiction (a trained head would be lost): checked below. */
+        if (hub && !strcmp(hub, "lm_head.weight") && cfg.tie_word_embeddings) { stray_head = t; continue; }
         p = hub ? mbpo_param_find(&m->table, hub) : NULL;
         if (!p) {
             mbpo__fail("%s: unexpected tensor '%s' (not a parameter of this %s config)", st.paths[t->file], t->name,
@@ -5747,6 +5753,19 @@ MBPODEF int mbpo_model_load(mbpo_model *m, const char *dir) {
     }
     for (i = 0; i < m->table.n; i++)
         if (!seen[i]) { mbpo__fail("%s: missing tensor '%s'", dir, m->table.info[i].name); goto done; }
+    if (stray_head) {
+        int64_t n = m->cfg.vocab_size * m->cfg.hidden_size, k, differ = 0;
+        float *head = stray_head->numel == n ? (float *)mbpo__alloc((size_t)n * sizeof(float)) : NULL;
+        if (stray_head->numel == n && (!head || !mbpo_st_read_f32(&st, stray_head, head))) { mbpo_free(head); goto done; }
+        for (k = 0; head && k < n; k++) differ += head[k] != m->w.embed[k];
+        mbpo_free(head);
+        if (stray_head->numel != n || differ) {
+            mbpo__fail("%s: lm_head.weight is not model.embed_tokens.weight (%lld values differ) but %s ties them "
+                       "(tie_word_embeddings true): transformers would drop this head", st.paths[stray_head->file],
+                       (long long)(stray_head->numel != n ? n : differ), cfg_path);
+            goto done;
+        }
+    }
     ok = 1;
 done:
     mbpo_free(seen);
@@ -6614,8 +6633,8 @@ struct mbpo_acts {
     int have_forward;
     /* vision tower: l = block index, D = depth, F = fc1 width */
     mbpo_x *pix;                   /* (P, PIX) the batch's pixel_values */
-    mbpo_x *pixw;                  /* (P, PIX) Qwen2.5-VL: the same rows in window order (Qwen2-VL: NULL,
-                                      the tower runs in raster order) */
+    mbpo_x *pixw;                  /* (P, PIX) Qwen2.5-VL: the same rows in window order (Qwen2-VL: empty,
+                                      never used: the tower runs in raster order; so vup, dv3, dpixw) */
     float *vcos, *vsin;            /* (P, HSv/2) rotary tables of the patches */
     mbpo_x *vx;                    /* (D+1, P, E) residual stream; vx[0] = patch embed */
     mbpo_x *vln1, *vqkv, *vatt, *vmid, *vln2, *vfc1, *vact;   /* vfc1: fc1 or, Qwen2.5-VL, gate */
@@ -6887,6 +6906,12 @@ static void mbpo__patch_hw(int64_t r, int64_t h, int64_t w, int64_t merge, int64
 static int64_t mbpo__window_order(const mbpo_config *c, const int32_t *grid_thw, int n_images, int64_t *perm, int64_t *cu) {
     int64_t mm = c->v_merge * c->v_merge, vws = c->v_window_size / c->v_merge / c->v_patch, base = 0, j = 0, n_win = 0;
     int i;
+    if (vws < 1) return mbpo__fail("window_size %lld is smaller than one merge unit", (long long)c->v_window_size) - 1;
+    for (i = 0; i < n_images; i++)
+        if (grid_thw[3 * i] < 1 || grid_thw[3 * i + 1] < 1 || grid_thw[3 * i + 2] < 1 ||
+            grid_thw[3 * i + 1] % c->v_merge || grid_thw[3 * i + 2] % c->v_merge)
+            return mbpo__fail("image %d has grid %dx%dx%d; h and w must be positive multiples of %lld", i, grid_thw[3 * i],
+                              grid_thw[3 * i + 1], grid_thw[3 * i + 2], (long long)c->v_merge) - 1;
     cu[0] = 0;
     for (i = 0; i < n_images; i++) {
         int64_t t = grid_thw[3 * i], gh = grid_thw[3 * i + 1] / c->v_merge, gw = grid_thw[3 * i + 2] / c->v_merge, f;
@@ -6988,7 +7013,7 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
            (vhw is rebuilt in window order), and the inverse maps back for the image features
            and d(pixel_values). vinv holds the unit order while the rows are expanded. */
         int64_t j, q, *unit_perm = a->vinv;
-        a->n_vwin = mbpo__window_order(c, b->grid_thw, b->n_images, unit_perm, a->vwin);
+        if ((a->n_vwin = mbpo__window_order(c, b->grid_thw, b->n_images, unit_perm, a->vwin)) < 0) return 0;
         for (j = 0; j < P / mm; j++)
             for (q = 0; q < mm; q++) a->vperm[j * mm + q] = unit_perm[j] * mm + q;
         for (j = 0; j < P; j++) a->vinv[a->vperm[j]] = j;

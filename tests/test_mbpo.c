@@ -460,6 +460,25 @@ static void test_config25(void) {
               "Qwen2.5-VL class defaults: %s", mbpo_failure_reason());
         mbpo_json_free(j);
     }
+    {   /* the default full-attention list [7, 15, 23, 31] under a depth of 4 (it never matches, as in
+           transformers): loads, renders and reads back the same */
+        char d[2048], *txt;
+        mbpo_config back;
+        snprintf(d, sizeof d, "{\"model_type\": \"qwen2_5_vl\", %s, \"rope_scaling\": {\"mrope_section\": [2, 3, 3]},"
+                 " \"image_token_id\": 1000, \"video_token_id\": 1001, \"vision_start_token_id\": 1002,"
+                 " \"vision_end_token_id\": 1003, \"vision_config\": {\"depth\": 4, \"hidden_size\": 48,"
+                 " \"intermediate_size\": 72, \"num_heads\": 3, \"out_hidden_size\": 64, \"window_size\": 56}}", text);
+        j = mbpo_json_parse(d, strlen(d), "nofull.json");
+        CHECK(j && mbpo_config_from_json(&cn, j, "nofull.json") && cn.v_n_fullatt == 4 && cn.v_fullatt[0] == 7,
+              "no fullatt_block_indexes: the default list: %s", mbpo_failure_reason());
+        mbpo_json_free(j);
+        txt = mbpo_config_to_json(&cn);
+        j = txt ? mbpo_json_parse(txt, strlen(txt), "rendered") : NULL;
+        CHECK(j && mbpo_config_from_json(&back, j, "rendered") && !memcmp(&back, &cn, sizeof back),
+              "depth 4 with the default list: render/parse round trip: %s", mbpo_failure_reason());
+        mbpo_json_free(j);
+        mbpo_free(txt);
+    }
     {   /* tying: a text_config without the flag under a tied top level is untied in 4.57, tied in 5.x:
            the checkpoint decides (tested with real files in test_save_load25) */
         char d[2048];
@@ -480,7 +499,7 @@ static void test_config25(void) {
             { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"num_heads\": 3, \"out_hidden_size\": 64, \"window_size\": 20}",
               "window_size 20 is smaller than one merge unit" },
             { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"num_heads\": 3, \"out_hidden_size\": 64,"
-              " \"fullatt_block_indexes\": [1, 4]}", "\"fullatt_block_indexes\" entry 1 must be a block index in [0, depth 4)" },
+              " \"fullatt_block_indexes\": [1, -1]}", "\"fullatt_block_indexes\" entry 1 must be a non-negative block index" },
             { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"num_heads\": 3, \"out_hidden_size\": 64,"
               " \"hidden_act\": \"quick_gelu\"}", "hidden_act must be \"silu\"" },
             { "\"vision_config\": {\"depth\": 4, \"hidden_size\": 40, \"num_heads\": 4, \"out_hidden_size\": 64}",
@@ -991,24 +1010,27 @@ static void test_parity25(void) {
 
    A packed batch must give each sequence exactly what it gets alone (attention never crosses
    sequences or images), and gradients must add up. */
-static void test_packed(void) {
-    mbpo_model m;
-    fixture_case fc[3];
+/* A packed batch of one fixture model: image, two_images, text, and the image case again as a
+   second rollout sharing image `shared` (0: its own; 1: two_images' first image, the same
+   picture, referred to out of order). Each sequence alone vs the pack: logp, the summed
+   parameter gradients, d(pixel_values) summed over the sharers. Leaves m loaded and fc[0]
+   open for the caller. */
+static void packed_case(mbpo_model *m, fixture_case fc[3], const char *variant, int shared) {
     const char *names[3] = { "image", "two_images", "text" };
     int32_t *ids, grid[9], refs[4];
     uint8_t *target;
     float *pv, *logp_single, *logp_packed, *grads_sum, *dl, *dpix_single, *dpix_packed;
-    int64_t seq_off[5], ref_off[5], T = 0, P = 0, N = 0, i, n_pix;
+    int64_t seq_off[5], ref_off[5], T = 0, P = 0, N = 0, i, n_pix, img_p0[4] = { 0, 0, 0, 0 };
     mbpo_batch b;
     int c, n_img = 0;
-    char path[256];
-    if (!run_test("packed")) return;
-    REQUIRE(mbpo_model_load(&m, "tests/fixtures/tiny_a/model"), "load");
+    char path[256], what[128];
+    printf("-- %s, the shared rollout on image %d\n", variant, shared);
+    snprintf(path, sizeof path, "tests/fixtures/%s/model", variant);
+    REQUIRE(mbpo_model_load(m, path), "load");
     for (c = 0; c < 3; c++) {
-        snprintf(path, sizeof path, "tests/fixtures/tiny_a/case_%s.safetensors", names[c]);
+        snprintf(path, sizeof path, "tests/fixtures/%s/case_%s.safetensors", variant, names[c]);
         REQUIRE(load_case(&fc[c], path), "case %s", names[c]);
     }
-    /* batch: image, two_images, text, and image again sharing image 0 (a second rollout) */
     ids = (int32_t *)calloc(200, sizeof(int32_t)); target = (uint8_t *)calloc(200, 1);
     pv = falloc(200 * 1176);
     seq_off[0] = 0; ref_off[0] = 0;
@@ -1019,22 +1041,29 @@ static void test_packed(void) {
         T += f->S; N += f->n_targets;
         seq_off[c + 1] = T;
         if (c < 3) {
-            for (i = 0; i < f->n_images; i++) { memcpy(grid + 3 * (n_img + i), f->grid + 3 * i, 3 * sizeof(int32_t)); refs[ref_off[c] + i] = n_img + (int32_t)i; }
+            for (i = 0; i < f->n_images; i++) {
+                memcpy(grid + 3 * (n_img + i), f->grid + 3 * i, 3 * sizeof(int32_t));
+                refs[ref_off[c] + i] = n_img + (int32_t)i;
+                img_p0[n_img + i + 1] = img_p0[n_img + i] + (int64_t)f->grid[3 * i] * f->grid[3 * i + 1] * f->grid[3 * i + 2];
+            }
             if (f->P) memcpy(pv + P * 1176, f->pixel_values, (size_t)(f->P * 1176) * sizeof(float));
             P += f->P; n_img += (int)f->n_images;
             ref_off[c + 1] = ref_off[c] + f->n_images;
         } else {
-            refs[ref_off[c]] = 0;   /* shares image 0 */
+            refs[ref_off[c]] = shared;
             ref_off[c + 1] = ref_off[c] + 1;
         }
     }
+    REQUIRE(!memcmp(grid + 3 * shared, fc[0].grid, 3 * sizeof(int32_t)) &&
+            !memcmp(pv + img_p0[shared] * 1176, fc[0].pixel_values, (size_t)(fc[0].P * 1176) * sizeof(float)),
+            "image %d is the image case's picture", shared);
     n_pix = P * 1176;
     memset(&b, 0, sizeof b);
     b.n_seqs = 4; b.ids = ids; b.seq_offsets = seq_off; b.target = target; b.n_images = n_img; b.grid_thw = grid;
     b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_off;
-    REQUIRE(mbpo_model_plan(&m, T, P, N, 1), "plan");
+    REQUIRE(mbpo_model_plan(m, T, P, N, 1), "plan");
     logp_single = falloc(N); logp_packed = falloc(N); dl = falloc(N);
-    grads_sum = falloc((int64_t)m.table.total_floats);
+    grads_sum = falloc((int64_t)m->table.total_floats);
     dpix_single = falloc(n_pix); dpix_packed = falloc(n_pix);
     {   /* one at a time: logp, and the gradients of sum(logp * w) summed over sequences */
         int64_t n0 = 0, p0 = 0;
@@ -1042,24 +1071,41 @@ static void test_packed(void) {
             const fixture_case *f = &fc[c == 3 ? 0 : c];
             mbpo_batch bs = case_batch(f);
             float *dp = falloc(f->P * 1176);
-            REQUIRE(mbpo_model_forward(&m, &bs, logp_single + n0) == f->n_targets, "single forward %d", c);
+            REQUIRE(mbpo_model_forward(m, &bs, logp_single + n0) == f->n_targets, "single forward %d", c);
             for (i = 0; i < f->n_targets; i++) dl[n0 + i] = 0.1f * (float)(i % 5) - 0.3f + 0.05f * (float)c;
-            mbpo_model_zero_grad(&m);
-            REQUIRE(mbpo_model_backward(&m, &bs, dl + n0, f->P ? dp : NULL), "single backward %d", c);
-            for (i = 0; i < (int64_t)m.table.total_floats; i++) grads_sum[i] += m.grads[i];
-            /* image 0's pixels are shared by sequences 0 and 3: their gradients add */
+            mbpo_model_zero_grad(m);
+            REQUIRE(mbpo_model_backward(m, &bs, dl + n0, f->P ? dp : NULL), "single backward %d", c);
+            for (i = 0; i < (int64_t)m->table.total_floats; i++) grads_sum[i] += m->grads[i];
+            /* the shared image's pixels get the gradients of both of its sequences */
             if (c < 3) { for (i = 0; i < f->P * 1176; i++) dpix_single[p0 + i] += dp[i]; p0 += f->P * 1176; }
-            else for (i = 0; i < f->P * 1176; i++) dpix_single[i] += dp[i];
+            else for (i = 0; i < f->P * 1176; i++) dpix_single[img_p0[shared] * 1176 + i] += dp[i];
             n0 += f->n_targets;
             free(dp);
         }
     }
-    REQUIRE(mbpo_model_forward(&m, &b, logp_packed) == N, "packed forward");
-    close_enough("packed logp == one sequence at a time", logp_packed, logp_single, N, 1e-6, 0);
-    mbpo_model_zero_grad(&m);
-    REQUIRE(mbpo_model_backward(&m, &b, dl, dpix_packed), "packed backward");
-    close_enough("packed parameter grads == sum of singles", m.grads, grads_sum, (int64_t)m.table.total_floats, 1e-5, 1);
-    close_enough("shared image: d(pixel_values) summed", dpix_packed, dpix_single, n_pix, 1e-5, 1);
+    REQUIRE(mbpo_model_forward(m, &b, logp_packed) == N, "packed forward");
+    snprintf(what, sizeof what, "%s packed logp == one sequence at a time", variant);
+    close_enough(what, logp_packed, logp_single, N, 1e-6, 0);
+    mbpo_model_zero_grad(m);
+    REQUIRE(mbpo_model_backward(m, &b, dl, dpix_packed), "packed backward");
+    snprintf(what, sizeof what, "%s packed parameter grads == sum of singles", variant);
+    close_enough(what, m->grads, grads_sum, (int64_t)m->table.total_floats, 1e-5, 1);
+    snprintf(what, sizeof what, "%s shared image: d(pixel_values) summed", variant);
+    close_enough(what, dpix_packed, dpix_single, n_pix, 1e-5, 1);
+    free(ids); free(target); free(pv); free(logp_single); free(logp_packed); free(dl); free(grads_sum);
+    free(dpix_single); free(dpix_packed);
+    free_case(&fc[1]); free_case(&fc[2]);
+}
+static void test_packed(void) {
+    mbpo_model m;
+    fixture_case fc[3];
+    int c;
+    if (!run_test("packed")) return;
+    /* Qwen2.5-VL: the window order of three images, one shared out of order */
+    packed_case(&m, fc, "tiny25_a", 1);
+    free_case(&fc[0]);
+    mbpo_model_free(&m);
+    packed_case(&m, fc, "tiny_a", 0);
     {   /* a run of the wrong length is refused with a clear message */
         int64_t *pos = (int64_t *)calloc(3 * 64, sizeof(int64_t)), delta;
         int32_t bad_grid[3] = { 1, 4, 4 };
@@ -1105,9 +1151,7 @@ static void test_packed(void) {
               "backward on another batch: %s", mbpo_failure_reason());
         free(pv3); free(dp_shared); free(dp_copies); free(dp_sum);
     }
-    for (c = 0; c < 3; c++) free_case(&fc[c]);
-    free(ids); free(target); free(pv); free(logp_single); free(logp_packed); free(dl); free(grads_sum);
-    free(dpix_single); free(dpix_packed);
+    free_case(&fc[0]);
     mbpo_model_free(&m);
 }
 
@@ -1265,6 +1309,28 @@ static void test_fd25(void) {
             const mbpo_param_info *pi = mbpo_param_find(&m.table, tensors[k]);
             REQUIRE(pi, "%s in the table", tensors[k]);
             fd25_along(tensors[k], &m, &b, m.params + pi->offset, g + pi->offset, pi->numel, 1e-2, logp);
+            if (pi->ndim == 1) {   /* and a random direction: blind to no component of the gradient */
+                float *u = falloc(pi->numel);
+                double un = 0, an = 0, lp, lm, fd, h = 5e-2;
+                int64_t q;
+                float *x = m.params + pi->offset, *x0 = falloc(pi->numel);
+                char what[160];
+                fill_normal(u, pi->numel, &rng, 1.0);
+                for (q = 0; q < pi->numel; q++) un += (double)u[q] * u[q];
+                for (q = 0; q < pi->numel; q++) { u[q] = (float)(u[q] / sqrt(un)); an += (double)g[pi->offset + q] * u[q]; }
+                memcpy(x0, x, (size_t)pi->numel * sizeof(float));
+                for (q = 0; q < pi->numel; q++) x[q] = x0[q] + (float)h * u[q];
+                lp = fd25_loss(&m, &b, logp);
+                for (q = 0; q < pi->numel; q++) x[q] = x0[q] - (float)h * u[q];
+                lm = fd25_loss(&m, &b, logp);
+                memcpy(x, x0, (size_t)pi->numel * sizeof(float));
+                fd = (lp - lm) / (2 * h);
+                snprintf(what, sizeof what, "%s (random direction)", tensors[k]);
+                CHECK(fabs(fd - an) <= 1e-2 * fabs(an) + 1e-3, "%s: FD %.6f vs analytic %.6f", what, fd, an);
+                printf("  %s  %-52s FD %.6f analytic %.6f (diff %.1e, tol 1e-2 rel + 1e-3)\n",
+                       fabs(fd - an) <= 1e-2 * fabs(an) + 1e-3 ? "ok" : "!!", what, fd, an, fabs(fd - an));
+                free(u); free(x0);
+            }
         }
         free(g); free(gp);
     }
@@ -1396,6 +1462,51 @@ static void test_save_load25(void) {
             write_bytes(path, cfg, strlen(cfg));
             CHECK(mbpo_model_load(&back, dir) && back.cfg.tie_word_embeddings && back.table.n == m.table.n - 1,
                   "ambiguous tie flags: tied by the checkpoint: %s", mbpo_failure_reason());
+            mbpo_model_free(&back);
+        }
+        /* the same ambiguous config over the checkpoint with its head: untied */
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        REQUIRE(mbpo_model_save(&m, dir, MBPO_DT_F32), "save with the head");
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        {
+            const char *cfg_amb = "{\"model_type\": \"qwen2_5_vl\", \"tie_word_embeddings\": true, \"text_config\": {"
+                "\"vocab_size\": 1024, \"hidden_size\": 64, \"intermediate_size\": 176, \"num_hidden_layers\": 2,"
+                " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"rms_norm_eps\": 1e-6, \"bos_token_id\": 1,"
+                " \"eos_token_id\": 2, \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]}},"
+                " \"image_token_id\": 1000, \"video_token_id\": 1001, \"vision_start_token_id\": 1002, \"vision_end_token_id\": 1003,"
+                " \"vision_config\": {\"depth\": 4, \"hidden_size\": 48, \"intermediate_size\": 72, \"num_heads\": 3,"
+                " \"out_hidden_size\": 64, \"window_size\": 56, \"fullatt_block_indexes\": [1, 3]}}";
+            write_bytes(path, cfg_amb, strlen(cfg_amb));
+        }
+        CHECK(mbpo_model_load(&back, dir) && !back.cfg.tie_word_embeddings && back.table.n == m.table.n,
+              "ambiguous tie flags, checkpoint with lm_head.weight: untied: %s", mbpo_failure_reason());
+        mbpo_model_free(&back);
+        {   /* a tied config over that checkpoint: its head is not the embedding, a contradiction ... */
+            mbpo_config tc = m.cfg;
+            char *txt;
+            tc.tie_word_embeddings = 1;
+            txt = mbpo_config_to_json(&tc);
+            REQUIRE(txt, "render");
+            write_bytes(path, txt, strlen(txt));
+            mbpo_free(txt);
+        }
+        CHECK(!mbpo_model_load(&back, dir) && contains(mbpo_failure_reason(), "lm_head.weight is not model.embed_tokens.weight") &&
+              contains(mbpo_failure_reason(), "tie_word_embeddings true"), "tied config, different head: %s", mbpo_failure_reason());
+        {   /* ... and a head equal to the embedding (written twice) is accepted */
+            const mbpo_param_info *ph = mbpo_param_find(&m.table, "lm_head.weight");
+            const mbpo_param_info *pe = mbpo_param_find(&m.table, "model.embed_tokens.weight");
+            char *txt;
+            mbpo_config tc = m.cfg;
+            REQUIRE(ph && pe, "head and embedding");
+            memcpy(m.params + ph->offset, m.params + pe->offset, (size_t)pe->numel * sizeof(float));
+            REQUIRE(mbpo_model_save(&m, dir, MBPO_DT_F32), "save with head == embedding");
+            tc.tie_word_embeddings = 1;
+            txt = mbpo_config_to_json(&tc);
+            REQUIRE(txt, "render");
+            write_bytes(path, txt, strlen(txt));
+            mbpo_free(txt);
+            CHECK(mbpo_model_load(&back, dir) && back.cfg.tie_word_embeddings && back.table.n == m.table.n - 1,
+                  "tied config, head == embedding: loads tied: %s", mbpo_failure_reason());
             mbpo_model_free(&back);
         }
         /* Qwen2-VL tensor names under the Qwen2.5-VL config */

@@ -212,8 +212,8 @@ venv:
 fixtures: venv
 	$(VENV)/bin/python tests/reference/make_fixtures.py --out tests/fixtures
 	$(VENV)/bin/python tests/reference/make_fixtures25.py --out tests/fixtures
-	$(VENV)/bin/python tests/reference/make_tokenizer25_fixtures.py --out tests/fixtures/tokenizer25
 	$(VENV)/bin/python tests/reference/make_tokenizer_fixtures.py --out tests/fixtures/tokenizer
+	$(VENV)/bin/python tests/reference/make_tokenizer25_fixtures.py --out tests/fixtures/tokenizer25
 	$(VENV)/bin/python tests/reference/make_image_fixtures.py --out tests/fixtures/images
 	$(VENV)/bin/python tests/reference/make_fast_image_fixtures.py --out tests/fixtures/images
 	$(VENV)/bin/python tests/reference/make_core_fixtures.py --out tests/fixtures/core

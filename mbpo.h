@@ -6907,11 +6907,6 @@ static int64_t mbpo__window_order(const mbpo_config *c, const int32_t *grid_thw,
     int64_t mm = c->v_merge * c->v_merge, vws = c->v_window_size / c->v_merge / c->v_patch, base = 0, j = 0, n_win = 0;
     int i;
     if (vws < 1) return mbpo__fail("window_size %lld is smaller than one merge unit", (long long)c->v_window_size) - 1;
-    for (i = 0; i < n_images; i++)
-        if (grid_thw[3 * i] < 1 || grid_thw[3 * i + 1] < 1 || grid_thw[3 * i + 2] < 1 ||
-            grid_thw[3 * i + 1] % c->v_merge || grid_thw[3 * i + 2] % c->v_merge)
-            return mbpo__fail("image %d has grid %dx%dx%d; h and w must be positive multiples of %lld", i, grid_thw[3 * i],
-                              grid_thw[3 * i + 1], grid_thw[3 * i + 2], (long long)c->v_merge) - 1;
     cu[0] = 0;
     for (i = 0; i < n_images; i++) {
         int64_t t = grid_thw[3 * i], gh = grid_thw[3 * i + 1] / c->v_merge, gw = grid_thw[3 * i + 2] / c->v_merge, f;
@@ -6933,6 +6928,11 @@ MBPODEF int64_t mbpo_window_index(const mbpo_config *c, const int32_t *grid_thw,
                                   int64_t *cu_window) {
     int64_t n = 0, k, mm = c->v_merge * c->v_merge;
     int i;
+    for (i = 0; i < n_images; i++)   /* mbpo__batch_prepare checks a batch's grids the same way */
+        if (grid_thw[3 * i] < 1 || grid_thw[3 * i + 1] < 1 || grid_thw[3 * i + 2] < 1 ||
+            grid_thw[3 * i + 1] % c->v_merge || grid_thw[3 * i + 2] % c->v_merge)
+            return mbpo__fail("image %d has grid %dx%dx%d; h and w must be positive multiples of %lld", i, grid_thw[3 * i],
+                              grid_thw[3 * i + 1], grid_thw[3 * i + 2], (long long)c->v_merge) - 1;
     if (c->arch == MBPO_ARCH_QWEN2_5_VL) return mbpo__window_order(c, grid_thw, n_images, perm, cu_window);
     cu_window[0] = 0;   /* Qwen2-VL: raster order, one segment per image and frame */
     for (i = 0, k = 0; i < n_images; i++) {
@@ -7064,6 +7064,14 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
     return 1;
 }
 
+/* The attention segments of vision block l (host copy; n_seg of them): whole images and frames,
+   or Qwen2.5-VL's windows. */
+static const int64_t *mbpo__vblock_segs(const mbpo_config *c, const mbpo_acts *a, int64_t l, int64_t *n_seg) {
+    int full = mbpo__vblock_full(c, l);
+    *n_seg = full ? a->n_vseg : a->n_vwin;
+    return full ? a->vseg : a->vwin;
+}
+
 /* The vision tower and the merger: pixel rows (P, PIX) -> image features (P/4, H).
    Qwen2-VL: pre-norm blocks of LayerNorm, attention over each image, LayerNorm, QuickGELU MLP.
    Qwen2.5-VL (QWEN25VL.md 3): the rows run in window order (pixw, vhw), the blocks have RMSNorm
@@ -7089,9 +7097,8 @@ static int mbpo__vision_forward(mbpo_model *m) {
         mbpo_x *mid = mbpo__xat(ops, a->vmid, l * P * E), *ln2 = mbpo__xat(ops, a->vln2, l * P * E);
         mbpo_x *fc1 = mbpo__xat(ops, a->vfc1, l * P * F), *act = mbpo__xat(ops, a->vact, l * P * F);
         mbpo_x *out = mbpo__xat(ops, a->vx, (l + 1) * P * E);
-        int full = mbpo__vblock_full(c, l);
-        const int64_t *seg = full ? a->vseg : a->vwin;
-        int64_t n_seg = full ? a->n_vseg : a->n_vwin;
+        int64_t n_seg;
+        const int64_t *seg = mbpo__vblock_segs(c, a, l, &n_seg);
         /* x = x + proj(attn(norm1(x))) */
         if (q25) MBPO__OP(ops->rmsnorm_forward(be, ln1, a->vln1_rstd + l * P, x, mbpo__w(m, vb->norm1_w), P, E, 1e-6f));
         else MBPO__OP(ops->layernorm_forward(be, ln1, a->vln1_mean + l * P, a->vln1_rstd + l * P, x, mbpo__w(m, vb->norm1_w),
@@ -7333,9 +7340,8 @@ static int mbpo__vision_backward(mbpo_model *m, int want_dpixel) {
         mbpo_x *mid = mbpo__xat(ops, a->vmid, l * P * E), *ln2 = mbpo__xat(ops, a->vln2, l * P * E);
         mbpo_x *fc1 = mbpo__xat(ops, a->vfc1, l * P * F), *act = mbpo__xat(ops, a->vact, l * P * F);
         float *lse = a->vlse + l * NHv * P;
-        int full = mbpo__vblock_full(c, l);
-        const int64_t *seg = full ? a->vseg : a->vwin;
-        int64_t n_seg = full ? a->n_vseg : a->n_vwin;
+        int64_t n_seg;
+        const int64_t *seg = mbpo__vblock_segs(c, a, l, &n_seg);
         /* MLP branch; dvx carries d(out) and becomes d(mid) through the residual */
         MBPO__OP(ops->zero(be, dv1, (size_t)(P * F) * xs));
         MBPO__OP(ops->zero(be, dvx2, (size_t)(P * E) * xs));

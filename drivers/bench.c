@@ -202,11 +202,7 @@ static void forward_flops(const mbpo_config *c, int64_t n_seqs, const int64_t *s
         n_win = perm && cu ? mbpo_window_index(c, thw, 1, perm, cu) : 0;
         for (w = 0; w < n_win; w++) win += (double)(cu[w + 1] - cu[w]) * (double)(cu[w + 1] - cu[w]);
         *attn = 0;
-        for (l = 0; l < c->v_depth; l++) {
-            int k, full = 0;
-            for (k = 0; k < c->v_n_fullatt; k++) full |= c->v_fullatt[k] == l;
-            *attn += (double)n_images * 4 * (full ? L * L : win) * E;
-        }
+        for (l = 0; l < c->v_depth; l++) *attn += (double)n_images * 4 * (mbpo__vblock_full(c, l) ? L * L : win) * E;
         free(perm); free(cu);
     }
     for (s = 0; s < n_seqs; s++) *attn += (double)c->n_layers * 2 * (double)seq_len[s] * (double)seq_len[s] * QD;

@@ -279,6 +279,16 @@ static void test_safetensors(void) {
 
 /* ============================================================== model: config */
 
+/* mbpo_config_to_json then mbpo_config_from_json gives c back, field for field. */
+static int config_round_trips(const mbpo_config *c) {
+    char *text = mbpo_config_to_json(c);
+    mbpo_json *j = text ? mbpo_json_parse(text, strlen(text), "rendered") : NULL;
+    mbpo_config back;
+    int ok = j && mbpo_config_from_json(&back, j, "rendered") && !memcmp(&back, c, sizeof back);
+    mbpo_json_free(j);
+    mbpo_free(text);
+    return ok;
+}
 static void test_config(void) {
     mbpo_config c2, c7, cn;
     mbpo_param_table t;
@@ -350,14 +360,7 @@ static void test_config(void) {
         mbpo_json_free(j);
     }
     /* render + re-read is the identity */
-    {
-        char *text = mbpo_config_to_json(&c7);
-        mbpo_config back;
-        j = text ? mbpo_json_parse(text, strlen(text), "rendered") : NULL;
-        CHECK(j && mbpo_config_from_json(&back, j, "rendered") && !memcmp(&back, &c7, sizeof back), "render/parse round trip");
-        mbpo_json_free(j);
-        mbpo_free(text);
-    }
+    CHECK(config_round_trips(&c7), "render/parse round trip: %s", mbpo_failure_reason());
     /* missing or wrong fields name the file and the field */
     {
         struct { const char *text, *expect; } bad[] = {
@@ -409,14 +412,7 @@ static void test_config25(void) {
           (long long)t.n_params, t.n);
     printf("  Qwen2.5-VL-7B: %lld parameters in %zu tensors\n", (long long)t.n_params, t.n);
     mbpo_param_table_free(&t);
-    {   /* render + re-read is the identity */
-        char *txt = mbpo_config_to_json(&c3);
-        mbpo_config back;
-        j = txt ? mbpo_json_parse(txt, strlen(txt), "rendered") : NULL;
-        CHECK(j && mbpo_config_from_json(&back, j, "rendered") && !memcmp(&back, &c3, sizeof back), "3B render/parse round trip");
-        mbpo_json_free(j);
-        mbpo_free(txt);
-    }
+    CHECK(config_round_trips(&c3), "3B render/parse round trip: %s", mbpo_failure_reason());   /* the identity */
     /* hub (flat), 4.57.6 save_pretrained (flat + text_config, rope_scaling type default) and 5.x
        (text_config only, rope_parameters with theta inside) read the same */
     snprintf(flat, sizeof flat, "{\"model_type\": \"qwen2_5_vl\", %s, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true,"
@@ -462,8 +458,7 @@ static void test_config25(void) {
     }
     {   /* the default full-attention list [7, 15, 23, 31] under a depth of 4 (it never matches, as in
            transformers): loads, renders and reads back the same */
-        char d[2048], *txt;
-        mbpo_config back;
+        char d[2048];
         snprintf(d, sizeof d, "{\"model_type\": \"qwen2_5_vl\", %s, \"rope_scaling\": {\"mrope_section\": [2, 3, 3]},"
                  " \"image_token_id\": 1000, \"video_token_id\": 1001, \"vision_start_token_id\": 1002,"
                  " \"vision_end_token_id\": 1003, \"vision_config\": {\"depth\": 4, \"hidden_size\": 48,"
@@ -472,12 +467,7 @@ static void test_config25(void) {
         CHECK(j && mbpo_config_from_json(&cn, j, "nofull.json") && cn.v_n_fullatt == 4 && cn.v_fullatt[0] == 7,
               "no fullatt_block_indexes: the default list: %s", mbpo_failure_reason());
         mbpo_json_free(j);
-        txt = mbpo_config_to_json(&cn);
-        j = txt ? mbpo_json_parse(txt, strlen(txt), "rendered") : NULL;
-        CHECK(j && mbpo_config_from_json(&back, j, "rendered") && !memcmp(&back, &cn, sizeof back),
-              "depth 4 with the default list: render/parse round trip: %s", mbpo_failure_reason());
-        mbpo_json_free(j);
-        mbpo_free(txt);
+        CHECK(config_round_trips(&cn), "depth 4 with the default list: render/parse round trip: %s", mbpo_failure_reason());
     }
     {   /* tying: a text_config without the flag under a tied top level is untied in 4.57, tied in 5.x:
            the checkpoint decides (tested with real files in test_save_load25) */

@@ -353,6 +353,26 @@ def save_checked(model, mdir):
     return header, keys, layout
 
 
+def save_case(vdir, variant, cname, tensors, info, got, none, keys, ims):
+    """Check a case's gradient coverage, write <vdir>/case_<cname>.safetensors and record the
+    file (name, bytes, sha256, tensor shapes) in info."""
+    # grad coverage: every key of model.safetensors (text case: vision keys have no grad)
+    assert got | none == set(keys), sorted(set(keys) - (got | none))
+    if ims:
+        assert not none, none
+    else:
+        assert all(k.startswith("visual.") or k.startswith("model.visual.") for k in none), none
+    for k in got:
+        assert tensors[f"grad.{k}"].abs().max() > 0, f"{variant}/{cname}: zero grad for {k}"
+    path = os.path.join(vdir, f"case_{cname}.safetensors")
+    # one metadata key only: safetensors writes the metadata map in hash order (not reproducible)
+    save_file(tensors, path, metadata={"fixture": f"{variant}/{cname}"})
+    info["file"] = f"{variant}/case_{cname}.safetensors"
+    info["bytes"] = os.path.getsize(path)
+    info["sha256"] = sha256(path)
+    info["tensors"] = {k: [str(v.dtype).replace("torch.", ""), list(v.shape)] for k, v in sorted(tensors.items())}
+
+
 def versions():
     import PIL
     import safetensors
@@ -450,21 +470,7 @@ def main():
             tensors, info, got, none = run_case(model, layout, cname, case, ims, spec_ids,
                                                 rc.TINY_A["vision"]["depth"],
                                                 rc.TINY_A["text"]["num_hidden_layers"], notes)
-            # grad coverage: every key of model.safetensors (text case: vision keys have no grad)
-            assert got | none == set(keys), sorted(set(keys) - (got | none))
-            if ims:
-                assert not none, none
-            else:
-                assert all(k.startswith("visual.") or k.startswith("model.visual.") for k in none), none
-            for k in got:
-                assert tensors[f"grad.{k}"].abs().max() > 0, f"{variant}/{cname}: zero grad for {k}"
-            path = os.path.join(vdir, f"case_{cname}.safetensors")
-            # one metadata key only: safetensors writes the metadata map in hash order (not reproducible)
-            save_file(tensors, path, metadata={"fixture": f"{variant}/{cname}"})
-            info["file"] = f"{variant}/case_{cname}.safetensors"
-            info["bytes"] = os.path.getsize(path)
-            info["sha256"] = sha256(path)
-            info["tensors"] = {k: [str(v.dtype).replace("torch.", ""), list(v.shape)] for k, v in sorted(tensors.items())}
+            save_case(vdir, variant, cname, tensors, info, got, none, keys, ims)
             vinfo["cases"][cname] = info
             print(f"{variant:12s} {cname:10s} S={info['S']:3d} P={info['P']:3d} loss={info['loss']:.7f} "
                   f"loss_f64={info['f64'].get('loss_f64')} rope_delta={info['rope_deltas']} "

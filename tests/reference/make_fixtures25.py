@@ -25,7 +25,6 @@ import sys
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as mf  # noqa: E402  (helpers only: labels, forward call, loss, hashing, versions)
@@ -449,20 +448,7 @@ def main():
         for cname, case in CASES.items():
             ims = [images[k] for k in case["images"]]
             tensors, info, got, none = run_case(model, layout, cname, case, ims, meta["notes"], window_checks)
-            assert got | none == set(keys), sorted(set(keys) - (got | none))
-            if ims:
-                assert not none, none
-            else:
-                assert all(k.startswith("visual.") or k.startswith("model.visual.") for k in none), none
-            for k in got:
-                assert tensors[f"grad.{k}"].abs().max() > 0, f"{variant}/{cname}: zero grad for {k}"
-            path = os.path.join(vdir, f"case_{cname}.safetensors")
-            save_file(tensors, path, metadata={"fixture": f"{variant}/{cname}"})
-            info["file"] = f"{variant}/case_{cname}.safetensors"
-            info["bytes"] = os.path.getsize(path)
-            info["sha256"] = mf.sha256(path)
-            info["tensors"] = {k: [str(v.dtype).replace("torch.", ""), list(v.shape)]
-                               for k, v in sorted(tensors.items())}
+            mf.save_case(vdir, variant, cname, tensors, info, got, none, keys, ims)
             vinfo["cases"][cname] = info
             total += info["bytes"]
             print(f"{variant:14s} {cname:10s} S={info['S']:3d} P={info['P']:3d} loss={info['loss']:.7f} "

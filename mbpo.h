@@ -7005,7 +7005,7 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
         a->img_foff[i + 1] = a->img_foff[i] + (int64_t)g[0] * g[1] * g[2] / mm;
         /* vision attention never crosses images: one segment per image and frame */
         for (r = a->img_poff[i]; r < a->img_poff[i + 1]; r += seg) { a->vseg[a->n_vseg + 1] = r + seg; a->n_vseg++; }
-        for (r = a->img_poff[i]; r < a->img_poff[i + 1]; r++)
+        for (r = a->img_poff[i]; r < a->img_poff[i + 1] && c->arch == MBPO_ARCH_QWEN2_VL; r++)   /* Qwen2.5-VL: below */
             mbpo__patch_hw(r - a->img_poff[i], g[1], g[2], c->v_merge, &a->vhw[r], &a->vhw[P + r]);
     }
     if (c->arch == MBPO_ARCH_QWEN2_5_VL && P) {

@@ -6201,6 +6201,10 @@ static int mbpo__max_threads(void) {
    and the sizes). Backward ops accumulate (+=) into what their comment says; the model layer
    zeroes first. */
 typedef struct mbpo__x mbpo_x;
+/* The scalars of one AdamW update: the learning rate, betas, eps and decoupled weight decay
+   of mbpo_adamw_opts, the clipping factor of this step's gradient (1: none) and the bias
+   corrections 1 - beta^t. */
+typedef struct { double lr, beta1, beta2, eps, weight_decay, scale, bc1, bc2; } mbpo__adamw_k;
 
 struct mbpo__ops {
     const char *name;                 /* "cpu", "cuda" */
@@ -6289,6 +6293,14 @@ struct mbpo__ops {
                          mbpo_x *chunk_dx);
     /* z (n, V) = x (n, H) lm_head^T in fp32: logits for decoding and inspection */
     int (*logits)(mbpo_backend *be, float *z, const mbpo_x *x, const mbpo_x *lm_head, int64_t n, int64_t H, int64_t V);
+    /* the optimizer, on n fp32 values of the parameter layout (the training state stays on the
+       backend). sumsq: *out_host = sum of g[i]^2 accumulated in double, in an order fixed by n
+       alone, so a step's gradient norm has the same bits on every run. adamw: one AdamW update
+       of the fp32 master weights and moments (mbpo_adamw_step's formula, in double), then
+       px = the backend's copy of master (bf16 on the GPU; on the CPU px is master) */
+    int (*sumsq)(mbpo_backend *be, double *out_host, const float *g, int64_t n);
+    int (*adamw)(mbpo_backend *be, float *master, mbpo_x *px, float *m, float *v, const float *g, int64_t n,
+                 const mbpo__adamw_k *k);
 };
 
 /* p + n elements of the backend's storage type */
@@ -6572,6 +6584,29 @@ static int mbpo__cpu_logits(mbpo_backend *be, float *z, const mbpo_x *x, const m
 #undef MBPO__CF
 #undef MBPO__CPU
 
+/* sequential: one order for every n, and the bits of mbpo_grad_norm's sum */
+static int mbpo__cpu_sumsq(mbpo_backend *be, double *out_host, const float *g, int64_t n) {
+    double sum = 0;
+    int64_t i;
+    (void)be;
+    for (i = 0; i < n; i++) sum += (double)g[i] * g[i];
+    *out_host = sum;
+    return 1;
+}
+static int mbpo__cpu_adamw(mbpo_backend *be, float *master, mbpo_x *px, float *m, float *v, const float *g, int64_t n,
+                           const mbpo__adamw_k *k) {
+    int64_t i;
+    (void)be; (void)px;   /* px is master */
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (i = 0; i < n; i++) {
+        double gi = g[i] * k->scale;
+        double mi = k->beta1 * m[i] + (1 - k->beta1) * gi;
+        double vi = k->beta2 * v[i] + (1 - k->beta2) * gi * gi;
+        m[i] = (float)mi; v[i] = (float)vi;
+        master[i] = (float)(master[i] - k->lr * (k->weight_decay * master[i] + (mi / k->bc1) / (sqrt(vi / k->bc2) + k->eps)));
+    }
+    return 1;
+}
 static const mbpo_ops mbpo__cpu_ops = {
     "cpu", sizeof(float), mbpo__cpu_create, mbpo__cpu_destroy,
     mbpo__cpu_alloc, mbpo__cpu_release, mbpo__cpu_copy, mbpo__cpu_copy, mbpo__cpu_zero, mbpo__cpu_copy,
@@ -6582,7 +6617,8 @@ static const mbpo_ops mbpo__cpu_ops = {
     mbpo__cpu_swiglu_forward, mbpo__cpu_swiglu_backward, mbpo__cpu_add, mbpo__cpu_gather_rows,
     mbpo__cpu_mrope_tables, mbpo__cpu_vrope_tables, mbpo__cpu_rope_apply,
     mbpo__cpu_attention_forward, mbpo__cpu_attention_backward, mbpo__cpu_attention_decode, mbpo__cpu_kv_append,
-    mbpo__cpu_embed_forward, mbpo__cpu_embed_backward, mbpo__cpu_head_forward, mbpo__cpu_head_backward, mbpo__cpu_logits
+    mbpo__cpu_embed_forward, mbpo__cpu_embed_backward, mbpo__cpu_head_forward, mbpo__cpu_head_backward, mbpo__cpu_logits,
+    mbpo__cpu_sumsq, mbpo__cpu_adamw
 };
 
 #ifdef MBPO_CUDA
@@ -7873,27 +7909,25 @@ MBPODEF double mbpo_lr_at(const mbpo_adamw_opts *o, int64_t step) {
 }
 MBPODEF double mbpo_grad_norm(const float *g, size_t n) {
     double sum = 0;
-    size_t i;
-    for (i = 0; i < n; i++) sum += (double)g[i] * g[i];
+    mbpo__cpu_sumsq(NULL, &sum, g, (int64_t)n);
     return sqrt(sum);
 }
-MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float *p, const float *g) {
-    double norm = mbpo_grad_norm(g, opt->n), lr = mbpo_lr_at(o, opt->step), scale = 1.0;
-    double bc1, bc2;
-    int64_t i, n = (int64_t)opt->n;
-    if (!isfinite(norm)) return norm;            /* the caller skips and logs the step */
-    if (o->max_grad_norm > 0 && norm > o->max_grad_norm) scale = o->max_grad_norm / (norm + 1e-6);
+/* The scalars of the next update from the gradient's norm (opt->step counts it), or 0 when
+   the norm is not finite: then nothing changes and the caller skips and logs the step. */
+static int mbpo__adamw_next(mbpo_adamw *opt, const mbpo_adamw_opts *o, double norm, mbpo__adamw_k *k) {
+    if (!isfinite(norm)) return 0;
+    k->lr = mbpo_lr_at(o, opt->step);
+    k->beta1 = o->beta1; k->beta2 = o->beta2; k->eps = o->eps; k->weight_decay = o->weight_decay;
+    k->scale = o->max_grad_norm > 0 && norm > o->max_grad_norm ? o->max_grad_norm / (norm + 1e-6) : 1.0;
     opt->step++;
-    bc1 = 1.0 - pow(o->beta1, (double)opt->step);
-    bc2 = 1.0 - pow(o->beta2, (double)opt->step);
-    MBPO__OMP("omp parallel for schedule(static)")
-    for (i = 0; i < n; i++) {
-        double gi = g[i] * scale;
-        double m = o->beta1 * opt->m[i] + (1 - o->beta1) * gi;
-        double v = o->beta2 * opt->v[i] + (1 - o->beta2) * gi * gi;
-        opt->m[i] = (float)m; opt->v[i] = (float)v;
-        p[i] = (float)(p[i] - lr * (o->weight_decay * p[i] + (m / bc1) / (sqrt(v / bc2) + o->eps)));
-    }
+    k->bc1 = 1.0 - pow(o->beta1, (double)opt->step);
+    k->bc2 = 1.0 - pow(o->beta2, (double)opt->step);
+    return 1;
+}
+MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float *p, const float *g) {
+    double norm = mbpo_grad_norm(g, opt->n);
+    mbpo__adamw_k k;
+    if (mbpo__adamw_next(opt, o, norm, &k)) mbpo__cpu_adamw(NULL, p, (mbpo_x *)p, opt->m, opt->v, g, (int64_t)opt->n, &k);
     return norm;
 }
 

@@ -9673,33 +9673,51 @@ static int mbpo__train_record(const mbpo_train_opts *o, const mbpo_preproc *pp, 
     /* a cosine schedule's total_steps is --steps: then neither may change */
     return mbpo__rec_commit(&r, o->out_dir, has_results, o->adam.schedule == MBPO_LR_COSINE ? may_change + 2 : may_change, o->log);
 }
-MBPODEF int mbpo_train(const mbpo_train_opts *o) {
+/* ---- training as phases (llm.c's main: one state struct, short phase functions)
+
+   mbpo_train = setup (the pool, the record, the models, the optimizer) -> resume -> per
+   batch: collect (each micro-batch's prompts: offline pairs with their fixed rewards, online
+   rollouts with verified ones) and score it (the reference's log-probs, logp_old) -> per
+   update: loss and backward over the micro-batches, the optimizer step, the metrics line, the
+   checkpoint when due. The functions run the same on every backend. */
+typedef struct {
+    double t0;                       /* when the batch began */
+    double reward_on, n_on_r;        /* verified rewards of the online rollouts */
+    double iig_c, iig_r, iig_cm, iig_rm;   /* Fig. 4: IIG of chosen / rejected (sums, means) */
+    int64_t n_off, n_on, n_iig;      /* offline pairs, online prompts, pairs with an IIG */
+    int do_iig;
+    double t_rollout, t_ref;         /* seconds in rollouts + verification, in the reference and logp_old */
+    int64_t rollout_tokens;          /* generated tokens */
+} mbpo__batch_stats;
+typedef struct {
+    const mbpo_train_opts *o;
     mbpo__env e;
-    mbpo_model ref;
+    mbpo_model ref;                  /* the frozen reference (KL), when use_ref */
     mbpo_adamw opt;
-    mbpo__item *items = NULL;
-    int64_t n_items = 0, cap_items = 0, step = 0, position = 0, *perm = NULL, perm_epoch = -1, i, bad_run = 0, first_step = 0;
+    mbpo__item *items;               /* the pool: prompts in the order of their files */
+    int64_t n_items, cap_items;
+    int64_t step, position;          /* updates done; prompts taken from the stream */
+    int64_t *perm, perm_epoch;       /* the stream's shuffle of the pool, and its epoch */
+    int64_t bad_run, first_step;     /* non-finite steps in a row; the step this process began at */
     mbpo__prog pg;
-    char *p_metrics = NULL;
-    mbpo__sb sb = { NULL, 0, 0, 0 };
-    mbpo__mb *mbs = NULL;
-    const mbpo__item *bad_item = NULL;
-    int ok = 0, have_ref = 0, use_ref = o->mode != MBPO_MODE_SFT && o->beta != 0;
-    memset(&ref, 0, sizeof ref);
-    memset(&opt, 0, sizeof opt);
-    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir, o->processor, o->device)) return 0;
-    if (o->batch < 1 || o->grad_accum < 1 || o->G < 2 || o->steps < 1 || o->updates_per_batch < 1) {
-        mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
-        goto end;
-    }
-    if (o->steps % o->updates_per_batch || o->save_every % o->updates_per_batch) {   /* checkpoints fall between batches */
-        mbpo__fail("mbpo_train: --steps and --save-every must be multiples of --updates-per-batch (%d)", o->updates_per_batch);
-        goto end;
-    }
-    /* the pool */
+    char *p_metrics;
+    mbpo__sb sb;
+    mbpo__mb *mbs;                   /* (grad_accum) micro-batches of the current batch */
+    const mbpo__item *bad_item;      /* the prompt being collected, named when it fails */
+    int env_loaded, have_ref, use_ref;
+    mbpo__batch_stats bs;
+    /* the current update */
+    double loss, kl, adv_abs, norm, t_update;
+    int64_t n_tok, n_adv;
+} mbpo__train;
+
+/* The pool: an SFT --data set, or the offline and online sets the mode needs. */
+static int mbpo__train_pool(mbpo__train *T) {
+    const mbpo_train_opts *o = T->o;
+    int64_t i;
     if (o->mode == MBPO_MODE_SFT && o->data) {
         mbpo_dataset ds;
-        if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
+        if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) return 0;
         for (i = 0; i < ds.n; i++) {
             mbpo__item it;
             if (ds.samples[i].n_images > 1) {
@@ -9710,287 +9728,398 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
             memset(&it, 0, sizeof it);
             it.kind = 2; it.s = ds.samples[i]; it.file = o->data; it.line = ds.samples[i].record + 1;
             memset(&ds.samples[i], 0, sizeof ds.samples[i]);   /* the item owns the sample now */
-            if (!mbpo__grow((void **)&items, n_items, n_items + 1, &cap_items, sizeof(mbpo__item))) { mbpo_dataset_free(&ds); goto end; }
-            items[n_items++] = it;
+            if (!mbpo__grow((void **)&T->items, T->n_items, T->n_items + 1, &T->cap_items, sizeof(mbpo__item))) {
+                mbpo_dataset_free(&ds);
+                return 0;
+            }
+            T->items[T->n_items++] = it;
         }
         mbpo_dataset_free(&ds);
     } else {
         int sft = o->mode == MBPO_MODE_SFT;
         int want_off = sft ? o->offline != NULL : o->mode != MBPO_MODE_ONLINE;
         int want_on = sft ? o->online != NULL : o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;
-        if (sft && !want_off && !want_on) { mbpo__fail("mode sft needs --data, --offline or --online"); goto end; }
-        if (want_off && !o->offline) { mbpo__fail("mode %s needs an offline set (--offline)", mbpo_mode_name(o->mode)); goto end; }
-        if (want_on && !o->online) { mbpo__fail("mode %s needs an online set (--online)", mbpo_mode_name(o->mode)); goto end; }
-        if (want_off && !mbpo__read_set(o->offline, 0, o->image_root, &items, &n_items, &cap_items)) goto end;
-        if (want_on && o->online && !mbpo__read_set(o->online, 1, o->image_root, &items, &n_items, &cap_items)) goto end;
-        if (o->mode == MBPO_MODE_SFT) for (i = 0; i < n_items; i++) items[i].kind = 2;
+        if (sft && !want_off && !want_on) return mbpo__fail("mode sft needs --data, --offline or --online");
+        if (want_off && !o->offline) return mbpo__fail("mode %s needs an offline set (--offline)", mbpo_mode_name(o->mode));
+        if (want_on && !o->online) return mbpo__fail("mode %s needs an online set (--online)", mbpo_mode_name(o->mode));
+        if (want_off && !mbpo__read_set(o->offline, 0, o->image_root, &T->items, &T->n_items, &T->cap_items)) return 0;
+        if (want_on && o->online && !mbpo__read_set(o->online, 1, o->image_root, &T->items, &T->n_items, &T->cap_items)) return 0;
+        if (sft) for (i = 0; i < T->n_items; i++) T->items[i].kind = 2;
     }
-    if (n_items == 0) { mbpo__fail("mbpo_train: no training samples for mode %s", mbpo_mode_name(o->mode)); goto end; }
-    if (!(p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) goto end;
-    if (!mbpo__train_record(o, &e.pp, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(p_metrics))) goto end;
-    if (!(perm = (int64_t *)mbpo__alloc((size_t)n_items * sizeof(int64_t)))) goto end;
-    if (!(mbs = (mbpo__mb *)mbpo__calloc((size_t)o->grad_accum, sizeof(mbpo__mb)))) goto end;
+    if (T->n_items == 0) return mbpo__fail("mbpo_train: no training samples for mode %s", mbpo_mode_name(o->mode));
+    return 1;
+}
+
+/* Setup: the options, the policy, the pool, run.json, the micro-batches, the reference, the
+   optimizer. */
+static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
+    int64_t i;
+    memset(T, 0, sizeof *T);
+    T->o = o;
+    T->perm_epoch = -1;
+    T->use_ref = o->mode != MBPO_MODE_SFT && o->beta != 0;
+    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&T->e, o->model_dir, o->processor, o->device)) return 0;
+    T->env_loaded = 1;
+    if (o->batch < 1 || o->grad_accum < 1 || o->G < 2 || o->steps < 1 || o->updates_per_batch < 1)
+        return mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
+    if (o->steps % o->updates_per_batch || o->save_every % o->updates_per_batch)   /* checkpoints fall between batches */
+        return mbpo__fail("mbpo_train: --steps and --save-every must be multiples of --updates-per-batch (%d)", o->updates_per_batch);
+    if (!mbpo__train_pool(T)) return 0;
+    if (!(T->p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) return 0;
+    if (!mbpo__train_record(o, &T->e.pp, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(T->p_metrics))) return 0;
+    if (!(T->perm = (int64_t *)mbpo__alloc((size_t)T->n_items * sizeof(int64_t)))) return 0;
+    if (!(T->mbs = (mbpo__mb *)mbpo__calloc((size_t)o->grad_accum, sizeof(mbpo__mb)))) return 0;
     for (i = 0; i < o->grad_accum; i++) {
-        mbs[i].groups = (int *)mbpo__calloc((size_t)o->batch + 1, sizeof(int));
-        mbs[i].adv = (float *)mbpo__calloc((size_t)(o->batch * (o->G > 2 ? o->G : 2)) + 1, sizeof(float));
-        if (!mbs[i].groups || !mbs[i].adv) goto end;
+        T->mbs[i].groups = (int *)mbpo__calloc((size_t)o->batch + 1, sizeof(int));
+        T->mbs[i].adv = (float *)mbpo__calloc((size_t)(o->batch * (o->G > 2 ? o->G : 2)) + 1, sizeof(float));
+        if (!T->mbs[i].groups || !T->mbs[i].adv) return 0;
     }
-    if (use_ref) { if (!mbpo_model_load(&ref, o->model_dir)) goto end; ref.device = o->device; have_ref = 1; }
-    if (!mbpo_adamw_init(&opt, e.model.table.total_floats)) goto end;
+    if (T->use_ref) {
+        if (!mbpo_model_load(&T->ref, o->model_dir)) return 0;
+        T->ref.device = o->device; T->have_ref = 1;
+    }
+    if (!mbpo_adamw_init(&T->opt, T->e.model.table.total_floats)) return 0;
     mbpo__clean_checkpoint_tmp(o->out_dir);   /* what a killed run left */
-    /* resume */
-    step = mbpo__latest_checkpoint(o->out_dir);
-    if (step > o->steps) {
-        mbpo__fail("%s: holds checkpoint-%lld, past --steps %lld; resume with the same arguments or use a new --out",
-                   o->out_dir, (long long)step, (long long)o->steps);
-        goto end;
+    return 1;
+}
+
+/* Keep the metrics lines of the steps up to `step` (those of the checkpoint resumed from). */
+static int mbpo__metrics_truncate(const char *path, int64_t step) {
+    size_t len = 0;
+    char *text = mbpo_read_file(path, &len), *line, *endp;
+    mbpo__sb keep = { NULL, 0, 0, 0 };
+    int ok;
+    for (line = text, endp = text ? text + len : NULL; text && line < endp; ) {
+        char *eol = (char *)memchr(line, '\n', (size_t)(endp - line));
+        mbpo_json *j;
+        if (!eol) break;   /* a torn line */
+        j = mbpo_json_parse(line, (size_t)(eol - line), path);
+        if (j && mbpo_json_get(j, "step") && mbpo_json_get(j, "step")->integer <= step) mbpo__sb_put(&keep, line, (size_t)(eol - line) + 1);
+        mbpo_json_free(j);
+        line = eol + 1;
     }
-    if (step > 0 && step == o->steps) {   /* finished already (its last checkpoint may hold no optimizer state) */
-        if (o->log && !o->quiet) fprintf(o->log, "train: %s/checkpoint-%lld is the last step; nothing to do\n", o->out_dir, (long long)step);
-        ok = 1;
-        goto end;
+    mbpo_free(text);
+    ok = !keep.failed && mbpo_write_file_atomic(path, keep.s ? keep.s : "", keep.n);
+    mbpo_free(keep.s);
+    return ok;
+}
+
+/* Resume from the newest whole checkpoint, if any. *finished: the run is done already. */
+static int mbpo__train_resume(mbpo__train *T, int *finished) {
+    const mbpo_train_opts *o = T->o;
+    *finished = 0;
+    T->step = mbpo__latest_checkpoint(o->out_dir);
+    if (T->step > o->steps)
+        return mbpo__fail("%s: holds checkpoint-%lld, past --steps %lld; resume with the same arguments or use a new --out",
+                          o->out_dir, (long long)T->step, (long long)o->steps);
+    if (T->step > 0 && T->step == o->steps) {   /* finished already (its last checkpoint may hold no optimizer state) */
+        if (o->log && !o->quiet) fprintf(o->log, "train: %s/checkpoint-%lld is the last step; nothing to do\n", o->out_dir, (long long)T->step);
+        *finished = 1;
+        return 1;
     }
-    if (!mbpo__room_for_checkpoint(o, e.model.table.total_floats)) goto end;   /* now, not at step N */
-    if (step > 0) {
-        if (!mbpo__load_checkpoint(o, &e.model, &opt, step, &position)) goto end;
-        {   /* keep the metrics of the steps up to the checkpoint */
-            size_t len = 0;
-            char *text = mbpo_read_file(p_metrics, &len), *line, *endp;
-            mbpo__sb keep = { NULL, 0, 0, 0 };
-            for (line = text, endp = text ? text + len : NULL; text && line < endp; ) {
-                char *eol = (char *)memchr(line, '\n', (size_t)(endp - line));
-                mbpo_json *j;
-                if (!eol) break;   /* a torn line */
-                j = mbpo_json_parse(line, (size_t)(eol - line), p_metrics);
-                if (j && mbpo_json_get(j, "step") && mbpo_json_get(j, "step")->integer <= step) mbpo__sb_put(&keep, line, (size_t)(eol - line) + 1);
-                mbpo_json_free(j);
-                line = eol + 1;
-            }
-            mbpo_free(text);
-            if (keep.failed || !mbpo_write_file_atomic(p_metrics, keep.s ? keep.s : "", keep.n)) { mbpo_free(keep.s); goto end; }
-            mbpo_free(keep.s);
-        }
-        if (o->log && !o->quiet) fprintf(o->log, "train: resumed from %s/checkpoint-%lld (data position %lld)\n", o->out_dir, (long long)step,
-                            (long long)position);
-    } else if (!mbpo_write_file_atomic(p_metrics, "", 0)) goto end;
+    if (!mbpo__room_for_checkpoint(o, T->e.model.table.total_floats)) return 0;   /* now, not at step N */
+    if (T->step > 0) {
+        if (!mbpo__load_checkpoint(o, &T->e.model, &T->opt, T->step, &T->position) || !mbpo__metrics_truncate(T->p_metrics, T->step))
+            return 0;
+        if (o->log && !o->quiet) fprintf(o->log, "train: resumed from %s/checkpoint-%lld (data position %lld)\n", o->out_dir,
+                                         (long long)T->step, (long long)T->position);
+    } else if (!mbpo_write_file_atomic(T->p_metrics, "", 0)) return 0;
     if (o->log && !o->quiet) fprintf(o->log, "train: mode %s, %lld samples, %lld steps of %d x %d prompts, G %d, beta %g, lr %g, seed %llu\n",
-                        mbpo_mode_name(o->mode), (long long)n_items, (long long)o->steps, o->grad_accum, o->batch, o->G,
-                        o->beta, o->adam.lr, (unsigned long long)o->seed);
-    first_step = step;
-    mbpo__prog_start(&pg, o->log, o->quiet, "train:");
-    while (step < o->steps) {
-        /* 1. the batch: grad_accum micro-batches of `batch` prompts; rollouts are sampled
-           now, from the policy as it stands, and scored by the reference once */
-        double t0 = mbpo_now(), reward_on = 0, n_on_r = 0, iig_c = 0, iig_r = 0, iig_cm = 0, iig_rm = 0;
-        int64_t n_off = 0, n_on = 0, n_iig = 0, mb, u;
-        int do_iig = o->iig_every > 0 && (step + 1) % o->iig_every == 0;
-        for (mb = 0; mb < o->grad_accum; mb++) {
-            mbpo__mb *M = &mbs[mb];
-            mbpo__pack *pk = &M->pk;
-            int g, good = 1;
-            int64_t t;
-            if (!mbpo__pack_init(pk, 3 * e.pp.temporal_patch * e.pp.patch * e.pp.patch)) goto end;
-            for (g = 0; g < o->batch && good; g++, position++) {
-                mbpo__item *it = &items[mbpo__stream_item(o->seed, n_items, position, perm, &perm_epoch)];
-                mbpo__img im;
-                int img = -1;
-                bad_item = it;
-                memset(&im, 0, sizeof im);
-                M->groups[g] = (int)M->n_resp;
-                if (it->s.n_images == 1) {   /* prompts have one image or none */
-                    if (!mbpo__img_load(&im, &e.pp, it->s.images[0])) { good = 0; break; }
-                    if ((img = mbpo__pack_image(pk, &im)) < 0) { mbpo__img_free(&im); good = 0; break; }
-                }
-                if (it->kind == 0 || it->kind == 2) {   /* an offline pair, or one SFT answer */
-                    const char *texts[2];
-                    float r[2], a2[2];
-                    int k, n_texts = it->kind == 0 ? 2 : 1;
-                    texts[0] = it->s.answer; texts[1] = it->rejected;
-                    r[0] = o->r_chosen; r[1] = o->r_rejected;
-                    for (k = 0; k < n_texts && good; k++) {
-                        mbpo_chat chat;
-                        if (!mbpo_chat_encode(e.tok, it->s.system, it->s.question, &im.n_tokens, img >= 0, texts[k], &chat)) { good = 0; break; }
-                        good = mbpo__pack_seq(pk, chat.ids, chat.target, chat.n, img);
-                        mbpo_chat_free(&chat);
-                        M->n_resp++;
-                    }
-                    if (good && it->kind == 0) {
-                        mbpo_group_advantages(r, 2, a2);
-                        M->adv[M->n_resp - 2] = a2[0]; M->adv[M->n_resp - 1] = a2[1];
-                        n_off++;
-                    }
-                    if (good && do_iig && it->kind == 0) {   /* Fig. 4: IIG of chosen and rejected, current policy */
-                        double sc, sr, mc, mr;
-                        if (mbpo__sample_iig(&e, &it->s, &im, it->s.answer, &sc, &mc) &&
-                            mbpo__sample_iig(&e, &it->s, &im, it->rejected, &sr, &mr)) {
-                            iig_c += sc; iig_r += sr; iig_cm += mc; iig_rm += mr; n_iig++;
-                        }
-                    }
-                } else {   /* online: G rollouts from the policy, verified */
-                    mbpo__seq q;
-                    mbpo_kv kv;
-                    mbpo_gen_opts go;
-                    mbpo_rng rng;
-                    int32_t *out = NULL;
-                    int *lens = NULL, k;
-                    float *r = NULL;
-                    memset(&go, 0, sizeof go);
-                    memset(&kv, 0, sizeof kv);
-                    go.max_new_tokens = o->max_new_tokens; go.temperature = o->temperature; go.top_p = 1;
-                    go.stop_ids = e.stop; go.n_stop = e.n_stop;
-                    mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, position, 4));   /* the prompt's own stream */
-                    good = mbpo__seq_make(&q, &e, &it->s, img >= 0 ? &im : NULL, NULL);
-                    good = good && mbpo_kv_init(&kv, &e.model, o->G, q.chat.n + o->max_new_tokens);
-                    out = (int32_t *)mbpo__alloc((size_t)(o->G * o->max_new_tokens) * sizeof(int32_t));
-                    lens = (int *)mbpo__alloc((size_t)o->G * sizeof(int));
-                    r = (float *)mbpo__alloc((size_t)o->G * sizeof(float));
-                    good = good && out && lens && r && mbpo_generate(&e.model, &kv, &q.b, &go, &rng, out, lens);
-                    for (k = 0; good && k < o->G; k++) {   /* the generated ids are scored as they are */
-                        int64_t n = q.chat.n + lens[k], j;
-                        int32_t *ids = (int32_t *)mbpo__alloc((size_t)n * sizeof(int32_t));
-                        uint8_t *tg = (uint8_t *)mbpo__calloc((size_t)n, 1);
-                        char *text;
-                        int nt = lens[k], s2;
-                        if (!ids || !tg) { mbpo_free(ids); mbpo_free(tg); good = 0; break; }
-                        memcpy(ids, q.chat.ids, (size_t)q.chat.n * sizeof(int32_t));
-                        memcpy(ids + q.chat.n, out + (int64_t)k * o->max_new_tokens, (size_t)lens[k] * sizeof(int32_t));
-                        for (j = q.chat.n; j < n; j++) tg[j] = 1;
-                        for (s2 = 0; s2 < e.n_stop; s2++) if (nt > 0 && ids[n - 1] == e.stop[s2]) { nt--; break; }
-                        text = mbpo_tokenizer_decode(e.tok, ids + q.chat.n, nt, 1, NULL);
-                        r[k] = text ? (float)mbpo_verify(&it->s, text) : 0.0f;
-                        mbpo_free(text);
-                        good = mbpo__pack_seq(pk, ids, tg, n, img);
-                        mbpo_free(ids); mbpo_free(tg);
-                        reward_on += r[k]; n_on_r++;
-                        M->n_resp++;
-                    }
-                    if (good) mbpo_group_advantages(r, o->G, M->adv + M->n_resp - o->G);
-                    mbpo_free(out); mbpo_free(lens); mbpo_free(r);
-                    mbpo_kv_free(&kv);
-                    if (q.chat.ids) mbpo_chat_free(&q.chat);
-                    n_on++;
-                }
-                mbpo__img_free(&im);
-            }
-            if (!good) {   /* say which sample of which file */
-                char why[sizeof mbpo__reason];
-                memcpy(why, mbpo__reason, sizeof why);
-                mbpo__fail("%.300s:%lld (sample %.100s): %.500s", bad_item->file, (long long)bad_item->line,
-                           bad_item->s.id ? bad_item->s.id : "?", why);
-                goto end;
-            }
-            M->groups[o->batch] = (int)M->n_resp;
-            mbpo__pack_batch(pk, &M->b);
-            for (t = 0, M->N = 0; t < pk->T; t++) M->N += pk->target[t];
-            if (!mbpo__ensure_plan(&e.model, pk->T, pk->P, M->N, 1) || (have_ref && !mbpo__ensure_plan(&ref, pk->T, pk->P, M->N, 0)))
-                goto end;
-            M->resp = (int64_t *)mbpo__alloc((size_t)(M->n_resp + 1) * sizeof(int64_t));
-            M->lref = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
-            M->lold = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
-            M->lp = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
-            M->dl = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
-            if (!M->resp || !M->lref || !M->lold || !M->lp || !M->dl) goto end;
-            {   /* token ranges of the responses: sequence s holds response s */
-                int64_t s2, cnt = 0;
-                M->resp[0] = 0;
-                for (s2 = 0; s2 < pk->n_seqs; s2++) {
-                    for (t = pk->offs[s2]; t < pk->offs[s2 + 1]; t++) cnt += pk->target[t];
-                    M->resp[s2 + 1] = cnt;
-                }
-            }
-            if (have_ref && mbpo_model_forward(&ref, &M->b, M->lref) != M->N) goto end;
-            /* logp_old: the policy that sampled, for the ratio of the later updates */
-            if (o->updates_per_batch > 1 && mbpo_model_forward(&e.model, &M->b, M->lold) != M->N) goto end;
+                                     mbpo_mode_name(o->mode), (long long)T->n_items, (long long)o->steps, o->grad_accum, o->batch, o->G,
+                                     o->beta, o->adam.lr, (unsigned long long)o->seed);
+    T->first_step = T->step;
+    mbpo__prog_start(&T->pg, o->log, o->quiet, "train:");
+    return 1;
+}
+
+/* An offline pair (chosen, rejected: advantages from the fixed rewards) or one SFT answer,
+   packed into M; with do_iig, Fig. 4's IIG of both responses under the current policy. */
+static int mbpo__train_offline(mbpo__train *T, mbpo__mb *M, const mbpo__item *it, mbpo__img *im, int img) {
+    const mbpo_train_opts *o = T->o;
+    const char *texts[2];
+    float r[2], a2[2];
+    int k, n_texts = it->kind == 0 ? 2 : 1;
+    texts[0] = it->s.answer; texts[1] = it->rejected;
+    r[0] = o->r_chosen; r[1] = o->r_rejected;
+    for (k = 0; k < n_texts; k++) {
+        mbpo_chat chat;
+        int good;
+        if (!mbpo_chat_encode(T->e.tok, it->s.system, it->s.question, &im->n_tokens, img >= 0, texts[k], &chat)) return 0;
+        good = mbpo__pack_seq(&M->pk, chat.ids, chat.target, chat.n, img);
+        mbpo_chat_free(&chat);
+        M->n_resp++;
+        if (!good) return 0;
+    }
+    if (it->kind != 0) return 1;
+    mbpo_group_advantages(r, 2, a2);
+    M->adv[M->n_resp - 2] = a2[0]; M->adv[M->n_resp - 1] = a2[1];
+    T->bs.n_off++;
+    if (T->bs.do_iig) {
+        double sc, sr, mc, mr;
+        if (mbpo__sample_iig(&T->e, &it->s, im, it->s.answer, &sc, &mc) &&
+            mbpo__sample_iig(&T->e, &it->s, im, it->rejected, &sr, &mr)) {
+            T->bs.iig_c += sc; T->bs.iig_r += sr; T->bs.iig_cm += mc; T->bs.iig_rm += mr; T->bs.n_iig++;
         }
-        /* 2. updates_per_batch optimizer steps on this batch (one: rho = 1) */
-        for (u = 0; u < o->updates_per_batch && step < o->steps; u++) {
-            double loss = 0, kl = 0, adv_abs = 0, norm;
-            int64_t n_tok = 0, n_adv = 0, t;
-            mbpo_model_zero_grad(&e.model);
-            for (mb = 0; mb < o->grad_accum; mb++) {
-                mbpo__mb *M = &mbs[mb];
-                double l;
-                if (mbpo_model_forward(&e.model, &M->b, M->lp) != M->N) goto end;
-                if (o->mode == MBPO_MODE_SFT) l = mbpo_sft_loss(M->lp, M->N, M->dl);
-                else {
-                    mbpo_grpo_batch gb;
-                    mbpo_grpo_stats st;
-                    gb.n_groups = o->batch; gb.group_offsets = M->groups; gb.resp_offsets = M->resp; gb.advantage = M->adv;
-                    l = mbpo_grpo_loss(&gb, M->lp, o->updates_per_batch > 1 ? M->lold : NULL, have_ref ? M->lref : NULL,
-                                       o->beta, o->clip_eps, M->dl, &st);
-                    kl += st.kl_mean * (double)st.n_tokens;
-                    for (t = 0; t < M->n_resp; t++) { adv_abs += fabs(M->adv[t]); n_adv++; }
-                }
-                for (t = 0; t < M->N; t++) M->dl[t] /= (float)o->grad_accum;   /* the step's loss: the mean over micro-batches */
-                loss += l / o->grad_accum;
-                n_tok += M->N;
-                if (!mbpo_model_backward(&e.model, &M->b, M->dl, NULL)) goto end;
-            }
-            if (!mbpo_model_grads_to_host(&e.model)) goto end;
-            norm = mbpo_adamw_step(&opt, &o->adam, e.model.params, e.model.grads);
-            mbpo_model_params_changed(&e.model);   /* a device uploads them before the next forward */
-            bad_run = isfinite(norm) ? 0 : bad_run + 1;   /* a non-finite gradient: the step changed nothing */
-            step++;
-            sb.n = 0;
-            mbpo__sb_printf(&sb, "{\"step\": %lld, \"loss\": ", (long long)step);
-            mbpo__sb_num(&sb, loss);
-            mbpo__sb_puts(&sb, ", \"grad_norm\": ");
-            mbpo__sb_num(&sb, norm);
-            mbpo__sb_printf(&sb, ", \"skipped\": %s, \"lr\": %.9g, \"kl\": ", isfinite(norm) ? "false" : "true",
-                            mbpo_lr_at(&o->adam, opt.step - (isfinite(norm) ? 1 : 0)));
-            mbpo__sb_num(&sb, n_tok ? kl / (double)n_tok : 0.0);
-            mbpo__sb_printf(&sb, ", \"adv_abs_mean\": %.9g, \"n_offline\": %lld, \"n_online\": %lld, \"reward_online\": %.9g, "
-                            "\"tokens\": %lld, \"tokens_per_s\": %.1f", n_adv ? adv_abs / (double)n_adv : 0.0, (long long)n_off,
-                            (long long)n_on, n_on_r ? reward_on / n_on_r : 0.0, (long long)n_tok,
-                            (double)n_tok / (mbpo_now() - t0 + 1e-9));
-            if (n_iig && u == 0) {   /* through mbpo__sb_num: a diverged model's IIG is NaN, written as null */
-                mbpo__sb_puts(&sb, ", \"iig_chosen\": "); mbpo__sb_num(&sb, iig_c / n_iig);
-                mbpo__sb_puts(&sb, ", \"iig_rejected\": "); mbpo__sb_num(&sb, iig_r / n_iig);
-                mbpo__sb_puts(&sb, ", \"iig_chosen_mean\": "); mbpo__sb_num(&sb, iig_cm / n_iig);
-                mbpo__sb_puts(&sb, ", \"iig_rejected_mean\": "); mbpo__sb_num(&sb, iig_rm / n_iig);
-            }
-            mbpo__sb_puts(&sb, "}");
-            if (sb.failed || !mbpo__append_line(p_metrics, sb.s, sb.n)) goto end;
-            if (o->max_bad_steps > 0 && bad_run >= o->max_bad_steps) {
-                mbpo__fail("%s: stopped at step %lld after %lld steps in a row with a non-finite gradient (each was skipped and "
-                           "logged; earlier checkpoints are kept); lower --lr or check the data, or allow more with --max-bad-steps",
-                           o->out_dir, (long long)step, (long long)bad_run);
-                goto end;
-            }
-            if (mbpo__prog_due(&pg, step == o->steps)) {
-                double dt = mbpo_now() - pg.t0, per_step = dt / (double)(step - first_step);
-                fprintf(pg.log, "train: step %lld/%lld loss %.5f |g| %.3g kl %.5f reward %.3f %.0f tok/s, ETA %.0f s\n",
-                        (long long)step, (long long)o->steps, loss, norm, n_tok ? kl / (double)n_tok : 0.0,
-                        n_on_r ? reward_on / n_on_r : 0.0, (double)n_tok / (mbpo_now() - t0 + 1e-9),
-                        per_step * (double)(o->steps - step));
-                fflush(pg.log);
-            }
-            /* checkpoints only between batches: the data position then names the next batch */
-            if (u + 1 == o->updates_per_batch || step == o->steps) {
-                int64_t k2, due = step == o->steps;
-                for (k2 = step - u; k2 <= step && o->save_every > 0; k2++) due |= k2 % o->save_every == 0;
-                if (due && !mbpo__save_checkpoint(o, &e, &opt, step, position, o->final_weights_only && step == o->steps)) {
-                    int64_t kept = mbpo__latest_checkpoint(o->out_dir);
-                    if (kept > 0)
-                        mbpo__fail_suffix("\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; once the "
-                                          "cause is fixed, the same command resumes from it", (long long)step, (long long)kept);
-                    else mbpo__fail_suffix("\nstopped at step %lld before any checkpoint was written", (long long)step);
-                    goto end;
-                }
-                if (due) mbpo__rotate_checkpoints(o->out_dir, o->save_total_limit);
-            }
+    }
+    return 1;
+}
+
+/* Rollout k of an online prompt as a training sequence: the prompt's ids and the generated
+   ones scored as they are (a stop token included); its verified reward from the text. */
+static int mbpo__rollout_seq(mbpo__train *T, mbpo__mb *M, const mbpo__item *it, const mbpo__seq *q, const int32_t *gen, int len,
+                             int img, float *reward) {
+    int64_t n = q->chat.n + len, j;
+    int32_t *ids = (int32_t *)mbpo__alloc((size_t)n * sizeof(int32_t));
+    uint8_t *tg = (uint8_t *)mbpo__calloc((size_t)n, 1);
+    char *text;
+    int nt = len, s2, good;
+    if (!ids || !tg) { mbpo_free(ids); mbpo_free(tg); return 0; }
+    memcpy(ids, q->chat.ids, (size_t)q->chat.n * sizeof(int32_t));
+    memcpy(ids + q->chat.n, gen, (size_t)len * sizeof(int32_t));
+    for (j = q->chat.n; j < n; j++) tg[j] = 1;
+    for (s2 = 0; s2 < T->e.n_stop; s2++) if (nt > 0 && ids[n - 1] == T->e.stop[s2]) { nt--; break; }
+    text = mbpo_tokenizer_decode(T->e.tok, ids + q->chat.n, nt, 1, NULL);
+    *reward = text ? (float)mbpo_verify(&it->s, text) : 0.0f;
+    mbpo_free(text);
+    good = mbpo__pack_seq(&M->pk, ids, tg, n, img);
+    mbpo_free(ids); mbpo_free(tg);
+    return good;
+}
+
+/* An online prompt: G rollouts from the policy as it stands (the prompt's own RNG stream),
+   verified, packed into M with their group's advantages. */
+static int mbpo__train_rollouts(mbpo__train *T, mbpo__mb *M, const mbpo__item *it, mbpo__img *im, int img) {
+    const mbpo_train_opts *o = T->o;
+    mbpo__seq q;
+    mbpo_kv kv;
+    mbpo_gen_opts go;
+    mbpo_rng rng;
+    int32_t *out = NULL;
+    int *lens = NULL, k, good;
+    float *r = NULL;
+    double t0 = mbpo_now();
+    memset(&go, 0, sizeof go);
+    memset(&kv, 0, sizeof kv);
+    go.max_new_tokens = o->max_new_tokens; go.temperature = o->temperature; go.top_p = 1;
+    go.stop_ids = T->e.stop; go.n_stop = T->e.n_stop;
+    mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, T->position, 4));   /* the prompt's own stream */
+    good = mbpo__seq_make(&q, &T->e, &it->s, img >= 0 ? im : NULL, NULL);
+    good = good && mbpo_kv_init(&kv, &T->e.model, o->G, q.chat.n + o->max_new_tokens);
+    out = (int32_t *)mbpo__alloc((size_t)(o->G * o->max_new_tokens) * sizeof(int32_t));
+    lens = (int *)mbpo__alloc((size_t)o->G * sizeof(int));
+    r = (float *)mbpo__alloc((size_t)o->G * sizeof(float));
+    good = good && out && lens && r && mbpo_generate(&T->e.model, &kv, &q.b, &go, &rng, out, lens);
+    for (k = 0; good && k < o->G; k++) {
+        good = mbpo__rollout_seq(T, M, it, &q, out + (int64_t)k * o->max_new_tokens, lens[k], img, &r[k]);
+        if (!good) break;
+        T->bs.reward_on += r[k]; T->bs.n_on_r++;
+        T->bs.rollout_tokens += lens[k];
+        M->n_resp++;
+    }
+    if (good) mbpo_group_advantages(r, o->G, M->adv + M->n_resp - o->G);
+    mbpo_free(out); mbpo_free(lens); mbpo_free(r);
+    mbpo_kv_free(&kv);
+    if (q.chat.ids) mbpo_chat_free(&q.chat);
+    T->bs.n_on++;
+    T->bs.t_rollout += mbpo_now() - t0;
+    return good;
+}
+
+/* Collect micro-batch M: `batch` prompts from the stream, each with its image (one or none). */
+static int mbpo__train_collect(mbpo__train *T, mbpo__mb *M) {
+    const mbpo_train_opts *o = T->o;
+    int g, good = 1;
+    if (!mbpo__pack_init(&M->pk, 3 * T->e.pp.temporal_patch * T->e.pp.patch * T->e.pp.patch)) return 0;
+    for (g = 0; g < o->batch && good; g++, T->position++) {
+        mbpo__item *it = &T->items[mbpo__stream_item(o->seed, T->n_items, T->position, T->perm, &T->perm_epoch)];
+        mbpo__img im;
+        int img = -1;
+        T->bad_item = it;
+        memset(&im, 0, sizeof im);
+        M->groups[g] = (int)M->n_resp;
+        if (it->s.n_images == 1) {   /* prompts have one image or none */
+            if (!mbpo__img_load(&im, &T->e.pp, it->s.images[0])) break;
+            if ((img = mbpo__pack_image(&M->pk, &im)) < 0) { mbpo__img_free(&im); break; }
         }
-        for (mb = 0; mb < o->grad_accum; mb++) mbpo__mb_clear(&mbs[mb], o->batch);
+        good = it->kind == 0 || it->kind == 2 ? mbpo__train_offline(T, M, it, &im, img) : mbpo__train_rollouts(T, M, it, &im, img);
+        mbpo__img_free(&im);
+    }
+    if (g < o->batch || !good) {   /* say which sample of which file */
+        char why[sizeof mbpo__reason];
+        memcpy(why, mbpo__reason, sizeof why);
+        return mbpo__fail("%.300s:%lld (sample %.100s): %.500s", T->bad_item->file, (long long)T->bad_item->line,
+                          T->bad_item->s.id ? T->bad_item->s.id : "?", why);
+    }
+    M->groups[o->batch] = (int)M->n_resp;
+    return 1;
+}
+
+/* Score micro-batch M once: its batch and plans, the responses' token ranges, the
+   reference's log-probs, and logp_old (the policy that sampled) for the later updates. */
+static int mbpo__train_score(mbpo__train *T, mbpo__mb *M) {
+    const mbpo_train_opts *o = T->o;
+    mbpo__pack *pk = &M->pk;
+    int64_t t, s, cnt = 0;
+    double t0 = mbpo_now();
+    mbpo__pack_batch(pk, &M->b);
+    for (t = 0, M->N = 0; t < pk->T; t++) M->N += pk->target[t];
+    if (!mbpo__ensure_plan(&T->e.model, pk->T, pk->P, M->N, 1) || (T->have_ref && !mbpo__ensure_plan(&T->ref, pk->T, pk->P, M->N, 0)))
+        return 0;
+    M->resp = (int64_t *)mbpo__alloc((size_t)(M->n_resp + 1) * sizeof(int64_t));
+    M->lref = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
+    M->lold = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
+    M->lp = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
+    M->dl = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
+    if (!M->resp || !M->lref || !M->lold || !M->lp || !M->dl) return 0;
+    M->resp[0] = 0;   /* sequence s holds response s */
+    for (s = 0; s < pk->n_seqs; s++) {
+        for (t = pk->offs[s]; t < pk->offs[s + 1]; t++) cnt += pk->target[t];
+        M->resp[s + 1] = cnt;
+    }
+    if (T->have_ref && mbpo_model_forward(&T->ref, &M->b, M->lref) != M->N) return 0;
+    if (o->updates_per_batch > 1 && mbpo_model_forward(&T->e.model, &M->b, M->lold) != M->N) return 0;
+    T->bs.t_ref += mbpo_now() - t0;
+    return 1;
+}
+
+/* Loss and backward over the micro-batches: the step's loss is their mean, so each dlogp is
+   divided by grad_accum; the gradients accumulate on the backend. */
+static int mbpo__train_backward(mbpo__train *T) {
+    const mbpo_train_opts *o = T->o;
+    int64_t mb, t;
+    T->loss = T->kl = T->adv_abs = 0; T->n_tok = T->n_adv = 0;
+    mbpo_model_zero_grad(&T->e.model);
+    for (mb = 0; mb < o->grad_accum; mb++) {
+        mbpo__mb *M = &T->mbs[mb];
+        double l;
+        if (mbpo_model_forward(&T->e.model, &M->b, M->lp) != M->N) return 0;
+        if (o->mode == MBPO_MODE_SFT) l = mbpo_sft_loss(M->lp, M->N, M->dl);
+        else {
+            mbpo_grpo_batch gb;
+            mbpo_grpo_stats st;
+            gb.n_groups = o->batch; gb.group_offsets = M->groups; gb.resp_offsets = M->resp; gb.advantage = M->adv;
+            l = mbpo_grpo_loss(&gb, M->lp, o->updates_per_batch > 1 ? M->lold : NULL, T->have_ref ? M->lref : NULL,
+                               o->beta, o->clip_eps, M->dl, &st);
+            T->kl += st.kl_mean * (double)st.n_tokens;
+            for (t = 0; t < M->n_resp; t++) { T->adv_abs += fabs(M->adv[t]); T->n_adv++; }
+        }
+        for (t = 0; t < M->N; t++) M->dl[t] /= (float)o->grad_accum;
+        T->loss += l / o->grad_accum;
+        T->n_tok += M->N;
+        if (!mbpo_model_backward(&T->e.model, &M->b, M->dl, NULL)) return 0;
+    }
+    return 1;
+}
+
+/* The optimizer step; a non-finite gradient changes nothing and counts toward max_bad_steps. */
+static int mbpo__train_update(mbpo__train *T) {
+    if (!mbpo_model_grads_to_host(&T->e.model)) return 0;
+    T->norm = mbpo_adamw_step(&T->opt, &T->o->adam, T->e.model.params, T->e.model.grads);
+    mbpo_model_params_changed(&T->e.model);   /* a device uploads them before the next forward */
+    T->bad_run = isfinite(T->norm) ? 0 : T->bad_run + 1;
+    T->step++;
+    return 1;
+}
+
+/* The step's metrics line (u: the update's index in its batch), the progress line, and the
+   stop after max_bad_steps non-finite steps in a row. */
+static int mbpo__train_log(mbpo__train *T, int64_t u) {
+    const mbpo_train_opts *o = T->o;
+    const mbpo__batch_stats *bs = &T->bs;
+    mbpo__sb *sb = &T->sb;
+    double kl = T->n_tok ? T->kl / (double)T->n_tok : 0.0, tok_s = (double)T->n_tok / (mbpo_now() - bs->t0 + 1e-9);
+    int fin = isfinite(T->norm);
+    sb->n = 0;
+    mbpo__sb_printf(sb, "{\"step\": %lld, \"loss\": ", (long long)T->step);
+    mbpo__sb_num(sb, T->loss);
+    mbpo__sb_puts(sb, ", \"grad_norm\": ");
+    mbpo__sb_num(sb, T->norm);
+    mbpo__sb_printf(sb, ", \"skipped\": %s, \"lr\": %.9g, \"kl\": ", fin ? "false" : "true", mbpo_lr_at(&o->adam, T->opt.step - (fin ? 1 : 0)));
+    mbpo__sb_num(sb, kl);
+    mbpo__sb_printf(sb, ", \"adv_abs_mean\": %.9g, \"n_offline\": %lld, \"n_online\": %lld, \"reward_online\": %.9g, "
+                    "\"tokens\": %lld, \"tokens_per_s\": %.1f", T->n_adv ? T->adv_abs / (double)T->n_adv : 0.0, (long long)bs->n_off,
+                    (long long)bs->n_on, bs->n_on_r ? bs->reward_on / bs->n_on_r : 0.0, (long long)T->n_tok, tok_s);
+    if (bs->n_iig && u == 0) {   /* through mbpo__sb_num: a diverged model's IIG is NaN, written as null */
+        mbpo__sb_puts(sb, ", \"iig_chosen\": "); mbpo__sb_num(sb, bs->iig_c / bs->n_iig);
+        mbpo__sb_puts(sb, ", \"iig_rejected\": "); mbpo__sb_num(sb, bs->iig_r / bs->n_iig);
+        mbpo__sb_puts(sb, ", \"iig_chosen_mean\": "); mbpo__sb_num(sb, bs->iig_cm / bs->n_iig);
+        mbpo__sb_puts(sb, ", \"iig_rejected_mean\": "); mbpo__sb_num(sb, bs->iig_rm / bs->n_iig);
+    }
+    /* where the time went: the batch's collection and scoring on its first update, this update's */
+    if (u == 0) mbpo__sb_printf(sb, ", \"time_rollout_s\": %.6f, \"rollout_tokens\": %lld, \"time_ref_s\": %.6f", bs->t_rollout,
+                                (long long)bs->rollout_tokens, bs->t_ref);
+    mbpo__sb_printf(sb, ", \"time_update_s\": %.6f}", T->t_update);
+    if (sb->failed || !mbpo__append_line(T->p_metrics, sb->s, sb->n)) return 0;
+    if (o->max_bad_steps > 0 && T->bad_run >= o->max_bad_steps)
+        return mbpo__fail("%s: stopped at step %lld after %lld steps in a row with a non-finite gradient (each was skipped and "
+                          "logged; earlier checkpoints are kept); lower --lr or check the data, or allow more with --max-bad-steps",
+                          o->out_dir, (long long)T->step, (long long)T->bad_run);
+    if (mbpo__prog_due(&T->pg, T->step == o->steps)) {
+        double dt = mbpo_now() - T->pg.t0, per_step = dt / (double)(T->step - T->first_step);
+        fprintf(T->pg.log, "train: step %lld/%lld loss %.5f |g| %.3g kl %.5f reward %.3f %.0f tok/s, ETA %.0f s\n",
+                (long long)T->step, (long long)o->steps, T->loss, T->norm, kl, bs->n_on_r ? bs->reward_on / bs->n_on_r : 0.0,
+                tok_s, per_step * (double)(o->steps - T->step));
+        fflush(T->pg.log);
+    }
+    return 1;
+}
+
+/* A checkpoint when one is due (only between batches: the data position then names the
+   next batch; u is the update's index in its batch), and the rotation of old ones. */
+static int mbpo__train_checkpoint(mbpo__train *T, int64_t u) {
+    const mbpo_train_opts *o = T->o;
+    int64_t k, due = T->step == o->steps;
+    if (u + 1 != o->updates_per_batch && T->step != o->steps) return 1;
+    for (k = T->step - u; k <= T->step && o->save_every > 0; k++) due |= k % o->save_every == 0;
+    if (!due) return 1;
+    if (!mbpo__save_checkpoint(o, &T->e, &T->opt, T->step, T->position, o->final_weights_only && T->step == o->steps)) {
+        int64_t kept = mbpo__latest_checkpoint(o->out_dir);
+        if (kept > 0)
+            mbpo__fail_suffix("\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; once the "
+                              "cause is fixed, the same command resumes from it", (long long)T->step, (long long)kept);
+        else mbpo__fail_suffix("\nstopped at step %lld before any checkpoint was written", (long long)T->step);
+        return 0;
+    }
+    mbpo__rotate_checkpoints(o->out_dir, o->save_total_limit);
+    return 1;
+}
+
+static void mbpo__train_free(mbpo__train *T) {
+    int64_t i;
+    mbpo_free(T->sb.s); mbpo_free(T->p_metrics); mbpo_free(T->perm);
+    if (T->mbs) for (i = 0; i < T->o->grad_accum; i++) { mbpo__mb_clear(&T->mbs[i], 0); mbpo_free(T->mbs[i].groups); mbpo_free(T->mbs[i].adv); }
+    mbpo_free(T->mbs);
+    if (T->items) mbpo__items_free(T->items, T->n_items);
+    mbpo_adamw_free(&T->opt);
+    if (T->have_ref) mbpo_model_free(&T->ref);
+    if (T->env_loaded) mbpo__env_free(&T->e);
+}
+
+MBPODEF int mbpo_train(const mbpo_train_opts *o) {
+    mbpo__train T;
+    int ok = 0, finished = 0;
+    int64_t mb, u;
+    if (!mbpo__train_setup(&T, o) || !mbpo__train_resume(&T, &finished)) goto end;
+    while (!finished && T.step < o->steps) {
+        /* the batch: rollouts are sampled now, from the policy as it stands, and scored by
+           the reference once */
+        memset(&T.bs, 0, sizeof T.bs);
+        T.bs.t0 = mbpo_now();
+        T.bs.do_iig = o->iig_every > 0 && (T.step + 1) % o->iig_every == 0;
+        for (mb = 0; mb < o->grad_accum; mb++)
+            if (!mbpo__train_collect(&T, &T.mbs[mb]) || !mbpo__train_score(&T, &T.mbs[mb])) goto end;
+        /* updates_per_batch optimizer steps on it (one: rho = 1) */
+        for (u = 0; u < o->updates_per_batch && T.step < o->steps; u++) {
+            double t0 = mbpo_now();
+            if (!mbpo__train_backward(&T) || !mbpo__train_update(&T)) goto end;
+            T.t_update = mbpo_now() - t0;
+            if (!mbpo__train_log(&T, u) || !mbpo__train_checkpoint(&T, u)) goto end;
+        }
+        for (mb = 0; mb < o->grad_accum; mb++) mbpo__mb_clear(&T.mbs[mb], o->batch);
     }
     ok = 1;
 end:
-    mbpo_free(sb.s); mbpo_free(p_metrics); mbpo_free(perm);
-    if (mbs) for (i = 0; i < o->grad_accum; i++) { mbpo__mb_clear(&mbs[i], 0); mbpo_free(mbs[i].groups); mbpo_free(mbs[i].adv); }
-    mbpo_free(mbs);
-    if (items) mbpo__items_free(items, n_items);
-    mbpo_adamw_free(&opt);
-    if (have_ref) mbpo_model_free(&ref);
-    mbpo__env_free(&e);
+    mbpo__train_free(&T);
     return ok;
 }
 

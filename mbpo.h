@@ -8865,228 +8865,307 @@ static int mbpo__iig_desc(const void *a, const void *b) {
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
-MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
+/* ---- mining as phases: setup (the dataset, the files, run.json) -> the online set -> IIG of
+   every candidate (appended as it goes: a rerun continues) -> rank -> per selected sample its
+   negative image and rejected response (appended too) -> the exports. */
+typedef struct {
+    const mbpo_mine_opts *o;
     mbpo__env e;
     mbpo_dataset ds;
-    char *p_iig = NULL, *p_off = NULL, *p_on = NULL, *p_adv = NULL, *p_skip = NULL;
-    unsigned char *iig_done = NULL, *off_done = NULL, *seen = NULL;
-    mbpo__cand_iig *cand = NULL;
-    int64_t i, n_cand = 0, n_sel, done, total;
-    mbpo__sb sb = { NULL, 0, 0, 0 };
+    char *p_iig, *p_off, *p_on, *p_adv, *p_skip;
+    unsigned char *iig_done, *off_done, *seen;   /* (n) lines already in iig.jsonl / offline+skipped; read back */
+    mbpo__cand_iig *cand;            /* the candidates, best IIG first after ranking */
+    int64_t n_cand, n_sel;
+    mbpo__sb sb;
     mbpo__prog pg;
-    int ok = 0, started = 0;
-    memset(&ds, 0, sizeof ds);
-    mbpo__prog_start(&pg, o->log, 1, "");
-    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&e, o->model_dir, o->processor, o->device)) return 0;
-    if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
-    if (ds.n == 0) {
-        mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds.n_bad);
-        goto end;
-    }
-    p_iig = mbpo__path_join(o->out_dir, "iig.jsonl");
-    p_off = mbpo__path_join(o->out_dir, "offline.jsonl");
-    p_on = mbpo__path_join(o->out_dir, "online.jsonl");
-    p_adv = mbpo__path_join(o->out_dir, "adv");
-    p_skip = mbpo__path_join(o->out_dir, "skipped.jsonl");
-    iig_done = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
-    off_done = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
-    cand = (mbpo__cand_iig *)mbpo__calloc((size_t)ds.n + 1, sizeof *cand);
-    seen = (unsigned char *)mbpo__calloc((size_t)ds.n + 1, 1);
-    if (!seen || !p_iig || !p_off || !p_on || !p_adv || !p_skip || !iig_done || !off_done || !cand || !mbpo__mkdir(p_adv)) goto end;
-    {   /* temporary files of a killed run */
-        static const char *const mine_files[] = { "iig.jsonl", "offline.jsonl", "online.jsonl", "skipped.jsonl",
-                                                  ".mbpo-probe", NULL };
-        mbpo__clean_stale(o->out_dir, mine_files, 0);
-        mbpo__clean_stale(p_adv, NULL, 1);
-    }
-    {   /* run.json: a rerun must be the same run */
-        mbpo__record r;
-        static const char *const may_change[] = { "image_root", NULL };
-        int has = mbpo__file_nonempty(p_iig) || mbpo__file_nonempty(p_off) || mbpo__file_nonempty(p_skip);
-        mbpo__rec_begin(&r, "mbpo-mine");
-        mbpo__rec_str(&r, "image_processor", e.pp.fast ? "fast" : "slow");
-        if (o->device != MBPO_DEVICE_CPU) mbpo__rec_str(&r, "device", mbpo_device_name(o->device));   /* bf16 numerics */
-        mbpo__rec_int(&r, "top_k", o->top_k);
-        mbpo__rec_str(&r, "negatives", o->random_negatives ? "rand" : "pgd");
-        mbpo__rec_int(&r, "pgd_iters", o->pgd.iters); mbpo__rec_num(&r, "pgd_step", o->pgd.step);
-        mbpo__rec_num(&r, "pgd_eps", o->pgd.eps); mbpo__rec_int(&r, "pgd_random_start", o->pgd.random_start);
-        mbpo__rec_num(&r, "temperature", o->temperature); mbpo__rec_num(&r, "top_p", o->top_p);
-        mbpo__rec_int(&r, "max_new_tokens", o->max_new_tokens); mbpo__rec_int(&r, "max_tries", o->max_tries);
-        mbpo__rec_u64(&r, "seed", o->seed); mbpo__rec_int(&r, "strict", o->strict);
-        mbpo__rec_str(&r, "image_root", o->image_root);
-        if (!mbpo__rec_input(&r, "model", o->model_dir, 1) || !mbpo__rec_input(&r, "data", o->data, 0) ||
-            !mbpo__rec_commit(&r, o->out_dir, has, may_change, o->log)) { mbpo_free(r.b.s); goto end; }
-    }
-    if (o->log && !o->quiet) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds.n,
-                        (long long)ds.n_bad, (unsigned long long)o->seed);
-    /* the closed-ended samples: the online set, written whole, atomically */
-    for (i = 0; i < ds.n; i++) {
-        const mbpo_sample *s = &ds.samples[i];
+    int env_loaded, started;         /* started: a failure now leaves valid files to resume from */
+    double t_iig, t_pairs;           /* seconds this process spent on each phase, and the samples done */
+    int64_t n_iig_run, n_pairs_run;
+} mbpo__mine;
+
+/* run.json: a rerun must be the same run */
+static int mbpo__mine_record(mbpo__mine *M) {
+    const mbpo_mine_opts *o = M->o;
+    mbpo__record r;
+    static const char *const may_change[] = { "image_root", NULL };
+    int has = mbpo__file_nonempty(M->p_iig) || mbpo__file_nonempty(M->p_off) || mbpo__file_nonempty(M->p_skip);
+    mbpo__rec_begin(&r, "mbpo-mine");
+    mbpo__rec_str(&r, "image_processor", M->e.pp.fast ? "fast" : "slow");
+    if (o->device != MBPO_DEVICE_CPU) mbpo__rec_str(&r, "device", mbpo_device_name(o->device));   /* bf16 numerics */
+    mbpo__rec_int(&r, "top_k", o->top_k);
+    mbpo__rec_str(&r, "negatives", o->random_negatives ? "rand" : "pgd");
+    mbpo__rec_int(&r, "pgd_iters", o->pgd.iters); mbpo__rec_num(&r, "pgd_step", o->pgd.step);
+    mbpo__rec_num(&r, "pgd_eps", o->pgd.eps); mbpo__rec_int(&r, "pgd_random_start", o->pgd.random_start);
+    mbpo__rec_num(&r, "temperature", o->temperature); mbpo__rec_num(&r, "top_p", o->top_p);
+    mbpo__rec_int(&r, "max_new_tokens", o->max_new_tokens); mbpo__rec_int(&r, "max_tries", o->max_tries);
+    mbpo__rec_u64(&r, "seed", o->seed); mbpo__rec_int(&r, "strict", o->strict);
+    mbpo__rec_str(&r, "image_root", o->image_root);
+    if (!mbpo__rec_input(&r, "model", o->model_dir, 1) || !mbpo__rec_input(&r, "data", o->data, 0) ||
+        !mbpo__rec_commit(&r, o->out_dir, has, may_change, o->log)) { mbpo_free(r.b.s); return 0; }
+    return 1;
+}
+
+/* Setup: the model, the dataset, the output files (what a killed run left cleaned), run.json. */
+static int mbpo__mine_setup(mbpo__mine *M, const mbpo_mine_opts *o) {
+    static const char *const mine_files[] = { "iig.jsonl", "offline.jsonl", "online.jsonl", "skipped.jsonl", ".mbpo-probe", NULL };
+    mbpo_dataset *ds = &M->ds;
+    size_t n1;
+    memset(M, 0, sizeof *M);
+    M->o = o;
+    mbpo__prog_start(&M->pg, o->log, 1, "");
+    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&M->e, o->model_dir, o->processor, o->device)) return 0;
+    M->env_loaded = 1;
+    if (!mbpo_dataset_load(ds, o->data, o->image_root, o->strict, o->log)) return 0;
+    if (ds->n == 0) return mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds->n_bad);
+    n1 = (size_t)ds->n + 1;
+    M->p_iig = mbpo__path_join(o->out_dir, "iig.jsonl");
+    M->p_off = mbpo__path_join(o->out_dir, "offline.jsonl");
+    M->p_on = mbpo__path_join(o->out_dir, "online.jsonl");
+    M->p_adv = mbpo__path_join(o->out_dir, "adv");
+    M->p_skip = mbpo__path_join(o->out_dir, "skipped.jsonl");
+    M->iig_done = (unsigned char *)mbpo__calloc(n1, 1);
+    M->off_done = (unsigned char *)mbpo__calloc(n1, 1);
+    M->cand = (mbpo__cand_iig *)mbpo__calloc(n1, sizeof *M->cand);
+    M->seen = (unsigned char *)mbpo__calloc(n1, 1);
+    if (!M->seen || !M->p_iig || !M->p_off || !M->p_on || !M->p_adv || !M->p_skip || !M->iig_done || !M->off_done || !M->cand ||
+        !mbpo__mkdir(M->p_adv)) return 0;
+    mbpo__clean_stale(o->out_dir, mine_files, 0);   /* temporary files of a killed run */
+    mbpo__clean_stale(M->p_adv, NULL, 1);
+    if (!mbpo__mine_record(M)) return 0;
+    if (o->log && !o->quiet) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds->n,
+                                     (long long)ds->n_bad, (unsigned long long)o->seed);
+    return 1;
+}
+
+/* The closed-ended samples: the online set, written whole, atomically. */
+static int mbpo__mine_online_set(mbpo__mine *M) {
+    mbpo__sb *sb = &M->sb;
+    int64_t i;
+    for (i = 0; i < M->ds.n; i++) {
+        const mbpo_sample *s = &M->ds.samples[i];
         if (s->kind == MBPO_Q_OPEN) continue;
         if (s->n_images > 1) {   /* training prompts carry at most one image */
-            if (o->log) fprintf(o->log, "mine: sample %s has %d images; left out of the online set\n", s->id, s->n_images);
+            if (M->o->log) fprintf(M->o->log, "mine: sample %s has %d images; left out of the online set\n", s->id, s->n_images);
             continue;
         }
-        mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)i); mbpo__sb_json(&sb, s->id);
-        mbpo__sb_puts(&sb, ", \"image\": "); if (s->n_images) mbpo__sb_json(&sb, s->image_files[0]); else mbpo__sb_puts(&sb, "null");
-        mbpo__sb_puts(&sb, ", \"question\": "); mbpo__sb_json(&sb, s->question);
-        mbpo__sb_puts(&sb, ", \"answer\": "); mbpo__sb_json(&sb, s->answer);
-        mbpo__sb_printf(&sb, ", \"kind\": \"%s\", \"label\": \"%c\"}\n", s->kind == MBPO_Q_YESNO ? "yesno" : "mc", s->label);
+        mbpo__sb_printf(sb, "{\"index\": %lld, \"id\": ", (long long)i); mbpo__sb_json(sb, s->id);
+        mbpo__sb_puts(sb, ", \"image\": "); if (s->n_images) mbpo__sb_json(sb, s->image_files[0]); else mbpo__sb_puts(sb, "null");
+        mbpo__sb_puts(sb, ", \"question\": "); mbpo__sb_json(sb, s->question);
+        mbpo__sb_puts(sb, ", \"answer\": "); mbpo__sb_json(sb, s->answer);
+        mbpo__sb_printf(sb, ", \"kind\": \"%s\", \"label\": \"%c\"}\n", s->kind == MBPO_Q_YESNO ? "yesno" : "mc", s->label);
     }
-    if (sb.failed || !mbpo_write_file_atomic(p_on, sb.s ? sb.s : "", sb.n)) goto end;
-    /* IIG of every candidate: open-ended, one image */
-    if (!mbpo__jsonl_done(p_iig, iig_done, ds.n)) goto end;
-    if (!mbpo__file_exists(p_iig) && !mbpo_write_file_atomic(p_iig, "", 0)) goto end;   /* even with no candidate */
-    for (i = 0, total = 0; i < ds.n; i++) total += ds.samples[i].kind == MBPO_Q_OPEN && ds.samples[i].n_images == 1;
-    mbpo__prog_start(&pg, o->log, o->quiet, "mine: IIG");
-    started = 1;   /* from here a failure (a full disk) leaves valid files to resume from */
-    for (i = 0, done = 0; i < ds.n; i++) {
-        const mbpo_sample *s = &ds.samples[i];
+    return !sb->failed && mbpo_write_file_atomic(M->p_on, sb->s ? sb->s : "", sb->n);
+}
+
+/* IIG of every candidate (open-ended, one image) not in iig.jsonl yet, a line each. */
+static int mbpo__mine_iig(mbpo__mine *M) {
+    const mbpo_mine_opts *o = M->o;
+    mbpo__sb *sb = &M->sb;
+    int64_t i, done, total;
+    double t0 = mbpo_now();
+    if (!mbpo__jsonl_done(M->p_iig, M->iig_done, M->ds.n)) return 0;
+    if (!mbpo__file_exists(M->p_iig) && !mbpo_write_file_atomic(M->p_iig, "", 0)) return 0;   /* even with no candidate */
+    for (i = 0, total = 0; i < M->ds.n; i++) total += M->ds.samples[i].kind == MBPO_Q_OPEN && M->ds.samples[i].n_images == 1;
+    mbpo__prog_start(&M->pg, o->log, o->quiet, "mine: IIG");
+    M->started = 1;
+    for (i = 0, done = 0; i < M->ds.n; i++) {
+        const mbpo_sample *s = &M->ds.samples[i];
         mbpo__img im;
         double sum, mean;
         if (s->kind != MBPO_Q_OPEN || s->n_images != 1) continue;
         done++;
-        if (iig_done[i]) continue;
-        if (!mbpo__img_load(&im, &e.pp, s->images[0])) goto end;
-        if (!mbpo__sample_iig(&e, s, &im, s->answer, &sum, &mean)) { mbpo__img_free(&im); goto end; }
+        if (M->iig_done[i]) continue;
+        if (!mbpo__img_load(&im, &M->e.pp, s->images[0])) return 0;
+        if (!mbpo__sample_iig(&M->e, s, &im, s->answer, &sum, &mean)) { mbpo__img_free(&im); return 0; }
         mbpo__img_free(&im);
-        sb.n = 0;
+        sb->n = 0;
         if (isfinite(sum) && isfinite(mean))   /* %.17g reads back exactly; a non-finite IIG is null and ranks last */
-            mbpo__sb_printf(&sb, "{\"index\": %lld, \"iig\": %.17g, \"iig_mean\": %.17g}", (long long)i, sum, mean);
-        else mbpo__sb_printf(&sb, "{\"index\": %lld, \"iig\": null, \"iig_mean\": null}", (long long)i);
-        if (sb.failed || !mbpo__append_line(p_iig, sb.s, sb.n)) goto end;
-        if (done < total) mbpo__prog_tick(&pg, done, total);
+            mbpo__sb_printf(sb, "{\"index\": %lld, \"iig\": %.17g, \"iig_mean\": %.17g}", (long long)i, sum, mean);
+        else mbpo__sb_printf(sb, "{\"index\": %lld, \"iig\": null, \"iig_mean\": null}", (long long)i);
+        if (sb->failed || !mbpo__append_line(M->p_iig, sb->s, sb->n)) return 0;
+        M->n_iig_run++;
+        if (done < total) mbpo__prog_tick(&M->pg, done, total);
     }
-    if (total) mbpo__prog_tick(&pg, done, total);
-    /* read the IIGs back (all of them, from the file: one source of truth after a resume) */
-    started = 0;
-    {
-        size_t len = 0;
-        char *text = mbpo_read_file(p_iig, &len), *line, *endp;
-        if (!text) goto end;
-        for (line = text, endp = text + len; line < endp; ) {
-            char *eol = (char *)memchr(line, '\n', (size_t)(endp - line));
-            mbpo_json *j = mbpo_json_parse(line, (size_t)(eol ? eol - line : endp - line), p_iig);
-            const mbpo_json *ji = j ? mbpo_json_get(j, "index") : NULL, *jv = j ? mbpo_json_get(j, "iig") : NULL;
-            const mbpo_json *jm = j ? mbpo_json_get(j, "iig_mean") : NULL;
-            if (!j || !ji || !ji->is_int || ji->integer < 0 || ji->integer >= ds.n || !jv ||
-                (jv->type != MBPO_JSON_NUMBER && jv->type != MBPO_JSON_NULL) || !jm ||
-                (jm->type != MBPO_JSON_NUMBER && jm->type != MBPO_JSON_NULL)) {
-                mbpo_json_free(j); mbpo_free(text);
-                mbpo__fail("%s: a line that this run did not write; remove the file to start over", p_iig);
-                goto end;
-            }
-            if (!seen[ji->integer]) {   /* a repeated index (two runs into one folder) counts once */
-                seen[ji->integer] = 1;
-                cand[n_cand].index = ji->integer;
-                cand[n_cand].iig = jv->type == MBPO_JSON_NULL ? -HUGE_VAL : jv->number;
-                cand[n_cand].iig_mean = jm->type == MBPO_JSON_NULL ? -HUGE_VAL : jm->number;
-                n_cand++;
-            }
-            mbpo_json_free(j);
-            line = eol ? eol + 1 : endp;
+    if (total) mbpo__prog_tick(&M->pg, done, total);
+    M->t_iig = mbpo_now() - t0;
+    return 1;
+}
+
+/* Read every IIG back from the file (one source of truth after a resume) and rank: best
+   first, non-finite ones never chosen; the top_k are selected. */
+static int mbpo__mine_rank(mbpo__mine *M) {
+    size_t len = 0;
+    char *text, *line, *endp;
+    M->started = 0;
+    if (!(text = mbpo_read_file(M->p_iig, &len))) return 0;
+    for (line = text, endp = text + len; line < endp; ) {
+        char *eol = (char *)memchr(line, '\n', (size_t)(endp - line));
+        mbpo_json *j = mbpo_json_parse(line, (size_t)(eol ? eol - line : endp - line), M->p_iig);
+        const mbpo_json *ji = j ? mbpo_json_get(j, "index") : NULL, *jv = j ? mbpo_json_get(j, "iig") : NULL;
+        const mbpo_json *jm = j ? mbpo_json_get(j, "iig_mean") : NULL;
+        if (!j || !ji || !ji->is_int || ji->integer < 0 || ji->integer >= M->ds.n || !jv ||
+            (jv->type != MBPO_JSON_NUMBER && jv->type != MBPO_JSON_NULL) || !jm ||
+            (jm->type != MBPO_JSON_NUMBER && jm->type != MBPO_JSON_NULL)) {
+            mbpo_json_free(j); mbpo_free(text);
+            return mbpo__fail("%s: a line that this run did not write; remove the file to start over", M->p_iig);
         }
-        mbpo_free(text);
+        if (!M->seen[ji->integer]) {   /* a repeated index (two runs into one folder) counts once */
+            mbpo__cand_iig *c = &M->cand[M->n_cand++];
+            M->seen[ji->integer] = 1;
+            c->index = ji->integer;
+            c->iig = jv->type == MBPO_JSON_NULL ? -HUGE_VAL : jv->number;
+            c->iig_mean = jm->type == MBPO_JSON_NULL ? -HUGE_VAL : jm->number;
+        }
+        mbpo_json_free(j);
+        line = eol ? eol + 1 : endp;
     }
-    qsort(cand, (size_t)n_cand, sizeof *cand, mbpo__iig_desc);
-    while (n_cand > 0 && !isfinite(cand[n_cand - 1].iig)) n_cand--;   /* a non-finite IIG is never chosen */
-    n_sel = o->top_k > 0 && o->top_k < n_cand ? o->top_k : n_cand;
-    /* PGD (or noise) and the rejected response of each selected sample */
-    if (!mbpo__jsonl_done(p_off, off_done, ds.n) || !mbpo__jsonl_done(p_skip, off_done, ds.n)) goto end;
-    if (!mbpo__file_exists(p_off) && !mbpo_write_file_atomic(p_off, "", 0)) goto end;   /* even with no pairs */
-    mbpo__prog_start(&pg, o->log, o->quiet, "mine: pairs");
-    started = 1;
-    for (i = 0; i < n_sel; i++) {
-        int64_t idx = cand[i].index;
-        const mbpo_sample *s = &ds.samples[idx];
-        mbpo__img im, adv;
-        mbpo_image q8, back;
-        mbpo_rng rng;
-        mbpo_gen_opts go;
-        char name[64], *adv_path = NULL, *rejected = NULL;
-        double rej_sum = 0, rej_mean = 0;
-        int tries, good;
-        if (off_done[idx]) continue;
-        memset(&adv, 0, sizeof adv); memset(&q8, 0, sizeof q8); memset(&back, 0, sizeof back);
-        if (!mbpo__img_load(&im, &e.pp, s->images[0])) goto end;
-        mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, idx, 1));
-        if (o->random_negatives) mbpo_random_noise(im.x, (int64_t)im.resized.width * im.resized.height * 3, &o->pgd, &rng);
-        else {
-            mbpo__seq q;
-            good = mbpo__seq_make(&q, &e, s, &im, s->answer) &&
-                   mbpo_pgd(&e.model, &e.pp, &q.b, im.pv, im.x, im.resized.height, im.resized.width, &o->pgd, &rng, NULL);
-            mbpo_chat_free(&q.chat);
-            if (!good) { mbpo__img_free(&im); goto end; }
-        }
-        /* save the 8-bit image, and sample y_l from what was saved */
-        snprintf(name, sizeof name, "adv/%lld.png", (long long)idx);   /* relative to out_dir */
-        good = (adv_path = mbpo__path_join(o->out_dir, name)) != NULL &&
-               mbpo_image_init(&q8, im.resized.width, im.resized.height) &&
-               (mbpo_image_from_float(&q8, im.x), mbpo_image_write_png(adv_path, &q8)) &&
-               mbpo_image_load(&back, adv_path) && mbpo__img_from_rgb(&adv, &e.pp, &back);
-        memset(&go, 0, sizeof go);
-        go.max_new_tokens = o->max_new_tokens; go.temperature = o->temperature; go.top_p = o->top_p;
-        go.stop_ids = e.stop; go.n_stop = e.n_stop;
-        mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, idx, 2));
-        for (tries = 0; good && tries < (o->max_tries > 0 ? o->max_tries : 1); tries++) {
-            mbpo_free(rejected);
-            if (!(rejected = mbpo__respond(&e, s, &adv, &go, &rng))) { good = 0; break; }
-            if (rejected[0] && strcmp(rejected, s->answer) != 0) break;
-        }
-        if (good && tries == (o->max_tries > 0 ? o->max_tries : 1)) tries--;   /* the last try's index */
-        if (good && (!rejected[0] || strcmp(rejected, s->answer) == 0)) {   /* no usable negative: say so */
-            sb.n = 0;
-            mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)idx); mbpo__sb_json(&sb, s->id);
-            mbpo__sb_printf(&sb, ", \"why\": \"%s after %d tries\"}", rejected[0] ? "rejected equals chosen" : "empty rejected", tries + 1);
-            good = !sb.failed && mbpo__append_line(p_skip, sb.s, sb.n);
-            mbpo_free(rejected); mbpo_free(adv_path);
-            mbpo__img_free(&im); mbpo__img_free(&adv); mbpo_image_free(&q8); mbpo_image_free(&back);
-            if (!good) goto end;
-            continue;
-        }
-        /* IIG of the rejected response on the clean image (the chosen one's is cand[i]) */
-        if (good) { mbpo__img_free(&im); good = mbpo__img_load(&im, &e.pp, s->images[0]) && mbpo__sample_iig(&e, s, &im, rejected, &rej_sum, &rej_mean); }
-        if (good) {
-            sb.n = 0;
-            mbpo__sb_printf(&sb, "{\"index\": %lld, \"id\": ", (long long)idx); mbpo__sb_json(&sb, s->id);
-            mbpo__sb_puts(&sb, ", \"image\": "); mbpo__sb_json(&sb, s->image_files[0]);
-            mbpo__sb_puts(&sb, ", \"adv_image\": "); mbpo__sb_json(&sb, name);
-            mbpo__sb_puts(&sb, ", \"question\": "); mbpo__sb_json(&sb, s->question);
-            mbpo__sb_puts(&sb, ", \"chosen\": "); mbpo__sb_json(&sb, s->answer);
-            mbpo__sb_puts(&sb, ", \"rejected\": "); mbpo__sb_json(&sb, rejected);
-            mbpo__sb_puts(&sb, ", \"iig_chosen\": "); mbpo__sb_num(&sb, cand[i].iig);   /* null if non-finite */
-            mbpo__sb_puts(&sb, ", \"iig_chosen_mean\": "); mbpo__sb_num(&sb, cand[i].iig_mean);
-            mbpo__sb_puts(&sb, ", \"iig_rejected\": "); mbpo__sb_num(&sb, rej_sum);
-            mbpo__sb_puts(&sb, ", \"iig_rejected_mean\": "); mbpo__sb_num(&sb, rej_mean);
-            mbpo__sb_printf(&sb, ", \"rejected_tries\": %d, \"negatives\": \"%s\", \"pgd_iters\": %d, \"pgd_step\": %.9g, \"pgd_eps\": %.9g, "
-                            "\"pgd_random_start\": %d, \"temperature\": %.9g, \"seed\": %llu",
-                            tries + 1, o->random_negatives ? "rand" : "pgd", o->pgd.iters, o->pgd.step, o->pgd.eps,
-                            o->pgd.random_start, o->temperature, (unsigned long long)o->seed);
-            mbpo__sb_puts(&sb, ", \"prompt\": "); mbpo__sb_json(&sb, s->question);
-            mbpo__sb_puts(&sb, ", \"images\": ["); mbpo__sb_json(&sb, s->image_files[0]); mbpo__sb_puts(&sb, "]");
-            if (s->system) { mbpo__sb_puts(&sb, ", \"system\": "); mbpo__sb_json(&sb, s->system); }
-            mbpo__sb_puts(&sb, "}");
-            good = !sb.failed && mbpo__append_line(p_off, sb.s, sb.n);
-        }
-        mbpo_free(rejected); mbpo_free(adv_path);
-        mbpo__img_free(&im); mbpo__img_free(&adv); mbpo_image_free(&q8); mbpo_image_free(&back);
-        if (!good) goto end;
-        if (i + 1 < n_sel) mbpo__prog_tick(&pg, i + 1, n_sel);
+    mbpo_free(text);
+    qsort(M->cand, (size_t)M->n_cand, sizeof *M->cand, mbpo__iig_desc);
+    while (M->n_cand > 0 && !isfinite(M->cand[M->n_cand - 1].iig)) M->n_cand--;
+    M->n_sel = M->o->top_k > 0 && M->o->top_k < M->n_cand ? M->o->top_k : M->n_cand;
+    return 1;
+}
+
+/* The negative image of sample s: PGD against its chosen response (or random noise) on
+   im->x, saved as the 8-bit PNG `name` under out_dir and read back into adv, so the rejected
+   response is sampled from exactly the file the exports point to. */
+static int mbpo__mine_negative(mbpo__mine *M, const mbpo_sample *s, int64_t idx, mbpo__img *im, const char *name, mbpo__img *adv) {
+    const mbpo_mine_opts *o = M->o;
+    mbpo_image q8, back;
+    mbpo_rng rng;
+    char *adv_path;
+    int good;
+    mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, idx, 1));
+    if (o->random_negatives) mbpo_random_noise(im->x, (int64_t)im->resized.width * im->resized.height * 3, &o->pgd, &rng);
+    else {
+        mbpo__seq q;
+        good = mbpo__seq_make(&q, &M->e, s, im, s->answer) &&
+               mbpo_pgd(&M->e.model, &M->e.pp, &q.b, im->pv, im->x, im->resized.height, im->resized.width, &o->pgd, &rng, NULL);
+        mbpo_chat_free(&q.chat);
+        if (!good) return 0;
     }
-    if (n_sel) mbpo__prog_tick(&pg, n_sel, n_sel);
-    if (!mbpo_export(o->out_dir, o->image_root, NULL)) goto end;
-    if (o->log && !o->quiet) fprintf(o->log, "mine: %lld pairs in %s, online set in %s; for TRL, LLaMA-Factory and EasyR1 in %s/export\n",
-                        (long long)n_sel, p_off, p_on, o->out_dir);
-    ok = 1;
-end:
-    if (!ok) mbpo__prog_break(&pg);
-    if (!ok && started)   /* a full disk, an unreadable image, ...: what is written stays valid */
+    memset(&q8, 0, sizeof q8); memset(&back, 0, sizeof back);
+    good = (adv_path = mbpo__path_join(o->out_dir, name)) != NULL &&
+           mbpo_image_init(&q8, im->resized.width, im->resized.height) &&
+           (mbpo_image_from_float(&q8, im->x), mbpo_image_write_png(adv_path, &q8)) &&
+           mbpo_image_load(&back, adv_path) && mbpo__img_from_rgb(adv, &M->e.pp, &back);
+    mbpo_free(adv_path);
+    mbpo_image_free(&q8); mbpo_image_free(&back);
+    return good;
+}
+
+/* The line of a mined pair in offline.jsonl. */
+static int mbpo__mine_pair_line(mbpo__mine *M, const mbpo_sample *s, int64_t i, const char *name, const char *rejected, int tries,
+                                double rej_sum, double rej_mean) {
+    const mbpo_mine_opts *o = M->o;
+    mbpo__sb *sb = &M->sb;
+    int64_t idx = M->cand[i].index;
+    sb->n = 0;
+    mbpo__sb_printf(sb, "{\"index\": %lld, \"id\": ", (long long)idx); mbpo__sb_json(sb, s->id);
+    mbpo__sb_puts(sb, ", \"image\": "); mbpo__sb_json(sb, s->image_files[0]);
+    mbpo__sb_puts(sb, ", \"adv_image\": "); mbpo__sb_json(sb, name);
+    mbpo__sb_puts(sb, ", \"question\": "); mbpo__sb_json(sb, s->question);
+    mbpo__sb_puts(sb, ", \"chosen\": "); mbpo__sb_json(sb, s->answer);
+    mbpo__sb_puts(sb, ", \"rejected\": "); mbpo__sb_json(sb, rejected);
+    mbpo__sb_puts(sb, ", \"iig_chosen\": "); mbpo__sb_num(sb, M->cand[i].iig);   /* null if non-finite */
+    mbpo__sb_puts(sb, ", \"iig_chosen_mean\": "); mbpo__sb_num(sb, M->cand[i].iig_mean);
+    mbpo__sb_puts(sb, ", \"iig_rejected\": "); mbpo__sb_num(sb, rej_sum);
+    mbpo__sb_puts(sb, ", \"iig_rejected_mean\": "); mbpo__sb_num(sb, rej_mean);
+    mbpo__sb_printf(sb, ", \"rejected_tries\": %d, \"negatives\": \"%s\", \"pgd_iters\": %d, \"pgd_step\": %.9g, \"pgd_eps\": %.9g, "
+                    "\"pgd_random_start\": %d, \"temperature\": %.9g, \"seed\": %llu",
+                    tries + 1, o->random_negatives ? "rand" : "pgd", o->pgd.iters, o->pgd.step, o->pgd.eps,
+                    o->pgd.random_start, o->temperature, (unsigned long long)o->seed);
+    mbpo__sb_puts(sb, ", \"prompt\": "); mbpo__sb_json(sb, s->question);
+    mbpo__sb_puts(sb, ", \"images\": ["); mbpo__sb_json(sb, s->image_files[0]); mbpo__sb_puts(sb, "]");
+    if (s->system) { mbpo__sb_puts(sb, ", \"system\": "); mbpo__sb_json(sb, s->system); }
+    mbpo__sb_puts(sb, "}");
+    return !sb->failed && mbpo__append_line(M->p_off, sb->s, sb->n);
+}
+
+/* Selected sample i: its negative image, then the rejected response sampled on it (up to
+   max_tries until it is non-empty and differs from the chosen one), then its IIG on the clean
+   image; the pair goes to offline.jsonl, or the reason to skipped.jsonl. */
+static int mbpo__mine_pair(mbpo__mine *M, int64_t i) {
+    const mbpo_mine_opts *o = M->o;
+    int64_t idx = M->cand[i].index;
+    const mbpo_sample *s = &M->ds.samples[idx];
+    mbpo__img im, adv;
+    mbpo_rng rng;
+    mbpo_gen_opts go;
+    char name[64], *rejected = NULL;
+    double rej_sum = 0, rej_mean = 0;
+    int tries, good, max_tries = o->max_tries > 0 ? o->max_tries : 1;
+    memset(&adv, 0, sizeof adv);
+    if (!mbpo__img_load(&im, &M->e.pp, s->images[0])) return 0;
+    snprintf(name, sizeof name, "adv/%lld.png", (long long)idx);   /* relative to out_dir */
+    good = mbpo__mine_negative(M, s, idx, &im, name, &adv);
+    memset(&go, 0, sizeof go);
+    go.max_new_tokens = o->max_new_tokens; go.temperature = o->temperature; go.top_p = o->top_p;
+    go.stop_ids = M->e.stop; go.n_stop = M->e.n_stop;
+    mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, idx, 2));
+    for (tries = 0; good && tries < max_tries; tries++) {
+        mbpo_free(rejected);
+        if (!(rejected = mbpo__respond(&M->e, s, &adv, &go, &rng))) { good = 0; break; }
+        if (rejected[0] && strcmp(rejected, s->answer) != 0) break;
+    }
+    if (good && tries == max_tries) tries--;   /* the last try's index */
+    if (good && (!rejected[0] || strcmp(rejected, s->answer) == 0)) {   /* no usable negative: say so */
+        mbpo__sb *sb = &M->sb;
+        sb->n = 0;
+        mbpo__sb_printf(sb, "{\"index\": %lld, \"id\": ", (long long)idx); mbpo__sb_json(sb, s->id);
+        mbpo__sb_printf(sb, ", \"why\": \"%s after %d tries\"}", rejected[0] ? "rejected equals chosen" : "empty rejected", tries + 1);
+        good = !sb->failed && mbpo__append_line(M->p_skip, sb->s, sb->n);
+    } else if (good) {   /* IIG of the rejected response on the clean image (the chosen one's is cand[i]) */
+        mbpo__img_free(&im);
+        good = mbpo__img_load(&im, &M->e.pp, s->images[0]) && mbpo__sample_iig(&M->e, s, &im, rejected, &rej_sum, &rej_mean) &&
+               mbpo__mine_pair_line(M, s, i, name, rejected, tries, rej_sum, rej_mean);
+    }
+    mbpo_free(rejected);
+    mbpo__img_free(&im); mbpo__img_free(&adv);
+    return good;
+}
+
+/* PGD (or noise) and the rejected response of every selected sample not done yet. */
+static int mbpo__mine_pairs(mbpo__mine *M) {
+    int64_t i;
+    double t0 = mbpo_now();
+    if (!mbpo__jsonl_done(M->p_off, M->off_done, M->ds.n) || !mbpo__jsonl_done(M->p_skip, M->off_done, M->ds.n)) return 0;
+    if (!mbpo__file_exists(M->p_off) && !mbpo_write_file_atomic(M->p_off, "", 0)) return 0;   /* even with no pairs */
+    mbpo__prog_start(&M->pg, M->o->log, M->o->quiet, "mine: pairs");
+    M->started = 1;
+    for (i = 0; i < M->n_sel; i++) {
+        if (M->off_done[M->cand[i].index]) continue;
+        if (!mbpo__mine_pair(M, i)) return 0;
+        M->n_pairs_run++;
+        if (i + 1 < M->n_sel) mbpo__prog_tick(&M->pg, i + 1, M->n_sel);
+    }
+    if (M->n_sel) mbpo__prog_tick(&M->pg, M->n_sel, M->n_sel);
+    M->t_pairs = mbpo_now() - t0;
+    return 1;
+}
+
+static void mbpo__mine_free(mbpo__mine *M) {
+    mbpo_free(M->sb.s); mbpo_free(M->p_iig); mbpo_free(M->p_off); mbpo_free(M->p_on); mbpo_free(M->p_adv); mbpo_free(M->p_skip);
+    mbpo_free(M->iig_done); mbpo_free(M->off_done); mbpo_free(M->cand); mbpo_free(M->seen);
+    mbpo_dataset_free(&M->ds);
+    if (M->env_loaded) mbpo__env_free(&M->e);
+}
+
+MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
+    mbpo__mine M;
+    int ok = mbpo__mine_setup(&M, o) && mbpo__mine_online_set(&M) && mbpo__mine_iig(&M) && mbpo__mine_rank(&M) &&
+             mbpo__mine_pairs(&M) && mbpo_export(o->out_dir, o->image_root, NULL);
+    if (ok && o->log && !o->quiet) {
+        fprintf(o->log, "mine: %lld pairs in %s, online set in %s; for TRL, LLaMA-Factory and EasyR1 in %s/export\n",
+                (long long)M.n_sel, M.p_off, M.p_on, o->out_dir);
+        fprintf(o->log, "mine: timing iig_samples %lld iig_s %.3f pairs %lld pairs_s %.3f\n", (long long)M.n_iig_run, M.t_iig,
+                (long long)M.n_pairs_run, M.t_pairs);
+    }
+    if (!ok) mbpo__prog_break(&M.pg);
+    if (!ok && M.started)   /* a full disk, an unreadable image, ...: what is written stays valid */
         mbpo__fail_suffix("\nmining stopped; the samples done so far are kept in %s, and once the cause is fixed the same "
                           "command continues from them", o->out_dir);
-    mbpo_free(sb.s); mbpo_free(p_iig); mbpo_free(p_off); mbpo_free(p_on); mbpo_free(p_adv); mbpo_free(p_skip);
-    mbpo_free(iig_done); mbpo_free(off_done); mbpo_free(cand); mbpo_free(seen);
-    mbpo_dataset_free(&ds);
-    mbpo__env_free(&e);
+    mbpo__mine_free(&M);
     return ok;
 }
 

@@ -535,6 +535,12 @@ typedef struct {
     float *xgrads;                   /* the gradients in backend memory, fp32 (CPU: == grads) */
     int params_stale;                /* host params changed since the last upload (not on the CPU) */
     int grads_stale;                 /* backend grads newer than m->grads (not on the CPU) */
+    /* training on the backend (mbpo_model_adamw_step): on a device the fp32 master weights and
+       the moments live there and the host copies are brought up to date only for a checkpoint */
+    float *xmaster;                  /* fp32 master weights (CPU: == params) */
+    float *xmoments;                 /* Adam m then v (2 x total) on a device; the 2 chunk buffers when streamed */
+    int opt_fresh;                   /* xmaster and the backend moments hold the newest state */
+    int host_stale;                  /* the backend's master (and moments) are newer than params and opt's */
 } mbpo_model;
 
 /* Allocate a model for cfg with zeroed parameters. */
@@ -719,9 +725,14 @@ typedef struct {
                                             COSINE: that warmup, then cosine to 0 at total_steps */
 } mbpo_adamw_opts;
 typedef struct {
-    float *m, *v;                    /* first and second moments, the parameters' layout */
+    float *m, *v;                    /* first and second moments, the parameters' layout (host) */
     size_t n;
     int64_t step;                    /* updates done */
+    /* mbpo_model_adamw_step on a device: stream_moments keeps m and v in these host arrays
+       and streams them through the device `chunk` values at a time (0: 2^26) instead of
+       holding 8 bytes per parameter there; the arithmetic is the same */
+    int stream_moments;
+    int64_t chunk;
 } mbpo_adamw;
 MBPODEF void   mbpo_adamw_defaults(mbpo_adamw_opts *o);   /* lr 1e-6, betas 0.9/0.999, eps 1e-8, wd 0, clip 1 */
 MBPODEF int    mbpo_adamw_init(mbpo_adamw *opt, size_t n);
@@ -732,6 +743,40 @@ MBPODEF double mbpo_grad_norm(const float *grads, size_t n);          /* L2 norm
    p -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * p). Non-finite norms update nothing
    and return the norm (NaN/inf) so the caller can skip and log the step. */
 MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float *params, const float *grads);
+/* The same update of a planned model (with gradients) on its backend: the norm from the
+   backend's gradients (sumsq op), then the adamw op on the fp32 master, which also writes the
+   backend's bf16 copy. On the CPU it is mbpo_adamw_step on m->params (the same bits). On a
+   device the master and moments are uploaded from the host copies at the first step (and
+   after mbpo_model_params_changed) and stay there. *norm as mbpo_adamw_step returns it. */
+MBPODEF int mbpo_model_adamw_step(mbpo_model *m, mbpo_adamw *opt, const mbpo_adamw_opts *o, double *norm);
+/* Bring m->params and opt->m, opt->v up to date from the backend (before saving them). */
+MBPODEF int mbpo_model_opt_to_host(mbpo_model *m, mbpo_adamw *opt);
+
+/* The memory plan: what a run will hold, in bytes, from the config and the shapes of its
+   largest micro-batch, computed with the same layout functions that allocate (so it is what
+   the run allocates, not an estimate), and compared with what the device has. Every run
+   prints it at start and refuses a plan that does not fit; mbpo-bench --memory prints it for
+   any config without weights. */
+typedef struct {
+    mbpo_device device;
+    int train;                       /* the policy is trained: gradients, master weights, moments */
+    int reference;                   /* a frozen reference copy (KL: mbpo-train with beta > 0) */
+    int stream_moments;              /* Adam moments kept on the host (mbpo_adamw.stream_moments) */
+    int64_t tokens, patches, targets;   /* the largest micro-batch, packed */
+    int G; int64_t kv_len;           /* decoding: continuations and their cache length (G 0: none) */
+} mbpo_mem_shape;
+typedef struct {
+    /* bytes on the device (on the CPU: in host memory) */
+    double weights, master, moments, grads, reference, activations, ref_activations, kv_cache, workspace, total;
+    double host;                     /* bytes of host memory on a device run (the host copies) */
+    double available;                /* the device's memory (the CPU: physical memory); 0 unknown */
+    double n_params;
+} mbpo_mem_plan;
+MBPODEF int  mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, mbpo_mem_plan *p);
+/* One line per component and the total against what is available, on f. */
+MBPODEF void mbpo_mem_plan_print(FILE *f, const char *prefix, const mbpo_mem_plan *p);
+/* 0 with the reason (naming the components and what would make it fit) when p exceeds its device. */
+MBPODEF int  mbpo_mem_plan_check(const mbpo_mem_plan *p, const char *who);
 
 /* ------------------------------------------------------------------ 5. runs */
 
@@ -848,6 +893,9 @@ typedef struct {
     int final_weights_only;          /* the last checkpoint without Adam moments (a model to ship, not to resume) */
     int processor;                   /* MBPO_PROCESSOR_AUTO (default), _SLOW, _FAST */
     mbpo_device device;              /* MBPO_DEVICE_CPU (default) or _CUDA (the frozen reference too) */
+    int stream_moments;              /* a device keeps the Adam moments in host memory (mbpo_adamw.stream_moments) */
+    int plan_image, plan_text;       /* the memory plan's micro-batch: images of plan_image^2 pixels (448), prompts
+                                        of plan_text text tokens (64), responses of max_new_tokens */
     int quiet;                       /* no progress lines on log (messages, e.g. why a record was skipped, stay) */
     FILE *log;
 } mbpo_train_opts;
@@ -6781,8 +6829,11 @@ static void mbpo__backend_free(mbpo_model *m) {
     mbpo__acts_free(m);
     if (m->xparams && m->xparams != (void *)m->params) m->ops->release(m->be, m->xparams);
     if (m->xgrads && m->xgrads != m->grads) m->ops->release(m->be, m->xgrads);
+    if (m->xmaster && m->xmaster != m->params) m->ops->release(m->be, m->xmaster);
+    if (m->xmoments) m->ops->release(m->be, m->xmoments);
     if (m->be) m->ops->destroy(m->be);
-    m->xparams = NULL; m->xgrads = NULL; m->be = NULL; m->ops = NULL;
+    m->xparams = NULL; m->xgrads = NULL; m->xmaster = NULL; m->xmoments = NULL; m->be = NULL; m->ops = NULL;
+    m->opt_fresh = 0;
 }
 MBPODEF int mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_tokens, int64_t max_patches,
                                int64_t max_targets, int want_grads) {
@@ -6855,6 +6906,8 @@ MBPODEF void mbpo_model_zero_grad(mbpo_model *m) {
 }
 MBPODEF void mbpo_model_params_changed(mbpo_model *m) {
     if (m->ops && m->xparams != (void *)m->params) m->params_stale = 1;
+    m->opt_fresh = 0;   /* the host params (and the optimizer's host moments) are the truth again */
+    m->host_stale = 0;
 }
 MBPODEF int mbpo_model_grads_to_host(mbpo_model *m) {
     if (!m->grads_stale) return 1;
@@ -6862,6 +6915,94 @@ MBPODEF int mbpo_model_grads_to_host(mbpo_model *m) {
     m->grads_stale = 0;
     return 1;
 }
+
+/* ---- the optimizer on the backend
+
+   The training state is where the gradients are. On the CPU the master weights are params
+   and the moments opt->m, opt->v (nothing is copied). On a device: master (4 bytes per
+   parameter) and moments (8) are allocated there at the first step and filled from the host
+   copies; each step reads the gradients and writes master and the bf16 parameters in place,
+   so nothing crosses PCIe but the norm. stream_moments trades 8 bytes per parameter of device
+   memory for streaming m and v through two chunk buffers every step (still the same kernel).
+   The host copies are brought back only for a checkpoint (mbpo_model_opt_to_host). */
+/* The scalars of the next update from the gradient's norm (opt->step counts it), or 0 when
+   the norm is not finite: then nothing changes and the caller skips and logs the step. */
+static int mbpo__adamw_next(mbpo_adamw *opt, const mbpo_adamw_opts *o, double norm, mbpo__adamw_k *k) {
+    if (!isfinite(norm)) return 0;
+    k->lr = mbpo_lr_at(o, opt->step);
+    k->beta1 = o->beta1; k->beta2 = o->beta2; k->eps = o->eps; k->weight_decay = o->weight_decay;
+    k->scale = o->max_grad_norm > 0 && norm > o->max_grad_norm ? o->max_grad_norm / (norm + 1e-6) : 1.0;
+    opt->step++;
+    k->bc1 = 1.0 - pow(o->beta1, (double)opt->step);
+    k->bc2 = 1.0 - pow(o->beta2, (double)opt->step);
+    return 1;
+}
+static int64_t mbpo__opt_chunk(const mbpo_adamw *opt, int64_t n) {
+    int64_t c = opt->chunk > 0 ? opt->chunk : (int64_t)1 << 26;
+    return c < n ? c : n;
+}
+static int mbpo__opt_to_backend(mbpo_model *m, mbpo_adamw *opt) {
+    const mbpo_ops *ops = m->ops;
+    int64_t n = (int64_t)m->table.total_floats;
+    size_t bytes = (size_t)n * sizeof(float);
+    int cpu = ops == &mbpo__cpu_ops;
+    if (m->opt_fresh) return 1;
+    if (!m->xmaster) {
+        if (cpu) m->xmaster = m->params;
+        else if (!ops->alloc(m->be, (void **)&m->xmaster, bytes, "the fp32 master weights")) return 0;
+    }
+    if (!m->xmoments && (opt->stream_moments || !cpu)) {
+        size_t mom = opt->stream_moments ? 2 * (size_t)mbpo__opt_chunk(opt, n) * sizeof(float) : 2 * bytes;
+        if (!ops->alloc(m->be, (void **)&m->xmoments, mom, opt->stream_moments ? "the streamed moments' buffers" : "the Adam moments"))
+            return 0;
+    }
+    if (!cpu && (!ops->upload(m->be, m->xmaster, m->params, bytes) ||
+                 (!opt->stream_moments && (!ops->upload(m->be, m->xmoments, opt->m, bytes) ||
+                                           !ops->upload(m->be, m->xmoments + n, opt->v, bytes)))))
+        return 0;
+    m->opt_fresh = 1;
+    return 1;
+}
+MBPODEF int mbpo_model_adamw_step(mbpo_model *m, mbpo_adamw *opt, const mbpo_adamw_opts *o, double *norm) {
+    const mbpo_ops *ops = m->ops;
+    int64_t n = (int64_t)m->table.total_floats, off, c;
+    mbpo__adamw_k k;
+    double ss = 0;
+    if (!ops || !m->xgrads || opt->n != (size_t)n)
+        return mbpo__fail("mbpo_model_adamw_step: the model must be planned with gradients and the optimizer sized for its "
+                          "%lld parameters (it has %zu)", (long long)n, opt->n);
+    if (!mbpo__opt_to_backend(m, opt) || !ops->sumsq(m->be, &ss, m->xgrads, n)) return 0;
+    *norm = sqrt(ss);
+    if (!mbpo__adamw_next(opt, o, *norm, &k)) return 1;   /* non-finite: nothing changes */
+    if (ops != &mbpo__cpu_ops) m->host_stale = 1;
+    if (!opt->stream_moments) {
+        float *mm = m->xmoments ? m->xmoments : opt->m, *vv = m->xmoments ? m->xmoments + n : opt->v;
+        return ops->adamw(m->be, m->xmaster, (mbpo_x *)m->xparams, mm, vv, m->xgrads, n, &k);
+    }
+    c = mbpo__opt_chunk(opt, n);
+    for (off = 0; off < n; off += c) {   /* m, v in from the host, the update, back out */
+        int64_t len = n - off < c ? n - off : c;
+        size_t b = (size_t)len * sizeof(float);
+        if (!ops->upload(m->be, m->xmoments, opt->m + off, b) || !ops->upload(m->be, m->xmoments + c, opt->v + off, b) ||
+            !ops->adamw(m->be, m->xmaster + off, mbpo__xat(ops, (const mbpo_x *)m->xparams, off), m->xmoments, m->xmoments + c,
+                        m->xgrads + off, len, &k) ||
+            !ops->download(m->be, opt->m + off, m->xmoments, b) || !ops->download(m->be, opt->v + off, m->xmoments + c, b))
+            return 0;
+    }
+    return 1;
+}
+MBPODEF int mbpo_model_opt_to_host(mbpo_model *m, mbpo_adamw *opt) {
+    const mbpo_ops *ops = m->ops;
+    size_t bytes = m->table.total_floats * sizeof(float);
+    if (!m->host_stale) return 1;
+    if (!ops->download(m->be, m->params, m->xmaster, bytes) ||
+        (!opt->stream_moments && (!ops->download(m->be, opt->m, m->xmoments, bytes) ||
+                                  !ops->download(m->be, opt->v, m->xmoments + m->table.total_floats, bytes))))
+        return 0;
+    m->host_stale = 0;
+    return 1;
+}
+
 /* The backend's copy of a parameter (or of its gradient), found by its offset in the host
    buffer: the two share the table's layout. */
 static const mbpo_x *mbpo__w(const mbpo_model *m, const float *host) {
@@ -7508,6 +7649,81 @@ static void mbpo__kv_get(const mbpo_kv *kv, const mbpo_config *c, mbpo__kv_bufs 
     size_t hb;
     mbpo__kv_layout(c, kv->ops->x_size, kv->G, kv->max_len, (char *)kv->mem, (int64_t *)kv->host_mem, k, &hb);
 }
+/* ---- the memory plan */
+
+/* What the device has: the CPU's physical memory, or the GPU's (the CUDA unit asks the
+   driver); 0 when it cannot be told. */
+static double mbpo__device_bytes(mbpo_device d) {
+#ifdef MBPO_CUDA
+    if (d == MBPO_DEVICE_CUDA) return mbpo__cuda_total_bytes();
+#endif
+    if (d != MBPO_DEVICE_CPU) return 0;
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    {
+        long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+        return pages > 0 && size > 0 ? (double)pages * (double)size : 0;
+    }
+#else
+    return 0;
+#endif
+}
+MBPODEF int mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, mbpo_mem_plan *p) {
+    mbpo_param_table t;
+    mbpo_acts a;
+    mbpo__kv_bufs kb;
+    size_t n_ints = 0, kv_host = 0;
+    int cpu = s->device == MBPO_DEVICE_CPU;
+#ifdef MBPO_CUDA_FP32
+    size_t xs = 4;
+#else
+    size_t xs = cpu ? 4 : 2;         /* bf16 on a GPU */
+#endif
+    double n, acts, chunk;
+    memset(p, 0, sizeof *p);
+    memset(&a, 0, sizeof a);
+    memset(&kb, 0, sizeof kb);
+    if (!mbpo_param_table_build(&t, cfg)) return 0;
+    n = p->n_params = (double)t.total_floats;
+    chunk = n < (double)((int64_t)1 << 26) ? n : (double)((int64_t)1 << 26);
+    acts = (double)mbpo__acts_layout(&a, cfg, xs, s->tokens, s->patches, s->targets, s->patches / (cfg->v_merge * cfg->v_merge),
+                                     s->tokens, NULL, NULL, &n_ints) + (double)n_ints * sizeof(int64_t);
+    p->weights = n * (double)xs;
+    p->master = s->train && !cpu ? 4 * n : 0;           /* the CPU trains params itself */
+    p->moments = !s->train ? 0 : s->stream_moments && !cpu ? 8 * chunk : 8 * n;
+    p->grads = s->train ? 4 * n : 0;
+    p->reference = s->reference ? n * (double)xs : 0;
+    p->activations = acts;
+    p->ref_activations = s->reference ? acts : 0;        /* the reference plans its own arena */
+    p->kv_cache = s->G > 0 ? (double)mbpo__kv_layout(cfg, xs, s->G, s->kv_len, NULL, NULL, &kb, &kv_host) : 0;
+    p->workspace = cpu ? 0 : (double)((size_t)32 << 20) * (s->reference ? 2 : 1);   /* cuBLASLt's, per model */
+    p->total = p->weights + p->master + p->moments + p->grads + p->reference + p->activations + p->ref_activations +
+               p->kv_cache + p->workspace;
+    /* a device run keeps fp32 host copies: the parameters, their gradients when trained, the
+       moments (the checkpoint's; the store when streamed) and the reference's parameters */
+    p->host = cpu ? 0 : 4 * n + (s->train ? 4 * n + 8 * n : 0) + (s->reference ? 4 * n : 0);
+    p->available = mbpo__device_bytes(s->device);
+    mbpo_param_table_free(&t);
+    return 1;
+}
+MBPODEF void mbpo_mem_plan_print(FILE *f, const char *prefix, const mbpo_mem_plan *p) {
+    const double G = 1e9;
+    fprintf(f, "%smemory plan (GB): weights %.2f, master %.2f, moments %.2f, gradients %.2f, reference %.2f, activations %.2f"
+            " (+ reference %.2f), KV cache %.2f, workspace %.2f = %.2f", prefix, p->weights / G, p->master / G, p->moments / G,
+            p->grads / G, p->reference / G, p->activations / G, p->ref_activations / G, p->kv_cache / G, p->workspace / G, p->total / G);
+    if (p->available > 0) fprintf(f, " of %.2f", p->available / G);
+    if (p->host > 0) fprintf(f, "; host copies %.2f", p->host / G);
+    fprintf(f, "\n");
+}
+MBPODEF int mbpo_mem_plan_check(const mbpo_mem_plan *p, const char *who) {
+    if (p->available <= 0 || p->total <= p->available) return 1;
+    return mbpo__fail("%s: the memory plan needs %.2f GB but the device has %.2f GB (weights %.2f, master %.2f, moments %.2f, "
+                      "gradients %.2f, reference %.2f, activations %.2f + %.2f, KV cache %.2f); %s", who, p->total / 1e9,
+                      p->available / 1e9, p->weights / 1e9, p->master / 1e9, p->moments / 1e9, p->grads / 1e9, p->reference / 1e9,
+                      p->activations / 1e9, p->ref_activations / 1e9, p->kv_cache / 1e9,
+                      p->moments > 0 && p->moments >= 8 * p->n_params ? "--moments host keeps the moments in host memory, or lower --batch, --G or --max-new-tokens"
+                                                                     : "lower --batch, --G or --max-new-tokens");
+}
+
 MBPODEF void mbpo_kv_free(mbpo_kv *kv) {
     if (!kv) return;
     if (kv->ops && kv->mem) kv->ops->release(kv->be, kv->mem);
@@ -7911,18 +8127,6 @@ MBPODEF double mbpo_grad_norm(const float *g, size_t n) {
     double sum = 0;
     mbpo__cpu_sumsq(NULL, &sum, g, (int64_t)n);
     return sqrt(sum);
-}
-/* The scalars of the next update from the gradient's norm (opt->step counts it), or 0 when
-   the norm is not finite: then nothing changes and the caller skips and logs the step. */
-static int mbpo__adamw_next(mbpo_adamw *opt, const mbpo_adamw_opts *o, double norm, mbpo__adamw_k *k) {
-    if (!isfinite(norm)) return 0;
-    k->lr = mbpo_lr_at(o, opt->step);
-    k->beta1 = o->beta1; k->beta2 = o->beta2; k->eps = o->eps; k->weight_decay = o->weight_decay;
-    k->scale = o->max_grad_norm > 0 && norm > o->max_grad_norm ? o->max_grad_norm / (norm + 1e-6) : 1.0;
-    opt->step++;
-    k->bc1 = 1.0 - pow(o->beta1, (double)opt->step);
-    k->bc2 = 1.0 - pow(o->beta2, (double)opt->step);
-    return 1;
 }
 MBPODEF double mbpo_adamw_step(mbpo_adamw *opt, const mbpo_adamw_opts *o, float *p, const float *g) {
     double norm = mbpo_grad_norm(g, opt->n);
@@ -9294,6 +9498,7 @@ MBPODEF void mbpo_train_defaults(mbpo_train_opts *o) {
     o->seed = 1234;
     o->save_dtype = MBPO_DT_F32;
     o->processor = MBPO_PROCESSOR_AUTO;
+    o->plan_image = 448; o->plan_text = 64;
 }
 
 /* A packed batch under construction: sequences (ids, targets) and their images. Each array
@@ -9723,12 +9928,13 @@ static void mbpo__mb_clear(mbpo__mb *M, int batch) {
    cosine (whose learning rate at every step depends on the total). */
 static int mbpo__train_record(const mbpo_train_opts *o, const mbpo_preproc *pp, int has_results) {
     static const char *const may_change[] = { "steps", "total_steps", "save_every", "save_total_limit", "final_weights_only", "iig_every",
-                                              "max_bad_steps", "image_root", NULL };
+                                              "max_bad_steps", "image_root", "moments", NULL };
     mbpo__record r;
     int ok;
     mbpo__rec_begin(&r, "mbpo-train");
     mbpo__rec_str(&r, "image_processor", pp->fast ? "fast" : "slow");
     if (o->device != MBPO_DEVICE_CPU) mbpo__rec_str(&r, "device", mbpo_device_name(o->device));   /* bf16 numerics */
+    if (o->stream_moments) mbpo__rec_str(&r, "moments", "host");   /* where, not what: may change on a resume */
     mbpo__rec_str(&r, "mode", mbpo_mode_name(o->mode));
     mbpo__rec_num(&r, "lr", o->adam.lr); mbpo__rec_num(&r, "adam_beta1", o->adam.beta1); mbpo__rec_num(&r, "adam_beta2", o->adam.beta2);
     mbpo__rec_num(&r, "adam_eps", o->adam.eps); mbpo__rec_num(&r, "weight_decay", o->adam.weight_decay);
@@ -9829,6 +10035,47 @@ static int mbpo__train_pool(mbpo__train *T) {
     return 1;
 }
 
+/* The memory plan's shape of a micro-batch: `prompts` prompts of one image (side px pixels
+   square) and `text` text tokens, each with `seqs` sequences of max_new response tokens
+   (targets); decoding G continuations of one prompt. */
+static int mbpo__plan_shape(const mbpo__env *e, mbpo_device device, int64_t prompts, int64_t seqs, int64_t px, int64_t text,
+                            int64_t max_new, int G, mbpo_mem_shape *s) {
+    int64_t rh = 0, rw = 0, patches, per_seq;
+    memset(s, 0, sizeof *s);
+    if (!mbpo_smart_resize(&e->pp, px, px, &rh, &rw)) return 0;
+    patches = (rh / e->pp.patch) * (rw / e->pp.patch);
+    per_seq = patches / (e->model.cfg.v_merge * e->model.cfg.v_merge) + 2 + text + max_new;   /* + vision start/end */
+    s->device = device;
+    s->tokens = prompts * seqs * per_seq;
+    s->patches = prompts * patches;
+    s->targets = prompts * seqs * max_new;
+    s->G = G; s->kv_len = per_seq;
+    return 1;
+}
+/* Print the plan (log, unless quiet) and refuse one that does not fit the device. */
+static int mbpo__plan_report(const mbpo_config *cfg, const mbpo_mem_shape *s, FILE *log, int quiet, const char *who) {
+    mbpo_mem_plan p;
+    char prefix[64];
+    if (!mbpo_mem_plan_make(cfg, s, &p)) return 0;
+    snprintf(prefix, sizeof prefix, "%s: %s ", who, mbpo_device_name(s->device));
+    if (log && !quiet) mbpo_mem_plan_print(log, prefix, &p);
+    return mbpo_mem_plan_check(&p, who);
+}
+static int mbpo__train_plan(mbpo__train *T) {
+    const mbpo_train_opts *o = T->o;
+    mbpo_mem_shape sh;
+    int online = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;
+    if (!mbpo__plan_shape(&T->e, o->device, o->batch, online ? o->G : o->mode == MBPO_MODE_SFT ? 1 : 2, o->plan_image, o->plan_text,
+                          o->max_new_tokens, online ? o->G : 0, &sh))
+        return 0;
+    sh.train = 1; sh.reference = T->use_ref; sh.stream_moments = o->stream_moments;
+    if (o->log && !o->quiet)
+        fprintf(o->log, "train: planned for micro-batches of %d prompts x %d sequences: %lld tokens, %lld patches (images %dx%d, "
+                        "%d text + %d new tokens; --plan-image, --plan-text)\n", o->batch, online ? o->G : o->mode == MBPO_MODE_SFT ? 1 : 2,
+                (long long)sh.tokens, (long long)sh.patches, o->plan_image, o->plan_image, o->plan_text, o->max_new_tokens);
+    return mbpo__plan_report(&T->e.model.cfg, &sh, o->log, o->quiet, "train");
+}
+
 /* Setup: the options, the policy, the pool, run.json, the micro-batches, the reference, the
    optimizer. */
 static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
@@ -9843,7 +10090,7 @@ static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
         return mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
     if (o->steps % o->updates_per_batch || o->save_every % o->updates_per_batch)   /* checkpoints fall between batches */
         return mbpo__fail("mbpo_train: --steps and --save-every must be multiples of --updates-per-batch (%d)", o->updates_per_batch);
-    if (!mbpo__train_pool(T)) return 0;
+    if (!mbpo__train_pool(T) || !mbpo__train_plan(T)) return 0;
     if (!(T->p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) return 0;
     if (!mbpo__train_record(o, &T->e.pp, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(T->p_metrics))) return 0;
     if (!(T->perm = (int64_t *)mbpo__alloc((size_t)T->n_items * sizeof(int64_t)))) return 0;
@@ -9858,6 +10105,7 @@ static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
         T->ref.device = o->device; T->have_ref = 1;
     }
     if (!mbpo_adamw_init(&T->opt, T->e.model.table.total_floats)) return 0;
+    T->opt.stream_moments = o->stream_moments;
     mbpo__clean_checkpoint_tmp(o->out_dir);   /* what a killed run left */
     return 1;
 }
@@ -10092,9 +10340,7 @@ static int mbpo__train_backward(mbpo__train *T) {
 
 /* The optimizer step; a non-finite gradient changes nothing and counts toward max_bad_steps. */
 static int mbpo__train_update(mbpo__train *T) {
-    if (!mbpo_model_grads_to_host(&T->e.model)) return 0;
-    T->norm = mbpo_adamw_step(&T->opt, &T->o->adam, T->e.model.params, T->e.model.grads);
-    mbpo_model_params_changed(&T->e.model);   /* a device uploads them before the next forward */
+    if (!mbpo_model_adamw_step(&T->e.model, &T->opt, &T->o->adam, &T->norm)) return 0;   /* on the model's backend */
     T->bad_run = isfinite(T->norm) ? 0 : T->bad_run + 1;
     T->step++;
     return 1;
@@ -10151,7 +10397,8 @@ static int mbpo__train_checkpoint(mbpo__train *T, int64_t u) {
     if (u + 1 != o->updates_per_batch && T->step != o->steps) return 1;
     for (k = T->step - u; k <= T->step && o->save_every > 0; k++) due |= k % o->save_every == 0;
     if (!due) return 1;
-    if (!mbpo__save_checkpoint(o, &T->e, &T->opt, T->step, T->position, o->final_weights_only && T->step == o->steps)) {
+    if (!mbpo_model_opt_to_host(&T->e.model, &T->opt) ||   /* a device's master and moments, for the files */
+        !mbpo__save_checkpoint(o, &T->e, &T->opt, T->step, T->position, o->final_weights_only && T->step == o->steps)) {
         int64_t kept = mbpo__latest_checkpoint(o->out_dir);
         if (kept > 0)
             mbpo__fail_suffix("\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; once the "

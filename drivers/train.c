@@ -5,7 +5,7 @@
 
 int main(int argc, char **argv) {
     mbpo_train_opts o;
-    int quiet = 0, processor = 0, device = 0, mode, schedule, bf16, rc;
+    int quiet = 0, processor = 0, device = 0, moments = 0, mode, schedule, bf16, rc;
     mbpo_train_defaults(&o);
     mode = (int)o.mode;   /* the choice's names are in mbpo_mode's order */
     schedule = (int)o.adam.schedule;
@@ -52,6 +52,12 @@ int main(int argc, char **argv) {
             { "--device", "D", MBPO_FLAG_CHOICE, &device, "cpu|cuda",
               "where the model computes: cpu (fp32, the reference) or cuda (bf16 on the GPU; needs the build of make cuda,\n"
               "build/cuda/mbpo-*, and a GPU; without one it stops with the reason)" },
+            { "--moments", "W", MBPO_FLAG_CHOICE, &moments, "device|host",
+              "with --device cuda, where the Adam moments live: device (8 bytes per parameter there) or host\n"
+              "(streamed through the GPU every step; the same arithmetic)" },
+            { "--plan-image", "PX", MBPO_FLAG_INT, &o.plan_image, "[28, 16384]",
+              "the memory plan's image side (pixels) of every prompt" },
+            { "--plan-text", "N", MBPO_FLAG_INT, &o.plan_text, "[1, 1000000]", "the memory plan's text tokens of every prompt" },
             { "--image-processor", "P", MBPO_FLAG_CHOICE, &processor, "auto|slow|fast",
               "which of transformers' image processors to match: auto (what transformers 4.57 picks for the model\n"
               "folder), slow (Pillow bicubic), fast (torchvision bicubic)" },
@@ -69,6 +75,7 @@ int main(int argc, char **argv) {
     o.quiet = quiet;
     o.processor = processor - 1;   /* auto, slow, fast = MBPO_PROCESSOR_AUTO, _SLOW, _FAST */
     o.device = (mbpo_device)device;   /* cpu, cuda = MBPO_DEVICE_CPU, _CUDA */
+    o.stream_moments = moments;
     if (!mbpo_train(&o)) { fprintf(stderr, "mbpo-train: %s\n", mbpo_failure_reason()); return 1; }
     return 0;
 }

@@ -218,6 +218,62 @@ static void test_adamw(void) {
     mbpo_adamw_free(&opt);
 }
 
+/* mbpo_model_adamw_step on the CPU backend: the bits of mbpo_adamw_step on the host arrays,
+   with the moments in place and streamed through chunk buffers (a chunk that does not divide
+   n), over three steps with clipping, weight decay and a non-finite step in between. */
+static void test_adamw_model(void) {
+    mbpo_model a, b, c;
+    mbpo_adamw oa, ob, oc;
+    mbpo_adamw_opts o;
+    mbpo_rng r;
+    float *g = NULL;
+    size_t n, i;
+    int k, same = 1;
+    double na, nb, nc;
+    if (!run_test("adamw_model")) return;
+    REQUIRE(mbpo_model_load(&a, "tests/fixtures/tiny_a/model") && mbpo_model_load(&b, "tests/fixtures/tiny_a/model") &&
+            mbpo_model_load(&c, "tests/fixtures/tiny_a/model"), "load tiny_a");
+    n = a.table.total_floats;
+    mbpo_adamw_defaults(&o);
+    REQUIRE(mbpo_adamw_init(&oa, n) && mbpo_adamw_init(&ob, n) && mbpo_adamw_init(&oc, n), "init");
+    CHECK(!mbpo_model_adamw_step(&b, &ob, &o, &nb) && strstr(mbpo_failure_reason(), "planned with gradients"),
+          "a model without a plan: %s", mbpo_failure_reason());
+    REQUIRE(mbpo_model_plan(&b, 8, 0, 4, 1) && mbpo_model_plan(&c, 8, 0, 4, 1) && (g = (float *)malloc(n * sizeof(float))), "plan");
+    oc.stream_moments = 1; oc.chunk = 1000;
+    o.lr = 1e-3; o.weight_decay = 0.1; o.max_grad_norm = 0.5;
+    mbpo_rng_seed(&r, 5);
+    for (k = 0; k < 4; k++) {
+        for (i = 0; i < n; i++) g[i] = (float)(mbpo_rng_normal(&r) * 0.01);
+        if (k == 2) g[n / 2] = NAN;   /* skipped: nothing changes */
+        memcpy(b.grads, g, n * sizeof(float)); memcpy(c.grads, g, n * sizeof(float));
+        na = mbpo_adamw_step(&oa, &o, a.params, g);
+        REQUIRE(mbpo_model_adamw_step(&b, &ob, &o, &nb) && mbpo_model_adamw_step(&c, &oc, &o, &nc), "step %d: %s", k, mbpo_failure_reason());
+        same &= (na == nb || (isnan(na) && isnan(nb))) && (na == nc || (isnan(na) && isnan(nc)));
+    }
+    same &= !memcmp(a.params, b.params, n * 4) && !memcmp(a.params, c.params, n * 4) && !memcmp(oa.m, ob.m, n * 4) &&
+            !memcmp(oa.v, ob.v, n * 4) && !memcmp(oa.m, oc.m, n * 4) && !memcmp(oa.v, oc.v, n * 4) && oa.step == 3 &&
+            ob.step == 3 && oc.step == 3;
+    CHECK(same, "4 steps (one non-finite) of %zu values: norms, params and moments bitwise equal to mbpo_adamw_step, in place "
+          "and streamed in chunks of 1000", n);
+    {   /* the memory plan is what the plan allocates */
+        mbpo_mem_shape sh;
+        mbpo_mem_plan pl;
+        memset(&sh, 0, sizeof sh);
+        sh.device = MBPO_DEVICE_CPU; sh.train = 1; sh.tokens = 8; sh.targets = 4;
+        REQUIRE(mbpo_mem_plan_make(&b.cfg, &sh, &pl), "plan");
+        CHECK(pl.activations == (double)mbpo_model_plan_bytes(&b) && pl.weights == 4.0 * (double)n && pl.grads == 4.0 * (double)n &&
+              pl.moments == 8.0 * (double)n && pl.master == 0, "memory plan: activations %.0f bytes = the plan's %zu; weights, "
+              "gradients, moments 4, 4, 8 bytes per parameter", pl.activations, mbpo_model_plan_bytes(&b));
+        sh.device = MBPO_DEVICE_CUDA; sh.stream_moments = 1; sh.reference = 1;
+        REQUIRE(mbpo_mem_plan_make(&b.cfg, &sh, &pl), "plan");
+        CHECK(pl.weights == 2.0 * (double)n && pl.master == 4.0 * (double)n && pl.moments == 8.0 * (double)n &&
+              pl.reference == 2.0 * (double)n, "the plan on a GPU: bf16 weights and reference, fp32 master; moments streamed in "
+              "one chunk of all %zu (fewer than 2^26)", n);
+    }
+    free(g);
+    mbpo_adamw_free(&oa); mbpo_adamw_free(&ob); mbpo_adamw_free(&oc);
+    mbpo_model_free(&a); mbpo_model_free(&b); mbpo_model_free(&c);
+}
 
 /* ============================================================== generation and IIG */
 
@@ -580,6 +636,7 @@ void test_core(void) {
     test_grpo_hand();
     test_grpo_fd();
     test_adamw();
+    test_adamw_model();
     test_sampler();
     test_generate();
     test_iig();

@@ -541,6 +541,7 @@ typedef struct {
     float *xmoments;                 /* Adam m then v (2 x total) on a device; the 2 chunk buffers when streamed */
     int opt_fresh;                   /* xmaster and the backend moments hold the newest state */
     int host_stale;                  /* the backend's master (and moments) are newer than params and opt's */
+    int borrowed;                    /* be and acts are another model's (mbpo_model_borrow_plan) */
 } mbpo_model;
 
 /* Allocate a model for cfg with zeroed parameters. */
@@ -564,6 +565,11 @@ MBPODEF int  mbpo_model_plan(mbpo_model *m, int64_t max_tokens, int64_t max_patc
    On a device other than the CPU, m->params stays the host copy: call
    mbpo_model_params_changed after changing it (an optimizer step) so the next forward uploads
    it, and mbpo_model_grads_to_host before reading m->grads. Both are no-ops on the CPU. */
+/* m runs in owner's plan: its backend state and activation arena (same config and device),
+   with m's own parameters. For a model whose forwards never fall between owner's forward and
+   backward (mbpo_train's frozen reference: its log-probs are taken before the policy's
+   forward), it saves a whole arena. Again after owner re-plans; free m before owner. */
+MBPODEF int  mbpo_model_borrow_plan(mbpo_model *m, const mbpo_model *owner);
 MBPODEF int  mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_tokens,
                                 int64_t max_patches, int64_t max_targets, int want_grads);
 MBPODEF void mbpo_model_params_changed(mbpo_model *m);
@@ -767,8 +773,8 @@ typedef struct {
 } mbpo_mem_shape;
 typedef struct {
     /* bytes on the device (on the CPU: in host memory) */
-    double weights, master, moments, grads, reference, activations, ref_activations, kv_cache, workspace, total;
-    double host;                     /* bytes of host memory on a device run (the host copies) */
+    double weights, master, moments, grads, reference, activations, kv_cache, workspace, total;
+    double host;                     /* bytes of host memory a device run fills (its host copies) */
     double available;                /* the device's memory (the CPU: physical memory); 0 unknown */
     double n_params;
 } mbpo_mem_plan;
@@ -901,6 +907,10 @@ typedef struct {
 } mbpo_train_opts;
 MBPODEF void mbpo_train_defaults(mbpo_train_opts *o);
 MBPODEF int  mbpo_train(const mbpo_train_opts *o);
+/* The memory plan mbpo_train prints and checks at start, for cfg and the options (the
+   preprocessor sizes the plan's images): sh gets the planned micro-batch. */
+MBPODEF int  mbpo_train_mem_plan(const mbpo_config *cfg, const mbpo_preproc *pp, const mbpo_train_opts *o, mbpo_mem_shape *sh,
+                                 mbpo_mem_plan *p);
 MBPODEF const char *mbpo_mode_name(mbpo_mode mode);
 
 /* The mined sets in the formats other trainers read as they are (mbpo_mine calls it at its
@@ -6714,7 +6724,7 @@ struct mbpo_acts {
     int64_t *dibase;               /* ... and its backend copy (== ibase on the CPU) */
     /* shape of the last forward */
     int64_t T, P, N, n_images, n_feat, n_seqs, n_vseg, n_vwin;
-    int have_forward;
+    const mbpo_model *forward_by;  /* whose forward the arena holds (models may share it), or NULL */
     /* vision tower: l = block index, D = depth, F = fc1 width */
     mbpo_x *pix;                   /* (P, PIX) the batch's pixel_values */
     mbpo_x *pixw;                  /* (P, PIX) Qwen2.5-VL: the same rows in window order (Qwen2-VL: empty,
@@ -6816,6 +6826,7 @@ static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, size_t xs, i
 
 static void mbpo__acts_free(mbpo_model *m) {
     mbpo_acts *a = m->acts;
+    if (m->borrowed) { m->acts = NULL; return; }   /* the owner's */
     if (!a) return;
     if (a->base) m->ops->release(m->be, a->base);
     if (a->dibase && a->dibase != a->ibase) m->ops->release(m->be, a->dibase);
@@ -6831,7 +6842,8 @@ static void mbpo__backend_free(mbpo_model *m) {
     if (m->xgrads && m->xgrads != m->grads) m->ops->release(m->be, m->xgrads);
     if (m->xmaster && m->xmaster != m->params) m->ops->release(m->be, m->xmaster);
     if (m->xmoments) m->ops->release(m->be, m->xmoments);
-    if (m->be) m->ops->destroy(m->be);
+    if (m->be && !m->borrowed) m->ops->destroy(m->be);
+    m->borrowed = 0;
     m->xparams = NULL; m->xgrads = NULL; m->xmaster = NULL; m->xmoments = NULL; m->be = NULL; m->ops = NULL;
     m->opt_fresh = 0;
 }
@@ -6855,6 +6867,7 @@ MBPODEF int mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_to
     }
     if (!(ops = mbpo__device_ops(device))) return 0;
     if (m->ops != ops) mbpo__backend_free(m);   /* another device: start over */
+    if (m->borrowed) { m->acts = NULL; m->be = NULL; m->borrowed = 0; }   /* a plan of its own from now on */
     mbpo__acts_free(m);
     if (m->be) { m->ops->destroy(m->be); m->be = NULL; }
     m->ops = ops; m->device = device;
@@ -6891,6 +6904,29 @@ MBPODEF int mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_to
     }
     return 1;
 }
+MBPODEF int mbpo_model_borrow_plan(mbpo_model *m, const mbpo_model *owner) {
+    const mbpo_acts *oa = owner->acts;
+    mbpo_acts probe;
+    size_t n_ints = 0;
+    if (!oa || !owner->ops) return mbpo__fail("mbpo_model_borrow_plan: the owner has no plan");
+    memset(&probe, 0, sizeof probe);
+    if (m->table.total_floats != owner->table.total_floats ||
+        mbpo__acts_layout(&probe, &m->cfg, owner->ops->x_size, oa->max_T, oa->max_P, oa->max_N, oa->max_images, oa->max_T, NULL,
+                          NULL, &n_ints) != oa->n_bytes || n_ints != oa->n_ints)
+        return mbpo__fail("mbpo_model_borrow_plan: the two models' configs lay out their activations differently");
+    if (m->ops && m->ops != owner->ops) mbpo__backend_free(m);   /* another device */
+    if (!m->borrowed) {   /* its own plan goes; its backend copy of the parameters stays */
+        mbpo__acts_free(m);
+        if (m->be) m->ops->destroy(m->be);
+    }
+    m->ops = owner->ops; m->be = owner->be; m->acts = owner->acts; m->device = owner->device; m->borrowed = 1;
+    if (!m->xparams) {
+        if (m->ops == &mbpo__cpu_ops) m->xparams = m->params;
+        else if (!m->ops->alloc(m->be, &m->xparams, m->table.total_floats * m->ops->x_size, "the parameters")) return 0;
+        m->params_stale = m->ops != &mbpo__cpu_ops;
+    }
+    return 1;
+}
 MBPODEF int mbpo_model_plan(mbpo_model *m, int64_t max_tokens, int64_t max_patches, int64_t max_targets,
                             int want_grads) {
     return mbpo_model_plan_on(m, m->device, max_tokens, max_patches, max_targets, want_grads);
@@ -6899,9 +6935,13 @@ MBPODEF size_t mbpo_model_plan_bytes(const mbpo_model *m) {
     return m->acts ? m->acts->n_bytes + m->acts->n_ints * sizeof(int64_t) : 0;
 }
 MBPODEF void mbpo_model_zero_grad(mbpo_model *m) {
-    if (m->grads) memset(m->grads, 0, m->table.total_floats * sizeof(float));
-    if (m->xgrads && m->xgrads != m->grads && !m->ops->zero(m->be, m->xgrads, m->table.total_floats * sizeof(float)))
-        mbpo__fail("mbpo_model_zero_grad: %s", mbpo_failure_reason());
+    size_t bytes = m->table.total_floats * sizeof(float);
+    if (m->xgrads && m->xgrads != m->grads) {   /* a device: its gradients; the host copy is stale until asked for */
+        if (!m->ops->zero(m->be, m->xgrads, bytes)) mbpo__fail("mbpo_model_zero_grad: %s", mbpo_failure_reason());
+        m->grads_stale = 1;
+        return;
+    }
+    if (m->grads) memset(m->grads, 0, bytes);
     m->grads_stale = 0;
 }
 MBPODEF void mbpo_model_params_changed(mbpo_model *m) {
@@ -7412,7 +7452,7 @@ static int64_t mbpo__batch_targets(const mbpo_batch *b) {
 MBPODEF int64_t mbpo_model_forward(mbpo_model *m, const mbpo_batch *b, float *logp) {
     mbpo_acts *a = m->acts;
     const mbpo_config *c = &m->cfg;
-    if (a) a->have_forward = 0;
+    if (a) a->forward_by = NULL;
     if (!mbpo__batch_prepare(m, b)) return -1;
     if (a->P && !mbpo__vision_forward(m)) return -1;
     if (!mbpo__lm_forward(m)) return -1;
@@ -7422,7 +7462,7 @@ MBPODEF int64_t mbpo_model_forward(mbpo_model *m, const mbpo_batch *b, float *lo
                               a->chunk_x, a->chunk_logits) ||
         !m->ops->download(m->be, logp, a->logp, (size_t)a->N * sizeof(float)))
         return -1;
-    a->have_forward = 1;
+    a->forward_by = m;
     return a->N;
 }
 
@@ -7572,7 +7612,7 @@ MBPODEF int mbpo_model_backward(mbpo_model *m, const mbpo_batch *b, const float 
     mbpo_acts *a = m->acts;
     const mbpo_config *c = &m->cfg;
     int64_t H = c->hidden_size;
-    if (!a || !a->have_forward) return mbpo__fail("mbpo_model_backward: no forward pass to go back through");
+    if (!a || a->forward_by != m) return mbpo__fail("mbpo_model_backward: no forward pass of this model to go back through");
     if (a->T != b->seq_offsets[b->n_seqs] || a->n_images != b->n_images || a->n_seqs != b->n_seqs)
         return mbpo__fail("mbpo_model_backward: not the batch of the last forward");
     /* fused head backward, chunk by chunk: dz = dlogp (onehot(y) - softmax(z)) */
@@ -7593,7 +7633,7 @@ MBPODEF void mbpo_model_trace(const mbpo_model *m, mbpo_trace *t) {
     const mbpo_acts *a = m->acts;
     const mbpo_ops *ops = m->ops;
     memset(t, 0, sizeof *t);
-    if (!a || !a->have_forward || ops != &mbpo__cpu_ops) return;   /* host pointers: the CPU only */
+    if (!a || a->forward_by != m || ops != &mbpo__cpu_ops) return;   /* host pointers: the CPU only */
     if (a->P) {
         t->patch_embed = (const float *)(const void *)a->vx;
         t->vision_block_out = (const float *)(const void *)mbpo__xat(ops, a->vx, a->P * m->cfg.v_embed_dim);
@@ -7608,7 +7648,7 @@ MBPODEF void mbpo_model_trace(const mbpo_model *m, mbpo_trace *t) {
 MBPODEF int mbpo_model_logits(const mbpo_model *m, int64_t t, float *row) {
     const mbpo_acts *a = m->acts;
     int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size;
-    if (!a || !a->have_forward || t < 0 || t >= a->T) return mbpo__fail("mbpo_model_logits: no such token");
+    if (!a || a->forward_by != m || t < 0 || t >= a->T) return mbpo__fail("mbpo_model_logits: no such token");
     return m->ops->logits(m->be, a->row_logits, mbpo__xat(m->ops, a->xf, t * H), mbpo__w(m, m->w.lm_head), 1, H, V) &&
            m->ops->download(m->be, row, a->row_logits, (size_t)V * sizeof(float));
 }
@@ -7693,23 +7733,22 @@ MBPODEF int mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, 
     p->grads = s->train ? 4 * n : 0;
     p->reference = s->reference ? n * (double)xs : 0;
     p->activations = acts;
-    p->ref_activations = s->reference ? acts : 0;        /* the reference plans its own arena */
     p->kv_cache = s->G > 0 ? (double)mbpo__kv_layout(cfg, xs, s->G, s->kv_len, NULL, NULL, &kb, &kv_host) : 0;
-    p->workspace = cpu ? 0 : (double)((size_t)32 << 20) * (s->reference ? 2 : 1);   /* cuBLASLt's, per model */
-    p->total = p->weights + p->master + p->moments + p->grads + p->reference + p->activations + p->ref_activations +
-               p->kv_cache + p->workspace;
-    /* a device run keeps fp32 host copies: the parameters, their gradients when trained, the
-       moments (the checkpoint's; the store when streamed) and the reference's parameters */
-    p->host = cpu ? 0 : 4 * n + (s->train ? 4 * n + 8 * n : 0) + (s->reference ? 4 * n : 0);
+    p->workspace = cpu ? 0 : (double)((size_t)32 << 20);   /* cuBLASLt's (the reference shares the backend) */
+    p->total = p->weights + p->master + p->moments + p->grads + p->reference + p->activations + p->kv_cache + p->workspace;
+    /* a device run keeps fp32 host copies of the parameters, the moments (the checkpoint's;
+       the store when streamed) and the reference's parameters (the host gradients are
+       allocated but never touched: no memory behind them) */
+    p->host = cpu ? 0 : 4 * n + (s->train ? 8 * n : 0) + (s->reference ? 4 * n : 0);
     p->available = mbpo__device_bytes(s->device);
     mbpo_param_table_free(&t);
     return 1;
 }
 MBPODEF void mbpo_mem_plan_print(FILE *f, const char *prefix, const mbpo_mem_plan *p) {
     const double G = 1e9;
-    fprintf(f, "%smemory plan (GB): weights %.2f, master %.2f, moments %.2f, gradients %.2f, reference %.2f, activations %.2f"
-            " (+ reference %.2f), KV cache %.2f, workspace %.2f = %.2f", prefix, p->weights / G, p->master / G, p->moments / G,
-            p->grads / G, p->reference / G, p->activations / G, p->ref_activations / G, p->kv_cache / G, p->workspace / G, p->total / G);
+    fprintf(f, "%smemory plan (GB): weights %.2f, master %.2f, moments %.2f, gradients %.2f, reference %.2f, activations %.2f, "
+            "KV cache %.2f, workspace %.2f = %.2f", prefix, p->weights / G, p->master / G, p->moments / G, p->grads / G,
+            p->reference / G, p->activations / G, p->kv_cache / G, p->workspace / G, p->total / G);
     if (p->available > 0) fprintf(f, " of %.2f", p->available / G);
     if (p->host > 0) fprintf(f, "; host copies %.2f", p->host / G);
     fprintf(f, "\n");
@@ -7717,9 +7756,9 @@ MBPODEF void mbpo_mem_plan_print(FILE *f, const char *prefix, const mbpo_mem_pla
 MBPODEF int mbpo_mem_plan_check(const mbpo_mem_plan *p, const char *who) {
     if (p->available <= 0 || p->total <= p->available) return 1;
     return mbpo__fail("%s: the memory plan needs %.2f GB but the device has %.2f GB (weights %.2f, master %.2f, moments %.2f, "
-                      "gradients %.2f, reference %.2f, activations %.2f + %.2f, KV cache %.2f); %s", who, p->total / 1e9,
+                      "gradients %.2f, reference %.2f, activations %.2f, KV cache %.2f); %s", who, p->total / 1e9,
                       p->available / 1e9, p->weights / 1e9, p->master / 1e9, p->moments / 1e9, p->grads / 1e9, p->reference / 1e9,
-                      p->activations / 1e9, p->ref_activations / 1e9, p->kv_cache / 1e9,
+                      p->activations / 1e9, p->kv_cache / 1e9,
                       p->moments > 0 && p->moments >= 8 * p->n_params ? "--moments host keeps the moments in host memory, or lower --batch, --G or --max-new-tokens"
                                                                      : "lower --batch, --G or --max-new-tokens");
 }
@@ -10038,13 +10077,13 @@ static int mbpo__train_pool(mbpo__train *T) {
 /* The memory plan's shape of a micro-batch: `prompts` prompts of one image (side px pixels
    square) and `text` text tokens, each with `seqs` sequences of max_new response tokens
    (targets); decoding G continuations of one prompt. */
-static int mbpo__plan_shape(const mbpo__env *e, mbpo_device device, int64_t prompts, int64_t seqs, int64_t px, int64_t text,
-                            int64_t max_new, int G, mbpo_mem_shape *s) {
+static int mbpo__plan_shape(const mbpo_config *cfg, const mbpo_preproc *pp, mbpo_device device, int64_t prompts, int64_t seqs,
+                            int64_t px, int64_t text, int64_t max_new, int G, mbpo_mem_shape *s) {
     int64_t rh = 0, rw = 0, patches, per_seq;
     memset(s, 0, sizeof *s);
-    if (!mbpo_smart_resize(&e->pp, px, px, &rh, &rw)) return 0;
-    patches = (rh / e->pp.patch) * (rw / e->pp.patch);
-    per_seq = patches / (e->model.cfg.v_merge * e->model.cfg.v_merge) + 2 + text + max_new;   /* + vision start/end */
+    if (!mbpo_smart_resize(pp, px, px, &rh, &rw)) return 0;
+    patches = (rh / pp->patch) * (rw / pp->patch);
+    per_seq = patches / (cfg->v_merge * cfg->v_merge) + 2 + text + max_new;   /* + vision start/end */
     s->device = device;
     s->tokens = prompts * seqs * per_seq;
     s->patches = prompts * patches;
@@ -10052,28 +10091,27 @@ static int mbpo__plan_shape(const mbpo__env *e, mbpo_device device, int64_t prom
     s->G = G; s->kv_len = per_seq;
     return 1;
 }
-/* Print the plan (log, unless quiet) and refuse one that does not fit the device. */
-static int mbpo__plan_report(const mbpo_config *cfg, const mbpo_mem_shape *s, FILE *log, int quiet, const char *who) {
-    mbpo_mem_plan p;
-    char prefix[64];
-    if (!mbpo_mem_plan_make(cfg, s, &p)) return 0;
-    snprintf(prefix, sizeof prefix, "%s: %s ", who, mbpo_device_name(s->device));
-    if (log && !quiet) mbpo_mem_plan_print(log, prefix, &p);
-    return mbpo_mem_plan_check(&p, who);
+MBPODEF int mbpo_train_mem_plan(const mbpo_config *cfg, const mbpo_preproc *pp, const mbpo_train_opts *o, mbpo_mem_shape *sh,
+                                mbpo_mem_plan *p) {
+    int online = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;
+    if (!mbpo__plan_shape(cfg, pp, o->device, o->batch, online ? o->G : o->mode == MBPO_MODE_SFT ? 1 : 2, o->plan_image, o->plan_text,
+                          o->max_new_tokens, online ? o->G : 0, sh))
+        return 0;
+    sh->train = 1; sh->reference = o->mode != MBPO_MODE_SFT && o->beta != 0; sh->stream_moments = o->stream_moments;
+    return mbpo_mem_plan_make(cfg, sh, p);
 }
 static int mbpo__train_plan(mbpo__train *T) {
     const mbpo_train_opts *o = T->o;
     mbpo_mem_shape sh;
-    int online = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;
-    if (!mbpo__plan_shape(&T->e, o->device, o->batch, online ? o->G : o->mode == MBPO_MODE_SFT ? 1 : 2, o->plan_image, o->plan_text,
-                          o->max_new_tokens, online ? o->G : 0, &sh))
-        return 0;
-    sh.train = 1; sh.reference = T->use_ref; sh.stream_moments = o->stream_moments;
-    if (o->log && !o->quiet)
-        fprintf(o->log, "train: planned for micro-batches of %d prompts x %d sequences: %lld tokens, %lld patches (images %dx%d, "
-                        "%d text + %d new tokens; --plan-image, --plan-text)\n", o->batch, online ? o->G : o->mode == MBPO_MODE_SFT ? 1 : 2,
+    mbpo_mem_plan p;
+    if (!mbpo_train_mem_plan(&T->e.model.cfg, &T->e.pp, o, &sh, &p)) return 0;
+    if (o->log && !o->quiet) {
+        fprintf(o->log, "train: planned for micro-batches of %d prompts x %lld sequences: %lld tokens, %lld patches (images %dx%d, "
+                        "%d text + %d new tokens; --plan-image, --plan-text)\n", o->batch, (long long)(sh.targets / o->batch / o->max_new_tokens),
                 (long long)sh.tokens, (long long)sh.patches, o->plan_image, o->plan_image, o->plan_text, o->max_new_tokens);
-    return mbpo__plan_report(&T->e.model.cfg, &sh, o->log, o->quiet, "train");
+        mbpo_mem_plan_print(o->log, o->device == MBPO_DEVICE_CPU ? "train: cpu " : "train: cuda ", &p);
+    }
+    return mbpo_mem_plan_check(&p, "train");
 }
 
 /* Setup: the options, the policy, the pool, run.json, the micro-batches, the reference, the
@@ -10290,8 +10328,8 @@ static int mbpo__train_score(mbpo__train *T, mbpo__mb *M) {
     double t0 = mbpo_now();
     mbpo__pack_batch(pk, &M->b);
     for (t = 0, M->N = 0; t < pk->T; t++) M->N += pk->target[t];
-    if (!mbpo__ensure_plan(&T->e.model, pk->T, pk->P, M->N, 1) || (T->have_ref && !mbpo__ensure_plan(&T->ref, pk->T, pk->P, M->N, 0)))
-        return 0;
+    if (!mbpo__ensure_plan(&T->e.model, pk->T, pk->P, M->N, 1) || (T->have_ref && !mbpo_model_borrow_plan(&T->ref, &T->e.model)))
+        return 0;   /* the reference runs in the policy's arena: its forwards come before the policy's */
     M->resp = (int64_t *)mbpo__alloc((size_t)(M->n_resp + 1) * sizeof(int64_t));
     M->lref = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));
     M->lold = (float *)mbpo__alloc((size_t)(M->N + 1) * sizeof(float));

@@ -95,6 +95,52 @@ static int encode_lines(const char *tok_path, const char *path) {
     return 0;
 }
 
+/* ---- the memory table (--memory): mbpo-train's own memory plan (mbpo_train_mem_plan) for full
+   MBPO on a GPU at each config, with the moments on the device and streamed from the host,
+   against the nominal memory of an 80 GB (H100) and a 141 GB (H200) card. A markdown table. */
+static int memory_table(char *list, int batch, int G, int max_new, int plan_image, int plan_text) {
+    const double GB = 1e9, cards[2] = { 80e9, 141e9 };
+    char *path, *save = NULL;
+    printf("| model | moments | weights | master | moments | gradients | reference | activations | KV cache | total GB | "
+           "80 GB | 141 GB | host GB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (path = strtok_r(list, ",", &save); path; path = strtok_r(NULL, ",", &save)) {
+        mbpo_config cfg;
+        mbpo_preproc pp;
+        char name[128];
+        const char *slash = strrchr(path, '/'), *dir = path;
+        int k, c;
+        if (!mbpo_config_load(&cfg, path)) { fprintf(stderr, "mbpo-bench: --memory: %s\n", mbpo_failure_reason()); return 1; }
+        if (slash) {   /* the folder's name: .../Qwen2-VL-7B-Instruct/config.json */
+            const char *q = slash;
+            while (q > path && q[-1] != '/') q--;
+            dir = q;
+            if (q == slash) dir = path;
+        }
+        snprintf(name, sizeof name, "%.*s", slash && dir != path ? (int)(slash - dir) : (int)strlen(path), dir);
+        mbpo_preproc_default(&pp);
+        for (k = 0; k < 2; k++) {
+            mbpo_train_opts o;
+            mbpo_mem_shape sh;
+            mbpo_mem_plan p;
+            mbpo_train_defaults(&o);
+            o.device = MBPO_DEVICE_CUDA; o.batch = batch; o.G = G; o.max_new_tokens = max_new;
+            o.plan_image = plan_image; o.plan_text = plan_text; o.stream_moments = k;
+            if (!mbpo_train_mem_plan(&cfg, &pp, &o, &sh, &p)) { fprintf(stderr, "mbpo-bench: --memory: %s\n", mbpo_failure_reason()); return 1; }
+            printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | **%.1f** |", name, k ? "host" : "device",
+                   p.weights / GB, p.master / GB, p.moments / GB, p.grads / GB, p.reference / GB, p.activations / GB,
+                   p.kv_cache / GB, p.total / GB);
+            for (c = 0; c < 2; c++) printf(" %s |", p.total <= cards[c] ? "fits" : "no");
+            printf(" %.1f |\n", p.host / GB);
+            if (k == 1 && path == list)
+                fprintf(stderr, "mbpo-bench: --memory: micro-batch of %d prompt(s) x G %d: %lld tokens, %lld patches, %lld targets "
+                                "(images %dx%d, %d text + %d new tokens), bf16 weights\n",
+                        batch, G, (long long)sh.tokens, (long long)sh.patches, (long long)sh.targets, plan_image, plan_image,
+                        plan_text, max_new);
+        }
+    }
+    return 0;
+}
+
 /* ---- the GPU model benchmark (--gpu-bench)
 
    Device work is asynchronous: every timed region ends with dev_sync() (cudaDeviceSynchronize
@@ -415,6 +461,8 @@ int main(int argc, char **argv) {
     const char *model_dir = NULL, *input = NULL, *tok_path = NULL, *text_path = NULL, *dump = NULL, *encode = NULL;
     const char *device_name = NULL, *config_path = "tests/reference/configs/qwen2vl_2b.json";
     int lines = 0, gpu_mode = 0, gb_seqs = 8, gb_grid = 32, gb_text = 200, gb_G = 8, gb_steps = 20;
+    int mem_batch = 1, mem_new = 128;
+    char *mem_list = NULL;
     int64_t gb_gemm = 8192;
     mbpo_device dev = MBPO_DEVICE_CPU;
     char input_buf[4096];
@@ -456,6 +504,11 @@ int main(int argc, char **argv) {
             { "--G", "N", MBPO_FLAG_INT, &gb_G, "[1, 256]", "--gpu-bench: continuations decoded together" },
             { "--decode-steps", "N", MBPO_FLAG_INT, &gb_steps, "[1, 64]", "--gpu-bench: timed decode steps" },
             { "--gemm", "N", MBPO_FLAG_INT64, &gb_gemm, "[64, 32768]", "--gpu-bench: size of the GEMM that measures the ceiling" },
+            { "--memory", "LIST", MBPO_FLAG_STRING, &mem_list, NULL,
+              "no timing: the memory table of full MBPO on a GPU from mbpo-train's own plan, for each config.json\n"
+              "of the comma-separated LIST (micro-batch: --mem-batch prompts x --G 8, 448x448, 64 + --max-new 128 tokens)" },
+            { "--mem-batch", "N", MBPO_FLAG_INT, &mem_batch, "[1, 256]", "--memory: prompts per micro-batch" },
+            { "--max-new", "N", MBPO_FLAG_INT, &mem_new, "[1, 100000]", "--memory: new tokens per rollout" },
         };
         if (!mbpo_flags_handle("mbpo-bench", "--model DIR [--input FILE] [--iters 10] [--warmup 2] [--backward]\n"
                                "       mbpo-bench --tokenizer FILE --text FILE [--lines] [--iters 10] [--warmup 2]\n"
@@ -464,6 +517,7 @@ int main(int argc, char **argv) {
                                flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, &rc))
             return rc;
     }
+    if (mem_list) return memory_table(mem_list, mem_batch, gb_G, mem_new, 448, 64);
     if (device_name && !mbpo_device_parse(device_name, &dev)) { fprintf(stderr, "mbpo-bench: --device: %s\n", mbpo_failure_reason()); return 2; }
     if (gpu_mode) {
         if (gb_grid % 2) { fprintf(stderr, "mbpo-bench: --grid must be even (2x2 patches merge into one token)\n"); return 2; }

@@ -184,11 +184,21 @@ build/cuda/test_cuda_fp32: tests/test_cuda.cu tests/test_common.h $(HEADERS) | b
 build/cuda/test_fullsize_fp32: tests/test_fullsize.c $(HEADERS) | build/cuda stb
 	$(NVCC) $(NVFLAGS) -DMBPO_CUDA_FP32 $(JPEG_FLAGS) -o $@ tests/test_fullsize.c $(CUDA_LIBS) $(JPEG_LIBS)
 
+# The drivers in the fp32 CUDA build (make test-cuda's runs against the CPU)
+CUDA_FP32_DRIVERS = $(addprefix build/cuda-fp32/mbpo-,train score)
+build/cuda-fp32:
+	@mkdir -p build/cuda-fp32
+build/cuda-fp32/mbpo-%: drivers/%.c $(HEADERS) $(DEMO_H) | build/cuda-fp32 stb
+	$(NVCC) $(NVFLAGS) -DMBPO_CUDA_FP32 $(JPEG_FLAGS) -o $@ $< $(CUDA_LIBS) $(JPEG_LIBS)
+
 # Every CUDA op against its CPU op, the whole model on the fixtures, decode, determinism
-# (needs a GPU): the fp32 build first (tight tolerances), then bf16.
-test-cuda: build/cuda/test_cuda build/cuda/test_cuda_fp32
+# (needs a GPU): the fp32 build first (tight tolerances), then bf16; then the programs on the
+# GPU (tests/cuda/runs.sh: kill-and-resume bitwise, mbpo-score and 20 mbpo-train steps vs the CPU).
+test-cuda: build/cuda/test_cuda build/cuda/test_cuda_fp32 $(CUDA_DRIVERS) $(CUDA_FP32_DRIVERS) build/mbpo-train build/mbpo-score \
+           build/mbpo-synth build/mbpo-mine
 	@rc=0; OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda_fp32 || rc=1; \
-	  OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda || rc=1; exit $$rc
+	  OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda || rc=1; \
+	  OMP_NUM_THREADS=$(THREADS) bash tests/cuda/runs.sh || rc=1; exit $$rc
 
 # Two translation units, one implementation: no duplicate or missing symbols.
 check-link: | build
@@ -333,8 +343,15 @@ DEMO_MODEL ?= demo/tiny-sft
 DEMO_OUT   ?= demo-out
 
 # Everything is kept in $(DEMO_OUT); a rerun (or the ablation after the demo) continues.
+# make demo DEVICE=cuda: the same on the GPU (build/cuda/mbpo-demo, bf16), into demo-out-cuda.
+DEVICE ?= cpu
+ifeq ($(DEVICE),cuda)
+demo: build/cuda/mbpo-demo
+	OMP_NUM_THREADS=$(THREADS) ./build/cuda/mbpo-demo --model $(DEMO_MODEL) --out $(DEMO_OUT)-cuda --device cuda
+else
 demo: build/mbpo-demo
 	OMP_NUM_THREADS=$(THREADS) ./build/mbpo-demo --model $(DEMO_MODEL) --out $(DEMO_OUT)
+endif
 
 demo-ablation: build/mbpo-demo
 	OMP_NUM_THREADS=$(THREADS) ./build/mbpo-demo --model $(DEMO_MODEL) --out $(DEMO_OUT) --ablation --seeds 3

@@ -9091,6 +9091,37 @@ static void mbpo__prog_break(const mbpo__prog *p) { if (p->log && p->tty) fprint
 
 /* ------------------------------------------------------------------ 5. runs: mining */
 
+/* The memory plan's shape of a micro-batch: `prompts` prompts of one image (side px pixels
+   square) and `text` text tokens, each with `seqs` sequences of max_new response tokens
+   (targets); decoding G continuations of one prompt. */
+static int mbpo__plan_shape(const mbpo_config *cfg, const mbpo_preproc *pp, mbpo_device device, int64_t prompts, int64_t seqs,
+                            int64_t px, int64_t text, int64_t max_new, int G, mbpo_mem_shape *s) {
+    int64_t rh = 0, rw = 0, patches, per_seq;
+    memset(s, 0, sizeof *s);
+    if (!mbpo_smart_resize(pp, px, px, &rh, &rw)) return 0;
+    patches = (rh / pp->patch) * (rw / pp->patch);
+    per_seq = patches / (cfg->v_merge * cfg->v_merge) + 2 + text + max_new;   /* + vision start/end */
+    s->device = device;
+    s->tokens = prompts * seqs * per_seq;
+    s->patches = prompts * patches;
+    s->targets = prompts * seqs * max_new;
+    s->G = G; s->kv_len = per_seq;
+    return 1;
+}
+/* The plan of a run that only infers (mbpo-mine: IIG, PGD to the pixels, sampling;
+   mbpo-score): one sample of one 448x448 image and 64 text tokens with max_new response
+   tokens, decoded alone: printed on log unless quiet, refused when it does not fit. */
+static int mbpo__infer_plan(const mbpo__env *e, mbpo_device device, int max_new, FILE *log, int quiet, const char *who) {
+    mbpo_mem_shape sh;
+    mbpo_mem_plan p;
+    char prefix[48];
+    if (!mbpo__plan_shape(&e->model.cfg, &e->pp, device, 1, 1, 448, 64, max_new, 1, &sh) || !mbpo_mem_plan_make(&e->model.cfg, &sh, &p))
+        return 0;
+    snprintf(prefix, sizeof prefix, "%s: %s ", who, mbpo_device_name(device));
+    if (log && !quiet) mbpo_mem_plan_print(log, prefix, &p);
+    return mbpo_mem_plan_check(&p, who);
+}
+
 MBPODEF void mbpo_mine_defaults(mbpo_mine_opts *o) {
     memset(o, 0, sizeof *o);
     o->top_k = 0;
@@ -9158,6 +9189,7 @@ static int mbpo__mine_setup(mbpo__mine *M, const mbpo_mine_opts *o) {
     mbpo__prog_start(&M->pg, o->log, 1, "");
     if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&M->e, o->model_dir, o->processor, o->device)) return 0;
     M->env_loaded = 1;
+    if (!mbpo__infer_plan(&M->e, o->device, o->max_new_tokens, o->log, o->quiet, "mine")) return 0;
     if (!mbpo_dataset_load(ds, o->data, o->image_root, o->strict, o->log)) return 0;
     if (ds->n == 0) return mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds->n_bad);
     n1 = (size_t)ds->n + 1;
@@ -9450,7 +9482,8 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
         if (!good) return 0;
     }
     if (!mbpo__env_load(&e, o->model_dir, o->processor, o->device)) return 0;
-    if (!mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
+    if (!mbpo__infer_plan(&e, o->device, o->max_new_tokens, o->log, o->quiet, "score") ||
+        !mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
     if (ds.n == 0) {
         mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds.n_bad);
         goto end;
@@ -10074,23 +10107,6 @@ static int mbpo__train_pool(mbpo__train *T) {
     return 1;
 }
 
-/* The memory plan's shape of a micro-batch: `prompts` prompts of one image (side px pixels
-   square) and `text` text tokens, each with `seqs` sequences of max_new response tokens
-   (targets); decoding G continuations of one prompt. */
-static int mbpo__plan_shape(const mbpo_config *cfg, const mbpo_preproc *pp, mbpo_device device, int64_t prompts, int64_t seqs,
-                            int64_t px, int64_t text, int64_t max_new, int G, mbpo_mem_shape *s) {
-    int64_t rh = 0, rw = 0, patches, per_seq;
-    memset(s, 0, sizeof *s);
-    if (!mbpo_smart_resize(pp, px, px, &rh, &rw)) return 0;
-    patches = (rh / pp->patch) * (rw / pp->patch);
-    per_seq = patches / (cfg->v_merge * cfg->v_merge) + 2 + text + max_new;   /* + vision start/end */
-    s->device = device;
-    s->tokens = prompts * seqs * per_seq;
-    s->patches = prompts * patches;
-    s->targets = prompts * seqs * max_new;
-    s->G = G; s->kv_len = per_seq;
-    return 1;
-}
 MBPODEF int mbpo_train_mem_plan(const mbpo_config *cfg, const mbpo_preproc *pp, const mbpo_train_opts *o, mbpo_mem_shape *sh,
                                 mbpo_mem_plan *p) {
     int online = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;

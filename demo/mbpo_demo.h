@@ -107,6 +107,7 @@ typedef struct {
     int64_t steps;                    /* 500 */
     double lr;                        /* 5e-5 */
     int batch, G, max_new_tokens;     /* 8, 8, 24 */
+    mbpo_device device;               /* where mining, training and scoring compute: the CPU (the reference) */
     FILE *log, *report;
 } mbpo_demo_opts;
 MBPODEF void mbpo_demo_defaults(mbpo_demo_opts *o);
@@ -859,7 +860,7 @@ static int demo__measure(const mbpo_demo_opts *o, const char *world, const char 
             mbpo_score_summary sum;
             mbpo_score_defaults(&so);
             so.model_dir = model; so.data = data; so.image_root = images; so.out_path = out;
-            so.max_new_tokens = o->max_new_tokens; so.strict = 1; so.log = o->log;
+            so.max_new_tokens = o->max_new_tokens; so.strict = 1; so.log = o->log; so.device = o->device;
             ok = mbpo_score(&so, &sum);
         }
         ok = ok && mbpo_synth_eval(data, out, &cell->split[s]);
@@ -907,7 +908,7 @@ static char *demo__mine(const mbpo_demo_opts *o, const char *world, uint64_t see
     mbpo_mine_defaults(&mo);
     mo.model_dir = o->model_dir; mo.data = data; mo.image_root = images; mo.out_dir = dir;
     mo.top_k = o->top_k; mo.random_negatives = rand_negatives; mo.temperature = o->mine_temperature;
-    mo.max_new_tokens = o->max_new_tokens; mo.seed = seed; mo.strict = 1; mo.log = o->log;
+    mo.max_new_tokens = o->max_new_tokens; mo.seed = seed; mo.strict = 1; mo.log = o->log; mo.device = o->device;
     ok = dir && data && images && mbpo_mine(&mo);
     mbpo_free(data); mbpo_free(images);
     if (!ok) { mbpo_free(dir); return NULL; }
@@ -924,7 +925,7 @@ static char *demo__train(const mbpo_demo_opts *o, const char *world, mbpo_mode m
     mbpo_train_defaults(&to);
     to.model_dir = o->model_dir; to.offline = off; to.online = on; to.image_root = images; to.out_dir = dir;
     to.mode = mode; to.adam.lr = o->lr; to.batch = o->batch; to.G = o->G; to.max_new_tokens = o->max_new_tokens;
-    to.steps = o->steps; to.save_every = 0; to.iig_every = 10; to.seed = seed; to.log = o->log;
+    to.steps = o->steps; to.save_every = 0; to.iig_every = 10; to.seed = seed; to.log = o->log; to.device = o->device;
     snprintf(name, sizeof name, "checkpoint-%lld", (long long)o->steps);
     if (dir && off && on && images && mbpo_train(&to)) ck = demo__path_join(dir, name);
     mbpo_free(dir); mbpo_free(off); mbpo_free(on); mbpo_free(images);

@@ -11,7 +11,7 @@
 
 int main(int argc, char **argv) {
     mbpo_demo_opts o;
-    int quiet = 0, rc;
+    int quiet = 0, device = 0, rc;
     mbpo_demo_defaults(&o);
     {
         mbpo_flag flags[] = {
@@ -30,11 +30,14 @@ int main(int argc, char **argv) {
             { "--batch", "N", MBPO_FLAG_INT, &o.batch, ">= 1", "prompts per step" },
             { "--G", "N", MBPO_FLAG_INT, &o.G, ">= 2", "rollouts per online prompt" },
             { "--max-new-tokens", "N", MBPO_FLAG_INT, &o.max_new_tokens, ">= 1", "longest response when mining, training and scoring" },
+            { "--device", "D", MBPO_FLAG_CHOICE, &device, "cpu|cuda",
+              "where mining, training and scoring compute (cuda: bf16, the build of make cuda); IIG of the pairs stays on the CPU" },
             { "--quiet", NULL, MBPO_FLAG_SWITCH, &quiet, NULL, "no progress lines" },
         };
         if (!mbpo_flags_handle("mbpo-demo", "[options]", flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, &rc))
             return rc;
     }
+    o.device = (mbpo_device)device;   /* cpu, cuda = MBPO_DEVICE_CPU, _CUDA */
     o.log = quiet ? NULL : stderr;
     o.report = stdout;
     if (!mbpo_demo(&o)) { fprintf(stderr, "mbpo-demo: %s\n", mbpo_failure_reason()); return 1; }

@@ -3,10 +3,13 @@
 #     bash tests/cuda/device.sh
 # Builds the CUDA drivers and tests (nvcc, sm_90), runs test_cuda in the fp32 and the bf16
 # build, makes Qwen2-VL-2B with random weights in transformers and checks mbpo's logits
-# against it, then the model benchmark (mbpo-bench --gpu-bench) and its transformers side
-# (bench_hf.py). Every step is bounded by `timeout` inside one overall budget (BUDGET seconds,
-# default 460: under 8 minutes on an H200); a failing step does not stop the rest, but the
-# script exits non-zero. Logs: $OUT/*.log (OUT defaults to /tmp/mbpo-device). The summary
+# against it, the programs on the GPU (tests/cuda/runs.sh: kill-and-resume, mbpo-score and
+# mbpo-train against the CPU), the MBPO step benchmark against transformers
+# (tests/cuda/mbpo_bench.sh, on the same 2B), then the model benchmark (mbpo-bench --gpu-bench)
+# and its transformers side (bench_hf.py). Every step is bounded by `timeout` inside one overall
+# budget (BUDGET seconds, default 840: 14 minutes on an H200); a failing step does not stop the
+# rest, but the script exits non-zero. SKIP="name ..." leaves steps out (e.g. SKIP="bench_mbpo
+# bench_hf" to fit a smaller budget). Logs: $OUT/*.log (OUT defaults to /tmp/mbpo-device). The summary
 # table is printed last. FULL3B=1 adds Qwen2.5-VL-3B at full size (step 5; raise BUDGET by 240).
 #
 # libstb: the build links -lstb and needs <stb/stb_image.h>. When the machine has neither and
@@ -14,7 +17,8 @@
 # machine with apt), they are unpacked to /tmp/stbroot and copied under /usr/local.
 set -u
 OUT=${OUT:-/tmp/mbpo-device}
-BUDGET=${BUDGET:-460}
+BUDGET=${BUDGET:-840}
+SKIP=${SKIP:-}
 JOBS=${JOBS:-16}
 THREADS=${THREADS:-16}
 CONFIG=tests/reference/configs/qwen2vl_2b.json
@@ -29,6 +33,7 @@ left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 # step NAME MAX_SECONDS COMMAND...: run with timeout min(MAX, time left - 5), log to $OUT/NAME.log
 step() {
     local name=$1 max=$2; shift 2
+    case " $SKIP " in *" $name "*) echo "== $name: skipped (SKIP)"; STEPS+=("$name skip 0"); return 0;; esac
     local l; l=$(left); l=$(( l - 5 ))
     local lim=$(( max < l ? max : l ))
     if [ "$lim" -lt 10 ]; then
@@ -71,7 +76,8 @@ if [ ! -e /usr/include/stb/stb_image.h ] && [ ! -e /usr/local/include/stb/stb_im
 fi
 
 # 1. build: the drivers (make cuda) and test_cuda in bf16 and fp32
-step build 240 make -j"$JOBS" cuda build/cuda/test_cuda build/cuda/test_cuda_fp32 build/cuda/test_fullsize_fp32
+step build 240 make -j"$JOBS" cuda build/cuda/test_cuda build/cuda/test_cuda_fp32 build/cuda/test_fullsize_fp32 \
+    build/cuda-fp32/mbpo-train build/cuda-fp32/mbpo-score build/mbpo-train build/mbpo-score build/mbpo-synth build/mbpo-mine
 
 # 2. every op, the fixtures, mid-size, decode, determinism: fp32 first (tight), then bf16
 #    (the binaries that make test-cuda runs, run one by one so both always run)
@@ -82,11 +88,18 @@ if [ -x build/cuda/test_cuda ]; then
     step test_cuda_bf16 150 env OMP_NUM_THREADS="$THREADS" build/cuda/test_cuda
 else echo "== test_cuda_bf16: not built"; STEPS+=("test_cuda_bf16 notbuilt 0"); FAILED=1; fi
 
+# 2b. the programs on the GPU: resume bitwise after a stop and a SIGKILL, scoring and training vs the CPU
+step runs 180 env OMP_NUM_THREADS="$THREADS" WORK=/tmp/mbpo-runs bash tests/cuda/runs.sh
+
 # 3. Qwen2-VL-2B: transformers makes the weights and its logits, then mbpo (bf16) on them
 step ref_2b 150 python3 tests/reference/qwen2vl_2b_random.py --config "$CONFIG" --out "$Q2B"
 if [ -x build/cuda/test_cuda ] && [ -e "$Q2B/parity_input.safetensors" ]; then
     step parity_2b 120 env OMP_NUM_THREADS="$THREADS" build/cuda/test_cuda 2b --2b "$Q2B"
 else echo "== parity_2b: skipped (no test_cuda or no $Q2B)"; STEPS+=("parity_2b skipped 0"); FAILED=1; fi
+# 3b. the MBPO step benchmark on the same 2B: mbpo-train / mbpo-mine vs tests/reference/mbpo_hf.py
+if [ -e "$Q2B/config.json" ]; then
+    step mbpo_bench 420 env WORK="$OUT/mbpo-bench" MODEL="$Q2B" BUDGET=400 THREADS="$THREADS" JOBS="$JOBS" bash tests/cuda/mbpo_bench.sh
+else echo "== mbpo_bench: skipped (no $Q2B)"; STEPS+=("mbpo_bench skipped 0"); FAILED=1; fi
 rm -rf "$Q2B"   # 4.4 GB
 
 # 4. the model benchmark: mbpo, then transformers
@@ -140,6 +153,8 @@ for s in steps:
     summ = ""
     t = log(name)
     m = re.findall(r"^(\d+) passed, (\d+) failed", t, re.M)
+    if name in ("runs", "mbpo_bench"):
+        summ = "; ".join(l.strip()[:100] for l in t.splitlines() if l.startswith(("ok ", "FAIL", "runs.sh", "mbpo_bench:")))[:300]
     if m: summ = f"{m[-1][0]} passed, {m[-1][1]} failed"
     for pat in (r"^\s*(ok|!!)\s+2b logits.*$", r"^SKIP.*$", r"^qwen2vl_2b_random:.*$", r"^\s*(ok|!!)\s+logits: max.*$",
                 r"^test_fullsize: (passed|FAILED).*$"):
@@ -187,6 +202,9 @@ print(f"  tokens {f(g(mb,'tokens'), '%.0f')} (hf {f(g(hf,'tokens'), '%.0f')}), p
       f"mbpo fwd {f(g(mb,'forward_ms'), '%.1f')} ms, fwd+bwd {f(g(mb,'fwd_bwd_ms'), '%.1f')} ms; "
       f"hf fwd {f(g(hf,'forward_ms'), '%.1f')} ms, fwd+bwd {f(g(hf,'fwd_bwd_ms'), '%.1f')} ms")
 print("=" * 100)
+mbt = log("mbpo_bench")
+if "MBPO step benchmark" in mbt:   # its own table, as mbpo_bench.sh printed it
+    print(mbt[mbt.index("MBPO step benchmark"):].rstrip())
 print("device.sh: " + ("SOME STEP FAILED" if failed != "0" else "all steps ok") + f" (logs in {out})")
 PY
 exit $FAILED

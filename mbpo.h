@@ -663,8 +663,10 @@ MBPODEF int mbpo_verify_mc(const char *question, const char *response, char labe
 MBPODEF int mbpo_verify(const mbpo_sample *sample, const char *response);
 
 /* Image Information Gain (docs/DESIGN.md 1): IIG = logp(y | q, I) - logp(y | q, I_black) per
-   sequence of the batch: two forwards, the second with pixel_values_black (the black image
-   of the same size through the same preprocessing: mbpo_image_init + mbpo_image_preprocess).
+   sequence of the batch: the batch with its images and again with pixel_values_black (the
+   black image of the same size through the same preprocessing: mbpo_image_init +
+   mbpo_image_preprocess), packed into one forward when the plan holds twice the batch (the
+   same bits as two forwards: packed sequences are independent), else two forwards.
    Writes per-sequence sums iig_sum (B) and per-token means iig_mean (B) (either may be
    NULL), and the log-probs of both passes into logp / logp_black (N) when not NULL. */
 MBPODEF int mbpo_iig(mbpo_model *m, const mbpo_batch *batch, const float *pixel_values_black, double *iig_sum,
@@ -7985,18 +7987,62 @@ MBPODEF int mbpo_verify(const mbpo_sample *s, const char *response) {
 
 /* ------------------------------------------------------------------ 4. objectives: IIG */
 
+/* The batch twice in one: b's sequences, then the same ones on the black images (their
+   image refs shifted past b's images). Packed sequences are independent, so each half's
+   log-probs are the bits of its own forward. 0 when the plan cannot hold it. */
+static int mbpo__iig_pair(const mbpo_model *m, const mbpo_batch *b, const float *pv_black, mbpo_batch *d, int32_t **ids,
+                          int64_t **offs, uint8_t **tgt, int32_t **grid, float **pv, int32_t **refs, int64_t **roffs) {
+    const mbpo_acts *a = m->acts;
+    int64_t T = b->seq_offsets[b->n_seqs], P = 0, R = b->image_ref_offsets ? b->image_ref_offsets[b->n_seqs] : 0, s, i;
+    int64_t pix = mbpo_config_pix(&m->cfg), B = b->n_seqs;
+    for (i = 0; i < b->n_images; i++) P += (int64_t)b->grid_thw[3 * i] * b->grid_thw[3 * i + 1] * b->grid_thw[3 * i + 2];
+    if (!a || 2 * T > a->max_T || 2 * P > a->max_P || 2 * mbpo__batch_targets(b) > a->max_N || 2 * b->n_images > a->max_images)
+        return 0;
+    *ids = (int32_t *)mbpo__alloc((size_t)(2 * T) * sizeof(int32_t));
+    *offs = (int64_t *)mbpo__alloc((size_t)(2 * B + 1) * sizeof(int64_t));
+    *tgt = (uint8_t *)mbpo__alloc((size_t)(2 * T));
+    *grid = (int32_t *)mbpo__alloc((size_t)(6 * b->n_images + 1) * sizeof(int32_t));
+    *pv = (float *)mbpo__alloc((size_t)(2 * P * pix + 1) * sizeof(float));
+    *refs = (int32_t *)mbpo__alloc((size_t)(2 * R + 1) * sizeof(int32_t));
+    *roffs = (int64_t *)mbpo__alloc((size_t)(2 * B + 1) * sizeof(int64_t));
+    if (!*ids || !*offs || !*tgt || !*grid || !*pv || !*refs || !*roffs) return 0;
+    memcpy(*ids, b->ids, (size_t)T * sizeof(int32_t)); memcpy(*ids + T, b->ids, (size_t)T * sizeof(int32_t));
+    memcpy(*tgt, b->target, (size_t)T); memcpy(*tgt + T, b->target, (size_t)T);
+    for (s = 0; s <= B; s++) { (*offs)[s] = b->seq_offsets[s]; (*offs)[B + s] = T + b->seq_offsets[s]; }
+    if (b->n_images) {
+        memcpy(*grid, b->grid_thw, (size_t)(3 * b->n_images) * sizeof(int32_t));
+        memcpy(*grid + 3 * b->n_images, b->grid_thw, (size_t)(3 * b->n_images) * sizeof(int32_t));
+        memcpy(*pv, b->pixel_values, (size_t)(P * pix) * sizeof(float));
+        memcpy(*pv + P * pix, pv_black, (size_t)(P * pix) * sizeof(float));
+    }
+    for (s = 0; s <= B; s++) {
+        (*roffs)[s] = b->image_ref_offsets ? b->image_ref_offsets[s] : 0;
+        (*roffs)[B + s] = R + (*roffs)[s];
+    }
+    for (i = 0; i < R; i++) { (*refs)[i] = b->image_refs[i]; (*refs)[R + i] = b->image_refs[i] + b->n_images; }
+    memset(d, 0, sizeof *d);
+    d->n_seqs = (int)(2 * B); d->ids = *ids; d->seq_offsets = *offs; d->target = *tgt;
+    d->n_images = 2 * b->n_images; d->grid_thw = *grid; d->pixel_values = *pv; d->image_refs = *refs; d->image_ref_offsets = *roffs;
+    return 1;
+}
 MBPODEF int mbpo_iig(mbpo_model *m, const mbpo_batch *b, const float *pixel_values_black, double *iig_sum,
                      double *iig_mean, float *logp, float *logp_black) {
-    mbpo_batch black = *b;
+    mbpo_batch black = *b, both;
     int64_t N, s, t, n = 0;
-    float *lp = NULL, *lb = NULL;
+    float *lp = NULL, *lb = NULL, *l2 = NULL, *pv = NULL;
+    int32_t *ids = NULL, *grid = NULL, *refs = NULL;
+    int64_t *offs = NULL, *roffs = NULL;
+    uint8_t *tgt = NULL;
     int ok = 0;
     N = mbpo__batch_targets(b);
     lp = logp ? logp : (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
     lb = logp_black ? logp_black : (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
     if (!lp || !lb) goto end;
     black.pixel_values = pixel_values_black;
-    if (mbpo_model_forward(m, b, lp) != N || mbpo_model_forward(m, &black, lb) != N) goto end;
+    if (mbpo__iig_pair(m, b, pixel_values_black, &both, &ids, &offs, &tgt, &grid, &pv, &refs, &roffs)) {   /* one forward */
+        if (!(l2 = (float *)mbpo__alloc((size_t)(2 * N + 1) * sizeof(float))) || mbpo_model_forward(m, &both, l2) != 2 * N) goto end;
+        memcpy(lp, l2, (size_t)N * sizeof(float)); memcpy(lb, l2 + N, (size_t)N * sizeof(float));
+    } else if (mbpo_model_forward(m, b, lp) != N || mbpo_model_forward(m, &black, lb) != N) goto end;   /* a plan for one */
     for (s = 0; s < b->n_seqs; s++) {
         double sum = 0;
         int64_t cnt = 0;
@@ -8009,6 +8055,7 @@ MBPODEF int mbpo_iig(mbpo_model *m, const mbpo_batch *b, const float *pixel_valu
 end:
     if (!logp) mbpo_free(lp);
     if (!logp_black) mbpo_free(lb);
+    mbpo_free(l2); mbpo_free(pv); mbpo_free(ids); mbpo_free(grid); mbpo_free(refs); mbpo_free(offs); mbpo_free(roffs); mbpo_free(tgt);
     return ok;
 }
 
@@ -9015,7 +9062,10 @@ static int mbpo__sample_iig(mbpo__env *e, const mbpo_sample *s, const mbpo__img 
     memset(&bi, 0, sizeof bi);
     if (!mbpo_image_init(&black, im->resized.width, im->resized.height)) return 0;
     if (mbpo__img_from_rgb(&bi, &e->pp, &black) && mbpo__seq_make(&q, e, s, im, response)) {
-        ok = mbpo_iig(&e->model, &q.b, bi.pv, sum, mean, NULL, NULL);
+        int64_t t, N = 0;
+        for (t = 0; t < q.chat.n; t++) N += q.chat.target[t];
+        ok = mbpo__ensure_plan(&e->model, 2 * q.chat.n, 2 * im->P, 2 * N, 0) &&   /* both passes in one forward */
+             mbpo_iig(&e->model, &q.b, bi.pv, sum, mean, NULL, NULL);
         mbpo_chat_free(&q.chat);
     }
     mbpo__img_free(&bi);

@@ -512,6 +512,13 @@ static void iig_case(const char *variant) {
           "%s: IIG %.6f (ref %.6f), mean %.6f (ref %.6f), logp max |diff| %.2e", variant, sum, ref_sum, mean, ref_mean, worst);
     printf("  %s  IIG %s vs transformers: sum %.6f (ref %.6f), mean %.6f (ref %.6f), logp max |diff| %.2e\n",
            worst < 1e-4 && fabs(sum - ref_sum) < 1e-4 ? "ok" : "!!", variant, sum, ref_sum, mean, ref_mean, worst);
+    {   /* planned for twice the batch, the two passes run as one packed forward: the same bits */
+        float lp2[16], lb2[16];
+        double sum2, mean2;
+        REQUIRE(mbpo_model_plan(&m, 2 * T, 2 * n_patches, 32, 0) && mbpo_iig(&m, &b, black_ours, &sum2, &mean2, lp2, lb2), "iig x2");
+        CHECK(!memcmp(lp, lp2, 8 * sizeof(float)) && !memcmp(lb, lb2, 8 * sizeof(float)) && sum == sum2 && mean == mean2,
+              "%s: IIG's two passes in one packed forward equal the two forwards bitwise", variant);
+    }
     mbpo_free(black_ours);
     mbpo_model_free(&m);
     mbpo_st_close(&st);

@@ -615,7 +615,8 @@ typedef struct {
     int64_t max_len;                 /* prompt + new tokens */
     int64_t len;                     /* tokens in the cache (the same for every continuation) */
     int64_t rope_delta;              /* M-RoPE: a text token at index t has position t + rope_delta */
-    float *logits;                   /* (G, V) of the last step, host memory */
+    float *logits;                   /* (G, V) of the last step, host memory (unless device_logits) */
+    int device_logits;               /* leave the logits on the backend (mbpo_generate samples there) */
     /* backend memory (the model's backend): one block holding the cache (L, G, max_len,
        NKV*HS) of keys after RoPE and of values, and one decoding step's activations */
     const mbpo_ops *ops;
@@ -6265,6 +6266,8 @@ typedef struct mbpo__x mbpo_x;
    of mbpo_adamw_opts, the clipping factor of this step's gradient (1: none) and the bias
    corrections 1 - beta^t. */
 typedef struct { double lr, beta1, beta2, eps, weight_decay, scale, bc1, bc2; } mbpo__adamw_k;
+/* The scalars of a sampling step: temperature (<= 0: greedy) and the ids never emitted. */
+typedef struct { double temperature; int n_ban; int64_t ban[4]; } mbpo__sample_k;
 
 struct mbpo__ops {
     const char *name;                 /* "cpu", "cuda" */
@@ -6359,6 +6362,13 @@ struct mbpo__ops {
        of the fp32 master weights and moments (mbpo_adamw_step's formula, in double), then
        px = the backend's copy of master (bf16 on the GPU; on the CPU px is master) */
     int (*sumsq)(mbpo_backend *be, double *out_host, const float *g, int64_t n);
+    /* sampling, one token per live row of z (G, V), fp32 logits on the backend, into tok_host:
+       the ids k->ban[] set to -inf in z first, then greedy (argmax, lowest id on ties) when
+       k->temperature <= 0, else the draw u_host[g] in [0, 1) walked through softmax(z / T) in
+       id order (mbpo_sample_token without top-k / top-p); rows with live_host[g] == 0 are
+       left alone (tok_host and z) */
+    int (*sample)(mbpo_backend *be, int32_t *tok_host, float *z, const double *u_host, const unsigned char *live_host,
+                  int64_t G, int64_t V, const mbpo__sample_k *k);
     int (*adamw)(mbpo_backend *be, float *master, mbpo_x *px, float *m, float *v, const float *g, int64_t n,
                  const mbpo__adamw_k *k);
 };
@@ -6644,6 +6654,27 @@ static int mbpo__cpu_logits(mbpo_backend *be, float *z, const mbpo_x *x, const m
 #undef MBPO__CF
 #undef MBPO__CPU
 
+static int32_t mbpo__sample_u(const float *logits, int64_t V, const mbpo_gen_opts *o, double u, float *scratch);
+static int64_t mbpo__argmax(const float *z, int64_t V);
+static int mbpo__cpu_sample(mbpo_backend *be, int32_t *tok_host, float *z, const double *u_host, const unsigned char *live_host,
+                            int64_t G, int64_t V, const mbpo__sample_k *k) {
+    mbpo_gen_opts o;
+    float *scratch = k->temperature > 0 ? (float *)mbpo__alloc((size_t)(2 * V) * sizeof(float)) : NULL;
+    int64_t g;
+    int b;
+    (void)be;
+    if (k->temperature > 0 && !scratch) return 0;
+    memset(&o, 0, sizeof o);
+    o.temperature = k->temperature; o.top_p = 1;
+    for (g = 0; g < G; g++) {
+        float *row = z + g * V;
+        if (!live_host[g]) continue;
+        for (b = 0; b < k->n_ban; b++) if (k->ban[b] >= 0 && k->ban[b] < V) row[k->ban[b]] = -INFINITY;
+        tok_host[g] = k->temperature > 0 ? mbpo__sample_u(row, V, &o, u_host[g], scratch) : (int32_t)mbpo__argmax(row, V);
+    }
+    mbpo_free(scratch);
+    return 1;
+}
 /* sequential: one order for every n, and the bits of mbpo_grad_norm's sum */
 static int mbpo__cpu_sumsq(mbpo_backend *be, double *out_host, const float *g, int64_t n) {
     double sum = 0;
@@ -6678,7 +6709,7 @@ static const mbpo_ops mbpo__cpu_ops = {
     mbpo__cpu_mrope_tables, mbpo__cpu_vrope_tables, mbpo__cpu_rope_apply,
     mbpo__cpu_attention_forward, mbpo__cpu_attention_backward, mbpo__cpu_attention_decode, mbpo__cpu_kv_append,
     mbpo__cpu_embed_forward, mbpo__cpu_embed_backward, mbpo__cpu_head_forward, mbpo__cpu_head_backward, mbpo__cpu_logits,
-    mbpo__cpu_sumsq, mbpo__cpu_adamw
+    mbpo__cpu_sumsq, mbpo__cpu_sample, mbpo__cpu_adamw
 };
 
 #ifdef MBPO_CUDA
@@ -7838,7 +7869,7 @@ MBPODEF int mbpo_kv_prefill(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt
     kv->len = S;
     MBPO__OP(m->ops->logits(m->be, k.logits, mbpo__xat(m->ops, m->acts->xf, (S - 1) * H), mbpo__w(m, m->w.lm_head), 1, H, V));
     for (g = 1; g < kv->G; g++) MBPO__OP(m->ops->copy(m->be, k.logits + g * V, k.logits, (size_t)V * sizeof(float)));
-    return m->ops->download(m->be, kv->logits, k.logits, (size_t)(kv->G * V) * sizeof(float));
+    return kv->device_logits || m->ops->download(m->be, kv->logits, k.logits, (size_t)(kv->G * V) * sizeof(float));
 }
 
 /* One decoding step of G tokens at index t = kv->len: each layer is mbpo__decoder_layer on
@@ -7874,7 +7905,7 @@ MBPODEF int mbpo_kv_decode(mbpo_model *m, mbpo_kv *kv, const int32_t *token) {
     }
     MBPO__OP(ops->rmsnorm_forward(m->be, k.x1, k.rstd, k.x, mbpo__w(m, m->w.norm_w), G, H, (float)c->rms_norm_eps));
     MBPO__OP(ops->logits(m->be, k.logits, k.x1, mbpo__w(m, m->w.lm_head), G, H, c->vocab_size));
-    MBPO__OP(ops->download(m->be, kv->logits, k.logits, (size_t)(G * c->vocab_size) * sizeof(float)));
+    if (!kv->device_logits) MBPO__OP(ops->download(m->be, kv->logits, k.logits, (size_t)(G * c->vocab_size) * sizeof(float)));
     kv->len = t + 1;
     return 1;
 }
@@ -7890,12 +7921,16 @@ static int mbpo__cand_desc(const void *a, const void *b) {
     if (x->p != y->p) return x->p > y->p ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
-MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen_opts *o, mbpo_rng *rng, float *scratch) {
+static int64_t mbpo__argmax(const float *z, int64_t V) {   /* the lowest id on ties */
+    int64_t i, best = 0;
+    for (i = 1; i < V; i++) if (z[i] > z[best]) best = i;
+    return best;
+}
+/* The token drawn by u in [0, 1) at o->temperature > 0. */
+static int32_t mbpo__sample_u(const float *logits, int64_t V, const mbpo_gen_opts *o, double u, float *scratch) {
     mbpo__cand *cand = (mbpo__cand *)scratch;   /* 2V floats hold V candidates */
-    int64_t i, n = 0, best = 0, keep;
-    double mx, sum = 0, cut, u, acc = 0, top_p = o->top_p > 0 && o->top_p < 1 ? o->top_p : 1.0;
-    for (i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
-    if (o->temperature <= 0) return (int32_t)best;
+    int64_t i, n = 0, best = mbpo__argmax(logits, V), keep;
+    double mx, sum = 0, cut, acc = 0, top_p = o->top_p > 0 && o->top_p < 1 ? o->top_p : 1.0;
     mx = logits[best];
     for (i = 0; i < V; i++) sum += exp((logits[i] - mx) / o->temperature);
     cut = top_p < 1 ? (1 - top_p) / (double)V : 0;
@@ -7913,20 +7948,55 @@ MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen
         for (i = 0; i < keep; i++) { mass += cand[i].p; if (mass >= top_p * kept) { keep = i + 1; break; } }
     }
     for (i = 0, sum = 0; i < keep; i++) sum += cand[i].p;
-    u = mbpo_rng_uniform(rng) * sum;
+    u *= sum;
     for (i = 0; i < keep; i++) { acc += cand[i].p; if (u < acc) return cand[i].id; }
     return cand[keep - 1].id;
 }
+MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen_opts *o, mbpo_rng *rng, float *scratch) {
+    if (o->temperature <= 0) return (int32_t)mbpo__argmax(logits, V);
+    return mbpo__sample_u(logits, V, o, mbpo_rng_uniform(rng), scratch);
+}
 
+/* One step of mbpo_generate with the logits on the backend: the draws in the order
+   mbpo_sample_token takes them (continuation by continuation, live ones only), the sample op,
+   then each live continuation's token appended (done at a stop token); idle ones repeat their
+   last token so the cache stays in lockstep. */
+static int mbpo__generate_step(mbpo_model *m, mbpo_kv *kv, const mbpo_gen_opts *o, mbpo_rng *rng, int32_t *tok,
+                               unsigned char *done, int32_t *out_ids, int *out_len, int *live, double *u, unsigned char *alive) {
+    const mbpo_config *c = &m->cfg;
+    mbpo__sample_k sk;
+    mbpo__kv_bufs kb;
+    int g, k;
+    memset(&sk, 0, sizeof sk);
+    sk.temperature = o->temperature;
+    sk.ban[0] = c->image_token_id; sk.ban[1] = c->video_token_id; sk.ban[2] = c->vision_start_token_id;
+    sk.ban[3] = c->vision_end_token_id; sk.n_ban = 4;   /* text never holds the vision tokens */
+    for (g = 0; g < kv->G; g++) {
+        alive[g] = !done[g];
+        u[g] = alive[g] && o->temperature > 0 ? mbpo_rng_uniform(rng) : 0.0;
+    }
+    mbpo__kv_get(kv, c, &kb);
+    if (!m->ops->sample(m->be, tok, kb.logits, u, alive, kv->G, c->vocab_size, &sk)) return 0;
+    for (g = 0; g < kv->G; g++) {
+        if (done[g]) { tok[g] = out_ids[(int64_t)g * o->max_new_tokens + out_len[g] - 1]; continue; }   /* idle */
+        out_ids[(int64_t)g * o->max_new_tokens + out_len[g]++] = tok[g];
+        for (k = 0; k < o->n_stop; k++) if (tok[g] == o->stop_ids[k]) { done[g] = 1; (*live)--; break; }
+    }
+    return 1;
+}
 MBPODEF int mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, const mbpo_gen_opts *o,
                           mbpo_rng *rng, int32_t *out_ids, int *out_len) {
     int64_t V = m->cfg.vocab_size, step;
     int g, k, live;
     int32_t *tok = NULL;
     float *scratch = NULL;
-    unsigned char *done = NULL;
+    double *u = NULL;
+    unsigned char *done = NULL, *alive = NULL;
     int ok = 0;
     if (o->max_new_tokens < 1) return mbpo__fail("mbpo_generate: max_new_tokens must be positive");
+    /* plain temperature sampling and greedy run on the backend (the sample op), so the (G, V)
+       logits never cross to the host; top-k / top-p sort on the host */
+    kv->device_logits = m->ops && m->ops->sample && o->top_k <= 0 && !(o->top_p > 0 && o->top_p < 1);
     if (!mbpo_kv_prefill(m, kv, prompt)) return 0;
     if (kv->len + o->max_new_tokens > kv->max_len)
         return mbpo__fail("mbpo_generate: %lld prompt + %d new tokens exceed the cache's %lld", (long long)kv->len,
@@ -7934,9 +8004,16 @@ MBPODEF int mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, 
     tok = (int32_t *)mbpo__alloc((size_t)kv->G * sizeof(int32_t));
     scratch = (float *)mbpo__alloc((size_t)(2 * V) * sizeof(float));
     done = (unsigned char *)mbpo__calloc((size_t)kv->G, 1);
-    if (!tok || !scratch || !done) goto end;
+    u = (double *)mbpo__alloc((size_t)kv->G * sizeof(double));
+    alive = (unsigned char *)mbpo__alloc((size_t)kv->G);
+    if (!tok || !scratch || !done || !u || !alive) goto end;
     for (g = 0; g < kv->G; g++) out_len[g] = 0;
     for (step = 0, live = kv->G; step < o->max_new_tokens && live > 0; step++) {
+        if (kv->device_logits) {   /* sampled where the logits are */
+            if (!mbpo__generate_step(m, kv, o, rng, tok, done, out_ids, out_len, &live, u, alive)) goto end;
+            if (live > 0 && step + 1 < o->max_new_tokens && !mbpo_kv_decode(m, kv, tok)) goto end;
+            continue;
+        }
         for (g = 0; g < kv->G; g++) {
             if (done[g]) { tok[g] = out_ids[(int64_t)g * o->max_new_tokens + out_len[g] - 1]; continue; }   /* idle */
             {   /* text never contains the vision tokens: the model has no business emitting them */
@@ -7952,7 +8029,8 @@ MBPODEF int mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, 
     }
     ok = 1;
 end:
-    mbpo_free(tok); mbpo_free(scratch); mbpo_free(done);
+    kv->device_logits = 0;   /* the caller's own decode steps bring their logits to the host */
+    mbpo_free(tok); mbpo_free(scratch); mbpo_free(done); mbpo_free(u); mbpo_free(alive);
     return ok;
 }
 

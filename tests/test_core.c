@@ -385,6 +385,48 @@ static void greedy_case(const char *variant, int with_image) {
         for (kk = 0; kk < 60; kk++) vis += many[kk] >= 1000 && many[kk] <= 1003;
         CHECK(vis == 0, "no vision token among 60 tokens sampled at T = 20 (%d)", vis);
     }
+    {   /* mbpo_generate samples where the logits are (the backend's sample op): the same tokens
+           as mbpo_sample_token on the host copy, drawing from one RNG continuation by
+           continuation, live ones only (a stop token ends one early); top-p sorts on the host */
+        int32_t got[3 * 20], want[3 * 20], tok[3], stop = -1;
+        int lens3[3], len_w[3] = { 0, 0, 0 }, kk, step, done[3] = { 0, 0, 0 }, eq = 1, t;
+        float scratch[2048];
+        mbpo_gen_opts hot = o;
+        hot.temperature = 1.5;
+        for (t = 0; t < 2; t++) {
+            hot.top_p = t ? 0.9 : 1.0;
+            mbpo_rng_seed(&rng, 91);
+            REQUIRE(mbpo_generate(&m, &kv, &b, &hot, &rng, got, lens3), "sampled generate");
+            if (t == 0) stop = got[3];   /* continuation 0's 4th token: a stop token from now on */
+            hot.stop_ids = &stop; hot.n_stop = 1;
+            mbpo_rng_seed(&rng, 91);
+            REQUIRE(mbpo_generate(&m, &kv, &b, &hot, &rng, got, lens3), "sampled generate with a stop");
+            mbpo_rng_seed(&rng, 91);
+            REQUIRE(mbpo_kv_prefill(&m, &kv, &b), "prefill");
+            memset(done, 0, sizeof done); memset(len_w, 0, sizeof len_w);
+            for (step = 0; step < 20; step++) {
+                for (kk = 0; kk < 3; kk++) {
+                    float *row = kv.logits + kk * V;
+                    if (done[kk]) { tok[kk] = want[kk * 20 + len_w[kk] - 1]; continue; }
+                    row[m.cfg.image_token_id] = row[m.cfg.video_token_id] = -INFINITY;
+                    row[m.cfg.vision_start_token_id] = row[m.cfg.vision_end_token_id] = -INFINITY;
+                    tok[kk] = mbpo_sample_token(row, V, &hot, &rng, scratch);
+                    want[kk * 20 + len_w[kk]++] = tok[kk];
+                    if (tok[kk] == stop) done[kk] = 1;
+                }
+                if (done[0] && done[1] && done[2]) break;
+                if (step + 1 < 20) REQUIRE(mbpo_kv_decode(&m, &kv, tok), "decode");
+            }
+            for (kk = 0; kk < 3; kk++) {
+                int j;
+                eq &= lens3[kk] == len_w[kk];
+                for (j = 0; j < len_w[kk] && eq; j++) eq &= got[kk * 20 + j] == want[kk * 20 + j];
+            }
+            CHECK(eq && (t || lens3[0] <= 4), "T 1.5%s, a stop token: mbpo_generate's tokens = mbpo_sample_token's on the host "
+                  "(lengths %d %d %d)", t ? ", top-p 0.9" : "", lens3[0], lens3[1], lens3[2]);
+            hot.stop_ids = NULL; hot.n_stop = 0;
+        }
+    }
     (void)out; (void)n_out;
     mbpo_kv_free(&kv);
     mbpo_model_free(&m);

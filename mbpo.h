@@ -10190,6 +10190,7 @@ typedef struct {
     mbpo__mb *mbs;                   /* (grad_accum) micro-batches of the current batch */
     const mbpo__item *bad_item;      /* the prompt being collected, named when it fails */
     int env_loaded, have_ref, use_ref;
+    int stepping;                    /* in the loop: a failure names the checkpoint to resume from */
     mbpo__batch_stats bs;
     /* the current update */
     double loss, kl, adv_abs, norm, t_update;
@@ -10580,14 +10581,8 @@ static int mbpo__train_checkpoint(mbpo__train *T, int64_t u) {
     for (k = T->step - u; k <= T->step && o->save_every > 0; k++) due |= k % o->save_every == 0;
     if (!due) return 1;
     if (!mbpo_model_opt_to_host(&T->e.model, &T->opt) ||   /* a device's master and moments, for the files */
-        !mbpo__save_checkpoint(o, &T->e, &T->opt, T->step, T->position, o->final_weights_only && T->step == o->steps)) {
-        int64_t kept = mbpo__latest_checkpoint(o->out_dir);
-        if (kept > 0)
-            mbpo__fail_suffix("\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; once the "
-                              "cause is fixed, the same command resumes from it", (long long)T->step, (long long)kept);
-        else mbpo__fail_suffix("\nstopped at step %lld before any checkpoint was written", (long long)T->step);
-        return 0;
-    }
+        !mbpo__save_checkpoint(o, &T->e, &T->opt, T->step, T->position, o->final_weights_only && T->step == o->steps))
+        return 0;   /* mbpo_train names the newest whole checkpoint */
     mbpo__rotate_checkpoints(o->out_dir, o->save_total_limit);
     return 1;
 }
@@ -10608,6 +10603,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     int ok = 0, finished = 0;
     int64_t mb, u;
     if (!mbpo__train_setup(&T, o) || !mbpo__train_resume(&T, &finished)) goto end;
+    T.stepping = 1;
     while (!finished && T.step < o->steps) {
         /* the batch: rollouts are sampled now, from the policy as it stands, and scored by
            the reference once */
@@ -10627,6 +10623,13 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     }
     ok = 1;
 end:
+    if (!ok && T.stepping) {   /* a full disk, a CUDA error, out of memory: what to resume from */
+        int64_t kept = mbpo__latest_checkpoint(o->out_dir);
+        if (kept > 0)
+            mbpo__fail_suffix("\nstopped at step %lld: checkpoint-%lld is the newest whole checkpoint; once the "
+                              "cause is fixed, the same command resumes from it", (long long)T.step, (long long)kept);
+        else mbpo__fail_suffix("\nstopped at step %lld before any checkpoint was written", (long long)T.step);
+    }
     mbpo__train_free(&T);
     return ok;
 }

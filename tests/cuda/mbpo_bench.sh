@@ -92,19 +92,7 @@ if [ -e "$M/config.json" ] && [ ! -e "$M/tokenizer.json" ]; then   # the Qwen2 t
        tests/fixtures/tokenizer/chat_template.json "$M/"
 fi
 if [ -e "$M/config.json" ] && [ ! -e "$M/preprocessor_config.json" ]; then   # Qwen2-VL-2B-Instruct's values
-    cat > "$M/preprocessor_config.json" <<'EOF'
-{
-  "min_pixels": 3136,
-  "max_pixels": 12845056,
-  "patch_size": 14,
-  "temporal_patch_size": 2,
-  "merge_size": 2,
-  "image_mean": [0.48145466, 0.4578275, 0.40821073],
-  "image_std": [0.26862954, 0.26130258, 0.27577711],
-  "image_processor_type": "Qwen2VLImageProcessor",
-  "processor_class": "Qwen2VLProcessor"
-}
-EOF
+    cp tests/configs/Qwen2-VL-2B-Instruct/preprocessor_config.json "$M/"
 fi
 
 # 2. the inputs

@@ -7,8 +7,9 @@
    the specification; tests/test_cuda.cu compares the two).
 
    Storage: mbpo__cx is __nv_bfloat16 (default) or float (MBPO_CUDA_FP32, the parity build).
-   All arithmetic is fp32; every value is rounded to mbpo__cx once, when stored. Parameter
-   gradients, norm statistics, log-sum-exps, rotary tables, logits and log-probs are float.
+   All arithmetic is fp32 (the optimizer's is double, as the CPU op's); every value is
+   rounded to mbpo__cx once, when stored. Parameter gradients, norm statistics,
+   log-sum-exps, rotary tables, logits, log-probs and the optimizer state are float.
 
    Determinism: every op gives the same bits run to run. No atomics on floats; every
    reduction has a fixed order that depends only on the shape (warp butterflies, fixed-size
@@ -17,11 +18,13 @@
 
    Memory: everything an op needs beyond its arguments is allocated in create: a 32 MiB
    workspace shared, in stream order, by cuBLASLt, the column-sum partials of the norms and
-   of dbias (at most 2 x 128 x C floats: C <= 32768) and the fp32 staging of x_upload /
-   x_download. Ops allocate nothing; a new GEMM shape costs one host-side heuristic query.
+   of dbias (at most 2 x 128 x C floats: C <= 32768), the fp32 staging of x_upload /
+   x_download and the per-block partial sums of sumsq (1025 doubles). Ops allocate
+   nothing; a new GEMM shape costs one host-side heuristic query.
 
    Sections: 1 common, 2 memory, 3 matmul, 4 norms, 5 elementwise, 6 rotary, 7 embedding,
-   8 KV cache, 9 head, 10 logits, 11 attention (from the attention unit), 12 the table.
+   8 KV cache, 9 head, 10 logits, 11 attention (from the attention unit), 12 optimizer
+   (sumsq, adamw), 13 the table.
 
    STATUS: compiles with nvcc 13 -arch=sm_90 (bf16 and MBPO_CUDA_FP32), zero warnings.
    It has not run on a GPU yet: test_cuda.cu is what makes it trusted. */
@@ -258,6 +261,12 @@ static int mbpo__cuda_alloc(mbpo_backend *be, void **p, size_t bytes, const char
     }
     if (bytes) MBPO__CU(cudaMemsetAsync(*p, 0, bytes, c->stream));
     return 1;
+}
+/* the GPU's memory in bytes, for the memory plan (0 when the driver cannot tell) */
+static double mbpo__cuda_total_bytes(void) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) { (void)cudaGetLastError(); return 0; }
+    return (double)total_b;
 }
 static void mbpo__cuda_release(mbpo_backend *be, void *p) {
     if (!p) return;
@@ -1661,7 +1670,93 @@ static int mbpo__cuda_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo
 }
 
 
-/* ------------------------------------------------------------------ 12. the table
+/* ------------------------------------------------------------------ 12. optimizer
+
+   sumsq: the sum of g[i]^2 in double, in an order fixed by n alone: the grid is
+   nb = min(mbpo__cuda_blocks(n), MBPO__SUMSQ_BLOCKS) blocks of MBPO__CUDA_THREADS, a
+   function of n and compile-time constants, never of the device (SM count, occupancy).
+   Pass 1: thread t of block b adds its grid-stride values in index order, then the block
+   adds its threads in a fixed shared-memory tree into partial b (doubles, in the workspace);
+   pass 2: one block, thread t adds partials t, t + 256, ..., then the same tree; the sum is
+   downloaded. Each (double)g * g is exact (24 x 24 bits <= 53), so an FMA contraction of
+   s += g * g rounds as the separate add does. About 8 KiB of workspace.
+   adamw: one grid-stride kernel, mbpo__cpu_adamw's formula in double per value; then px =
+   master stored as mbpo__cx by mbpo__st (the rounding of x_upload; a copy in the fp32
+   build, where px may be master itself: each thread reads its master[i] before it writes). */
+#define MBPO__SUMSQ_BLOCKS 1024
+
+/* sum of the MBPO__CUDA_THREADS values v of the block in a fixed tree over sh
+   (MBPO__CUDA_THREADS doubles); thread 0 gets the result */
+static __device__ double mbpo__block_sum_fixed(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned o = MBPO__CUDA_THREADS / 2; o > 0; o >>= 1) {
+        if (threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    return sh[0];
+}
+static __global__ void mbpo__k_sumsq_partial(double *part, const float *g, int64_t n) {
+    __shared__ double sh[MBPO__CUDA_THREADS];
+    double s = 0.0;
+    MBPO__FOR(i, n) s += (double)g[i] * g[i];
+    s = mbpo__block_sum_fixed(s, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+static __global__ void mbpo__k_sumsq_finish(double *sum, const double *part, int64_t nb) {
+    __shared__ double sh[MBPO__CUDA_THREADS];
+    double s = 0.0;
+    for (int64_t b = threadIdx.x; b < nb; b += MBPO__CUDA_THREADS) s += part[b];
+    s = mbpo__block_sum_fixed(s, sh);
+    if (threadIdx.x == 0) *sum = s;
+}
+/* *out_host = sum of g[i]^2 over g (n) fp32 on the device (tested against mbpo__cpu_sumsq) */
+static int mbpo__cuda_sumsq(mbpo_backend *be, double *out_host, const float *g, int64_t n) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    double *part = (double *)c->workspace;   /* nb partials, then the sum */
+    unsigned nb = mbpo__cuda_blocks(n, MBPO__CUDA_THREADS);
+    cudaError_t e;
+    if (n < 0) return mbpo__fail("sumsq: %lld values", (long long)n);
+    if (n == 0) { *out_host = 0.0; return 1; }
+    if (nb > MBPO__SUMSQ_BLOCKS) nb = MBPO__SUMSQ_BLOCKS;
+    if ((size_t)(nb + 1) * sizeof(double) > c->workspace_size)
+        return mbpo__fail("sumsq over %lld values: %u partial sums exceed the %.1f MB workspace", (long long)n, nb,
+                          (double)c->workspace_size / 1e6);
+    mbpo__k_sumsq_partial<<<nb, MBPO__CUDA_THREADS, 0, c->stream>>>(part, g, n);
+    MBPO__LAUNCHED("mbpo__k_sumsq_partial", n);
+    mbpo__k_sumsq_finish<<<1, MBPO__CUDA_THREADS, 0, c->stream>>>(part + nb, part, (int64_t)nb);
+    MBPO__LAUNCHED("mbpo__k_sumsq_finish", nb);
+    /* a fault in either kernel surfaces here: name the op and its size */
+    e = cudaMemcpyAsync(out_host, part + nb, sizeof(double), cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess)
+        return mbpo__fail("sumsq over %lld values (%u blocks): download of the sum: %s", (long long)n, nb,
+                          cudaGetErrorString(e));
+    return 1;
+}
+
+/* one AdamW update of master, m, v (n) fp32 from g (n), px (n) = master as mbpo__cx; k by value */
+static __global__ void mbpo__k_adamw(float *master, mbpo__cx *px, float *m, float *v, const float *g, mbpo__adamw_k k,
+                                     int64_t n) {
+    MBPO__FOR(i, n) {
+        double gi = g[i] * k.scale;
+        double mi = k.beta1 * m[i] + (1 - k.beta1) * gi;
+        double vi = k.beta2 * v[i] + (1 - k.beta2) * gi * gi;
+        float p = (float)(master[i] - k.lr * (k.weight_decay * master[i] + (mi / k.bc1) / (sqrt(vi / k.bc2) + k.eps)));
+        m[i] = (float)mi; v[i] = (float)vi;
+        master[i] = p;
+        mbpo__st(px, i, p);
+    }
+}
+/* master, m, v (n) updated, px (n) written; g (n); k on the host (tested against mbpo__cpu_adamw) */
+static int mbpo__cuda_adamw(mbpo_backend *be, float *master, mbpo_x *px, float *m, float *v, const float *g, int64_t n,
+                            const mbpo__adamw_k *k) {
+    if (n < 0) return mbpo__fail("adamw: %lld values", (long long)n);
+    MBPO__EW_LAUNCH(mbpo__k_adamw, n, master, MBPO__CUDA_X(px), m, v, g, *k);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 13. the table
    (every entry of struct mbpo__ops, in declaration order) */
 
 static const mbpo_ops mbpo__cuda_ops = {
@@ -1674,7 +1769,10 @@ static const mbpo_ops mbpo__cuda_ops = {
     mbpo__cuda_swiglu_forward, mbpo__cuda_swiglu_backward, mbpo__cuda_add, mbpo__cuda_gather_rows,
     mbpo__cuda_mrope_tables, mbpo__cuda_vrope_tables, mbpo__cuda_rope_apply,
     mbpo__cuda_attention_forward, mbpo__cuda_attention_backward, mbpo__cuda_attention_decode, mbpo__cuda_kv_append,
-    mbpo__cuda_embed_forward, mbpo__cuda_embed_backward, mbpo__cuda_head_forward, mbpo__cuda_head_backward, mbpo__cuda_logits
+    mbpo__cuda_embed_forward, mbpo__cuda_embed_backward, mbpo__cuda_head_forward, mbpo__cuda_head_backward, mbpo__cuda_logits,
+    mbpo__cuda_sumsq,   /* tested against mbpo__cpu_sumsq (test_cuda.cu: test_optimizer) */
+    NULL,               /* sample: none yet, so mbpo_generate samples on the host from downloaded logits */
+    mbpo__cuda_adamw    /* tested against mbpo__cpu_adamw (test_cuda.cu: test_optimizer) */
 };
 
 /* the file's own statement macros; the MBPO__CUDA_* constants stay */

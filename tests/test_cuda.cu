@@ -237,6 +237,7 @@ typedef struct {
     const char *op;
     int tc, cases, fails, refused, absolute;   /* absolute: max-abs error instead of the metric */
     double worst, tol;
+    const char *metric;                        /* the name of a metric of the op's own, or NULL */
     char worst_shape[160];
 } opstat;
 static void op_begin(opstat *st, const char *op, int tc) {
@@ -244,14 +245,14 @@ static void op_begin(opstat *st, const char *op, int tc) {
     st->op = op; st->tc = tc; st->tol = tol_of(tc);
 }
 static void op_end(opstat *st) {
+    const char *metric = st->metric ? st->metric : st->absolute ? "max-abs" : metric_name();
     if (st->fails) {
-        printf("FAIL  %-22s %d of %d comparisons failed (%s, tol %.1e)\n", st->op, st->fails, st->cases,
-               st->absolute ? "max-abs" : metric_name(), st->tol);
+        printf("FAIL  %-22s %d of %d comparisons failed (%s, tol %.1e)\n", st->op, st->fails, st->cases, metric, st->tol);
         return;
     }
     if (!st->cases) { n_failed++; printf("FAIL  %-22s nothing was compared\n", st->op); return; }
     n_passed++;
-    printf("  ok  %-22s %3d comparisons, worst %s %.2e (tol %.1e) at %s%s\n", st->op, st->cases, st->absolute ? "max-abs" : metric_name(),
+    printf("  ok  %-22s %3d comparisons, worst %s %.2e (tol %.1e) at %s%s\n", st->op, st->cases, metric,
            st->worst, st->tol, st->worst_shape, st->refused ? " (some odd shapes refused, see --)" : "");
 }
 /* compare the GPU side of b against the CPU side; tol < 0: the class tolerance */
@@ -772,6 +773,132 @@ static void test_head(void) {
     op_end(&hf); op_end(&hb); op_end(&lg);
 }
 
+/* The optimizer on the backend.
+   sumsq: g (n) fp32 random, n 1, 1000 and 2^20 + 17 (more than the capped grid: the
+   grid-stride loop and both passes); the GPU sums in another order than the CPU's
+   sequential one, both in double over exact squares, so |got - ref| / ref <= 1e-12 (a
+   sequential sum of n positive terms is within n u ~ 1.2e-10 worst case, ~sqrt(n) u
+   typically); and two GPU calls give the same bits (the order depends on n only).
+   adamw: n = 2^20 + 5 random master, g, m and v >= 0, one update with k of a run (lr 3e-4,
+   betas 0.9 / 0.999, eps 1e-8, step 10, no decay, no clipping) and one at step 1 with
+   decay 0.1 and a clipping factor 0.37. master, m and v must be within 1 float ulp of the
+   CPU op's, not bitwise: nvcc contracts the double a * b + c of the formula into FMAs
+   (and the host compiler, with -march=native -ffp-contract=fast, may too, elsewhere), which
+   moves each double result by about an ulp of double; the two roundings to float agree
+   unless a float rounding boundary lies between the two doubles, and then differ by one ulp
+   (more would take a cancellation of b1 m + (1 - b1) g to 2^-29 of its terms). px must be
+   exactly the backend conversion of the GPU's own master (bf16 round to nearest even; the
+   fp32 build: equal). */
+static int64_t ulp_order(float f) {   /* floats as integers in value order: ulp distance = difference */
+    int32_t i;
+    memcpy(&i, &f, 4);
+    return i < 0 ? -(int64_t)(i & 0x7fffffff) : (int64_t)i;
+}
+static void cmp_ulp(opstat *st, const char *shape, const char *what, const tbuf *b, int64_t max_ulp) {
+    float *got = (float *)hmem((size_t)b->n * sizeof(float)), *ref = (float *)hmem((size_t)b->n * sizeof(float));
+    int64_t i, worst = 0, nbad = 0, wi = 0;
+    if (!got || !ref) return;
+    st->cases++;
+    if (!tb_get(b, 0, ref) || !tb_get(b, 1, got)) {
+        st->fails++; n_failed++;
+        printf("FAIL  %s %s [%s]: download: %s\n", st->op, what, shape, mbpo_failure_reason());
+        return;
+    }
+    for (i = 0; i < b->n; i++) {
+        int64_t d = ulp_order(got[i]) - ulp_order(ref[i]);
+        if (d < 0) d = -d;
+        if (!isfinite(got[i]) || !isfinite(ref[i])) d = memcmp(&got[i], &ref[i], 4) ? INT64_MAX : 0;
+        if (d > max_ulp) nbad++;
+        if (d > worst) { worst = d; wi = i; }
+    }
+    if (nbad) {
+        st->fails++; n_failed++;
+        printf("FAIL  %s %s [%s]: %lld of %lld values more than %lld ulp apart (worst at %lld: got %.9g ref %.9g)\n", st->op,
+               what, shape, (long long)nbad, (long long)b->n, (long long)max_ulp, (long long)wi, got[wi], ref[wi]);
+        return;
+    }
+    if ((double)worst >= st->worst) {
+        st->worst = (double)worst;
+        snprintf(st->worst_shape, sizeof st->worst_shape, "%s %s", what, shape);
+    }
+}
+static void test_optimizer(void) {
+    static const int64_t sizes[3] = { 1, 1000, (1 << 20) + 17 };
+    opstat sq, aw, ax;
+    int k, ok_;
+    char shape[96];
+    op_begin(&sq, "sumsq", TC_EXACT);
+    sq.metric = "rel-err"; sq.tol = 1e-12;
+    for (k = 0; k < 3; k++) {
+        int64_t n = sizes[k];
+        double out[2] = { NAN, NAN }, again = NAN, rel;
+        tbuf g;
+        g_setup_ok = 1;
+        snprintf(shape, sizeof shape, "n=%lld", (long long)n);
+        g = in_f(n, 1.0);
+        BOTH(&sq, shape, 0, OPS[s]->sumsq(BE[s], &out[s], FP(g), n));
+        if (ok_ && !OPS[1]->sumsq(BE[1], &again, (const float *)g.p[1], n)) { ok_ = 0; call_failed(&sq, shape, 1, 0); }
+        if (ok_) {
+            rel = fabs(out[1] - out[0]) / (fabs(out[0]) > 1e-300 ? fabs(out[0]) : 1e-300);
+            sq.cases++;
+            if (!(rel <= sq.tol) || memcmp(&out[1], &again, sizeof(double))) {
+                sq.fails++; n_failed++;
+                printf("FAIL  sumsq [%s]: got %.17g ref %.17g (rel-err %.3e, tol %.0e); a second call gave %.17g (%s)\n", shape,
+                       out[1], out[0], rel, sq.tol, again, memcmp(&out[1], &again, sizeof(double)) ? "differs" : "same bits");
+            } else if (rel >= sq.worst) { sq.worst = rel; snprintf(sq.worst_shape, sizeof sq.worst_shape, "%s", shape); }
+        }
+        pool_release();
+    }
+    op_end(&sq);
+
+    op_begin(&aw, "adamw", TC_EXACT);
+    aw.metric = "ulp"; aw.tol = 1;
+    op_begin(&ax, "adamw px", TC_EXACT);
+    ax.metric = "mismatches";
+    for (k = 0; k < 2; k++) {
+        const int64_t n = (1 << 20) + 5;
+        mbpo__adamw_k kk;
+        int64_t i, nbad = 0, first = -1;
+        float *hv = hrand(n, 1e-3, 0), *gm, *gp;
+        tbuf master, px, m, v, g;
+        g_setup_ok = 1;
+        if (k == 0) { kk.lr = 3e-4; kk.beta1 = 0.9; kk.beta2 = 0.999; kk.eps = 1e-8; kk.weight_decay = 0; kk.scale = 1; }
+        else { kk.lr = 1e-5; kk.beta1 = 0.9; kk.beta2 = 0.95; kk.eps = 1e-6; kk.weight_decay = 0.1; kk.scale = 0.37; }
+        kk.bc1 = 1 - pow(kk.beta1, k == 0 ? 10.0 : 1.0);
+        kk.bc2 = 1 - pow(kk.beta2, k == 0 ? 10.0 : 1.0);
+        snprintf(shape, sizeof shape, "n=%lld lr=%g wd=%g scale=%g step=%d", (long long)n, kk.lr, kk.weight_decay, kk.scale,
+                 k == 0 ? 10 : 1);
+        if (hv) for (i = 0; i < n; i++) hv[i] *= hv[i];   /* second moments ~ g^2 >= 0 */
+        master = in_f(n, 0.05); g = in_f(n, 1e-3); m = in_f(n, 1e-4); v = in_fv(hv, n);
+        px = out_x(n);
+        /* the CPU op's px is its master (the CPU has no second copy) */
+        BOTH(&aw, shape, 0, OPS[s]->adamw(BE[s], FP(master), s ? XP(px) : (mbpo_x *)FP(master), FP(m), FP(v), FP(g), n, &kk));
+        if (!ok_) { pool_release(); continue; }
+        cmp_ulp(&aw, shape, "master", &master, 1);
+        cmp_ulp(&aw, shape, "m", &m, 1);
+        cmp_ulp(&aw, shape, "v", &v, 1);
+        gm = (float *)hmem((size_t)n * sizeof(float)); gp = (float *)hmem((size_t)n * sizeof(float));
+        if (!gm || !gp) { pool_release(); continue; }
+        ax.cases++;
+        if (!tb_get(&master, 1, gm) || !tb_get(&px, 1, gp)) {
+            ax.fails++; n_failed++;
+            printf("FAIL  adamw px [%s]: download: %s\n", shape, mbpo_failure_reason());
+        } else {
+            for (i = 0; i < n; i++) {
+                float want = xround(gm[i]);
+                if (memcmp(&gp[i], &want, 4)) { if (first < 0) first = i; nbad++; }
+            }
+            if (nbad) {
+                ax.fails++; n_failed++;
+                printf("FAIL  adamw px [%s]: %lld of %lld values are not the storage type of master (first at %lld: px %.9g, "
+                       "master %.9g)\n", shape, (long long)nbad, (long long)n, (long long)first, gp[first], gm[first]);
+            } else if (!ax.worst_shape[0]) snprintf(ax.worst_shape, sizeof ax.worst_shape, "px %s", shape);
+        }
+        pool_release();
+    }
+    op_end(&aw); op_end(&ax);
+}
+
 static void test_ops(void) {
     if (!run_test("ops")) return;
     printf("  (%s build; metric %s; CUDA x_size %zu)\n", BUILD_NAME, metric_name(), OPS[1]->x_size);
@@ -785,6 +912,7 @@ static void test_ops(void) {
     test_decode_ops();
     test_embed();
     test_head();
+    test_optimizer();
 }
 
 /* ============================================================== whole model: shared pieces */

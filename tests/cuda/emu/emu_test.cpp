@@ -595,6 +595,74 @@ static void test_dz(int64_t cn, int64_t V) {
     check_det("logsoftmax_gather_backward (in-place dz kernel)", sh, r[0], r[1]);
 }
 
+/* ---- section 12, the optimizer. sumsq against the CPU's sequential sum: another order, both
+   in double over exact squares, so rel-err <= 1e-12 (not bitwise), and the same bits on a
+   second call. adamw against mbpo__cpu_adamw bit for bit (the same double formula on the
+   host, -ffp-contract=off on both sides; on the GPU nvcc's FMAs allow 1 float ulp, see
+   test_cuda.cu), px exactly the storage type of the GPU's own master. */
+static void check_d(const std::string &op, const char *shape, double got, double ref, double tol) {
+    double e = fabs(got - ref) / (fabs(ref) > 1e-300 ? fabs(ref) : 1e-300);
+    bool ok = e <= tol;   /* false for a NaN */
+    row &t = table[op];
+    if (!t.cases) order_.push_back(op);
+    t.cases++; t.err = e > t.err ? e : t.err; t.bitwise = t.bitwise && got == ref; t.pass = t.pass && ok;
+    t.tol = tol > t.tol ? tol : t.tol;
+    if (ok) n_pass++;
+    else { n_fail++; printf("FAIL %s %s: got %.17g ref %.17g (rel-err %.3g, tol %.3g)\n", op.c_str(), shape, got, ref, e, tol); }
+}
+static void test_sumsq(int64_t n) {
+    char sh[64]; snprintf(sh, sizeof sh, "n=%lld", (long long)n);
+    vec g = rndf(n, 3);
+    double ref = NAN, got[2] = {NAN, NAN};
+    P->sumsq(cbe, &ref, g.data(), n);
+    float *gg = df(g);
+    for (int rep = 0; rep < 2; rep++) GOK(G->sumsq(gbe, &got[rep], gg, n));
+    check_d("sumsq", sh, got[0], ref, 1e-12);
+    bytes a, b;
+    raw_add(a, &got[0], sizeof(double)); raw_add(b, &got[1], sizeof(double));
+    check_det("sumsq", sh, a, b);
+    dfree_all();
+}
+static void test_adamw(int64_t n, int variant) {
+    mbpo__adamw_k k;
+    if (!variant) { k.lr = 3e-4; k.beta1 = 0.9; k.beta2 = 0.999; k.eps = 1e-8; k.weight_decay = 0; k.scale = 1; }
+    else { k.lr = 1e-5; k.beta1 = 0.9; k.beta2 = 0.95; k.eps = 1e-6; k.weight_decay = 0.1; k.scale = 0.37; }
+    k.bc1 = 1 - pow(k.beta1, variant ? 1.0 : 10.0);
+    k.bc2 = 1 - pow(k.beta2, variant ? 1.0 : 10.0);
+    char sh[96]; snprintf(sh, sizeof sh, "n=%lld wd=%g scale=%g step=%d", (long long)n, k.weight_decay, k.scale, variant ? 1 : 10);
+    vec p0 = rndf(n, 0.05), g = rndf(n, 1e-3), m0 = rndf(n, 1e-4), v0 = rndf(n, 1e-3);
+    for (auto &x : v0) x = x * x;
+    vec rp = p0, rm = m0, rv = v0;
+    P->adamw(cbe, rp.data(), (mbpo_x *)rp.data(), rm.data(), rv.data(), g.data(), n, &k);
+    bytes r[2];
+    for (int rep = 0; rep < 2; rep++) {
+        float *gp = df(p0), *gm = df(m0), *gv = df(v0), *gg = df(g);
+        mbpo_x *px = dx_poison(n);
+        GOK(G->adamw(gbe, gp, px, gm, gv, gg, n, &k));
+        vec hp = fget(gp, n);
+        if (!rep) {
+            checkf("adamw", "master", sh, hp, rp, 0, true);
+            checkf("adamw", "m", sh, fget(gm, n), rm, 0, true);
+            checkf("adamw", "v", sh, fget(gv, n), rv, 0, true);
+            vec want = hp;
+            for (auto &x : want) x = rx(x);
+            check("adamw px = storage type of master", "px", sh, xget(px, n), want, 0, true);
+        }
+        raw_add(r[rep], gp, (size_t)n * 4); raw_add(r[rep], gm, (size_t)n * 4); raw_add(r[rep], gv, (size_t)n * 4);
+        raw_add(r[rep], px, (size_t)n * sizeof(mbpo__cx));
+        dfree_all();
+    }
+    check_det("adamw", sh, r[0], r[1]);
+#if FP32
+    {   /* fp32 storage: px may be master itself */
+        float *gp = df(p0), *gm = df(m0), *gv = df(v0), *gg = df(g);
+        GOK(G->adamw(gbe, gp, (mbpo_x *)gp, gm, gv, gg, n, &k));
+        checkf("adamw (px == master)", "master", sh, fget(gp, n), rp, 0, true);
+        dfree_all();
+    }
+#endif
+}
+
 int main(int argc, char **argv) {
     const char *only = argc > 1 ? argv[1] : "";
     setvbuf(stdout, NULL, _IOLBF, 0);   /* complete logs even when a sanitizer aborts */
@@ -638,6 +706,15 @@ int main(int argc, char **argv) {
         float *f = df_poison(64);
         expect_fail("head_forward chunk=0", G->head_forward(gbe, f, f, a, a, NULL, NULL, 1, 8, 8, 0, a, f));
         dfree_all();
+    }
+    if (RUN("optim")) {
+        /* 256 Ki + 3: just over MBPO__SUMSQ_BLOCKS x 256 values, so pass 1 strides; 2^20 + 17 as test_cuda.cu */
+        std::vector<int64_t> ns = {0, 1, 1000, 256 * 1024 + 3};
+        if (!getenv("EMU_SMALL")) ns.push_back((1 << 20) + 17);
+        for (int64_t n : ns) test_sumsq(n);
+        for (int64_t n : {(int64_t)1, (int64_t)1000, getenv("EMU_SMALL") ? (int64_t)70001 : (int64_t)(1 << 20) + 5})
+            for (int variant = 0; variant < 2; variant++) test_adamw(n, variant);
+        expect_fail("sumsq n=-1", G->sumsq(gbe, NULL, NULL, -1));
     }
 
     printf("\n%-58s %5s %12s %9s %8s %s\n", "op (" BUILD ")", "cases", "max err", "tol", "bitwise", "result");

@@ -11,7 +11,8 @@ Rewrites (each must match exactly the expected number of times, or this script f
   4. static `__shared__ T name[n];` -> `T *name = mbpo__emu_shared<T>(n);`;
   5. cuBLASLt planning (mbpo__cuda_align .. mbpo__cuda_plan_get) removed, and the matmul call
      in mbpo__cuda_gemm replaced by mbpo__emu_gemm (emu_gemm.h, a plain host GEMM);
-  6. section 11 (attention; tested by the attention unit's own emulation (not kept)) replaced by stubs that fail."""
+  6. section 11 (attention; tested by the attention unit's own emulation (not kept)) replaced by stubs that fail;
+     section 12 (optimizer: sumsq, adamw) and the table after it are kept."""
 import re, sys, os, shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,9 +35,9 @@ src = sub(r'#include <(cuda_runtime|cuda_bf16|cublasLt)\.h>\n', '', src, 3, what
 src = sub(r'(#define MBPO__CUDA_MAX_BLOCKS [^\n]*\n)', r'#ifndef MBPO__CUDA_MAX_BLOCKS\n\1#endif\n', src, 1,
           what='MAX_BLOCKS guard')
 
-# 6. section 11 out (before the launch rewrite: its launches are templates)
+# 6. section 11 out (before the launch rewrite: its launches are templates), up to section 12
 m1 = src.index('/* ------------------------------------------------------------------ 11. attention')
-m2 = src.index('/* ------------------------------------------------------------------ 12. the table')
+m2 = src.index('/* ------------------------------------------------------------------ 12. optimizer')
 stubs = '''/* 11. attention: not emulated here (see the attention unit's own emulation (not kept)) */
 static int mbpo__cuda_attention_forward(mbpo_backend *, mbpo_x *, float *, const mbpo_x *, const mbpo_x *,
         const mbpo_x *, const int64_t *, const int64_t *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int) {
@@ -65,12 +66,14 @@ def launch(m):
     k, cfg = m.group(1), m.group(2)
     name = '#kernel' if k == 'kernel' else '"%s"' % k
     return 'mbpo__emu_launch(%s, %s).run(%s, ' % (name, cfg, k)
-src = sub(r'(\w+(?:<\w+>)?)<<<(.*?)>>>\(', launch, src, None, flags=re.S, what='launches')
+# 23: sections 2-10 (21) and the two sumsq passes (adamw launches through MBPO__EW_LAUNCH)
+src = sub(r'(\w+(?:<\w+>)?)<<<(.*?)>>>\(', launch, src, 23, flags=re.S, what='launches')
 if '<<<' in src:
     sys.exit('mkemu: a launch was not rewritten')
 
 # 4. static shared arrays
-src = sub(r'__shared__ (\w+) (\w+)\[([^\]]+)\];', r'\1 *\2 = mbpo__emu_shared<\1>(\3);', src, None, what='static shared')
+# 5: the embedding's staged metadata (2), the head's block reductions (1), the two sumsq trees (2)
+src = sub(r'__shared__ (\w+) (\w+)\[([^\]]+)\];', r'\1 *\2 = mbpo__emu_shared<\1>(\3);', src, 5, what='static shared')
 if '__shared__' in src:
     sys.exit('mkemu: a __shared__ declaration was not rewritten (dynamic shared memory is not supported here)')
 if 'cublasLtMatmul(' in src or 'cublasLtMatmulDescSetAttribute' in src:

@@ -1,12 +1,16 @@
 #!/bin/sh
 # Negative controls: plant one bug at a time in a copy of the generated file and check that
 # the emulation test (or ThreadSanitizer) catches it. Run after mkemu.py.
+#   ./mutate.sh                 every mutant
+#   ./mutate.sh NAME...         only these (e.g. ./mutate.sh adamw_no_bias_correction1)
 cd "$(dirname "$0")"
+only="$*"
 CXX="g++ -std=c++17 -O1 -g -ffp-contract=off -w"
 LIBS="-lstb -lm -lpthread"
 mkdir -p logs
 mut() {   # name, python replace (old, new), build flags, test filter, env
     name=$1; old=$2; new=$3; flags=$4; filt=$5
+    if [ -n "$only" ]; then case " $only " in *" $name "*) ;; *) return ;; esac; fi
     rm -rf build_mut; mkdir build_mut; cp build/mbpo.h build_mut/
     python3 -c "
 import sys; s=open('build/mbpo_cuda.cuh').read(); o=sys.argv[1]; n=sys.argv[2]
@@ -26,4 +30,6 @@ mut dz_no_barrier '        __syncthreads();
 mut embed_no_tile_barrier '        __syncthreads();                             /* the previous tile is consumed */' '' -fsanitize=thread embed
 mut embed_shared_too_small 'int64_t *s_fr = mbpo__emu_shared<int64_t>(MBPO__CUDA_THREADS);' 'int64_t *s_fr = mbpo__emu_shared<int64_t>(MBPO__CUDA_THREADS / 2);' -fsanitize=address embed
 mut gelu_bwd_missing_dout 'mbpo__st(dinp, i, mbpo__ld(dout, i) * (cdf + x * pdf));' 'mbpo__st(dinp, i, (cdf + x * pdf));' -DMBPO_CUDA_FP32 ew
+mut adamw_no_bias_correction1 '(mi / k.bc1)' 'mi' -DMBPO_CUDA_FP32 optim
+mut sumsq_drops_last_partial 'for (int64_t b = threadIdx.x; b < nb; b += MBPO__CUDA_THREADS)' 'for (int64_t b = threadIdx.x; b < nb - 1; b += MBPO__CUDA_THREADS)' '' optim
 rm -rf build_mut

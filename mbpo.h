@@ -542,6 +542,7 @@ typedef struct {
     int opt_fresh;                   /* xmaster and the backend moments hold the newest state */
     int host_stale;                  /* the backend's master (and moments) are newer than params and opt's */
     int borrowed;                    /* be and acts are another model's (mbpo_model_borrow_plan) */
+    int pixels_on_backend;           /* the next forward finds its pixel rows in the arena (mbpo_pgd) */
 } mbpo_model;
 
 /* Allocate a model for cfg with zeroed parameters. */
@@ -6369,6 +6370,16 @@ struct mbpo__ops {
        left alone (tok_host and z) */
     int (*sample)(mbpo_backend *be, int32_t *tok_host, float *z, const double *u_host, const unsigned char *live_host,
                   int64_t G, int64_t V, const mbpo__sample_k *k);
+    /* PGD on the backend (mbpo_pgd), on the image x (n = H*W*3 fp32 values in [0, 1]):
+       pixels: pv[j] = (x[map[j]] * k - m[c]) / s[c], c = map[j] % 3, the product rounded on its
+       own and left out when k == 1 (mbpo_pixels_from_float's arithmetic), pv in the storage type;
+       pixels_backward: dx[i] = (sum over tau < T of dpv[inv[i*T + tau]]) * k / s[c] (the adjoint);
+       pgd_step: x = clip01(clip(x - step * sign(dx), x0 - eps, x0 + eps)), the ball only when eps >= 0.
+       kms: k, m[3], s[3] (fp32, host) */
+    int (*pixels)(mbpo_backend *be, mbpo_x *pv, const float *x, const int64_t *map, int64_t n_pv, const float *kms);
+    int (*pixels_backward)(mbpo_backend *be, float *dx, const mbpo_x *dpv, const int64_t *inv, int64_t n, int64_t T,
+                           const float *kms);
+    int (*pgd_step)(mbpo_backend *be, float *x, const float *x0, const float *dx, int64_t n, float step, float eps);
     int (*adamw)(mbpo_backend *be, float *master, mbpo_x *px, float *m, float *v, const float *g, int64_t n,
                  const mbpo__adamw_k *k);
 };
@@ -6675,6 +6686,49 @@ static int mbpo__cpu_sample(mbpo_backend *be, int32_t *tok_host, float *z, const
     mbpo_free(scratch);
     return 1;
 }
+static float mbpo__mul_rounded(float a, float b);
+static float mbpo__clip01(float v);
+static int mbpo__cpu_pixels(mbpo_backend *be, mbpo_x *pv, const float *x, const int64_t *map, int64_t n_pv, const float *kms) {
+    float *out = (float *)(void *)pv, k = kms[0];
+    int64_t j;
+    (void)be;
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (j = 0; j < n_pv; j++) {
+        float v = x[map[j]];
+        int64_t c = map[j] % 3;
+        if (k != 1.0f) v = mbpo__mul_rounded(v, k);
+        out[j] = (v - kms[1 + c]) / kms[4 + c];
+    }
+    return 1;
+}
+static int mbpo__cpu_pixels_backward(mbpo_backend *be, float *dx, const mbpo_x *dpv, const int64_t *inv, int64_t n, int64_t T,
+                                     const float *kms) {
+    const float *g = (const float *)(const void *)dpv;
+    float k = kms[0];
+    int64_t i;
+    (void)be;
+    MBPO__OMP("omp parallel for schedule(static)")
+    for (i = 0; i < n; i++) {
+        float sum = 0.0f;
+        int64_t tau;
+        for (tau = 0; tau < T; tau++) sum += g[inv[i * T + tau]];
+        dx[i] = (k != 1.0f ? sum * k : sum) / kms[4 + i % 3];
+    }
+    return 1;
+}
+static int mbpo__cpu_pgd_step(mbpo_backend *be, float *x, const float *x0, const float *dx, int64_t n, float step, float eps) {
+    int64_t i;
+    (void)be;
+    for (i = 0; i < n; i++) {
+        float v = x[i] - step * (float)((dx[i] > 0) - (dx[i] < 0));
+        if (eps >= 0) {                              /* project onto the eps ball around the clean image */
+            float lo = x0[i] - eps, hi = x0[i] + eps;
+            v = v < lo ? lo : v > hi ? hi : v;
+        }
+        x[i] = mbpo__clip01(v);
+    }
+    return 1;
+}
 /* sequential: one order for every n, and the bits of mbpo_grad_norm's sum */
 static int mbpo__cpu_sumsq(mbpo_backend *be, double *out_host, const float *g, int64_t n) {
     double sum = 0;
@@ -6709,7 +6763,7 @@ static const mbpo_ops mbpo__cpu_ops = {
     mbpo__cpu_mrope_tables, mbpo__cpu_vrope_tables, mbpo__cpu_rope_apply,
     mbpo__cpu_attention_forward, mbpo__cpu_attention_backward, mbpo__cpu_attention_decode, mbpo__cpu_kv_append,
     mbpo__cpu_embed_forward, mbpo__cpu_embed_backward, mbpo__cpu_head_forward, mbpo__cpu_head_backward, mbpo__cpu_logits,
-    mbpo__cpu_sumsq, mbpo__cpu_sample, mbpo__cpu_adamw
+    mbpo__cpu_sumsq, mbpo__cpu_sample, mbpo__cpu_pixels, mbpo__cpu_pixels_backward, mbpo__cpu_pgd_step, mbpo__cpu_adamw
 };
 
 #ifdef MBPO_CUDA
@@ -7304,7 +7358,7 @@ static int mbpo__batch_prepare(mbpo_model *m, const mbpo_batch *b) {
     }
     /* to the backend: the metadata in one copy, the pixels in the storage type */
     if (!m->ops->upload(m->be, a->dibase, a->ibase, n_ints * sizeof(int64_t))) return 0;
-    if (P && !m->ops->x_upload(m->be, a->pix, b->pixel_values, P * mbpo_config_pix(c))) return 0;
+    if (P && !m->pixels_on_backend && !m->ops->x_upload(m->be, a->pix, b->pixel_values, P * mbpo_config_pix(c))) return 0;
     if (P && c->arch == MBPO_ARCH_QWEN2_5_VL &&
         !m->ops->gather_rows(m->be, a->pixw, a->pix, MBPO__DEV(a, a->vperm), P, mbpo_config_pix(c))) return 0;
     if (m->params_stale) {   /* the host parameters changed (an optimizer step): upload them once */
@@ -7641,7 +7695,8 @@ static int mbpo__vision_backward(mbpo_model *m, int want_dpixel) {
     return 1;
 }
 
-MBPODEF int mbpo_model_backward(mbpo_model *m, const mbpo_batch *b, const float *dlogp, float *dpixel_values) {
+/* want_dpix: d(pixel_values) into the arena's dpix (and to dpixel_values on the host if not NULL) */
+static int mbpo__model_backward(mbpo_model *m, const mbpo_batch *b, const float *dlogp, int want_dpix, float *dpixel_values) {
     mbpo_acts *a = m->acts;
     const mbpo_config *c = &m->cfg;
     int64_t H = c->hidden_size;
@@ -7655,10 +7710,13 @@ MBPODEF int mbpo_model_backward(mbpo_model *m, const mbpo_batch *b, const float 
                                    MBPO__DEV(a, a->tgt_row), MBPO__DEV32(a, a->tgt_label), a->N, H, c->vocab_size,
                                    MBPO__HEAD_CHUNK, a->chunk_x, a->chunk_logits, a->chunk_dx));
     MBPO__OP(mbpo__lm_backward(m));
-    if (a->P && (m->grads || dpixel_values)) MBPO__OP(mbpo__vision_backward(m, dpixel_values != NULL));
+    if (a->P && (m->grads || want_dpix)) MBPO__OP(mbpo__vision_backward(m, want_dpix));
     if (a->P && dpixel_values) MBPO__OP(m->ops->x_download(m->be, dpixel_values, a->dpix, a->P * mbpo_config_pix(c)));
     if (m->grads && m->xgrads != m->grads) m->grads_stale = 1;
     return 1;
+}
+MBPODEF int mbpo_model_backward(mbpo_model *m, const mbpo_batch *b, const float *dlogp, float *dpixel_values) {
+    return mbpo__model_backward(m, b, dlogp, dpixel_values != NULL, dpixel_values);
 }
 #undef MBPO__G
 
@@ -8144,6 +8202,67 @@ MBPODEF void mbpo_pgd_defaults(mbpo_pgd_opts *o) {
 }
 static float mbpo__clip01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
 
+/* The iterations of mbpo_pgd on the backend: x, x0 and dx live there with the maps of
+   pixels / pixels_backward (built here, in mbpo__pixels' order); per iteration only the N
+   log-probs come back. x comes back at the end. */
+static int mbpo__pgd_backend(mbpo_model *m, const mbpo_preproc *pp, mbpo_batch *b, float *x, float *x0_host, int64_t H, int64_t W,
+                             const mbpo_pgd_opts *o, const float *dl, float *logp, int64_t N, double *trace) {
+    const mbpo_ops *ops = m->ops;
+    int64_t n = H * W * 3, p = pp->patch, T = pp->temporal_patch, PIX = 3 * T * p * p, P = 0, row, it, i;
+    int32_t grid[3];
+    int64_t *map = NULL, *inv = NULL, *dmap = NULL, *dinv = NULL;
+    float kms[7], *xd = NULL, *x0d = NULL, *dxd = NULL;
+    int ok = 0, cpu = ops == &mbpo__cpu_ops;
+    if (!mbpo_pixels_count(pp, H, W, &P, grid)) return 0;
+    if (!m->acts || m->acts->max_P < P) return mbpo__fail("mbpo_pgd: %lld patches exceed the plan (mbpo_model_plan)", (long long)P);
+    mbpo__norm_consts(pp, &kms[0], kms + 1, kms + 4);
+    map = (int64_t *)mbpo__alloc((size_t)(P * PIX) * sizeof(int64_t));
+    inv = (int64_t *)mbpo__alloc((size_t)(n * T) * sizeof(int64_t));
+    if (!map || !inv) goto end;
+    for (row = 0; row < P; row++) {   /* column (c, tau, y, x) of each patch row, as mbpo__pixels walks it */
+        int64_t y0, xo, c, tau, y, xx, j = row * PIX;
+        mbpo__patch_origin(pp, grid[2], row, &y0, &xo);
+        for (c = 0; c < 3; c++)
+            for (tau = 0; tau < T; tau++)
+                for (y = 0; y < p; y++)
+                    for (xx = 0; xx < p; xx++, j++) {
+                        int64_t at = ((y0 + y) * W + xo + xx) * 3 + c;
+                        map[j] = at; inv[at * T + tau] = j;
+                    }
+    }
+    if (cpu) { xd = x; x0d = x0_host; dmap = map; dinv = inv; }
+    else if (!ops->alloc(m->be, (void **)&xd, (size_t)n * sizeof(float), "the PGD image") ||
+             !ops->alloc(m->be, (void **)&x0d, (size_t)n * sizeof(float), "the clean image") ||
+             !ops->alloc(m->be, (void **)&dmap, (size_t)(P * PIX) * sizeof(int64_t), "the pixel map") ||
+             !ops->alloc(m->be, (void **)&dinv, (size_t)(n * T) * sizeof(int64_t), "the pixel map") ||
+             !ops->upload(m->be, xd, x, (size_t)n * sizeof(float)) || !ops->upload(m->be, x0d, x0_host, (size_t)n * sizeof(float)) ||
+             !ops->upload(m->be, dmap, map, (size_t)(P * PIX) * sizeof(int64_t)) ||
+             !ops->upload(m->be, dinv, inv, (size_t)(n * T) * sizeof(int64_t)))
+        goto end;
+    if (!ops->alloc(m->be, (void **)&dxd, (size_t)n * sizeof(float), "the image gradient")) goto end;
+    for (it = 0; it <= o->iters; it++) {
+        double sum = 0;
+        int64_t got;
+        /* the rows go where the forward would have uploaded them: the batch lays the arena out
+           first (the forward does it again, to the same places, and leaves the rows alone) */
+        m->pixels_on_backend = 1;
+        got = mbpo__batch_prepare(m, b) && ops->pixels(m->be, m->acts->pix, xd, dmap, P * PIX, kms) ? mbpo_model_forward(m, b, logp) : -1;
+        m->pixels_on_backend = 0;
+        if (got != N) goto end;
+        for (i = 0; i < N; i++) sum += logp[i];
+        if (trace) trace[it] = sum;
+        if (it == o->iters) break;                   /* the last forward only measures */
+        if (!mbpo__model_backward(m, b, dl, 1, NULL) || !ops->pixels_backward(m->be, dxd, m->acts->dpix, dinv, n, T, kms) ||
+            !ops->pgd_step(m->be, xd, x0d, dxd, n, (float)o->step, o->eps > 0 ? (float)o->eps : -1.0f))
+            goto end;
+    }
+    ok = cpu || ops->download(m->be, x, xd, (size_t)n * sizeof(float));
+end:
+    if (!cpu) { ops->release(m->be, xd); ops->release(m->be, x0d); ops->release(m->be, dmap); ops->release(m->be, dinv); }
+    if (dxd) ops->release(m->be, dxd);
+    mbpo_free(map); mbpo_free(inv);
+    return ok;
+}
 MBPODEF int mbpo_pgd(mbpo_model *m, const mbpo_preproc *pp, mbpo_batch *b, float *pv, float *x, int64_t H, int64_t W,
                      const mbpo_pgd_opts *o, mbpo_rng *rng, double *trace) {
     int64_t n = H * W * 3, P = 0, N, i, it;
@@ -8165,6 +8284,10 @@ MBPODEF int mbpo_pgd(mbpo_model *m, const mbpo_preproc *pp, mbpo_batch *b, float
     if (o->random_start && o->eps > 0)
         for (i = 0; i < n; i++) x[i] = mbpo__clip01(x[i] + (float)(o->eps * (2 * mbpo_rng_uniform(rng) - 1)));
     for (i = 0; i < N; i++) dl[i] = 1.0f;          /* L = sum_t logp_t: its gradient, then descend */
+    if (m->ops && m->ops->pixels && m->ops->pixels_backward && m->ops->pgd_step) {   /* on the backend */
+        ok = mbpo__pgd_backend(m, pp, b, x, x0, H, W, o, dl, logp, N, trace) && mbpo_pixels_from_float(pp, x, H, W, pv);
+        goto end;
+    }
     for (it = 0; it <= o->iters; it++) {
         double sum = 0;
         if (!mbpo_pixels_from_float(pp, x, H, W, pv)) goto end;

@@ -655,6 +655,34 @@ static void pgd_case(const char *variant, const char *image, int64_t H, int64_t 
     CHECK(sign_ok == 16, "image gradient: sign and size (10%%) agree with FD on %d of 16 pixels", sign_ok);
     printf("  %s  image gradient vs central differences on the 16 largest entries: %d agree in sign (and within 10%%)\n",
            sign_ok == 16 ? "ok" : "!!", sign_ok);
+    /* 3b. mbpo_pgd runs its iterations on the backend (the pixels / pixels_backward / pgd_step
+       ops): the same bits as the loop written out on the host with the public functions, with
+       and without the ball */
+    for (k = 0; k < 2; k++) {
+        float *xh = falloc(n), *pvh = falloc(np * 1176);
+        int64_t j, it;
+        int same = 1;
+        mbpo_pgd_defaults(&o);
+        o.iters = 3; o.eps = k ? 6.0 / 255.0 : 0;
+        memcpy(x, x0, (size_t)n * sizeof(float)); memcpy(xh, x0, (size_t)n * sizeof(float));
+        REQUIRE(mbpo_pgd(&m, &pp, &b, pv, x, H, W, &o, &rng, NULL), "pgd");
+        b.pixel_values = pvh;
+        for (it = 0; it < o.iters; it++) {
+            REQUIRE(mbpo_pixels_from_float(&pp, xh, H, W, pvh) && mbpo_model_forward(&m, &b, lp) == NT, "forward");
+            REQUIRE(mbpo_model_backward(&m, &b, dl, dpv) && mbpo_pixels_backward(&pp, dpv, H, W, dx), "backward");
+            for (j = 0; j < n; j++) {
+                float v = xh[j] - (float)o.step * (float)((dx[j] > 0) - (dx[j] < 0));
+                if (o.eps > 0) v = v < x0[j] - (float)o.eps ? x0[j] - (float)o.eps : v > x0[j] + (float)o.eps ? x0[j] + (float)o.eps : v;
+                xh[j] = v < 0 ? 0 : v > 1 ? 1 : v;
+            }
+        }
+        REQUIRE(mbpo_pixels_from_float(&pp, xh, H, W, pvh), "pixels");
+        b.pixel_values = pv;
+        for (j = 0; j < n; j++) same &= x[j] == xh[j];
+        for (j = 0; j < np * 1176; j++) same &= pv[j] == pvh[j];
+        CHECK(same, "PGD (K = 3%s) on the backend = the loop on the host, bitwise (image and pixel_values)", k ? ", eps 6/255" : "");
+        free(xh); free(pvh);
+    }
     /* 4. the random-noise ablation stays in its budget */
     mbpo_pgd_defaults(&o);
     memcpy(x, x0, (size_t)n * sizeof(float));

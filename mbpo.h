@@ -6370,6 +6370,8 @@ struct mbpo__ops {
        left alone (tok_host and z) */
     int (*sample)(mbpo_backend *be, int32_t *tok_host, float *z, const double *u_host, const unsigned char *live_host,
                   int64_t G, int64_t V, const mbpo__sample_k *k);
+    int (*adamw)(mbpo_backend *be, float *master, mbpo_x *px, float *m, float *v, const float *g, int64_t n,
+                 const mbpo__adamw_k *k);
     /* PGD on the backend (mbpo_pgd), on the image x (n = H*W*3 fp32 values in [0, 1]):
        pixels: pv[j] = (x[map[j]] * k - m[c]) / s[c], c = map[j] % 3, the product rounded on its
        own and left out when k == 1 (mbpo_pixels_from_float's arithmetic), pv in the storage type;
@@ -6380,8 +6382,6 @@ struct mbpo__ops {
     int (*pixels_backward)(mbpo_backend *be, float *dx, const mbpo_x *dpv, const int64_t *inv, int64_t n, int64_t T,
                            const float *kms);
     int (*pgd_step)(mbpo_backend *be, float *x, const float *x0, const float *dx, int64_t n, float step, float eps);
-    int (*adamw)(mbpo_backend *be, float *master, mbpo_x *px, float *m, float *v, const float *g, int64_t n,
-                 const mbpo__adamw_k *k);
 };
 
 /* p + n elements of the backend's storage type */
@@ -6763,7 +6763,7 @@ static const mbpo_ops mbpo__cpu_ops = {
     mbpo__cpu_mrope_tables, mbpo__cpu_vrope_tables, mbpo__cpu_rope_apply,
     mbpo__cpu_attention_forward, mbpo__cpu_attention_backward, mbpo__cpu_attention_decode, mbpo__cpu_kv_append,
     mbpo__cpu_embed_forward, mbpo__cpu_embed_backward, mbpo__cpu_head_forward, mbpo__cpu_head_backward, mbpo__cpu_logits,
-    mbpo__cpu_sumsq, mbpo__cpu_sample, mbpo__cpu_pixels, mbpo__cpu_pixels_backward, mbpo__cpu_pgd_step, mbpo__cpu_adamw
+    mbpo__cpu_sumsq, mbpo__cpu_sample, mbpo__cpu_adamw, mbpo__cpu_pixels, mbpo__cpu_pixels_backward, mbpo__cpu_pgd_step
 };
 
 #ifdef MBPO_CUDA

@@ -1772,7 +1772,8 @@ static const mbpo_ops mbpo__cuda_ops = {
     mbpo__cuda_embed_forward, mbpo__cuda_embed_backward, mbpo__cuda_head_forward, mbpo__cuda_head_backward, mbpo__cuda_logits,
     mbpo__cuda_sumsq,   /* tested against mbpo__cpu_sumsq (test_cuda.cu: test_optimizer) */
     NULL,               /* sample: none yet, so mbpo_generate samples on the host from downloaded logits */
-    mbpo__cuda_adamw    /* tested against mbpo__cpu_adamw (test_cuda.cu: test_optimizer) */
+    mbpo__cuda_adamw,   /* tested against mbpo__cpu_adamw (test_cuda.cu: test_optimizer) */
+    NULL, NULL, NULL    /* pixels, pixels_backward, pgd_step: none yet, so mbpo_pgd steps on the host */
 };
 
 /* the file's own statement macros; the MBPO__CUDA_* constants stay */

@@ -19,12 +19,13 @@
    Memory: everything an op needs beyond its arguments is allocated in create: a 32 MiB
    workspace shared, in stream order, by cuBLASLt, the column-sum partials of the norms and
    of dbias (at most 2 x 128 x C floats: C <= 32768), the fp32 staging of x_upload /
-   x_download and the per-block partial sums of sumsq (1025 doubles). Ops allocate
-   nothing; a new GEMM shape costs one host-side heuristic query.
+   x_download, the per-block partial sums of sumsq (1025 doubles) and sample's tokens,
+   draws and live flags (13 bytes a row). Ops allocate nothing; a new GEMM shape costs one
+   host-side heuristic query.
 
    Sections: 1 common, 2 memory, 3 matmul, 4 norms, 5 elementwise, 6 rotary, 7 embedding,
    8 KV cache, 9 head, 10 logits, 11 attention (from the attention unit), 12 optimizer
-   (sumsq, adamw), 13 the table.
+   (sumsq, adamw), 13 sampling, 14 PGD (pixel rows, their adjoint, the sign step), 15 the table.
 
    STATUS: compiles with nvcc 13 -arch=sm_90 (bf16 and MBPO_CUDA_FP32), zero warnings.
    It has not run on a GPU yet: test_cuda.cu is what makes it trusted. */
@@ -1756,7 +1757,221 @@ static int mbpo__cuda_adamw(mbpo_backend *be, float *master, mbpo_x *px, float *
     return 1;
 }
 
-/* ------------------------------------------------------------------ 13. the table
+/* ------------------------------------------------------------------ 13. sampling
+
+   sample: one block of MBPO__CUDA_THREADS (NT) per row of z (G, V) fp32, mbpo__cpu_sample's
+   arithmetic (mbpo__sample_u without top-k / top-p, mbpo__argmax); a row with live[g] == 0
+   returns at once (its z row and tok[g] untouched). A live row:
+     thread 0 writes -inf at the valid ban ids; a barrier, and the block reads them back;
+     argmax: each thread's best (value, id) over ids t, t + NT, ... then a shared-memory tree;
+       a pair wins on the larger value, on equal values the lower id, and NaN never wins. That
+       selection is exact and does not depend on the order, so greedy (T <= 0) is
+       mbpo__argmax bit for bit (z[0] NaN: id 0, where its sequential scan stays);
+     T > 0: mx = z[best]; e_i = exp((z_i - mx) / T) in double; sum = sum of e_i (each thread
+       over t, t + NT, ..., then mbpo__block_sum_fixed); the candidates are the ids with
+       e_i / sum > 0 in double, as on the CPU, with p_i = (float)(e_i / sum) (a candidate's
+       float p may be 0). Thread t owns the contiguous ids [t c, t c + c), c = ceil(V / NT):
+       m_t = sum of (double)p_i over its candidates in id order, and its last candidate;
+       thread 0 scans m_0 .. m_{NT-1} in thread order into the starts s_t and S = the total;
+       target = u S; every thread walks its ids from acc = s_t exactly as the CPU walks
+       (acc += p_i; target < acc: pick i, strictly); the token is the lowest pick; no pick
+       (rounding at the end): the last candidate; no candidate at all (non-finite logits): best.
+   Every sum's order depends on V and NT only, never on the device or the launch.
+   Where a temperature token can differ from the CPU's (greedy cannot): the CPU's sum is one
+   running sum over V terms, here strided partials and a tree: they differ by ~sqrt(V) ulp of
+   double (N(0, 9) logits at V = 152k, numpy model of both orders: mean 9e-15, max 2.7e-14
+   relative over 80 rows); the device's double exp is within 1 ulp of glibc's; and acc
+   restarts at s_t in every range (regrouped: a few ulp of double). So e_i / sum differs by
+   ~1e-14 relative, which moves a (float)p_i, by one float ulp (<= 1.2e-7 p_i), only when it
+   lies that close to a float rounding midpoint (~1e-7 of the values: a few rows in a hundred
+   at V = 152k; 0 in those 80 rows); the boundaries of the cumulative sum after it, and S, move
+   by that ulp, the others by a few ulp of double. A token differs only when target = u S
+   falls between the two sides' value of a boundary: for a uniform u, about
+   1e-7 x 1.2e-7 x sum p_i ~ 1e-14 per draw (test_cuda.cu counts mismatches over seeded
+   draws: 0 expected; 0 in the emulation, tests/cuda/emu, where only the sums' order differs).
+   Scratch in the workspace, uploaded per call: tok (G int32, the host's values, so that rows
+   not live come back unchanged), u (G doubles, T > 0 only), live (G bytes); one download of
+   tok and one synchronisation per call. */
+
+/* (v, i) beats (w, j): the larger value, the lower id on equal values; NaN never beats */
+static __device__ __forceinline__ bool mbpo__arg_beats(float v, int64_t i, float w, int64_t j) {
+    return v > w || (v == w && i < j);
+}
+/* a pass over thread t's contiguous ids [lo, hi): the candidates' (double)p in id order;
+   walk: from acc = start, the first id with target < acc (V if none); else the mass and the
+   last candidate (-1 if none) */
+static __device__ __forceinline__ void mbpo__sample_range(const float *zr, int64_t lo, int64_t hi, double mx, double T, double sum,
+                                          int walk, double start, double target, double *mass, int64_t *id) {
+    double acc = start;
+    int64_t i, last = -1;
+    for (i = lo; i < hi; i++) {
+        double p = exp(((double)zr[i] - mx) / T) / sum;
+        if (!(p > 0)) continue;
+        acc += (float)p;
+        last = i;
+        if (walk && target < acc) break;
+    }
+    *mass = acc;
+    *id = walk ? (i < hi ? i : INT64_MAX) : last;
+}
+static __global__ void __launch_bounds__(MBPO__CUDA_THREADS)
+mbpo__k_sample(int32_t *tok, float *z, const double *u, const unsigned char *live, int64_t V, mbpo__sample_k k) {
+    __shared__ float s_v[MBPO__CUDA_THREADS];
+    __shared__ int64_t s_i[MBPO__CUDA_THREADS];
+    __shared__ int64_t s_j[MBPO__CUDA_THREADS];
+    __shared__ double s_d[MBPO__CUDA_THREADS];
+    __shared__ double s_m[MBPO__CUDA_THREADS + 1];
+    const int64_t g = blockIdx.x, t = threadIdx.x, c = (V + MBPO__CUDA_THREADS - 1) / MBPO__CUDA_THREADS;
+    const int64_t lo = t * c < V ? t * c : V, hi = lo + c < V ? lo + c : V;
+    float *zr = z + g * V;
+    float bv = -INFINITY;
+    int64_t bi = INT64_MAX, i, best, pick, last;
+    double mx, sum, mass, target;
+    int b;
+    unsigned o;
+    if (!live[g]) return;   /* the whole block */
+    if (t == 0)
+        for (b = 0; b < k.n_ban; b++) if (k.ban[b] >= 0 && k.ban[b] < V) zr[k.ban[b]] = -INFINITY;
+    __syncthreads();
+    /* argmax: ids in increasing order per thread, so a tie keeps the first */
+    for (i = t; i < V; i += MBPO__CUDA_THREADS)
+        if (mbpo__arg_beats(zr[i], i, bv, bi)) { bv = zr[i]; bi = i; }
+    s_v[t] = bv; s_i[t] = bi;
+    __syncthreads();
+    for (o = MBPO__CUDA_THREADS / 2; o > 0; o >>= 1) {
+        if (t < o && mbpo__arg_beats(s_v[t + o], s_i[t + o], s_v[t], s_i[t])) { s_v[t] = s_v[t + o]; s_i[t] = s_i[t + o]; }
+        __syncthreads();
+    }
+    best = isnan(zr[0]) || s_i[0] == INT64_MAX ? 0 : s_i[0];
+    if (k.temperature <= 0) {
+        if (t == 0) tok[g] = (int32_t)best;
+        return;   /* the whole block */
+    }
+    mx = zr[best];
+    sum = 0.0;
+    for (i = t; i < V; i += MBPO__CUDA_THREADS) sum += exp(((double)zr[i] - mx) / k.temperature);
+    sum = mbpo__block_sum_fixed(sum, s_d);
+    /* the candidates' mass per range, then the starts (exclusive scan in thread order) */
+    mbpo__sample_range(zr, lo, hi, mx, k.temperature, sum, 0, 0.0, 0.0, &mass, &last);
+    s_m[t] = mass;
+    __syncthreads();
+    if (t == 0) {
+        double a = 0.0, m;
+        for (i = 0; i < MBPO__CUDA_THREADS; i++) { m = s_m[i]; s_m[i] = a; a += m; }
+        s_m[MBPO__CUDA_THREADS] = a;
+    }
+    __syncthreads();
+    target = u[g] * s_m[MBPO__CUDA_THREADS];
+    mbpo__sample_range(zr, lo, hi, mx, k.temperature, sum, 1, s_m[t], target, &mass, &pick);
+    /* the lowest pick, the last candidate (s_i is free: its last reads were before the sum's barriers) */
+    s_i[t] = pick; s_j[t] = last;
+    __syncthreads();
+    for (o = MBPO__CUDA_THREADS / 2; o > 0; o >>= 1) {
+        if (t < o) {
+            if (s_i[t + o] < s_i[t]) s_i[t] = s_i[t + o];
+            if (s_j[t + o] > s_j[t]) s_j[t] = s_j[t + o];
+        }
+        __syncthreads();
+    }
+    if (t == 0) tok[g] = (int32_t)(s_i[0] != INT64_MAX ? s_i[0] : s_j[0] >= 0 ? s_j[0] : best);
+}
+/* tok_host (G) = one token per live row of z (G, V) fp32 on the device, the ban ids of k set to
+   -inf there first; u_host (G) draws in [0, 1), live_host (G) (tested against mbpo__cpu_sample) */
+static int mbpo__cuda_sample(mbpo_backend *be, int32_t *tok_host, float *z, const double *u_host, const unsigned char *live_host,
+                             int64_t G, int64_t V, const mbpo__sample_k *k) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    size_t tok_bytes, need;
+    int32_t *tok;
+    double *u;
+    unsigned char *live;
+    cudaError_t e;
+    if (G < 0 || G > 2147483647 || V < 1 || V > 2147483647 || k->n_ban < 0 || k->n_ban > 4)
+        return mbpo__fail("sample: %lld rows of %lld logits, %d ban ids (want 0 <= G < 2^31, 1 <= V < 2^31, at most 4 bans)",
+                          (long long)G, (long long)V, k->n_ban);
+    if (G == 0) return 1;
+    tok_bytes = ((size_t)G * sizeof(int32_t) + 7) & ~(size_t)7;   /* u is 8-byte aligned */
+    need = tok_bytes + (size_t)G * (sizeof(double) + 1);
+    if (need > c->workspace_size)
+        return mbpo__fail("sample: %lld rows need %.1f MB of scratch, more than the %.1f MB workspace", (long long)G,
+                          (double)need / 1e6, (double)c->workspace_size / 1e6);
+    tok = (int32_t *)c->workspace;
+    u = (double *)(void *)((char *)c->workspace + tok_bytes);
+    live = (unsigned char *)(u + G);
+    e = cudaMemcpyAsync(tok, tok_host, (size_t)G * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(live, live_host, (size_t)G, cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaSuccess && k->temperature > 0)
+        e = cudaMemcpyAsync(u, u_host, (size_t)G * sizeof(double), cudaMemcpyHostToDevice, c->stream);
+    if (e != cudaSuccess)
+        return mbpo__fail("sample (G %lld, V %lld): upload of the draws: %s", (long long)G, (long long)V, cudaGetErrorString(e));
+    mbpo__k_sample<<<(unsigned)G, MBPO__CUDA_THREADS, 0, c->stream>>>(tok, z, u, live, V, *k);
+    MBPO__LAUNCHED("mbpo__k_sample", G * V);
+    /* a fault in the kernel surfaces here: name the op and its sizes */
+    e = cudaMemcpyAsync(tok_host, tok, (size_t)G * sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess)
+        return mbpo__fail("sample (G %lld, V %lld, temperature %g): download of the tokens: %s", (long long)G, (long long)V,
+                          k->temperature, cudaGetErrorString(e));
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 14. PGD on the device
+
+   mbpo_pgd's iterations stay on the GPU: the image x (H, W, 3) fp32 to the pixel rows, the
+   adjoint back to x, the sign step. Each is an index map or an elementwise pass, so the order
+   of operations is the CPU op's: __fmul_rn keeps the product x * k (fast processor) rounded on
+   its own, as mbpo__mul_rounded does, and the divisions are IEEE (no fast math), so the fp32
+   build gives the CPU's bits. The norm constants kms (k, m[3], s[3]) are passed by value. */
+struct mbpo__kms { float k, m[3], s[3]; };
+static __global__ void mbpo__k_pixels(mbpo__cx *pv, const float *x, const int64_t *map, mbpo__kms c, int64_t n) {
+    MBPO__FOR(j, n) {
+        int64_t at = map[j], ch = at % 3;
+        float v = x[at];
+        if (c.k != 1.0f) v = __fmul_rn(v, c.k);
+        mbpo__st(pv, j, __fdiv_rn(__fsub_rn(v, c.m[ch]), c.s[ch]));
+    }
+}
+static __global__ void mbpo__k_pixels_backward(float *dx, const mbpo__cx *dpv, const int64_t *inv, int64_t T, mbpo__kms c,
+                                               int64_t n) {
+    MBPO__FOR(i, n) {
+        float sum = 0.0f;
+        for (int64_t tau = 0; tau < T; tau++) sum = __fadd_rn(sum, mbpo__ld(dpv, inv[i * T + tau]));
+        dx[i] = __fdiv_rn(c.k != 1.0f ? __fmul_rn(sum, c.k) : sum, c.s[i % 3]);
+    }
+}
+static __global__ void mbpo__k_pgd_step(float *x, const float *x0, const float *dx, float step, float eps, int64_t n) {
+    MBPO__FOR(i, n) {
+        float v = __fsub_rn(x[i], __fmul_rn(step, (float)((dx[i] > 0) - (dx[i] < 0))));
+        if (eps >= 0) {
+            float lo = __fsub_rn(x0[i], eps), hi = __fadd_rn(x0[i], eps);
+            v = v < lo ? lo : v > hi ? hi : v;
+        }
+        x[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
+}
+static mbpo__kms mbpo__kms_of(const float *kms) {
+    mbpo__kms c;
+    c.k = kms[0];
+    for (int i = 0; i < 3; i++) { c.m[i] = kms[1 + i]; c.s[i] = kms[4 + i]; }
+    return c;
+}
+/* pv (n_pv) = the rows of x through map: tested against mbpo__cpu_pixels */
+static int mbpo__cuda_pixels(mbpo_backend *be, mbpo_x *pv, const float *x, const int64_t *map, int64_t n_pv, const float *kms) {
+    MBPO__EW_LAUNCH(mbpo__k_pixels, n_pv, MBPO__CUDA_X(pv), x, map, mbpo__kms_of(kms));
+    return 1;
+}
+/* dx (n) = the adjoint through inv (n, T): tested against mbpo__cpu_pixels_backward */
+static int mbpo__cuda_pixels_backward(mbpo_backend *be, float *dx, const mbpo_x *dpv, const int64_t *inv, int64_t n, int64_t T,
+                                      const float *kms) {
+    MBPO__EW_LAUNCH(mbpo__k_pixels_backward, n, dx, MBPO__CUDA_CX(dpv), inv, T, mbpo__kms_of(kms));
+    return 1;
+}
+/* x (n) one signed step, the ball (eps >= 0) and [0, 1]: tested against mbpo__cpu_pgd_step */
+static int mbpo__cuda_pgd_step(mbpo_backend *be, float *x, const float *x0, const float *dx, int64_t n, float step, float eps) {
+    MBPO__EW_LAUNCH(mbpo__k_pgd_step, n, x, x0, dx, step, eps);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ 15. the table
    (every entry of struct mbpo__ops, in declaration order) */
 
 static const mbpo_ops mbpo__cuda_ops = {
@@ -1771,9 +1986,11 @@ static const mbpo_ops mbpo__cuda_ops = {
     mbpo__cuda_attention_forward, mbpo__cuda_attention_backward, mbpo__cuda_attention_decode, mbpo__cuda_kv_append,
     mbpo__cuda_embed_forward, mbpo__cuda_embed_backward, mbpo__cuda_head_forward, mbpo__cuda_head_backward, mbpo__cuda_logits,
     mbpo__cuda_sumsq,   /* tested against mbpo__cpu_sumsq (test_cuda.cu: test_optimizer) */
-    NULL,               /* sample: none yet, so mbpo_generate samples on the host from downloaded logits */
+    mbpo__cuda_sample,  /* tested against mbpo__cpu_sample (test_cuda.cu: test_sample) */
     mbpo__cuda_adamw,   /* tested against mbpo__cpu_adamw (test_cuda.cu: test_optimizer) */
-    NULL, NULL, NULL    /* pixels, pixels_backward, pgd_step: none yet, so mbpo_pgd steps on the host */
+    mbpo__cuda_pixels,  /* tested against mbpo__cpu_pixels (test_cuda.cu: test_pgd_ops) */
+    mbpo__cuda_pixels_backward,   /* against mbpo__cpu_pixels_backward (test_pgd_ops) */
+    mbpo__cuda_pgd_step /* against mbpo__cpu_pgd_step (test_pgd_ops) */
 };
 
 /* the file's own statement macros; the MBPO__CUDA_* constants stay */

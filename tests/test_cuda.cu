@@ -899,6 +899,205 @@ static void test_optimizer(void) {
     op_end(&aw); op_end(&ax);
 }
 
+/* Sampling on the backend (the sample op) against mbpo__cpu_sample. G = 8 rows of z (G, V)
+   fp32, rows 2 and 5 not live, 4 ban ids; V 1000 and 151936 (Qwen2-VL's vocabulary).
+   layout 0: N(0, 9) logits; row 1 exact ties at the max (three ids at 20; a banned id at 30);
+   row 4 one logit at +200, so that id holds nearly all the mass (the others ~e^-270 each:
+   candidates in double, 0 as floats), with u = 0 in its first draw (the walk's strict
+   target < acc must pass the zero-mass candidates); row 6 one logit at +15.
+   layout 1 (V 1000): z[0] NaN; a NaN inside a row; +inf; a row all -inf; all equal; -0.0 and
+   +0.0 tied among -inf; ban ids -1, V and V + 7 (ignored) next to V - 1.
+   Greedy (T = 0): tokens equal to the CPU's, exactly. T = 1.0 and 0.7, u from the seeded RNG:
+   the GPU sums in a fixed tree and walks per-thread ranges (mbpo_cuda.cuh section 13), so a
+   token may differ only where u S falls within rounding of a boundary of the cumulative
+   distribution (~1e-14 per draw): the mismatches are counted and printed, and must be 0
+   for these seeds. Every case also: a second GPU call with the same draws gives the
+   same tokens; tok of the rows not live is left as it was; z after the calls is the CPU's z
+   bit for bit (the bans written as -inf in live rows, rows not live untouched). The op is the
+   same in both builds (z is fp32). */
+static void sample_rows(float *z, int64_t V, int layout) {
+    int64_t i;
+    float *row;
+    fill_normal(z, 8 * V, &RNG, 3.0);
+    if (layout == 0) {
+        row = z + 1 * V; row[V / 7] = 20; row[V / 3] = 20; row[V - 2] = 20; row[V / 4] = 30;
+        row = z + 4 * V; row[V / 2 + 3] = 200;
+        row = z + 6 * V; row[5] = 15;
+        return;
+    }
+    z[0] = NAN;
+    z[1 * V + V / 2] = NAN;
+    z[3 * V + V / 3] = INFINITY;
+    for (i = 0; i < V; i++) { z[4 * V + i] = -INFINITY; z[6 * V + i] = 0.5f; z[7 * V + i] = -INFINITY; }
+    z[7 * V + 3] = -0.0f; z[7 * V + 4] = 0.0f;
+}
+static void test_sample(void) {
+    static const struct { int64_t V; int layout; double T; int draws; } cases[] = {
+        { 1000, 0, 0.0, 1 }, { 1000, 0, 1.0, 200 }, { 1000, 0, 0.7, 200 },
+        { 151936, 0, 0.0, 1 }, { 151936, 0, 1.0, 40 }, { 151936, 0, 0.7, 40 },
+        { 1000, 1, 0.0, 1 }, { 1000, 1, 1.0, 20 },
+    };
+    static const unsigned char live[8] = { 1, 1, 0, 1, 1, 0, 1, 1 };
+    opstat gr, tp, zs;
+    int64_t all_draws = 0, all_mis = 0;
+    size_t c;
+    int ok_;
+    char shape[96];
+    op_begin(&gr, "sample (greedy)", TC_EXACT); gr.metric = "mismatches";
+    op_begin(&tp, "sample (temperature)", TC_EXACT); tp.metric = "mismatches";
+    op_begin(&zs, "sample z, idle rows", TC_EXACT); zs.metric = "mismatches";
+    for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int64_t V = cases[c].V, G = 8;
+        mbpo__sample_k k;
+        opstat *st = cases[c].T > 0 ? &tp : &gr;
+        float *hz = (float *)hmem((size_t)(G * V) * sizeof(float)), *zc, *zg;
+        int64_t nmis = 0, nother = 0, ndraw = 0, i;
+        int rep, g, b;
+        tbuf z;
+        g_setup_ok = 1;
+        if (!hz) continue;
+        memset(&k, 0, sizeof k);
+        k.temperature = cases[c].T; k.n_ban = 4;
+        if (cases[c].layout == 0) { k.ban[0] = 1; k.ban[1] = V / 4; k.ban[2] = V / 2; k.ban[3] = V - 1; }
+        else { k.ban[0] = V - 1; k.ban[1] = -1; k.ban[2] = V; k.ban[3] = V + 7; }
+        snprintf(shape, sizeof shape, "G=8 V=%lld layout %d T=%g, %d draws", (long long)V, cases[c].layout, cases[c].T,
+                 cases[c].draws);
+        sample_rows(hz, V, cases[c].layout);
+        z = in_fv(hz, G * V);
+        st->cases++;
+        for (rep = 0; rep < cases[c].draws && g_setup_ok; rep++) {
+            double u[8];
+            int32_t tok[2][8], again[8];
+            for (g = 0; g < 8; g++) { u[g] = mbpo_rng_uniform(&RNG); tok[0][g] = tok[1][g] = again[g] = -7; }
+            if (rep == 0 && cases[c].layout == 0) u[4] = 0.0;
+            BOTH(st, shape, 0, OPS[s]->sample(BE[s], tok[s], FP(z), u, live, G, V, &k));
+            if (ok_ && !OPS[1]->sample(BE[1], again, (float *)z.p[1], u, live, G, V, &k)) { ok_ = 0; call_failed(st, shape, 1, 0); }
+            if (!ok_) break;
+            for (g = 0; g < 8; g++) {
+                if (!live[g]) {
+                    if (tok[1][g] != -7 || again[g] != -7) {
+                        nother++;
+                        printf("FAIL  sample [%s]: row %d is not live but its token became %d\n", shape, g, tok[1][g]);
+                    }
+                    continue;
+                }
+                ndraw++;
+                if (again[g] != tok[1][g]) {
+                    nother++;
+                    printf("FAIL  sample [%s]: row %d u %.17g: two GPU calls gave %d and %d\n", shape, g, u[g], tok[1][g], again[g]);
+                }
+                if (tok[1][g] != tok[0][g]) {
+                    nmis++;
+                    printf("      sample [%s]: row %d u %.17g: GPU token %d, CPU token %d\n", shape, g, u[g], tok[1][g], tok[0][g]);
+                }
+            }
+        }
+        if (cases[c].T > 0) { all_draws += ndraw; all_mis += nmis; }
+        if (nmis || nother) {
+            st->fails++; n_failed++;
+            printf("FAIL  %s [%s]: %lld of %lld tokens differ from the CPU's, %lld other failures\n", st->op, shape,
+                   (long long)nmis, (long long)ndraw, (long long)nother);
+        } else if (!st->worst_shape[0]) snprintf(st->worst_shape, sizeof st->worst_shape, "%s", shape);
+        /* z after: the CPU's (bans), rows not live as uploaded, bans -inf in live rows */
+        zc = (float *)hmem((size_t)(G * V) * sizeof(float)); zg = (float *)hmem((size_t)(G * V) * sizeof(float));
+        if (!g_setup_ok || !zc || !zg) { pool_release(); continue; }
+        zs.cases++;
+        nother = 0;
+        if (!tb_get(&z, 0, zc) || !tb_get(&z, 1, zg)) {
+            zs.fails++; n_failed++;
+            printf("FAIL  sample z [%s]: download: %s\n", shape, mbpo_failure_reason());
+            pool_release();
+            continue;
+        }
+        for (g = 0; g < 8; g++) {
+            for (i = 0; i < V; i++) {
+                int64_t j = g * V + i;
+                if (memcmp(&zg[j], &zc[j], 4) || (!live[g] && memcmp(&zg[j], &hz[j], 4))) {
+                    if (!nother) printf("FAIL  sample z [%s]: row %d id %lld: GPU %.9g, CPU %.9g, uploaded %.9g\n", shape, g,
+                                        (long long)i, zg[j], zc[j], hz[j]);
+                    nother++;
+                }
+            }
+            for (b = 0; b < 4; b++)
+                if (live[g] && k.ban[b] >= 0 && k.ban[b] < V && zg[g * V + k.ban[b]] != -INFINITY) {
+                    printf("FAIL  sample z [%s]: row %d: banned id %lld is %.9g\n", shape, g, (long long)k.ban[b], zg[g * V + k.ban[b]]);
+                    nother++;
+                }
+        }
+        if (nother) { zs.fails++; n_failed++; }
+        else if (!zs.worst_shape[0]) snprintf(zs.worst_shape, sizeof zs.worst_shape, "%s", shape);
+        pool_release();
+    }
+    printf("  sample: %lld temperature draws, %lld GPU tokens differ from the CPU's\n", (long long)all_draws, (long long)all_mis);
+    op_end(&gr); op_end(&tp); op_end(&zs);
+}
+
+/* The PGD ops (pixels, pixels_backward, pgd_step) against the CPU ops, on a random map in which
+   every image value feeds T = 2 pixel-row entries (as a still image's two frames do), with the
+   slow processor's constants (k = 1) and the fast one's (k = 255: the product rounded alone):
+   pixel rows exactly the storage type of the CPU's, the adjoint and the step bitwise (fp32 math
+   on the same inputs). */
+static void test_pgd_ops(void) {
+    const int64_t n = 28 * 56 * 3, T = 2, npv = n * T;
+    opstat px, pb, ps;
+    /* kept across pool_release (which frees hmem's scratch) */
+    int64_t *map = (int64_t *)malloc((size_t)npv * sizeof(int64_t)), *inv = (int64_t *)malloc((size_t)npv * sizeof(int64_t));
+    int64_t *cnt = (int64_t *)calloc((size_t)n, sizeof(int64_t)), i, j;
+    float *x = (float *)malloc((size_t)n * sizeof(float)), *x0 = (float *)malloc((size_t)n * sizeof(float));
+    float *got = (float *)malloc((size_t)npv * sizeof(float)), *ref = (float *)malloc((size_t)npv * sizeof(float));
+    int k, ok_;
+    char shape[96];
+    op_begin(&px, "pixels", TC_EXACT); op_begin(&pb, "pixels_backward", TC_EXACT); op_begin(&ps, "pgd_step", TC_EXACT);
+    if (!map || !inv || !cnt || !x || !x0 || !got || !ref) { n_failed++; printf("FAIL  test setup: out of memory\n"); return; }
+    for (j = 0; j < npv; j++) map[j] = j / T;   /* then shuffled: a map no loop order explains */
+    for (j = npv - 1; j > 0; j--) {
+        int64_t r = (int64_t)(mbpo_rng_u64(&RNG) % (uint64_t)(j + 1)), t = map[j];
+        map[j] = map[r]; map[r] = t;
+    }
+    for (j = 0; j < npv; j++) inv[map[j] * T + cnt[map[j]]++] = j;
+    for (i = 0; i < n; i++) {
+        x0[i] = (float)(mbpo_rng_u64(&RNG) % 256) / 255.0f;   /* an 8-bit image, as mbpo_image_to_float gives */
+        x[i] = x0[i] + (float)((int)(mbpo_rng_u64(&RNG) % 9) - 4) / 255.0f;
+        x[i] = x[i] < 0 ? 0 : x[i] > 1 ? 1 : x[i];
+    }
+    for (k = 0; k < 2; k++) {
+        float kms[7] = { 1.0f, 0.48145466f, 0.4578275f, 0.40821073f, 0.26862954f, 0.26130258f, 0.27577711f };
+        tbuf xb, x0b, mapb, invb, pv, dpv, dx;
+        if (k) { kms[0] = 255.0f; for (i = 1; i < 7; i++) kms[i] *= 255.0f; }
+        snprintf(shape, sizeof shape, "n=%lld T=%lld k=%g", (long long)n, (long long)T, kms[0]);
+        g_setup_ok = 1;
+        xb = in_fv(x, n); x0b = in_fv(x0, n); mapb = in_i64(map, npv); invb = in_i64(inv, npv);
+        pv = out_x(npv); dpv = in_x(npv, 1.0); dx = out_f(n);
+        BOTH(&px, shape, 0, OPS[s]->pixels(BE[s], XP(pv), FP(xb), LP(mapb), npv, kms));
+        if (ok_) {   /* the GPU's rows: the storage type of the CPU's fp32 ones, exactly */
+            int64_t bad = 0;
+            px.cases++;
+            if (!tb_get(&pv, 0, ref) || !tb_get(&pv, 1, got)) bad = 1;
+            for (j = 0; j < npv && !bad; j++) { float w = xround(ref[j]); bad += memcmp(&w, &got[j], 4) != 0; }
+            if (bad) { px.fails++; n_failed++; printf("FAIL  pixels [%s]: rows differ from the storage type of the CPU's\n", shape); }
+            else if (!px.worst_shape[0]) snprintf(px.worst_shape, sizeof px.worst_shape, "%s", shape);
+        }
+        BOTH(&pb, shape, 0, OPS[s]->pixels_backward(BE[s], FP(dx), XP(dpv), LP(invb), n, T, kms));
+        if (ok_) cmp(&pb, shape, "dx", &dx);
+        {   /* signs of dx, some zero; with the ball and without */
+            float *g = (float *)hmem((size_t)n * sizeof(float));
+            tbuf gb;
+            int e;
+            if (!g) break;
+            for (i = 0; i < n; i++) g[i] = (float)((int)(mbpo_rng_u64(&RNG) % 3) - 1) * 0.5f;
+            gb = in_fv(g, n);
+            for (e = 0; e < 2; e++) {
+                float eps = e ? 6.0f / 255.0f : -1.0f;
+                BOTH(&ps, shape, 0, OPS[s]->pgd_step(BE[s], FP(xb), FP(x0b), FP(gb), n, 4.0f / 255.0f, eps));
+                if (ok_) cmp(&ps, shape, e ? "x, eps 6/255" : "x, no ball", &xb);
+            }
+        }
+        pool_release();
+    }
+    op_end(&px); op_end(&pb); op_end(&ps);
+    free(map); free(inv); free(cnt); free(x); free(x0); free(got); free(ref);
+}
+
 static void test_ops(void) {
     if (!run_test("ops")) return;
     printf("  (%s build; metric %s; CUDA x_size %zu)\n", BUILD_NAME, metric_name(), OPS[1]->x_size);
@@ -913,6 +1112,8 @@ static void test_ops(void) {
     test_embed();
     test_head();
     test_optimizer();
+    test_sample();
+    test_pgd_ops();
 }
 
 /* ============================================================== whole model: shared pieces */

@@ -92,6 +92,12 @@ static cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t) { retu
 
 /* ---- bf16, round to nearest even as the device's __float2bfloat16 */
 struct __nv_bfloat16 { uint16_t x; };
+/* the round-to-nearest intrinsics: one IEEE operation each (the emulator builds with
+   -ffp-contract=off, so nothing is fused) */
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
 static inline float __bfloat162float(__nv_bfloat16 b) { uint32_t u = (uint32_t)b.x << 16; float f; memcpy(&f, &u, 4); return f; }
 static inline __nv_bfloat16 __float2bfloat16(float f) {
     uint32_t u; __nv_bfloat16 b; memcpy(&u, &f, 4);

@@ -595,6 +595,47 @@ static void test_dz(int64_t cn, int64_t V) {
     check_det("logsoftmax_gather_backward (in-place dz kernel)", sh, r[0], r[1]);
 }
 
+/* ---- section 14, PGD: pixels against mbpo__cpu_pixels (rows exactly the storage type of the
+   CPU's), pixels_backward and pgd_step bit for bit (fp32 math on the same inputs), on a
+   shuffled map in which each image value feeds T = 2 rows, slow (k = 1) and fast (k = 255). */
+static void test_pgd(int64_t n, int fast) {
+    const int64_t T = 2, npv = n * T;
+    char sh[64]; snprintf(sh, sizeof sh, "n=%lld k=%s", (long long)n, fast ? "255" : "1");
+    std::vector<int64_t> map((size_t)npv), inv((size_t)npv), cnt((size_t)n, 0);
+    for (int64_t j = 0; j < npv; j++) map[j] = j / T;
+    for (int64_t j = npv - 1; j > 0; j--) std::swap(map[j], map[irand(j + 1)]);
+    for (int64_t j = 0; j < npv; j++) inv[map[j] * T + cnt[map[j]]++] = j;
+    vec x((size_t)n), x0((size_t)n), g((size_t)n), dpv = rnd(npv, 1.0);
+    for (int64_t i = 0; i < n; i++) {
+        x0[i] = (float)irand(256) / 255.0f;
+        float v = x0[i] + (float)(irand(9) - 4) / 255.0f;
+        x[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+        g[i] = (float)(irand(3) - 1) * 0.5f;
+    }
+    float kms[7] = { 1.0f, 0.48145466f, 0.4578275f, 0.40821073f, 0.26862954f, 0.26130258f, 0.27577711f };
+    if (fast) for (int i = 0; i < 7; i++) kms[i] *= 255.0f;
+    vec rpv((size_t)npv), rdx((size_t)n);
+    P->pixels(cbe, (mbpo_x *)rpv.data(), x.data(), map.data(), npv, kms);
+    P->pixels_backward(cbe, rdx.data(), (const mbpo_x *)dpv.data(), inv.data(), n, T, kms);
+    int64_t *gmap = (int64_t *)dalloc((size_t)npv * 8), *ginv = (int64_t *)dalloc((size_t)npv * 8);
+    G->upload(gbe, gmap, map.data(), (size_t)npv * 8); G->upload(gbe, ginv, inv.data(), (size_t)npv * 8);
+    float *gx = df(x), *gx0 = df(x0), *gg = df(g), *gdx = df_poison(n);
+    mbpo_x *gpv = dx_poison(npv), *gdpv = dx(dpv);
+    GOK(G->pixels(gbe, gpv, gx, gmap, npv, kms));
+    check("pixels", "pv", sh, xget(gpv, npv), rpv, 0, true);
+    GOK(G->pixels_backward(gbe, gdx, gdpv, ginv, n, T, kms));
+    checkf("pixels_backward", "dx", sh, fget(gdx, n), rdx, 0, true);
+    for (int e = 0; e < 2; e++) {
+        float eps = e ? 6.0f / 255.0f : -1.0f;
+        vec rxs = x;
+        P->pgd_step(cbe, rxs.data(), x0.data(), g.data(), n, 4.0f / 255.0f, eps);
+        float *gxs = df(x);
+        GOK(G->pgd_step(gbe, gxs, gx0, gg, n, 4.0f / 255.0f, eps));
+        checkf("pgd_step", e ? "x, eps 6/255" : "x, no ball", sh, fget(gxs, n), rxs, 0, true);
+    }
+    dfree_all();
+}
+
 /* ---- section 12, the optimizer. sumsq against the CPU's sequential sum: another order, both
    in double over exact squares, so rel-err <= 1e-12 (not bitwise), and the same bits on a
    second call. adamw against mbpo__cpu_adamw bit for bit (the same double formula on the
@@ -663,6 +704,95 @@ static void test_adamw(int64_t n, int variant) {
 #endif
 }
 
+/* ---- section 13, sampling, against mbpo__cpu_sample. G = 8 rows, rows 2 and 5 not live.
+   layout 0: N(0, 9) logits; row 1 ties at the max (three ids at 20, a banned id at 30); row 4
+   one logit at +200 (the rest hold ~e^-270 each: candidates in double, 0 as floats), with
+   u = 0 in the first draw (the walk's strict target < acc picks the +200 id, not id 0);
+   row 6 one logit at +15. layout 1 (edges): z[0] NaN; a NaN inside; +inf; all -inf; all
+   equal; -0.0 and +0.0 tied among -inf; ban ids out of range (-1, V, V + 7) next to a valid
+   one. Greedy tokens must equal the CPU's; temperature tokens too (they can differ only when
+   u S falls within rounding of a boundary, ~1e-14 per draw, see mbpo_cuda.cuh section 13:
+   the count is printed and must be 0). z after the call must be the CPU's bit for bit (the bans written, nothing
+   else), rows not live untouched, tok of rows not live untouched, and a second call with the
+   same draws the same tokens. */
+static void sample_rows(vec &z, int64_t Gn, int64_t V, int layout, mbpo_rng *r) {
+    for (auto &x : z) x = (float)(3.0 * mbpo_rng_normal(r));
+    float *row;
+    int64_t i;
+    if (layout == 0) {
+        row = &z[1 * V]; row[V / 7] = 20; row[V / 3] = 20; row[V > 1 ? V - 2 : 0] = 20; row[V / 4] = 30;
+        row = &z[4 * V]; row[(V / 2 + 3) % V] = 200;
+        row = &z[6 * V]; row[5 % V] = 15;
+        return;
+    }
+    z[0] = NAN;
+    z[1 * V + V / 2] = NAN;
+    z[3 * V + V / 3] = INFINITY;
+    for (i = 0; i < V; i++) z[4 * V + i] = -INFINITY;
+    for (i = 0; i < V; i++) z[6 * V + i] = 0.5f;
+    for (i = 0; i < V; i++) z[7 * V + i] = -INFINITY;
+    z[7 * V + 3 % V] = -0.0f; z[7 * V + 4 % V] = 0.0f;
+    (void)Gn;
+}
+static void check_count(const std::string &op, const char *shape, int64_t nbad, int64_t n) {
+    row &t = table[op];
+    if (!t.cases) order_.push_back(op);
+    t.cases++; t.err = (double)nbad > t.err ? (double)nbad : t.err; t.bitwise = t.bitwise && !nbad; t.pass = t.pass && !nbad;
+    if (!nbad) n_pass++;
+    else { n_fail++; printf("FAIL %s %s: %lld of %lld differ\n", op.c_str(), shape, (long long)nbad, (long long)n); }
+}
+static int64_t sample_draws = 0, sample_mismatches = 0;
+static void test_sample(int64_t V, int layout, double T, int reps) {
+    const int64_t Gn = 8;
+    const unsigned char live[8] = {1, 1, 0, 1, 1, 0, 1, 1};
+    char sh[96]; snprintf(sh, sizeof sh, "G=8 V=%lld layout=%d T=%g draws=%d", (long long)V, layout, T, reps);
+    mbpo__sample_k k;
+    mbpo_rng r;
+    memset(&k, 0, sizeof k);
+    k.temperature = T; k.n_ban = 4;
+    if (layout == 0) { k.ban[0] = 1 % V; k.ban[1] = V / 4; k.ban[2] = V / 2; k.ban[3] = V - 1; }
+    else { k.ban[0] = V - 1; k.ban[1] = -1; k.ban[2] = V; k.ban[3] = V + 7; }
+    mbpo_rng_seed(&r, 1000 * (uint64_t)V + 10 * (uint64_t)layout + (uint64_t)(T * 10));
+    vec z((size_t)(Gn * V)), zc;
+    sample_rows(z, Gn, V, layout, &r);
+    zc = z;
+    float *gz = df(z);
+    int64_t nbad = 0, nmis = 0, ndet = 0, nidle = 0, ndraw = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        double u[8];
+        int32_t tc[8], tg[8], tg2[8];
+        for (int g = 0; g < 8; g++) { u[g] = mbpo_rng_uniform(&r); tc[g] = tg[g] = tg2[g] = -7; }
+        if (rep == 0 && layout == 0) u[4] = 0.0;
+        if (!P->sample(cbe, tc, zc.data(), u, live, Gn, V, &k)) { printf("FAIL cpu sample: %s\n", mbpo_failure_reason()); n_fail++; }
+        GOK(G->sample(gbe, tg, gz, u, live, Gn, V, &k));
+        GOK(G->sample(gbe, tg2, gz, u, live, Gn, V, &k));
+        for (int g = 0; g < 8; g++) {
+            if (!live[g]) { nidle += tg[g] != -7 || tg2[g] != -7; continue; }
+            ndraw++;
+            ndet += tg[g] != tg2[g];
+            if (tg[g] != tc[g]) {
+                (T > 0 ? nmis : nbad)++;
+                printf("     %s row %d: u %.17g: got %d, cpu %d\n", sh, g, u[g], tg[g], tc[g]);
+            }
+        }
+    }
+    check_count(T > 0 ? "sample (temperature): tokens" : "sample (greedy): tokens", sh, T > 0 ? nmis : nbad, ndraw);
+    check_count("sample: tok of rows not live untouched", sh, nidle, 2 * reps * 2);
+    check_count("sample (determinism)", sh, ndet, ndraw);
+    if (T > 0) { sample_draws += ndraw; sample_mismatches += nmis; }
+    vec zg = fget(gz, Gn * V);
+    checkf("sample: z after (bans), = the CPU's", "z", sh, zg, zc, 0, true);
+    int64_t nz = 0, nb = 0;
+    for (int g = 0; g < 8; g++) {
+        for (int64_t i = 0; i < V; i++) if (!live[g] && memcmp(&zg[g * V + i], &z[g * V + i], 4)) nz++;
+        for (int b = 0; b < 4; b++)
+            if (live[g] && k.ban[b] >= 0 && k.ban[b] < V && zg[g * V + k.ban[b]] != -INFINITY) nb++;
+    }
+    check_count("sample: z rows not live untouched", sh, nz, 2 * V);
+    check_count("sample: banned ids -inf in live rows", sh, nb, 6 * 4);
+    dfree_all();
+}
+
 int main(int argc, char **argv) {
     const char *only = argc > 1 ? argv[1] : "";
     setvbuf(stdout, NULL, _IOLBF, 0);   /* complete logs even when a sanitizer aborts */
@@ -707,6 +837,10 @@ int main(int argc, char **argv) {
         expect_fail("head_forward chunk=0", G->head_forward(gbe, f, f, a, a, NULL, NULL, 1, 8, 8, 0, a, f));
         dfree_all();
     }
+    if (RUN("pgd")) {
+        for (int64_t n : {(int64_t)3, (int64_t)28 * 56 * 3, (int64_t)(448 * 448 * 3)})
+            for (int fast = 0; fast < 2; fast++) test_pgd(n, fast);
+    }
     if (RUN("optim")) {
         /* 256 Ki + 3: just over MBPO__SUMSQ_BLOCKS x 256 values, so pass 1 strides; 2^20 + 17 as test_cuda.cu */
         std::vector<int64_t> ns = {0, 1, 1000, 256 * 1024 + 3};
@@ -715,6 +849,31 @@ int main(int argc, char **argv) {
         for (int64_t n : {(int64_t)1, (int64_t)1000, getenv("EMU_SMALL") ? (int64_t)70001 : (int64_t)(1 << 20) + 5})
             for (int variant = 0; variant < 2; variant++) test_adamw(n, variant);
         expect_fail("sumsq n=-1", G->sumsq(gbe, NULL, NULL, -1));
+    }
+    if (RUN("sample")) {
+        /* draws: the emulated barriers of 256 threads are slow (~40 rows a second) */
+        const int64_t vs[] = {1, 7, 300, 1000, 151936};
+        int reps = getenv("EMU_SMALL") ? 2 : 16;
+        for (int64_t V : vs) for (int layout = 0; layout < 2; layout++) {
+            if (getenv("EMU_SMALL") && V > 1000) continue;
+            test_sample(V, layout, 0.0, 1);
+            test_sample(V, layout, 1.0, layout ? 2 : reps);
+            test_sample(V, layout, 0.7, layout ? 2 : reps);
+        }
+        printf("sample: %lld temperature draws, %lld tokens differ from the CPU's\n", (long long)sample_draws,
+               (long long)sample_mismatches);
+        mbpo__sample_k k;
+        memset(&k, 0, sizeof k);
+        int32_t t1 = 0;
+        double u1 = 0.5;
+        unsigned char l1 = 1;
+        float *f = df_poison(8);
+        k.n_ban = 5;
+        expect_fail("sample n_ban=5", G->sample(gbe, &t1, f, &u1, &l1, 1, 8, &k));
+        k.n_ban = 0;
+        expect_fail("sample V=0", G->sample(gbe, &t1, f, &u1, &l1, 1, 0, &k));
+        GOK(G->sample(gbe, &t1, f, &u1, &l1, 0, 8, &k));   /* G = 0: nothing */
+        dfree_all();
     }
 
     printf("\n%-58s %5s %12s %9s %8s %s\n", "op (" BUILD ")", "cases", "max err", "tol", "bitwise", "result");

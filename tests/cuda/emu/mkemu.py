@@ -12,7 +12,7 @@ Rewrites (each must match exactly the expected number of times, or this script f
   5. cuBLASLt planning (mbpo__cuda_align .. mbpo__cuda_plan_get) removed, and the matmul call
      in mbpo__cuda_gemm replaced by mbpo__emu_gemm (emu_gemm.h, a plain host GEMM);
   6. section 11 (attention; tested by the attention unit's own emulation (not kept)) replaced by stubs that fail;
-     section 12 (optimizer: sumsq, adamw) and the table after it are kept."""
+     sections 12 (optimizer: sumsq, adamw), 13 (sampling) and the table after them are kept."""
 import re, sys, os, shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,14 +66,15 @@ def launch(m):
     k, cfg = m.group(1), m.group(2)
     name = '#kernel' if k == 'kernel' else '"%s"' % k
     return 'mbpo__emu_launch(%s, %s).run(%s, ' % (name, cfg, k)
-# 23: sections 2-10 (21) and the two sumsq passes (adamw launches through MBPO__EW_LAUNCH)
-src = sub(r'(\w+(?:<\w+>)?)<<<(.*?)>>>\(', launch, src, 23, flags=re.S, what='launches')
+# 24: sections 2-10 (21), the two sumsq passes (adamw launches through MBPO__EW_LAUNCH), sample
+src = sub(r'(\w+(?:<\w+>)?)<<<(.*?)>>>\(', launch, src, 24, flags=re.S, what='launches')
 if '<<<' in src:
     sys.exit('mkemu: a launch was not rewritten')
 
 # 4. static shared arrays
-# 5: the embedding's staged metadata (2), the head's block reductions (1), the two sumsq trees (2)
-src = sub(r'__shared__ (\w+) (\w+)\[([^\]]+)\];', r'\1 *\2 = mbpo__emu_shared<\1>(\3);', src, 5, what='static shared')
+# 10: the embedding's staged metadata (2), the head's block reductions (1), the two sumsq trees (2),
+# sample's trees and starts (5)
+src = sub(r'__shared__ (\w+) (\w+)\[([^\]]+)\];', r'\1 *\2 = mbpo__emu_shared<\1>(\3);', src, 10, what='static shared')
 if '__shared__' in src:
     sys.exit('mkemu: a __shared__ declaration was not rewritten (dynamic shared memory is not supported here)')
 if 'cublasLtMatmul(' in src or 'cublasLtMatmulDescSetAttribute' in src:

@@ -32,4 +32,6 @@ mut embed_shared_too_small 'int64_t *s_fr = mbpo__emu_shared<int64_t>(MBPO__CUDA
 mut gelu_bwd_missing_dout 'mbpo__st(dinp, i, mbpo__ld(dout, i) * (cdf + x * pdf));' 'mbpo__st(dinp, i, (cdf + x * pdf));' -DMBPO_CUDA_FP32 ew
 mut adamw_no_bias_correction1 '(mi / k.bc1)' 'mi' -DMBPO_CUDA_FP32 optim
 mut sumsq_drops_last_partial 'for (int64_t b = threadIdx.x; b < nb; b += MBPO__CUDA_THREADS)' 'for (int64_t b = threadIdx.x; b < nb - 1; b += MBPO__CUDA_THREADS)' '' optim
+mut sample_ties_to_highest 'return v > w || (v == w && i < j);' 'return v > w || (v == w && i > j);' -DMBPO_CUDA_FP32 sample
+mut sample_walk_le 'if (walk && target < acc) break;' 'if (walk && target <= acc) break;' '' sample
 rm -rf build_mut

@@ -30,6 +30,6 @@ $CXX $SAN -o build/t_bf16_asan emu_test.cpp $LIBS
 # ThreadSanitizer: races between emulated CUDA threads (missing __syncthreads), small shapes
 $CXX -O1 -fsanitize=thread -o build/t_bf16_tsan emu_test.cpp $LIBS
 $CXX -O1 -fsanitize=thread -DMBPO_CUDA_FP32 -o build/t_fp32_tsan emu_test.cpp $LIBS
-EMU_SMALL=1 ./build/t_bf16_tsan norm,embed,head,xcopy > logs/bf16_tsan.txt 2>&1 || true
+EMU_SMALL=1 ./build/t_bf16_tsan norm,embed,head,xcopy,sample > logs/bf16_tsan.txt 2>&1 || true
 EMU_SMALL=1 ./build/t_fp32_tsan norm,embed,head > logs/fp32_tsan.txt 2>&1 || true
 for f in logs/*.txt; do printf '%-28s %s\n' "$f" "$(tail -n 1 $f)"; grep -c "ERROR: AddressSanitizer\|runtime error\|WARNING: ThreadSanitizer" $f || true; done

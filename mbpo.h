@@ -520,7 +520,7 @@ MBPODEF int mbpo_device_available(mbpo_device d);
 typedef struct mbpo_acts mbpo_acts;       /* activation arena (opaque) */
 typedef struct mbpo__ops mbpo_ops;        /* a backend's op table (opaque) */
 typedef struct mbpo__backend mbpo_backend;/* a backend's state: streams, handles, scratch (opaque) */
-typedef struct {
+typedef struct mbpo_model_s {
     mbpo_config cfg;
     mbpo_param_table table;
     float *params;                   /* (table.total_floats) the host copy: loaded, saved, updated */
@@ -542,6 +542,8 @@ typedef struct {
     int opt_fresh;                   /* xmaster and the backend moments hold the newest state */
     int host_stale;                  /* the backend's master (and moments) are newer than params and opt's */
     int borrowed;                    /* be and acts are another model's (mbpo_model_borrow_plan) */
+    struct mbpo_model_s *borrower;   /* the model that borrows this one's plan (its be follows ours) */
+    struct mbpo_model_s *lender;     /* the model whose plan this one borrows (the two unlink when either goes) */
     int pixels_on_backend;           /* the next forward finds its pixel rows in the arena (mbpo_pgd) */
 } mbpo_model;
 
@@ -570,7 +572,7 @@ MBPODEF int  mbpo_model_plan(mbpo_model *m, int64_t max_tokens, int64_t max_patc
    with m's own parameters. For a model whose forwards never fall between owner's forward and
    backward (mbpo_train's frozen reference: its log-probs are taken before the policy's
    forward), it saves a whole arena. Again after owner re-plans; free m before owner. */
-MBPODEF int  mbpo_model_borrow_plan(mbpo_model *m, const mbpo_model *owner);
+MBPODEF int  mbpo_model_borrow_plan(mbpo_model *m, mbpo_model *owner);
 MBPODEF int  mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_tokens,
                                 int64_t max_patches, int64_t max_targets, int want_grads);
 MBPODEF void mbpo_model_params_changed(mbpo_model *m);
@@ -646,8 +648,10 @@ MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen
                                   float *scratch);
 /* Generate G = kv->G continuations of the prompt: out_ids (G, max_new_tokens), out_len (G)
    = tokens produced, a stop token included when one ended the continuation. The draws
-   come from rng in a fixed order (step by step, continuation by continuation), so the
-   same seed gives the same tokens. */
+   come from rng in a fixed order (step by step, continuation by continuation, one per live
+   continuation at temperature > 0, even for a row with no finite logit), so the same seed
+   gives the same tokens; plain temperature sampling and greedy run on the model's backend
+   (the sample op), top-k / top-p on the host. */
 MBPODEF int  mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, const mbpo_gen_opts *o,
                            mbpo_rng *rng, int32_t *out_ids, int *out_len);
 
@@ -774,6 +778,7 @@ typedef struct {
     int stream_moments;              /* Adam moments kept on the host (mbpo_adamw.stream_moments) */
     int64_t tokens, patches, targets;   /* the largest micro-batch, packed */
     int G; int64_t kv_len;           /* decoding: continuations and their cache length (G 0: none) */
+    int64_t pgd_values;              /* PGD on the backend: values of its image (H W 3), or 0 */
 } mbpo_mem_shape;
 typedef struct {
     /* bytes on the device (on the CPU: in host memory) */
@@ -6921,6 +6926,17 @@ static void mbpo__acts_free(mbpo_model *m) {
     mbpo_free(a);
     m->acts = NULL;
 }
+/* The borrower of m's plan (mbpo_model_borrow_plan) follows m's backend state, so that it never
+   holds a destroyed one (its own buffers are released through it); its arena pointer is
+   refreshed by its next borrow. */
+static void mbpo__lend(mbpo_model *m) {
+    if (m->borrower && m->borrower->borrowed) { m->borrower->be = m->be; m->borrower->acts = NULL; }
+}
+static void mbpo__unlink(mbpo_model *m) {   /* m's plan goes: neither side points at the other any more */
+    if (m->borrower && m->borrower->lender == m) m->borrower->lender = NULL;
+    if (m->lender && m->lender->borrower == m) m->lender->borrower = NULL;
+    m->borrower = m->lender = NULL;
+}
 /* Release everything a plan holds on its backend (the host params and grads stay). */
 static void mbpo__backend_free(mbpo_model *m) {
     if (!m->ops) return;
@@ -6930,7 +6946,10 @@ static void mbpo__backend_free(mbpo_model *m) {
     if (m->xmaster && m->xmaster != m->params) m->ops->release(m->be, m->xmaster);
     if (m->xmoments) m->ops->release(m->be, m->xmoments);
     if (m->be && !m->borrowed) m->ops->destroy(m->be);
+    if (m->borrower) { m->be = NULL; mbpo__lend(m); }   /* the borrower's be is gone too */
+    mbpo__unlink(m);
     m->borrowed = 0;
+    m->host_stale = 0;   /* what the backend held newer than the host is gone with it */
     m->xparams = NULL; m->xgrads = NULL; m->xmaster = NULL; m->xmoments = NULL; m->be = NULL; m->ops = NULL;
     m->opt_fresh = 0;
 }
@@ -6954,11 +6973,12 @@ MBPODEF int mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_to
     }
     if (!(ops = mbpo__device_ops(device))) return 0;
     if (m->ops != ops) mbpo__backend_free(m);   /* another device: start over */
-    if (m->borrowed) { m->acts = NULL; m->be = NULL; m->borrowed = 0; }   /* a plan of its own from now on */
+    if (m->borrowed) { m->acts = NULL; m->be = NULL; m->borrowed = 0; mbpo__unlink(m); }   /* a plan of its own from now on */
     mbpo__acts_free(m);
     if (m->be) { m->ops->destroy(m->be); m->be = NULL; }
     m->ops = ops; m->device = device;
-    if (!ops->create(&m->be, max_tokens > max_patches ? max_tokens : max_patches)) { m->ops = NULL; return 0; }
+    if (!ops->create(&m->be, max_tokens > max_patches ? max_tokens : max_patches)) { m->ops = NULL; mbpo__lend(m); return 0; }
+    mbpo__lend(m);
     if (!m->xparams) {   /* the parameters as the backend stores them */
         if (ops == &mbpo__cpu_ops) m->xparams = m->params;
         else if (!ops->alloc(m->be, &m->xparams, m->table.total_floats * ops->x_size, "the parameters")) return 0;
@@ -6991,7 +7011,7 @@ MBPODEF int mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_to
     }
     return 1;
 }
-MBPODEF int mbpo_model_borrow_plan(mbpo_model *m, const mbpo_model *owner) {
+MBPODEF int mbpo_model_borrow_plan(mbpo_model *m, mbpo_model *owner) {
     const mbpo_acts *oa = owner->acts;
     mbpo_acts probe;
     size_t n_ints = 0;
@@ -7007,6 +7027,7 @@ MBPODEF int mbpo_model_borrow_plan(mbpo_model *m, const mbpo_model *owner) {
         if (m->be) m->ops->destroy(m->be);
     }
     m->ops = owner->ops; m->be = owner->be; m->acts = owner->acts; m->device = owner->device; m->borrowed = 1;
+    owner->borrower = m; m->lender = owner;   /* a new backend of the owner's is handed on (mbpo__lend) */
     if (!m->xparams) {
         if (m->ops == &mbpo__cpu_ops) m->xparams = m->params;
         else if (!m->ops->alloc(m->be, &m->xparams, m->table.total_floats * m->ops->x_size, "the parameters")) return 0;
@@ -7798,6 +7819,12 @@ static double mbpo__device_bytes(mbpo_device d) {
     return 0;
 #endif
 }
+/* The runs grow a plan with room to spare (mbpo__ensure_plan): half again, so that slightly
+   longer batches do not re-plan every time. The memory plan counts what they allocate. */
+static void mbpo__plan_headroom(int64_t *T, int64_t *P, int64_t *N) {
+    *T += *T / 2 + 16; *P += (*P / 2 + 4) / 4 * 4; *N = *N + *N / 2 + 16;
+    if (*N > *T) *N = *T;
+}
 MBPODEF int mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, mbpo_mem_plan *p) {
     mbpo_param_table t;
     mbpo_acts a;
@@ -7810,14 +7837,16 @@ MBPODEF int mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, 
     size_t xs = cpu ? 4 : 2;         /* bf16 on a GPU */
 #endif
     double n, acts, chunk;
+    int64_t T = s->tokens, P = s->patches, N = s->targets;
     memset(p, 0, sizeof *p);
     memset(&a, 0, sizeof a);
     memset(&kb, 0, sizeof kb);
     if (!mbpo_param_table_build(&t, cfg)) return 0;
     n = p->n_params = (double)t.total_floats;
     chunk = n < (double)((int64_t)1 << 26) ? n : (double)((int64_t)1 << 26);
-    acts = (double)mbpo__acts_layout(&a, cfg, xs, s->tokens, s->patches, s->targets, s->patches / (cfg->v_merge * cfg->v_merge),
-                                     s->tokens, NULL, NULL, &n_ints) + (double)n_ints * sizeof(int64_t);
+    if (T > 0) mbpo__plan_headroom(&T, &P, &N);
+    acts = (double)mbpo__acts_layout(&a, cfg, xs, T, P, N, P / (cfg->v_merge * cfg->v_merge), T, NULL, NULL, &n_ints) +
+           (double)n_ints * sizeof(int64_t);
     p->weights = n * (double)xs;
     p->master = s->train && !cpu ? 4 * n : 0;           /* the CPU trains params itself */
     p->moments = !s->train ? 0 : s->stream_moments && !cpu ? 8 * chunk : 8 * n;
@@ -7826,6 +7855,9 @@ MBPODEF int mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, 
     p->activations = acts;
     p->kv_cache = s->G > 0 ? (double)mbpo__kv_layout(cfg, xs, s->G, s->kv_len, NULL, NULL, &kb, &kv_host) : 0;
     p->workspace = cpu ? 0 : (double)((size_t)32 << 20);   /* cuBLASLt's (the reference shares the backend) */
+    /* PGD on the backend: the image, the clean image and the gradient (fp32), and the two
+       int64 maps between the image and its rows (T frames of each value) */
+    if (s->pgd_values > 0) p->workspace += (double)s->pgd_values * (12.0 + 16.0 * 2);
     p->total = p->weights + p->master + p->moments + p->grads + p->reference + p->activations + p->kv_cache + p->workspace;
     /* a device run keeps fp32 host copies of the parameters, the moments (the checkpoint's;
        the store when streamed) and the reference's parameters (the host gradients are
@@ -8055,10 +8087,12 @@ MBPODEF int mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, 
     /* plain temperature sampling and greedy run on the backend (the sample op), so the (G, V)
        logits never cross to the host; top-k / top-p sort on the host */
     kv->device_logits = m->ops && m->ops->sample && o->top_k <= 0 && !(o->top_p > 0 && o->top_p < 1);
-    if (!mbpo_kv_prefill(m, kv, prompt)) return 0;
-    if (kv->len + o->max_new_tokens > kv->max_len)
-        return mbpo__fail("mbpo_generate: %lld prompt + %d new tokens exceed the cache's %lld", (long long)kv->len,
-                          o->max_new_tokens, (long long)kv->max_len);
+    if (!mbpo_kv_prefill(m, kv, prompt)) goto end;
+    if (kv->len + o->max_new_tokens > kv->max_len) {
+        mbpo__fail("mbpo_generate: %lld prompt + %d new tokens exceed the cache's %lld", (long long)kv->len, o->max_new_tokens,
+                   (long long)kv->max_len);
+        goto end;
+    }
     tok = (int32_t *)mbpo__alloc((size_t)kv->G * sizeof(int32_t));
     scratch = (float *)mbpo__alloc((size_t)(2 * V) * sizeof(float));
     done = (unsigned char *)mbpo__calloc((size_t)kv->G, 1);
@@ -9207,8 +9241,7 @@ static int mbpo__ensure_plan(mbpo_model *m, int64_t T, int64_t P, int64_t N, int
     const mbpo_acts *a = m->acts;
     if (a && a->max_T >= T && a->max_P >= P && a->max_N >= N && (!grads || m->grads)) return 1;
     if (a) { T = T > a->max_T ? T : a->max_T; P = P > a->max_P ? P : a->max_P; N = N > a->max_N ? N : a->max_N; }
-    T += T / 2 + 16; P += (P / 2 + 4) / 4 * 4; N = N + N / 2 + 16;
-    if (N > T) N = T;
+    mbpo__plan_headroom(&T, &P, &N);
     return mbpo_model_plan(m, T, P, N, grads);
 }
 
@@ -9362,12 +9395,13 @@ static int mbpo__plan_shape(const mbpo_config *cfg, const mbpo_preproc *pp, mbpo
 /* The plan of a run that only infers (mbpo-mine: IIG, PGD to the pixels, sampling;
    mbpo-score): one sample of one 448x448 image and 64 text tokens with max_new response
    tokens, decoded alone: printed on log unless quiet, refused when it does not fit. */
-static int mbpo__infer_plan(const mbpo__env *e, mbpo_device device, int max_new, FILE *log, int quiet, const char *who) {
+static int mbpo__infer_plan(const mbpo__env *e, mbpo_device device, int max_new, int pgd, FILE *log, int quiet, const char *who) {
     mbpo_mem_shape sh;
     mbpo_mem_plan p;
     char prefix[48];
-    if (!mbpo__plan_shape(&e->model.cfg, &e->pp, device, 1, 1, 448, 64, max_new, 1, &sh) || !mbpo_mem_plan_make(&e->model.cfg, &sh, &p))
-        return 0;
+    if (!mbpo__plan_shape(&e->model.cfg, &e->pp, device, 2, 1, 448, 64, max_new, 1, &sh)) return 0;   /* IIG: two passes in one */
+    if (pgd) sh.pgd_values = 448 * 448 * 3;
+    if (!mbpo_mem_plan_make(&e->model.cfg, &sh, &p)) return 0;
     snprintf(prefix, sizeof prefix, "%s: %s ", who, mbpo_device_name(device));
     if (log && !quiet) mbpo_mem_plan_print(log, prefix, &p);
     return mbpo_mem_plan_check(&p, who);
@@ -9440,7 +9474,7 @@ static int mbpo__mine_setup(mbpo__mine *M, const mbpo_mine_opts *o) {
     mbpo__prog_start(&M->pg, o->log, 1, "");
     if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&M->e, o->model_dir, o->processor, o->device)) return 0;
     M->env_loaded = 1;
-    if (!mbpo__infer_plan(&M->e, o->device, o->max_new_tokens, o->log, o->quiet, "mine")) return 0;
+    if (!mbpo__infer_plan(&M->e, o->device, o->max_new_tokens, !o->random_negatives, o->log, o->quiet, "mine")) return 0;
     if (!mbpo_dataset_load(ds, o->data, o->image_root, o->strict, o->log)) return 0;
     if (ds->n == 0) return mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds->n_bad);
     n1 = (size_t)ds->n + 1;
@@ -9733,7 +9767,7 @@ MBPODEF int mbpo_score(const mbpo_score_opts *o, mbpo_score_summary *sum) {
         if (!good) return 0;
     }
     if (!mbpo__env_load(&e, o->model_dir, o->processor, o->device)) return 0;
-    if (!mbpo__infer_plan(&e, o->device, o->max_new_tokens, o->log, o->quiet, "score") ||
+    if (!mbpo__infer_plan(&e, o->device, o->max_new_tokens, 0, o->log, o->quiet, "score") ||
         !mbpo_dataset_load(&ds, o->data, o->image_root, o->strict, o->log)) goto end;
     if (ds.n == 0) {
         mbpo__fail("%s: no usable sample (%lld bad records skipped)", o->data, (long long)ds.n_bad);
@@ -10362,8 +10396,9 @@ static int mbpo__train_pool(mbpo__train *T) {
 MBPODEF int mbpo_train_mem_plan(const mbpo_config *cfg, const mbpo_preproc *pp, const mbpo_train_opts *o, mbpo_mem_shape *sh,
                                 mbpo_mem_plan *p) {
     int online = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;
-    if (!mbpo__plan_shape(cfg, pp, o->device, o->batch, online ? o->G : o->mode == MBPO_MODE_SFT ? 1 : 2, o->plan_image, o->plan_text,
-                          o->max_new_tokens, online ? o->G : 0, sh))
+    if (!mbpo__plan_shape(cfg, pp, o->device, o->batch, online ? o->G : o->mode == MBPO_MODE_SFT ? 1 : 2,
+                          o->plan_image > 0 ? o->plan_image : 448, o->plan_text > 0 ? o->plan_text : 64, o->max_new_tokens,
+                          online ? o->G : 0, sh))   /* options not from mbpo_train_defaults: its values */
         return 0;
     sh->train = 1; sh->reference = o->mode != MBPO_MODE_SFT && o->beta != 0; sh->stream_moments = o->stream_moments;
     return mbpo_mem_plan_make(cfg, sh, p);
@@ -10374,9 +10409,10 @@ static int mbpo__train_plan(mbpo__train *T) {
     mbpo_mem_plan p;
     if (!mbpo_train_mem_plan(&T->e.model.cfg, &T->e.pp, o, &sh, &p)) return 0;
     if (o->log && !o->quiet) {
-        fprintf(o->log, "train: planned for micro-batches of %d prompts x %lld sequences: %lld tokens, %lld patches (images %dx%d, "
-                        "%d text + %d new tokens; --plan-image, --plan-text)\n", o->batch, (long long)(sh.targets / o->batch / o->max_new_tokens),
-                (long long)sh.tokens, (long long)sh.patches, o->plan_image, o->plan_image, o->plan_text, o->max_new_tokens);
+        int online = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;
+        fprintf(o->log, "train: planned for micro-batches of %d prompts x %d sequences: %lld tokens, %lld patches (--plan-image, "
+                        "--plan-text; %d new tokens)\n", o->batch, online ? o->G : o->mode == MBPO_MODE_SFT ? 1 : 2, (long long)sh.tokens,
+                (long long)sh.patches, o->max_new_tokens);
         mbpo_mem_plan_print(o->log, o->device == MBPO_DEVICE_CPU ? "train: cpu " : "train: cuda ", &p);
     }
     return mbpo_mem_plan_check(&p, "train");
@@ -10396,7 +10432,7 @@ static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
         return mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
     if (o->steps % o->updates_per_batch || o->save_every % o->updates_per_batch)   /* checkpoints fall between batches */
         return mbpo__fail("mbpo_train: --steps and --save-every must be multiples of --updates-per-batch (%d)", o->updates_per_batch);
-    if (!mbpo__train_pool(T) || !mbpo__train_plan(T)) return 0;
+    if (!mbpo__train_pool(T)) return 0;
     if (!(T->p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) return 0;
     if (!mbpo__train_record(o, &T->e.pp, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(T->p_metrics))) return 0;
     if (!(T->perm = (int64_t *)mbpo__alloc((size_t)T->n_items * sizeof(int64_t)))) return 0;
@@ -10725,7 +10761,7 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     mbpo__train T;
     int ok = 0, finished = 0;
     int64_t mb, u;
-    if (!mbpo__train_setup(&T, o) || !mbpo__train_resume(&T, &finished)) goto end;
+    if (!mbpo__train_setup(&T, o) || !mbpo__train_resume(&T, &finished) || (!finished && !mbpo__train_plan(&T))) goto end;
     T.stepping = 1;
     while (!finished && T.step < o->steps) {
         /* the batch: rollouts are sampled now, from the policy as it stands, and scored by

@@ -271,8 +271,8 @@ static double mbpo__cuda_total_bytes(void) {
 }
 static void mbpo__cuda_release(mbpo_backend *be, void *p) {
     if (!p) return;
-    (void)cudaStreamSynchronize(MBPO__CUDA(be)->stream);   /* no queued op still reads p */
-    (void)cudaFree(p);
+    if (be) (void)cudaStreamSynchronize(MBPO__CUDA(be)->stream);   /* no queued op still reads p */
+    (void)cudaFree(p);   /* (synchronises the device itself: a borrower whose owner's backend is gone) */
 }
 /* host -> device; synchronous, so the host buffer may be reused at once (pinned or not) */
 static int mbpo__cuda_upload(mbpo_backend *be, void *dst, const void *src_host, size_t bytes) {

@@ -261,9 +261,11 @@ static void test_adamw_model(void) {
         memset(&sh, 0, sizeof sh);
         sh.device = MBPO_DEVICE_CPU; sh.train = 1; sh.tokens = 8; sh.targets = 4;
         REQUIRE(mbpo_mem_plan_make(&b.cfg, &sh, &pl), "plan");
-        CHECK(pl.activations == (double)mbpo_model_plan_bytes(&b) && pl.weights == 4.0 * (double)n && pl.grads == 4.0 * (double)n &&
-              pl.moments == 8.0 * (double)n && pl.master == 0, "memory plan: activations %.0f bytes = the plan's %zu; weights, "
-              "gradients, moments 4, 4, 8 bytes per parameter", pl.activations, mbpo_model_plan_bytes(&b));
+        /* the runs plan a batch of 8 tokens, 4 targets with half again + 16 (and 4 patches, one merge unit) */
+        REQUIRE(mbpo_model_plan(&c, 8 + 4 + 16, 4, 4 + 2 + 16, 1), "plan as the runs do");
+        CHECK(pl.activations == (double)mbpo_model_plan_bytes(&c) && pl.weights == 4.0 * (double)n && pl.grads == 4.0 * (double)n &&
+              pl.moments == 8.0 * (double)n && pl.master == 0, "memory plan: activations %.0f bytes = the runs' plan's %zu; weights, "
+              "gradients, moments 4, 4, 8 bytes per parameter", pl.activations, mbpo_model_plan_bytes(&c));
         sh.device = MBPO_DEVICE_CUDA; sh.stream_moments = 1; sh.reference = 1;
         REQUIRE(mbpo_mem_plan_make(&b.cfg, &sh, &pl), "plan");
         CHECK(pl.weights == 2.0 * (double)n && pl.master == 4.0 * (double)n && pl.moments == 8.0 * (double)n &&

@@ -255,20 +255,27 @@ static void op_end(opstat *st) {
     printf("  ok  %-22s %3d comparisons, worst %s %.2e (tol %.1e) at %s%s\n", st->op, st->cases, metric,
            st->worst, st->tol, st->worst_shape, st->refused ? " (some odd shapes refused, see --)" : "");
 }
+/* both sides of b as floats (host scratch), one comparison counted; 0 (a failure reported) if
+   they cannot be read */
+static int both_sides(opstat *st, const char *shape, const char *what, const tbuf *b, float **got, float **ref) {
+    *got = (float *)hmem((size_t)b->n * sizeof(float)); *ref = (float *)hmem((size_t)b->n * sizeof(float));
+    if (!*got || !*ref) return 0;
+    st->cases++;
+    if (!tb_get(b, 0, *ref) || !tb_get(b, 1, *got)) {
+        st->fails++; n_failed++;
+        printf("FAIL  %s %s [%s]: download: %s\n", st->op, what, shape, mbpo_failure_reason());
+        return 0;
+    }
+    return 1;
+}
 /* compare the GPU side of b against the CPU side; tol < 0: the class tolerance */
 static void cmp(opstat *st, const char *shape, const char *what, const tbuf *b) {
     int absolute = st->absolute;
     double tol = st->tol;
-    float *got = (float *)hmem((size_t)b->n * sizeof(float)), *ref = (float *)hmem((size_t)b->n * sizeof(float));
+    float *got, *ref;
     int64_t bad = 0, worst = 0, i, nexact = 0;
     double err;
-    if (!got || !ref) return;
-    st->cases++;
-    if (!tb_get(b, 0, ref) || !tb_get(b, 1, got)) {
-        st->fails++; n_failed++;
-        printf("FAIL  %s %s [%s]: download: %s\n", st->op, what, shape, mbpo_failure_reason());
-        return;
-    }
+    if (!both_sides(st, shape, what, b, &got, &ref)) return;
     if (st->tc == TC_EXACT && !absolute) {
         for (i = 0; i < b->n; i++)
             if (memcmp(&got[i], &ref[i], sizeof(float))) { if (!nexact) worst = i; nexact++; }
@@ -795,15 +802,9 @@ static int64_t ulp_order(float f) {   /* floats as integers in value order: ulp 
     return i < 0 ? -(int64_t)(i & 0x7fffffff) : (int64_t)i;
 }
 static void cmp_ulp(opstat *st, const char *shape, const char *what, const tbuf *b, int64_t max_ulp) {
-    float *got = (float *)hmem((size_t)b->n * sizeof(float)), *ref = (float *)hmem((size_t)b->n * sizeof(float));
+    float *got, *ref;
     int64_t i, worst = 0, nbad = 0, wi = 0;
-    if (!got || !ref) return;
-    st->cases++;
-    if (!tb_get(b, 0, ref) || !tb_get(b, 1, got)) {
-        st->fails++; n_failed++;
-        printf("FAIL  %s %s [%s]: download: %s\n", st->op, what, shape, mbpo_failure_reason());
-        return;
-    }
+    if (!both_sides(st, shape, what, b, &got, &ref)) return;
     for (i = 0; i < b->n; i++) {
         int64_t d = ulp_order(got[i]) - ulp_order(ref[i]);
         if (d < 0) d = -d;
@@ -1044,11 +1045,11 @@ static void test_pgd_ops(void) {
     int64_t *map = (int64_t *)malloc((size_t)npv * sizeof(int64_t)), *inv = (int64_t *)malloc((size_t)npv * sizeof(int64_t));
     int64_t *cnt = (int64_t *)calloc((size_t)n, sizeof(int64_t)), i, j;
     float *x = (float *)malloc((size_t)n * sizeof(float)), *x0 = (float *)malloc((size_t)n * sizeof(float));
-    float *got = (float *)malloc((size_t)npv * sizeof(float)), *ref = (float *)malloc((size_t)npv * sizeof(float));
+    float *got, *ref;
     int k, ok_;
     char shape[96];
     op_begin(&px, "pixels", TC_EXACT); op_begin(&pb, "pixels_backward", TC_EXACT); op_begin(&ps, "pgd_step", TC_EXACT);
-    if (!map || !inv || !cnt || !x || !x0 || !got || !ref) { n_failed++; printf("FAIL  test setup: out of memory\n"); return; }
+    if (!map || !inv || !cnt || !x || !x0) { n_failed++; printf("FAIL  test setup: out of memory\n"); return; }
     for (j = 0; j < npv; j++) map[j] = j / T;   /* then shuffled: a map no loop order explains */
     for (j = npv - 1; j > 0; j--) {
         int64_t r = (int64_t)(mbpo_rng_u64(&RNG) % (uint64_t)(j + 1)), t = map[j];
@@ -1069,12 +1070,10 @@ static void test_pgd_ops(void) {
         xb = in_fv(x, n); x0b = in_fv(x0, n); mapb = in_i64(map, npv); invb = in_i64(inv, npv);
         pv = out_x(npv); dpv = in_x(npv, 1.0); dx = out_f(n);
         BOTH(&px, shape, 0, OPS[s]->pixels(BE[s], XP(pv), FP(xb), LP(mapb), npv, kms));
-        if (ok_) {   /* the GPU's rows: the storage type of the CPU's fp32 ones, exactly */
+        if (ok_ && both_sides(&px, shape, "pv", &pv, &got, &ref)) {   /* the storage type of the CPU's fp32 rows, exactly */
             int64_t bad = 0;
-            px.cases++;
-            if (!tb_get(&pv, 0, ref) || !tb_get(&pv, 1, got)) bad = 1;
-            for (j = 0; j < npv && !bad; j++) { float w = xround(ref[j]); bad += memcmp(&w, &got[j], 4) != 0; }
-            if (bad) { px.fails++; n_failed++; printf("FAIL  pixels [%s]: rows differ from the storage type of the CPU's\n", shape); }
+            for (j = 0; j < npv; j++) { float w = xround(ref[j]); bad += memcmp(&w, &got[j], 4) != 0; }
+            if (bad) { px.fails++; n_failed++; printf("FAIL  pixels [%s]: %lld rows differ from the CPU's\n", shape, (long long)bad); }
             else if (!px.worst_shape[0]) snprintf(px.worst_shape, sizeof px.worst_shape, "%s", shape);
         }
         BOTH(&pb, shape, 0, OPS[s]->pixels_backward(BE[s], FP(dx), XP(dpv), LP(invb), n, T, kms));
@@ -1095,7 +1094,7 @@ static void test_pgd_ops(void) {
         pool_release();
     }
     op_end(&px); op_end(&pb); op_end(&ps);
-    free(map); free(inv); free(cnt); free(x); free(x0); free(got); free(ref);
+    free(map); free(inv); free(cnt); free(x); free(x0);
 }
 
 static void test_ops(void) {

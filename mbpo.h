@@ -8048,15 +8048,14 @@ MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen
 }
 
 /* One step of mbpo_generate with the logits on the backend: the draws in the order
-   mbpo_sample_token takes them (continuation by continuation, live ones only), the sample op,
-   then each live continuation's token appended (done at a stop token); idle ones repeat their
-   last token so the cache stays in lockstep. */
-static int mbpo__generate_step(mbpo_model *m, mbpo_kv *kv, const mbpo_gen_opts *o, mbpo_rng *rng, int32_t *tok,
-                               unsigned char *done, int32_t *out_ids, int *out_len, int *live, double *u, unsigned char *alive) {
+   mbpo_sample_token takes them (continuation by continuation, live ones only), then the sample
+   op: tok gets the live continuations' tokens. */
+static int mbpo__generate_sample(mbpo_model *m, mbpo_kv *kv, const mbpo_gen_opts *o, mbpo_rng *rng, int32_t *tok,
+                                 const unsigned char *done, double *u, unsigned char *alive) {
     const mbpo_config *c = &m->cfg;
     mbpo__sample_k sk;
     mbpo__kv_bufs kb;
-    int g, k;
+    int g;
     memset(&sk, 0, sizeof sk);
     sk.temperature = o->temperature;
     sk.ban[0] = c->image_token_id; sk.ban[1] = c->video_token_id; sk.ban[2] = c->vision_start_token_id;
@@ -8066,13 +8065,18 @@ static int mbpo__generate_step(mbpo_model *m, mbpo_kv *kv, const mbpo_gen_opts *
         u[g] = alive[g] && o->temperature > 0 ? mbpo_rng_uniform(rng) : 0.0;
     }
     mbpo__kv_get(kv, c, &kb);
-    if (!m->ops->sample(m->be, tok, kb.logits, u, alive, kv->G, c->vocab_size, &sk)) return 0;
-    for (g = 0; g < kv->G; g++) {
+    return m->ops->sample(m->be, tok, kb.logits, u, alive, kv->G, c->vocab_size, &sk);
+}
+/* Each live continuation's new token appended (done at a stop token); idle ones repeat their
+   last token so the cache stays in lockstep. */
+static void mbpo__generate_append(const mbpo_gen_opts *o, int G, int32_t *tok, unsigned char *done, int32_t *out_ids, int *out_len,
+                                  int *live) {
+    int g, k;
+    for (g = 0; g < G; g++) {
         if (done[g]) { tok[g] = out_ids[(int64_t)g * o->max_new_tokens + out_len[g] - 1]; continue; }   /* idle */
         out_ids[(int64_t)g * o->max_new_tokens + out_len[g]++] = tok[g];
         for (k = 0; k < o->n_stop; k++) if (tok[g] == o->stop_ids[k]) { done[g] = 1; (*live)--; break; }
     }
-    return 1;
 }
 MBPODEF int mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, const mbpo_gen_opts *o,
                           mbpo_rng *rng, int32_t *out_ids, int *out_len) {
@@ -8102,21 +8106,16 @@ MBPODEF int mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, 
     for (g = 0; g < kv->G; g++) out_len[g] = 0;
     for (step = 0, live = kv->G; step < o->max_new_tokens && live > 0; step++) {
         if (kv->device_logits) {   /* sampled where the logits are */
-            if (!mbpo__generate_step(m, kv, o, rng, tok, done, out_ids, out_len, &live, u, alive)) goto end;
-            if (live > 0 && step + 1 < o->max_new_tokens && !mbpo_kv_decode(m, kv, tok)) goto end;
-            continue;
-        }
-        for (g = 0; g < kv->G; g++) {
-            if (done[g]) { tok[g] = out_ids[(int64_t)g * o->max_new_tokens + out_len[g] - 1]; continue; }   /* idle */
-            {   /* text never contains the vision tokens: the model has no business emitting them */
+            if (!mbpo__generate_sample(m, kv, o, rng, tok, done, u, alive)) goto end;
+        } else
+            for (g = 0; g < kv->G; g++) {   /* top-k / top-p: sorted on the host */
                 const mbpo_config *c = &m->cfg;
                 int64_t ban[4] = { c->image_token_id, c->video_token_id, c->vision_start_token_id, c->vision_end_token_id };
-                for (k = 0; k < 4; k++) if (ban[k] >= 0 && ban[k] < V) kv->logits[g * V + ban[k]] = -INFINITY;
+                if (done[g]) continue;
+                for (k = 0; k < 4; k++) if (ban[k] >= 0 && ban[k] < V) kv->logits[g * V + ban[k]] = -INFINITY;   /* never vision tokens */
+                tok[g] = mbpo_sample_token(kv->logits + g * V, V, o, rng, scratch);
             }
-            tok[g] = mbpo_sample_token(kv->logits + g * V, V, o, rng, scratch);
-            out_ids[(int64_t)g * o->max_new_tokens + out_len[g]++] = tok[g];
-            for (k = 0; k < o->n_stop; k++) if (tok[g] == o->stop_ids[k]) { done[g] = 1; live--; break; }
-        }
+        mbpo__generate_append(o, kv->G, tok, done, out_ids, out_len, &live);
         if (live > 0 && step + 1 < o->max_new_tokens && !mbpo_kv_decode(m, kv, tok)) goto end;
     }
     ok = 1;
@@ -8299,49 +8298,28 @@ end:
 }
 MBPODEF int mbpo_pgd(mbpo_model *m, const mbpo_preproc *pp, mbpo_batch *b, float *pv, float *x, int64_t H, int64_t W,
                      const mbpo_pgd_opts *o, mbpo_rng *rng, double *trace) {
-    int64_t n = H * W * 3, P = 0, N, i, it;
+    int64_t n = H * W * 3, P = 0, N, i;
     int32_t grid[3] = { 0, 0, 0 };
-    float *x0 = NULL, *dpv = NULL, *dx = NULL, *logp = NULL, *dl = NULL;
+    float *x0 = NULL, *logp = NULL, *dl = NULL;
     int ok = 0;
     if (b->n_images != 1) return mbpo__fail("mbpo_pgd: the batch must use exactly one image");
+    if (!m->ops) return mbpo__fail("mbpo_pgd: call mbpo_model_plan first");
     if (!mbpo_pixels_count(pp, H, W, &P, grid)) return 0;
     if (grid[1] != b->grid_thw[1] || grid[2] != b->grid_thw[2] || b->pixel_values != pv)
         return mbpo__fail("mbpo_pgd: x (%lldx%lld) and pixel_values must be the batch's image", (long long)H, (long long)W);
     N = mbpo__batch_targets(b);
     x0 = (float *)mbpo__alloc((size_t)n * sizeof(float));
-    dx = (float *)mbpo__alloc((size_t)n * sizeof(float));
-    dpv = (float *)mbpo__alloc((size_t)(P * 3 * pp->temporal_patch * pp->patch * pp->patch) * sizeof(float));
     logp = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
     dl = (float *)mbpo__alloc((size_t)(N + 1) * sizeof(float));
-    if (!x0 || !dx || !dpv || !logp || !dl) goto end;
+    if (!x0 || !logp || !dl) goto end;
     memcpy(x0, x, (size_t)n * sizeof(float));
     if (o->random_start && o->eps > 0)
         for (i = 0; i < n; i++) x[i] = mbpo__clip01(x[i] + (float)(o->eps * (2 * mbpo_rng_uniform(rng) - 1)));
     for (i = 0; i < N; i++) dl[i] = 1.0f;          /* L = sum_t logp_t: its gradient, then descend */
-    if (m->ops && m->ops->pixels && m->ops->pixels_backward && m->ops->pgd_step) {   /* on the backend */
-        ok = mbpo__pgd_backend(m, pp, b, x, x0, H, W, o, dl, logp, N, trace) && mbpo_pixels_from_float(pp, x, H, W, pv);
-        goto end;
-    }
-    for (it = 0; it <= o->iters; it++) {
-        double sum = 0;
-        if (!mbpo_pixels_from_float(pp, x, H, W, pv)) goto end;
-        if (mbpo_model_forward(m, b, logp) != N) goto end;
-        for (i = 0; i < N; i++) sum += logp[i];
-        if (trace) trace[it] = sum;
-        if (it == o->iters) break;                   /* the last forward only measures */
-        if (!mbpo_model_backward(m, b, dl, dpv) || !mbpo_pixels_backward(pp, dpv, H, W, dx)) goto end;
-        for (i = 0; i < n; i++) {
-            float v = x[i] - (float)o->step * (float)((dx[i] > 0) - (dx[i] < 0));
-            if (o->eps > 0) {                        /* project onto the eps ball around the clean image */
-                float lo = x0[i] - (float)o->eps, hi = x0[i] + (float)o->eps;
-                v = v < lo ? lo : v > hi ? hi : v;
-            }
-            x[i] = mbpo__clip01(v);
-        }
-    }
-    ok = 1;
+    /* the iterations on the backend, then the final image's rows on the host */
+    ok = mbpo__pgd_backend(m, pp, b, x, x0, H, W, o, dl, logp, N, trace) && mbpo_pixels_from_float(pp, x, H, W, pv);
 end:
-    mbpo_free(x0); mbpo_free(dx); mbpo_free(dpv); mbpo_free(logp); mbpo_free(dl);
+    mbpo_free(x0); mbpo_free(logp); mbpo_free(dl);
     return ok;
 }
 

@@ -625,6 +625,13 @@ typedef struct {
     const mbpo_ops *ops;
     mbpo_backend *be;
     void *mem, *host_mem;
+    /* mbpo_generate's decode step as a graph (backends that have them: CUDA), captured on first
+       use and replayed while what it was captured for (backend, weights, sampling options)
+       stays the same: weights updated in place keep it valid */
+    void *graph;
+    unsigned char graph_key[256];
+    int no_graphs;                   /* set: run every step's ops one by one (tests, debugging) */
+    int graph_steps;                 /* out: decode steps the last mbpo_generate replayed */
 } mbpo_kv;
 /* A cache for G continuations of up to max_len tokens on the backend of m (planned). */
 MBPODEF int  mbpo_kv_init(mbpo_kv *kv, const mbpo_model *m, int G, int64_t max_len);
@@ -647,13 +654,19 @@ typedef struct {
 MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen_opts *o, mbpo_rng *rng,
                                   float *scratch);
 /* Generate G = kv->G continuations of the prompt: out_ids (G, max_new_tokens), out_len (G)
-   = tokens produced, a stop token included when one ended the continuation. The draws
-   come from rng in a fixed order (step by step, continuation by continuation, one per live
-   continuation at temperature > 0, even for a row with no finite logit), so the same seed
-   gives the same tokens; plain temperature sampling and greedy run on the model's backend
-   (the sample op), top-k / top-p on the host. */
+   = tokens produced, a stop token included when one ended the continuation (at most
+   MBPO__MAX_STOP = 16 stop ids). The draws come from rng in a fixed order (step by step,
+   continuation by continuation, one per live continuation at temperature > 0, even for a row
+   with no finite logit), so the same seed gives the same tokens, on any backend. The whole
+   loop stays on the model's backend (docs/DESIGN.md 2): sampling, stop tokens and the decode
+   step, replayed as a graph where the backend has them; the host looks at the live count
+   every few steps only. */
 MBPODEF int  mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, const mbpo_gen_opts *o,
                            mbpo_rng *rng, int32_t *out_ids, int *out_len);
+/* The same, and out_logp (G, max_new_tokens): each emitted token's log-probability under the
+   policy at temperature 1 (the decode step's logits; NULL: not kept). */
+MBPODEF int  mbpo_generate_logp(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, const mbpo_gen_opts *o,
+                                mbpo_rng *rng, int32_t *out_ids, int *out_len, float *out_logp);
 
 /* ------------------------------------------------------------------ 4. objectives */
 
@@ -6272,8 +6285,18 @@ typedef struct mbpo__x mbpo_x;
    of mbpo_adamw_opts, the clipping factor of this step's gradient (1: none) and the bias
    corrections 1 - beta^t. */
 typedef struct { double lr, beta1, beta2, eps, weight_decay, scale, bc1, bc2; } mbpo__adamw_k;
-/* The scalars of a sampling step: temperature (<= 0: greedy) and the ids never emitted. */
-typedef struct { double temperature; int n_ban; int64_t ban[4]; } mbpo__sample_k;
+/* The scalars of a sampling step: temperature (<= 0: greedy), top_k (<= 0: off), top_p
+   (outside (0, 1): off) and the ids never emitted. */
+typedef struct { double temperature, top_p; int64_t top_k; int n_ban; int64_t ban[4]; } mbpo__sample_k;
+/* Generation on the backend (mbpo_generate): the state st[MBPO__GS_N] (int64, backend memory)
+   that the decode ops, sample and gen_step read and advance, so that a step needs nothing from
+   the host (and a CUDA graph can replay it). T: tokens in the cache, the row the next decode
+   step writes; NU: draws consumed from the pool u; LIVE: continuations not yet stopped;
+   GO: the last decode step was real (some continuation was live), so T advances; DELTA: the
+   prompt's M-RoPE offset. The scalars of gen_step: the stop ids and whether draws are used. */
+enum { MBPO__GS_T, MBPO__GS_NU, MBPO__GS_LIVE, MBPO__GS_GO, MBPO__GS_DELTA, MBPO__GS_N };
+#define MBPO__MAX_STOP 16
+typedef struct { int n_stop, draws; int32_t stop[MBPO__MAX_STOP]; } mbpo__step_k;
 
 struct mbpo__ops {
     const char *name;                 /* "cpu", "cuda" */
@@ -6335,13 +6358,16 @@ struct mbpo__ops {
                               const mbpo_x *out, const float *lse, const mbpo_x *q, const mbpo_x *k, const mbpo_x *v,
                               const int64_t *cu, const int64_t *cu_host, int64_t n_seg, int64_t NH, int64_t NKV,
                               int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal);
-    /* one new row per continuation: out (G, NH*HS) from q (G, NH*HS) over keys 0..len-1 of
-       the cache kc, vc (G, max_len, NKV*HS) of one layer */
+    /* decoding, at the position t = *tp read from backend memory (not an argument, so that a
+       captured step replays at the position the previous step left there):
+       attention_decode: one new row per continuation, out (G, NH*HS) from q (G, NH*HS) over
+       keys 0..t of the cache kc, vc (G, max_len, NKV*HS) of one layer;
+       kv_append: kc[g][t] = kn[g], vc[g][t] = vn[g] for g < G (rows of KD).
+       The caller keeps 0 <= t < max_len (the CPU ops fail outside it, the CUDA kernels skip) */
     int (*attention_decode)(mbpo_backend *be, mbpo_x *out, const mbpo_x *q, const mbpo_x *kc, const mbpo_x *vc,
-                            int64_t G, int64_t len, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS);
-    /* kc[g][t] = kn[g], vc[g][t] = vn[g] for g < G (rows of KD) */
+                            int64_t G, const int64_t *tp, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS);
     int (*kv_append)(mbpo_backend *be, mbpo_x *kc, mbpo_x *vc, const mbpo_x *kn, const mbpo_x *vn, int64_t G,
-                     int64_t t, int64_t max_len, int64_t KD);
+                     const int64_t *tp, int64_t max_len, int64_t KD);
     /* inputs_embeds h (T, H): row t = feat[feat_row[t]] if feat_row[t] >= 0, else embed[ids[t]];
        backward dfeat[feat_row[t]] += dh[t], else dembed[ids[t]] += dh[t] (unless ids[t] == pad,
        or dembed NULL), summed over t in increasing order: deterministic */
@@ -6368,13 +6394,24 @@ struct mbpo__ops {
        of the fp32 master weights and moments (mbpo_adamw_step's formula, in double), then
        px = the backend's copy of master (bf16 on the GPU; on the CPU px is master) */
     int (*sumsq)(mbpo_backend *be, double *out_host, const float *g, int64_t n);
-    /* sampling, one token per live row of z (G, V), fp32 logits on the backend, into tok_host:
-       the ids k->ban[] set to -inf in z first, then greedy (argmax, lowest id on ties) when
-       k->temperature <= 0, else the draw u_host[g] in [0, 1) walked through softmax(z / T) in
-       id order (mbpo_sample_token without top-k / top-p); rows with live_host[g] == 0 are
-       left alone (tok_host and z) */
-    int (*sample)(mbpo_backend *be, int32_t *tok_host, float *z, const double *u_host, const unsigned char *live_host,
-                  int64_t G, int64_t V, const mbpo__sample_k *k);
+    /* sampling, everything in backend memory: one token per live row g (done[g] == 0) of z
+       (G, V) fp32 logits into tok[g], and logp[g] = its log-probability under softmax(z) at
+       temperature 1 (after the bans: what the policy assigns the emitted token). The ids
+       k->ban[] are set to -inf in z first; then greedy (argmax, lowest id on ties) when
+       k->temperature <= 0, else the draw u[st[MBPO__GS_NU] + r] in [0, 1), r = the live rows
+       before g, through mbpo_sample_token's distribution (softmax(z / T), top-k, top-p).
+       Rows with done[g] != 0 are left alone (tok, logp and z). st is only read. */
+    int (*sample)(mbpo_backend *be, int32_t *tok, float *logp, float *z, const double *u, const int64_t *st,
+                  const unsigned char *done, int64_t G, int64_t V, const mbpo__sample_k *k);
+    /* one generation step's bookkeeping after sample, in backend memory (G small, one thread is
+       enough): T += GO (the decode step before this sample was real); NU += the live rows
+       (k->draws); every live g appends tok[g] at out[g*stride + len[g]] (and logp[g] at
+       out_logp, unless NULL), len[g]++, and stops (done[g] = 1) at a stop id; LIVE = the rows
+       still live, GO = LIVE > 0; pos (3, G) = T + DELTA, the M-RoPE position of the next decode
+       step's token. A stopped row's tok stays its last token, so the next decode step repeats
+       it and every cache stays in lockstep. */
+    int (*gen_step)(mbpo_backend *be, int32_t *out, float *out_logp, int32_t *len, unsigned char *done, int64_t *st,
+                    int64_t *pos, const int32_t *tok, const float *logp, int64_t G, int64_t stride, const mbpo__step_k *k);
     int (*adamw)(mbpo_backend *be, float *master, mbpo_x *px, float *m, float *v, const float *g, int64_t n,
                  const mbpo__adamw_k *k);
     /* PGD on the backend (mbpo_pgd), on the image x (n = H*W*3 fp32 values in [0, 1]):
@@ -6387,6 +6424,14 @@ struct mbpo__ops {
     int (*pixels_backward)(mbpo_backend *be, float *dx, const mbpo_x *dpv, const int64_t *inv, int64_t n, int64_t T,
                            const float *kms);
     int (*pgd_step)(mbpo_backend *be, float *x, const float *x0, const float *dx, int64_t n, float step, float eps);
+    /* graphs (NULL where the backend has none: the CPU): the ops queued between graph_begin and
+       graph_end are captured, not run, into *graph; graph_launch replays them with the
+       arguments they had (pointers, shapes), reading backend memory as it is at replay.
+       graph_end always ends the capture; it fails if any op inside failed to be captured */
+    int  (*graph_begin)(mbpo_backend *be);
+    int  (*graph_end)(mbpo_backend *be, void **graph);
+    int  (*graph_launch)(mbpo_backend *be, void *graph);
+    void (*graph_free)(void *graph);
 };
 
 /* p + n elements of the backend's storage type */
@@ -6562,10 +6607,11 @@ static int mbpo__cpu_attention_backward(mbpo_backend *be, mbpo_x *dq, mbpo_x *dk
 /* Decoding attention of one new row per continuation to rows 0..len-1 of its own cache:
    two passes, max-subtracted softmax in double. */
 static int mbpo__cpu_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_x *q, const mbpo_x *kc, const mbpo_x *vc,
-                                      int64_t G, int64_t len, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS) {
-    int64_t job, QD = NH * HS, KD = NKV * HS;
+                                      int64_t G, const int64_t *tp, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS) {
+    int64_t job, QD = NH * HS, KD = NKV * HS, len = *tp + 1;
     float scale = 1.0f / sqrtf((float)HS);
     (void)be;
+    if (*tp < 0 || *tp >= max_len) return mbpo__fail("attention_decode: position %lld outside the cache of %lld", (long long)*tp, (long long)max_len);
     MBPO__OMP("omp parallel for schedule(static)")
     for (job = 0; job < G * NH; job++) {
         int64_t gg = job / NH, h = job % NH, kvh = h / (NH / NKV), i, d2;
@@ -6592,9 +6638,10 @@ static int mbpo__cpu_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_
     return 1;
 }
 static int mbpo__cpu_kv_append(mbpo_backend *be, mbpo_x *kc, mbpo_x *vc, const mbpo_x *kn, const mbpo_x *vn, int64_t G,
-                               int64_t t, int64_t max_len, int64_t KD) {
-    int64_t g;
+                               const int64_t *tp, int64_t max_len, int64_t KD) {
+    int64_t g, t = *tp;
     (void)be;
+    if (t < 0 || t >= max_len) return mbpo__fail("kv_append: position %lld outside the cache of %lld", (long long)t, (long long)max_len);
     for (g = 0; g < G; g++) {
         memcpy(MBPO__F(kc) + (g * max_len + t) * KD, MBPO__CF(kn) + g * KD, (size_t)KD * sizeof(float));
         memcpy(MBPO__F(vc) + (g * max_len + t) * KD, MBPO__CF(vn) + g * KD, (size_t)KD * sizeof(float));
@@ -6672,23 +6719,54 @@ static int mbpo__cpu_logits(mbpo_backend *be, float *z, const mbpo_x *x, const m
 
 static int32_t mbpo__sample_u(const float *logits, int64_t V, const mbpo_gen_opts *o, double u, float *scratch);
 static int64_t mbpo__argmax(const float *z, int64_t V);
-static int mbpo__cpu_sample(mbpo_backend *be, int32_t *tok_host, float *z, const double *u_host, const unsigned char *live_host,
-                            int64_t G, int64_t V, const mbpo__sample_k *k) {
+/* log softmax(z)[i] of a row (V), the sum in double in id order */
+static float mbpo__logp_of(const float *z, int64_t V, int64_t i) {
+    int64_t j, best = mbpo__argmax(z, V);
+    double mx = z[best], sum = 0;
+    for (j = 0; j < V; j++) sum += exp((double)z[j] - mx);
+    return (float)((double)z[i] - (mx + log(sum)));
+}
+static int mbpo__cpu_sample(mbpo_backend *be, int32_t *tok, float *logp, float *z, const double *u, const int64_t *st,
+                            const unsigned char *done, int64_t G, int64_t V, const mbpo__sample_k *k) {
     mbpo_gen_opts o;
     float *scratch = k->temperature > 0 ? (float *)mbpo__alloc((size_t)(2 * V) * sizeof(float)) : NULL;
-    int64_t g;
+    int64_t g, r = 0;
     int b;
     (void)be;
     if (k->temperature > 0 && !scratch) return 0;
     memset(&o, 0, sizeof o);
-    o.temperature = k->temperature; o.top_p = 1;
+    o.temperature = k->temperature; o.top_k = (int)k->top_k; o.top_p = k->top_p;
     for (g = 0; g < G; g++) {
         float *row = z + g * V;
-        if (!live_host[g]) continue;
+        if (done[g]) continue;
         for (b = 0; b < k->n_ban; b++) if (k->ban[b] >= 0 && k->ban[b] < V) row[k->ban[b]] = -INFINITY;
-        tok_host[g] = k->temperature > 0 ? mbpo__sample_u(row, V, &o, u_host[g], scratch) : (int32_t)mbpo__argmax(row, V);
+        tok[g] = k->temperature > 0 ? mbpo__sample_u(row, V, &o, u[st[MBPO__GS_NU] + r], scratch) : (int32_t)mbpo__argmax(row, V);
+        logp[g] = mbpo__logp_of(row, V, tok[g]);
+        r++;
     }
     mbpo_free(scratch);
+    return 1;
+}
+static int mbpo__cpu_gen_step(mbpo_backend *be, int32_t *out, float *out_logp, int32_t *len, unsigned char *done, int64_t *st,
+                              int64_t *pos, const int32_t *tok, const float *logp, int64_t G, int64_t stride,
+                              const mbpo__step_k *k) {
+    int64_t g, live = 0;
+    int s;
+    (void)be;
+    st[MBPO__GS_T] += st[MBPO__GS_GO];
+    for (g = 0; g < G; g++) live += !done[g];
+    if (k->draws) st[MBPO__GS_NU] += live;
+    for (g = 0; g < G; g++) {
+        if (done[g]) continue;
+        if (len[g] >= stride) { done[g] = 1; continue; }   /* (the caller bounds the steps) */
+        out[g * stride + len[g]] = tok[g];
+        if (out_logp) out_logp[g * stride + len[g]] = logp[g];
+        len[g]++;
+        for (s = 0; s < k->n_stop; s++) if (tok[g] == k->stop[s]) { done[g] = 1; break; }
+    }
+    for (g = 0, live = 0; g < G; g++) live += !done[g];
+    st[MBPO__GS_LIVE] = live; st[MBPO__GS_GO] = live > 0;
+    for (g = 0; g < 3 * G; g++) pos[g] = st[MBPO__GS_T] + st[MBPO__GS_DELTA];
     return 1;
 }
 static float mbpo__mul_rounded(float a, float b);
@@ -6768,7 +6846,8 @@ static const mbpo_ops mbpo__cpu_ops = {
     mbpo__cpu_mrope_tables, mbpo__cpu_vrope_tables, mbpo__cpu_rope_apply,
     mbpo__cpu_attention_forward, mbpo__cpu_attention_backward, mbpo__cpu_attention_decode, mbpo__cpu_kv_append,
     mbpo__cpu_embed_forward, mbpo__cpu_embed_backward, mbpo__cpu_head_forward, mbpo__cpu_head_backward, mbpo__cpu_logits,
-    mbpo__cpu_sumsq, mbpo__cpu_sample, mbpo__cpu_adamw, mbpo__cpu_pixels, mbpo__cpu_pixels_backward, mbpo__cpu_pgd_step
+    mbpo__cpu_sumsq, mbpo__cpu_sample, mbpo__cpu_gen_step, mbpo__cpu_adamw, mbpo__cpu_pixels, mbpo__cpu_pixels_backward,
+    mbpo__cpu_pgd_step, NULL, NULL, NULL, NULL   /* no graphs: the CPU runs each op as it is called */
 };
 
 #ifdef MBPO_CUDA
@@ -7470,8 +7549,9 @@ typedef struct {
 } mbpo__layer_io;
 typedef struct {
     const int64_t *cu, *cu_host; int64_t n_seg;   /* packed causal segments (forward, prefill) ... */
-    mbpo_x *kc, *vc; int64_t t, max_len;          /* ... or, when kc is set, the cache of this layer: the
-                                                     rows are continuations, the new token at index t */
+    mbpo_x *kc, *vc; int64_t max_len;             /* ... or, when kc is set, the cache of this layer: the */
+    const int64_t *tp;                            /* rows are continuations, the new token at index *tp
+                                                     (backend memory: mbpo__kv_bufs.st) */
 } mbpo__attn_over;
 
 /* One decoder layer, for every caller: the training forward and prefill (attention within
@@ -7494,8 +7574,8 @@ static int mbpo__decoder_layer(mbpo_model *m, const mbpo_decoder_layer *d, int64
     MBPO__OP(ops->rope_apply(be, io->q, io->cos, io->sin, R, NH, HS, QD, 1.0f));
     MBPO__OP(ops->rope_apply(be, io->k, io->cos, io->sin, R, NKV, HS, KD, 1.0f));
     if (over->kc) {
-        MBPO__OP(ops->kv_append(be, over->kc, over->vc, io->k, io->v, R, over->t, over->max_len, KD));
-        MBPO__OP(ops->attention_decode(be, io->att, io->q, over->kc, over->vc, R, over->t + 1, over->max_len, NH, NKV, HS));
+        MBPO__OP(ops->kv_append(be, over->kc, over->vc, io->k, io->v, R, over->tp, over->max_len, KD));
+        MBPO__OP(ops->attention_decode(be, io->att, io->q, over->kc, over->vc, R, over->tp, over->max_len, NH, NKV, HS));
     } else {
         MBPO__OP(ops->attention_forward(be, io->att, io->lse, io->q, io->k, io->v, over->cu, over->cu_host, over->n_seg,
                                         NH, NKV, HS, QD, KD, QD, 1));
@@ -7774,7 +7854,13 @@ typedef struct {
     mbpo_x *x, *x1, *q, *kn, *vn, *att, *mid, *x2, *gate, *up, *act;
     float *rstd, *cos, *sin, *logits;
     int64_t *pos, *hpos;              /* (3, G) the step's M-RoPE positions: backend, host */
-    int32_t *ids;                     /* (G) the step's tokens */
+    int32_t *ids;                     /* (G) the step's tokens (mbpo_generate: the sampled ones) */
+    /* mbpo_generate's state on the backend (the ops sample and gen_step) */
+    int64_t *st;                      /* (MBPO__GS_N) */
+    int32_t *out, *len;               /* (G, max_len) tokens emitted, (G) how many */
+    float *logp, *out_logp;           /* (G) this step's, (G, max_len) every emitted token's */
+    double *u;                        /* (G, max_len) the pool of draws */
+    unsigned char *done;              /* (G) */
 } mbpo__kv_bufs;
 static size_t mbpo__kv_layout(const mbpo_config *c, size_t xs, int G, int64_t max_len, char *base, int64_t *hbase,
                               mbpo__kv_bufs *k, size_t *host_bytes) {
@@ -7792,6 +7878,10 @@ static size_t mbpo__kv_layout(const mbpo_config *c, size_t xs, int G, int64_t ma
     MBPO__TAKE(rstd, G, float, sizeof(float)); MBPO__TAKE(cos, G * half, float, sizeof(float));
     MBPO__TAKE(sin, G * half, float, sizeof(float)); MBPO__TAKE(logits, G * V, float, sizeof(float));
     MBPO__TAKE(pos, 3 * G, int64_t, sizeof(int64_t)); MBPO__TAKE(ids, G, int32_t, sizeof(int32_t));
+    MBPO__TAKE(st, MBPO__GS_N, int64_t, sizeof(int64_t)); MBPO__TAKE(out, G * max_len, int32_t, sizeof(int32_t));
+    MBPO__TAKE(len, G, int32_t, sizeof(int32_t)); MBPO__TAKE(logp, G, float, sizeof(float));
+    MBPO__TAKE(out_logp, G * max_len, float, sizeof(float)); MBPO__TAKE(u, G * max_len, double, sizeof(double));
+    MBPO__TAKE(done, G, unsigned char, 1);
 #undef MBPO__TAKE
     k->hpos = hbase;
     *host_bytes = (size_t)(3 * G) * sizeof(int64_t) + (size_t)(G * V) * sizeof(float);
@@ -7888,6 +7978,7 @@ MBPODEF int mbpo_mem_plan_check(const mbpo_mem_plan *p, const char *who) {
 
 MBPODEF void mbpo_kv_free(mbpo_kv *kv) {
     if (!kv) return;
+    if (kv->graph && kv->ops->graph_free) kv->ops->graph_free(kv->graph);
     if (kv->ops && kv->mem) kv->ops->release(kv->be, kv->mem);
     mbpo_free(kv->host_mem);
     memset(kv, 0, sizeof *kv);
@@ -7962,15 +8053,40 @@ MBPODEF int mbpo_kv_prefill(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt
     return kv->device_logits || m->ops->download(m->be, kv->logits, k.logits, (size_t)(kv->G * V) * sizeof(float));
 }
 
-/* One decoding step of G tokens at index t = kv->len: each layer is mbpo__decoder_layer on
-   one new row per continuation, attending to the cached keys and values. */
+/* One decoding step of G tokens, on the backend alone: the tokens k->ids at the cache row
+   st[T], their M-RoPE positions k->pos; each layer is mbpo__decoder_layer on one new row per
+   continuation, attending to the cached keys and values; the logits (G, V) into k->logits.
+   Nothing crosses to the host, so mbpo_generate can capture the step as a graph. */
+static int mbpo__kv_step(mbpo_model *m, mbpo_kv *kv, const mbpo__kv_bufs *k) {
+    const mbpo_config *c = &m->cfg;
+    const mbpo_ops *ops = m->ops;
+    int64_t G = kv->G, H = c->hidden_size, KD = c->n_kv_heads * c->head_dim, l;
+    mbpo__layer_io io;
+    mbpo__attn_over over;
+    MBPO__OP(ops->mrope_tables(m->be, k->cos, k->sin, k->pos, G, c->head_dim, c->rope_theta, c->mrope_section[0],
+                               c->mrope_section[1]));
+    MBPO__OP(ops->embed_forward(m->be, k->x, mbpo__w(m, m->w.embed), NULL, k->ids, NULL, G, H));
+    io.x = io.out = k->x; io.x1 = k->x1; io.q = k->q; io.k = k->kn; io.v = k->vn; io.att = k->att; io.mid = k->mid;
+    io.x2 = k->x2; io.gate = k->gate; io.up = k->up; io.act = k->act; io.rstd1 = io.rstd2 = k->rstd; io.lse = NULL;
+    io.cos = k->cos; io.sin = k->sin;
+    memset(&over, 0, sizeof over);
+    over.tp = k->st + MBPO__GS_T; over.max_len = kv->max_len;
+    for (l = 0; l < c->n_layers; l++) {
+        over.kc = mbpo__xat(ops, k->k, l * G * kv->max_len * KD);
+        over.vc = mbpo__xat(ops, k->v, l * G * kv->max_len * KD);
+        MBPO__OP(mbpo__decoder_layer(m, &m->w.layers[l], G, &io, &over));
+    }
+    MBPO__OP(ops->rmsnorm_forward(m->be, k->x1, k->rstd, k->x, mbpo__w(m, m->w.norm_w), G, H, (float)c->rms_norm_eps));
+    MBPO__OP(ops->logits(m->be, k->logits, k->x1, mbpo__w(m, m->w.lm_head), G, H, c->vocab_size));
+    return 1;
+}
+/* One decoding step at index t = kv->len from host tokens: the tokens, the position and t
+   go up, then mbpo__kv_step. */
 MBPODEF int mbpo_kv_decode(mbpo_model *m, mbpo_kv *kv, const int32_t *token) {
     const mbpo_config *c = &m->cfg;
     const mbpo_ops *ops = m->ops;
-    int64_t G = kv->G, H = c->hidden_size, KD = c->n_kv_heads * c->head_dim, t = kv->len, l, g;
+    int64_t G = kv->G, t = kv->len, g;
     mbpo__kv_bufs k;
-    mbpo__layer_io io;
-    mbpo__attn_over over;
     if (kv->ops != ops || kv->be != m->be) return mbpo__fail("mbpo_kv_decode: the cache is not on the model's backend");
     if (t >= kv->max_len) return mbpo__fail("mbpo_kv_decode: the cache of %lld tokens is full", (long long)kv->max_len);
     for (g = 0; g < G; g++)
@@ -7980,21 +8096,8 @@ MBPODEF int mbpo_kv_decode(mbpo_model *m, mbpo_kv *kv, const int32_t *token) {
     for (g = 0; g < 3 * G; g++) k.hpos[g] = t + kv->rope_delta;
     MBPO__OP(ops->upload(m->be, k.pos, k.hpos, (size_t)(3 * G) * sizeof(int64_t)));
     MBPO__OP(ops->upload(m->be, k.ids, token, (size_t)G * sizeof(int32_t)));
-    MBPO__OP(ops->mrope_tables(m->be, k.cos, k.sin, k.pos, G, c->head_dim, c->rope_theta, c->mrope_section[0],
-                               c->mrope_section[1]));
-    MBPO__OP(ops->embed_forward(m->be, k.x, mbpo__w(m, m->w.embed), NULL, k.ids, NULL, G, H));
-    io.x = io.out = k.x; io.x1 = k.x1; io.q = k.q; io.k = k.kn; io.v = k.vn; io.att = k.att; io.mid = k.mid;
-    io.x2 = k.x2; io.gate = k.gate; io.up = k.up; io.act = k.act; io.rstd1 = io.rstd2 = k.rstd; io.lse = NULL;
-    io.cos = k.cos; io.sin = k.sin;
-    memset(&over, 0, sizeof over);
-    over.t = t; over.max_len = kv->max_len;
-    for (l = 0; l < c->n_layers; l++) {
-        over.kc = mbpo__xat(ops, k.k, l * G * kv->max_len * KD);
-        over.vc = mbpo__xat(ops, k.v, l * G * kv->max_len * KD);
-        MBPO__OP(mbpo__decoder_layer(m, &m->w.layers[l], G, &io, &over));
-    }
-    MBPO__OP(ops->rmsnorm_forward(m->be, k.x1, k.rstd, k.x, mbpo__w(m, m->w.norm_w), G, H, (float)c->rms_norm_eps));
-    MBPO__OP(ops->logits(m->be, k.logits, k.x1, mbpo__w(m, m->w.lm_head), G, H, c->vocab_size));
+    MBPO__OP(ops->upload(m->be, k.st + MBPO__GS_T, &t, sizeof t));
+    MBPO__OP(mbpo__kv_step(m, kv, &k));
     if (!kv->device_logits) MBPO__OP(ops->download(m->be, kv->logits, k.logits, (size_t)(G * c->vocab_size) * sizeof(float)));
     kv->len = t + 1;
     return 1;
@@ -8047,81 +8150,138 @@ MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen
     return mbpo__sample_u(logits, V, o, mbpo_rng_uniform(rng), scratch);
 }
 
-/* One step of mbpo_generate with the logits on the backend: the draws in the order
-   mbpo_sample_token takes them (continuation by continuation, live ones only), then the sample
-   op: tok gets the live continuations' tokens. */
-static int mbpo__generate_sample(mbpo_model *m, mbpo_kv *kv, const mbpo_gen_opts *o, mbpo_rng *rng, int32_t *tok,
-                                 const unsigned char *done, double *u, unsigned char *alive) {
-    const mbpo_config *c = &m->cfg;
-    mbpo__sample_k sk;
-    mbpo__kv_bufs kb;
-    int g;
-    memset(&sk, 0, sizeof sk);
-    sk.temperature = o->temperature;
-    sk.ban[0] = c->image_token_id; sk.ban[1] = c->video_token_id; sk.ban[2] = c->vision_start_token_id;
-    sk.ban[3] = c->vision_end_token_id; sk.n_ban = 4;   /* text never holds the vision tokens */
-    for (g = 0; g < kv->G; g++) {
-        alive[g] = !done[g];
-        u[g] = alive[g] && o->temperature > 0 ? mbpo_rng_uniform(rng) : 0.0;
-    }
-    mbpo__kv_get(kv, c, &kb);
-    return m->ops->sample(m->be, tok, kb.logits, u, alive, kv->G, c->vocab_size, &sk);
+/* What a captured decode step depends on besides backend memory: if any of it changes, the
+   graph is captured again. */
+typedef struct {
+    const mbpo_backend *be; const void *embed, *lm_head; int64_t G, max_len;
+    mbpo__sample_k sk; mbpo__step_k tk;
+} mbpo__graph_key;
+typedef char mbpo__graph_key_fits[sizeof(mbpo__graph_key) <= sizeof(((mbpo_kv *)0)->graph_key) ? 1 : -1];
+
+/* One generation step on the backend: the decode step (unless first: the prefill made the
+   logits), the sample op, the bookkeeping. */
+static int mbpo__gen_body(mbpo_model *m, mbpo_kv *kv, const mbpo__kv_bufs *k, const mbpo__sample_k *sk,
+                          const mbpo__step_k *tk, int first) {
+    const mbpo_ops *ops = m->ops;
+    return (first || mbpo__kv_step(m, kv, k)) &&
+           ops->sample(m->be, k->ids, k->logp, k->logits, k->u, k->st, k->done, kv->G, m->cfg.vocab_size, sk) &&
+           ops->gen_step(m->be, k->out, k->out_logp, k->len, k->done, k->st, k->pos, k->ids, k->logp, kv->G,
+                         kv->max_len, tk);
 }
-/* Each live continuation's new token appended (done at a stop token); idle ones repeat their
-   last token so the cache stays in lockstep. */
-static void mbpo__generate_append(const mbpo_gen_opts *o, int G, int32_t *tok, unsigned char *done, int32_t *out_ids, int *out_len,
-                                  int *live) {
-    int g, k;
-    for (g = 0; g < G; g++) {
-        if (done[g]) { tok[g] = out_ids[(int64_t)g * o->max_new_tokens + out_len[g] - 1]; continue; }   /* idle */
-        out_ids[(int64_t)g * o->max_new_tokens + out_len[g]++] = tok[g];
-        for (k = 0; k < o->n_stop; k++) if (tok[g] == o->stop_ids[k]) { done[g] = 1; (*live)--; break; }
-    }
+/* The graph of a step for this key: the one kept in kv, or a new capture. NULL (and no error)
+   when the backend has no graphs, they are off, or the capture fails: then the steps run op by
+   op, the same ops, so the tokens are the same either way. */
+static void *mbpo__gen_graph(mbpo_model *m, mbpo_kv *kv, const mbpo__kv_bufs *k, const mbpo__sample_k *sk,
+                             const mbpo__step_k *tk) {
+    const mbpo_ops *ops = m->ops;
+    mbpo__graph_key key;
+    void *g = NULL;
+    int captured;
+    if (kv->no_graphs || !ops->graph_begin) return NULL;
+    memset(&key, 0, sizeof key);   /* (padding too: the key is compared as bytes) */
+    key.be = m->be; key.embed = mbpo__w(m, m->w.embed); key.lm_head = mbpo__w(m, m->w.lm_head);
+    key.G = kv->G; key.max_len = kv->max_len; key.sk = *sk; key.tk = *tk;
+    if (kv->graph && !memcmp(kv->graph_key, &key, sizeof key)) return kv->graph;
+    if (kv->graph) { ops->graph_free(kv->graph); kv->graph = NULL; }
+    if (!ops->graph_begin(m->be)) return NULL;
+    captured = mbpo__gen_body(m, kv, k, sk, tk, 0);
+    if (!ops->graph_end(m->be, &g) || !captured) return NULL;   /* (nothing ran: the steps go op by op) */
+    kv->graph = g;
+    memset(kv->graph_key, 0, sizeof kv->graph_key);
+    memcpy(kv->graph_key, &key, sizeof key);
+    return g;
 }
+/* Every how many steps the host reads the live count: each step on the CPU (free); on a GPU
+   every few, so that the queue never drains; a step after every continuation stopped changes
+   nothing (no draws, no tokens, the cache row past the end rewritten) */
+#define MBPO__GEN_CHECK 8
+
 MBPODEF int mbpo_generate(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, const mbpo_gen_opts *o,
                           mbpo_rng *rng, int32_t *out_ids, int *out_len) {
-    int64_t V = m->cfg.vocab_size, step;
-    int g, k, live;
-    int32_t *tok = NULL;
-    float *scratch = NULL;
+    return mbpo_generate_logp(m, kv, prompt, o, rng, out_ids, out_len, NULL);
+}
+MBPODEF int mbpo_generate_logp(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt, const mbpo_gen_opts *o,
+                               mbpo_rng *rng, int32_t *out_ids, int *out_len, float *out_logp) {
+    const mbpo_config *c = &m->cfg;
+    const mbpo_ops *ops;
+    int64_t G = kv->G, n_u = 0, step, i, check, st[MBPO__GS_N];
+    mbpo__sample_k sk;
+    mbpo__step_k tk;
+    mbpo__kv_bufs k;
+    mbpo_rng rng0 = *rng;
     double *u = NULL;
-    unsigned char *done = NULL, *alive = NULL;
-    int ok = 0;
+    int32_t *outb = NULL, *lens = NULL;
+    float *logpb = NULL;
+    void *graph;
+    int g, ok = 0;
+    kv->graph_steps = 0;
     if (o->max_new_tokens < 1) return mbpo__fail("mbpo_generate: max_new_tokens must be positive");
-    /* plain temperature sampling and greedy run on the backend (the sample op), so the (G, V)
-       logits never cross to the host; top-k / top-p sort on the host */
-    kv->device_logits = m->ops && m->ops->sample && o->top_k <= 0 && !(o->top_p > 0 && o->top_p < 1);
+    if (o->n_stop < 0 || o->n_stop > MBPO__MAX_STOP)
+        return mbpo__fail("mbpo_generate: %d stop ids (at most %d)", o->n_stop, MBPO__MAX_STOP);
+    kv->device_logits = 1;   /* the logits stay where the sample op reads them */
     if (!mbpo_kv_prefill(m, kv, prompt)) goto end;
+    ops = m->ops;
     if (kv->len + o->max_new_tokens > kv->max_len) {
         mbpo__fail("mbpo_generate: %lld prompt + %d new tokens exceed the cache's %lld", (long long)kv->len, o->max_new_tokens,
                    (long long)kv->max_len);
         goto end;
     }
-    tok = (int32_t *)mbpo__alloc((size_t)kv->G * sizeof(int32_t));
-    scratch = (float *)mbpo__alloc((size_t)(2 * V) * sizeof(float));
-    done = (unsigned char *)mbpo__calloc((size_t)kv->G, 1);
-    u = (double *)mbpo__alloc((size_t)kv->G * sizeof(double));
-    alive = (unsigned char *)mbpo__alloc((size_t)kv->G);
-    if (!tok || !scratch || !done || !u || !alive) goto end;
-    for (g = 0; g < kv->G; g++) out_len[g] = 0;
-    for (step = 0, live = kv->G; step < o->max_new_tokens && live > 0; step++) {
-        if (kv->device_logits) {   /* sampled where the logits are */
-            if (!mbpo__generate_sample(m, kv, o, rng, tok, done, u, alive)) goto end;
-        } else
-            for (g = 0; g < kv->G; g++) {   /* top-k / top-p: sorted on the host */
-                const mbpo_config *c = &m->cfg;
-                int64_t ban[4] = { c->image_token_id, c->video_token_id, c->vision_start_token_id, c->vision_end_token_id };
-                if (done[g]) continue;
-                for (k = 0; k < 4; k++) if (ban[k] >= 0 && ban[k] < V) kv->logits[g * V + ban[k]] = -INFINITY;   /* never vision tokens */
-                tok[g] = mbpo_sample_token(kv->logits + g * V, V, o, rng, scratch);
-            }
-        mbpo__generate_append(o, kv->G, tok, done, out_ids, out_len, &live);
-        if (live > 0 && step + 1 < o->max_new_tokens && !mbpo_kv_decode(m, kv, tok)) goto end;
+    memset(&sk, 0, sizeof sk);
+    sk.temperature = o->temperature > 0 ? o->temperature : 0;
+    sk.top_k = sk.temperature > 0 && o->top_k > 0 ? o->top_k : 0;
+    sk.top_p = sk.temperature > 0 && o->top_p > 0 && o->top_p < 1 ? o->top_p : 1;
+    sk.ban[0] = c->image_token_id; sk.ban[1] = c->video_token_id; sk.ban[2] = c->vision_start_token_id;
+    sk.ban[3] = c->vision_end_token_id; sk.n_ban = 4;   /* text never holds the vision tokens */
+    memset(&tk, 0, sizeof tk);
+    tk.n_stop = o->n_stop; tk.draws = sk.temperature > 0;
+    for (g = 0; g < o->n_stop; g++) tk.stop[g] = o->stop_ids[g];
+    mbpo__kv_get(kv, c, &k);
+    /* the draws, taken from rng up front: the most a generation can use (one per continuation
+       and step); sample takes them in the CPU's order, and rng is wound on by those used */
+    if (sk.temperature > 0) {
+        n_u = G * o->max_new_tokens;
+        if (!(u = (double *)mbpo__alloc((size_t)n_u * sizeof(double)))) goto end;
+        for (i = 0; i < n_u; i++) u[i] = mbpo_rng_uniform(rng);
+        if (!ops->upload(m->be, k.u, u, (size_t)n_u * sizeof(double))) goto end;
     }
+    st[MBPO__GS_T] = kv->len; st[MBPO__GS_NU] = 0; st[MBPO__GS_LIVE] = G; st[MBPO__GS_GO] = 0;
+    st[MBPO__GS_DELTA] = kv->rope_delta;
+    if (!ops->upload(m->be, k.st, st, sizeof st) || !ops->zero(m->be, k.done, (size_t)G) ||
+        !ops->zero(m->be, k.len, (size_t)G * sizeof(int32_t)) || !mbpo__gen_body(m, kv, &k, &sk, &tk, 1))
+        goto end;
+    graph = o->max_new_tokens > 2 ? mbpo__gen_graph(m, kv, &k, &sk, &tk) : NULL;
+    check = ops == &mbpo__cpu_ops ? 1 : MBPO__GEN_CHECK;
+    for (step = 1; step < o->max_new_tokens; step++) {
+        if ((step - 1) % check == 0) {
+            if (!ops->download(m->be, st, k.st, sizeof st)) goto end;
+            if (st[MBPO__GS_LIVE] == 0) break;
+        }
+        if (graph) {
+            if (!ops->graph_launch(m->be, graph)) goto end;
+            kv->graph_steps++;
+        } else if (!mbpo__gen_body(m, kv, &k, &sk, &tk, 0)) goto end;
+    }
+    /* the outcome: tokens (rows of max_len on the backend), their log-probs, the state */
+    outb = (int32_t *)mbpo__alloc((size_t)(G * kv->max_len) * sizeof(int32_t));
+    lens = (int32_t *)mbpo__alloc((size_t)G * sizeof(int32_t));
+    logpb = out_logp ? (float *)mbpo__alloc((size_t)(G * kv->max_len) * sizeof(float)) : NULL;
+    if (!outb || !lens || (out_logp && !logpb) || !ops->download(m->be, st, k.st, sizeof st) ||
+        !ops->download(m->be, lens, k.len, (size_t)G * sizeof(int32_t)) ||
+        !ops->download(m->be, outb, k.out, (size_t)(G * kv->max_len) * sizeof(int32_t)) ||
+        (logpb && !ops->download(m->be, logpb, k.out_logp, (size_t)(G * kv->max_len) * sizeof(float))))
+        goto end;
+    for (g = 0; g < G; g++) {
+        out_len[g] = lens[g];
+        memcpy(out_ids + (int64_t)g * o->max_new_tokens, outb + g * kv->max_len, (size_t)lens[g] * sizeof(int32_t));
+        if (logpb) memcpy(out_logp + (int64_t)g * o->max_new_tokens, logpb + g * kv->max_len, (size_t)lens[g] * sizeof(float));
+    }
+    kv->len = st[MBPO__GS_T];
+    *rng = rng0;   /* wound on by the draws used, as if taken one by one */
+    for (i = 0; i < st[MBPO__GS_NU]; i++) (void)mbpo_rng_uniform(rng);
     ok = 1;
 end:
     kv->device_logits = 0;   /* the caller's own decode steps bring their logits to the host */
-    mbpo_free(tok); mbpo_free(scratch); mbpo_free(done); mbpo_free(u); mbpo_free(alive);
+    mbpo_free(u); mbpo_free(outb); mbpo_free(lens); mbpo_free(logpb);
     return ok;
 }
 

@@ -886,9 +886,13 @@ static int mbpo__cuda_embed_backward(mbpo_backend *be, float *dembed, mbpo_x *df
 
 /* ------------------------------------------------------------------ 8. KV cache */
 
-/* kc[g][t] = kn[g], vc[g][t] = vn[g]: kc, vc (G, max_len, KD); kn, vn (G, KD) */
+/* kc[g][t] = kn[g], vc[g][t] = vn[g] at t = *tp: kc, vc (G, max_len, KD); kn, vn (G, KD). The
+   position is read here, on the device (a replayed graph finds the step's own); outside the
+   cache nothing is written (the host keeps it inside: mbpo_kv_decode, mbpo_generate) */
 static __global__ void mbpo__k_kv_append(mbpo__cx *kc, mbpo__cx *vc, const mbpo__cx *kn, const mbpo__cx *vn, int64_t G,
-                                         int64_t t, int64_t max_len, int64_t KD) {
+                                         const int64_t *tp, int64_t max_len, int64_t KD) {
+    const int64_t t = *tp;
+    if (t < 0 || t >= max_len) return;
     MBPO__FOR(idx, G * KD) {
         int64_t g = idx / KD, d = idx % KD, dst = (g * max_len + t) * KD + d;
         kc[dst] = kn[idx];
@@ -896,11 +900,11 @@ static __global__ void mbpo__k_kv_append(mbpo__cx *kc, mbpo__cx *vc, const mbpo_
     }
 }
 static int mbpo__cuda_kv_append(mbpo_backend *be, mbpo_x *kc, mbpo_x *vc, const mbpo_x *kn, const mbpo_x *vn, int64_t G,
-                                int64_t t, int64_t max_len, int64_t KD) {
+                                const int64_t *tp, int64_t max_len, int64_t KD) {
     if (G * KD == 0) return 1;
-    if (t < 0 || t >= max_len) return mbpo__fail("kv_append: position %lld outside the cache of %lld", (long long)t, (long long)max_len);
+    if (G < 0 || KD < 0 || max_len < 1) return mbpo__fail("kv_append: G %lld, KD %lld, a cache of %lld", (long long)G, (long long)KD, (long long)max_len);
     mbpo__k_kv_append<<<mbpo__cuda_blocks(G * KD, MBPO__CUDA_THREADS), MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(
-        MBPO__CUDA_X(kc), MBPO__CUDA_X(vc), MBPO__CUDA_CX(kn), MBPO__CUDA_CX(vn), G, t, max_len, KD);
+        MBPO__CUDA_X(kc), MBPO__CUDA_X(vc), MBPO__CUDA_CX(kn), MBPO__CUDA_CX(vn), G, tp, max_len, KD);
     MBPO__LAUNCHED("mbpo__k_kv_append", G * KD);
     return 1;
 }
@@ -1040,7 +1044,7 @@ static int mbpo__cuda_attention_backward(mbpo_backend *be, mbpo_x *dq, mbpo_x *d
                                          const int64_t *cu, const int64_t *cu_host, int64_t n_seg, int64_t NH, int64_t NKV,
                                          int64_t HS, int64_t qs, int64_t kvs, int64_t os, int causal);
 static int mbpo__cuda_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_x *q, const mbpo_x *kc, const mbpo_x *vc,
-                                       int64_t G, int64_t len, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS);
+                                       int64_t G, const int64_t *tp, int64_t max_len, int64_t NH, int64_t NKV, int64_t HS);
 
 /* ---- attention: flash-style forward, backward and decoding (SIMT, fp32 math)
 
@@ -1412,14 +1416,15 @@ mbpo__attn_dq_kernel(mbpo__cx *__restrict__ dq, const mbpo__cx *__restrict__ dou
 }
 
 /* Decode: out (G, NH*HS) row g, head blockIdx.x, from q (G, NH*HS) over cache rows
-   0 .. len-1 of kc, vc (G, max_len, KD), blockIdx.y = g. Cache rows go through shared
+   0 .. len-1 of kc, vc (G, max_len, KD), len = *tp + 1 read on the device (so a replayed
+   graph attends as far as its step; clamped to the cache), blockIdx.y = g. Cache rows go through shared
    memory BN at a time; each warp dots a quarter of the head dim for all BN rows; thread
    d < D owns output column d. */
 template <int D>
 __global__ void __launch_bounds__(MBPO__ATTN_NT)
 mbpo__attn_decode_kernel(mbpo__cx *__restrict__ out, const mbpo__cx *__restrict__ q, const mbpo__cx *__restrict__ kc,
-                         const mbpo__cx *__restrict__ vc, int len, int64_t max_len, int NH, int HS, int group,
-                         int64_t KD, float scale) {
+                         const mbpo__cx *__restrict__ vc, const int64_t *__restrict__ tp, int64_t max_len, int NH,
+                         int HS, int group, int64_t KD, float scale) {
     enum { BN = MBPO__ATTN_DEC_BN, DP = D + 1, DQ = D / 4 };
     extern __shared__ float mbpo__attn_smem[];
     float *sq = mbpo__attn_smem;       /* (D) the query */
@@ -1432,6 +1437,7 @@ mbpo__attn_decode_kernel(mbpo__cx *__restrict__ out, const mbpo__cx *__restrict_
     const int part = tid / 32, jj = tid % 32;
     const mbpo__cx *kb = kc + (int64_t)g * max_len * KD + (int64_t)(h / group) * HS;
     const mbpo__cx *vb = vc + (int64_t)g * max_len * KD + (int64_t)(h / group) * HS;
+    const int len = (int)(*tp < 0 ? 0 : *tp >= max_len ? max_len : *tp + 1);
     float acc = 0.0f, m = -INFINITY, l = 0.0f;
     int j, j0, d;
     if (tid < D) sq[tid] = tid < HS ? mbpo__attn_ld(q + ((int64_t)g * NH + h) * HS + tid) : 0.0f;
@@ -1627,46 +1633,45 @@ static int mbpo__cuda_attention_backward(mbpo_backend *be, mbpo_x *dq, mbpo_x *d
 
 template <int D>
 static cudaError_t mbpo__attn_decode_launch(dim3 grid, cudaStream_t st, mbpo__cx *out, const mbpo__cx *q,
-                                            const mbpo__cx *kc, const mbpo__cx *vc, int len, int64_t max_len, int NH,
-                                            int HS, int group, int64_t KD, float scale) {
+                                            const mbpo__cx *kc, const mbpo__cx *vc, const int64_t *tp, int64_t max_len,
+                                            int NH, int HS, int group, int64_t KD, float scale) {
     size_t smem = mbpo__attn_dec_smem(D);
     cudaError_t e = cudaFuncSetAttribute(mbpo__attn_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
     if (e != cudaSuccess) return e;
-    mbpo__attn_decode_kernel<D><<<grid, MBPO__ATTN_NT, smem, st>>>(out, q, kc, vc, len, max_len, NH, HS, group, KD,
+    mbpo__attn_decode_kernel<D><<<grid, MBPO__ATTN_NT, smem, st>>>(out, q, kc, vc, tp, max_len, NH, HS, group, KD,
                                                                    scale);
     return cudaGetLastError();
 }
 
-/* out (G, NH*HS) from q (G, NH*HS) over rows 0..len-1 of kc, vc (G, max_len, NKV*HS) */
+/* out (G, NH*HS) from q (G, NH*HS) over rows 0..*tp of kc, vc (G, max_len, NKV*HS) */
 static int mbpo__cuda_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_x *q, const mbpo_x *kc,
-                                       const mbpo_x *vc, int64_t G, int64_t len, int64_t max_len, int64_t NH,
+                                       const mbpo_x *vc, int64_t G, const int64_t *tp, int64_t max_len, int64_t NH,
                                        int64_t NKV, int64_t HS) {
     int D, group;
     float scale = 1.0f / sqrtf((float)HS);
     cudaError_t e;
     dim3 grid;
-    if (NH < 1 || NKV < 1 || NH % NKV != 0 || NH > 65535 || HS < 1 || HS > 128 || G < 0 || G > 65535 || len < 0 ||
-        len > max_len || max_len > ((int64_t)1 << 30))
-        return mbpo__fail("attention_decode: unsupported shape (G %lld, len %lld of %lld, NH %lld, NKV %lld, HS %lld)",
-                          (long long)G, (long long)len, (long long)max_len, (long long)NH, (long long)NKV,
-                          (long long)HS);
+    if (NH < 1 || NKV < 1 || NH % NKV != 0 || NH > 65535 || HS < 1 || HS > 128 || G < 0 || G > 65535 || max_len < 1 ||
+        max_len > ((int64_t)1 << 30))
+        return mbpo__fail("attention_decode: unsupported shape (G %lld, a cache of %lld, NH %lld, NKV %lld, HS %lld)",
+                          (long long)G, (long long)max_len, (long long)NH, (long long)NKV, (long long)HS);
     if (G == 0) return 1;
     D = mbpo__attn_bucket(HS); group = (int)(NH / NKV);
     grid = dim3((unsigned)NH, (unsigned)G, 1);
     {
         mbpo__cx *o_ = (mbpo__cx *)out;
         const mbpo__cx *q_ = (const mbpo__cx *)q, *k_ = (const mbpo__cx *)kc, *v_ = (const mbpo__cx *)vc;
-        int n = (int)len, nh = (int)NH, hs = (int)HS;
+        int nh = (int)NH, hs = (int)HS;
         int64_t KD = NKV * HS;
-        e = D == 32 ? mbpo__attn_decode_launch<32>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, n, max_len, nh, hs, group, KD, scale)
-          : D == 64 ? mbpo__attn_decode_launch<64>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, n, max_len, nh, hs, group, KD, scale)
-          : D == 80 ? mbpo__attn_decode_launch<80>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, n, max_len, nh, hs, group, KD, scale)
-                    : mbpo__attn_decode_launch<128>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, n, max_len, nh, hs, group, KD, scale);
+        e = D == 32 ? mbpo__attn_decode_launch<32>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, tp, max_len, nh, hs, group, KD, scale)
+          : D == 64 ? mbpo__attn_decode_launch<64>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, tp, max_len, nh, hs, group, KD, scale)
+          : D == 80 ? mbpo__attn_decode_launch<80>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, tp, max_len, nh, hs, group, KD, scale)
+                    : mbpo__attn_decode_launch<128>(grid, mbpo__cuda_stream(be), o_, q_, k_, v_, tp, max_len, nh, hs, group, KD, scale);
     }
     if (e != cudaSuccess)
-        return mbpo__fail("attention_decode: %s (G %lld, len %lld, NH %lld, NKV %lld, HS %lld)", cudaGetErrorString(e),
-                          (long long)G, (long long)len, (long long)NH, (long long)NKV, (long long)HS);
+        return mbpo__fail("attention_decode: %s (G %lld, a cache of %lld, NH %lld, NKV %lld, HS %lld)", cudaGetErrorString(e),
+                          (long long)G, (long long)max_len, (long long)NH, (long long)NKV, (long long)HS);
     return 1;
 }
 
@@ -1815,7 +1820,8 @@ static __device__ __forceinline__ void mbpo__sample_range(const float *zr, int64
     *id = walk ? (i < hi ? i : INT64_MAX) : last;
 }
 static __global__ void __launch_bounds__(MBPO__CUDA_THREADS)
-mbpo__k_sample(int32_t *tok, float *z, const double *u, const unsigned char *live, int64_t V, mbpo__sample_k k) {
+mbpo__k_sample(int32_t *tok, float *logp, float *z, const double *u, const int64_t *st, const unsigned char *done, int64_t V,
+               mbpo__sample_k k) {
     __shared__ float s_v[MBPO__CUDA_THREADS];
     __shared__ int64_t s_i[MBPO__CUDA_THREADS];
     __shared__ int64_t s_j[MBPO__CUDA_THREADS];
@@ -1826,10 +1832,12 @@ mbpo__k_sample(int32_t *tok, float *z, const double *u, const unsigned char *liv
     float *zr = z + g * V;
     float bv = -INFINITY;
     int64_t bi = INT64_MAX, i, best, pick, last;
-    double mx, sum, mass, target;
+    double mx, sum, sum1, mass, target;
+    int64_t r = 0;
     int b;
     unsigned o;
-    if (!live[g]) return;   /* the whole block */
+    if (done[g]) return;   /* the whole block */
+    for (i = 0; i < g; i++) r += !done[i];   /* this row's draw: the live rows before it */
     if (t == 0)
         for (b = 0; b < k.n_ban; b++) if (k.ban[b] >= 0 && k.ban[b] < V) zr[k.ban[b]] = -INFINITY;
     __syncthreads();
@@ -1843,11 +1851,16 @@ mbpo__k_sample(int32_t *tok, float *z, const double *u, const unsigned char *liv
         __syncthreads();
     }
     best = isnan(zr[0]) || s_i[0] == INT64_MAX ? 0 : s_i[0];
+    mx = zr[best];
+    /* logp: the row's log-sum-exp at temperature 1 (mbpo__logp_of), in double */
+    sum1 = 0.0;
+    for (i = t; i < V; i += MBPO__CUDA_THREADS) sum1 += exp((double)zr[i] - mx);
+    sum1 = mbpo__block_sum_fixed(sum1, s_d);
     if (k.temperature <= 0) {
-        if (t == 0) tok[g] = (int32_t)best;
+        if (t == 0) { tok[g] = (int32_t)best; logp[g] = (float)((double)zr[best] - (mx + log(sum1))); }
         return;   /* the whole block */
     }
-    mx = zr[best];
+    __syncthreads();   /* every thread has read s_d[0] before the next sum writes it */
     sum = 0.0;
     for (i = t; i < V; i += MBPO__CUDA_THREADS) sum += exp(((double)zr[i] - mx) / k.temperature);
     sum = mbpo__block_sum_fixed(sum, s_d);
@@ -1861,7 +1874,7 @@ mbpo__k_sample(int32_t *tok, float *z, const double *u, const unsigned char *liv
         s_m[MBPO__CUDA_THREADS] = a;
     }
     __syncthreads();
-    target = u[g] * s_m[MBPO__CUDA_THREADS];
+    target = u[st[MBPO__GS_NU] + r] * s_m[MBPO__CUDA_THREADS];
     mbpo__sample_range(zr, lo, hi, mx, k.temperature, sum, 1, s_m[t], target, &mass, &pick);
     /* the lowest pick, the last candidate (s_i is free: its last reads were before the sum's barriers) */
     s_i[t] = pick; s_j[t] = last;
@@ -1873,44 +1886,62 @@ mbpo__k_sample(int32_t *tok, float *z, const double *u, const unsigned char *liv
         }
         __syncthreads();
     }
-    if (t == 0) tok[g] = (int32_t)(s_i[0] != INT64_MAX ? s_i[0] : s_j[0] >= 0 ? s_j[0] : best);
+    if (t == 0) {
+        int64_t id = s_i[0] != INT64_MAX ? s_i[0] : s_j[0] >= 0 ? s_j[0] : best;
+        tok[g] = (int32_t)id;
+        logp[g] = (float)((double)zr[id] - (mx + log(sum1)));
+    }
 }
-/* tok_host (G) = one token per live row of z (G, V) fp32 on the device, the ban ids of k set to
-   -inf there first; u_host (G) draws in [0, 1), live_host (G) (tested against mbpo__cpu_sample) */
-static int mbpo__cuda_sample(mbpo_backend *be, int32_t *tok_host, float *z, const double *u_host, const unsigned char *live_host,
-                             int64_t G, int64_t V, const mbpo__sample_k *k) {
-    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
-    size_t tok_bytes, need;
-    int32_t *tok;
-    double *u;
-    unsigned char *live;
-    cudaError_t e;
-    if (G < 0 || G > 2147483647 || V < 1 || V > 2147483647 || k->n_ban < 0 || k->n_ban > 4)
-        return mbpo__fail("sample: %lld rows of %lld logits, %d ban ids (want 0 <= G < 2^31, 1 <= V < 2^31, at most 4 bans)",
+/* tok, logp (G) for the live rows of z (G, V) fp32, all on the device: mbpo__k_sample; no
+   transfer and no synchronisation, so a graph can hold it (tested against mbpo__cpu_sample) */
+static int mbpo__cuda_sample(mbpo_backend *be, int32_t *tok, float *logp, float *z, const double *u, const int64_t *st,
+                             const unsigned char *done, int64_t G, int64_t V, const mbpo__sample_k *k) {
+    if (G < 0 || G > 65535 || V < 1 || V > 2147483647 || k->n_ban < 0 || k->n_ban > 4)
+        return mbpo__fail("sample: %lld rows of %lld logits, %d ban ids (want 0 <= G < 2^16, 1 <= V < 2^31, at most 4 bans)",
                           (long long)G, (long long)V, k->n_ban);
+    if (k->temperature > 0 && (k->top_k > 0 || (k->top_p > 0 && k->top_p < 1)))
+        return mbpo__fail("sample: top-k / top-p are not on the device yet");
     if (G == 0) return 1;
-    tok_bytes = ((size_t)G * sizeof(int32_t) + 7) & ~(size_t)7;   /* u is 8-byte aligned */
-    need = tok_bytes + (size_t)G * (sizeof(double) + 1);
-    if (need > c->workspace_size)
-        return mbpo__fail("sample: %lld rows need %.1f MB of scratch, more than the %.1f MB workspace", (long long)G,
-                          (double)need / 1e6, (double)c->workspace_size / 1e6);
-    tok = (int32_t *)c->workspace;
-    u = (double *)(void *)((char *)c->workspace + tok_bytes);
-    live = (unsigned char *)(u + G);
-    e = cudaMemcpyAsync(tok, tok_host, (size_t)G * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream);
-    if (e == cudaSuccess) e = cudaMemcpyAsync(live, live_host, (size_t)G, cudaMemcpyHostToDevice, c->stream);
-    if (e == cudaSuccess && k->temperature > 0)
-        e = cudaMemcpyAsync(u, u_host, (size_t)G * sizeof(double), cudaMemcpyHostToDevice, c->stream);
-    if (e != cudaSuccess)
-        return mbpo__fail("sample (G %lld, V %lld): upload of the draws: %s", (long long)G, (long long)V, cudaGetErrorString(e));
-    mbpo__k_sample<<<(unsigned)G, MBPO__CUDA_THREADS, 0, c->stream>>>(tok, z, u, live, V, *k);
+    mbpo__k_sample<<<(unsigned)G, MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(tok, logp, z, u, st, done, V, *k);
     MBPO__LAUNCHED("mbpo__k_sample", G * V);
-    /* a fault in the kernel surfaces here: name the op and its sizes */
-    e = cudaMemcpyAsync(tok_host, tok, (size_t)G * sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
-    if (e != cudaSuccess)
-        return mbpo__fail("sample (G %lld, V %lld, temperature %g): download of the tokens: %s", (long long)G, (long long)V,
-                          k->temperature, cudaGetErrorString(e));
+    return 1;
+}
+
+/* gen_step: mbpo__cpu_gen_step's bookkeeping, one thread for the G rows (a handful), then the
+   block writes pos; no transfer, so a graph can hold it */
+static __global__ void mbpo__k_gen_step(int32_t *out, float *out_logp, int32_t *len, unsigned char *done, int64_t *st,
+                                        int64_t *pos, const int32_t *tok, const float *logp, int64_t G, int64_t stride,
+                                        mbpo__step_k k) {
+    __shared__ int64_t s_p;
+    int64_t g, live = 0;
+    int s;
+    if (threadIdx.x == 0) {
+        st[MBPO__GS_T] += st[MBPO__GS_GO];
+        for (g = 0; g < G; g++) live += !done[g];
+        if (k.draws) st[MBPO__GS_NU] += live;
+        for (g = 0; g < G; g++) {
+            if (done[g]) continue;
+            if (len[g] >= stride) { done[g] = 1; continue; }
+            out[g * stride + len[g]] = tok[g];
+            if (out_logp) out_logp[g * stride + len[g]] = logp[g];
+            len[g]++;
+            for (s = 0; s < k.n_stop; s++) if (tok[g] == k.stop[s]) { done[g] = 1; break; }
+        }
+        for (g = 0, live = 0; g < G; g++) live += !done[g];
+        st[MBPO__GS_LIVE] = live; st[MBPO__GS_GO] = live > 0;
+        s_p = st[MBPO__GS_T] + st[MBPO__GS_DELTA];
+    }
+    __syncthreads();
+    for (g = threadIdx.x; g < 3 * G; g += blockDim.x) pos[g] = s_p;
+}
+static int mbpo__cuda_gen_step(mbpo_backend *be, int32_t *out, float *out_logp, int32_t *len, unsigned char *done, int64_t *st,
+                               int64_t *pos, const int32_t *tok, const float *logp, int64_t G, int64_t stride,
+                               const mbpo__step_k *k) {
+    if (G < 0 || G > 65535 || stride < 1 || k->n_stop < 0 || k->n_stop > MBPO__MAX_STOP)
+        return mbpo__fail("gen_step: %lld rows of %lld, %d stop ids", (long long)G, (long long)stride, k->n_stop);
+    mbpo__k_gen_step<<<1, MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(out, out_logp, len, done, st, pos, tok, logp, G,
+                                                                           stride, *k);
+    MBPO__LAUNCHED("mbpo__k_gen_step", G);
     return 1;
 }
 
@@ -1971,7 +2002,47 @@ static int mbpo__cuda_pgd_step(mbpo_backend *be, float *x, const float *x0, cons
     return 1;
 }
 
-/* ------------------------------------------------------------------ 15. the table
+/* ------------------------------------------------------------------ 15. graphs
+
+   mbpo_generate's decode step (about 15 launches per layer, ~400 at 28 layers) is captured
+   once into a CUDA graph and replayed: one launch per step instead of hundreds, so the host
+   never limits a step that takes a few milliseconds. Every op of the step reads its inputs
+   from device memory (tokens, positions, the cache row t, the draws' counter), so the same
+   graph serves every step; the weights are updated in place, so it outlives an update. The
+   capture is thread-local: an unsafe call inside it (a synchronisation, an allocation) makes
+   the capture fail, cudaStreamEndCapture always ends it, and the caller runs the ops one by
+   one instead. */
+static int mbpo__cuda_graph_begin(mbpo_backend *be) {
+    cudaError_t e = cudaStreamBeginCapture(MBPO__CUDA(be)->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return mbpo__fail("graph capture: cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+    }
+    return 1;
+}
+static int mbpo__cuda_graph_end(mbpo_backend *be, void **graph) {
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t x = NULL;
+    cudaError_t e = cudaStreamEndCapture(MBPO__CUDA(be)->stream, &g);
+    *graph = NULL;
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&x, g, 0);
+    if (g) (void)cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return mbpo__fail("graph capture: %s", cudaGetErrorString(e));
+    }
+    *graph = (void *)x;
+    return 1;
+}
+static int mbpo__cuda_graph_launch(mbpo_backend *be, void *graph) {
+    MBPO__CU(cudaGraphLaunch((cudaGraphExec_t)graph, MBPO__CUDA(be)->stream));
+    return 1;
+}
+static void mbpo__cuda_graph_free(void *graph) {
+    if (graph) (void)cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
+/* ------------------------------------------------------------------ 16. the table
    (every entry of struct mbpo__ops, in declaration order) */
 
 static const mbpo_ops mbpo__cuda_ops = {
@@ -1987,10 +2058,13 @@ static const mbpo_ops mbpo__cuda_ops = {
     mbpo__cuda_embed_forward, mbpo__cuda_embed_backward, mbpo__cuda_head_forward, mbpo__cuda_head_backward, mbpo__cuda_logits,
     mbpo__cuda_sumsq,   /* tested against mbpo__cpu_sumsq (test_cuda.cu: test_optimizer) */
     mbpo__cuda_sample,  /* tested against mbpo__cpu_sample (test_cuda.cu: test_sample) */
+    mbpo__cuda_gen_step,   /* against mbpo__cpu_gen_step (test_sample) */
     mbpo__cuda_adamw,   /* tested against mbpo__cpu_adamw (test_cuda.cu: test_optimizer) */
     mbpo__cuda_pixels,  /* tested against mbpo__cpu_pixels (test_cuda.cu: test_pgd_ops) */
     mbpo__cuda_pixels_backward,   /* against mbpo__cpu_pixels_backward (test_pgd_ops) */
-    mbpo__cuda_pgd_step /* against mbpo__cpu_pgd_step (test_pgd_ops) */
+    mbpo__cuda_pgd_step,   /* against mbpo__cpu_pgd_step (test_pgd_ops) */
+    mbpo__cuda_graph_begin, mbpo__cuda_graph_end, mbpo__cuda_graph_launch, mbpo__cuda_graph_free
+                        /* a generation with graphs against one without (test_cuda.cu: test_generate) */
 };
 
 /* the file's own statement macros; the MBPO__CUDA_* constants stay */

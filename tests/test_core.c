@@ -387,45 +387,63 @@ static void greedy_case(const char *variant, int with_image) {
         for (kk = 0; kk < 60; kk++) vis += many[kk] >= 1000 && many[kk] <= 1003;
         CHECK(vis == 0, "no vision token among 60 tokens sampled at T = 20 (%d)", vis);
     }
-    {   /* mbpo_generate samples where the logits are (the backend's sample op): the same tokens
-           as mbpo_sample_token on the host copy, drawing from one RNG continuation by
-           continuation, live ones only (a stop token ends one early); top-p sorts on the host */
+    {   /* mbpo_generate runs the whole loop on the backend (sample, stop tokens, the state): the
+           same tokens as mbpo_sample_token on host copies of the logits, drawing from one RNG
+           continuation by continuation, live ones only (a stop token ends one early), and the
+           RNG and the cache left as that loop leaves them; mbpo_generate_logp's log-probs are
+           log softmax of those logits (computed here in double) */
         int32_t got[3 * 20], want[3 * 20], tok[3], stop = -1;
-        int lens3[3], len_w[3] = { 0, 0, 0 }, kk, step, done[3] = { 0, 0, 0 }, eq = 1, t;
-        float scratch[2048];
+        int lens3[3], len_w[3] = { 0, 0, 0 }, kk, step, done[3] = { 0, 0, 0 }, eq, t, j;
+        float scratch[2048], lp[3 * 20];
+        double lp_w[3 * 20], worst_lp;
+        int64_t len_got;
+        mbpo_rng rng_got;
         mbpo_gen_opts hot = o;
         hot.temperature = 1.5;
-        for (t = 0; t < 2; t++) {
-            hot.top_p = t ? 0.9 : 1.0;
+        for (t = 0; t < 4; t++) {
+            const char *what[4] = { "", ", top-p 0.9", ", top-k 5", ", top-k 5, top-p 0.8" };
+            hot.top_p = t == 1 ? 0.9 : t == 3 ? 0.8 : 1.0;
+            hot.top_k = t >= 2 ? 5 : 0;
             mbpo_rng_seed(&rng, 91);
             REQUIRE(mbpo_generate(&m, &kv, &b, &hot, &rng, got, lens3), "sampled generate");
             if (t == 0) stop = got[3];   /* continuation 0's 4th token: a stop token from now on */
             hot.stop_ids = &stop; hot.n_stop = 1;
             mbpo_rng_seed(&rng, 91);
-            REQUIRE(mbpo_generate(&m, &kv, &b, &hot, &rng, got, lens3), "sampled generate with a stop");
+            REQUIRE(mbpo_generate_logp(&m, &kv, &b, &hot, &rng, got, lens3, lp), "sampled generate with a stop");
+            rng_got = rng; len_got = kv.len;
             mbpo_rng_seed(&rng, 91);
             REQUIRE(mbpo_kv_prefill(&m, &kv, &b), "prefill");
             memset(done, 0, sizeof done); memset(len_w, 0, sizeof len_w);
             for (step = 0; step < 20; step++) {
                 for (kk = 0; kk < 3; kk++) {
                     float *row = kv.logits + kk * V;
+                    double mx = -INFINITY, sum = 0;
                     if (done[kk]) { tok[kk] = want[kk * 20 + len_w[kk] - 1]; continue; }
                     row[m.cfg.image_token_id] = row[m.cfg.video_token_id] = -INFINITY;
                     row[m.cfg.vision_start_token_id] = row[m.cfg.vision_end_token_id] = -INFINITY;
                     tok[kk] = mbpo_sample_token(row, V, &hot, &rng, scratch);
+                    for (j = 0; j < V; j++) if (row[j] > mx) mx = row[j];
+                    for (j = 0; j < V; j++) sum += exp(row[j] - mx);
+                    lp_w[kk * 20 + len_w[kk]] = row[tok[kk]] - mx - log(sum);
                     want[kk * 20 + len_w[kk]++] = tok[kk];
                     if (tok[kk] == stop) done[kk] = 1;
                 }
                 if (done[0] && done[1] && done[2]) break;
                 if (step + 1 < 20) REQUIRE(mbpo_kv_decode(&m, &kv, tok), "decode");
             }
-            for (kk = 0; kk < 3; kk++) {
-                int j;
+            for (kk = 0, eq = 1, worst_lp = 0; kk < 3; kk++) {
                 eq &= lens3[kk] == len_w[kk];
-                for (j = 0; j < len_w[kk] && eq; j++) eq &= got[kk * 20 + j] == want[kk * 20 + j];
+                for (j = 0; j < len_w[kk] && eq; j++) {
+                    eq &= got[kk * 20 + j] == want[kk * 20 + j];
+                    if (fabs(lp[kk * 20 + j] - lp_w[kk * 20 + j]) > worst_lp) worst_lp = fabs(lp[kk * 20 + j] - lp_w[kk * 20 + j]);
+                }
             }
             CHECK(eq && (t || lens3[0] <= 4), "T 1.5%s, a stop token: mbpo_generate's tokens = mbpo_sample_token's on the host "
-                  "(lengths %d %d %d)", t ? ", top-p 0.9" : "", lens3[0], lens3[1], lens3[2]);
+                  "(lengths %d %d %d)", what[t], lens3[0], lens3[1], lens3[2]);
+            CHECK(!memcmp(&rng_got, &rng, sizeof rng) && len_got == kv.len, "T 1.5%s: the RNG and the cache (%lld tokens) "
+                  "left as the host loop leaves them (%lld)", what[t], (long long)len_got, (long long)kv.len);
+            CHECK(worst_lp < 1e-6, "T 1.5%s: the emitted tokens' log-probs = log softmax of the step's logits (max |diff| %.1e)",
+                  what[t], worst_lp);
             hot.stop_ids = NULL; hot.n_stop = 0;
         }
     }

@@ -134,7 +134,7 @@ static mbpo_backend *BE[2];
 static mbpo_rng RNG;
 static int g_setup_ok;             /* cleared when a test buffer could not be made */
 
-enum { KX, KF, KI64, KI32 };
+enum { KX, KF, KI64, KI32, KB };   /* KB: bytes (KI64 also holds doubles) */
 typedef struct { void *p[2]; int64_t n; int kind; } tbuf;
 
 #define POOL_MAX 256
@@ -144,7 +144,7 @@ static void *pool_host[POOL_MAX];
 static int pool_hn;
 
 static size_t elem_size(int s, int kind) {
-    return kind == KX ? OPS[s]->x_size : kind == KI64 ? sizeof(int64_t) : kind == KI32 ? sizeof(int32_t) : sizeof(float);
+    return kind == KX ? OPS[s]->x_size : kind == KI64 ? sizeof(int64_t) : kind == KI32 ? sizeof(int32_t) : kind == KB ? 1 : sizeof(float);
 }
 static void pool_release(void) {
     int i, s;
@@ -153,6 +153,15 @@ static void pool_release(void) {
             if (pool_dev[s][i]) OPS[s]->release(BE[s], pool_dev[s][i]);
     for (i = 0; i < pool_hn; i++) free(pool_host[i]);
     pool_n = pool_hn = 0;
+}
+/* the buffers made since pool_n was mark (pool_hn hmark) */
+static void pool_release_to(int mark, int hmark) {
+    int i, s;
+    for (i = mark; i < pool_n; i++)
+        for (s = 0; s < 2; s++)
+            if (pool_dev[s][i]) OPS[s]->release(BE[s], pool_dev[s][i]);
+    for (i = hmark; i < pool_hn; i++) free(pool_host[i]);
+    pool_n = mark; pool_hn = hmark;
 }
 /* host scratch freed by pool_release */
 static void *hmem(size_t bytes) {
@@ -641,18 +650,19 @@ static void test_decode_ops(void) {
         for (gi = 0; gi < 3; gi++)
             for (li = 0; li < 2; li++) {
                 int64_t NH = cfgs[c][0], NKV = cfgs[c][1], HS = cfgs[c][2], G = Gs[gi], len = lens[li];
-                int64_t QD = NH * HS, KD = NKV * HS;
-                tbuf q, kc, vc, out, kn, vn;
+                int64_t QD = NH * HS, KD = NKV * HS, t = len - 1;
+                tbuf q, kc, vc, out, kn, vn, tt;
                 g_setup_ok = 1;
                 snprintf(shape, sizeof shape, "G=%lld len=%lld NH=%lld NKV=%lld HS=%lld", (long long)G, (long long)len,
                          (long long)NH, (long long)NKV, (long long)HS);
                 q = in_x(G * QD, 1.0); kc = in_x(G * max_len * KD, 1.0); vc = in_x(G * max_len * KD, 1.0);
                 out = out_x(G * QD);
-                BOTH(&dd, shape, 0, OPS[s]->attention_decode(BE[s], XP(out), XP(q), XP(kc), XP(vc), G, len, max_len, NH, NKV, HS));
+                tt = in_i64(&t, 1);   /* the position lives in backend memory: rows 0..t */
+                BOTH(&dd, shape, 0, OPS[s]->attention_decode(BE[s], XP(out), XP(q), XP(kc), XP(vc), G, LP(tt), max_len, NH, NKV, HS));
                 if (ok_) cmp(&dd, shape, "out", &out);
                 /* append row t = len - 1 (first and last-but-some rows); the rest must stay */
                 kn = in_x(G * KD, 1.0); vn = in_x(G * KD, 1.0);
-                BOTH(&ka, shape, 0, OPS[s]->kv_append(BE[s], XP(kc), XP(vc), XP(kn), XP(vn), G, len - 1, max_len, KD));
+                BOTH(&ka, shape, 0, OPS[s]->kv_append(BE[s], XP(kc), XP(vc), XP(kn), XP(vn), G, LP(tt), max_len, KD));
                 if (ok_) { cmp(&ka, shape, "kc", &kc); cmp(&ka, shape, "vc", &vc); }
                 pool_release();
             }
@@ -933,73 +943,111 @@ static void sample_rows(float *z, int64_t V, int layout) {
     z[7 * V + 3] = -0.0f; z[7 * V + 4] = 0.0f;
 }
 static void test_sample(void) {
-    static const struct { int64_t V; int layout; double T; int draws; } cases[] = {
-        { 1000, 0, 0.0, 1 }, { 1000, 0, 1.0, 200 }, { 1000, 0, 0.7, 200 },
-        { 151936, 0, 0.0, 1 }, { 151936, 0, 1.0, 40 }, { 151936, 0, 0.7, 40 },
-        { 1000, 1, 0.0, 1 }, { 1000, 1, 1.0, 20 },
+    static const struct { int64_t V; int layout; double T; int64_t top_k; double top_p; int draws; } cases[] = {
+        { 1000, 0, 0.0, 0, 1, 1 }, { 1000, 0, 1.0, 0, 1, 200 }, { 1000, 0, 0.7, 0, 1, 200 },
+        { 151936, 0, 0.0, 0, 1, 1 }, { 151936, 0, 1.0, 0, 1, 40 }, { 151936, 0, 0.7, 0, 1, 40 },
+        { 1000, 1, 0.0, 0, 1, 1 }, { 1000, 1, 1.0, 0, 1, 20 },
+        /* top-k, top-p and both (HF's order: the nucleus of what top-k kept) */
+        { 1000, 0, 1.0, 5, 1, 100 }, { 1000, 0, 1.0, 0, 0.9, 100 }, { 1000, 0, 0.7, 50, 0.8, 100 },
+        { 1000, 0, 1.0, 1, 1, 20 }, { 1000, 0, 1.0, 0, 1e-9, 20 }, { 1000, 0, 1.0, 2000, 1, 20 },
+        { 151936, 0, 1.0, 50, 1, 20 }, { 151936, 0, 1.0, 0, 0.95, 20 }, { 151936, 0, 0.7, 64, 0.9, 20 },
+        { 1000, 1, 1.0, 5, 0.9, 20 },
     };
-    static const unsigned char live[8] = { 1, 1, 0, 1, 1, 0, 1, 1 };
-    opstat gr, tp, zs;
+    static const unsigned char done[8] = { 0, 0, 1, 0, 0, 1, 0, 0 };
+    opstat gr, tp, tk, zs, lp;
     int64_t all_draws = 0, all_mis = 0;
     size_t c;
     int ok_;
-    char shape[96];
+    char shape[128];
     op_begin(&gr, "sample (greedy)", TC_EXACT); gr.metric = "mismatches";
     op_begin(&tp, "sample (temperature)", TC_EXACT); tp.metric = "mismatches";
+    op_begin(&tk, "sample (top-k, top-p)", TC_EXACT); tk.metric = "mismatches";
     op_begin(&zs, "sample z, idle rows", TC_EXACT); zs.metric = "mismatches";
+    op_begin(&lp, "sample logp", TC_EXACT); lp.metric = "max-abs"; lp.tol = 1e-6;
     for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        const int64_t V = cases[c].V, G = 8;
+        const int64_t V = cases[c].V, G = 8, NP = 24;   /* a pool of NP draws, read from st[NU] on */
         mbpo__sample_k k;
-        opstat *st = cases[c].T > 0 ? &tp : &gr;
+        opstat *st = cases[c].T <= 0 ? &gr : cases[c].top_k > 0 || cases[c].top_p < 1 ? &tk : &tp;
         float *hz = (float *)hmem((size_t)(G * V) * sizeof(float)), *zc, *zg;
         int64_t nmis = 0, nother = 0, ndraw = 0, i;
         int rep, g, b;
-        tbuf z;
+        tbuf z, dn;
         g_setup_ok = 1;
         if (!hz) continue;
         memset(&k, 0, sizeof k);
-        k.temperature = cases[c].T; k.n_ban = 4;
+        k.temperature = cases[c].T; k.top_k = cases[c].top_k; k.top_p = cases[c].top_p; k.n_ban = 4;
         if (cases[c].layout == 0) { k.ban[0] = 1; k.ban[1] = V / 4; k.ban[2] = V / 2; k.ban[3] = V - 1; }
         else { k.ban[0] = V - 1; k.ban[1] = -1; k.ban[2] = V; k.ban[3] = V + 7; }
-        snprintf(shape, sizeof shape, "G=8 V=%lld layout %d T=%g, %d draws", (long long)V, cases[c].layout, cases[c].T,
-                 cases[c].draws);
+        snprintf(shape, sizeof shape, "G=8 V=%lld layout %d T=%g top-k %lld top-p %g, %d draws", (long long)V,
+                 cases[c].layout, cases[c].T, (long long)cases[c].top_k, cases[c].top_p, cases[c].draws);
         sample_rows(hz, V, cases[c].layout);
         z = in_fv(hz, G * V);
+        dn = tb_new(KB, G); tb_set(&dn, done);
         st->cases++;
         for (rep = 0; rep < cases[c].draws && g_setup_ok; rep++) {
-            double u[8];
-            int32_t tok[2][8], again[8];
-            for (g = 0; g < 8; g++) { u[g] = mbpo_rng_uniform(&RNG); tok[0][g] = tok[1][g] = again[g] = -7; }
-            if (rep == 0 && cases[c].layout == 0) u[4] = 0.0;
-            BOTH(st, shape, 0, OPS[s]->sample(BE[s], tok[s], FP(z), u, live, G, V, &k));
-            if (ok_ && !OPS[1]->sample(BE[1], again, (float *)z.p[1], u, live, G, V, &k)) { ok_ = 0; call_failed(st, shape, 1, 0); }
-            if (!ok_) break;
+            double u[24];
+            int64_t sv[MBPO__GS_N] = { 0, 0, 0, 0, 0 };
+            int32_t tok[2][8], again[8], init[8];
+            float lpv[2][8];
+            int mark = pool_n, hmark = pool_hn;
+            tbuf ut, stt, tt, lt, t2, l2;
+            for (i = 0; i < NP; i++) u[i] = mbpo_rng_uniform(&RNG);
+            if (rep == 0 && cases[c].layout == 0) u[3] = 0.0;   /* row 4's draw (NU 0: rows 0, 1, 3 before it) */
+            sv[MBPO__GS_NU] = rep == 0 ? 0 : rep % (NP - 6 + 1);   /* rank r of a live row reads u[NU + r] */
+            for (g = 0; g < 8; g++) init[g] = -7;
+            ut = tb_new(KI64, NP); tb_set(&ut, u);
+            stt = in_i64(sv, MBPO__GS_N);
+            tt = in_i32(init, G); t2 = in_i32(init, G);
+            lt = out_f(G); l2 = out_f(G);
+            BOTH(st, shape, 0, OPS[s]->sample(BE[s], IP(tt), FP(lt), FP(z), (const double *)ut.p[s], LP(stt),
+                                              (const unsigned char *)dn.p[s], G, V, &k));
+            if (ok_ && !OPS[1]->sample(BE[1], (int32_t *)t2.p[1], (float *)l2.p[1], (float *)z.p[1],
+                                       (const double *)ut.p[1], (const int64_t *)stt.p[1], (const unsigned char *)dn.p[1], G, V, &k)) {
+                ok_ = 0; call_failed(st, shape, 1, 0);
+            }
+            if (ok_ && (!tb_get(&tt, 0, (float *)tok[0]) || !tb_get(&tt, 1, (float *)tok[1]) || !tb_get(&t2, 1, (float *)again) ||
+                        !tb_get(&lt, 0, lpv[0]) || !tb_get(&lt, 1, lpv[1]))) {
+                ok_ = 0; call_failed(st, shape, 1, 0);
+            }
+            if (!ok_) { pool_release(); g_setup_ok = 0; break; }
             for (g = 0; g < 8; g++) {
-                if (!live[g]) {
+                double e;
+                if (done[g]) {
                     if (tok[1][g] != -7 || again[g] != -7) {
                         nother++;
-                        printf("FAIL  sample [%s]: row %d is not live but its token became %d\n", shape, g, tok[1][g]);
+                        printf("FAIL  sample [%s]: row %d is done but its token became %d\n", shape, g, tok[1][g]);
                     }
                     continue;
                 }
                 ndraw++;
                 if (again[g] != tok[1][g]) {
                     nother++;
-                    printf("FAIL  sample [%s]: row %d u %.17g: two GPU calls gave %d and %d\n", shape, g, u[g], tok[1][g], again[g]);
+                    printf("FAIL  sample [%s]: row %d: two GPU calls gave %d and %d\n", shape, g, tok[1][g], again[g]);
                 }
                 if (tok[1][g] != tok[0][g]) {
                     nmis++;
-                    printf("      sample [%s]: row %d u %.17g: GPU token %d, CPU token %d\n", shape, g, u[g], tok[1][g], tok[0][g]);
+                    printf("      sample [%s]: row %d (NU %lld): GPU token %d, CPU token %d\n", shape, g,
+                           (long long)sv[MBPO__GS_NU], tok[1][g], tok[0][g]);
+                    continue;
                 }
+                /* the log-prob of the same token: both NaN (a row without finite logits) or close */
+                lp.cases++;
+                e = isnan(lpv[0][g]) && isnan(lpv[1][g]) ? 0 : fabs((double)lpv[1][g] - lpv[0][g]);
+                if (!(e <= lp.tol)) {
+                    lp.fails++; n_failed++;
+                    printf("FAIL  sample logp [%s]: row %d token %d: GPU %.9g, CPU %.9g\n", shape, g, tok[0][g], lpv[1][g], lpv[0][g]);
+                } else if (e >= lp.worst) { lp.worst = e; snprintf(lp.worst_shape, sizeof lp.worst_shape, "%s", shape); }
             }
+            pool_release_to(mark, hmark);   /* the per-draw buffers; z and done stay */
         }
+        if (!g_setup_ok) { pool_release(); continue; }
         if (cases[c].T > 0) { all_draws += ndraw; all_mis += nmis; }
         if (nmis || nother) {
             st->fails++; n_failed++;
             printf("FAIL  %s [%s]: %lld of %lld tokens differ from the CPU's, %lld other failures\n", st->op, shape,
                    (long long)nmis, (long long)ndraw, (long long)nother);
         } else if (!st->worst_shape[0]) snprintf(st->worst_shape, sizeof st->worst_shape, "%s", shape);
-        /* z after: the CPU's (bans), rows not live as uploaded, bans -inf in live rows */
+        /* z after: the CPU's (bans), rows done as uploaded, bans -inf in live rows */
         zc = (float *)hmem((size_t)(G * V) * sizeof(float)); zg = (float *)hmem((size_t)(G * V) * sizeof(float));
         if (!g_setup_ok || !zc || !zg) { pool_release(); continue; }
         zs.cases++;
@@ -1013,14 +1061,14 @@ static void test_sample(void) {
         for (g = 0; g < 8; g++) {
             for (i = 0; i < V; i++) {
                 int64_t j = g * V + i;
-                if (memcmp(&zg[j], &zc[j], 4) || (!live[g] && memcmp(&zg[j], &hz[j], 4))) {
+                if (memcmp(&zg[j], &zc[j], 4) || (done[g] && memcmp(&zg[j], &hz[j], 4))) {
                     if (!nother) printf("FAIL  sample z [%s]: row %d id %lld: GPU %.9g, CPU %.9g, uploaded %.9g\n", shape, g,
                                         (long long)i, zg[j], zc[j], hz[j]);
                     nother++;
                 }
             }
             for (b = 0; b < 4; b++)
-                if (live[g] && k.ban[b] >= 0 && k.ban[b] < V && zg[g * V + k.ban[b]] != -INFINITY) {
+                if (!done[g] && k.ban[b] >= 0 && k.ban[b] < V && zg[g * V + k.ban[b]] != -INFINITY) {
                     printf("FAIL  sample z [%s]: row %d: banned id %lld is %.9g\n", shape, g, (long long)k.ban[b], zg[g * V + k.ban[b]]);
                     nother++;
                 }
@@ -1030,7 +1078,70 @@ static void test_sample(void) {
         pool_release();
     }
     printf("  sample: %lld temperature draws, %lld GPU tokens differ from the CPU's\n", (long long)all_draws, (long long)all_mis);
-    op_end(&gr); op_end(&tp); op_end(&zs);
+    op_end(&gr); op_end(&tp); op_end(&tk); op_end(&zs); op_end(&lp);
+}
+
+/* gen_step (mbpo_generate's bookkeeping) against mbpo__cpu_gen_step, exactly: 200 random
+   states (rows done or not, lengths up to the row's end, GO 0 or 1, draws on or off, 0 to 3
+   stop ids that some tokens hit, out_logp given or NULL); every buffer compared byte for byte,
+   the rows' unwritten entries included. */
+static void test_gen_step(void) {
+    const int64_t stride = 6;
+    opstat gs;
+    int trial, ok_;
+    char shape[96];
+    op_begin(&gs, "gen_step", TC_EXACT); gs.metric = "mismatches";
+    for (trial = 0; trial < 200; trial++) {
+        const int64_t G = 1 + (int64_t)(mbpo_rng_u64(&RNG) % 9);
+        int64_t sv[MBPO__GS_N], pos0[27], g, i;
+        int32_t out0[9 * 6], len0[9], tok[9];
+        float lo0[9 * 6], lp[9];
+        unsigned char dn0[9];
+        mbpo__step_k k;
+        int with_logp = trial % 3 != 0, sd, bad = 0;
+        tbuf out, lo, len, dn, st, pos, tt, lt;
+        g_setup_ok = 1;
+        memset(&k, 0, sizeof k);
+        k.n_stop = (int)(mbpo_rng_u64(&RNG) % 4); k.draws = (int)(mbpo_rng_u64(&RNG) % 2);
+        for (i = 0; i < k.n_stop; i++) k.stop[i] = (int32_t)(mbpo_rng_u64(&RNG) % 12);
+        for (i = 0; i < G * stride; i++) { out0[i] = (int32_t)(1000 + i); lo0[i] = (float)i * 0.25f; }
+        for (g = 0; g < G; g++) {
+            dn0[g] = mbpo_rng_u64(&RNG) % 3 == 0;
+            len0[g] = (int32_t)(mbpo_rng_u64(&RNG) % (uint64_t)(stride + 1));   /* stride: a full row */
+            tok[g] = (int32_t)(mbpo_rng_u64(&RNG) % 12);
+            lp[g] = -(float)(mbpo_rng_u64(&RNG) % 100) / 7.0f;
+        }
+        sv[MBPO__GS_T] = 30 + trial; sv[MBPO__GS_NU] = trial; sv[MBPO__GS_LIVE] = -1;
+        sv[MBPO__GS_GO] = trial % 2; sv[MBPO__GS_DELTA] = (int64_t)(trial % 5) - 2;
+        for (i = 0; i < 3 * G; i++) pos0[i] = -99;
+        snprintf(shape, sizeof shape, "G=%lld stops %d draws %d GO %lld%s", (long long)G, k.n_stop, k.draws,
+                 (long long)sv[MBPO__GS_GO], with_logp ? "" : ", no out_logp");
+        out = in_i32(out0, G * stride); lo = in_fv(lo0, G * stride); len = in_i32(len0, G);
+        dn = tb_new(KB, G); tb_set(&dn, dn0);
+        st = in_i64(sv, MBPO__GS_N); pos = in_i64(pos0, 3 * G); tt = in_i32(tok, G); lt = in_fv(lp, G);
+        gs.cases++;
+        BOTH(&gs, shape, 0, OPS[s]->gen_step(BE[s], IP(out), with_logp ? FP(lo) : NULL, IP(len), (unsigned char *)dn.p[s], LP(st),
+                                             LP(pos), IP(tt), FP(lt), G, stride, &k));
+        if (!ok_) { pool_release(); continue; }
+        {   /* every buffer, both sides, as bytes */
+            const tbuf *bufs[6] = { &out, &lo, &len, &dn, &st, &pos };
+            const char *names[6] = { "out", "out_logp", "len", "done", "st", "pos" };
+            for (i = 0; i < 6; i++) {
+                size_t bytes = (size_t)bufs[i]->n * elem_size(0, bufs[i]->kind);
+                unsigned char *h[2];
+                for (sd = 0; sd < 2; sd++) {
+                    h[sd] = (unsigned char *)hmem(bytes);
+                    if (!h[sd] || !OPS[sd]->download(BE[sd], h[sd], bufs[i]->p[sd], bytes)) { bad = 1; break; }
+                }
+                if (bad) { printf("FAIL  gen_step [%s]: download of %s: %s\n", shape, names[i], mbpo_failure_reason()); break; }
+                if (memcmp(h[0], h[1], bytes)) { bad = 1; printf("FAIL  gen_step [%s]: %s differs from the CPU's\n", shape, names[i]); }
+            }
+        }
+        if (bad) { gs.fails++; n_failed++; }
+        else if (!gs.worst_shape[0]) snprintf(gs.worst_shape, sizeof gs.worst_shape, "%s", shape);
+        pool_release();
+    }
+    op_end(&gs);
 }
 
 /* The PGD ops (pixels, pixels_backward, pgd_step) against the CPU ops, on a random map in which
@@ -1112,6 +1223,7 @@ static void test_ops(void) {
     test_head();
     test_optimizer();
     test_sample();
+    test_gen_step();
     test_pgd_ops();
 }
 
@@ -1595,6 +1707,111 @@ static void test_decode(void) {
     }
 }
 
+/* ============================================================== (d2) mbpo_generate on the device
+
+   The whole generation loop on the GPU (the sample op, gen_step, the decode step replayed as a
+   CUDA graph) against (1) the same loop with graphs off, every op launched one by one: the
+   same kernels, so tokens, lengths, log-probs and the RNG after must be bitwise the same, and
+   the graph must have been used; (2) the CPU's mbpo_generate on the same weights: fp32 build
+   the same tokens and lengths (greedy: transformers' 20 tokens too) and log-probs within 1e-4;
+   bf16 build reported. tiny_a with its image, G 8: greedy, T 1, T 0.7 top-k 20, T 1 top-p 0.9,
+   T 1 top-k 20 top-p 0.8, the sampled ones with two stop ids the CPU's first run emits. */
+static int gen_run(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *b, const mbpo_gen_opts *o, int no_graphs, int32_t *ids,
+                   int *lens, float *lp, mbpo_rng *rng, double *secs) {
+    double t0;
+    int ok;
+    kv->no_graphs = no_graphs;
+    mbpo_rng_seed(rng, 777);
+    t0 = mbpo_now();
+    ok = mbpo_generate_logp(m, kv, b, o, rng, ids, lens, lp);
+    *secs = mbpo_now() - t0;
+    if (!ok) { n_failed++; printf("FAIL  generate (%s): %s\n", no_graphs ? "no graphs" : "graphs", mbpo_failure_reason()); }
+    return ok;
+}
+static void test_generate(void) {
+    enum { G = 8, NEW = 20 };
+    mbpo_st st;
+    mbpo_model mc, mg;
+    mbpo_kv kc, kg;
+    mbpo_batch b;
+    int64_t S = 0, n_gen = 0, npv = 0, i, offs[2], roffs[2] = { 0, 1 }, *pid, *gen, *grid64;
+    int32_t prompt[64], grid[3], refs[1] = { 0 }, stop[2] = { -1, -1 };
+    int32_t ids[3][G * NEW];
+    int lens[3][G], c, g, j;
+    float lp[3][G * NEW], *pv;
+    uint8_t tgt0[64];
+    mbpo_rng rng[3];
+    double secs[3];
+    if (!run_test("generate")) return;
+    REQUIRE(mbpo_st_open(&st, "tests/fixtures/core/greedy_tiny_a.safetensors"), "greedy fixture");
+    pid = read_i64(&st, "prompt_ids", &S); gen = read_i64(&st, "generated", &n_gen);
+    grid64 = read_i64(&st, "image_grid_thw", NULL); pv = read_f32(&st, "pixel_values", &npv);
+    REQUIRE(pid && gen && grid64 && pv && S <= 64 && n_gen >= NEW, "fixture tensors");
+    REQUIRE(mbpo_model_load(&mc, "tests/fixtures/tiny_a/model") && mbpo_model_load(&mg, "tests/fixtures/tiny_a/model"), "load tiny_a");
+    if (!FP32_BUILD) { round_params(&mc); round_params(&mg); xround_all(pv, npv); }
+    for (i = 0; i < S; i++) prompt[i] = (int32_t)pid[i];
+    for (i = 0; i < 3; i++) grid[i] = (int32_t)grid64[i];
+    memset(tgt0, 0, sizeof tgt0);
+    offs[0] = 0; offs[1] = S;
+    memset(&b, 0, sizeof b);
+    b.n_seqs = 1; b.ids = prompt; b.seq_offsets = offs; b.target = tgt0;
+    b.n_images = 1; b.grid_thw = grid; b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = roffs;
+    REQUIRE(mbpo_model_plan_on(&mc, MBPO_DEVICE_CPU, S, npv / mbpo_config_pix(&mc.cfg), S, 0) &&
+            mbpo_model_plan_on(&mg, MBPO_DEVICE_CUDA, S, npv / mbpo_config_pix(&mg.cfg), S, 0), "plan");
+    memset(&kc, 0, sizeof kc); memset(&kg, 0, sizeof kg);
+    REQUIRE(mbpo_kv_init(&kc, &mc, G, S + NEW) && mbpo_kv_init(&kg, &mg, G, S + NEW), "kv init");
+    for (c = 0; c < 5; c++) {
+        static const struct { double T; int top_k; double top_p; const char *name; } cs[5] = {
+            { 0, 0, 1, "greedy" }, { 1.0, 0, 1, "T 1" }, { 0.7, 20, 1, "T 0.7 top-k 20" },
+            { 1.0, 0, 0.9, "T 1 top-p 0.9" }, { 1.0, 20, 0.8, "T 1 top-k 20 top-p 0.8" } };
+        mbpo_gen_opts o;
+        int same_graph = 1, same_cpu = 1, graph_steps, ok;
+        double worst_lp = 0;
+        memset(&o, 0, sizeof o);
+        o.max_new_tokens = NEW; o.temperature = cs[c].T; o.top_k = cs[c].top_k; o.top_p = cs[c].top_p;
+        if (c > 0) { o.stop_ids = stop; o.n_stop = 2; }
+        ok = gen_run(&mc, &kc, &b, &o, 0, ids[0], lens[0], lp[0], &rng[0], &secs[0]);
+        if (ok && c == 1) {   /* stops from the CPU's first sampled run: continuations end early */
+            stop[0] = ids[0][5]; stop[1] = ids[0][3 * NEW + 9];
+            ok = gen_run(&mc, &kc, &b, &o, 0, ids[0], lens[0], lp[0], &rng[0], &secs[0]);
+        }
+        ok = ok && gen_run(&mg, &kg, &b, &o, 0, ids[1], lens[1], lp[1], &rng[1], &secs[1]);
+        graph_steps = kg.graph_steps;
+        ok = ok && gen_run(&mg, &kg, &b, &o, 1, ids[2], lens[2], lp[2], &rng[2], &secs[2]);
+        if (!ok) continue;
+        CHECK(graph_steps > 0 && kg.graph_steps == 0, "%s: the graph ran %d steps (graphs off: %d)", cs[c].name, graph_steps,
+              kg.graph_steps);
+        for (g = 0; g < G; g++) {
+            same_graph &= lens[1][g] == lens[2][g] && !memcmp(ids[1] + g * NEW, ids[2] + g * NEW, (size_t)lens[1][g] * 4) &&
+                          !memcmp(lp[1] + g * NEW, lp[2] + g * NEW, (size_t)lens[1][g] * 4);
+            same_cpu &= lens[1][g] == lens[0][g] && !memcmp(ids[1] + g * NEW, ids[0] + g * NEW, (size_t)lens[1][g] * 4);
+            for (j = 0; j < lens[1][g] && j < lens[0][g]; j++) {
+                double e = fabs((double)lp[1][g * NEW + j] - lp[0][g * NEW + j]);
+                if (!(e <= worst_lp)) worst_lp = e;
+            }
+        }
+        same_graph &= !memcmp(&rng[1], &rng[2], sizeof rng[1]);
+        CHECK(same_graph, "%s: graph and op-by-op generations differ", cs[c].name);
+        if (c == 0 && FP32_BUILD) {
+            int tf = 1;
+            for (g = 0; g < G; g++) for (j = 0; j < NEW; j++) tf &= ids[1][g * NEW + j] == (int32_t)gen[j];
+            CHECK(tf, "greedy on the GPU: not transformers' 20 tokens");
+        }
+        if (FP32_BUILD) {
+            CHECK(same_cpu && !memcmp(&rng[1], &rng[0], sizeof rng[0]), "%s: GPU tokens differ from the CPU's", cs[c].name);
+            CHECK(worst_lp <= 1e-4, "%s: log-probs vs the CPU's max |diff| %.2e > 1e-4", cs[c].name, worst_lp);
+        }
+        printf("  %s  generate %-24s graph = op by op: %s; = CPU: %s; logp vs CPU %.2e; lengths", same_graph ? "ok" : "!!",
+               cs[c].name, same_graph ? "yes" : "NO", same_cpu ? "yes" : "no", worst_lp);
+        for (g = 0; g < G; g++) printf(" %d", lens[1][g]);
+        printf("; %.2f ms (graph) vs %.2f ms (op by op) for %d steps\n", secs[1] * 1e3, secs[2] * 1e3, NEW);
+    }
+    mbpo_kv_free(&kc); mbpo_kv_free(&kg);
+    mbpo_model_free(&mc); mbpo_model_free(&mg);
+    mbpo_st_close(&st);
+    free(pid); free(gen); free(grid64); free(pv);
+}
+
 /* ============================================================== (e) bitwise determinism on CUDA */
 
 static void test_determinism(void) {
@@ -1746,6 +1963,7 @@ int main(int argc, char **argv) {
     test_fixtures();
     test_mid();
     test_decode();
+    test_generate();
     test_determinism();
     test_2b(dir_2b);
     printf("%d passed, %d failed\n", n_passed, n_failed);

@@ -10487,10 +10487,23 @@ typedef struct {
     int env_loaded, have_ref, use_ref;
     int stepping;                    /* in the loop: a failure names the checkpoint to resume from */
     mbpo__batch_stats bs;
+    mbpo_kv kv;                      /* the rollouts' cache (mbpo__train_kv) */
     /* the current update */
     double loss, kl, adv_abs, norm, t_update;
     int64_t n_tok, n_adv;
 } mbpo__train;
+/* The rollouts' cache, kept across prompts and updates so that its decode step's graph is
+   captured once (the weights change in place, so it stays valid); made again when a prompt
+   needs a longer one or the model was planned again (a new backend: the old one is gone, so
+   the cache is released without it). */
+static int mbpo__train_kv(mbpo__train *T, int64_t need) {
+    mbpo_kv *kv = &T->kv;
+    const mbpo_model *m = &T->e.model;
+    if (kv->mem && kv->be == m->be && kv->ops == m->ops && kv->max_len >= need) return 1;
+    if (kv->be != m->be) kv->be = NULL;
+    mbpo_kv_free(kv);
+    return mbpo_kv_init(kv, m, T->o->G, need);
+}
 
 /* The pool: an SFT --data set, or the offline and online sets the mode needs. */
 static int mbpo__train_pool(mbpo__train *T) {
@@ -10698,7 +10711,6 @@ static int mbpo__rollout_seq(mbpo__train *T, mbpo__mb *M, const mbpo__item *it, 
 static int mbpo__train_rollouts(mbpo__train *T, mbpo__mb *M, const mbpo__item *it, mbpo__img *im, int img) {
     const mbpo_train_opts *o = T->o;
     mbpo__seq q;
-    mbpo_kv kv;
     mbpo_gen_opts go;
     mbpo_rng rng;
     int32_t *out = NULL;
@@ -10706,16 +10718,15 @@ static int mbpo__train_rollouts(mbpo__train *T, mbpo__mb *M, const mbpo__item *i
     float *r = NULL;
     double t0 = mbpo_now();
     memset(&go, 0, sizeof go);
-    memset(&kv, 0, sizeof kv);
     go.max_new_tokens = o->max_new_tokens; go.temperature = o->temperature; go.top_p = 1;
     go.stop_ids = T->e.stop; go.n_stop = T->e.n_stop;
     mbpo_rng_seed(&rng, mbpo__sample_seed(o->seed, T->position, 4));   /* the prompt's own stream */
     good = mbpo__seq_make(&q, &T->e, &it->s, img >= 0 ? im : NULL, NULL);
-    good = good && mbpo_kv_init(&kv, &T->e.model, o->G, q.chat.n + o->max_new_tokens);
+    good = good && mbpo__train_kv(T, q.chat.n + o->max_new_tokens);
     out = (int32_t *)mbpo__alloc((size_t)(o->G * o->max_new_tokens) * sizeof(int32_t));
     lens = (int *)mbpo__alloc((size_t)o->G * sizeof(int));
     r = (float *)mbpo__alloc((size_t)o->G * sizeof(float));
-    good = good && out && lens && r && mbpo_generate(&T->e.model, &kv, &q.b, &go, &rng, out, lens);
+    good = good && out && lens && r && mbpo_generate(&T->e.model, &T->kv, &q.b, &go, &rng, out, lens);
     for (k = 0; good && k < o->G; k++) {
         good = mbpo__rollout_seq(T, M, it, &q, out + (int64_t)k * o->max_new_tokens, lens[k], img, &r[k]);
         if (!good) break;
@@ -10725,7 +10736,6 @@ static int mbpo__train_rollouts(mbpo__train *T, mbpo__mb *M, const mbpo__item *i
     }
     if (good) mbpo_group_advantages(r, o->G, M->adv + M->n_resp - o->G);
     mbpo_free(out); mbpo_free(lens); mbpo_free(r);
-    mbpo_kv_free(&kv);
     if (q.chat.ids) mbpo_chat_free(&q.chat);
     T->bs.n_on++;
     T->bs.t_rollout += mbpo_now() - t0;
@@ -10889,6 +10899,8 @@ static void mbpo__train_free(mbpo__train *T) {
     mbpo_free(T->sb.s); mbpo_free(T->p_metrics); mbpo_free(T->perm);
     if (T->mbs) for (i = 0; i < T->o->grad_accum; i++) { mbpo__mb_clear(&T->mbs[i], 0); mbpo_free(T->mbs[i].groups); mbpo_free(T->mbs[i].adv); }
     mbpo_free(T->mbs);
+    if (T->kv.mem && T->kv.be != T->e.model.be) T->kv.be = NULL;   /* (see mbpo__train_kv) */
+    mbpo_kv_free(&T->kv);
     if (T->items) mbpo__items_free(T->items, T->n_items);
     mbpo_adamw_free(&T->opt);
     if (T->have_ref) mbpo_model_free(&T->ref);

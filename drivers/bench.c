@@ -422,6 +422,38 @@ static int gpu_bench(const char *config_path, mbpo_device dev, int n_seqs, int g
            (w_bytes + kv_bytes) / bw * 1e3, w_bytes / 1e9, kv_bytes / 1e9, bw / 1e9);
     printf("mbpo decode_vs_bound %.2f x\n", t_dec / ((w_bytes + kv_bytes) / bw));
     printf("mbpo peak_mem_decode %.2f GiB\n", mem_decode / 1073741824.0);
+    {   /* the rollout engine: mbpo_generate's whole loop at T = 1 without stop ids (every step
+           runs), the decode step replayed as a graph, then with every op launched; per step =
+           (the call - one prefill) / the steps after the first */
+        mbpo_gen_opts go;
+        mbpo_rng rng;
+        int32_t *ids = (int32_t *)malloc((size_t)(G * (decode_steps + 1)) * sizeof(int32_t));
+        int *lens = (int *)malloc((size_t)G * sizeof(int)), r, graph_steps = 0;
+        double tg[2] = { 0, 0 };
+        GB_TRY(ids && lens);
+        memset(&go, 0, sizeof go);
+        go.max_new_tokens = decode_steps + 1; go.temperature = 1.0; go.top_p = 1;
+        for (r = 0; r < 2; r++) {
+            int w;
+            kv.no_graphs = r;
+            for (w = 0; w < 2; w++) {   /* the first call captures the graph */
+                double t0;
+                mbpo_rng_seed(&rng, 11);
+                dev_sync();
+                t0 = mbpo_now();
+                GB_TRY(mbpo_generate(&m, &kv, &b1, &go, &rng, ids, lens));
+                dev_sync();
+                tg[r] = (mbpo_now() - t0 - t_prefill) / decode_steps;
+                if (r == 0) graph_steps = kv.graph_steps;
+            }
+        }
+        printf("mbpo generate_step_ms %.3f ms (G=%d, T 1, mbpo_generate: %d of %d decode steps replayed as a graph)\n",
+               tg[0] * 1e3, G, graph_steps, decode_steps);
+        printf("mbpo generate_step_ms_ops %.3f ms (the same, every op launched)\n", tg[1] * 1e3);
+        printf("mbpo generate_tok_s %.1f tok/s\n", G / tg[0]);
+        printf("mbpo generate_vs_bound %.2f x\n", tg[0] / ((w_bytes + kv_bytes) / bw));
+        free(ids); free(lens);
+    }
     printf("mbpo peak_mem_forward %.2f GiB (plan %.2f GiB of activations)\n", mem_fwd / 1073741824.0,
            (double)mbpo_model_plan_bytes(&m) / 1073741824.0);
     fflush(stdout);

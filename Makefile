@@ -6,6 +6,8 @@
 #   make asan       the tests under ASan + UBSan
 #   make cuda       build/cuda/mbpo-*: the drivers with the CUDA backend too (nvcc; --device cuda)
 #   make test-cuda  every CUDA op against its CPU op, the model on the GPU vs the CPU (needs a GPU)
+#   make mpi        build/mpi/mbpo-{train,mine}: data parallel over OpenMPI (mpirun, srun)
+#   make test-mpi   1, 2 and 4 ranks: the same weights bit for bit, resume at another world size, faults
 #   make valgrind   a subset of the tests under valgrind memcheck
 #   make crash      SIGKILL mbpo-mine and mbpo-train at random moments (CRASH_KILLS each, default 24),
 #                   resume, compare with uninterrupted runs; full and read-only disks (tmpfs, as root)
@@ -41,7 +43,7 @@ DEMO_H  = demo/mbpo_demo.h
 
 
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv cuda test-cuda fullsize \
-        bench bench-tokenizer roundtrip interop unicode demo demo-ablation tiny-model fuzz crash valgrind clean
+        bench bench-tokenizer roundtrip interop unicode demo demo-ablation tiny-model fuzz crash valgrind clean mpi test-mpi
 
 all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-export build/mbpo-synth build/mbpo-demo
 
@@ -199,6 +201,28 @@ test-cuda: build/cuda/test_cuda build/cuda/test_cuda_fp32 $(CUDA_DRIVERS) $(CUDA
 	@rc=0; OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda_fp32 || rc=1; \
 	  OMP_NUM_THREADS=$(THREADS) ./build/cuda/test_cuda || rc=1; \
 	  OMP_NUM_THREADS=$(THREADS) bash tests/cuda/runs.sh || rc=1; exit $$rc
+
+# ---------------------------------------------------------------- data parallelism on the CPU (OpenMPI)
+# make mpi builds mbpo-train and mbpo-mine with MBPO_MPI (Debian: apt-get install -y libopenmpi-dev
+# openmpi-bin) into build/mpi/; make test-mpi runs them at 1, 2 and 4 ranks (tests/mpi/run.sh):
+# the same bits at every world size, a resume at another one, a killed and a hung rank.
+MPICC := $(shell command -v mpicc 2>/dev/null)
+MPI_DRIVERS = $(addprefix build/mpi/mbpo-,train mine)
+
+mpi: $(MPI_DRIVERS)
+
+build/mpi:
+	@mkdir -p build/mpi
+
+build/mpi/mbpo-%: drivers/%.c $(HEADERS) | build/mpi stb
+ifeq ($(MPICC),)
+	@echo "mpi: mpicc not found - install OpenMPI: apt-get install -y libopenmpi-dev openmpi-bin"; exit 1
+else
+	$(MPICC) $(CFLAGS) -DMBPO_MPI $(JPEG_FLAGS) -o $@ $< $(LDLIBS) $(JPEG_LIBS)
+endif
+
+test-mpi: $(MPI_DRIVERS) build/mbpo-synth build/mbpo-mine build/mbpo-train
+	bash tests/mpi/run.sh
 
 # Two translation units, one implementation: no duplicate or missing symbols.
 check-link: | build

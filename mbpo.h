@@ -806,6 +806,45 @@ MBPODEF void mbpo_mem_plan_print(FILE *f, const char *prefix, const mbpo_mem_pla
 /* 0 with the reason (naming the components and what would make it fit) when p exceeds its device. */
 MBPODEF int  mbpo_mem_plan_check(const mbpo_mem_plan *p, const char *who);
 
+/* ------------------------------------------------------------------ 5. runs: ranks
+
+   Data parallelism (docs/DESIGN.md 8): one process per rank (one per GPU), launched by
+   mpirun, srun, or with torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+   MASTER_PORT). mbpo_comm_world() is the process's communicator, made on first use from the
+   launcher's environment: world size 1 (no launcher) needs no library; more ranks need a
+   build with collectives: MBPO_MPI (OpenMPI, host memory: the CPU backend) or MBPO_NCCL (GPU
+   memory). Every collective is deterministic (the additions in rank order, whatever the
+   timing) and waits at most timeout_s for its peers; then it fails naming the ranks it still
+   waits for, and the run ends every rank (mbpo_comm_abort): a dead or hung rank never leaves
+   the others waiting. */
+typedef struct mbpo_comm {
+    int rank, world, local_rank;
+    double timeout_s;                /* the longest wait of one collective (600 s) */
+    const char *backend;             /* "single", "mpi", "nccl" */
+    char launcher[64];               /* where rank and world came from */
+    int device;                      /* the collectives' buffers are on the GPU (NCCL) */
+    void *impl;
+} mbpo_comm;
+/* The process's communicator (NULL with the reason when the environment asks for more ranks
+   than this build can join); later calls return the same one. */
+MBPODEF mbpo_comm *mbpo_comm_world(void);
+/* Print "rank R: why" and end every rank of the job (world 1: returns). */
+MBPODEF void mbpo_comm_abort(mbpo_comm *c, const char *why);
+MBPODEF int  mbpo_comm_barrier(mbpo_comm *c);
+/* buf (bytes) from rank root to every rank. */
+MBPODEF int  mbpo_comm_broadcast(mbpo_comm *c, void *buf, size_t bytes, int root);
+/* In place: rank r's bytes [off[r], off[r+1]) of buf to every rank (off: world + 1 offsets). */
+MBPODEF int  mbpo_comm_all_gather(mbpo_comm *c, void *buf, const size_t *off);
+/* x (n doubles, host) = the sum over ranks, added in rank order: the same bits on every rank. */
+MBPODEF int  mbpo_comm_all_reduce(mbpo_comm *c, double *x, int64_t n);
+/* The owner's shard of a sum: acc (off[rank+1] - off[rank] floats) = (first ? full_0 : acc +
+   full_0) + full_1 + ... + full_{senders-1}, over [off[rank], off[rank+1]) of each rank's full
+   (floats), one rank at a time in rank order; ranks >= senders send nothing. So a sum over
+   many calls adds its terms in one global order, whatever the world size (MPI; NCCL sums a
+   call's terms in its own order). */
+MBPODEF int  mbpo_comm_reduce_scatter(mbpo_comm *c, float *acc, const float *full, const int64_t *off, int senders,
+                                      int first);
+
 /* ------------------------------------------------------------------ 5. runs */
 
 /* Mining (docs/DESIGN.md 1, 5): IIG of every open-ended single-image sample's answer; the top_k
@@ -898,7 +937,16 @@ MBPODEF int  mbpo_pairs_iig(const char *model_dir, const char *pairs, const char
    Before any work, out_dir is proven writable and its filesystem must have room for one
    checkpoint. A checkpoint that cannot be written (a full disk) is removed and the run
    stops naming the newest whole one; a step with a non-finite gradient is skipped and
-   logged, max_bad_steps of them in a row stop the run, and no checkpoint holds NaN/Inf. */
+   logged, max_bad_steps of them in a row stop the run, and no checkpoint holds NaN/Inf.
+   Data parallel (mbpo_comm_world() has more than one rank; docs/DESIGN.md 8): the same global
+   batch at any world size: micro-batch j goes to rank j % world, each one's gradient is
+   computed on its own and added into the owner's shard in micro-batch order (ZeRO-1: each
+   rank holds the master weights' and moments' shard it updates; the new weights are gathered
+   by all), the norm is a sum of fixed blocks, and the metrics are combined in micro-batch
+   order: every world size gives the same bits, and so does one process with exact_accum
+   (which holds one more gradient copy; without it one process adds the micro-batches inside
+   the backward, a few last bits apart). Rank 0 writes out_dir; checkpoints hold the whole
+   state, so a run resumes at any world size. */
 typedef enum { MBPO_MODE_MBPO = 0, MBPO_MODE_OFFLINE, MBPO_MODE_OFFLINE_RAND, MBPO_MODE_ONLINE, MBPO_MODE_SFT } mbpo_mode;
 typedef struct {
     const char *model_dir, *offline, *online, *data, *image_root, *out_dir;
@@ -924,6 +972,8 @@ typedef struct {
     int stream_moments;              /* a device keeps the Adam moments in host memory (mbpo_adamw.stream_moments) */
     int plan_image, plan_text;       /* the memory plan's micro-batch: images of plan_image^2 pixels (448), prompts
                                         of plan_text text tokens (64), responses of max_new_tokens */
+    int exact_accum;                 /* one process: sum the micro-batches' gradients as data parallelism does (below) */
+    double comm_timeout;             /* data parallelism: the longest wait for another rank, seconds (0: 600) */
     int quiet;                       /* no progress lines on log (messages, e.g. why a record was skipped, stay) */
     FILE *log;
 } mbpo_train_opts;
@@ -990,6 +1040,9 @@ MBPODEF uint64_t mbpo_seed_derive(uint64_t seed, int64_t index, uint64_t purpose
 #endif
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#ifdef MBPO_MPI
+#include <mpi.h>         /* the collectives of data parallelism on the CPU (OpenMPI) */
 #endif
 
 #if defined(MBPO_MALLOC) != defined(MBPO_FREE)
@@ -8826,6 +8879,297 @@ static int mbpo__env_load(mbpo__env *e, const char *dir, int processor, mbpo_dev
     if ((e->stop[e->n_stop] = mbpo_tokenizer_find(e->tok, "<|endoftext|>")) >= 0) e->n_stop++;
     return 1;
 }
+/* ------------------------------------------------------------------ 5. runs: ranks
+
+   The communicator of the process (mbpo_comm_world): rank and world size from the launcher's
+   variables, checked against MPI's own when the build has MPI. The collectives over MPI are
+   written with point-to-point messages, not MPI's reductions, for two reasons: the order of
+   the additions is ours (rank order, so the result does not depend on MPI's algorithm, the
+   message sizes or the timing), and a wait that does not complete can say which rank it waits
+   for. Messages are sent in pieces of at most 1 GiB (MPI counts are int). */
+static mbpo_comm mbpo__comm_w;
+static int mbpo__comm_state;   /* 0 not made, 1 made, -1 failed (the reason was given) */
+
+/* A launcher's variable as a count or an index; -1 when unset or not a number. */
+static int mbpo__env_index(const char *name) {
+    const char *s = getenv(name);
+    char *e;
+    long v;
+    if (!s || !*s) return -1;
+    v = strtol(s, &e, 10);
+    return *e || v < 0 || v > (1L << 24) ? -1 : (int)v;
+}
+/* Rank, world size and local rank from the first launcher whose variables are set. */
+static int mbpo__comm_env(mbpo_comm *c) {
+    static const char *const vars[4][4] = {
+        { "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "mpirun (Open MPI)" },
+        { "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID", "srun (Slurm)" },
+        { "PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID", "mpirun (PMI)" },
+        { "WORLD_SIZE", "RANK", "LOCAL_RANK", "torchrun-style variables" } };
+    int i;
+    c->world = 1; c->rank = 0; c->local_rank = 0;
+    snprintf(c->launcher, sizeof c->launcher, "single process");
+    for (i = 0; i < 4; i++) {
+        int w = mbpo__env_index(vars[i][0]), r = mbpo__env_index(vars[i][1]), l = mbpo__env_index(vars[i][2]);
+        if (w < 0) continue;
+        if (w < 1 || r < 0 || r >= w)
+            return mbpo__fail("%s: %s=%s, %s=%s: want a world size >= 1 and a rank below it", vars[i][3], vars[i][0],
+                              getenv(vars[i][0]), vars[i][1], getenv(vars[i][1]) ? getenv(vars[i][1]) : "(unset)");
+        c->world = w; c->rank = r; c->local_rank = l >= 0 ? l : 0;
+        snprintf(c->launcher, sizeof c->launcher, "%s", vars[i][3]);
+        return 1;
+    }
+    return 1;
+}
+
+#ifdef MBPO_MPI
+#define MBPO__MPI_PIECE ((size_t)1 << 30)
+static void mbpo__mpi_finalize(void) {
+    int a = 0, b = 0;
+    MPI_Initialized(&a);
+    MPI_Finalized(&b);
+    if (a && !b) MPI_Finalize();
+}
+static int mbpo__mpi_init(mbpo_comm *c) {
+    int inited = 0, provided = 0, r = 0, w = 0;
+    MPI_Initialized(&inited);
+    if (!inited && MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return mbpo__fail("%s: MPI_Init_thread failed", c->launcher);
+    if (!inited) atexit(mbpo__mpi_finalize);
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    MPI_Comm_size(MPI_COMM_WORLD, &w);
+    if (w != c->world || r != c->rank)
+        return mbpo__fail("%s says rank %d of %d, MPI says rank %d of %d: launch with the MPI the build links", c->launcher,
+                          c->rank, c->world, r, w);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    c->backend = "mpi";
+    return 1;
+}
+/* Requests of one collective: pieces posted, then waited for with the deadline. */
+typedef struct { MPI_Request *rq; int *peer; int n, cap; } mbpo__mpi_reqs;
+static int mbpo__mpi_post(mbpo__mpi_reqs *q, int send, void *buf, size_t bytes, int peer, int tag) {
+    size_t at;
+    for (at = 0; at < bytes || (at == 0 && bytes == 0); at += MBPO__MPI_PIECE) {
+        size_t len = bytes - at < MBPO__MPI_PIECE ? bytes - at : MBPO__MPI_PIECE;
+        int e;
+        if (q->n == q->cap) {
+            int cap = q->cap ? 2 * q->cap : 16;
+            MPI_Request *rq = (MPI_Request *)mbpo__alloc((size_t)cap * sizeof *rq);
+            int *pe = (int *)mbpo__alloc((size_t)cap * sizeof *pe);
+            if (!rq || !pe) { mbpo_free(rq); mbpo_free(pe); return 0; }
+            if (q->n) { memcpy(rq, q->rq, (size_t)q->n * sizeof *rq); memcpy(pe, q->peer, (size_t)q->n * sizeof *pe); }
+            mbpo_free(q->rq); mbpo_free(q->peer);
+            q->rq = rq; q->peer = pe; q->cap = cap;
+        }
+        e = send ? MPI_Isend((char *)buf + at, (int)len, MPI_BYTE, peer, tag, MPI_COMM_WORLD, &q->rq[q->n])
+                 : MPI_Irecv((char *)buf + at, (int)len, MPI_BYTE, peer, tag, MPI_COMM_WORLD, &q->rq[q->n]);
+        if (e != MPI_SUCCESS) return mbpo__fail("MPI_%s of %zu bytes with rank %d failed", send ? "Isend" : "Irecv", len, peer);
+        q->peer[q->n++] = peer;
+        if (bytes == 0) break;
+    }
+    return 1;
+}
+/* Every posted request complete, or the deadline: the ranks still not heard from named. */
+static int mbpo__mpi_wait(mbpo_comm *c, mbpo__mpi_reqs *q, const char *what) {
+    double t0 = mbpo_now();
+    long us = 20;
+    int left = q->n, ok = 1, *idx = q->n ? (int *)mbpo__alloc((size_t)q->n * sizeof(int)) : NULL;
+    if (q->n && !idx) ok = 0;
+    while (ok && left > 0) {
+        int done = 0;
+        if (MPI_Testsome(q->n, q->rq, &done, idx, MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
+            ok = mbpo__fail("%s: an MPI message failed (a rank died?)", what);
+            break;
+        }
+        if (done == MPI_UNDEFINED) break;
+        left -= done;
+        if (left == 0) break;
+        if (done > 0) { us = 20; continue; }
+        if (mbpo_now() - t0 > c->timeout_s) {
+            char who[256];
+            size_t n = 0;
+            int i, j, shown = 0;
+            who[0] = 0;
+            for (i = 0; i < q->n && n + 16 < sizeof who; i++) {
+                int seen = 0;
+                if (q->rq[i] == MPI_REQUEST_NULL) continue;
+                for (j = 0; j < i; j++) seen |= q->rq[j] != MPI_REQUEST_NULL && q->peer[j] == q->peer[i];
+                if (seen) continue;
+                n += (size_t)snprintf(who + n, sizeof who - n, "%s%d", shown++ ? ", " : "", q->peer[i]);
+            }
+            ok = mbpo__fail("%s: rank %d waited %.0f s for rank %s (dead, hung, or that far behind; --comm-timeout sets the "
+                            "wait)", what, c->rank, c->timeout_s, who);
+            break;
+        }
+        {
+            struct timespec ts;
+            ts.tv_sec = 0; ts.tv_nsec = us * 1000;
+            nanosleep(&ts, NULL);
+        }
+        if (us < 2000) us *= 2;
+    }
+    mbpo_free(idx); mbpo_free(q->rq); mbpo_free(q->peer);
+    memset(q, 0, sizeof *q);
+    return ok;
+}
+#endif /* MBPO_MPI */
+
+MBPODEF mbpo_comm *mbpo_comm_world(void) {
+    mbpo_comm *c = &mbpo__comm_w;
+    if (mbpo__comm_state == 1) return c;
+    if (mbpo__comm_state == -1) { mbpo__fail("%s", "the communicator could not be made (see the first error)"); return NULL; }
+    memset(c, 0, sizeof *c);
+    c->timeout_s = 600; c->backend = "single";
+    mbpo__comm_state = -1;
+    if (!mbpo__comm_env(c)) return NULL;
+    if (c->world > 1) {
+#if defined(MBPO_MPI)
+        if (!mbpo__mpi_init(c)) return NULL;
+#else
+        mbpo__fail("%s: world size %d, but this build has no collectives: build with MBPO_MPI (make mpi: OpenMPI, the "
+                   "CPU) or MBPO_NCCL (GPUs)", c->launcher, c->world);
+        return NULL;
+#endif
+    }
+    mbpo__comm_state = 1;
+    return c;
+}
+MBPODEF void mbpo_comm_abort(mbpo_comm *c, const char *why) {
+    if (!c || c->world <= 1) return;
+    fprintf(stderr, "mbpo: rank %d of %d: %s\nmbpo: ending every rank of the job\n", c->rank, c->world, why);
+    fflush(stderr);
+#ifdef MBPO_MPI
+    MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+    _exit(1);
+}
+MBPODEF int mbpo_comm_all_gather(mbpo_comm *c, void *buf, const size_t *off) {
+    if (c->world <= 1) return 1;
+#ifdef MBPO_MPI
+    {
+        mbpo__mpi_reqs q;
+        int p;
+        memset(&q, 0, sizeof q);
+        for (p = 0; p < c->world; p++) {
+            if (p == c->rank) continue;
+            if (!mbpo__mpi_post(&q, 1, (char *)buf + off[c->rank], off[c->rank + 1] - off[c->rank], p, 11) ||
+                !mbpo__mpi_post(&q, 0, (char *)buf + off[p], off[p + 1] - off[p], p, 11)) {
+                (void)mbpo__mpi_wait(c, &q, "all_gather");
+                return 0;
+            }
+        }
+        return mbpo__mpi_wait(c, &q, "all_gather");
+    }
+#else
+    (void)buf; (void)off;
+    return mbpo__fail("all_gather: no collectives in this build");
+#endif
+}
+MBPODEF int mbpo_comm_barrier(mbpo_comm *c) {
+    unsigned char *b;
+    size_t *off;
+    int r, ok;
+    if (c->world <= 1) return 1;
+    b = (unsigned char *)mbpo__calloc((size_t)c->world, 1);
+    off = (size_t *)mbpo__alloc((size_t)(c->world + 1) * sizeof *off);
+    if (!b || !off) { mbpo_free(b); mbpo_free(off); return 0; }
+    for (r = 0; r <= c->world; r++) off[r] = (size_t)r;
+    ok = mbpo_comm_all_gather(c, b, off);
+    mbpo_free(b); mbpo_free(off);
+    return ok;
+}
+MBPODEF int mbpo_comm_broadcast(mbpo_comm *c, void *buf, size_t bytes, int root) {
+    if (c->world <= 1) return 1;
+#ifdef MBPO_MPI
+    {
+        mbpo__mpi_reqs q;
+        int p, ok = 1;
+        memset(&q, 0, sizeof q);
+        if (c->rank == root) {
+            for (p = 0; p < c->world && ok; p++) if (p != root) ok = mbpo__mpi_post(&q, 1, buf, bytes, p, 12);
+        } else ok = mbpo__mpi_post(&q, 0, buf, bytes, root, 12);
+        return mbpo__mpi_wait(c, &q, "broadcast") && ok;
+    }
+#else
+    (void)buf; (void)bytes; (void)root;
+    return mbpo__fail("broadcast: no collectives in this build");
+#endif
+}
+MBPODEF int mbpo_comm_all_reduce(mbpo_comm *c, double *x, int64_t n) {
+    double *all;
+    size_t *off;
+    int64_t i;
+    int r, ok;
+    if (c->world <= 1 || n <= 0) return 1;
+    all = (double *)mbpo__alloc((size_t)(c->world * n) * sizeof(double));
+    off = (size_t *)mbpo__alloc((size_t)(c->world + 1) * sizeof *off);
+    if (!all || !off) { mbpo_free(all); mbpo_free(off); return 0; }
+    for (r = 0; r <= c->world; r++) off[r] = (size_t)(r * n) * sizeof(double);
+    memcpy(all + c->rank * n, x, (size_t)n * sizeof(double));
+    ok = mbpo_comm_all_gather(c, all, off);
+    for (i = 0; ok && i < n; i++) {   /* rank order, from rank 0's value: the same bits everywhere */
+        double s = all[i];
+        for (r = 1; r < c->world; r++) s += all[r * n + i];
+        x[i] = s;
+    }
+    mbpo_free(all); mbpo_free(off);
+    return ok;
+}
+/* The ordered add of one piece: acc = (first ? p_0 : acc + p_0) + p_1 + ... (floats). */
+static void mbpo__add_pieces(float *acc, float *const *piece, int n_pieces, int64_t len, int first) {
+    int64_t i;
+    int q;
+    for (i = 0; i < len; i++) {
+        float a = first ? piece[0][i] : acc[i] + piece[0][i];
+        for (q = 1; q < n_pieces; q++) a += piece[q][i];
+        acc[i] = a;
+    }
+}
+MBPODEF int mbpo_comm_reduce_scatter(mbpo_comm *c, float *acc, const float *full, const int64_t *off, int senders,
+                                     int first) {
+    if (senders < 1 || senders > c->world)
+        return mbpo__fail("reduce_scatter: %d senders in a world of %d", senders, c->world);
+    if (c->world <= 1) {
+        float *p = (float *)full;
+        mbpo__add_pieces(acc, &p, 1, off[1] - off[0], first);
+        return 1;
+    }
+#ifdef MBPO_MPI
+    {
+        const int64_t CH = (int64_t)1 << 20;   /* floats per piece: bounds the scratch at senders x 4 MB */
+        int64_t lo = off[c->rank], len = off[c->rank + 1] - lo, maxlen = 0, c0;
+        float *tmp = (float *)mbpo__alloc((size_t)(senders * CH) * sizeof(float)), **piece;
+        int p, ok = 1;
+        piece = (float **)mbpo__alloc((size_t)senders * sizeof *piece);
+        if (!tmp || !piece) { mbpo_free(tmp); mbpo_free(piece); return 0; }
+        for (p = 0; p < c->world; p++) if (off[p + 1] - off[p] > maxlen) maxlen = off[p + 1] - off[p];
+        for (c0 = 0; ok && c0 < maxlen; c0 += CH) {
+            mbpo__mpi_reqs q;
+            int64_t mine = len - c0 < CH ? len - c0 : CH;
+            memset(&q, 0, sizeof q);
+            if (c->rank < senders)   /* my terms of the others' shards */
+                for (p = 0; p < c->world && ok; p++) {
+                    int64_t lp = off[p + 1] - off[p] - c0;
+                    if (p == c->rank || lp <= 0) continue;
+                    ok = mbpo__mpi_post(&q, 1, (void *)(full + off[p] + c0), (size_t)(lp < CH ? lp : CH) * sizeof(float), p, 13);
+                }
+            if (mine > 0)   /* everyone's terms of mine */
+                for (p = 0; p < senders && ok; p++)
+                    if (p != c->rank) ok = mbpo__mpi_post(&q, 0, tmp + p * CH, (size_t)mine * sizeof(float), p, 13);
+            if (!mbpo__mpi_wait(c, &q, "reduce_scatter") || !ok) { ok = 0; break; }
+            if (mine <= 0) continue;
+            for (p = 0; p < senders; p++) piece[p] = p == c->rank ? (float *)full + lo + c0 : tmp + p * CH;
+            mbpo__add_pieces(acc + c0, piece, senders, mine, first);
+        }
+        mbpo_free(tmp); mbpo_free(piece);
+        return ok;
+    }
+#else
+    (void)acc; (void)full;
+    return mbpo__fail("reduce_scatter: no collectives in this build");
+#endif
+}
+
 /* ------------------------------------------------------------------ 5. runs: model folders */
 
 static int mbpo__copy_file(const char *from, const char *to) {
@@ -10421,7 +10765,7 @@ static void mbpo__mb_clear(mbpo__mb *M, int batch) {
    how many checkpoints it keeps, whether the final one holds optimizer state, how often it
    logs IIG, the non-finite-step guard, the image root, and --steps unless the schedule is
    cosine (whose learning rate at every step depends on the total). */
-static int mbpo__train_record(const mbpo_train_opts *o, const mbpo_preproc *pp, int has_results) {
+static int mbpo__train_record(const mbpo_train_opts *o, const mbpo_preproc *pp, int has_results, int exact) {
     static const char *const may_change[] = { "steps", "total_steps", "save_every", "save_total_limit", "final_weights_only", "iig_every",
                                               "max_bad_steps", "image_root", "moments", NULL };
     mbpo__record r;
@@ -10430,6 +10774,7 @@ static int mbpo__train_record(const mbpo_train_opts *o, const mbpo_preproc *pp, 
     mbpo__rec_str(&r, "image_processor", pp->fast ? "fast" : "slow");
     if (o->device != MBPO_DEVICE_CPU) mbpo__rec_str(&r, "device", mbpo_device_name(o->device));   /* bf16 numerics */
     if (o->stream_moments) mbpo__rec_str(&r, "moments", "host");   /* where, not what: may change on a resume */
+    if (exact) mbpo__rec_int(&r, "exact_accum", 1);   /* data parallel or --exact-accum: another order of the sums */
     mbpo__rec_str(&r, "mode", mbpo_mode_name(o->mode));
     mbpo__rec_num(&r, "lr", o->adam.lr); mbpo__rec_num(&r, "adam_beta1", o->adam.beta1); mbpo__rec_num(&r, "adam_beta2", o->adam.beta2);
     mbpo__rec_num(&r, "adam_eps", o->adam.eps); mbpo__rec_num(&r, "weight_decay", o->adam.weight_decay);
@@ -10488,6 +10833,17 @@ typedef struct {
     int stepping;                    /* in the loop: a failure names the checkpoint to resume from */
     mbpo__batch_stats bs;
     mbpo_kv kv;                      /* the rollouts' cache (mbpo__train_kv) */
+    mbpo_train_opts oc;              /* o as this rank runs it (ranks > 0: no log) */
+    mbpo__batch_stats *cbs;          /* where the micro-batch being collected counts (bs, or its dp_bs) */
+    /* data parallelism (mbpo__dp_*): the world, and when dp the shard this rank owns: elements
+       dp_off[rank] .. dp_off[rank + 1] of the parameters, whole blocks of dp_bs */
+    mbpo_comm *comm;
+    int dp, lead;                    /* dp: gradients summed per micro-batch in one global order; lead: rank 0 */
+    int64_t dp_block, dp_nb, *dp_off, *dp_boff, dp_slots, dp_rlen;
+    float *dp_acc;                   /* (shard) the batch's gradient */
+    double *dp_blk;                  /* (dp_nb) the norm's block sums */
+    double *dp_rec;                  /* (world * dp_slots, dp_rlen) each micro-batch's loss terms */
+    mbpo__batch_stats *dp_bs;        /* (world * dp_slots) each micro-batch's collection counts */
     /* the current update */
     double loss, kl, adv_abs, norm, t_update;
     int64_t n_tok, n_adv;
@@ -10571,13 +10927,25 @@ static int mbpo__train_plan(mbpo__train *T) {
 
 /* Setup: the options, the policy, the pool, run.json, the micro-batches, the reference, the
    optimizer. */
+static int mbpo__dp_setup(mbpo__train *T);
 static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
     int64_t i;
     memset(T, 0, sizeof *T);
     T->o = o;
     T->perm_epoch = -1;
+    T->cbs = &T->bs;
     T->use_ref = o->mode != MBPO_MODE_SFT && o->beta != 0;
-    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&T->e, o->model_dir, o->processor, o->device)) return 0;
+    if (!(T->comm = mbpo_comm_world())) return 0;
+    if (o->comm_timeout > 0) T->comm->timeout_s = o->comm_timeout;
+    T->lead = T->comm->rank == 0;
+    T->dp = T->comm->world > 1 || o->exact_accum;
+    if (!T->lead) {   /* rank 0 speaks for the job and writes out_dir */
+        T->oc = *o; T->oc.log = NULL; T->oc.quiet = 1;
+        T->o = o = &T->oc;
+    }
+    if ((T->lead && !mbpo__out_dir(o->out_dir)) || !mbpo_comm_barrier(T->comm) ||
+        !mbpo__env_load(&T->e, o->model_dir, o->processor, o->device))
+        return 0;
     T->env_loaded = 1;
     if (o->batch < 1 || o->grad_accum < 1 || o->G < 2 || o->steps < 1 || o->updates_per_batch < 1)
         return mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
@@ -10585,7 +10953,9 @@ static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
         return mbpo__fail("mbpo_train: --steps and --save-every must be multiples of --updates-per-batch (%d)", o->updates_per_batch);
     if (!mbpo__train_pool(T)) return 0;
     if (!(T->p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) return 0;
-    if (!mbpo__train_record(o, &T->e.pp, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(T->p_metrics))) return 0;
+    if (T->lead && !mbpo__train_record(o, &T->e.pp, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(T->p_metrics),
+                                       T->dp))
+        return 0;
     if (!(T->perm = (int64_t *)mbpo__alloc((size_t)T->n_items * sizeof(int64_t)))) return 0;
     if (!(T->mbs = (mbpo__mb *)mbpo__calloc((size_t)o->grad_accum, sizeof(mbpo__mb)))) return 0;
     for (i = 0; i < o->grad_accum; i++) {
@@ -10599,8 +10969,8 @@ static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
     }
     if (!mbpo_adamw_init(&T->opt, T->e.model.table.total_floats)) return 0;
     T->opt.stream_moments = o->stream_moments;
-    mbpo__clean_checkpoint_tmp(o->out_dir);   /* what a killed run left */
-    return 1;
+    if (T->lead) mbpo__clean_checkpoint_tmp(o->out_dir);   /* what a killed run left */
+    return (!T->dp || mbpo__dp_setup(T)) && mbpo_comm_barrier(T->comm);
 }
 
 /* Keep the metrics lines of the steps up to `step` (those of the checkpoint resumed from). */
@@ -10637,16 +11007,20 @@ static int mbpo__train_resume(mbpo__train *T, int *finished) {
         *finished = 1;
         return 1;
     }
-    if (!mbpo__room_for_checkpoint(o, T->e.model.table.total_floats)) return 0;   /* now, not at step N */
+    if (T->lead && !mbpo__room_for_checkpoint(o, T->e.model.table.total_floats)) return 0;   /* now, not at step N */
     if (T->step > 0) {
-        if (!mbpo__load_checkpoint(o, &T->e.model, &T->opt, T->step, &T->position) || !mbpo__metrics_truncate(T->p_metrics, T->step))
+        if (!mbpo__load_checkpoint(o, &T->e.model, &T->opt, T->step, &T->position) ||
+            (T->lead && !mbpo__metrics_truncate(T->p_metrics, T->step)))
             return 0;
         if (o->log && !o->quiet) fprintf(o->log, "train: resumed from %s/checkpoint-%lld (data position %lld)\n", o->out_dir,
                                          (long long)T->step, (long long)T->position);
-    } else if (!mbpo_write_file_atomic(T->p_metrics, "", 0)) return 0;
+    } else if (T->lead && !mbpo_write_file_atomic(T->p_metrics, "", 0)) return 0;
     if (o->log && !o->quiet) fprintf(o->log, "train: mode %s, %lld samples, %lld steps of %d x %d prompts, G %d, beta %g, lr %g, seed %llu\n",
                                      mbpo_mode_name(o->mode), (long long)T->n_items, (long long)o->steps, o->grad_accum, o->batch, o->G,
                                      o->beta, o->adam.lr, (unsigned long long)o->seed);
+    if (o->log && !o->quiet && T->comm->world > 1)
+        fprintf(o->log, "train: %d ranks (%s, %s collectives): micro-batch j on rank j %% %d; rank 0 writes %s\n", T->comm->world,
+                T->comm->launcher, T->comm->backend, T->comm->world, o->out_dir);
     T->first_step = T->step;
     mbpo__prog_start(&T->pg, o->log, o->quiet, "train:");
     return 1;
@@ -10673,12 +11047,12 @@ static int mbpo__train_offline(mbpo__train *T, mbpo__mb *M, const mbpo__item *it
     if (it->kind != 0) return 1;
     mbpo_group_advantages(r, 2, a2);
     M->adv[M->n_resp - 2] = a2[0]; M->adv[M->n_resp - 1] = a2[1];
-    T->bs.n_off++;
+    T->cbs->n_off++;
     if (T->bs.do_iig) {
         double sc, sr, mc, mr;
         if (mbpo__sample_iig(&T->e, &it->s, im, it->s.answer, &sc, &mc) &&
             mbpo__sample_iig(&T->e, &it->s, im, it->rejected, &sr, &mr)) {
-            T->bs.iig_c += sc; T->bs.iig_r += sr; T->bs.iig_cm += mc; T->bs.iig_rm += mr; T->bs.n_iig++;
+            T->cbs->iig_c += sc; T->cbs->iig_r += sr; T->cbs->iig_cm += mc; T->cbs->iig_rm += mr; T->cbs->n_iig++;
         }
     }
     return 1;
@@ -10730,15 +11104,15 @@ static int mbpo__train_rollouts(mbpo__train *T, mbpo__mb *M, const mbpo__item *i
     for (k = 0; good && k < o->G; k++) {
         good = mbpo__rollout_seq(T, M, it, &q, out + (int64_t)k * o->max_new_tokens, lens[k], img, &r[k]);
         if (!good) break;
-        T->bs.reward_on += r[k]; T->bs.n_on_r++;
-        T->bs.rollout_tokens += lens[k];
+        T->cbs->reward_on += r[k]; T->cbs->n_on_r++;
+        T->cbs->rollout_tokens += lens[k];
         M->n_resp++;
     }
     if (good) mbpo_group_advantages(r, o->G, M->adv + M->n_resp - o->G);
     mbpo_free(out); mbpo_free(lens); mbpo_free(r);
     if (q.chat.ids) mbpo_chat_free(&q.chat);
-    T->bs.n_on++;
-    T->bs.t_rollout += mbpo_now() - t0;
+    T->cbs->n_on++;
+    T->cbs->t_rollout += mbpo_now() - t0;
     return good;
 }
 
@@ -10795,41 +11169,194 @@ static int mbpo__train_score(mbpo__train *T, mbpo__mb *M) {
     }
     if (T->have_ref && mbpo_model_forward(&T->ref, &M->b, M->lref) != M->N) return 0;
     if (o->updates_per_batch > 1 && mbpo_model_forward(&T->e.model, &M->b, M->lold) != M->N) return 0;
-    T->bs.t_ref += mbpo_now() - t0;
+    T->cbs->t_ref += mbpo_now() - t0;
     return 1;
 }
 
-/* Loss and backward over the micro-batches: the step's loss is their mean, so each dlogp is
-   divided by grad_accum; the gradients accumulate on the backend. */
+/* Micro-batch M's loss and dlogp (divided by grad_accum: the step's loss is the mean), and its
+   terms of the step's metrics in rec: loss, KL x tokens, tokens, responses, |advantage| of
+   each response (mbpo__train_tally adds them up). */
+static int mbpo__train_mb_loss(mbpo__train *T, mbpo__mb *M, double *rec) {
+    const mbpo_train_opts *o = T->o;
+    int64_t t;
+    if (mbpo_model_forward(&T->e.model, &M->b, M->lp) != M->N) return 0;
+    rec[1] = 0; rec[2] = (double)M->N; rec[3] = 0;
+    if (o->mode == MBPO_MODE_SFT) rec[0] = mbpo_sft_loss(M->lp, M->N, M->dl);
+    else {
+        mbpo_grpo_batch gb;
+        mbpo_grpo_stats st;
+        gb.n_groups = o->batch; gb.group_offsets = M->groups; gb.resp_offsets = M->resp; gb.advantage = M->adv;
+        rec[0] = mbpo_grpo_loss(&gb, M->lp, o->updates_per_batch > 1 ? M->lold : NULL, T->have_ref ? M->lref : NULL,
+                                o->beta, o->clip_eps, M->dl, &st);
+        rec[1] = st.kl_mean * (double)st.n_tokens;
+        rec[3] = (double)M->n_resp;
+        for (t = 0; t < M->n_resp; t++) rec[4 + t] = fabs(M->adv[t]);
+    }
+    for (t = 0; t < M->N; t++) M->dl[t] /= (float)o->grad_accum;
+    return 1;
+}
+static void mbpo__train_tally(mbpo__train *T, const double *rec) {
+    int64_t t;
+    T->kl += rec[1];
+    for (t = 0; t < (int64_t)rec[3]; t++) { T->adv_abs += rec[4 + t]; T->n_adv++; }
+    T->loss += rec[0] / T->o->grad_accum;
+    T->n_tok += (int64_t)rec[2];
+}
+/* Loss and backward over the micro-batches; the gradients accumulate on the backend (one
+   process; data parallel: mbpo__dp_backward). */
 static int mbpo__train_backward(mbpo__train *T) {
     const mbpo_train_opts *o = T->o;
-    int64_t mb, t;
+    int64_t mb;
+    double *rec = (double *)mbpo__alloc((size_t)(4 + o->batch * (o->G > 2 ? o->G : 2)) * sizeof(double));
+    int ok = rec != NULL;
     T->loss = T->kl = T->adv_abs = 0; T->n_tok = T->n_adv = 0;
     mbpo_model_zero_grad(&T->e.model);
-    for (mb = 0; mb < o->grad_accum; mb++) {
+    for (mb = 0; ok && mb < o->grad_accum; mb++) {
         mbpo__mb *M = &T->mbs[mb];
-        double l;
-        if (mbpo_model_forward(&T->e.model, &M->b, M->lp) != M->N) return 0;
-        if (o->mode == MBPO_MODE_SFT) l = mbpo_sft_loss(M->lp, M->N, M->dl);
-        else {
-            mbpo_grpo_batch gb;
-            mbpo_grpo_stats st;
-            gb.n_groups = o->batch; gb.group_offsets = M->groups; gb.resp_offsets = M->resp; gb.advantage = M->adv;
-            l = mbpo_grpo_loss(&gb, M->lp, o->updates_per_batch > 1 ? M->lold : NULL, T->have_ref ? M->lref : NULL,
-                               o->beta, o->clip_eps, M->dl, &st);
-            T->kl += st.kl_mean * (double)st.n_tokens;
-            for (t = 0; t < M->n_resp; t++) { T->adv_abs += fabs(M->adv[t]); T->n_adv++; }
-        }
-        for (t = 0; t < M->N; t++) M->dl[t] /= (float)o->grad_accum;
-        T->loss += l / o->grad_accum;
-        T->n_tok += M->N;
-        if (!mbpo_model_backward(&T->e.model, &M->b, M->dl, NULL)) return 0;
+        ok = mbpo__train_mb_loss(T, M, rec) && mbpo_model_backward(&T->e.model, &M->b, M->dl, NULL);
+        if (ok) mbpo__train_tally(T, rec);
     }
+    mbpo_free(rec);
+    return ok;
+}
+
+/* ---- data parallelism (docs/DESIGN.md 8)
+
+   Micro-batch j of a batch is rank j % world's. Round r of the backward: every rank with a
+   micro-batch (j = r world + rank) computes its gradient alone (zeroed first), then
+   mbpo_comm_reduce_scatter adds the round's gradients into each owner's shard of the batch's
+   gradient in rank order, that is micro-batch order: the shard's sum is the same sequence of
+   float additions at every world size. The norm is the sum, in block order, of fixed blocks'
+   sums of squares, each block inside one shard. Each rank updates its shard of the master and
+   moments; the weights are gathered by all. The metrics' terms of every micro-batch go to
+   every rank and are added up in micro-batch order. */
+/* About 256 blocks of whole KiB: a function of n alone, so the same at every world size. */
+static int64_t mbpo__dp_block(int64_t n) {
+    int64_t b = (n + 255) / 256;
+    b = (b + 1023) / 1024 * 1024;
+    return b > 0 ? b : 1024;
+}
+/* The slot of micro-batch mb in the per-micro-batch arrays: each rank's are contiguous. */
+static int64_t mbpo__dp_slot(const mbpo__train *T, int64_t mb) {
+    return (mb % T->comm->world) * T->dp_slots + mb / T->comm->world;
+}
+static int mbpo__dp_setup(mbpo__train *T) {
+    const mbpo_train_opts *o = T->o;
+    int W = T->comm->world, r;
+    int64_t n = (int64_t)T->e.model.table.total_floats, shard;
+    if (o->device != MBPO_DEVICE_CPU && !T->comm->device)
+        return mbpo__fail("data parallelism (%d rank%s%s) with %s collectives runs on the CPU; on GPUs build with MBPO_NCCL", W,
+                          W > 1 ? "s" : "", o->exact_accum ? ", --exact-accum" : "", T->comm->backend);
+    if (o->stream_moments) return mbpo__fail("--moments host with data parallelism: not supported (ZeRO-1 shards the moments)");
+    T->dp_block = mbpo__dp_block(n);
+    T->dp_nb = (n + T->dp_block - 1) / T->dp_block;
+    T->dp_off = (int64_t *)mbpo__alloc((size_t)(W + 1) * sizeof(int64_t));
+    T->dp_boff = (int64_t *)mbpo__alloc((size_t)(W + 1) * sizeof(int64_t));
+    if (!T->dp_off || !T->dp_boff) return 0;
+    for (r = 0; r <= W; r++) {
+        T->dp_boff[r] = T->dp_nb * r / W;
+        T->dp_off[r] = T->dp_boff[r] * T->dp_block < n ? T->dp_boff[r] * T->dp_block : n;
+    }
+    shard = T->dp_off[T->comm->rank + 1] - T->dp_off[T->comm->rank];
+    T->dp_slots = (o->grad_accum + W - 1) / W;
+    T->dp_rlen = 4 + o->batch * (o->G > 2 ? o->G : 2);
+    T->dp_acc = (float *)mbpo__alloc((size_t)(shard + 1) * sizeof(float));
+    T->dp_blk = (double *)mbpo__calloc((size_t)T->dp_nb + 1, sizeof(double));
+    T->dp_rec = (double *)mbpo__calloc((size_t)(W * T->dp_slots * T->dp_rlen), sizeof(double));
+    T->dp_bs = (mbpo__batch_stats *)mbpo__calloc((size_t)(W * T->dp_slots), sizeof(mbpo__batch_stats));
+    return T->dp_acc && T->dp_blk && T->dp_rec && T->dp_bs;
+}
+/* In place, every rank's slots of an array of per-micro-batch items of `size` bytes. */
+static int mbpo__dp_gather_slots(mbpo__train *T, void *items, size_t size) {
+    int W = T->comm->world, r, ok;
+    size_t *off = (size_t *)mbpo__alloc((size_t)(W + 1) * sizeof(size_t));
+    if (!off) return 0;
+    for (r = 0; r <= W; r++) off[r] = (size_t)(r * T->dp_slots) * size;
+    ok = mbpo_comm_all_gather(T->comm, items, off);
+    mbpo_free(off);
+    return ok;
+}
+/* In place, every rank's shard of an array of n values of `size` bytes (the parameters'
+   layout): the weights after an update, the moments for a checkpoint. */
+static int mbpo__dp_gather_shards(mbpo__train *T, void *values, size_t size) {
+    int W = T->comm->world, r, ok;
+    size_t *off = (size_t *)mbpo__alloc((size_t)(W + 1) * sizeof(size_t));
+    if (!off) return 0;
+    for (r = 0; r <= W; r++) off[r] = (size_t)T->dp_off[r] * size;
+    ok = mbpo_comm_all_gather(T->comm, values, off);
+    mbpo_free(off);
+    return ok;
+}
+/* The batch's collection counts: every micro-batch's, added in micro-batch order into bs. */
+static int mbpo__dp_batch_stats(mbpo__train *T) {
+    mbpo__batch_stats *b = &T->bs;
+    int64_t mb;
+    if (!mbpo__dp_gather_slots(T, T->dp_bs, sizeof *T->dp_bs)) return 0;
+    for (mb = 0; mb < T->o->grad_accum; mb++) {
+        const mbpo__batch_stats *s = &T->dp_bs[mbpo__dp_slot(T, mb)];
+        b->reward_on += s->reward_on; b->n_on_r += s->n_on_r;
+        b->iig_c += s->iig_c; b->iig_r += s->iig_r; b->iig_cm += s->iig_cm; b->iig_rm += s->iig_rm;
+        b->n_off += s->n_off; b->n_on += s->n_on; b->n_iig += s->n_iig;
+        b->t_rollout += s->t_rollout; b->t_ref += s->t_ref;   /* seconds summed over the ranks */
+        b->rollout_tokens += s->rollout_tokens;
+    }
+    return 1;
+}
+static int mbpo__dp_backward(mbpo__train *T) {
+    const mbpo_train_opts *o = T->o;
+    mbpo_model *m = &T->e.model;
+    int W = T->comm->world, me = T->comm->rank;
+    int64_t A = o->grad_accum, j, mb;
+    T->loss = T->kl = T->adv_abs = 0; T->n_tok = T->n_adv = 0;
+    for (j = 0; j * W < A; j++) {
+        int senders = (int)(A - j * W < W ? A - j * W : W);
+        mb = j * W + me;
+        if (mb < A) {
+            mbpo__mb *M = &T->mbs[mb];
+            mbpo_model_zero_grad(m);
+            if (!mbpo__train_mb_loss(T, M, T->dp_rec + mbpo__dp_slot(T, mb) * T->dp_rlen) ||
+                !mbpo_model_backward(m, &M->b, M->dl, NULL))
+                return 0;
+        }
+        if (!mbpo_comm_reduce_scatter(T->comm, T->dp_acc, m->xgrads, T->dp_off, senders, j == 0)) return 0;
+    }
+    if (!mbpo__dp_gather_slots(T, T->dp_rec, (size_t)T->dp_rlen * sizeof(double))) return 0;
+    for (mb = 0; mb < A; mb++) mbpo__train_tally(T, T->dp_rec + mbpo__dp_slot(T, mb) * T->dp_rlen);
+    return 1;
+}
+/* The update of this rank's shard, from the whole gradient's norm, then everyone's weights. */
+static int mbpo__dp_update(mbpo__train *T) {
+    mbpo_model *m = &T->e.model;
+    const mbpo_ops *ops = m->ops;
+    int W = T->comm->world, me = T->comm->rank, r, ok;
+    int64_t n = (int64_t)m->table.total_floats, lo = T->dp_off[me], b;
+    size_t *boff = (size_t *)mbpo__alloc((size_t)(W + 1) * sizeof(size_t));
+    mbpo__adamw_k k;
+    double ss = 0;
+    if (!boff) return 0;
+    for (b = T->dp_boff[me]; b < T->dp_boff[me + 1]; b++) {
+        int64_t s0 = b * T->dp_block, len = n - s0 < T->dp_block ? n - s0 : T->dp_block;
+        if (!ops->sumsq(m->be, &T->dp_blk[b], T->dp_acc + (s0 - lo), len)) { mbpo_free(boff); return 0; }
+    }
+    for (r = 0; r <= W; r++) boff[r] = (size_t)T->dp_boff[r] * sizeof(double);
+    ok = mbpo_comm_all_gather(T->comm, T->dp_blk, boff);
+    mbpo_free(boff);
+    if (!ok) return 0;
+    for (b = 0; b < T->dp_nb; b++) ss += T->dp_blk[b];
+    T->norm = sqrt(ss);
+    if (mbpo__adamw_next(&T->opt, &T->o->adam, T->norm, &k) &&   /* non-finite: nothing changes */
+        (!ops->adamw(m->be, m->params + lo, (mbpo_x *)(void *)(m->params + lo), T->opt.m + lo, T->opt.v + lo, T->dp_acc,
+                     T->dp_off[me + 1] - lo, &k) ||
+         !mbpo__dp_gather_shards(T, m->params, sizeof(float))))
+        return 0;
+    T->bad_run = isfinite(T->norm) ? 0 : T->bad_run + 1;
+    T->step++;
     return 1;
 }
 
 /* The optimizer step; a non-finite gradient changes nothing and counts toward max_bad_steps. */
 static int mbpo__train_update(mbpo__train *T) {
+    if (T->dp) return mbpo__dp_update(T);
     if (!mbpo_model_adamw_step(&T->e.model, &T->opt, &T->o->adam, &T->norm)) return 0;   /* on the model's backend */
     T->bad_run = isfinite(T->norm) ? 0 : T->bad_run + 1;
     T->step++;
@@ -10864,7 +11391,7 @@ static int mbpo__train_log(mbpo__train *T, int64_t u) {
     if (u == 0) mbpo__sb_printf(sb, ", \"time_rollout_s\": %.6f, \"rollout_tokens\": %lld, \"time_ref_s\": %.6f", bs->t_rollout,
                                 (long long)bs->rollout_tokens, bs->t_ref);
     mbpo__sb_printf(sb, ", \"time_update_s\": %.6f}", T->t_update);
-    if (sb->failed || !mbpo__append_line(T->p_metrics, sb->s, sb->n)) return 0;
+    if (sb->failed || (T->lead && !mbpo__append_line(T->p_metrics, sb->s, sb->n))) return 0;
     if (o->max_bad_steps > 0 && T->bad_run >= o->max_bad_steps)
         return mbpo__fail("%s: stopped at step %lld after %lld steps in a row with a non-finite gradient (each was skipped and "
                           "logged; earlier checkpoints are kept); lower --lr or check the data, or allow more with --max-bad-steps",
@@ -10887,6 +11414,9 @@ static int mbpo__train_checkpoint(mbpo__train *T, int64_t u) {
     if (u + 1 != o->updates_per_batch && T->step != o->steps) return 1;
     for (k = T->step - u; k <= T->step && o->save_every > 0; k++) due |= k % o->save_every == 0;
     if (!due) return 1;
+    if (T->dp && (!mbpo__dp_gather_shards(T, T->opt.m, sizeof(float)) || !mbpo__dp_gather_shards(T, T->opt.v, sizeof(float))))
+        return 0;   /* the moments' shards, so that rank 0 writes the whole state */
+    if (!T->lead) return 1;
     if (!mbpo_model_opt_to_host(&T->e.model, &T->opt) ||   /* a device's master and moments, for the files */
         !mbpo__save_checkpoint(o, &T->e, &T->opt, T->step, T->position, o->final_weights_only && T->step == o->steps))
         return 0;   /* mbpo_train names the newest whole checkpoint */
@@ -10899,6 +11429,8 @@ static void mbpo__train_free(mbpo__train *T) {
     mbpo_free(T->sb.s); mbpo_free(T->p_metrics); mbpo_free(T->perm);
     if (T->mbs) for (i = 0; i < T->o->grad_accum; i++) { mbpo__mb_clear(&T->mbs[i], 0); mbpo_free(T->mbs[i].groups); mbpo_free(T->mbs[i].adv); }
     mbpo_free(T->mbs);
+    mbpo_free(T->dp_off); mbpo_free(T->dp_boff); mbpo_free(T->dp_acc); mbpo_free(T->dp_blk); mbpo_free(T->dp_rec);
+    mbpo_free(T->dp_bs);
     if (T->kv.mem && T->kv.be != T->e.model.be) T->kv.be = NULL;   /* (see mbpo__train_kv) */
     mbpo_kv_free(&T->kv);
     if (T->items) mbpo__items_free(T->items, T->n_items);
@@ -10919,12 +11451,17 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
         memset(&T.bs, 0, sizeof T.bs);
         T.bs.t0 = mbpo_now();
         T.bs.do_iig = o->iig_every > 0 && (T.step + 1) % o->iig_every == 0;
-        for (mb = 0; mb < o->grad_accum; mb++)
+        for (mb = 0; mb < o->grad_accum; mb++) {
+            if (T.dp && mb % T.comm->world != T.comm->rank) { T.position += o->batch; continue; }   /* another rank's */
+            if (T.dp) { T.cbs = &T.dp_bs[mbpo__dp_slot(&T, mb)]; memset(T.cbs, 0, sizeof *T.cbs); }
             if (!mbpo__train_collect(&T, &T.mbs[mb]) || !mbpo__train_score(&T, &T.mbs[mb])) goto end;
+        }
+        T.cbs = &T.bs;
+        if (T.dp && !mbpo__dp_batch_stats(&T)) goto end;
         /* updates_per_batch optimizer steps on it (one: rho = 1) */
         for (u = 0; u < o->updates_per_batch && T.step < o->steps; u++) {
             double t0 = mbpo_now();
-            if (!mbpo__train_backward(&T) || !mbpo__train_update(&T)) goto end;
+            if (!(T.dp ? mbpo__dp_backward(&T) : mbpo__train_backward(&T)) || !mbpo__train_update(&T)) goto end;
             T.t_update = mbpo_now() - t0;
             if (!mbpo__train_log(&T, u) || !mbpo__train_checkpoint(&T, u)) goto end;
         }
@@ -10939,6 +11476,7 @@ end:
                               "cause is fixed, the same command resumes from it", (long long)T.step, (long long)kept);
         else mbpo__fail_suffix("\nstopped at step %lld before any checkpoint was written", (long long)T.step);
     }
+    if (!ok && T.comm && T.comm->world > 1) mbpo_comm_abort(T.comm, mbpo_failure_reason());   /* every rank ends */
     mbpo__train_free(&T);
     return ok;
 }

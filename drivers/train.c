@@ -58,6 +58,11 @@ int main(int argc, char **argv) {
             { "--plan-image", "PX", MBPO_FLAG_INT, &o.plan_image, "[28, 16384]",
               "the memory plan's image side (pixels) of every prompt" },
             { "--plan-text", "N", MBPO_FLAG_INT, &o.plan_text, "[1, 1000000]", "the memory plan's text tokens of every prompt" },
+            { "--exact-accum", NULL, MBPO_FLAG_SWITCH, &o.exact_accum, NULL,
+              "one process: sum the micro-batches' gradients as data parallelism does (the same bits as any number\n"
+              "of ranks; one more gradient copy). Several ranks (mpirun, srun, torchrun variables) always do" },
+            { "--comm-timeout", "S", MBPO_FLAG_DOUBLE, &o.comm_timeout, "> 0",
+              "several ranks: the longest wait for another rank, seconds; then every rank stops naming it (600)" },
             { "--image-processor", "P", MBPO_FLAG_CHOICE, &processor, "auto|slow|fast",
               "which of transformers' image processors to match: auto (what transformers 4.57 picks for the model\n"
               "folder), slow (Pillow bicubic), fast (torchvision bicubic)" },

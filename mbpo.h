@@ -9922,6 +9922,12 @@ typedef struct {
     int env_loaded, started;         /* started: a failure now leaves valid files to resume from */
     double t_iig, t_pairs;           /* seconds this process spent on each phase, and the samples done */
     int64_t n_iig_run, n_pairs_run;
+    /* data parallel (mbpo__mine_round): item j of a round is rank j's; its line (sb) and the
+       file it goes to (path) reach rank 0, which appends the round's lines in item order */
+    mbpo_comm *comm;
+    int lead;
+    mbpo_mine_opts oc;               /* o as this rank runs it (ranks > 0: no log) */
+    const char *path;                /* where sb's line goes; NULL: no line this round */
 } mbpo__mine;
 
 /* run.json: a rerun must be the same run */
@@ -9953,8 +9959,16 @@ static int mbpo__mine_setup(mbpo__mine *M, const mbpo_mine_opts *o) {
     size_t n1;
     memset(M, 0, sizeof *M);
     M->o = o;
+    if (!(M->comm = mbpo_comm_world())) return 0;
+    M->lead = M->comm->rank == 0;
+    if (!M->lead) {   /* rank 0 speaks for the job and writes out_dir (the others write their PNGs there) */
+        M->oc = *o; M->oc.log = NULL; M->oc.quiet = 1;
+        M->o = o = &M->oc;
+    }
     mbpo__prog_start(&M->pg, o->log, 1, "");
-    if (!mbpo__out_dir(o->out_dir) || !mbpo__env_load(&M->e, o->model_dir, o->processor, o->device)) return 0;
+    if ((M->lead && !mbpo__out_dir(o->out_dir)) || !mbpo_comm_barrier(M->comm) ||
+        !mbpo__env_load(&M->e, o->model_dir, o->processor, o->device))
+        return 0;
     M->env_loaded = 1;
     if (!mbpo__infer_plan(&M->e, o->device, o->max_new_tokens, !o->random_negatives, o->log, o->quiet, "mine")) return 0;
     if (!mbpo_dataset_load(ds, o->data, o->image_root, o->strict, o->log)) return 0;
@@ -9969,14 +9983,20 @@ static int mbpo__mine_setup(mbpo__mine *M, const mbpo_mine_opts *o) {
     M->off_done = (unsigned char *)mbpo__calloc(n1, 1);
     M->cand = (mbpo__cand_iig *)mbpo__calloc(n1, sizeof *M->cand);
     M->seen = (unsigned char *)mbpo__calloc(n1, 1);
-    if (!M->seen || !M->p_iig || !M->p_off || !M->p_on || !M->p_adv || !M->p_skip || !M->iig_done || !M->off_done || !M->cand ||
-        !mbpo__mkdir(M->p_adv)) return 0;
-    mbpo__clean_stale(o->out_dir, mine_files, 0);   /* temporary files of a killed run */
-    mbpo__clean_stale(M->p_adv, NULL, 1);
-    if (!mbpo__mine_record(M)) return 0;
+    if (!M->seen || !M->p_iig || !M->p_off || !M->p_on || !M->p_adv || !M->p_skip || !M->iig_done || !M->off_done || !M->cand)
+        return 0;
+    if (M->lead) {
+        if (!mbpo__mkdir(M->p_adv)) return 0;
+        mbpo__clean_stale(o->out_dir, mine_files, 0);   /* temporary files of a killed run */
+        mbpo__clean_stale(M->p_adv, NULL, 1);
+        if (!mbpo__mine_record(M)) return 0;
+    }
     if (o->log && !o->quiet) fprintf(o->log, "mine: %s: %lld samples (%lld bad records skipped), seed %llu\n", o->data, (long long)ds->n,
                                      (long long)ds->n_bad, (unsigned long long)o->seed);
-    return 1;
+    if (o->log && !o->quiet && M->comm->world > 1)
+        fprintf(o->log, "mine: %d ranks (%s, %s collectives): item j of each round on rank j; rank 0 writes the files\n",
+                M->comm->world, M->comm->launcher, M->comm->backend);
+    return mbpo_comm_barrier(M->comm);
 }
 
 /* The closed-ended samples: the online set, written whole, atomically. */
@@ -9996,41 +10016,82 @@ static int mbpo__mine_online_set(mbpo__mine *M) {
         mbpo__sb_puts(sb, ", \"answer\": "); mbpo__sb_json(sb, s->answer);
         mbpo__sb_printf(sb, ", \"kind\": \"%s\", \"label\": \"%c\"}\n", s->kind == MBPO_Q_YESNO ? "yesno" : "mc", s->label);
     }
-    return !sb->failed && mbpo_write_file_atomic(M->p_on, sb->s ? sb->s : "", sb->n);
+    return !sb->failed && (!M->lead || mbpo_write_file_atomic(M->p_on, sb->s ? sb->s : "", sb->n));
+}
+
+/* The end of a round: every rank's line (M->sb, to M->path, or none) appended by rank 0 in
+   rank order, which is the items' order. One process appends its own at once. */
+static int mbpo__mine_round(mbpo__mine *M) {
+    mbpo_comm *c = M->comm;
+    const char *paths[3];
+    size_t *off, own = M->path ? M->sb.n + 1 : 0;
+    char *all = NULL;
+    int r, ok;
+    if (M->sb.failed) return 0;
+    if (c->world <= 1) return !M->path || mbpo__append_line(M->path, M->sb.s, M->sb.n);
+    paths[0] = M->p_iig; paths[1] = M->p_off; paths[2] = M->p_skip;
+    if (!(off = (size_t *)mbpo__calloc((size_t)(2 * c->world + 1), sizeof(size_t)))) return 0;
+    /* the sizes first (one size_t per rank), then the lines, each after a byte naming its file */
+    off[c->world + 1 + c->rank] = own;
+    for (r = 0; r <= c->world; r++) off[r] = (size_t)r * sizeof(size_t);
+    ok = mbpo_comm_all_gather(c, off + c->world + 1, off);
+    if (ok) {
+        size_t *len = off + c->world + 1, at = 0, total = 0;
+        for (r = 0; r < c->world; r++) total += len[r];
+        for (r = 0; r < c->world; r++) { size_t l = len[r]; off[r] = at; at += l; }
+        off[c->world] = at;
+        ok = (all = (char *)mbpo__alloc(total + 1)) != NULL;
+        if (ok && own) {
+            all[off[c->rank]] = (char)(M->path == M->p_iig ? 0 : M->path == M->p_off ? 1 : 2);
+            memcpy(all + off[c->rank] + 1, M->sb.s, M->sb.n);
+        }
+        ok = ok && mbpo_comm_all_gather(c, all, off);
+        for (r = 0; ok && M->lead && r < c->world; r++)
+            if (off[r + 1] > off[r]) ok = mbpo__append_line(paths[(int)all[off[r]]], all + off[r] + 1, off[r + 1] - off[r] - 1);
+    }
+    mbpo_free(off); mbpo_free(all);
+    return ok;
 }
 
 /* IIG of every candidate (open-ended, one image) not in iig.jsonl yet, a line each. */
 static int mbpo__mine_iig(mbpo__mine *M) {
     const mbpo_mine_opts *o = M->o;
     mbpo__sb *sb = &M->sb;
-    int64_t i, done, total;
+    int64_t i, k, total, n_todo = 0, *todo;
+    int W = M->comm->world;
     double t0 = mbpo_now();
     if (!mbpo__jsonl_done(M->p_iig, M->iig_done, M->ds.n)) return 0;
-    if (!mbpo__file_exists(M->p_iig) && !mbpo_write_file_atomic(M->p_iig, "", 0)) return 0;   /* even with no candidate */
-    for (i = 0, total = 0; i < M->ds.n; i++) total += M->ds.samples[i].kind == MBPO_Q_OPEN && M->ds.samples[i].n_images == 1;
+    if (M->lead && !mbpo__file_exists(M->p_iig) && !mbpo_write_file_atomic(M->p_iig, "", 0)) return 0;   /* even with no candidate */
+    if (!(todo = (int64_t *)mbpo__alloc((size_t)(M->ds.n + 1) * sizeof(int64_t)))) return 0;
+    for (i = 0, total = 0; i < M->ds.n; i++)
+        if (M->ds.samples[i].kind == MBPO_Q_OPEN && M->ds.samples[i].n_images == 1) {
+            total++;
+            if (!M->iig_done[i]) todo[n_todo++] = i;
+        }
     mbpo__prog_start(&M->pg, o->log, o->quiet, "mine: IIG");
     M->started = 1;
-    for (i = 0, done = 0; i < M->ds.n; i++) {
-        const mbpo_sample *s = &M->ds.samples[i];
-        mbpo__img im;
-        double sum, mean;
-        if (s->kind != MBPO_Q_OPEN || s->n_images != 1) continue;
-        done++;
-        if (M->iig_done[i]) continue;
-        if (!mbpo__img_load(&im, &M->e.pp, s->images[0])) return 0;
-        if (!mbpo__sample_iig(&M->e, s, &im, s->answer, &sum, &mean)) { mbpo__img_free(&im); return 0; }
-        mbpo__img_free(&im);
-        sb->n = 0;
-        if (isfinite(sum) && isfinite(mean))   /* %.17g reads back exactly; a non-finite IIG is null and ranks last */
-            mbpo__sb_printf(sb, "{\"index\": %lld, \"iig\": %.17g, \"iig_mean\": %.17g}", (long long)i, sum, mean);
-        else mbpo__sb_printf(sb, "{\"index\": %lld, \"iig\": null, \"iig_mean\": null}", (long long)i);
-        if (sb->failed || !mbpo__append_line(M->p_iig, sb->s, sb->n)) return 0;
-        M->n_iig_run++;
-        if (done < total) mbpo__prog_tick(&M->pg, done, total);
+    for (k = 0; k < n_todo; k += W) {   /* a round: candidate k + r on rank r */
+        M->path = NULL; sb->n = 0;
+        if (k + M->comm->rank < n_todo) {
+            const mbpo_sample *s = &M->ds.samples[i = todo[k + M->comm->rank]];
+            mbpo__img im;
+            double sum, mean;
+            if (!mbpo__img_load(&im, &M->e.pp, s->images[0])) { mbpo_free(todo); return 0; }
+            if (!mbpo__sample_iig(&M->e, s, &im, s->answer, &sum, &mean)) { mbpo__img_free(&im); mbpo_free(todo); return 0; }
+            mbpo__img_free(&im);
+            if (isfinite(sum) && isfinite(mean))   /* %.17g reads back exactly; a non-finite IIG is null and ranks last */
+                mbpo__sb_printf(sb, "{\"index\": %lld, \"iig\": %.17g, \"iig_mean\": %.17g}", (long long)i, sum, mean);
+            else mbpo__sb_printf(sb, "{\"index\": %lld, \"iig\": null, \"iig_mean\": null}", (long long)i);
+            M->path = M->p_iig;
+            M->n_iig_run++;
+        }
+        if (!mbpo__mine_round(M)) { mbpo_free(todo); return 0; }
+        if (total - n_todo + k + W < total) mbpo__prog_tick(&M->pg, total - n_todo + k + W, total);
     }
-    if (total) mbpo__prog_tick(&M->pg, done, total);
+    mbpo_free(todo);
+    if (total) mbpo__prog_tick(&M->pg, total, total);
     M->t_iig = mbpo_now() - t0;
-    return 1;
+    return mbpo_comm_barrier(M->comm);   /* rank 0 has written every line before anyone ranks */
 }
 
 /* Read every IIG back from the file (one source of truth after a resume) and rank: best
@@ -10121,12 +10182,13 @@ static int mbpo__mine_pair_line(mbpo__mine *M, const mbpo_sample *s, int64_t i, 
     mbpo__sb_puts(sb, ", \"images\": ["); mbpo__sb_json(sb, s->image_files[0]); mbpo__sb_puts(sb, "]");
     if (s->system) { mbpo__sb_puts(sb, ", \"system\": "); mbpo__sb_json(sb, s->system); }
     mbpo__sb_puts(sb, "}");
-    return !sb->failed && mbpo__append_line(M->p_off, sb->s, sb->n);
+    M->path = M->p_off;
+    return !sb->failed;
 }
 
 /* Selected sample i: its negative image, then the rejected response sampled on it (up to
    max_tries until it is non-empty and differs from the chosen one), then its IIG on the clean
-   image; the pair goes to offline.jsonl, or the reason to skipped.jsonl. */
+   image; the pair's line (for offline.jsonl), or the reason (for skipped.jsonl), in M->sb. */
 static int mbpo__mine_pair(mbpo__mine *M, int64_t i) {
     const mbpo_mine_opts *o = M->o;
     int64_t idx = M->cand[i].index;
@@ -10156,7 +10218,8 @@ static int mbpo__mine_pair(mbpo__mine *M, int64_t i) {
         sb->n = 0;
         mbpo__sb_printf(sb, "{\"index\": %lld, \"id\": ", (long long)idx); mbpo__sb_json(sb, s->id);
         mbpo__sb_printf(sb, ", \"why\": \"%s after %d tries\"}", rejected[0] ? "rejected equals chosen" : "empty rejected", tries + 1);
-        good = !sb->failed && mbpo__append_line(M->p_skip, sb->s, sb->n);
+        M->path = M->p_skip;
+        good = !sb->failed;
     } else if (good) {   /* IIG of the rejected response on the clean image (the chosen one's is cand[i]) */
         mbpo__img_free(&im);
         good = mbpo__img_load(&im, &M->e.pp, s->images[0]) && mbpo__sample_iig(&M->e, s, &im, rejected, &rej_sum, &rej_mean) &&
@@ -10169,21 +10232,28 @@ static int mbpo__mine_pair(mbpo__mine *M, int64_t i) {
 
 /* PGD (or noise) and the rejected response of every selected sample not done yet. */
 static int mbpo__mine_pairs(mbpo__mine *M) {
-    int64_t i;
+    int64_t i, k, n_todo = 0, *todo;
+    int W = M->comm->world;
     double t0 = mbpo_now();
     if (!mbpo__jsonl_done(M->p_off, M->off_done, M->ds.n) || !mbpo__jsonl_done(M->p_skip, M->off_done, M->ds.n)) return 0;
-    if (!mbpo__file_exists(M->p_off) && !mbpo_write_file_atomic(M->p_off, "", 0)) return 0;   /* even with no pairs */
+    if (M->lead && !mbpo__file_exists(M->p_off) && !mbpo_write_file_atomic(M->p_off, "", 0)) return 0;   /* even with no pairs */
+    if (!(todo = (int64_t *)mbpo__alloc((size_t)(M->n_sel + 1) * sizeof(int64_t)))) return 0;
+    for (i = 0; i < M->n_sel; i++) if (!M->off_done[M->cand[i].index]) todo[n_todo++] = i;
     mbpo__prog_start(&M->pg, M->o->log, M->o->quiet, "mine: pairs");
     M->started = 1;
-    for (i = 0; i < M->n_sel; i++) {
-        if (M->off_done[M->cand[i].index]) continue;
-        if (!mbpo__mine_pair(M, i)) return 0;
-        M->n_pairs_run++;
-        if (i + 1 < M->n_sel) mbpo__prog_tick(&M->pg, i + 1, M->n_sel);
+    for (k = 0; k < n_todo; k += W) {   /* a round: pair k + r on rank r */
+        M->path = NULL; M->sb.n = 0;
+        if (k + M->comm->rank < n_todo) {
+            if (!mbpo__mine_pair(M, todo[k + M->comm->rank])) { mbpo_free(todo); return 0; }
+            M->n_pairs_run++;
+        }
+        if (!mbpo__mine_round(M)) { mbpo_free(todo); return 0; }
+        if (M->n_sel - n_todo + k + W < M->n_sel) mbpo__prog_tick(&M->pg, M->n_sel - n_todo + k + W, M->n_sel);
     }
+    mbpo_free(todo);
     if (M->n_sel) mbpo__prog_tick(&M->pg, M->n_sel, M->n_sel);
     M->t_pairs = mbpo_now() - t0;
-    return 1;
+    return mbpo_comm_barrier(M->comm);
 }
 
 static void mbpo__mine_free(mbpo__mine *M) {
@@ -10196,7 +10266,8 @@ static void mbpo__mine_free(mbpo__mine *M) {
 MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     mbpo__mine M;
     int ok = mbpo__mine_setup(&M, o) && mbpo__mine_online_set(&M) && mbpo__mine_iig(&M) && mbpo__mine_rank(&M) &&
-             mbpo__mine_pairs(&M) && mbpo_export(o->out_dir, o->image_root, NULL);
+             mbpo__mine_pairs(&M) && (!M.lead || mbpo_export(o->out_dir, o->image_root, NULL));
+    o = M.o;   /* (ranks > 0: without a log) */
     if (ok && o->log && !o->quiet) {
         fprintf(o->log, "mine: %lld pairs in %s, online set in %s; for TRL, LLaMA-Factory and EasyR1 in %s/export\n",
                 (long long)M.n_sel, M.p_off, M.p_on, o->out_dir);
@@ -10207,6 +10278,7 @@ MBPODEF int mbpo_mine(const mbpo_mine_opts *o) {
     if (!ok && M.started)   /* a full disk, an unreadable image, ...: what is written stays valid */
         mbpo__fail_suffix("\nmining stopped; the samples done so far are kept in %s, and once the cause is fixed the same "
                           "command continues from them", o->out_dir);
+    if (!ok && M.comm && M.comm->world > 1) mbpo_comm_abort(M.comm, mbpo_failure_reason());   /* every rank ends */
     mbpo__mine_free(&M);
     return ok;
 }

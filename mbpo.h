@@ -792,6 +792,7 @@ typedef struct {
     int64_t tokens, patches, targets;   /* the largest micro-batch, packed */
     int G; int64_t kv_len;           /* decoding: continuations and their cache length (G 0: none) */
     int64_t pgd_values;              /* PGD on the backend: values of its image (H W 3), or 0 */
+    int dp_world;                    /* data parallel training (several ranks, or exact_accum): the world size, else 0 */
 } mbpo_mem_shape;
 typedef struct {
     /* bytes on the device (on the CPU: in host memory) */
@@ -7968,6 +7969,7 @@ static void mbpo__plan_headroom(int64_t *T, int64_t *P, int64_t *N) {
     *T += *T / 2 + 16; *P += (*P / 2 + 4) / 4 * 4; *N = *N + *N / 2 + 16;
     if (*N > *T) *N = *T;
 }
+static int64_t mbpo__dp_block(int64_t n);
 MBPODEF int mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, mbpo_mem_plan *p) {
     mbpo_param_table t;
     mbpo_acts a;
@@ -7994,6 +7996,10 @@ MBPODEF int mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, 
     p->master = s->train && !cpu ? 4 * n : 0;           /* the CPU trains params itself */
     p->moments = !s->train ? 0 : s->stream_moments && !cpu ? 8 * chunk : 8 * n;
     p->grads = s->train ? 4 * n : 0;
+    if (s->train && s->dp_world > 0) {   /* and the batch's gradient, the largest shard (mbpo__dp_setup) */
+        int64_t bs = mbpo__dp_block((int64_t)n), nb = ((int64_t)n + bs - 1) / bs;
+        p->grads += 4.0 * (double)((nb + s->dp_world - 1) / s->dp_world * bs);
+    }
     p->reference = s->reference ? n * (double)xs : 0;
     p->activations = acts;
     p->kv_cache = s->G > 0 ? (double)mbpo__kv_layout(cfg, xs, s->G, s->kv_len, NULL, NULL, &kb, &kv_host) : 0;
@@ -10980,6 +10986,7 @@ MBPODEF int mbpo_train_mem_plan(const mbpo_config *cfg, const mbpo_preproc *pp, 
                           online ? o->G : 0, sh))   /* options not from mbpo_train_defaults: its values */
         return 0;
     sh->train = 1; sh->reference = o->mode != MBPO_MODE_SFT && o->beta != 0; sh->stream_moments = o->stream_moments;
+    sh->dp_world = o->exact_accum ? 1 : 0;
     return mbpo_mem_plan_make(cfg, sh, p);
 }
 static int mbpo__train_plan(mbpo__train *T) {
@@ -10987,6 +10994,10 @@ static int mbpo__train_plan(mbpo__train *T) {
     mbpo_mem_shape sh;
     mbpo_mem_plan p;
     if (!mbpo_train_mem_plan(&T->e.model.cfg, &T->e.pp, o, &sh, &p)) return 0;
+    if (T->dp) {   /* this rank's share */
+        sh.dp_world = T->comm->world;
+        if (!mbpo_mem_plan_make(&T->e.model.cfg, &sh, &p)) return 0;
+    }
     if (o->log && !o->quiet) {
         int online = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;
         fprintf(o->log, "train: planned for micro-batches of %d prompts x %d sequences: %lld tokens, %lld patches (--plan-image, "

@@ -8244,7 +8244,8 @@ static void *mbpo__gen_graph(mbpo_model *m, mbpo_kv *kv, const mbpo__kv_bufs *k,
     if (kv->graph) { ops->graph_free(kv->graph); kv->graph = NULL; }
     if (!ops->graph_begin(m->be)) return NULL;
     captured = mbpo__gen_body(m, kv, k, sk, tk, 0);
-    if (!ops->graph_end(m->be, &g) || !captured) return NULL;   /* (nothing ran: the steps go op by op) */
+    if (!ops->graph_end(m->be, &g)) return NULL;   /* (nothing ran: the steps go op by op) */
+    if (!captured) { ops->graph_free(g); return NULL; }
     kv->graph = g;
     memset(kv->graph_key, 0, sizeof kv->graph_key);
     memcpy(kv->graph_key, &key, sizeof key);

@@ -1764,145 +1764,393 @@ static int mbpo__cuda_adamw(mbpo_backend *be, float *master, mbpo_x *px, float *
 
 /* ------------------------------------------------------------------ 13. sampling
 
-   sample: one block of MBPO__CUDA_THREADS (NT) per row of z (G, V) fp32, mbpo__cpu_sample's
-   arithmetic (mbpo__sample_u without top-k / top-p, mbpo__argmax); a row with live[g] == 0
-   returns at once (its z row and tok[g] untouched). A live row:
+   sample: mbpo__cpu_sample's arithmetic (mbpo__sample_u, mbpo__argmax, mbpo__logp_of), all in
+   device memory: no transfer, no synchronisation, no allocation, so a CUDA graph holds it.
+   One block of MBPO__CUDA_THREADS (NT) per row, blocks striding over the rows when the scratch
+   (below) holds fewer rows than G. A row with done[g] != 0 is skipped by the whole block (z,
+   tok, logp untouched). A live row g:
+     its draw is u[st[MBPO__GS_NU] + r], r = the rows before g with done == 0 (st only read);
      thread 0 writes -inf at the valid ban ids; a barrier, and the block reads them back;
      argmax: each thread's best (value, id) over ids t, t + NT, ... then a shared-memory tree;
        a pair wins on the larger value, on equal values the lower id, and NaN never wins. That
        selection is exact and does not depend on the order, so greedy (T <= 0) is
        mbpo__argmax bit for bit (z[0] NaN: id 0, where its sequential scan stays);
-     T > 0: mx = z[best]; e_i = exp((z_i - mx) / T) in double; sum = sum of e_i (each thread
-       over t, t + NT, ..., then mbpo__block_sum_fixed); the candidates are the ids with
-       e_i / sum > 0 in double, as on the CPU, with p_i = (float)(e_i / sum) (a candidate's
-       float p may be 0). Thread t owns the contiguous ids [t c, t c + c), c = ceil(V / NT):
-       m_t = sum of (double)p_i over its candidates in id order, and its last candidate;
-       thread 0 scans m_0 .. m_{NT-1} in thread order into the starts s_t and S = the total;
-       target = u S; every thread walks its ids from acc = s_t exactly as the CPU walks
-       (acc += p_i; target < acc: pick i, strictly); the token is the lowest pick; no pick
-       (rounding at the end): the last candidate; no candidate at all (non-finite logits): best.
-   Every sum's order depends on V and NT only, never on the device or the launch.
-   Where a temperature token can differ from the CPU's (greedy cannot): the CPU's sum is one
-   running sum over V terms, here strided partials and a tree: they differ by ~sqrt(V) ulp of
-   double (N(0, 9) logits at V = 152k, numpy model of both orders: mean 9e-15, max 2.7e-14
-   relative over 80 rows); the device's double exp is within 1 ulp of glibc's; and acc
-   restarts at s_t in every range (regrouped: a few ulp of double). So e_i / sum differs by
-   ~1e-14 relative, which moves a (float)p_i, by one float ulp (<= 1.2e-7 p_i), only when it
-   lies that close to a float rounding midpoint (~1e-7 of the values: a few rows in a hundred
-   at V = 152k; 0 in those 80 rows); the boundaries of the cumulative sum after it, and S, move
-   by that ulp, the others by a few ulp of double. A token differs only when target = u S
-   falls between the two sides' value of a boundary: for a uniform u, about
-   1e-7 x 1.2e-7 x sum p_i ~ 1e-14 per draw (test_cuda.cu counts mismatches over seeded
-   draws: 0 expected; 0 in the emulation, tests/cuda/emu, where only the sums' order differs).
-   Scratch in the workspace, uploaded per call: tok (G int32, the host's values, so that rows
-   not live come back unchanged), u (G doubles, T > 0 only), live (G bytes); one download of
-   tok and one synchronisation per call. */
+     logp[g] = z[tok] - (mx + log(sum exp(z - mx))) at temperature 1 (mbpo__logp_of), the sum in
+       double, strided partials then mbpo__block_sum_fixed;
+     T > 0: mx = z[best]; sum = sum of e_i = exp((z_i - mx) / T) in double (the same order);
+       one pass writes the row's probabilities to the scratch, pf_i = (float)(e_i / sum) for the
+       candidates (e_i / sum >= cut and > 0 in double, cut = (1 - top_p) / V with top-p, else
+       0: the CPU's test) and -1 for the others, and counts the n candidates (exact).
+       keep = top_k if 0 < top_k < n, else n.
+     Neither top-k (keep == n) nor top-p: the CPU does not sort, it walks the candidates in id
+       order. Thread t owns the contiguous ids [t c, t c + c), c = ceil(V / NT): m_t = sum of
+       (double)pf_i over its candidates in id order, and its last candidate; thread 0 scans
+       m_0 .. m_{NT-1} in thread order into the starts s_t and S = the total; target = u S;
+       every thread walks its ids from acc = s_t exactly as the CPU walks (acc += pf_i;
+       target < acc: pick i, strictly); the token is the lowest pick; no pick (rounding at the
+       end): the last candidate; no candidate at all (non-finite logits): best.
+     Top-k and/or top-p: the CPU's order is (float p descending, id ascending), which is the
+       order of the 64-bit key (bits of pf) << 32 | (2^32 - 1 - id), unique per candidate
+       (non-candidates: key 0). The selections below are radix selections on that key, 8 bits
+       a digit from the top, each digit one pass over the row's pf with a 256-bin histogram in
+       shared memory holding a count and a mass (integer atomics: the same sums in any order);
+       a selection stops early at the digit where the chosen bin holds one candidate (one more
+       pass finds it). Masses are fixed point, mass_i = floor(pf_i 2^62) (exact for pf_i >=
+       2^-39, the rest short by < 2^-62 each), so a histogram is an exact integer sum.
+       M, the length of the sorted prefix that decides the token:
+         top-p without top-k (keep == n): the nucleus estimated in fixed point, L' = the first
+         position whose running mass reaches top_p 2^62 (a mass selection), M = min(n, L' + 8);
+         otherwise M = keep (the nucleus is inside the first keep).
+       M <= MBPO__SAMPLE_CAP (4096): exact. A count selection finds the M-th key; the M
+       candidates with a key >= it are gathered into shared memory and sorted (bitonic); thread 0
+       then runs mbpo__sample_u's loops on them as written: kept (the first keep, when keep < n,
+       in which case M == keep), the nucleus (the first i + 1 whose double mass >= top_p kept),
+       the sum, target = u sum and the walk (target < acc), else the last kept. Bit for bit the
+       CPU's token for the same pf (the 8 of slack cover the fixed point's error of the nucleus,
+       < V 2^-62 (2^-45 at V = 152k), against the CPU's sequential double sum's ~V 2^-53: the
+       CPU's nucleus would have to end 8 candidates after the estimate, each >= cut; if it ever
+       did, the token comes from the first M, which test_cuda.cu would count as a mismatch).
+       M > CAP (top-k above 4096, or a nucleus of thousands of ids: top_p near 1 on a flat row):
+       fixed point throughout. keep < n: a count selection gives the keep-th key and the kept
+       mass; top-p: a mass selection over those for top_p kept (kept = 1 when keep == n, as on
+       the CPU); then the token is the first candidate of the final set whose running mass
+       exceeds floor(u S) (S the set's fixed-point mass; a mass selection), else the set's last.
+       These sums are exact integers where the CPU rounds a sequential double sum (relative
+       error <= ~V 2^-53 ~ 1.7e-11 at V = 152k, typically ~sqrt(V) 2^-53 ~ 4e-14), so the nucleus
+       end or the token differs only when top_p kept or u S falls within that of a boundary of
+       the running sum: for a boundary candidate of mass p about 1e-13 / p per draw (p >= cut;
+       N(0, 9) logits at top-p 0.95, V = 152k: a nucleus of ~13k ids, p ~ 4e-6 at its end, ~3e-8
+       per draw), counted by the tests (0 expected).
+   Every sum's order depends on V, G and NT only, never on the device or the launch (integer
+   atomics only). Where a temperature token can differ from the CPU's (greedy cannot): the
+   CPU's sum of e_i is one running sum over V terms, here strided partials and a tree: they
+   differ by ~sqrt(V) ulp of double (N(0, 9) logits at V = 152k, numpy model of both orders:
+   mean 9e-15, max 2.7e-14 relative over 80 rows); the device's double exp is within 1 ulp of
+   glibc's; and in the id-order walk acc restarts at s_t in every range (regrouped: a few ulp
+   of double). So e_i / sum differs by ~1e-14 relative, which moves a pf_i, by one float ulp
+   (<= 1.2e-7 pf_i), only when it lies that close to a float rounding midpoint (~1e-7 of the
+   values: a few rows in a hundred at V = 152k; 0 in those 80 rows); the boundaries of the
+   cumulative sum after it, and S, move by that ulp, the others by a few ulp of double. A token
+   differs only when target = u S falls between the two sides' value of a boundary: for a
+   uniform u, about 1e-7 x 1.2e-7 x sum p_i ~ 1e-14 per draw (a moved pf_i can also move the
+   top-k set's edge or reorder a near tie, as rarely). test_cuda.cu counts mismatches over
+   seeded draws: 0 expected; 0 in the emulation, tests/cuda/emu, where only the sums' order
+   differs.
+   Cost of a row at V = 152k on one SM of an H100-class GPU (estimates, not measured): the
+   argmax pass and the three double-exp passes (sum at T = 1, sum at T, pf; ~40 FP64
+   instructions an id) ~50-100 us each; a selection pass reads pf (600 KB, from L2) at
+   ~5-10 us, 2 to 9 passes a selection, at most three selections (top-p alone: two); the gather
+   and sort of <= 4096 keys (78 bitonic stages) ~15 us; thread 0's loops over <= 4096 sorted
+   values ~30 us: ~250-450 us, about half of it the exp passes the plain temperature path has.
+   Scratch (T > 0): V floats per block (pf) in c->workspace, blocks = min(G, workspace / 4V)
+   (at V = 152k: 55 rows at once; greedy: G blocks, no scratch); fails only when one row does
+   not fit (V > 8 Mi). */
+
+#define MBPO__SAMPLE_CAP 4096   /* the sorted prefix handled exactly in shared memory */
+#define MBPO__SAMPLE_SLACK 8    /* candidates gathered past the fixed-point nucleus estimate */
+typedef unsigned long long mbpo__u64;
+typedef char mbpo__sample_bins[MBPO__CUDA_THREADS == 256 ? 1 : -1];   /* one histogram bin per thread */
 
 /* (v, i) beats (w, j): the larger value, the lower id on equal values; NaN never beats */
 static __device__ __forceinline__ bool mbpo__arg_beats(float v, int64_t i, float w, int64_t j) {
     return v > w || (v == w && i < j);
 }
-/* a pass over thread t's contiguous ids [lo, hi): the candidates' (double)p in id order;
-   walk: from acc = start, the first id with target < acc (V if none); else the mass and the
-   last candidate (-1 if none) */
-static __device__ __forceinline__ void mbpo__sample_range(const float *zr, int64_t lo, int64_t hi, double mx, double T, double sum,
-                                          int walk, double start, double target, double *mass, int64_t *id) {
+/* the sort key of candidate i (pf >= 0): float p descending, then id ascending; 0: none */
+static __device__ __forceinline__ mbpo__u64 mbpo__sample_key(float pf, int64_t i) {
+    return pf >= 0.0f ? ((mbpo__u64)__float_as_uint(pf) << 32) | (mbpo__u64)(0xFFFFFFFFu - (unsigned)i) : 0ull;
+}
+static __device__ __forceinline__ float mbpo__key_p(mbpo__u64 key) { return __uint_as_float((unsigned)(key >> 32)); }
+static __device__ __forceinline__ int64_t mbpo__key_id(mbpo__u64 key) { return (int64_t)(0xFFFFFFFFu - (unsigned)key); }
+static __device__ __forceinline__ mbpo__u64 mbpo__sample_fx(float pf) {   /* floor(pf 2^62), pf in [0, 1] */
+    return (mbpo__u64)((double)pf * 4611686018427387904.0);
+}
+/* a pass over thread t's contiguous ids [lo, hi) of pf: the candidates' (double)pf in id
+   order; walk: from acc = start, the first id with target < acc (V if none); else the mass
+   and the last candidate (-1 if none) */
+static __device__ __forceinline__ void mbpo__sample_range(const float *pf, int64_t lo, int64_t hi, int walk, double start,
+                                                          double target, double *mass, int64_t *id) {
     double acc = start;
     int64_t i, last = -1;
     for (i = lo; i < hi; i++) {
-        double p = exp(((double)zr[i] - mx) / T) / sum;
-        if (!(p > 0)) continue;
-        acc += (float)p;
+        const float p = pf[i];
+        if (!(p >= 0.0f)) continue;
+        acc += p;
         last = i;
         if (walk && target < acc) break;
     }
     *mass = acc;
     *id = walk ? (i < hi ? i : INT64_MAX) : last;
 }
+/* Radix selection over the keys >= klo (klo >= 1: candidates only) of a row's pf (V): the
+   first key, in descending order, at which the running weight (mass: fixed-point masses, else
+   counts) reaches thr and whose own count is not 0. Returns 1 and its key, and the count and
+   mass of the keys >= it, in every thread; 0 when the total stays below thr. h_c, h_m: NT
+   bins; s_q: 8 values, written by thread 0 between barriers. */
+static __device__ int mbpo__sample_select(const float *pf, int64_t V, mbpo__u64 klo, int mass, mbpo__u64 thr,
+                                          unsigned *h_c, mbpo__u64 *h_m, mbpo__u64 *s_q, mbpo__u64 *key,
+                                          mbpo__u64 *cnt_ge, mbpo__u64 *mass_ge) {
+    const int t = (int)threadIdx.x;
+    mbpo__u64 prefix = 0, state = 0, ac = 0, am = 0;   /* ac, am: thread 0's weight above the prefix */
+    int shift;
+    for (shift = 56; shift >= 0; shift -= 8) {
+        const mbpo__u64 hi = shift == 56 ? 0ull : ~0ull << (shift + 8);
+        unsigned cc = 0;
+        mbpo__u64 cm = 0;
+        int cb = -1;
+        int64_t i;
+        h_c[t] = 0; h_m[t] = 0;
+        __syncthreads();
+        /* runs of one bin are added at once: a flat row (one bin) costs NT atomics, not V */
+        for (i = t; i < V; i += MBPO__CUDA_THREADS) {
+            const float p = pf[i];
+            const mbpo__u64 k = mbpo__sample_key(p, i);
+            int b;
+            if (k < klo || (k & hi) != prefix) continue;
+            b = (int)(k >> shift) & 255;
+            if (b != cb) {
+                if (cc) { atomicAdd(&h_c[cb], cc); atomicAdd(&h_m[cb], cm); }
+                cb = b; cc = 0; cm = 0;
+            }
+            cc++; cm += mbpo__sample_fx(p);
+        }
+        if (cc) { atomicAdd(&h_c[cb], cc); atomicAdd(&h_m[cb], cm); }
+        __syncthreads();
+        if (t == 0) {   /* the bins from the top: the weight above, then the bin that reaches thr */
+            mbpo__u64 c = ac, m = am;
+            int b;
+            for (b = 255; b >= 0; b--) {
+                if (h_c[b] && (mass ? m + h_m[b] >= thr : c + h_c[b] >= thr)) break;
+                c += h_c[b]; m += h_m[b];
+            }
+            if (b < 0) s_q[3] = 2;   /* none */
+            else {
+                s_q[0] = prefix | (mbpo__u64)b << shift;
+                if (h_c[b] == 1) { s_q[1] = c + 1; s_q[2] = m + h_m[b]; s_q[3] = 1; }   /* one candidate: found */
+                else { ac = c; am = m; s_q[3] = 0; }
+            }
+        }
+        __syncthreads();
+        prefix = s_q[0]; state = s_q[3];
+        if (state) break;   /* uniform */
+    }
+    if (state == 2) return 0;
+    *cnt_ge = s_q[1]; *mass_ge = s_q[2];
+    if (shift > 0) {   /* the one candidate of the bin: its low digits (s_q[4]: the others are still read) */
+        const mbpo__u64 m = ~0ull << shift;
+        int64_t i;
+        for (i = t; i < V; i += MBPO__CUDA_THREADS) {
+            const mbpo__u64 k = mbpo__sample_key(pf[i], i);
+            if (k >= klo && (k & m) == prefix) s_q[4] = k;
+        }
+        __syncthreads();
+        *key = s_q[4];
+    } else *key = prefix;
+    /* every thread has read s_q before thread 0 writes it again: after the next call's first
+       barrier */
+    return 1;
+}
 static __global__ void __launch_bounds__(MBPO__CUDA_THREADS)
-mbpo__k_sample(int32_t *tok, float *logp, float *z, const double *u, const int64_t *st, const unsigned char *done, int64_t V,
-               mbpo__sample_k k) {
+mbpo__k_sample(int32_t *tok, float *logp, float *z, const double *u, const int64_t *st, const unsigned char *done, int64_t G,
+               int64_t V, mbpo__sample_k k, float *scratch) {
     __shared__ float s_v[MBPO__CUDA_THREADS];
     __shared__ int64_t s_i[MBPO__CUDA_THREADS];
     __shared__ int64_t s_j[MBPO__CUDA_THREADS];
     __shared__ double s_d[MBPO__CUDA_THREADS];
     __shared__ double s_m[MBPO__CUDA_THREADS + 1];
-    const int64_t g = blockIdx.x, t = threadIdx.x, c = (V + MBPO__CUDA_THREADS - 1) / MBPO__CUDA_THREADS;
+    __shared__ unsigned h_c[MBPO__CUDA_THREADS];
+    __shared__ mbpo__u64 h_m[MBPO__CUDA_THREADS];
+    __shared__ mbpo__u64 s_q[8];
+    __shared__ mbpo__u64 s_key[MBPO__SAMPLE_CAP];
+    const int64_t t = threadIdx.x, c = (V + MBPO__CUDA_THREADS - 1) / MBPO__CUDA_THREADS;
     const int64_t lo = t * c < V ? t * c : V, hi = lo + c < V ? lo + c : V;
-    float *zr = z + g * V;
-    float bv = -INFINITY;
-    int64_t bi = INT64_MAX, i, best, pick, last;
-    double mx, sum, sum1, mass, target;
-    int64_t r = 0;
-    int b;
-    unsigned o;
-    if (done[g]) return;   /* the whole block */
-    for (i = 0; i < g; i++) r += !done[i];   /* this row's draw: the live rows before it */
-    if (t == 0)
-        for (b = 0; b < k.n_ban; b++) if (k.ban[b] >= 0 && k.ban[b] < V) zr[k.ban[b]] = -INFINITY;
-    __syncthreads();
-    /* argmax: ids in increasing order per thread, so a tie keeps the first */
-    for (i = t; i < V; i += MBPO__CUDA_THREADS)
-        if (mbpo__arg_beats(zr[i], i, bv, bi)) { bv = zr[i]; bi = i; }
-    s_v[t] = bv; s_i[t] = bi;
-    __syncthreads();
-    for (o = MBPO__CUDA_THREADS / 2; o > 0; o >>= 1) {
-        if (t < o && mbpo__arg_beats(s_v[t + o], s_i[t + o], s_v[t], s_i[t])) { s_v[t] = s_v[t + o]; s_i[t] = s_i[t + o]; }
+    const double top_p = k.top_p > 0 && k.top_p < 1 ? k.top_p : 1.0, cut = top_p < 1 ? (1 - top_p) / (double)V : 0;
+    const int top_k = (int)k.top_k;   /* mbpo_gen_opts.top_k is an int */
+    float *pf = scratch + (int64_t)blockIdx.x * V;
+    int64_t g;
+    for (g = blockIdx.x; g < G; g += gridDim.x) {
+        float *zr = z + g * V;
+        float bv = -INFINITY;
+        int64_t bi = INT64_MAX, i, best, pick, last, r = 0, n, keep, M;
+        double mx, sum, sum1, mass, target, ur;
+        unsigned cnt = 0;
+        mbpo__u64 kq = 0, cq = 0, mq = 0;
+        int b, nucleus = 0;
+        unsigned o;
+        if (done[g]) continue;   /* the whole block */
+        for (i = 0; i < g; i++) r += !done[i];   /* this row's draw: the live rows before it */
+        if (t == 0)
+            for (b = 0; b < k.n_ban; b++) if (k.ban[b] >= 0 && k.ban[b] < V) zr[k.ban[b]] = -INFINITY;
         __syncthreads();
-    }
-    best = isnan(zr[0]) || s_i[0] == INT64_MAX ? 0 : s_i[0];
-    mx = zr[best];
-    /* logp: the row's log-sum-exp at temperature 1 (mbpo__logp_of), in double */
-    sum1 = 0.0;
-    for (i = t; i < V; i += MBPO__CUDA_THREADS) sum1 += exp((double)zr[i] - mx);
-    sum1 = mbpo__block_sum_fixed(sum1, s_d);
-    if (k.temperature <= 0) {
-        if (t == 0) { tok[g] = (int32_t)best; logp[g] = (float)((double)zr[best] - (mx + log(sum1))); }
-        return;   /* the whole block */
-    }
-    __syncthreads();   /* every thread has read s_d[0] before the next sum writes it */
-    sum = 0.0;
-    for (i = t; i < V; i += MBPO__CUDA_THREADS) sum += exp(((double)zr[i] - mx) / k.temperature);
-    sum = mbpo__block_sum_fixed(sum, s_d);
-    /* the candidates' mass per range, then the starts (exclusive scan in thread order) */
-    mbpo__sample_range(zr, lo, hi, mx, k.temperature, sum, 0, 0.0, 0.0, &mass, &last);
-    s_m[t] = mass;
-    __syncthreads();
-    if (t == 0) {
-        double a = 0.0, m;
-        for (i = 0; i < MBPO__CUDA_THREADS; i++) { m = s_m[i]; s_m[i] = a; a += m; }
-        s_m[MBPO__CUDA_THREADS] = a;
-    }
-    __syncthreads();
-    target = u[st[MBPO__GS_NU] + r] * s_m[MBPO__CUDA_THREADS];
-    mbpo__sample_range(zr, lo, hi, mx, k.temperature, sum, 1, s_m[t], target, &mass, &pick);
-    /* the lowest pick, the last candidate (s_i is free: its last reads were before the sum's barriers) */
-    s_i[t] = pick; s_j[t] = last;
-    __syncthreads();
-    for (o = MBPO__CUDA_THREADS / 2; o > 0; o >>= 1) {
-        if (t < o) {
-            if (s_i[t + o] < s_i[t]) s_i[t] = s_i[t + o];
-            if (s_j[t + o] > s_j[t]) s_j[t] = s_j[t + o];
+        /* argmax: ids in increasing order per thread, so a tie keeps the first */
+        for (i = t; i < V; i += MBPO__CUDA_THREADS)
+            if (mbpo__arg_beats(zr[i], i, bv, bi)) { bv = zr[i]; bi = i; }
+        s_v[t] = bv; s_i[t] = bi;
+        if (t == 0) s_q[5] = 0;   /* the candidate count (the previous row read it before the barrier above) */
+        __syncthreads();
+        for (o = MBPO__CUDA_THREADS / 2; o > 0; o >>= 1) {
+            if (t < o && mbpo__arg_beats(s_v[t + o], s_i[t + o], s_v[t], s_i[t])) { s_v[t] = s_v[t + o]; s_i[t] = s_i[t + o]; }
+            __syncthreads();
         }
+        best = isnan(zr[0]) || s_i[0] == INT64_MAX ? 0 : s_i[0];
+        mx = zr[best];
+        /* logp: the row's log-sum-exp at temperature 1 (mbpo__logp_of), in double */
+        sum1 = 0.0;
+        for (i = t; i < V; i += MBPO__CUDA_THREADS) sum1 += exp((double)zr[i] - mx);
+        sum1 = mbpo__block_sum_fixed(sum1, s_d);
+        if (k.temperature <= 0) {
+            if (t == 0) { tok[g] = (int32_t)best; logp[g] = (float)((double)zr[best] - (mx + log(sum1))); }
+            continue;   /* the whole block (its next barrier follows thread 0's last reads) */
+        }
+        __syncthreads();   /* every thread has read s_d[0] before the next sum writes it */
+        sum = 0.0;
+        for (i = t; i < V; i += MBPO__CUDA_THREADS) sum += exp(((double)zr[i] - mx) / k.temperature);
+        sum = mbpo__block_sum_fixed(sum, s_d);
+        /* the probabilities of the candidates (mbpo__sample_u's test), -1 for the others */
+        for (i = t; i < V; i += MBPO__CUDA_THREADS) {
+            const double p = exp(((double)zr[i] - mx) / k.temperature) / sum;
+            const bool cand = p >= cut && p > 0;
+            pf[i] = cand ? (float)p : -1.0f;
+            cnt += cand;
+        }
+        atomicAdd(&s_q[5], (mbpo__u64)cnt);   /* integer: any order */
         __syncthreads();
-    }
-    if (t == 0) {
-        int64_t id = s_i[0] != INT64_MAX ? s_i[0] : s_j[0] >= 0 ? s_j[0] : best;
-        tok[g] = (int32_t)id;
-        logp[g] = (float)((double)zr[id] - (mx + log(sum1)));
+        n = (int64_t)s_q[5];
+        ur = u[st[MBPO__GS_NU] + r];
+        keep = top_k > 0 && top_k < n ? top_k : n;
+        if (n == 0 || (keep == n && top_p >= 1)) {
+            /* the CPU's id-order walk: the candidates' mass per range, then the starts (exclusive
+               scan in thread order) */
+            mbpo__sample_range(pf, lo, hi, 0, 0.0, 0.0, &mass, &last);
+            s_m[t] = mass;
+            __syncthreads();
+            if (t == 0) {
+                double a = 0.0, m;
+                for (i = 0; i < MBPO__CUDA_THREADS; i++) { m = s_m[i]; s_m[i] = a; a += m; }
+                s_m[MBPO__CUDA_THREADS] = a;
+            }
+            __syncthreads();
+            target = ur * s_m[MBPO__CUDA_THREADS];
+            mbpo__sample_range(pf, lo, hi, 1, s_m[t], target, &mass, &pick);
+            /* the lowest pick, the last candidate (s_i is free: its last reads were before the sum's barriers) */
+            s_i[t] = pick; s_j[t] = last;
+            __syncthreads();
+            for (o = MBPO__CUDA_THREADS / 2; o > 0; o >>= 1) {
+                if (t < o) {
+                    if (s_i[t + o] < s_i[t]) s_i[t] = s_i[t + o];
+                    if (s_j[t + o] > s_j[t]) s_j[t] = s_j[t + o];
+                }
+                __syncthreads();
+            }
+            if (t == 0) {
+                int64_t id = s_i[0] != INT64_MAX ? s_i[0] : s_j[0] >= 0 ? s_j[0] : best;
+                tok[g] = (int32_t)id;
+                logp[g] = (float)((double)zr[id] - (mx + log(sum1)));
+            }
+            __syncthreads();   /* s_i, s_m read before the next row writes them */
+            continue;
+        }
+        /* sorted: M, the prefix that decides the token */
+        M = keep;
+        if (keep == n && top_p < 1) {   /* the fixed-point nucleus (kept = 1, as on the CPU) */
+            nucleus = mbpo__sample_select(pf, V, 1, 1, (mbpo__u64)ceil(top_p * 4611686018427387904.0), h_c, h_m, s_q, &kq,
+                                          &cq, &mq);
+            if (nucleus) M = (int64_t)cq + MBPO__SAMPLE_SLACK < n ? (int64_t)cq + MBPO__SAMPLE_SLACK : n;
+        }
+        if (M <= MBPO__SAMPLE_CAP) {
+            /* exact: the first M keys into shared memory, sorted, then the CPU's loops */
+            mbpo__u64 kM = 1, p2 = 1, kk, j;
+            if (M < n) (void)mbpo__sample_select(pf, V, 1, 0, (mbpo__u64)M, h_c, h_m, s_q, &kM, &cq, &mq);   /* found: n >= M */
+            while ((int64_t)p2 < M) p2 <<= 1;
+            if (t == 0) s_q[6] = 0;
+            for (i = M + t; i < (int64_t)p2; i += MBPO__CUDA_THREADS) s_key[i] = 0;   /* padding sorts last */
+            __syncthreads();
+            for (i = t; i < V; i += MBPO__CUDA_THREADS) {
+                const mbpo__u64 key = mbpo__sample_key(pf[i], i);
+                if (key >= kM && key) s_key[atomicAdd(&s_q[6], 1ull)] = key;   /* slots in any order */
+            }
+            __syncthreads();
+            for (kk = 2; kk <= p2; kk <<= 1)   /* bitonic, descending */
+                for (j = kk >> 1; j > 0; j >>= 1) {
+                    for (i = t; i < (int64_t)p2; i += MBPO__CUDA_THREADS) {
+                        const mbpo__u64 l = (mbpo__u64)i ^ j;
+                        if (l > (mbpo__u64)i) {
+                            const mbpo__u64 x = s_key[i], y = s_key[l];
+                            if (((mbpo__u64)i & kk) == 0 ? x < y : x > y) { s_key[i] = y; s_key[l] = x; }
+                        }
+                    }
+                    __syncthreads();
+                }
+            if (t == 0) {   /* mbpo__sample_u's loops over cand[0 .. M) */
+                int64_t kp = keep, id;
+                double acc = 0.0;
+                if (top_p < 1) {
+                    double kept = 0, mss = 0;
+                    const int64_t lim = kp < M ? kp : M;
+                    int hit = 0;
+                    if (keep < n) for (i = 0; i < keep; i++) kept += mbpo__key_p(s_key[i]);   /* keep < n: M == keep */
+                    else kept = 1.0;
+                    for (i = 0; i < lim; i++) {
+                        mss += mbpo__key_p(s_key[i]);
+                        if (mss >= top_p * kept) { kp = i + 1; hit = 1; break; }
+                    }
+                    if (!hit && M < kp) kp = M;   /* the CPU's nucleus is longer (see above): the first M */
+                }
+                for (i = 0, sum = 0; i < kp; i++) sum += mbpo__key_p(s_key[i]);
+                target = ur * sum;
+                id = mbpo__key_id(s_key[kp - 1]);
+                for (i = 0; i < kp; i++) {
+                    acc += mbpo__key_p(s_key[i]);
+                    if (target < acc) { id = mbpo__key_id(s_key[i]); break; }
+                }
+                tok[g] = (int32_t)id;
+                logp[g] = (float)((double)zr[id] - (mx + log(sum1)));
+            }
+            __syncthreads();   /* s_key, s_q read before the next row */
+            continue;
+        }
+        {   /* a long prefix: fixed point throughout */
+            mbpo__u64 kf = 1, mf = 0, cf = 0, kt, ct, mt;
+            if (keep < n) {
+                (void)mbpo__sample_select(pf, V, 1, 0, (mbpo__u64)keep, h_c, h_m, s_q, &kf, &cf, &mf);
+                if (top_p < 1) {
+                    const double kept = (double)mf / 4611686018427387904.0;
+                    if (mbpo__sample_select(pf, V, kf, 1, (mbpo__u64)ceil(top_p * kept * 4611686018427387904.0), h_c, h_m,
+                                            s_q, &kt, &ct, &mt)) { kf = kt; cf = ct; mf = mt; }
+                }
+            } else if (nucleus) { kf = kq; cf = cq; mf = mq; }
+            else {   /* top-p reaches past every candidate's fixed-point mass: all n, the last one is the n-th */
+                (void)mbpo__sample_select(pf, V, 1, 0, (mbpo__u64)n, h_c, h_m, s_q, &kf, &cf, &mf);
+            }
+            if (!mbpo__sample_select(pf, V, kf, 1, (mbpo__u64)floor(ur * (double)mf) + 1, h_c, h_m, s_q, &kt, &ct, &mt))
+                kt = kf;   /* rounding at the end: the last kept */
+            if (t == 0) {
+                const int64_t id = mbpo__key_id(kt);
+                tok[g] = (int32_t)id;
+                logp[g] = (float)((double)zr[id] - (mx + log(sum1)));
+            }
+            __syncthreads();
+        }
     }
 }
 /* tok, logp (G) for the live rows of z (G, V) fp32, all on the device: mbpo__k_sample; no
    transfer and no synchronisation, so a graph can hold it (tested against mbpo__cpu_sample) */
 static int mbpo__cuda_sample(mbpo_backend *be, int32_t *tok, float *logp, float *z, const double *u, const int64_t *st,
                              const unsigned char *done, int64_t G, int64_t V, const mbpo__sample_k *k) {
+    struct mbpo__backend_cuda *c = MBPO__CUDA(be);
+    int64_t blocks = G;
     if (G < 0 || G > 65535 || V < 1 || V > 2147483647 || k->n_ban < 0 || k->n_ban > 4)
         return mbpo__fail("sample: %lld rows of %lld logits, %d ban ids (want 0 <= G < 2^16, 1 <= V < 2^31, at most 4 bans)",
                           (long long)G, (long long)V, k->n_ban);
-    if (k->temperature > 0 && (k->top_k > 0 || (k->top_p > 0 && k->top_p < 1)))
-        return mbpo__fail("sample: top-k / top-p are not on the device yet");
     if (G == 0) return 1;
-    mbpo__k_sample<<<(unsigned)G, MBPO__CUDA_THREADS, 0, MBPO__CUDA(be)->stream>>>(tok, logp, z, u, st, done, V, *k);
+    if (k->temperature > 0) {   /* V floats of scratch per block */
+        const int64_t fit = (int64_t)(c->workspace_size / ((size_t)V * sizeof(float)));
+        if (fit < 1)
+            return mbpo__fail("sample: a row of %lld logits needs %lld bytes of scratch, more than the %lld-byte workspace",
+                              (long long)V, (long long)V * (long long)sizeof(float), (long long)c->workspace_size);
+        if (blocks > fit) blocks = fit;
+    }
+    mbpo__k_sample<<<(unsigned)blocks, MBPO__CUDA_THREADS, 0, c->stream>>>(tok, logp, z, u, st, done, G, V, *k,
+                                                                          (float *)c->workspace);
     MBPO__LAUNCHED("mbpo__k_sample", G * V);
     return 1;
 }

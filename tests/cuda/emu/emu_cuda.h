@@ -74,6 +74,16 @@ static cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyK
 }
 static cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) { if (n) memset(d, v, n); return 0; }
 template <typename F> static cudaError_t cudaFuncSetAttribute(F, int, int v) { return v > 227 * 1024 ? 1 : 0; }
+/* graphs (section 15): not emulated; a capture fails to begin, so a caller runs the ops one by one */
+typedef void *cudaGraph_t;
+typedef void *cudaGraphExec_t;
+enum { cudaStreamCaptureModeThreadLocal = 1 };
+static cudaError_t cudaStreamBeginCapture(cudaStream_t, int) { return cudaErrorLaunchFailure; }
+static cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g) { *g = NULL; return cudaErrorLaunchFailure; }
+static cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t, unsigned long long) { *x = NULL; return cudaErrorLaunchFailure; }
+static cudaError_t cudaGraphDestroy(cudaGraph_t) { return 0; }
+static cudaError_t cudaGraphLaunch(cudaGraphExec_t, cudaStream_t) { return cudaErrorLaunchFailure; }
+static cudaError_t cudaGraphExecDestroy(cudaGraphExec_t) { return 0; }
 
 /* ---- cuBLASLt: only the names the (kept) backend state and destroy use */
 typedef int cublasStatus_t;
@@ -103,6 +113,15 @@ static inline __nv_bfloat16 __float2bfloat16(float f) {
     uint32_t u; __nv_bfloat16 b; memcpy(&u, &f, 4);
     if ((u & 0x7fffffffu) > 0x7f800000u) { b.x = 0x7fff; return b; }
     u += 0x7fffu + ((u >> 16) & 1u); b.x = (uint16_t)(u >> 16); return b;
+}
+
+/* ---- bit casts and the integer atomics of section 13 (shared-memory histograms, counters):
+   real atomics between the emulated threads */
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+static inline unsigned atomicAdd(unsigned *a, unsigned v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }
+static inline unsigned long long atomicAdd(unsigned long long *a, unsigned long long v) {
+    return __atomic_fetch_add(a, v, __ATOMIC_RELAXED);
 }
 
 /* ---- execution */

@@ -14,6 +14,7 @@
 #define EMU_MBPO_H "build/mbpo.h"   /* mutate.sh points this at a mutated copy */
 #endif
 #include EMU_MBPO_H
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -63,6 +64,7 @@ static void *dalloc(size_t b) {
     return p;
 }
 static void dfree_all(void) { for (void *p : dlist) G->release(gbe, p); dlist.clear(); }
+static void dfree_keep(size_t n) { while (dlist.size() > n) { G->release(gbe, dlist.back()); dlist.pop_back(); } }
 static mbpo_x *dx(const vec &h) {
     mbpo_x *p = (mbpo_x *)dalloc(h.size() * sizeof(mbpo__cx));
     if (!G->x_upload(gbe, p, h.data(), (int64_t)h.size())) exit(2);
@@ -502,24 +504,40 @@ static void test_embed(int64_t T, int64_t H) {
     }
 }
 
+/* kv_append at t = *tp read from backend memory: the CPU's copy inside the cache; outside it
+   (t = -1, t = max_len) the CUDA kernel writes nothing (the CPU op fails there instead) */
 static void test_kv(void) {
     const int64_t gs[] = {1, 3}, kds[] = {8, 100, 257}, ML = 5;
     for (int64_t Gn : gs) for (int64_t KD : kds) for (int64_t t : {(int64_t)0, (int64_t)4}) {
         char sh[64]; snprintf(sh, sizeof sh, "G=%lld KD=%lld t=%lld", (long long)Gn, (long long)KD, (long long)t);
         vec kc = rnd(Gn * ML * KD), vc = rnd(Gn * ML * KD), kn = rnd(Gn * KD), vn = rnd(Gn * KD), rk = kc, rv = vc;
-        P->kv_append(cbe, (mbpo_x *)rk.data(), (mbpo_x *)rv.data(), (const mbpo_x *)kn.data(), (const mbpo_x *)vn.data(), Gn, t, ML, KD);
+        if (!P->kv_append(cbe, (mbpo_x *)rk.data(), (mbpo_x *)rv.data(), (const mbpo_x *)kn.data(), (const mbpo_x *)vn.data(), Gn,
+                          &t, ML, KD)) { printf("FAIL cpu kv_append: %s\n", mbpo_failure_reason()); n_fail++; }
         bytes r[2];
         for (int rep = 0; rep < 2; rep++) {
             mbpo_x *gk = dx(kc), *gv = dx(vc), *gkn = dx(kn), *gvn = dx(vn);
-            GOK(G->kv_append(gbe, gk, gv, gkn, gvn, Gn, t, ML, KD));
+            int64_t *gt = dcopy(std::vector<int64_t>{t});
+            GOK(G->kv_append(gbe, gk, gv, gkn, gvn, Gn, gt, ML, KD));
             if (!rep) { check("kv_append", "kc", sh, xget(gk, Gn * ML * KD), rk, 0, true); check("kv_append", "vc", sh, xget(gv, Gn * ML * KD), rv, 0, true); }
             raw_add(r[rep], gk, (size_t)(Gn * ML * KD) * sizeof(mbpo__cx)); raw_add(r[rep], gv, (size_t)(Gn * ML * KD) * sizeof(mbpo__cx));
             dfree_all();
         }
         check_det("kv_append", sh, r[0], r[1]);
     }
+    for (int64_t t : {(int64_t)-1, (int64_t)5}) {   /* outside the cache of 5: the caches stay as they were */
+        char sh[64]; snprintf(sh, sizeof sh, "G=3 KD=8 t=%lld (outside)", (long long)t);
+        vec kc = rnd(3 * ML * 8), vc = rnd(3 * ML * 8), kn = rnd(3 * 8), vn = rnd(3 * 8), ref = kc, rk = kc, rv = vc;
+        mbpo_x *gk = dx(kc), *gv = dx(vc), *gkn = dx(kn), *gvn = dx(vn);
+        int64_t *gt = dcopy(std::vector<int64_t>{t});
+        GOK(G->kv_append(gbe, gk, gv, gkn, gvn, 3, gt, ML, 8));
+        check("kv_append outside the cache: nothing written", "kc", sh, xget(gk, 3 * ML * 8), kc, 0, true);
+        check("kv_append outside the cache: nothing written", "vc", sh, xget(gv, 3 * ML * 8), vc, 0, true);
+        expect_fail("cpu kv_append outside the cache", P->kv_append(cbe, (mbpo_x *)rk.data(), (mbpo_x *)rv.data(),
+                    (const mbpo_x *)kn.data(), (const mbpo_x *)vn.data(), 3, &t, ML, 8));
+        dfree_all();
+    }
     mbpo_x *a = dx_poison(40), *b = dx_poison(40);
-    expect_fail("kv_append t=max_len", G->kv_append(gbe, a, b, a, b, 1, 5, 5, 8));
+    expect_fail("kv_append max_len=0", G->kv_append(gbe, a, b, a, b, 1, NULL, 0, 8));
     dfree_all();
 }
 
@@ -704,18 +722,25 @@ static void test_adamw(int64_t n, int variant) {
 #endif
 }
 
-/* ---- section 13, sampling, against mbpo__cpu_sample. G = 8 rows, rows 2 and 5 not live.
-   layout 0: N(0, 9) logits; row 1 ties at the max (three ids at 20, a banned id at 30); row 4
-   one logit at +200 (the rest hold ~e^-270 each: candidates in double, 0 as floats), with
-   u = 0 in the first draw (the walk's strict target < acc picks the +200 id, not id 0);
-   row 6 one logit at +15. layout 1 (edges): z[0] NaN; a NaN inside; +inf; all -inf; all
-   equal; -0.0 and +0.0 tied among -inf; ban ids out of range (-1, V, V + 7) next to a valid
-   one. Greedy tokens must equal the CPU's; temperature tokens too (they can differ only when
-   u S falls within rounding of a boundary, ~1e-14 per draw, see mbpo_cuda.cuh section 13:
-   the count is printed and must be 0). z after the call must be the CPU's bit for bit (the bans written, nothing
-   else), rows not live untouched, tok of rows not live untouched, and a second call with the
-   same draws the same tokens. */
-static void sample_rows(vec &z, int64_t Gn, int64_t V, int layout, mbpo_rng *r) {
+/* ---- section 13, sampling, against mbpo__cpu_sample, with test_cuda.cu's cases and more. G = 8
+   rows, rows 2 and 5 done; a pool of 24 draws read from st[NU] on (NU varies per draw: a live
+   row of rank r reads u[NU + r]). layout 0: N(0, 9) logits; row 1 ties at the max (three ids at
+   20, a banned id at 30); row 4 one logit at +200 (the rest hold ~e^-270 each: candidates in
+   double, 0 as floats), with u = 0 in the first draw (the walk's strict target < acc picks the
+   +200 id, not id 0); row 6 one logit at +15. layout 1 (edges): z[0] NaN; a NaN inside; +inf;
+   all -inf; all equal; -0.0 and +0.0 tied among -inf; ban ids out of range (-1, V, V + 7) next
+   to a valid one. layout 2 (exact ties, for top-k / top-p): row 0 two ids at +200 (p = 1/2
+   each, exactly), row 1 four (1/4 each: the nucleus' mass >= top_p meets equality at top-p
+   0.5 and 0.75), row 3 flat (every p equal: top-k keeps the lowest ids), row 4 eight ids at
+   +50, row 6 N(0, 9) rounded to multiples of 1/2 (ties everywhere), row 7 N(0, 9).
+   Greedy tokens must equal the CPU's; temperature tokens too (they can differ only when u S or
+   top_p kept falls within rounding of a boundary, see mbpo_cuda.cuh section 13: the count is
+   printed and must be 0); logp within 1e-6 of the CPU's for the same token; z after the call
+   the CPU's bit for bit (the bans written, nothing else); rows done untouched (z, tok, logp);
+   a second call the same tokens and log-probs, bit for bit. Each case prints which of the
+   kernel's paths its live rows take (host model of the selection: id order, exact (sorted
+   prefix <= 4096), fixed point). */
+static void sample_rows(vec &z, int64_t V, int layout, mbpo_rng *r) {
     for (auto &x : z) x = (float)(3.0 * mbpo_rng_normal(r));
     float *row;
     int64_t i;
@@ -725,6 +750,14 @@ static void sample_rows(vec &z, int64_t Gn, int64_t V, int layout, mbpo_rng *r) 
         row = &z[6 * V]; row[5 % V] = 15;
         return;
     }
+    if (layout == 2) {
+        row = &z[0 * V]; row[V / 3] = 200; row[2 * V / 3] = 200;
+        row = &z[1 * V]; for (i = 1; i < 8; i += 2) row[i * V / 8] = 200;
+        row = &z[3 * V]; for (i = 0; i < V; i++) row[i] = 0.5f;
+        row = &z[4 * V]; for (i = 0; i < 8; i++) row[(i * V / 8 + 3) % V] = 50;
+        row = &z[6 * V]; for (i = 0; i < V; i++) row[i] = 0.5f * roundf(2 * row[i]);
+        return;
+    }
     z[0] = NAN;
     z[1 * V + V / 2] = NAN;
     z[3 * V + V / 3] = INFINITY;
@@ -732,7 +765,6 @@ static void sample_rows(vec &z, int64_t Gn, int64_t V, int layout, mbpo_rng *r) 
     for (i = 0; i < V; i++) z[6 * V + i] = 0.5f;
     for (i = 0; i < V; i++) z[7 * V + i] = -INFINITY;
     z[7 * V + 3 % V] = -0.0f; z[7 * V + 4 % V] = 0.0f;
-    (void)Gn;
 }
 static void check_count(const std::string &op, const char *shape, int64_t nbad, int64_t n) {
     row &t = table[op];
@@ -741,56 +773,192 @@ static void check_count(const std::string &op, const char *shape, int64_t nbad, 
     if (!nbad) n_pass++;
     else { n_fail++; printf("FAIL %s %s: %lld of %lld differ\n", op.c_str(), shape, (long long)nbad, (long long)n); }
 }
+/* the kernel's path for a row (banned already), modelled on the host with the CPU's sums:
+   0 id order, 1 exact (the sorted prefix M <= 4096), 2 fixed point */
+static int sample_path(const float *row, int64_t V, const mbpo__sample_k &k) {
+    int64_t i, n = 0, best = 0, keep, M;
+    double mx, sum = 0, top_p = k.top_p > 0 && k.top_p < 1 ? k.top_p : 1.0, cut = top_p < 1 ? (1 - top_p) / (double)V : 0;
+    std::vector<float> p;
+    if (k.temperature <= 0) return 0;
+    for (i = 1; i < V; i++) if (row[i] > row[best]) best = i;
+    mx = row[best];
+    for (i = 0; i < V; i++) sum += exp((row[i] - mx) / k.temperature);
+    for (i = 0; i < V; i++) {
+        double q = exp((row[i] - mx) / k.temperature) / sum;
+        if (q >= cut && q > 0) { p.push_back((float)q); n++; }
+    }
+    keep = k.top_k > 0 && k.top_k < n ? k.top_k : n;
+    if (n == 0 || (keep == n && top_p >= 1)) return 0;
+    M = keep;
+    if (keep == n) {
+        double mass = 0;
+        std::sort(p.begin(), p.end(), [](float a, float b) { return a > b; });
+        for (i = 0; i < n; i++) { mass += p[(size_t)i]; if (mass >= top_p) break; }
+        M = i + 1 + 8 < n ? i + 1 + 8 : n;
+    }
+    return M <= 4096 ? 1 : 2;
+}
+struct sample_case { int64_t V; int layout; double T; int64_t top_k; double top_p; int draws; int ws_rows = 0; };
 static int64_t sample_draws = 0, sample_mismatches = 0;
-static void test_sample(int64_t V, int layout, double T, int reps) {
-    const int64_t Gn = 8;
-    const unsigned char live[8] = {1, 1, 0, 1, 1, 0, 1, 1};
-    char sh[96]; snprintf(sh, sizeof sh, "G=8 V=%lld layout=%d T=%g draws=%d", (long long)V, layout, T, reps);
+static void test_sample(const sample_case &sc) {
+    const int64_t Gn = 8, NP = 24, V = sc.V;
+    const std::vector<unsigned char> done = {0, 0, 1, 0, 0, 1, 0, 0};
     mbpo__sample_k k;
     mbpo_rng r;
     memset(&k, 0, sizeof k);
-    k.temperature = T; k.n_ban = 4;
-    if (layout == 0) { k.ban[0] = 1 % V; k.ban[1] = V / 4; k.ban[2] = V / 2; k.ban[3] = V - 1; }
+    k.temperature = sc.T; k.top_k = sc.top_k; k.top_p = sc.top_p; k.n_ban = 4;
+    if (sc.layout != 1) { k.ban[0] = 1 % V; k.ban[1] = V / 4; k.ban[2] = V / 2; k.ban[3] = V - 1; }
     else { k.ban[0] = V - 1; k.ban[1] = -1; k.ban[2] = V; k.ban[3] = V + 7; }
-    mbpo_rng_seed(&r, 1000 * (uint64_t)V + 10 * (uint64_t)layout + (uint64_t)(T * 10));
+    mbpo_rng_seed(&r, 1000 * (uint64_t)V + 10 * (uint64_t)sc.layout + (uint64_t)(sc.T * 10) + 7919 * (uint64_t)sc.top_k +
+                          (uint64_t)(sc.top_p * 1e6));
     vec z((size_t)(Gn * V)), zc;
-    sample_rows(z, Gn, V, layout, &r);
+    sample_rows(z, V, sc.layout, &r);
     zc = z;
     float *gz = df(z);
-    int64_t nbad = 0, nmis = 0, ndet = 0, nidle = 0, ndraw = 0;
-    for (int rep = 0; rep < reps; rep++) {
-        double u[8];
+    unsigned char *gdone = dcopy(done);
+    struct mbpo__backend_cuda *cb = (struct mbpo__backend_cuda *)(void *)gbe;
+    const size_t ws_size = cb->workspace_size;
+    if (sc.ws_rows) cb->workspace_size = (size_t)(sc.ws_rows * V) * sizeof(float);   /* fewer blocks than rows: they stride */
+    int64_t nbad = 0, nmis = 0, ndet = 0, nidle = 0, ndraw = 0, paths[3] = {0, 0, 0};
+    double lp_err = 0;
+    char sh[160];
+    for (int rep = 0; rep < sc.draws; rep++) {
+        double u[24];
+        int64_t sv[MBPO__GS_N] = {0, 0, 0, 0, 0};
+        std::vector<int32_t> init(8, -7);
         int32_t tc[8], tg[8], tg2[8];
-        for (int g = 0; g < 8; g++) { u[g] = mbpo_rng_uniform(&r); tc[g] = tg[g] = tg2[g] = -7; }
-        if (rep == 0 && layout == 0) u[4] = 0.0;
-        if (!P->sample(cbe, tc, zc.data(), u, live, Gn, V, &k)) { printf("FAIL cpu sample: %s\n", mbpo_failure_reason()); n_fail++; }
-        GOK(G->sample(gbe, tg, gz, u, live, Gn, V, &k));
-        GOK(G->sample(gbe, tg2, gz, u, live, Gn, V, &k));
-        for (int g = 0; g < 8; g++) {
-            if (!live[g]) { nidle += tg[g] != -7 || tg2[g] != -7; continue; }
-            ndraw++;
-            ndet += tg[g] != tg2[g];
-            if (tg[g] != tc[g]) {
-                (T > 0 ? nmis : nbad)++;
-                printf("     %s row %d: u %.17g: got %d, cpu %d\n", sh, g, u[g], tg[g], tc[g]);
-            }
+        float lc[8], lg[8], lg2[8];
+        for (int i = 0; i < NP; i++) u[i] = mbpo_rng_uniform(&r);
+        if (rep == 0 && sc.layout == 0) u[3] = 0.0;   /* row 4's draw (NU 0: rows 0, 1, 3 before it) */
+        sv[MBPO__GS_NU] = rep == 0 ? 0 : rep % (NP - 6 + 1);
+        for (int g = 0; g < 8; g++) { tc[g] = -7; lc[g] = NAN; }
+        if (!P->sample(cbe, tc, lc, zc.data(), u, sv, done.data(), Gn, V, &k)) {
+            printf("FAIL cpu sample: %s\n", mbpo_failure_reason()); n_fail++;
         }
+        if (rep == 0)
+            for (int g = 0; g < 8; g++) if (!done[g]) paths[sample_path(&zc[(size_t)(g * V)], V, k)]++;
+        double *gu = dcopy(std::vector<double>(u, u + NP));
+        int64_t *gst = dcopy(std::vector<int64_t>(sv, sv + MBPO__GS_N));
+        int32_t *gt = dcopy(init), *gt2 = dcopy(init);
+        float *gl = df_poison(8), *gl2 = df_poison(8);
+        GOK(G->sample(gbe, gt, gl, gz, gu, gst, gdone, Gn, V, &k));
+        GOK(G->sample(gbe, gt2, gl2, gz, gu, gst, gdone, Gn, V, &k));
+        G->download(gbe, tg, gt, sizeof tg); G->download(gbe, tg2, gt2, sizeof tg2);
+        G->download(gbe, lg, gl, sizeof lg); G->download(gbe, lg2, gl2, sizeof lg2);
+        for (int g = 0; g < 8; g++) {
+            if (done[g]) {
+                uint32_t b1, b2;
+                memcpy(&b1, &lg[g], 4); memcpy(&b2, &lg2[g], 4);
+                nidle += tg[g] != -7 || tg2[g] != -7 || b1 != 0xFFFFFFFFu || b2 != 0xFFFFFFFFu;
+                continue;
+            }
+            ndraw++;
+            ndet += tg[g] != tg2[g] || memcmp(&lg[g], &lg2[g], 4);
+            if (tg[g] != tc[g]) {
+                (sc.T > 0 ? nmis : nbad)++;
+                int rk = 0;
+                for (int i = 0; i < g; i++) rk += !done[i];
+                printf("     sample V=%lld layout %d T=%g top-k %lld top-p %g row %d (NU %lld): u %.17g: got %d, cpu %d\n",
+                       (long long)V, sc.layout, sc.T, (long long)sc.top_k, sc.top_p, g, (long long)sv[MBPO__GS_NU],
+                       u[sv[MBPO__GS_NU] + rk], tg[g], tc[g]);
+                continue;
+            }
+            double e = std::isnan(lg[g]) && std::isnan(lc[g]) ? 0 : fabs((double)lg[g] - lc[g]);
+            if (!(e <= 1e-6)) {
+                nbad++;
+                printf("FAIL sample logp V=%lld row %d token %d: got %.9g cpu %.9g\n", (long long)V, g, tc[g], lg[g], lc[g]);
+            } else if (e > lp_err) lp_err = e;
+        }
+        dfree_keep(2);   /* the per-draw buffers; z and done stay */
     }
-    check_count(T > 0 ? "sample (temperature): tokens" : "sample (greedy): tokens", sh, T > 0 ? nmis : nbad, ndraw);
-    check_count("sample: tok of rows not live untouched", sh, nidle, 2 * reps * 2);
-    check_count("sample (determinism)", sh, ndet, ndraw);
-    if (T > 0) { sample_draws += ndraw; sample_mismatches += nmis; }
+    cb->workspace_size = ws_size;
+    snprintf(sh, sizeof sh, "G=8 V=%lld layout=%d T=%g top-k %lld top-p %g draws=%d%s", (long long)V, sc.layout, sc.T,
+             (long long)sc.top_k, sc.top_p, sc.draws, sc.ws_rows ? " (3 blocks)" : "");
+    printf("  sample %-58s rows: %lld id order, %lld exact, %lld fixed point; %lld of %lld tokens differ\n", sh,
+           (long long)paths[0], (long long)paths[1], (long long)paths[2], (long long)(sc.T > 0 ? nmis : nbad),
+           (long long)ndraw);
+    const bool topx = sc.T > 0 && ((sc.top_k > 0) || (sc.top_p > 0 && sc.top_p < 1));
+    check_count(sc.T <= 0 ? "sample (greedy): tokens" : topx ? "sample (top-k, top-p): tokens" : "sample (temperature): tokens",
+                sh, sc.T > 0 ? nmis : nbad, ndraw);
+    if (sc.T > 0) check_count("sample: logp of the same token within 1e-6", sh, nbad, ndraw);
+    {   /* the worst logp difference, as a row of the table */
+        row &t = table["sample: logp max |got - cpu|"];
+        if (!t.cases) order_.push_back("sample: logp max |got - cpu|");
+        t.cases++; t.err = lp_err > t.err ? lp_err : t.err; t.tol = 1e-6; t.bitwise = t.bitwise && lp_err == 0;
+    }
+    check_count("sample: tok, logp of done rows untouched", sh, nidle, 2 * sc.draws);
+    check_count("sample (determinism: tok, logp)", sh, ndet, ndraw);
+    if (sc.T > 0) { sample_draws += ndraw; sample_mismatches += nmis; }
     vec zg = fget(gz, Gn * V);
     checkf("sample: z after (bans), = the CPU's", "z", sh, zg, zc, 0, true);
     int64_t nz = 0, nb = 0;
     for (int g = 0; g < 8; g++) {
-        for (int64_t i = 0; i < V; i++) if (!live[g] && memcmp(&zg[g * V + i], &z[g * V + i], 4)) nz++;
+        for (int64_t i = 0; i < V; i++) if (done[g] && memcmp(&zg[g * V + i], &z[g * V + i], 4)) nz++;
         for (int b = 0; b < 4; b++)
-            if (live[g] && k.ban[b] >= 0 && k.ban[b] < V && zg[g * V + k.ban[b]] != -INFINITY) nb++;
+            if (!done[g] && k.ban[b] >= 0 && k.ban[b] < V && zg[g * V + k.ban[b]] != -INFINITY) nb++;
     }
-    check_count("sample: z rows not live untouched", sh, nz, 2 * V);
+    check_count("sample: z rows done untouched", sh, nz, 2 * V);
     check_count("sample: banned ids -inf in live rows", sh, nb, 6 * 4);
     dfree_all();
+}
+
+/* gen_step against mbpo__cpu_gen_step, as test_cuda.cu's test_gen_step: 200 random states
+   (rows done or not, lengths up to the row's end, GO 0 or 1, draws on or off, 0 to 3 stop ids
+   that some tokens hit, out_logp given or NULL); every buffer compared byte for byte, the
+   rows' unwritten entries included */
+static void test_gen_step(void) {
+    const int64_t stride = 6;
+    int64_t nbad = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        const int64_t Gn = 1 + irand(9);
+        std::vector<int64_t> sv(MBPO__GS_N), pos(3 * Gn, -99);
+        std::vector<int32_t> out(Gn * stride), len(Gn), tok(Gn);
+        std::vector<float> lo(Gn * stride), lp(Gn);
+        std::vector<unsigned char> dn(Gn);
+        mbpo__step_k k;
+        const int with_logp = trial % 3 != 0;
+        memset(&k, 0, sizeof k);
+        k.n_stop = (int)irand(4); k.draws = (int)irand(2);
+        for (int i = 0; i < k.n_stop; i++) k.stop[i] = (int32_t)irand(12);
+        for (int64_t i = 0; i < Gn * stride; i++) { out[i] = (int32_t)(1000 + i); lo[i] = (float)i * 0.25f; }
+        for (int64_t g = 0; g < Gn; g++) {
+            dn[g] = irand(3) == 0;
+            len[g] = (int32_t)irand(stride + 1);   /* stride: a full row */
+            tok[g] = (int32_t)irand(12);
+            lp[g] = -(float)irand(100) / 7.0f;
+        }
+        sv[MBPO__GS_T] = 30 + trial; sv[MBPO__GS_NU] = trial; sv[MBPO__GS_LIVE] = -1;
+        sv[MBPO__GS_GO] = trial % 2; sv[MBPO__GS_DELTA] = (int64_t)(trial % 5) - 2;
+        char sh[96];
+        snprintf(sh, sizeof sh, "G=%lld stops %d draws %d GO %lld%s", (long long)Gn, k.n_stop, k.draws,
+                 (long long)sv[MBPO__GS_GO], with_logp ? "" : ", no out_logp");
+        int32_t *gout = dcopy(out), *glen = dcopy(len), *gtok = dcopy(tok);
+        float *glo = dcopy(lo), *glp = dcopy(lp);
+        unsigned char *gdn = dcopy(dn);
+        int64_t *gst = dcopy(sv), *gpos = dcopy(pos);
+        std::vector<int64_t> rsv = sv, rpos = pos;
+        std::vector<int32_t> rout = out, rlen = len;
+        std::vector<float> rlo = lo;
+        std::vector<unsigned char> rdn = dn;
+        P->gen_step(cbe, rout.data(), with_logp ? rlo.data() : NULL, rlen.data(), rdn.data(), rsv.data(), rpos.data(), tok.data(),
+                    lp.data(), Gn, stride, &k);
+        GOK(G->gen_step(gbe, gout, with_logp ? glo : NULL, glen, gdn, gst, gpos, gtok, glp, Gn, stride, &k));
+        auto same = [&](const void *d, const void *h, size_t bytes) {
+            std::vector<uint8_t> b(bytes);
+            G->download(gbe, b.data(), d, bytes);
+            return !memcmp(b.data(), h, bytes);
+        };
+        int bad = !same(gout, rout.data(), out.size() * 4) || !same(glo, rlo.data(), lo.size() * 4) ||
+                  !same(glen, rlen.data(), len.size() * 4) || !same(gdn, rdn.data(), dn.size()) ||
+                  !same(gst, rsv.data(), sv.size() * 8) || !same(gpos, rpos.data(), pos.size() * 8) ||
+                  !same(gtok, tok.data(), tok.size() * 4) || !same(glp, lp.data(), lp.size() * 4);
+        if (bad) printf("FAIL gen_step [%s]: a buffer differs from the CPU's\n", sh);
+        nbad += bad;
+        dfree_all();
+    }
+    check_count("gen_step: every buffer = the CPU's (200 states)", "", nbad, 200);
+    expect_fail("gen_step 17 stop ids", [] { mbpo__step_k k; memset(&k, 0, sizeof k); k.n_stop = 17;
+        return G->gen_step(gbe, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 6, &k); }());
 }
 
 int main(int argc, char **argv) {
@@ -851,30 +1019,55 @@ int main(int argc, char **argv) {
         expect_fail("sumsq n=-1", G->sumsq(gbe, NULL, NULL, -1));
     }
     if (RUN("sample")) {
-        /* draws: the emulated barriers of 256 threads are slow (~40 rows a second) */
-        const int64_t vs[] = {1, 7, 300, 1000, 151936};
-        int reps = getenv("EMU_SMALL") ? 2 : 16;
-        for (int64_t V : vs) for (int layout = 0; layout < 2; layout++) {
-            if (getenv("EMU_SMALL") && V > 1000) continue;
-            test_sample(V, layout, 0.0, 1);
-            test_sample(V, layout, 1.0, layout ? 2 : reps);
-            test_sample(V, layout, 0.7, layout ? 2 : reps);
+        /* the emulated barriers of 256 threads are slow: few draws at V = 152k */
+        const int R = getenv("EMU_SMALL") ? 3 : 12;
+        const sample_case cases[] = {
+            /* test_cuda.cu's cases */
+            {1000, 0, 0.0, 0, 1, 1}, {1000, 0, 1.0, 0, 1, R}, {1000, 0, 0.7, 0, 1, R},
+            {151936, 0, 0.0, 0, 1, 1}, {151936, 0, 1.0, 0, 1, 2}, {151936, 0, 0.7, 0, 1, 2},
+            {1000, 1, 0.0, 0, 1, 1}, {1000, 1, 1.0, 0, 1, 2},
+            {1000, 0, 1.0, 5, 1, R}, {1000, 0, 1.0, 0, 0.9, R}, {1000, 0, 0.7, 50, 0.8, R},
+            {1000, 0, 1.0, 1, 1, R}, {1000, 0, 1.0, 0, 1e-9, R}, {1000, 0, 1.0, 2000, 1, R},
+            {151936, 0, 1.0, 50, 1, 2}, {151936, 0, 1.0, 0, 0.95, 2}, {151936, 0, 0.7, 64, 0.9, 2},
+            {1000, 1, 1.0, 5, 0.9, R},
+            /* small rows, the other layouts' edges with top-k / top-p */
+            {1, 0, 0.0, 0, 1, 1}, {1, 0, 1.0, 5, 0.9, 2}, {7, 0, 1.0, 0, 1, R}, {7, 1, 1.0, 3, 0.5, R}, {7, 0, 1.0, 0, 0.9, R},
+            {300, 1, 0.7, 0, 0.9, R}, {300, 1, 1.0, 2, 1, R}, {300, 0, 1.0, 299, 1, R},
+            /* exact ties: nucleus equality (top-p 0.5 and 0.75 on p = 1/4), flat rows, top-k in a tie */
+            {1000, 2, 1.0, 0, 0.5, R}, {1000, 2, 1.0, 0, 0.75, R}, {1000, 2, 1.0, 3, 1, R}, {1000, 2, 1.0, 5, 0.9, R},
+            {1000, 2, 1.0, 0, 0.9, R}, {1000, 2, 0.0, 0, 1, 1},
+            /* a sorted prefix near and past the 4096 of shared memory; the fixed-point path */
+            {20000, 0, 1.0, 4096, 1, 3}, {20000, 0, 1.0, 4097, 1, 3}, {20000, 0, 2.0, 5000, 1, 3},
+            {20000, 0, 2.0, 5000, 0.5, 3}, {20000, 0, 1.0, 0, 0.999, 3}, {20000, 2, 1.0, 0, 0.9, 3},
+            {151936, 0, 1.0, 0, 0.5, 2},
+            /* scratch for 3 rows: 3 blocks stride over the 8 */
+            {1000, 0, 1.0, 5, 0.9, R, 3}, {1000, 2, 1.0, 0, 1, R, 3}, {1000, 0, 0.0, 0, 1, 1, 3},
+        };
+        /* EMU_SMALL: V <= 1000, unless EMU_SAMPLE_MAXV says more */
+        const int64_t maxv = getenv("EMU_SAMPLE_MAXV") ? atoll(getenv("EMU_SAMPLE_MAXV")) : getenv("EMU_SMALL") ? 1000 : INT64_MAX;
+        for (const sample_case &sc : cases) {
+            if (sc.V > maxv) continue;
+            test_sample(sc);
         }
         printf("sample: %lld temperature draws, %lld tokens differ from the CPU's\n", (long long)sample_draws,
                (long long)sample_mismatches);
         mbpo__sample_k k;
         memset(&k, 0, sizeof k);
-        int32_t t1 = 0;
-        double u1 = 0.5;
-        unsigned char l1 = 1;
+        int32_t *t1 = dcopy(std::vector<int32_t>{0});
+        double *u1 = dcopy(std::vector<double>{0.5});
+        int64_t *s1 = dcopy(std::vector<int64_t>(MBPO__GS_N, 0));
+        unsigned char *d1 = dcopy(std::vector<unsigned char>{0});
         float *f = df_poison(8);
         k.n_ban = 5;
-        expect_fail("sample n_ban=5", G->sample(gbe, &t1, f, &u1, &l1, 1, 8, &k));
+        expect_fail("sample n_ban=5", G->sample(gbe, t1, f, f, u1, s1, d1, 1, 8, &k));
         k.n_ban = 0;
-        expect_fail("sample V=0", G->sample(gbe, &t1, f, &u1, &l1, 1, 0, &k));
-        GOK(G->sample(gbe, &t1, f, &u1, &l1, 0, 8, &k));   /* G = 0: nothing */
+        expect_fail("sample V=0", G->sample(gbe, t1, f, f, u1, s1, d1, 1, 0, &k));
+        k.temperature = 1;
+        expect_fail("sample V=2^23+1 (no room for one row's scratch)", G->sample(gbe, t1, f, f, u1, s1, d1, 1, (1 << 23) + 1, &k));
+        GOK(G->sample(gbe, t1, f, f, u1, s1, d1, 0, 8, &k));   /* G = 0: nothing */
         dfree_all();
     }
+    if (RUN("gen_step")) test_gen_step();
 
     printf("\n%-58s %5s %12s %9s %8s %s\n", "op (" BUILD ")", "cases", "max err", "tol", "bitwise", "result");
     for (auto &k : order_) {

@@ -12,7 +12,8 @@ Rewrites (each must match exactly the expected number of times, or this script f
   5. cuBLASLt planning (mbpo__cuda_align .. mbpo__cuda_plan_get) removed, and the matmul call
      in mbpo__cuda_gemm replaced by mbpo__emu_gemm (emu_gemm.h, a plain host GEMM);
   6. section 11 (attention; tested by the attention unit's own emulation (not kept)) replaced by stubs that fail;
-     sections 12 (optimizer: sumsq, adamw), 13 (sampling) and the table after them are kept."""
+     sections 12 (optimizer: sumsq, adamw), 13 (sampling, gen_step), 14 (PGD), 15 (graphs: emu_cuda.h's
+     capture always fails) and the table after them are kept."""
 import re, sys, os, shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,7 +47,7 @@ static int mbpo__cuda_attention_backward(mbpo_backend *, mbpo_x *, mbpo_x *, mbp
         const float *, const mbpo_x *, const mbpo_x *, const mbpo_x *, const int64_t *, const int64_t *, int64_t, int64_t,
         int64_t, int64_t, int64_t, int64_t, int64_t, int) { return mbpo__fail("attention: not emulated"); }
 static int mbpo__cuda_attention_decode(mbpo_backend *, mbpo_x *, const mbpo_x *, const mbpo_x *, const mbpo_x *,
-        int64_t, int64_t, int64_t, int64_t, int64_t, int64_t) { return mbpo__fail("attention: not emulated"); }
+        int64_t, const int64_t *, int64_t, int64_t, int64_t, int64_t) { return mbpo__fail("attention: not emulated"); }
 
 '''
 src = src[:m1] + stubs + src[m2:]
@@ -66,15 +67,17 @@ def launch(m):
     k, cfg = m.group(1), m.group(2)
     name = '#kernel' if k == 'kernel' else '"%s"' % k
     return 'mbpo__emu_launch(%s, %s).run(%s, ' % (name, cfg, k)
-# 24: sections 2-10 (21), the two sumsq passes (adamw launches through MBPO__EW_LAUNCH), sample
-src = sub(r'(\w+(?:<\w+>)?)<<<(.*?)>>>\(', launch, src, 24, flags=re.S, what='launches')
+# 25: sections 2-10 (21), the two sumsq passes (adamw launches through MBPO__EW_LAUNCH), sample, gen_step
+src = sub(r'(\w+(?:<\w+>)?)<<<(.*?)>>>\(', launch, src, 25, flags=re.S, what='launches')
 if '<<<' in src:
     sys.exit('mkemu: a launch was not rewritten')
 
 # 4. static shared arrays
-# 10: the embedding's staged metadata (2), the head's block reductions (1), the two sumsq trees (2),
-# sample's trees and starts (5)
-src = sub(r'__shared__ (\w+) (\w+)\[([^\]]+)\];', r'\1 *\2 = mbpo__emu_shared<\1>(\3);', src, 10, what='static shared')
+# 14: the embedding's staged metadata (2), the head's block reductions (1), the two sumsq trees (2),
+# sample's trees, starts, histograms, selection state and sort keys (9)
+src = sub(r'__shared__ (\w+) (\w+)\[([^\]]+)\];', r'\1 *\2 = mbpo__emu_shared<\1>(\3);', src, 14, what='static shared')
+# 1: gen_step's scalar (a reference to a one-element array)
+src = sub(r'__shared__ (\w+) (\w+);', r'\1 &\2 = *mbpo__emu_shared<\1>(1);', src, 1, what='static shared scalars')
 if '__shared__' in src:
     sys.exit('mkemu: a __shared__ declaration was not rewritten (dynamic shared memory is not supported here)')
 if 'cublasLtMatmul(' in src or 'cublasLtMatmulDescSetAttribute' in src:

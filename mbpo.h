@@ -529,6 +529,9 @@ typedef struct mbpo_model_s {
     mbpo_acts *acts;                 /* sized by mbpo_model_plan */
     /* the backend, chosen by mbpo_model_plan_on (the CPU by default) */
     mbpo_device device;
+    int recompute;                   /* activation recomputation: set before planning; the arena keeps each decoder
+                                        layer's input only and the backward runs a layer's forward again before its
+                                        backward (the same ops on the same inputs: the same bits, one layer's memory) */
     const mbpo_ops *ops;
     mbpo_backend *be;
     void *xparams;                   /* the parameters as the backend stores them (CPU: == params) */
@@ -793,6 +796,7 @@ typedef struct {
     int G; int64_t kv_len;           /* decoding: continuations and their cache length (G 0: none) */
     int64_t pgd_values;              /* PGD on the backend: values of its image (H W 3), or 0 */
     int dp_world;                    /* data parallel training (several ranks, or exact_accum): the world size, else 0 */
+    int recompute;                   /* activation recomputation (mbpo_model.recompute) */
 } mbpo_mem_shape;
 typedef struct {
     /* bytes on the device (on the CPU: in host memory) */
@@ -973,6 +977,7 @@ typedef struct {
     int stream_moments;              /* a device keeps the Adam moments in host memory (mbpo_adamw.stream_moments) */
     int plan_image, plan_text;       /* the memory plan's micro-batch: images of plan_image^2 pixels (448), prompts
                                         of plan_text text tokens (64), responses of max_new_tokens */
+    int recompute;                   /* activation recomputation (mbpo_model.recompute): the same results, less memory */
     int exact_accum;                 /* one process: sum the micro-batches' gradients as data parallelism does (below) */
     double comm_timeout;             /* data parallelism: the longest wait for another rank, seconds (0: 600) */
     int quiet;                       /* no progress lines on log (messages, e.g. why a record was skipped, stay) */
@@ -6944,6 +6949,7 @@ MBPODEF int mbpo_device_parse(const char *name, mbpo_device *out) {
 struct mbpo_acts {
     int64_t max_T, max_P, max_N, max_images;
     int threads;
+    int recompute;                 /* one decoder layer's buffers, shared by all (mbpo_model.recompute) */
     void *base; size_t n_bytes;    /* backend memory */
     int64_t *ibase; size_t n_ints; /* host metadata ... */
     int64_t *dibase;               /* ... and its backend copy (== ibase on the CPU) */
@@ -6999,6 +7005,7 @@ static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, size_t xs, i
     int64_t CH = N < MBPO__HEAD_CHUNK ? N : MBPO__HEAD_CHUNK;
     int64_t big = I > QD ? I : QD, vbig = F > 3 * E ? F : 3 * E;
     int64_t P25 = c->arch == MBPO_ARCH_QWEN2_5_VL ? P : 0;   /* rows of the Qwen2.5-VL-only buffers */
+    int64_t LK = a->recompute ? 1 : L;   /* decoder layers whose inner buffers are kept (h: every layer's input) */
     /* every buffer starts 256 bytes after a 256-byte boundary: aligned for any vector unit */
 #define MBPO__TAKE(ptr, count, type, size) do { a->ptr = base ? (type *)(void *)(base + used) : NULL; \
         used += ((size_t)(count) * (size) + 255) & ~(size_t)255; } while (0)
@@ -7017,11 +7024,11 @@ static size_t mbpo__acts_layout(mbpo_acts *a, const mbpo_config *c, size_t xs, i
     MBPO__X(mfc1, PF * M); MBPO__X(mact, PF * M); MBPO__X(feat, PF * H);
     MBPO__S(cos, T * c->head_dim / 2); MBPO__S(sin, T * c->head_dim / 2);
     MBPO__X(h, (L + 1) * T * H);
-    MBPO__X(x1, L * T * H); MBPO__S(rstd1, L * T);
-    MBPO__X(q, L * T * QD); MBPO__X(k, L * T * KD); MBPO__X(v, L * T * KD);
-    MBPO__X(att, L * T * QD); MBPO__S(lse, L * c->n_heads * T);
-    MBPO__X(hmid, L * T * H); MBPO__X(x2, L * T * H); MBPO__S(rstd2, L * T);
-    MBPO__X(gate, L * T * I); MBPO__X(up, L * T * I); MBPO__X(act, L * T * I);
+    MBPO__X(x1, LK * T * H); MBPO__S(rstd1, LK * T);
+    MBPO__X(q, LK * T * QD); MBPO__X(k, LK * T * KD); MBPO__X(v, LK * T * KD);
+    MBPO__X(att, LK * T * QD); MBPO__S(lse, LK * c->n_heads * T);
+    MBPO__X(hmid, LK * T * H); MBPO__X(x2, LK * T * H); MBPO__S(rstd2, LK * T);
+    MBPO__X(gate, LK * T * I); MBPO__X(up, LK * T * I); MBPO__X(act, LK * T * I);
     MBPO__X(xf, T * H); MBPO__S(rstdf, T); MBPO__S(tgt_lse, N); MBPO__S(logp, N); MBPO__S(dlogp, N);
     MBPO__S(chunk_logits, CH * c->vocab_size); MBPO__X(chunk_x, CH * H); MBPO__X(chunk_dx, CH * H);
     MBPO__S(row_logits, c->vocab_size);
@@ -7122,6 +7129,7 @@ MBPODEF int mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_to
     a->max_T = max_tokens; a->max_P = max_patches; a->max_N = max_targets;
     a->max_images = max_patches / mm;
     a->threads = mbpo__max_threads();
+    a->recompute = m->recompute != 0;
     a->n_bytes = mbpo__acts_layout(a, &m->cfg, ops->x_size, max_tokens, max_patches, max_targets, a->max_images,
                                    max_tokens, NULL, NULL, &a->n_ints);
     a->ibase = (int64_t *)mbpo__calloc(a->n_ints, sizeof(int64_t));
@@ -7150,6 +7158,7 @@ MBPODEF int mbpo_model_borrow_plan(mbpo_model *m, mbpo_model *owner) {
     size_t n_ints = 0;
     if (!oa || !owner->ops) return mbpo__fail("mbpo_model_borrow_plan: the owner has no plan");
     memset(&probe, 0, sizeof probe);
+    probe.recompute = oa->recompute;   /* the arena's layout is the owner's */
     if (m->table.total_floats != owner->table.total_floats ||
         mbpo__acts_layout(&probe, &m->cfg, owner->ops->x_size, oa->max_T, oa->max_P, oa->max_N, oa->max_images, oa->max_T, NULL,
                           NULL, &n_ints) != oa->n_bytes || n_ints != oa->n_ints)
@@ -7650,14 +7659,14 @@ static void mbpo__layer_io_of(const mbpo_model *m, int64_t l, mbpo__layer_io *io
     const mbpo_ops *ops = m->ops;
     const mbpo_acts *a = m->acts;
     int64_t T = a->T, H = c->hidden_size, I = c->intermediate_size, QD = c->n_heads * c->head_dim;
-    int64_t KD = c->n_kv_heads * c->head_dim;
-    io->x = mbpo__xat(ops, a->h, l * T * H); io->x1 = mbpo__xat(ops, a->x1, l * T * H);
-    io->q = mbpo__xat(ops, a->q, l * T * QD); io->k = mbpo__xat(ops, a->k, l * T * KD);
-    io->v = mbpo__xat(ops, a->v, l * T * KD); io->att = mbpo__xat(ops, a->att, l * T * QD);
-    io->mid = mbpo__xat(ops, a->hmid, l * T * H); io->x2 = mbpo__xat(ops, a->x2, l * T * H);
-    io->gate = mbpo__xat(ops, a->gate, l * T * I); io->up = mbpo__xat(ops, a->up, l * T * I);
-    io->act = mbpo__xat(ops, a->act, l * T * I); io->out = mbpo__xat(ops, a->h, (l + 1) * T * H);
-    io->rstd1 = a->rstd1 + l * T; io->rstd2 = a->rstd2 + l * T; io->lse = a->lse + l * c->n_heads * T;
+    int64_t KD = c->n_kv_heads * c->head_dim, k = a->recompute ? 0 : l;   /* recompute: one layer's buffers */
+    io->x = mbpo__xat(ops, a->h, l * T * H); io->x1 = mbpo__xat(ops, a->x1, k * T * H);
+    io->q = mbpo__xat(ops, a->q, k * T * QD); io->k = mbpo__xat(ops, a->k, k * T * KD);
+    io->v = mbpo__xat(ops, a->v, k * T * KD); io->att = mbpo__xat(ops, a->att, k * T * QD);
+    io->mid = mbpo__xat(ops, a->hmid, k * T * H); io->x2 = mbpo__xat(ops, a->x2, k * T * H);
+    io->gate = mbpo__xat(ops, a->gate, k * T * I); io->up = mbpo__xat(ops, a->up, k * T * I);
+    io->act = mbpo__xat(ops, a->act, k * T * I); io->out = mbpo__xat(ops, a->h, (l + 1) * T * H);
+    io->rstd1 = a->rstd1 + k * T; io->rstd2 = a->rstd2 + k * T; io->lse = a->lse + k * c->n_heads * T;
     io->cos = a->cos; io->sin = a->sin;
 }
 
@@ -7731,6 +7740,12 @@ static int mbpo__lm_backward(mbpo_model *m) {
         const mbpo_decoder_layer *g = m->grads ? &m->g.layers[l] : NULL;
         mbpo__layer_io io;
         mbpo__layer_io_of(m, l, &io);
+        if (a->recompute) {   /* the layer's forward again from its input h[l] (it rewrites h[l + 1] with the same bits) */
+            mbpo__attn_over over;
+            memset(&over, 0, sizeof over);
+            over.cu = MBPO__DEV(a, a->lseg); over.cu_host = a->lseg; over.n_seg = a->n_seqs;
+            MBPO__OP(mbpo__decoder_layer(m, d, T, &io, &over));
+        }
         /* MLP branch; dh carries d(out) and becomes d(mid) through the residual */
         MBPO__OP(ops->zero(be, dact, (size_t)(T * I) * xs));
         MBPO__OP(ops->matmul_backward(be, dact, g ? mbpo__gw(m, g->down_w) : NULL, NULL, dh, io.act, mbpo__w(m, d->down_w), T, I, H));
@@ -7990,6 +8005,7 @@ MBPODEF int mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, 
     n = p->n_params = (double)t.total_floats;
     chunk = n < (double)((int64_t)1 << 26) ? n : (double)((int64_t)1 << 26);
     if (T > 0) mbpo__plan_headroom(&T, &P, &N);
+    a.recompute = s->recompute != 0;
     acts = (double)mbpo__acts_layout(&a, cfg, xs, T, P, N, P / (cfg->v_merge * cfg->v_merge), T, NULL, NULL, &n_ints) +
            (double)n_ints * sizeof(int64_t);
     p->weights = n * (double)xs;
@@ -8097,15 +8113,24 @@ MBPODEF int mbpo_kv_prefill(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt
     mbpo_free(pos);
     if (!ok) return 0;
     mbpo__kv_get(kv, c, &k);
-    /* the prompt's keys and values (layer l of the forward) into every continuation's cache */
-    for (l = 0; l < c->n_layers; l++)
+    /* the prompt's keys and values (layer l of the forward) into every continuation's cache;
+       with recomputation the arena holds the last layer's only, so each layer runs again from
+       its input (h[l]: the same bits) just before its copy */
+    for (l = 0; l < c->n_layers; l++) {
+        mbpo__layer_io io;
+        mbpo__layer_io_of(m, l, &io);
+        if (m->acts->recompute) {
+            mbpo__attn_over over;
+            memset(&over, 0, sizeof over);
+            over.cu = MBPO__DEV(m->acts, m->acts->lseg); over.cu_host = m->acts->lseg; over.n_seg = m->acts->n_seqs;
+            MBPO__OP(mbpo__decoder_layer(m, &m->w.layers[l], S, &io, &over));
+        }
         for (g = 0; g < kv->G; g++) {
             int64_t at = (l * kv->G + g) * kv->max_len * KD;
-            MBPO__OP(m->ops->copy(m->be, mbpo__xat(m->ops, k.k, at), mbpo__xat(m->ops, m->acts->k, l * S * KD),
-                                  (size_t)(S * KD) * m->ops->x_size));
-            MBPO__OP(m->ops->copy(m->be, mbpo__xat(m->ops, k.v, at), mbpo__xat(m->ops, m->acts->v, l * S * KD),
-                                  (size_t)(S * KD) * m->ops->x_size));
+            MBPO__OP(m->ops->copy(m->be, mbpo__xat(m->ops, k.k, at), io.k, (size_t)(S * KD) * m->ops->x_size));
+            MBPO__OP(m->ops->copy(m->be, mbpo__xat(m->ops, k.v, at), io.v, (size_t)(S * KD) * m->ops->x_size));
         }
+    }
     kv->len = S;
     MBPO__OP(m->ops->logits(m->be, k.logits, mbpo__xat(m->ops, m->acts->xf, (S - 1) * H), mbpo__w(m, m->w.lm_head), 1, H, V));
     for (g = 1; g < kv->G; g++) MBPO__OP(m->ops->copy(m->be, k.logits + g * V, k.logits, (size_t)V * sizeof(float)));
@@ -9728,7 +9753,8 @@ end:
 /* Plan the model for at least these sizes (growing the plan when a sample needs more). */
 static int mbpo__ensure_plan(mbpo_model *m, int64_t T, int64_t P, int64_t N, int grads) {
     const mbpo_acts *a = m->acts;
-    if (a && a->max_T >= T && a->max_P >= P && a->max_N >= N && (!grads || m->grads)) return 1;
+    if (a && a->max_T >= T && a->max_P >= P && a->max_N >= N && (!grads || m->grads) && a->recompute == (m->recompute != 0))
+        return 1;
     if (a) { T = T > a->max_T ? T : a->max_T; P = P > a->max_P ? P : a->max_P; N = N > a->max_N ? N : a->max_N; }
     mbpo__plan_headroom(&T, &P, &N);
     return mbpo_model_plan(m, T, P, N, grads);
@@ -10988,6 +11014,7 @@ MBPODEF int mbpo_train_mem_plan(const mbpo_config *cfg, const mbpo_preproc *pp, 
         return 0;
     sh->train = 1; sh->reference = o->mode != MBPO_MODE_SFT && o->beta != 0; sh->stream_moments = o->stream_moments;
     sh->dp_world = o->exact_accum ? 1 : 0;
+    sh->recompute = o->recompute;
     return mbpo_mem_plan_make(cfg, sh, p);
 }
 static int mbpo__train_plan(mbpo__train *T) {
@@ -11031,6 +11058,7 @@ static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
         !mbpo__env_load(&T->e, o->model_dir, o->processor, o->device))
         return 0;
     T->env_loaded = 1;
+    T->e.model.recompute = o->recompute;   /* (the reference runs in the policy's arena) */
     if (o->batch < 1 || o->grad_accum < 1 || o->G < 2 || o->steps < 1 || o->updates_per_batch < 1)
         return mbpo__fail("mbpo_train: batch, grad_accum, steps and updates_per_batch must be >= 1 and G >= 2");
     if (o->steps % o->updates_per_batch || o->save_every % o->updates_per_batch)   /* checkpoints fall between batches */

@@ -58,6 +58,9 @@ int main(int argc, char **argv) {
             { "--plan-image", "PX", MBPO_FLAG_INT, &o.plan_image, "[28, 16384]",
               "the memory plan's image side (pixels) of every prompt" },
             { "--plan-text", "N", MBPO_FLAG_INT, &o.plan_text, "[1, 1000000]", "the memory plan's text tokens of every prompt" },
+            { "--recompute", NULL, MBPO_FLAG_SWITCH, &o.recompute, NULL,
+              "activation recomputation: keep each decoder layer's input only and run its forward again in the\n"
+              "backward (the same results; the activations of one layer instead of all)" },
             { "--exact-accum", NULL, MBPO_FLAG_SWITCH, &o.exact_accum, NULL,
               "one process: sum the micro-batches' gradients as data parallelism does (the same bits as any number\n"
               "of ranks; one more gradient copy). Several ranks (mpirun, srun, torchrun variables) always do" },

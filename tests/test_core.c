@@ -727,6 +727,93 @@ static void test_pgd(void) {
     pgd_case("tiny25_a", "tests/fixtures/images/png_rgb_84x140.png", 84, 140);
 }
 
+/* Activation recomputation (mbpo_model.recompute): the same forward and backward as keeping
+   every layer's activations, bit for bit (logp, every parameter gradient, d(pixel_values)), in
+   an arena that holds one decoder layer's buffers; tiny-A and tiny25-A on the IIG fixture's
+   sequence with an image, and the memory plan's count of that arena. */
+static void recompute_case(const char *variant, const char *image) {
+    mbpo_st st;
+    mbpo_model m[2];
+    mbpo_preproc pp;
+    mbpo_image img, rs;
+    mbpo_batch b;
+    int64_t T = 0, i, np, *ids64, *tg, offs[2], ref_offs[2] = { 0, 1 }, NT = 0, N[2];
+    int32_t ids[64], grid[3], refs[1] = { 0 };
+    uint8_t target[64];
+    float *pv, lp[2][64], dl[64], *dp[2];
+    size_t bytes[2];
+    int r, same;
+    char path[512];
+    snprintf(path, sizeof path, "tests/fixtures/core/iig_%s.safetensors", variant);
+    REQUIRE(mbpo_st_open(&st, path), "iig fixture %s", path);
+    ids64 = read_i64(&st, "ids", &T); tg = read_i64(&st, "target", NULL);
+    REQUIRE(ids64 && tg && T < 64, "ids");
+    for (i = 0; i < T; i++) { ids[i] = (int32_t)ids64[i]; target[i] = (uint8_t)tg[i]; NT += target[i] != 0; }
+    mbpo_preproc_default(&pp);
+    REQUIRE(mbpo_image_load(&img, image) && mbpo_image_preprocess(&pp, &img, &rs, &pv, &np, grid), "image %s", image);
+    offs[0] = 0; offs[1] = T;
+    memset(&b, 0, sizeof b);
+    b.n_seqs = 1; b.ids = ids; b.seq_offsets = offs; b.target = target; b.n_images = 1; b.grid_thw = grid;
+    b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_offs;
+    for (i = 0; i < NT; i++) dl[i] = 0.25f - 0.1f * (float)(i % 5);
+    snprintf(path, sizeof path, "tests/fixtures/%s/model", variant);
+    for (r = 0; r < 2; r++) {
+        REQUIRE(mbpo_model_load(&m[r], path), "model");
+        m[r].recompute = r;
+        REQUIRE(mbpo_model_plan(&m[r], T, np, NT, 1), "plan");
+        bytes[r] = mbpo_model_plan_bytes(&m[r]);
+        dp[r] = falloc(np * mbpo_config_pix(&m[r].cfg));
+        N[r] = mbpo_model_forward(&m[r], &b, lp[r]);
+        mbpo_model_zero_grad(&m[r]);
+        REQUIRE(N[r] == NT && mbpo_model_backward(&m[r], &b, dl, dp[r]), "forward + backward");
+    }
+    same = !memcmp(lp[0], lp[1], (size_t)NT * sizeof(float)) &&
+           !memcmp(m[0].grads, m[1].grads, m[0].table.total_floats * sizeof(float)) &&
+           !memcmp(dp[0], dp[1], (size_t)(np * mbpo_config_pix(&m[0].cfg)) * sizeof(float));
+    CHECK(same && bytes[1] < bytes[0], "%s: recomputation: logp, %zu gradients and d(pixel_values) bitwise equal; arena %zu of %zu "
+          "bytes", variant, m[0].table.total_floats, bytes[1], bytes[0]);
+    {   /* the memory plan counts the smaller arena: planned as the runs plan, half again + 16 */
+        mbpo_mem_shape sh;
+        mbpo_mem_plan pl;
+        mbpo_model c;
+        memset(&sh, 0, sizeof sh);
+        sh.device = MBPO_DEVICE_CPU; sh.train = 1; sh.tokens = T; sh.patches = np; sh.targets = NT; sh.recompute = 1;
+        REQUIRE(mbpo_mem_plan_make(&m[1].cfg, &sh, &pl), "plan");
+        REQUIRE(mbpo_model_load(&c, path), "model");
+        c.recompute = 1;
+        {   /* mbpo__plan_headroom */
+            int64_t T2 = T + T / 2 + 16, P2 = np + (np / 2 + 4) / 4 * 4, N2 = NT + NT / 2 + 16;
+            REQUIRE(mbpo_model_plan(&c, T2, P2, N2 < T2 ? N2 : T2, 1), "plan as the runs do");
+        }
+        CHECK(pl.activations == (double)mbpo_model_plan_bytes(&c), "%s: the memory plan with recomputation: %.0f bytes = the "
+              "arena's %zu", variant, pl.activations, mbpo_model_plan_bytes(&c));
+        mbpo_model_free(&c);
+    }
+    {   /* prefill copies every layer's keys and values: with recomputation each layer runs again first */
+        mbpo_kv kv[2];
+        int64_t V = m[0].cfg.vocab_size;
+        for (r = 0; r < 2; r++) {
+            memset(&kv[r], 0, sizeof kv[r]);
+            REQUIRE(mbpo_kv_init(&kv[r], &m[r], 2, T + 4) && mbpo_kv_prefill(&m[r], &kv[r], &b), "prefill");
+        }
+        CHECK(!memcmp(kv[0].logits, kv[1].logits, (size_t)(2 * V) * sizeof(float)) &&
+              !memcmp(kv[0].mem, kv[1].mem, (size_t)(2 * m[0].cfg.n_layers * 2 * (T + 4) * m[0].cfg.n_kv_heads * m[0].cfg.head_dim) * sizeof(float)),
+              "%s: prefill with recomputation: the same cache and logits", variant);
+        for (r = 0; r < 2; r++) mbpo_kv_free(&kv[r]);
+    }
+    printf("  %s  %s: recomputation gives the same bits in an arena of %zu bytes instead of %zu\n", same ? "ok" : "!!", variant,
+           bytes[1], bytes[0]);
+    for (r = 0; r < 2; r++) { mbpo_model_free(&m[r]); free(dp[r]); }
+    mbpo_image_free(&img); mbpo_image_free(&rs);
+    mbpo_st_close(&st);
+    free(ids64); free(tg); mbpo_free(pv);
+}
+static void test_recompute(void) {
+    if (!run_test("recompute")) return;
+    recompute_case("tiny_a", "tests/fixtures/images/png_rgb_56x84.png");
+    recompute_case("tiny25_a", "tests/fixtures/images/png_rgb_84x140.png");
+}
+
 void test_core(void) {
     test_verifiers();
     test_advantages();
@@ -738,4 +825,5 @@ void test_core(void) {
     test_generate();
     test_iig();
     test_pgd();
+    test_recompute();
 }

@@ -155,8 +155,8 @@ else
 	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc.o build/check_nvcc.cu
 	@printf '#define MBPO_DEMO_IMPLEMENTATION\n#include "../demo/mbpo_demo.h"\nint main(){return mbpo_failure_reason()[0];}\n' > build/check_nvcc_demo.cu
 	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc_demo.o build/check_nvcc_demo.cu
-	$(MAKE) --no-print-directory cuda build/cuda/test_cuda build/cuda/test_cuda_fp32
-	@echo "check-nvcc: ok (mbpo.h as CUDA C++; build/cuda/: the drivers and test_cuda with the CUDA table, bf16 and fp32, linked). No GPU code is run here."
+	$(MAKE) --no-print-directory cuda build/cuda/test_cuda build/cuda/test_cuda_fp32 build/nccl/mbpo-train
+	@echo "check-nvcc: ok (mbpo.h as CUDA C++; build/cuda/: the drivers and test_cuda with the CUDA table, bf16 and fp32, linked; build/nccl/mbpo-train with NCCL). No GPU code is run here."
 endif
 
 # ---------------------------------------------------------------- the GPU build (nvcc)
@@ -192,6 +192,12 @@ build/cuda-fp32:
 	@mkdir -p build/cuda-fp32
 build/cuda-fp32/mbpo-%: drivers/%.c $(HEADERS) $(DEMO_H) | build/cuda-fp32 stb
 	$(NVCC) $(NVFLAGS) -DMBPO_CUDA_FP32 $(JPEG_FLAGS) -o $@ $< $(CUDA_LIBS) $(JPEG_LIBS)
+
+# mbpo-train with NCCL's collectives (data parallelism on GPUs; MBPO_COMM=nccl: one rank through NCCL)
+build/nccl:
+	@mkdir -p build/nccl
+build/nccl/mbpo-%: drivers/%.c $(HEADERS) | build/nccl stb
+	$(NVCC) $(NVFLAGS) -DMBPO_NCCL $(JPEG_FLAGS) -o $@ $< -lnccl $(CUDA_LIBS) $(JPEG_LIBS)
 
 # Every CUDA op against its CPU op, the whole model on the fixtures, decode, determinism
 # (needs a GPU): the fp32 build first (tight tolerances), then bf16; then the programs on the

@@ -795,7 +795,7 @@ typedef struct {
     int64_t tokens, patches, targets;   /* the largest micro-batch, packed */
     int G; int64_t kv_len;           /* decoding: continuations and their cache length (G 0: none) */
     int64_t pgd_values;              /* PGD on the backend: values of its image (H W 3), or 0 */
-    int dp_world;                    /* data parallel training (several ranks, or exact_accum): the world size, else 0 */
+    int dp_world;                    /* data parallel training (several ranks, exact_accum, NCCL): the world size, else 0 */
     int recompute;                   /* activation recomputation (mbpo_model.recompute) */
 } mbpo_mem_shape;
 typedef struct {
@@ -849,6 +849,10 @@ MBPODEF int  mbpo_comm_all_reduce(mbpo_comm *c, double *x, int64_t n);
    call's terms in its own order). */
 MBPODEF int  mbpo_comm_reduce_scatter(mbpo_comm *c, float *acc, const float *full, const int64_t *off, int senders,
                                       int first);
+/* In place: each owner's range [off[r], off[r+1]) of full (floats) becomes the sum over the
+   ranks of theirs (MPI: in rank order; NCCL: its order); the other ranges are left as they were
+   (NCCL) or as they were sent (MPI). */
+MBPODEF int  mbpo_comm_reduce(mbpo_comm *c, float *full, const int64_t *off);
 
 /* ------------------------------------------------------------------ 5. runs */
 
@@ -1048,7 +1052,14 @@ MBPODEF uint64_t mbpo_seed_derive(uint64_t seed, int64_t index, uint64_t purpose
 #include <omp.h>
 #endif
 #ifdef MBPO_MPI
+#define OMPI_SKIP_MPICXX 1   /* the C API only, also when nvcc compiles this as C++ */
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>         /* the collectives of data parallelism on the CPU (OpenMPI) */
+#endif
+#if defined(MBPO_NCCL) && !defined(MBPO_MPI)
+#include <netdb.h>       /* NCCL's unique id from MASTER_ADDR:MASTER_PORT (torchrun's variables) */
+#include <poll.h>
+#include <sys/socket.h>
 #endif
 
 #if defined(MBPO_MALLOC) != defined(MBPO_FREE)
@@ -8012,9 +8023,15 @@ MBPODEF int mbpo_mem_plan_make(const mbpo_config *cfg, const mbpo_mem_shape *s, 
     p->master = s->train && !cpu ? 4 * n : 0;           /* the CPU trains params itself */
     p->moments = !s->train ? 0 : s->stream_moments && !cpu ? 8 * chunk : 8 * n;
     p->grads = s->train ? 4 * n : 0;
-    if (s->train && s->dp_world > 0) {   /* and the batch's gradient, the largest shard (mbpo__dp_setup) */
+    if (s->train && s->dp_world > 0) {   /* this rank's share: the largest shard (mbpo__dp_setup) */
         int64_t bs = mbpo__dp_block((int64_t)n), nb = ((int64_t)n + bs - 1) / bs;
-        p->grads += 4.0 * (double)((nb + s->dp_world - 1) / s->dp_world * bs);
+        double shard = (double)((nb + s->dp_world - 1) / s->dp_world * bs);
+        if (shard > n) shard = n;
+        if (cpu) p->grads += 4.0 * shard;   /* the batch's gradient, summed in one order (MPI) */
+        else {                              /* NCCL: the shards of master and moments on the GPU */
+            p->master = 4 * shard;
+            p->moments = s->stream_moments ? 8 * (chunk < shard ? chunk : shard) : 8 * shard;
+        }
     }
     p->reference = s->reference ? n * (double)xs : 0;
     p->activations = acts;
@@ -9046,6 +9063,71 @@ static int mbpo__mpi_wait(mbpo_comm *c, mbpo__mpi_reqs *q, const char *what) {
 }
 #endif /* MBPO_MPI */
 
+#if defined(MBPO_NCCL) && !defined(MBPO_MPI)
+/* NCCL's unique id without MPI: rank 0 makes it and serves it on MASTER_PORT; the others
+   connect to MASTER_ADDR:MASTER_PORT (retrying until timeout_s: rank 0 may start last). */
+static int mbpo__tcp_unique_id(mbpo_comm *c, unsigned char *id) {
+    const char *host = getenv("MASTER_ADDR"), *port = getenv("MASTER_PORT");
+    struct addrinfo hints, *res = NULL;
+    double t0 = mbpo_now();
+    int fd = -1, ok = 0, r;
+    if (c->world == 1) return mbpo__nccl_unique_id(id);
+    if (!host || !*host || !port || !*port)
+        return mbpo__fail("%s: %d ranks over NCCL need MASTER_ADDR and MASTER_PORT (or a build with MBPO_MPI and mpirun)",
+                          c->launcher, c->world);
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC; hints.ai_socktype = SOCK_STREAM;
+    if (c->rank == 0) hints.ai_flags = AI_PASSIVE;
+    if (getaddrinfo(c->rank == 0 ? NULL : host, port, &hints, &res) != 0 || !res)
+        return mbpo__fail("MASTER_ADDR=%s MASTER_PORT=%s: cannot resolve the address", host, port);
+    if (c->rank == 0) {   /* serve the id to world - 1 connections */
+        int one = 1, served = 0;
+        ok = mbpo__nccl_unique_id(id) && (fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol)) >= 0 &&
+             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 && bind(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+             listen(fd, c->world) == 0;
+        if (!ok) mbpo__fail("rank 0: cannot listen on port %s for the other ranks (%s)", port, strerror(errno));
+        while (ok && served < c->world - 1) {
+            struct pollfd pf;
+            int cfd;
+            size_t at = 0;
+            pf.fd = fd; pf.events = POLLIN; pf.revents = 0;
+            r = poll(&pf, 1, 1000);
+            if (r == 0 && mbpo_now() - t0 > c->timeout_s) {
+                ok = mbpo__fail("rank 0: %d of %d ranks connected to port %s within %.0f s", served + 1, c->world, port, c->timeout_s);
+                break;
+            }
+            if (r <= 0) continue;
+            if ((cfd = accept(fd, NULL, NULL)) < 0) continue;
+            while (at < 128) { ssize_t k = send(cfd, id + at, 128 - at, 0); if (k <= 0) break; at += (size_t)k; }
+            close(cfd);
+            served += at == 128;
+        }
+    } else {   /* connect, retrying: rank 0 may not listen yet */
+        for (;;) {
+            size_t at = 0;
+            fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
+            if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+                while (at < 128) { ssize_t k = recv(fd, id + at, 128 - at, 0); if (k <= 0) break; at += (size_t)k; }
+                if (at == 128) { ok = 1; break; }
+            }
+            if (fd >= 0) { close(fd); fd = -1; }
+            if (mbpo_now() - t0 > c->timeout_s) {
+                mbpo__fail("rank %d: no NCCL id from rank 0 at %s:%s within %.0f s", c->rank, host, port, c->timeout_s);
+                break;
+            }
+            {
+                struct timespec ts;
+                ts.tv_sec = 0; ts.tv_nsec = 200000000L;
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    if (fd >= 0) close(fd);
+    freeaddrinfo(res);
+    return ok;
+}
+#endif
+
 MBPODEF mbpo_comm *mbpo_comm_world(void) {
     mbpo_comm *c = &mbpo__comm_w;
     if (mbpo__comm_state == 1) return c;
@@ -9054,6 +9136,19 @@ MBPODEF mbpo_comm *mbpo_comm_world(void) {
     c->timeout_s = 600; c->backend = "single";
     mbpo__comm_state = -1;
     if (!mbpo__comm_env(c)) return NULL;
+#if defined(MBPO_NCCL)
+    if (c->world > 1 || (getenv("MBPO_COMM") && !strcmp(getenv("MBPO_COMM"), "nccl"))) {   /* (MBPO_COMM=nccl: one rank too) */
+        unsigned char id[128];
+        memset(id, 0, sizeof id);
+#if defined(MBPO_MPI)
+        if (c->world > 1 && !mbpo__mpi_init(c)) return NULL;
+        if ((c->rank == 0 && !mbpo__nccl_unique_id(id)) || !mbpo_comm_broadcast(c, id, sizeof id, 0)) return NULL;
+#else
+        if (!mbpo__tcp_unique_id(c, id)) return NULL;
+#endif
+        if (!mbpo__nccl_init(c, id)) return NULL;
+    }
+#else
     if (c->world > 1) {
 #if defined(MBPO_MPI)
         if (!mbpo__mpi_init(c)) return NULL;
@@ -9063,6 +9158,7 @@ MBPODEF mbpo_comm *mbpo_comm_world(void) {
         return NULL;
 #endif
     }
+#endif
     mbpo__comm_state = 1;
     return c;
 }
@@ -9070,6 +9166,9 @@ MBPODEF void mbpo_comm_abort(mbpo_comm *c, const char *why) {
     if (!c || c->world <= 1) return;
     fprintf(stderr, "mbpo: rank %d of %d: %s\nmbpo: ending every rank of the job\n", c->rank, c->world, why);
     fflush(stderr);
+#ifdef MBPO_NCCL
+    if (c->device) mbpo__nccl_abort(c);
+#endif
 #ifdef MBPO_MPI
     MPI_Abort(MPI_COMM_WORLD, 1);
 #endif
@@ -9077,6 +9176,9 @@ MBPODEF void mbpo_comm_abort(mbpo_comm *c, const char *why) {
 }
 MBPODEF int mbpo_comm_all_gather(mbpo_comm *c, void *buf, const size_t *off) {
     if (c->world <= 1) return 1;
+#ifdef MBPO_NCCL
+    if (c->device) return mbpo__nccl_all_gather(c, buf, off);
+#endif
 #ifdef MBPO_MPI
     {
         mbpo__mpi_reqs q;
@@ -9112,6 +9214,9 @@ MBPODEF int mbpo_comm_barrier(mbpo_comm *c) {
 }
 MBPODEF int mbpo_comm_broadcast(mbpo_comm *c, void *buf, size_t bytes, int root) {
     if (c->world <= 1) return 1;
+#ifdef MBPO_NCCL
+    if (c->device) return mbpo__nccl_broadcast(c, buf, bytes, root);
+#endif
 #ifdef MBPO_MPI
     {
         mbpo__mpi_reqs q;
@@ -9161,6 +9266,7 @@ MBPODEF int mbpo_comm_reduce_scatter(mbpo_comm *c, float *acc, const float *full
                                      int first) {
     if (senders < 1 || senders > c->world)
         return mbpo__fail("reduce_scatter: %d senders in a world of %d", senders, c->world);
+    if (c->device) return mbpo__fail("reduce_scatter: the ordered sum runs on the host (MPI); over NCCL the ranks use mbpo_comm_reduce");
     if (c->world <= 1) {
         float *p = (float *)full;
         mbpo__add_pieces(acc, &p, 1, off[1] - off[0], first);
@@ -9200,6 +9306,14 @@ MBPODEF int mbpo_comm_reduce_scatter(mbpo_comm *c, float *acc, const float *full
     (void)acc; (void)full;
     return mbpo__fail("reduce_scatter: no collectives in this build");
 #endif
+}
+
+MBPODEF int mbpo_comm_reduce(mbpo_comm *c, float *full, const int64_t *off) {
+#ifdef MBPO_NCCL
+    if (c->device) return mbpo__nccl_reduce(c, full, off);
+#endif
+    if (c->world <= 1) return 1;
+    return mbpo_comm_reduce_scatter(c, full + off[c->rank], full, off, c->world, 1);   /* (in place: each value read, then written) */
 }
 
 /* ------------------------------------------------------------------ 5. runs: model folders */
@@ -10944,6 +11058,8 @@ typedef struct {
        dp_off[rank] .. dp_off[rank + 1] of the parameters, whole blocks of dp_bs */
     mbpo_comm *comm;
     int dp, lead;                    /* dp: gradients summed per micro-batch in one global order; lead: rank 0 */
+    int dp_sum, dp_fresh;            /* NCCL (mbpo__dp_sum_*): each rank sums its micro-batches, one reduce a step;
+                                        the shards of master and moments are on the GPU */
     int64_t dp_block, dp_nb, *dp_off, *dp_boff, dp_slots, dp_rlen;
     float *dp_acc;                   /* (shard) the batch's gradient */
     double *dp_blk;                  /* (dp_nb) the norm's block sums */
@@ -11049,7 +11165,8 @@ static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
     if (!(T->comm = mbpo_comm_world())) return 0;
     if (o->comm_timeout > 0) T->comm->timeout_s = o->comm_timeout;
     T->lead = T->comm->rank == 0;
-    T->dp = T->comm->world > 1 || o->exact_accum;
+    T->dp = T->comm->world > 1 || o->exact_accum || T->comm->device;
+    T->dp_sum = T->comm->device;   /* NCCL: the gradients summed on the GPUs, not in one global order */
     if (!T->lead) {   /* rank 0 speaks for the job and writes out_dir */
         T->oc = *o; T->oc.log = NULL; T->oc.quiet = 1;
         T->o = o = &T->oc;
@@ -11066,7 +11183,7 @@ static int mbpo__train_setup(mbpo__train *T, const mbpo_train_opts *o) {
     if (!mbpo__train_pool(T)) return 0;
     if (!(T->p_metrics = mbpo__path_join(o->out_dir, "metrics.jsonl"))) return 0;
     if (T->lead && !mbpo__train_record(o, &T->e.pp, mbpo__latest_checkpoint(o->out_dir) > 0 || mbpo__file_nonempty(T->p_metrics),
-                                       T->dp))
+                                       T->dp && !T->dp_sum))
         return 0;
     if (!(T->perm = (int64_t *)mbpo__alloc((size_t)T->n_items * sizeof(int64_t)))) return 0;
     if (!(T->mbs = (mbpo__mb *)mbpo__calloc((size_t)o->grad_accum, sizeof(mbpo__mb)))) return 0;
@@ -11359,7 +11476,12 @@ static int mbpo__dp_setup(mbpo__train *T) {
     if (o->device != MBPO_DEVICE_CPU && !T->comm->device)
         return mbpo__fail("data parallelism (%d rank%s%s) with %s collectives runs on the CPU; on GPUs build with MBPO_NCCL", W,
                           W > 1 ? "s" : "", o->exact_accum ? ", --exact-accum" : "", T->comm->backend);
-    if (o->stream_moments) return mbpo__fail("--moments host with data parallelism: not supported (ZeRO-1 shards the moments)");
+    if (T->comm->device && o->device != MBPO_DEVICE_CUDA)
+        return mbpo__fail("this build's collectives are NCCL's (GPU memory): run with --device cuda");
+    if (T->comm->device && o->exact_accum)
+        return mbpo__fail("--exact-accum: the ordered sum runs over MPI on the CPU; over NCCL the ranks sum on the GPUs");
+    if (o->stream_moments && !T->dp_sum)
+        return mbpo__fail("--moments host with data parallelism on the CPU: not supported (ZeRO-1 shards the moments)");
     T->dp_block = mbpo__dp_block(n);
     T->dp_nb = (n + T->dp_block - 1) / T->dp_block;
     T->dp_off = (int64_t *)mbpo__alloc((size_t)(W + 1) * sizeof(int64_t));
@@ -11372,11 +11494,11 @@ static int mbpo__dp_setup(mbpo__train *T) {
     shard = T->dp_off[T->comm->rank + 1] - T->dp_off[T->comm->rank];
     T->dp_slots = (o->grad_accum + W - 1) / W;
     T->dp_rlen = 4 + o->batch * (o->G > 2 ? o->G : 2);
-    T->dp_acc = (float *)mbpo__alloc((size_t)(shard + 1) * sizeof(float));
+    T->dp_acc = T->dp_sum ? NULL : (float *)mbpo__alloc((size_t)(shard + 1) * sizeof(float));   /* (NCCL: in place) */
     T->dp_blk = (double *)mbpo__calloc((size_t)T->dp_nb + 1, sizeof(double));
     T->dp_rec = (double *)mbpo__calloc((size_t)(W * T->dp_slots * T->dp_rlen), sizeof(double));
     T->dp_bs = (mbpo__batch_stats *)mbpo__calloc((size_t)(W * T->dp_slots), sizeof(mbpo__batch_stats));
-    return T->dp_acc && T->dp_blk && T->dp_rec && T->dp_bs;
+    return (T->dp_acc || T->dp_sum) && T->dp_blk && T->dp_rec && T->dp_bs;
 }
 /* In place, every rank's slots of an array of per-micro-batch items of `size` bytes. */
 static int mbpo__dp_gather_slots(mbpo__train *T, void *items, size_t size) {
@@ -11436,6 +11558,106 @@ static int mbpo__dp_backward(mbpo__train *T) {
     for (mb = 0; mb < A; mb++) mbpo__train_tally(T, T->dp_rec + mbpo__dp_slot(T, mb) * T->dp_rlen);
     return 1;
 }
+/* ---- data parallelism on GPUs (NCCL): each rank sums its micro-batches' gradients in the
+   backward (as one process does), one in-place reduce gives each owner its shard of the sum;
+   the norm is the ranks' sums of squares added in rank order; each rank updates its shard of
+   the fp32 master and moments, kept on its GPU (or the moments streamed from host memory),
+   and the new bf16 weights are gathered. One rank is one process bit for bit (the same ops on
+   the same values). */
+static int mbpo__dp_sum_backward(mbpo__train *T) {
+    const mbpo_train_opts *o = T->o;
+    mbpo_model *m = &T->e.model;
+    int64_t mb;
+    T->loss = T->kl = T->adv_abs = 0; T->n_tok = T->n_adv = 0;
+    mbpo_model_zero_grad(m);
+    for (mb = T->comm->rank; mb < o->grad_accum; mb += T->comm->world) {
+        mbpo__mb *M = &T->mbs[mb];
+        if (!mbpo__train_mb_loss(T, M, T->dp_rec + mbpo__dp_slot(T, mb) * T->dp_rlen) ||
+            !mbpo_model_backward(m, &M->b, M->dl, NULL))
+            return 0;
+    }
+    if (!mbpo_comm_reduce(T->comm, m->xgrads, T->dp_off) ||
+        !mbpo__dp_gather_slots(T, T->dp_rec, (size_t)T->dp_rlen * sizeof(double)))
+        return 0;
+    for (mb = 0; mb < o->grad_accum; mb++) mbpo__train_tally(T, T->dp_rec + mbpo__dp_slot(T, mb) * T->dp_rlen);
+    return 1;
+}
+/* This rank's shard of master and moments on its GPU, from the host copies (the first update,
+   and after a resume). */
+static int mbpo__dp_sum_fresh(mbpo__train *T) {
+    mbpo_model *m = &T->e.model;
+    const mbpo_ops *ops = m->ops;
+    int64_t lo = T->dp_off[T->comm->rank], len = T->dp_off[T->comm->rank + 1] - lo, c = mbpo__opt_chunk(&T->opt, len > 0 ? len : 1);
+    if (T->dp_fresh) return 1;
+    if (!m->xmaster && !ops->alloc(m->be, (void **)&m->xmaster, (size_t)(len + 1) * sizeof(float), "the master weights' shard"))
+        return 0;
+    if (!m->xmoments && !ops->alloc(m->be, (void **)&m->xmoments, 2 * (size_t)((T->opt.stream_moments ? c : len) + 1) * sizeof(float),
+                                    T->opt.stream_moments ? "the streamed moments' buffers" : "the Adam moments' shard"))
+        return 0;
+    if (!ops->upload(m->be, m->xmaster, m->params + lo, (size_t)len * sizeof(float)) ||
+        (!T->opt.stream_moments && (!ops->upload(m->be, m->xmoments, T->opt.m + lo, (size_t)len * sizeof(float)) ||
+                                    !ops->upload(m->be, m->xmoments + len, T->opt.v + lo, (size_t)len * sizeof(float)))))
+        return 0;
+    T->dp_fresh = 1;
+    return 1;
+}
+static int mbpo__dp_sum_update(mbpo__train *T) {
+    mbpo_model *m = &T->e.model;
+    const mbpo_ops *ops = m->ops;
+    int W = T->comm->world, me = T->comm->rank, r, ok = 1;
+    int64_t lo = T->dp_off[me], len = T->dp_off[me + 1] - lo, off, c;
+    double ss = 0;
+    mbpo__adamw_k k;
+    size_t *xoff;
+    if (!mbpo__dp_sum_fresh(T) || (len > 0 && !ops->sumsq(m->be, &ss, m->xgrads + lo, len)) ||
+        !mbpo_comm_all_reduce(T->comm, &ss, 1))
+        return 0;
+    T->norm = sqrt(ss);
+    if (mbpo__adamw_next(&T->opt, &T->o->adam, T->norm, &k)) {   /* non-finite: nothing changes */
+        mbpo_x *px = mbpo__xat(ops, (const mbpo_x *)m->xparams, lo);
+        if (!T->opt.stream_moments)
+            ok = len == 0 || ops->adamw(m->be, m->xmaster, px, m->xmoments, m->xmoments + len, m->xgrads + lo, len, &k);
+        else
+            for (c = mbpo__opt_chunk(&T->opt, len > 0 ? len : 1), off = 0; ok && off < len; off += c) {
+                int64_t l2 = len - off < c ? len - off : c;
+                size_t b = (size_t)l2 * sizeof(float);
+                ok = ops->upload(m->be, m->xmoments, T->opt.m + lo + off, b) &&
+                     ops->upload(m->be, m->xmoments + c, T->opt.v + lo + off, b) &&
+                     ops->adamw(m->be, m->xmaster + off, mbpo__xat(ops, px, off), m->xmoments, m->xmoments + c,
+                                m->xgrads + lo + off, l2, &k) &&
+                     ops->download(m->be, T->opt.m + lo + off, m->xmoments, b) &&
+                     ops->download(m->be, T->opt.v + lo + off, m->xmoments + c, b);
+            }
+        if (!ok || !(xoff = (size_t *)mbpo__alloc((size_t)(W + 1) * sizeof(size_t)))) return 0;
+        for (r = 0; r <= W; r++) xoff[r] = (size_t)T->dp_off[r] * ops->x_size;
+        ok = mbpo_comm_all_gather(T->comm, m->xparams, xoff);   /* everyone's new weights */
+        mbpo_free(xoff);
+        if (!ok) return 0;
+        m->host_stale = 1;
+    }
+    T->bad_run = isfinite(T->norm) ? 0 : T->bad_run + 1;
+    T->step++;
+    return 1;
+}
+/* Before a checkpoint: this rank's shard of master and moments to its host arrays, then every
+   rank's to every host (rank 0 writes them). */
+static int mbpo__dp_sum_to_host(mbpo__train *T) {
+    mbpo_model *m = &T->e.model;
+    const mbpo_ops *ops = m->ops;
+    int64_t lo = T->dp_off[T->comm->rank], len = T->dp_off[T->comm->rank + 1] - lo;
+    size_t b = (size_t)len * sizeof(float);
+    if (!m->host_stale) return 1;
+    if (len > 0 && (!ops->download(m->be, m->params + lo, m->xmaster, b) ||
+                    (!T->opt.stream_moments && (!ops->download(m->be, T->opt.m + lo, m->xmoments, b) ||
+                                                !ops->download(m->be, T->opt.v + lo, m->xmoments + len, b)))))
+        return 0;
+    if (!mbpo__dp_gather_shards(T, m->params, sizeof(float)) || !mbpo__dp_gather_shards(T, T->opt.m, sizeof(float)) ||
+        !mbpo__dp_gather_shards(T, T->opt.v, sizeof(float)))
+        return 0;
+    m->host_stale = 0;
+    return 1;
+}
+
 /* The update of this rank's shard, from the whole gradient's norm, then everyone's weights. */
 static int mbpo__dp_update(mbpo__train *T) {
     mbpo_model *m = &T->e.model;
@@ -11468,7 +11690,7 @@ static int mbpo__dp_update(mbpo__train *T) {
 
 /* The optimizer step; a non-finite gradient changes nothing and counts toward max_bad_steps. */
 static int mbpo__train_update(mbpo__train *T) {
-    if (T->dp) return mbpo__dp_update(T);
+    if (T->dp) return T->dp_sum ? mbpo__dp_sum_update(T) : mbpo__dp_update(T);
     if (!mbpo_model_adamw_step(&T->e.model, &T->opt, &T->o->adam, &T->norm)) return 0;   /* on the model's backend */
     T->bad_run = isfinite(T->norm) ? 0 : T->bad_run + 1;
     T->step++;
@@ -11526,8 +11748,9 @@ static int mbpo__train_checkpoint(mbpo__train *T, int64_t u) {
     if (u + 1 != o->updates_per_batch && T->step != o->steps) return 1;
     for (k = T->step - u; k <= T->step && o->save_every > 0; k++) due |= k % o->save_every == 0;
     if (!due) return 1;
-    if (T->dp && (!mbpo__dp_gather_shards(T, T->opt.m, sizeof(float)) || !mbpo__dp_gather_shards(T, T->opt.v, sizeof(float))))
-        return 0;   /* the moments' shards, so that rank 0 writes the whole state */
+    if (T->dp_sum ? !mbpo__dp_sum_to_host(T)
+                  : T->dp && (!mbpo__dp_gather_shards(T, T->opt.m, sizeof(float)) || !mbpo__dp_gather_shards(T, T->opt.v, sizeof(float))))
+        return 0;   /* the shards of master and moments, so that rank 0 writes the whole state */
     if (!T->lead) return 1;
     if (!mbpo_model_opt_to_host(&T->e.model, &T->opt) ||   /* a device's master and moments, for the files */
         !mbpo__save_checkpoint(o, &T->e, &T->opt, T->step, T->position, o->final_weights_only && T->step == o->steps))
@@ -11573,7 +11796,9 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
         /* updates_per_batch optimizer steps on it (one: rho = 1) */
         for (u = 0; u < o->updates_per_batch && T.step < o->steps; u++) {
             double t0 = mbpo_now();
-            if (!(T.dp ? mbpo__dp_backward(&T) : mbpo__train_backward(&T)) || !mbpo__train_update(&T)) goto end;
+            if (!(T.dp_sum ? mbpo__dp_sum_backward(&T) : T.dp ? mbpo__dp_backward(&T) : mbpo__train_backward(&T)) ||
+                !mbpo__train_update(&T))
+                goto end;
             T.t_update = mbpo_now() - t0;
             if (!mbpo__train_log(&T, u) || !mbpo__train_checkpoint(&T, u)) goto end;
         }

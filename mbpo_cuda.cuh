@@ -25,7 +25,8 @@
 
    Sections: 1 common, 2 memory, 3 matmul, 4 norms, 5 elementwise, 6 rotary, 7 embedding,
    8 KV cache, 9 head, 10 logits, 11 attention (from the attention unit), 12 optimizer
-   (sumsq, adamw), 13 sampling, 14 PGD (pixel rows, their adjoint, the sign step), 15 the table.
+   (sumsq, adamw), 13 sampling, 14 PGD (pixel rows, their adjoint, the sign step), 15 graphs,
+   16 the table, 17 collectives over NCCL (MBPO_NCCL: data parallelism on GPUs).
 
    STATUS: compiles with nvcc 13 -arch=sm_90 (bf16 and MBPO_CUDA_FP32), zero warnings.
    It has not run on a GPU yet: test_cuda.cu is what makes it trusted. */
@@ -37,6 +38,9 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cublasLt.h>
+#ifdef MBPO_NCCL
+#include <nccl.h>
+#endif
 
 #ifdef MBPO_CUDA_FP32
 typedef float mbpo__cx;
@@ -180,7 +184,10 @@ static void mbpo__cuda_plan_free(mbpo__cuda_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* 1 if a CUDA device is usable (device 0 is selected), else 0 with the reason */
+/* The GPU of this process: 0, or the rank's local index under data parallelism (one rank per
+   GPU: mbpo_comm_world sets it before any backend is made). */
+static int mbpo__cuda_device_index;
+/* 1 if a CUDA device is usable (this process's is selected), else 0 with the reason */
 static int mbpo__cuda_available(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -189,10 +196,12 @@ static int mbpo__cuda_available(void) {
         return mbpo__fail("--device cuda: no usable GPU (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
     }
     if (n <= 0) return mbpo__fail("--device cuda: no usable GPU (cudaGetDeviceCount found no device)");
-    e = cudaSetDevice(0);
+    if (mbpo__cuda_device_index >= n)
+        return mbpo__fail("--device cuda: local rank %d but %d GPU%s: one rank per GPU", mbpo__cuda_device_index, n, n == 1 ? "" : "s");
+    e = cudaSetDevice(mbpo__cuda_device_index);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        return mbpo__fail("--device cuda: no usable GPU (cudaSetDevice(0): %s)", cudaGetErrorString(e));
+        return mbpo__fail("--device cuda: no usable GPU (cudaSetDevice(%d): %s)", mbpo__cuda_device_index, cudaGetErrorString(e));
     }
     return 1;
 }
@@ -200,7 +209,7 @@ static int mbpo__cuda_available(void) {
 /* name (size bytes), global memory and SM count of device 0 */
 static int mbpo__cuda_device_info(char *name, size_t size, size_t *global_mem, int *sm_count) {
     cudaDeviceProp prop;
-    MBPO__CU(cudaGetDeviceProperties(&prop, 0));
+    MBPO__CU(cudaGetDeviceProperties(&prop, mbpo__cuda_device_index));
     if (name && size) snprintf(name, size, "%s", prop.name);
     if (global_mem) *global_mem = prop.totalGlobalMem;
     if (sm_count) *sm_count = prop.multiProcessorCount;
@@ -221,7 +230,7 @@ static void mbpo__cuda_destroy(mbpo_backend *be) {
 }
 static int mbpo__cuda_create_parts(struct mbpo__backend_cuda *c) {
     cudaError_t e;
-    MBPO__CU(cudaSetDevice(0));
+    MBPO__CU(cudaSetDevice(mbpo__cuda_device_index));
     MBPO__CU(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     MBPO__LT(cublasLtCreate(&c->lt));
     c->workspace_size = MBPO__CUDA_WORKSPACE;
@@ -2314,6 +2323,155 @@ static const mbpo_ops mbpo__cuda_ops = {
     mbpo__cuda_graph_begin, mbpo__cuda_graph_end, mbpo__cuda_graph_launch, mbpo__cuda_graph_free
                         /* a generation with graphs against one without (test_cuda.cu: test_generate) */
 };
+
+/* ------------------------------------------------------------------ 17. collectives over NCCL
+
+   mbpo_comm on GPUs (MBPO_NCCL): one NCCL communicator over the ranks, its own stream. The
+   model's work is queued on the backends' streams, so a collective first waits for the device
+   (cudaDeviceSynchronize: compute does not hang), then queues its NCCL calls and polls: done,
+   an asynchronous NCCL error, or the deadline, after which the communicator is aborted and the
+   call fails (NCCL does not say which peer is missing: the message says so). Buffers may be
+   device or host memory: host buffers go through a device staging buffer (the small things:
+   metrics, block sums, mining lines). Uneven pieces (a shard per rank) are grouped
+   broadcasts (all_gather) and reductions (reduce), one per owner, in place. The order of
+   NCCL's additions is its own: the same for a fixed world size and topology, not across
+   world sizes (docs/DESIGN.md 8). STATUS: compiles; not run (no GPU has been lent). */
+#ifdef MBPO_NCCL
+struct mbpo__nccl { ncclComm_t comm; cudaStream_t st; void *stage; size_t stage_bytes; int aborted; };
+#define MBPO__NCCL(c) ((struct mbpo__nccl *)(c)->impl)
+#define MBPO__NC(call, what)                                                                    \
+    do {                                                                                        \
+        ncclResult_t mbpo_nc_err_ = (call);                                                     \
+        if (mbpo_nc_err_ != ncclSuccess)                                                        \
+            return mbpo__fail("%s: %s: %s", what, #call, ncclGetErrorString(mbpo_nc_err_));     \
+    } while (0)
+
+static int mbpo__nccl_unique_id(void *id128) {
+    ncclUniqueId id;
+    MBPO__NC(ncclGetUniqueId(&id), "NCCL bootstrap");
+    memcpy(id128, &id, sizeof id < 128 ? sizeof id : 128);
+    return 1;
+}
+static int mbpo__nccl_init(mbpo_comm *c, const void *id128) {
+    struct mbpo__nccl *n = (struct mbpo__nccl *)mbpo__calloc(1, sizeof *n);
+    ncclUniqueId id;
+    if (!n) return 0;
+    memcpy(&id, id128, sizeof id < 128 ? sizeof id : 128);
+    mbpo__cuda_device_index = c->local_rank;
+    if (!mbpo__cuda_available()) { mbpo_free(n); return 0; }
+    if (cudaStreamCreateWithFlags(&n->st, cudaStreamNonBlocking) != cudaSuccess) {
+        (void)cudaGetLastError(); mbpo_free(n);
+        return mbpo__fail("rank %d: cannot create the NCCL stream", c->rank);
+    }
+    if (ncclCommInitRank(&n->comm, c->world, id, c->rank) != ncclSuccess) {
+        (void)cudaStreamDestroy(n->st); mbpo_free(n);
+        return mbpo__fail("rank %d of %d: ncclCommInitRank failed on GPU %d", c->rank, c->world, c->local_rank);
+    }
+    c->impl = n; c->backend = "nccl"; c->device = 1;
+    return 1;
+}
+/* Wait for what the NCCL stream holds, at most c->timeout_s. */
+static int mbpo__nccl_wait(mbpo_comm *c, const char *what) {
+    struct mbpo__nccl *n = MBPO__NCCL(c);
+    double t0 = mbpo_now();
+    long us = 20;
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(n->st);
+        ncclResult_t ae = ncclSuccess;
+        if (e == cudaSuccess) return 1;
+        if (e != cudaErrorNotReady) { (void)cudaGetLastError(); return mbpo__fail("%s: rank %d: %s", what, c->rank, cudaGetErrorString(e)); }
+        if (ncclCommGetAsyncError(n->comm, &ae) != ncclSuccess || ae != ncclSuccess) {
+            (void)ncclCommAbort(n->comm); n->aborted = 1;
+            return mbpo__fail("%s: rank %d: NCCL: %s (a rank died?)", what, c->rank, ncclGetErrorString(ae));
+        }
+        if (mbpo_now() - t0 > c->timeout_s) {
+            (void)ncclCommAbort(n->comm); n->aborted = 1;
+            return mbpo__fail("%s: rank %d waited %.0f s for the other ranks (NCCL does not say which; dead, hung, or that "
+                              "far behind; --comm-timeout sets the wait)", what, c->rank, c->timeout_s);
+        }
+        {
+            struct timespec ts;
+            ts.tv_sec = 0; ts.tv_nsec = us * 1000;
+            nanosleep(&ts, NULL);
+        }
+        if (us < 2000) us *= 2;
+    }
+}
+static int mbpo__nccl_is_device(const void *p) {
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) { (void)cudaGetLastError(); return 0; }
+    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+static int mbpo__nccl_stage(mbpo_comm *c, size_t bytes) {
+    struct mbpo__nccl *n = MBPO__NCCL(c);
+    if (n->stage_bytes >= bytes) return 1;
+    if (n->stage) (void)cudaFree(n->stage);
+    n->stage = NULL; n->stage_bytes = 0;
+    if (cudaMalloc(&n->stage, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return mbpo__fail("rank %d: cannot allocate %.1f MB for the NCCL staging buffer", c->rank, (double)bytes / 1e6);
+    }
+    n->stage_bytes = bytes;
+    return 1;
+}
+/* In place: rank r's bytes [off[r], off[r+1]) of buf to every rank (grouped broadcasts). */
+static int mbpo__nccl_all_gather(mbpo_comm *c, void *buf, const size_t *off) {
+    struct mbpo__nccl *n = MBPO__NCCL(c);
+    int dev = mbpo__nccl_is_device(buf), r;
+    char *d = (char *)buf;
+    if (n->aborted) return mbpo__fail("all_gather: the communicator was aborted");
+    if (cudaDeviceSynchronize() != cudaSuccess) { (void)cudaGetLastError(); return mbpo__fail("all_gather: the device failed"); }
+    if (!dev) {
+        if (!mbpo__nccl_stage(c, off[c->world])) return 0;
+        d = (char *)n->stage;
+        MBPO__CU(cudaMemcpy(d + off[c->rank], (char *)buf + off[c->rank], off[c->rank + 1] - off[c->rank], cudaMemcpyHostToDevice));
+    }
+    MBPO__NC(ncclGroupStart(), "all_gather");
+    for (r = 0; r < c->world; r++)
+        MBPO__NC(ncclBroadcast(d + off[r], d + off[r], off[r + 1] - off[r], ncclChar, r, n->comm, n->st), "all_gather");
+    MBPO__NC(ncclGroupEnd(), "all_gather");
+    if (!mbpo__nccl_wait(c, "all_gather")) return 0;
+    if (!dev) MBPO__CU(cudaMemcpy(buf, d, off[c->world], cudaMemcpyDeviceToHost));
+    return 1;
+}
+static int mbpo__nccl_broadcast(mbpo_comm *c, void *buf, size_t bytes, int root) {
+    struct mbpo__nccl *n = MBPO__NCCL(c);
+    int dev = mbpo__nccl_is_device(buf);
+    void *d = buf;
+    if (n->aborted) return mbpo__fail("broadcast: the communicator was aborted");
+    if (cudaDeviceSynchronize() != cudaSuccess) { (void)cudaGetLastError(); return mbpo__fail("broadcast: the device failed"); }
+    if (!dev) {
+        if (!mbpo__nccl_stage(c, bytes)) return 0;
+        d = n->stage;
+        if (c->rank == root) MBPO__CU(cudaMemcpy(d, buf, bytes, cudaMemcpyHostToDevice));
+    }
+    MBPO__NC(ncclBroadcast(d, d, bytes, ncclChar, root, n->comm, n->st), "broadcast");
+    if (!mbpo__nccl_wait(c, "broadcast")) return 0;
+    if (!dev && c->rank != root) MBPO__CU(cudaMemcpy(buf, d, bytes, cudaMemcpyDeviceToHost));
+    return 1;
+}
+/* In place, device floats: each owner's range [off[r], off[r+1]) of full becomes the sum over
+   the ranks of theirs (grouped reductions, one per owner); the other ranges keep what they had. */
+static int mbpo__nccl_reduce(mbpo_comm *c, float *full, const int64_t *off) {
+    struct mbpo__nccl *n = MBPO__NCCL(c);
+    int r;
+    if (n->aborted) return mbpo__fail("reduce: the communicator was aborted");
+    if (!mbpo__nccl_is_device(full)) return mbpo__fail("reduce: NCCL reduces device memory");
+    if (cudaDeviceSynchronize() != cudaSuccess) { (void)cudaGetLastError(); return mbpo__fail("reduce: the device failed"); }
+    MBPO__NC(ncclGroupStart(), "reduce");
+    for (r = 0; r < c->world; r++)
+        MBPO__NC(ncclReduce(full + off[r], full + off[r], (size_t)(off[r + 1] - off[r]), ncclFloat, ncclSum, r, n->comm, n->st),
+                 "reduce");
+    MBPO__NC(ncclGroupEnd(), "reduce");
+    return mbpo__nccl_wait(c, "reduce");
+}
+static void mbpo__nccl_abort(mbpo_comm *c) {
+    struct mbpo__nccl *n = c->impl ? MBPO__NCCL(c) : NULL;
+    if (n && !n->aborted) { (void)ncclCommAbort(n->comm); n->aborted = 1; }
+}
+#undef MBPO__NC
+#undef MBPO__NCCL
+#endif /* MBPO_NCCL */
 
 /* the file's own statement macros; the MBPO__CUDA_* constants stay */
 #undef MBPO__CUDA_X

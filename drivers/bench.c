@@ -99,12 +99,27 @@ static int encode_lines(const char *tok_path, const char *path) {
    MBPO on a GPU at each config, with the moments on the device, streamed from the host, and
    streamed with activation recomputation, against the nominal memory of an 80 GB (H100) and a
    141 GB (H200) card. A markdown table. */
-static int memory_table(char *list, int batch, int G, int max_new, int plan_image, int plan_text) {
+static int memory_table(char *list, const char *worlds, int batch, int G, int max_new, int plan_image, int plan_text) {
     const double GB = 1e9, cards[2] = { 80e9, 141e9 };
     char *path, *save = NULL;
     static const char *const opts[3] = { "-", "`--moments host`", "`--moments host --recompute`" };
-    printf("| model | options | weights | master | moments | gradients | reference | activations | KV cache | total GB | "
-           "80 GB | 141 GB | host GB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    int world[16], n_world = 0, wi;
+    {   /* --world 1,2,4,8: per GPU at each world size (data parallel over NCCL: ZeRO-1 shards) */
+        const char *q = worlds;
+        while (*q && n_world < 16) {
+            char *e;
+            long w = strtol(q, &e, 10);
+            if (e == q || w < 1 || w > 4096 || (*e && *e != ',')) {
+                fprintf(stderr, "mbpo-bench: --world %s: want a comma-separated list of world sizes in [1, 4096]\n", worlds);
+                return 2;
+            }
+            world[n_world++] = (int)w;
+            q = *e ? e + 1 : e;
+        }
+    }
+    printf("| model | %soptions | weights | master | moments | gradients | reference | activations | KV cache | total GB | "
+           "80 GB | 141 GB | host GB |\n|---|%s---|---|---|---|---|---|---|---|---|---|---|---|\n", n_world > 1 ? "ranks | " : "",
+           n_world > 1 ? "---|" : "");
     for (path = strtok_r(list, ",", &save); path; path = strtok_r(NULL, ",", &save)) {
         mbpo_config cfg;
         mbpo_preproc pp;
@@ -120,6 +135,7 @@ static int memory_table(char *list, int batch, int G, int max_new, int plan_imag
         }
         snprintf(name, sizeof name, "%.*s", slash && dir != path ? (int)(slash - dir) : (int)strlen(path), dir);
         mbpo_preproc_default(&pp);
+        for (wi = 0; wi < n_world; wi++)
         for (k = 0; k < 3; k++) {
             mbpo_train_opts o;
             mbpo_mem_shape sh;
@@ -128,12 +144,18 @@ static int memory_table(char *list, int batch, int G, int max_new, int plan_imag
             o.device = MBPO_DEVICE_CUDA; o.batch = batch; o.G = G; o.max_new_tokens = max_new;
             o.plan_image = plan_image; o.plan_text = plan_text; o.stream_moments = k > 0; o.recompute = k == 2;
             if (!mbpo_train_mem_plan(&cfg, &pp, &o, &sh, &p)) { fprintf(stderr, "mbpo-bench: --memory: %s\n", mbpo_failure_reason()); return 1; }
-            printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | **%.1f** |", name, opts[k],
+            if (world[wi] > 1) {   /* one rank's share, as mbpo_train plans it over NCCL */
+                sh.dp_world = world[wi];
+                if (!mbpo_mem_plan_make(&cfg, &sh, &p)) { fprintf(stderr, "mbpo-bench: --memory: %s\n", mbpo_failure_reason()); return 1; }
+            }
+            printf("| %s |", name);
+            if (n_world > 1) printf(" %d |", world[wi]);
+            printf(" %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | **%.1f** |", opts[k],
                    p.weights / GB, p.master / GB, p.moments / GB, p.grads / GB, p.reference / GB, p.activations / GB,
                    p.kv_cache / GB, p.total / GB);
             for (c = 0; c < 2; c++) printf(" %s |", p.total <= cards[c] ? "fits" : "no");
             printf(" %.1f |\n", p.host / GB);
-            if (k == 1 && path == list)
+            if (k == 1 && wi == 0 && path == list)
                 fprintf(stderr, "mbpo-bench: --memory: micro-batch of %d prompt(s) x G %d: %lld tokens, %lld patches, %lld targets "
                                 "(images %dx%d, %d text + %d new tokens), bf16 weights\n",
                         batch, G, (long long)sh.tokens, (long long)sh.patches, (long long)sh.targets, plan_image, plan_image,
@@ -497,6 +519,7 @@ int main(int argc, char **argv) {
     int lines = 0, gpu_mode = 0, gb_seqs = 8, gb_grid = 32, gb_text = 200, gb_G = 8, gb_steps = 20;
     int mem_batch = 1, mem_new = 128;
     char *mem_list = NULL;
+    const char *mem_world = "1";
     int64_t gb_gemm = 8192;
     mbpo_device dev = MBPO_DEVICE_CPU;
     char input_buf[4096];
@@ -543,6 +566,8 @@ int main(int argc, char **argv) {
               "of the comma-separated LIST (micro-batch: --mem-batch prompts x --G 8, 448x448, 64 + --max-new 128 tokens)" },
             { "--mem-batch", "N", MBPO_FLAG_INT, &mem_batch, "[1, 256]", "--memory: prompts per micro-batch" },
             { "--max-new", "N", MBPO_FLAG_INT, &mem_new, "[1, 100000]", "--memory: new tokens per rollout" },
+            { "--world", "LIST", MBPO_FLAG_STRING, &mem_world, NULL,
+              "--memory: world sizes (comma-separated; default 1): one GPU's share of data-parallel MBPO over NCCL" },
         };
         if (!mbpo_flags_handle("mbpo-bench", "--model DIR [--input FILE] [--iters 10] [--warmup 2] [--backward]\n"
                                "       mbpo-bench --tokenizer FILE --text FILE [--lines] [--iters 10] [--warmup 2]\n"
@@ -551,7 +576,7 @@ int main(int argc, char **argv) {
                                flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, &rc))
             return rc;
     }
-    if (mem_list) return memory_table(mem_list, mem_batch, gb_G, mem_new, 448, 64);
+    if (mem_list) return memory_table(mem_list, mem_world, mem_batch, gb_G, mem_new, 448, 64);
     if (device_name && !mbpo_device_parse(device_name, &dev)) { fprintf(stderr, "mbpo-bench: --device: %s\n", mbpo_failure_reason()); return 2; }
     if (gpu_mode) {
         if (gb_grid % 2) { fprintf(stderr, "mbpo-bench: --grid must be even (2x2 patches merge into one token)\n"); return 2; }

@@ -90,6 +90,8 @@ else echo "== test_cuda_bf16: not built"; STEPS+=("test_cuda_bf16 notbuilt 0"); 
 
 # 2b. the programs on the GPU: resume bitwise after a stop and a SIGKILL, scoring and training vs the CPU
 step runs 180 env OMP_NUM_THREADS="$THREADS" WORK=/tmp/mbpo-runs bash tests/cuda/runs.sh
+# 2c. data parallelism's NCCL plumbing with one rank = the build without NCCL (tests/cuda/nccl1.sh)
+step nccl1 90 env OMP_NUM_THREADS="$THREADS" bash -c 'make -j'"$JOBS"' build/nccl/mbpo-train > /dev/null && bash tests/cuda/nccl1.sh'
 
 # 3. Qwen2-VL-2B: transformers makes the weights and its logits, then mbpo (bf16) on them
 step ref_2b 150 python3 tests/reference/qwen2vl_2b_random.py --config "$CONFIG" --out "$Q2B"

@@ -529,6 +529,7 @@ typedef struct mbpo_model_s {
     mbpo_acts *acts;                 /* sized by mbpo_model_plan */
     /* the backend, chosen by mbpo_model_plan_on (the CPU by default) */
     mbpo_device device;
+    uint64_t be_gen;                 /* which backend state be is: a new number at every create (an address may repeat) */
     int recompute;                   /* activation recomputation: set before planning; the arena keeps each decoder
                                         layer's input only and the backward runs a layer's forward again before its
                                         backward (the same ops on the same inputs: the same bits, one layer's memory) */
@@ -627,6 +628,7 @@ typedef struct {
        NKV*HS) of keys after RoPE and of values, and one decoding step's activations */
     const mbpo_ops *ops;
     mbpo_backend *be;
+    uint64_t be_gen;                 /* the model's be_gen at mbpo_kv_init */
     void *mem, *host_mem;
     /* mbpo_generate's decode step as a graph (backends that have them: CUDA), captured on first
        use and replayed while what it was captured for (backend, weights, sampling options)
@@ -634,6 +636,8 @@ typedef struct {
     void *graph;
     unsigned char graph_key[256];
     int no_graphs;                   /* set: run every step's ops one by one (tests, debugging) */
+    int check_every;                 /* the host reads the live count every N steps (0: every step on the CPU,
+                                        MBPO__GEN_CHECK elsewhere) */
     int graph_steps;                 /* out: decode steps the last mbpo_generate replayed */
 } mbpo_kv;
 /* A cache for G continuations of up to max_len tokens on the backend of m (planned). */
@@ -824,7 +828,7 @@ MBPODEF int  mbpo_mem_plan_check(const mbpo_mem_plan *p, const char *who);
    the others waiting. */
 typedef struct mbpo_comm {
     int rank, world, local_rank;
-    double timeout_s;                /* the longest wait of one collective (600 s) */
+    double timeout_s;                /* the longest wait of one collective (1800 s: a 7B checkpoint's write counts) */
     const char *backend;             /* "single", "mpi", "nccl" */
     char launcher[64];               /* where rank and world came from */
     int device;                      /* the collectives' buffers are on the GPU (NCCL) */
@@ -983,7 +987,7 @@ typedef struct {
                                         of plan_text text tokens (64), responses of max_new_tokens */
     int recompute;                   /* activation recomputation (mbpo_model.recompute): the same results, less memory */
     int exact_accum;                 /* one process: sum the micro-batches' gradients as data parallelism does (below) */
-    double comm_timeout;             /* data parallelism: the longest wait for another rank, seconds (0: 600) */
+    double comm_timeout;             /* data parallelism: the longest wait for another rank, seconds (0: 1800) */
     int quiet;                       /* no progress lines on log (messages, e.g. why a record was skipped, stay) */
     FILE *log;
 } mbpo_train_opts;
@@ -7081,8 +7085,9 @@ static void mbpo__acts_free(mbpo_model *m) {
    holds a destroyed one (its own buffers are released through it); its arena pointer is
    refreshed by its next borrow. */
 static void mbpo__lend(mbpo_model *m) {
-    if (m->borrower && m->borrower->borrowed) { m->borrower->be = m->be; m->borrower->acts = NULL; }
+    if (m->borrower && m->borrower->borrowed) { m->borrower->be = m->be; m->borrower->be_gen = m->be_gen; m->borrower->acts = NULL; }
 }
+static uint64_t mbpo__be_generation;   /* the last be_gen given (mbpo_model_plan_on) */
 static void mbpo__unlink(mbpo_model *m) {   /* m's plan goes: neither side points at the other any more */
     if (m->borrower && m->borrower->lender == m) m->borrower->lender = NULL;
     if (m->lender && m->lender->borrower == m) m->lender->borrower = NULL;
@@ -7129,6 +7134,7 @@ MBPODEF int mbpo_model_plan_on(mbpo_model *m, mbpo_device device, int64_t max_to
     if (m->be) { m->ops->destroy(m->be); m->be = NULL; }
     m->ops = ops; m->device = device;
     if (!ops->create(&m->be, max_tokens > max_patches ? max_tokens : max_patches)) { m->ops = NULL; mbpo__lend(m); return 0; }
+    m->be_gen = ++mbpo__be_generation;   /* caches and graphs made on the old one are stale, even at the same address */
     mbpo__lend(m);
     if (!m->xparams) {   /* the parameters as the backend stores them */
         if (ops == &mbpo__cpu_ops) m->xparams = m->params;
@@ -7179,7 +7185,7 @@ MBPODEF int mbpo_model_borrow_plan(mbpo_model *m, mbpo_model *owner) {
         mbpo__acts_free(m);
         if (m->be) m->ops->destroy(m->be);
     }
-    m->ops = owner->ops; m->be = owner->be; m->acts = owner->acts; m->device = owner->device; m->borrowed = 1;
+    m->ops = owner->ops; m->be = owner->be; m->be_gen = owner->be_gen; m->acts = owner->acts; m->device = owner->device; m->borrowed = 1;
     owner->borrower = m; m->lender = owner;   /* a new backend of the owner's is handed on (mbpo__lend) */
     if (!m->xparams) {
         if (m->ops == &mbpo__cpu_ops) m->xparams = m->params;
@@ -8090,7 +8096,7 @@ MBPODEF int mbpo_kv_init(mbpo_kv *kv, const mbpo_model *m, int G, int64_t max_le
     need = 2.0 * (double)c->n_layers * G * (double)max_len * (double)(c->n_kv_heads * c->head_dim) * (double)ops->x_size;
     if (need > 1e15) return mbpo__fail("mbpo_kv_init: a KV cache of %d x %lld tokens is too large", G, (long long)max_len);
     bytes = mbpo__kv_layout(c, ops->x_size, G, max_len, NULL, NULL, &k, &host_bytes);
-    kv->ops = ops; kv->be = m->be; kv->G = G; kv->max_len = max_len;
+    kv->ops = ops; kv->be = m->be; kv->be_gen = m->be_gen; kv->G = G; kv->max_len = max_len;
     if (!ops->alloc(kv->be, &kv->mem, bytes, "the KV cache") || !(kv->host_mem = mbpo__calloc(host_bytes, 1))) {
         char why[1024];
         snprintf(why, sizeof why, "%s", mbpo_failure_reason());
@@ -8111,7 +8117,8 @@ MBPODEF int mbpo_kv_prefill(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *prompt
     float dummy;
     int ok;
     if (prompt->n_seqs != 1) return mbpo__fail("mbpo_kv_prefill: the prompt must be one sequence");
-    if (kv->ops != m->ops || kv->be != m->be) return mbpo__fail("mbpo_kv_prefill: the cache is not on the model's backend (plan, then mbpo_kv_init)");
+    if (kv->ops != m->ops || kv->be != m->be || kv->be_gen != m->be_gen)
+        return mbpo__fail("mbpo_kv_prefill: the cache is not on the model's backend (planned again since mbpo_kv_init?)");
     S = prompt->seq_offsets[1];
     if (S >= kv->max_len) return mbpo__fail("mbpo_kv_prefill: a prompt of %lld tokens leaves no room in a cache of %lld",
                                             (long long)S, (long long)kv->max_len);
@@ -8188,7 +8195,8 @@ MBPODEF int mbpo_kv_decode(mbpo_model *m, mbpo_kv *kv, const int32_t *token) {
     const mbpo_ops *ops = m->ops;
     int64_t G = kv->G, t = kv->len, g;
     mbpo__kv_bufs k;
-    if (kv->ops != ops || kv->be != m->be) return mbpo__fail("mbpo_kv_decode: the cache is not on the model's backend");
+    if (kv->ops != ops || kv->be != m->be || kv->be_gen != m->be_gen)
+        return mbpo__fail("mbpo_kv_decode: the cache is not on the model's backend (planned again since mbpo_kv_init?)");
     if (t >= kv->max_len) return mbpo__fail("mbpo_kv_decode: the cache of %lld tokens is full", (long long)kv->max_len);
     for (g = 0; g < G; g++)
         if (token[g] < 0 || token[g] >= c->vocab_size) return mbpo__fail("mbpo_kv_decode: token id %d outside the vocabulary", token[g]);
@@ -8254,7 +8262,7 @@ MBPODEF int32_t mbpo_sample_token(const float *logits, int64_t V, const mbpo_gen
 /* What a captured decode step depends on besides backend memory: if any of it changes, the
    graph is captured again. */
 typedef struct {
-    const mbpo_backend *be; const void *embed, *lm_head; int64_t G, max_len;
+    const mbpo_backend *be; uint64_t be_gen; const void *embed, *lm_head; int64_t G, max_len;
     mbpo__sample_k sk; mbpo__step_k tk;
 } mbpo__graph_key;
 typedef char mbpo__graph_key_fits[sizeof(mbpo__graph_key) <= sizeof(((mbpo_kv *)0)->graph_key) ? 1 : -1];
@@ -8280,7 +8288,7 @@ static void *mbpo__gen_graph(mbpo_model *m, mbpo_kv *kv, const mbpo__kv_bufs *k,
     int captured;
     if (kv->no_graphs || !ops->graph_begin) return NULL;
     memset(&key, 0, sizeof key);   /* (padding too: the key is compared as bytes) */
-    key.be = m->be; key.embed = mbpo__w(m, m->w.embed); key.lm_head = mbpo__w(m, m->w.lm_head);
+    key.be = m->be; key.be_gen = m->be_gen; key.embed = mbpo__w(m, m->w.embed); key.lm_head = mbpo__w(m, m->w.lm_head);
     key.G = kv->G; key.max_len = kv->max_len; key.sk = *sk; key.tk = *tk;
     if (kv->graph && !memcmp(kv->graph_key, &key, sizeof key)) return kv->graph;
     if (kv->graph) { ops->graph_free(kv->graph); kv->graph = NULL; }
@@ -8317,6 +8325,7 @@ MBPODEF int mbpo_generate_logp(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *pro
     void *graph;
     int g, ok = 0;
     kv->graph_steps = 0;
+    for (g = 0; g < G; g++) out_len[g] = 0;
     if (o->max_new_tokens < 1) return mbpo__fail("mbpo_generate: max_new_tokens must be positive");
     if (o->n_stop < 0 || o->n_stop > MBPO__MAX_STOP)
         return mbpo__fail("mbpo_generate: %d stop ids (at most %d)", o->n_stop, MBPO__MAX_STOP);
@@ -8352,7 +8361,7 @@ MBPODEF int mbpo_generate_logp(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *pro
         !ops->zero(m->be, k.len, (size_t)G * sizeof(int32_t)) || !mbpo__gen_body(m, kv, &k, &sk, &tk, 1))
         goto end;
     graph = o->max_new_tokens > 2 ? mbpo__gen_graph(m, kv, &k, &sk, &tk) : NULL;
-    check = ops == &mbpo__cpu_ops ? 1 : MBPO__GEN_CHECK;
+    check = kv->check_every > 0 ? kv->check_every : ops == &mbpo__cpu_ops ? 1 : MBPO__GEN_CHECK;
     for (step = 1; step < o->max_new_tokens; step++) {
         if ((step - 1) % check == 0) {
             if (!ops->download(m->be, st, k.st, sizeof st)) goto end;
@@ -8383,6 +8392,7 @@ MBPODEF int mbpo_generate_logp(mbpo_model *m, mbpo_kv *kv, const mbpo_batch *pro
     ok = 1;
 end:
     kv->device_logits = 0;   /* the caller's own decode steps bring their logits to the host */
+    if (!ok) *rng = rng0;    /* a failed call draws nothing */
     mbpo_free(u); mbpo_free(outb); mbpo_free(lens); mbpo_free(logpb);
     return ok;
 }
@@ -9133,7 +9143,7 @@ MBPODEF mbpo_comm *mbpo_comm_world(void) {
     if (mbpo__comm_state == 1) return c;
     if (mbpo__comm_state == -1) { mbpo__fail("%s", "the communicator could not be made (see the first error)"); return NULL; }
     memset(c, 0, sizeof *c);
-    c->timeout_s = 600; c->backend = "single";
+    c->timeout_s = 1800; c->backend = "single";
     mbpo__comm_state = -1;
     if (!mbpo__comm_env(c)) return NULL;
 #if defined(MBPO_NCCL)
@@ -9249,6 +9259,27 @@ MBPODEF int mbpo_comm_all_reduce(mbpo_comm *c, double *x, int64_t n) {
         for (r = 1; r < c->world; r++) s += all[r * n + i];
         x[i] = s;
     }
+    mbpo_free(all); mbpo_free(off);
+    return ok;
+}
+/* Every rank must see the same thing (the files of a shared out_dir): the FNV-1a hash of
+   `bytes` compared with rank 0's; a difference names the rank. */
+static int mbpo__comm_same(mbpo_comm *c, const void *data, size_t bytes, const char *what) {
+    const unsigned char *p = (const unsigned char *)data;
+    uint64_t h = 1469598103934665603ull, *all;
+    size_t i, *off;
+    int r, ok;
+    if (c->world <= 1) return 1;
+    for (i = 0; i < bytes; i++) { h ^= p[i]; h *= 1099511628211ull; }
+    all = (uint64_t *)mbpo__calloc((size_t)c->world, sizeof(uint64_t));
+    off = (size_t *)mbpo__alloc((size_t)(c->world + 1) * sizeof(size_t));
+    if (!all || !off) { mbpo_free(all); mbpo_free(off); return 0; }
+    all[c->rank] = h;
+    for (r = 0; r <= c->world; r++) off[r] = (size_t)r * sizeof(uint64_t);
+    ok = mbpo_comm_all_gather(c, all, off);
+    for (r = 1; ok && r < c->world; r++)
+        if (all[r] != all[0])
+            ok = mbpo__fail("rank %d sees another %s than rank 0: every rank must see the one out_dir (a shared filesystem)", r, what);
     mbpo_free(all); mbpo_free(off);
     return ok;
 }
@@ -10215,6 +10246,10 @@ static int mbpo__mine_iig(mbpo__mine *M) {
             total++;
             if (!M->iig_done[i]) todo[n_todo++] = i;
         }
+    if (!mbpo__comm_same(M->comm, todo, (size_t)n_todo * sizeof(int64_t), "iig.jsonl (the candidates still to do)")) {
+        mbpo_free(todo);
+        return 0;
+    }
     mbpo__prog_start(&M->pg, o->log, o->quiet, "mine: IIG");
     M->started = 1;
     for (k = 0; k < n_todo; k += W) {   /* a round: candidate k + r on rank r */
@@ -10385,7 +10420,12 @@ static int mbpo__mine_pairs(mbpo__mine *M) {
     if (!mbpo__jsonl_done(M->p_off, M->off_done, M->ds.n) || !mbpo__jsonl_done(M->p_skip, M->off_done, M->ds.n)) return 0;
     if (M->lead && !mbpo__file_exists(M->p_off) && !mbpo_write_file_atomic(M->p_off, "", 0)) return 0;   /* even with no pairs */
     if (!(todo = (int64_t *)mbpo__alloc((size_t)(M->n_sel + 1) * sizeof(int64_t)))) return 0;
-    for (i = 0; i < M->n_sel; i++) if (!M->off_done[M->cand[i].index]) todo[n_todo++] = i;
+    for (i = 0; i < M->n_sel; i++) if (!M->off_done[M->cand[i].index]) todo[n_todo++] = M->cand[i].index;
+    if (!mbpo__comm_same(M->comm, todo, (size_t)n_todo * sizeof(int64_t), "ranking or offline.jsonl (the pairs still to do)")) {
+        mbpo_free(todo);
+        return 0;
+    }
+    for (i = 0, n_todo = 0; i < M->n_sel; i++) if (!M->off_done[M->cand[i].index]) todo[n_todo++] = i;
     mbpo__prog_start(&M->pg, M->o->log, M->o->quiet, "mine: pairs");
     M->started = 1;
     for (k = 0; k < n_todo; k += W) {   /* a round: pair k + r on rank r */
@@ -11076,8 +11116,8 @@ typedef struct {
 static int mbpo__train_kv(mbpo__train *T, int64_t need) {
     mbpo_kv *kv = &T->kv;
     const mbpo_model *m = &T->e.model;
-    if (kv->mem && kv->be == m->be && kv->ops == m->ops && kv->max_len >= need) return 1;
-    if (kv->be != m->be) kv->be = NULL;
+    if (kv->mem && kv->be == m->be && kv->be_gen == m->be_gen && kv->ops == m->ops && kv->max_len >= need) return 1;
+    if (kv->be != m->be || kv->be_gen != m->be_gen) kv->be = NULL;
     mbpo_kv_free(kv);
     return mbpo_kv_init(kv, m, T->o->G, need);
 }
@@ -11141,6 +11181,9 @@ static int mbpo__train_plan(mbpo__train *T) {
     if (T->dp) {   /* this rank's share */
         sh.dp_world = T->comm->world;
         if (!mbpo_mem_plan_make(&T->e.model.cfg, &sh, &p)) return 0;
+        /* a rank may own a shard but no micro-batch (grad_accum < world): its backend and
+           gradients exist from the start, as every rank's do */
+        if (!mbpo__ensure_plan(&T->e.model, 1, 0, 1, 1)) return 0;
     }
     if (o->log && !o->quiet) {
         int online = o->mode == MBPO_MODE_MBPO || o->mode == MBPO_MODE_ONLINE;
@@ -11521,6 +11564,22 @@ static int mbpo__dp_gather_shards(mbpo__train *T, void *values, size_t size) {
     mbpo_free(off);
     return ok;
 }
+/* After the resume, every rank must hold the same state (a shared out_dir): the step, the data
+   position and a sample of the parameters and moments (every 4099th value) compared. */
+static int mbpo__dp_resumed(mbpo__train *T) {
+    int64_t n = (int64_t)T->e.model.table.total_floats, i, k = 0, ns = n / 4099 + 1;
+    float *v = (float *)mbpo__alloc((size_t)(3 * ns + 8) * sizeof(float));
+    int ok;
+    if (!v) return 0;
+    memcpy(v, &T->step, sizeof T->step); memcpy(v + 2, &T->position, sizeof T->position);
+    memcpy(v + 4, &T->opt.step, sizeof T->opt.step);
+    v[6] = v[7] = 0;
+    k = 8;
+    for (i = 0; i < n; i += 4099) { v[k++] = T->e.model.params[i]; v[k++] = T->opt.m[i]; v[k++] = T->opt.v[i]; }
+    ok = mbpo__comm_same(T->comm, v, (size_t)k * sizeof(float), "checkpoint (step, data position, weights or moments)");
+    mbpo_free(v);
+    return ok;
+}
 /* The batch's collection counts: every micro-batch's, added in micro-batch order into bs. */
 static int mbpo__dp_batch_stats(mbpo__train *T) {
     mbpo__batch_stats *b = &T->bs;
@@ -11766,7 +11825,7 @@ static void mbpo__train_free(mbpo__train *T) {
     mbpo_free(T->mbs);
     mbpo_free(T->dp_off); mbpo_free(T->dp_boff); mbpo_free(T->dp_acc); mbpo_free(T->dp_blk); mbpo_free(T->dp_rec);
     mbpo_free(T->dp_bs);
-    if (T->kv.mem && T->kv.be != T->e.model.be) T->kv.be = NULL;   /* (see mbpo__train_kv) */
+    if (T->kv.mem && (T->kv.be != T->e.model.be || T->kv.be_gen != T->e.model.be_gen)) T->kv.be = NULL;   /* (see mbpo__train_kv) */
     mbpo_kv_free(&T->kv);
     if (T->items) mbpo__items_free(T->items, T->n_items);
     mbpo_adamw_free(&T->opt);
@@ -11778,7 +11837,9 @@ MBPODEF int mbpo_train(const mbpo_train_opts *o) {
     mbpo__train T;
     int ok = 0, finished = 0;
     int64_t mb, u;
-    if (!mbpo__train_setup(&T, o) || !mbpo__train_resume(&T, &finished) || (!finished && !mbpo__train_plan(&T))) goto end;
+    if (!mbpo__train_setup(&T, o) || !mbpo__train_resume(&T, &finished) || (T.dp && !mbpo__dp_resumed(&T)) ||
+        (!finished && !mbpo__train_plan(&T)))
+        goto end;
     T.stepping = 1;
     while (!finished && T.step < o->steps) {
         /* the batch: rollouts are sampled now, from the policy as it stands, and scored by

@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
               "one process: sum the micro-batches' gradients as data parallelism does (the same bits as any number\n"
               "of ranks; one more gradient copy). Several ranks (mpirun, srun, torchrun variables) always do" },
             { "--comm-timeout", "S", MBPO_FLAG_DOUBLE, &o.comm_timeout, "> 0",
-              "several ranks: the longest wait for another rank, seconds; then every rank stops naming it (600)" },
+              "several ranks: the longest wait for another rank, seconds; then every rank stops naming it (1800)" },
             { "--image-processor", "P", MBPO_FLAG_CHOICE, &processor, "auto|slow|fast",
               "which of transformers' image processors to match: auto (what transformers 4.57 picks for the model\n"
               "folder), slow (Pillow bicubic), fast (torchvision bicubic)" },

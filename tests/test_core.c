@@ -374,6 +374,17 @@ static void greedy_case(const char *variant, int with_image) {
             o.stop_ids = &stop; o.n_stop = 1;
             REQUIRE(mbpo_generate(&m, &kv, &b, &o, &rng, all, lens), "generate with a stop token");
             CHECK(lens[0] == first + 1 && all[first] == stop, "stops at the first stop token (length %d, want %d)", lens[0], first + 1);
+            {   /* every continuation stops at once; read every 8 steps, the steps after change nothing */
+                int32_t all8[60];
+                int lens8[3];
+                int64_t len1 = kv.len;
+                kv.check_every = 8;
+                REQUIRE(mbpo_generate(&m, &kv, &b, &o, &rng, all8, lens8), "generate with a stop token, check every 8");
+                kv.check_every = 0;
+                CHECK(lens8[0] == first + 1 && lens8[1] == first + 1 && lens8[2] == first + 1 && !memcmp(all8, all, (size_t)(first + 1) * 4) &&
+                      kv.len == len1 && kv.len == S + first, "all three stop at token %d; read every 8 steps: lengths %d %d %d, "
+                      "cache %lld (want %lld)", first + 1, lens8[0], lens8[1], lens8[2], (long long)kv.len, (long long)(S + first));
+            }
             o.stop_ids = NULL; o.n_stop = 0;
         }
     }
@@ -444,6 +455,17 @@ static void greedy_case(const char *variant, int with_image) {
                   "left as the host loop leaves them (%lld)", what[t], (long long)len_got, (long long)kv.len);
             CHECK(worst_lp < 1e-6, "T 1.5%s: the emitted tokens' log-probs = log softmax of the step's logits (max |diff| %.1e)",
                   what[t], worst_lp);
+            {   /* the host reading the live count every 8 steps (a GPU's pace): the same outcome */
+                int32_t got8[3 * 20];
+                int lens8[3];
+                mbpo_rng_seed(&rng, 91);
+                kv.check_every = 8;
+                REQUIRE(mbpo_generate(&m, &kv, &b, &hot, &rng, got8, lens8), "sampled generate, check every 8");
+                kv.check_every = 0;
+                for (kk = 0, eq = 1; kk < 3; kk++) eq &= lens8[kk] == lens3[kk] && !memcmp(got8 + kk * 20, got + kk * 20, (size_t)lens3[kk] * 4);
+                CHECK(eq && !memcmp(&rng_got, &rng, sizeof rng) && kv.len == len_got, "T 1.5%s: checking the live count every 8 "
+                      "steps: the same tokens, RNG and cache length", what[t]);
+            }
             hot.stop_ids = NULL; hot.n_stop = 0;
         }
     }

@@ -53,6 +53,12 @@ for np in 2 3 4; do
     elif same_run "$WORK/ref" "$WORK/np$np"; then ok "$np ranks = one process with --exact-accum: 8 steps, 4 checkpoints, bit for bit"
     else fail "$np ranks differ from one process"; fi
 done
+# fewer micro-batches than ranks: rank 1 owns a shard but collects nothing
+TRAIN1=$(echo "$TRAIN" | sed 's/--grad-accum 4/--grad-accum 1/')
+"$MPI/mbpo-train" $TRAIN1 --steps 4 --exact-accum --out "$WORK/ref1" 2> /dev/null
+if run_np 2 "$MPI/mbpo-train" $TRAIN1 --steps 4 --out "$WORK/np2a1" > "$WORK/np2a1.log" 2>&1 && same_run "$WORK/ref1" "$WORK/np2a1"; then
+    ok "2 ranks, 1 micro-batch a step (rank 1 owns a shard, collects nothing) = one process"
+else fail "2 ranks with 1 micro-batch a step"; tail -3 "$WORK/np2a1.log"; fi
 "$MPI/mbpo-train" $TRAIN --steps 8 --out "$WORK/plain" 2> /dev/null
 if cmp -s "$WORK/ref/checkpoint-8/model.safetensors" "$WORK/plain/checkpoint-8/model.safetensors"; then
     echo "     (one process without --exact-accum gives the same weights here)"
@@ -65,6 +71,13 @@ run_np 2 "$MPI/mbpo-train" $TRAIN --steps 4 --out "$WORK/grow" > "$WORK/grow.log
     run_np 4 "$MPI/mbpo-train" $TRAIN --steps 8 --out "$WORK/grow" >> "$WORK/grow.log" 2>&1
 if same_run "$WORK/ref" "$WORK/grow"; then ok "2 ranks to step 4, then 4 ranks to step 8 = the reference"
 else fail "resume at another world size"; tail -5 "$WORK/grow.log"; fi
+
+# ranks that see different files (out_dir not shared): rank 1 finds a checkpoint rank 0 does not
+mkdir -p "$WORK/split0" && cp -r "$WORK/ref" "$WORK/split1" && rm -rf "$WORK"/split1/checkpoint-[68] "$WORK/split1/checkpoint-4"
+if run_np 2 sh -c 'exec "$0" "$@" --out "'"$WORK"'/split$OMPI_COMM_WORLD_RANK"' "$MPI/mbpo-train" $TRAIN --steps 8 --exact-accum \
+        > "$WORK/split.log" 2>&1; then fail "ranks with different out_dirs were not refused"
+elif grep -q "rank 1 sees another checkpoint" "$WORK/split.log"; then ok "ranks that see different checkpoints: refused, naming rank 1"
+else fail "ranks with different out_dirs: not the expected message"; tail -3 "$WORK/split.log"; fi
 
 rank_pid() {   # rank_pid OUT R: the pid of rank R of the run writing OUT
     local p

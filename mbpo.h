@@ -8913,8 +8913,23 @@ typedef struct {
     mbpo_preproc pp;
     int32_t stop[2];
     int n_stop;
+    mbpo_kv kv;                      /* the generation cache the run keeps (mbpo__kv_keep) */
 } mbpo__env;
-static void mbpo__env_free(mbpo__env *e) { mbpo_model_free(&e->model); mbpo_tokenizer_free(e->tok); memset(e, 0, sizeof *e); }
+/* A cache kept across generations (so that its decode step's graph is captured once; the
+   weights change in place, so it stays valid): made again when G changes, a prompt needs a
+   longer one, or the model was planned again (a new backend: the old one is gone, so the
+   cache is released without it). */
+static int mbpo__kv_keep(mbpo_kv *kv, const mbpo_model *m, int G, int64_t need) {
+    if (kv->mem && kv->be == m->be && kv->be_gen == m->be_gen && kv->ops == m->ops && kv->G == G && kv->max_len >= need) return 1;
+    if (kv->be != m->be || kv->be_gen != m->be_gen) kv->be = NULL;
+    mbpo_kv_free(kv);
+    return mbpo_kv_init(kv, m, G, need);
+}
+static void mbpo__env_free(mbpo__env *e) {
+    if (e->kv.mem && (e->kv.be != e->model.be || e->kv.be_gen != e->model.be_gen)) e->kv.be = NULL;
+    mbpo_kv_free(&e->kv);
+    mbpo_model_free(&e->model); mbpo_tokenizer_free(e->tok); memset(e, 0, sizeof *e);
+}
 static int mbpo__env_load(mbpo__env *e, const char *dir, int processor, mbpo_device device) {
     char *p;
     int ok;
@@ -9969,20 +9984,18 @@ static int mbpo__sample_iig(mbpo__env *e, const mbpo_sample *s, const mbpo__img 
 /* Sample one response to the sample's question on an image; the text without its stop token. */
 static char *mbpo__respond(mbpo__env *e, const mbpo_sample *s, const mbpo__img *im, const mbpo_gen_opts *go, mbpo_rng *rng) {
     mbpo__seq q;
-    mbpo_kv kv;
     int32_t *ids = NULL;
     int len = 0;
     char *text = NULL;
     if (!mbpo__seq_make(&q, e, s, im, NULL)) return NULL;
-    if (mbpo_kv_init(&kv, &e->model, 1, q.chat.n + go->max_new_tokens) &&
+    if (mbpo__kv_keep(&e->kv, &e->model, 1, q.chat.n + go->max_new_tokens) &&   /* the run's cache: one graph */
         (ids = (int32_t *)mbpo__alloc((size_t)go->max_new_tokens * sizeof(int32_t))) != NULL &&
-        mbpo_generate(&e->model, &kv, &q.b, go, rng, ids, &len)) {
+        mbpo_generate(&e->model, &e->kv, &q.b, go, rng, ids, &len)) {
         int k, n = len;
         for (k = 0; k < e->n_stop; k++) if (n > 0 && ids[n - 1] == e->stop[k]) { n--; break; }
         text = mbpo_tokenizer_decode(e->tok, ids, n, 1, NULL);
     }
     mbpo_free(ids);
-    mbpo_kv_free(&kv);
     mbpo_chat_free(&q.chat);
     return text;
 }
@@ -11091,7 +11104,6 @@ typedef struct {
     int env_loaded, have_ref, use_ref;
     int stepping;                    /* in the loop: a failure names the checkpoint to resume from */
     mbpo__batch_stats bs;
-    mbpo_kv kv;                      /* the rollouts' cache (mbpo__train_kv) */
     mbpo_train_opts oc;              /* o as this rank runs it (ranks > 0: no log) */
     mbpo__batch_stats *cbs;          /* where the micro-batch being collected counts (bs, or its dp_bs) */
     /* data parallelism (mbpo__dp_*): the world, and when dp the shard this rank owns: elements
@@ -11109,17 +11121,9 @@ typedef struct {
     double loss, kl, adv_abs, norm, t_update;
     int64_t n_tok, n_adv;
 } mbpo__train;
-/* The rollouts' cache, kept across prompts and updates so that its decode step's graph is
-   captured once (the weights change in place, so it stays valid); made again when a prompt
-   needs a longer one or the model was planned again (a new backend: the old one is gone, so
-   the cache is released without it). */
+/* The rollouts' cache: the run's own (mbpo__kv_keep), with G slots. */
 static int mbpo__train_kv(mbpo__train *T, int64_t need) {
-    mbpo_kv *kv = &T->kv;
-    const mbpo_model *m = &T->e.model;
-    if (kv->mem && kv->be == m->be && kv->be_gen == m->be_gen && kv->ops == m->ops && kv->max_len >= need) return 1;
-    if (kv->be != m->be || kv->be_gen != m->be_gen) kv->be = NULL;
-    mbpo_kv_free(kv);
-    return mbpo_kv_init(kv, m, T->o->G, need);
+    return mbpo__kv_keep(&T->e.kv, &T->e.model, T->o->G, need);
 }
 
 /* The pool: an SFT --data set, or the offline and online sets the mode needs. */
@@ -11372,7 +11376,7 @@ static int mbpo__train_rollouts(mbpo__train *T, mbpo__mb *M, const mbpo__item *i
     out = (int32_t *)mbpo__alloc((size_t)(o->G * o->max_new_tokens) * sizeof(int32_t));
     lens = (int *)mbpo__alloc((size_t)o->G * sizeof(int));
     r = (float *)mbpo__alloc((size_t)o->G * sizeof(float));
-    good = good && out && lens && r && mbpo_generate(&T->e.model, &T->kv, &q.b, &go, &rng, out, lens);
+    good = good && out && lens && r && mbpo_generate(&T->e.model, &T->e.kv, &q.b, &go, &rng, out, lens);
     for (k = 0; good && k < o->G; k++) {
         good = mbpo__rollout_seq(T, M, it, &q, out + (int64_t)k * o->max_new_tokens, lens[k], img, &r[k]);
         if (!good) break;
@@ -11825,8 +11829,6 @@ static void mbpo__train_free(mbpo__train *T) {
     mbpo_free(T->mbs);
     mbpo_free(T->dp_off); mbpo_free(T->dp_boff); mbpo_free(T->dp_acc); mbpo_free(T->dp_blk); mbpo_free(T->dp_rec);
     mbpo_free(T->dp_bs);
-    if (T->kv.mem && (T->kv.be != T->e.model.be || T->kv.be_gen != T->e.model.be_gen)) T->kv.be = NULL;   /* (see mbpo__train_kv) */
-    mbpo_kv_free(&T->kv);
     if (T->items) mbpo__items_free(T->items, T->n_items);
     mbpo_adamw_free(&T->opt);
     if (T->have_ref) mbpo_model_free(&T->ref);

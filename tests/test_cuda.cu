@@ -1766,6 +1766,7 @@ static void test_generate(void) {
             { 1.0, 0, 0.9, "T 1 top-p 0.9" }, { 1.0, 20, 0.8, "T 1 top-k 20 top-p 0.8" } };
         mbpo_gen_opts o;
         int same_graph = 1, same_cpu = 1, graph_steps, ok;
+        int64_t len_c = 0, len_g = 0;
         double worst_lp = 0;
         memset(&o, 0, sizeof o);
         o.max_new_tokens = NEW; o.temperature = cs[c].T; o.top_k = cs[c].top_k; o.top_p = cs[c].top_p;
@@ -1775,8 +1776,9 @@ static void test_generate(void) {
             stop[0] = ids[0][5]; stop[1] = ids[0][3 * NEW + 9];
             ok = gen_run(&mc, &kc, &b, &o, 0, ids[0], lens[0], lp[0], &rng[0], &secs[0]);
         }
+        len_c = kc.len;
         ok = ok && gen_run(&mg, &kg, &b, &o, 0, ids[1], lens[1], lp[1], &rng[1], &secs[1]);
-        graph_steps = kg.graph_steps;
+        graph_steps = kg.graph_steps; len_g = kg.len;
         ok = ok && gen_run(&mg, &kg, &b, &o, 1, ids[2], lens[2], lp[2], &rng[2], &secs[2]);
         if (!ok) continue;
         CHECK(graph_steps > 0 && kg.graph_steps == 0, "%s: the graph ran %d steps (graphs off: %d)", cs[c].name, graph_steps,
@@ -1790,7 +1792,8 @@ static void test_generate(void) {
                 if (!(e <= worst_lp)) worst_lp = e;
             }
         }
-        same_graph &= !memcmp(&rng[1], &rng[2], sizeof rng[1]);
+        same_graph &= !memcmp(&rng[1], &rng[2], sizeof rng[1]) && len_g == kg.len;
+        same_cpu &= len_g == len_c;   /* the cache's length: the CPU's (decodes after every continuation stopped change nothing) */
         CHECK(same_graph, "%s: graph and op-by-op generations differ", cs[c].name);
         if (c == 0 && FP32_BUILD) {
             int tf = 1;

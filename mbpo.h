@@ -529,6 +529,11 @@ typedef struct mbpo_model_s {
     mbpo_acts *acts;                 /* sized by mbpo_model_plan */
     /* the backend, chosen by mbpo_model_plan_on (the CPU by default) */
     mbpo_device device;
+    /* called by the backward when decoder layer l's parameter gradients are complete (the
+       range [lo, hi) of the parameter layout), to overlap their reduction with the rest of the
+       backward (data parallelism over NCCL); NULL: none */
+    int (*grad_ready)(void *ctx, struct mbpo_model_s *m, int64_t l, int64_t lo, int64_t hi);
+    void *grad_ctx;
     uint64_t be_gen;                 /* which backend state be is: a new number at every create (an address may repeat) */
     int recompute;                   /* activation recomputation: set before planning; the arena keeps each decoder
                                         layer's input only and the backward runs a layer's forward again before its
@@ -7788,6 +7793,11 @@ static int mbpo__lm_backward(mbpo_model *m) {
                                       mbpo__w(m, d->v_w), T, H, KD));
         MBPO__OP(ops->rmsnorm_backward(be, dh, g ? mbpo__gw(m, g->in_norm_w) : NULL, dx, io.x, mbpo__w(m, d->in_norm_w),
                                        io.rstd1, T, H));
+        if (g && m->grad_ready) {   /* layer l's gradients are whole: [its first parameter, the next layer's) */
+            int64_t lo = d->in_norm_w - m->params;
+            int64_t hi = (l + 1 < c->n_layers ? w->layers[l + 1].in_norm_w : w->norm_w) - m->params;
+            MBPO__OP(m->grad_ready(m->grad_ctx, m, l, lo, hi));
+        }
     }
     /* dh = d(inputs_embeds): image-pad rows go to the image features, the others to the
        embedding table (repeated tokens accumulate). The pad row, if any, gets no gradient
@@ -9354,6 +9364,22 @@ MBPODEF int mbpo_comm_reduce_scatter(mbpo_comm *c, float *acc, const float *full
 #endif
 }
 
+/* NCCL: mbpo_comm_reduce of the part [lo, hi) of the owners' ranges, queued after the work
+   queued so far on be (not waited for: the backward goes on); mbpo__comm_finish waits. */
+static int mbpo__comm_reduce_part(mbpo_comm *c, float *full, const int64_t *off, int64_t lo, int64_t hi, mbpo_backend *be) {
+#ifdef MBPO_NCCL
+    if (c->device) return mbpo__nccl_reduce_part(c, full, off, lo, hi, be);
+#endif
+    (void)c; (void)full; (void)off; (void)lo; (void)hi; (void)be;
+    return mbpo__fail("reduce: the overlapped reduce runs over NCCL");
+}
+static int mbpo__comm_finish(mbpo_comm *c) {
+#ifdef MBPO_NCCL
+    if (c->device) return mbpo__nccl_finish(c);
+#endif
+    (void)c;
+    return 1;
+}
 MBPODEF int mbpo_comm_reduce(mbpo_comm *c, float *full, const int64_t *off) {
 #ifdef MBPO_NCCL
     if (c->device) return mbpo__nccl_reduce(c, full, off);
@@ -11622,24 +11648,47 @@ static int mbpo__dp_backward(mbpo__train *T) {
     return 1;
 }
 /* ---- data parallelism on GPUs (NCCL): each rank sums its micro-batches' gradients in the
-   backward (as one process does), one in-place reduce gives each owner its shard of the sum;
+   backward (as one process does); during the last one's backward each decoder layer's
+   gradient is reduced in place on NCCL's stream as soon as it is whole (overlapped with the
+   layers below), the rest after: each owner gets its shard of the sum;
    the norm is the ranks' sums of squares added in rank order; each rank updates its shard of
    the fp32 master and moments, kept on its GPU (or the moments streamed from host memory),
    and the new bf16 weights are gathered. One rank is one process bit for bit (the same ops on
    the same values). */
+/* The backward's hook (mbpo_model.grad_ready): decoder layer l's gradient reduced while the
+   layers below go back. */
+static int mbpo__dp_sum_ready(void *ctx, mbpo_model *m, int64_t l, int64_t lo, int64_t hi) {
+    mbpo__train *T = (mbpo__train *)ctx;
+    (void)l;
+    return mbpo__comm_reduce_part(T->comm, m->xgrads, T->dp_off, lo, hi, m->be);
+}
 static int mbpo__dp_sum_backward(mbpo__train *T) {
     const mbpo_train_opts *o = T->o;
     mbpo_model *m = &T->e.model;
-    int64_t mb;
+    const mbpo_weights *w = &m->w;
+    int64_t mb, last = -1, l, L = m->cfg.n_layers, n = (int64_t)m->table.total_floats;
+    int64_t first_lo = w->layers[0].in_norm_w - m->params, norm_lo = w->norm_w - m->params;
     T->loss = T->kl = T->adv_abs = 0; T->n_tok = T->n_adv = 0;
     mbpo_model_zero_grad(m);
+    for (mb = T->comm->rank; mb < o->grad_accum; mb += T->comm->world) last = mb;
     for (mb = T->comm->rank; mb < o->grad_accum; mb += T->comm->world) {
         mbpo__mb *M = &T->mbs[mb];
-        if (!mbpo__train_mb_loss(T, M, T->dp_rec + mbpo__dp_slot(T, mb) * T->dp_rlen) ||
-            !mbpo_model_backward(m, &M->b, M->dl, NULL))
-            return 0;
+        int good;
+        if (mb == last) { m->grad_ready = mbpo__dp_sum_ready; m->grad_ctx = T; }   /* the last one's layers: overlapped */
+        good = mbpo__train_mb_loss(T, M, T->dp_rec + mbpo__dp_slot(T, mb) * T->dp_rlen) &&
+               mbpo_model_backward(m, &M->b, M->dl, NULL);
+        m->grad_ready = NULL; m->grad_ctx = NULL;
+        if (!good) return 0;
     }
-    if (!mbpo_comm_reduce(T->comm, m->xgrads, T->dp_off) ||
+    if (last < 0)   /* no micro-batch here: the same reductions, in the same order, of zeros */
+        for (l = L - 1; l >= 0; l--) {
+            int64_t lo = w->layers[l].in_norm_w - m->params, hi = (l + 1 < L ? w->layers[l + 1].in_norm_w : w->norm_w) - m->params;
+            if (!mbpo__comm_reduce_part(T->comm, m->xgrads, T->dp_off, lo, hi, m->be)) return 0;
+        }
+    /* then what is whole only at the end: the vision tower, the merger, the embedding (and a
+       tied head), the final norm and the head */
+    if (!mbpo__comm_reduce_part(T->comm, m->xgrads, T->dp_off, 0, first_lo, m->be) ||
+        !mbpo__comm_reduce_part(T->comm, m->xgrads, T->dp_off, norm_lo, n, m->be) || !mbpo__comm_finish(T->comm) ||
         !mbpo__dp_gather_slots(T, T->dp_rec, (size_t)T->dp_rlen * sizeof(double)))
         return 0;
     for (mb = 0; mb < o->grad_accum; mb++) mbpo__train_tally(T, T->dp_rec + mbpo__dp_slot(T, mb) * T->dp_rlen);

@@ -2465,6 +2465,29 @@ static int mbpo__nccl_reduce(mbpo_comm *c, float *full, const int64_t *off) {
     MBPO__NC(ncclGroupEnd(), "reduce");
     return mbpo__nccl_wait(c, "reduce");
 }
+/* The same reduce over the part [lo, hi) of the owners' ranges, queued on the NCCL stream after
+   the work queued so far on be's stream (an event), not waited for: the backward goes on while
+   it runs (mbpo__nccl_finish waits). Every rank queues the same parts in the same order. */
+static int mbpo__nccl_reduce_part(mbpo_comm *c, float *full, const int64_t *off, int64_t lo, int64_t hi, mbpo_backend *be) {
+    struct mbpo__nccl *n = MBPO__NCCL(c);
+    cudaEvent_t ev;
+    int r;
+    if (n->aborted) return mbpo__fail("reduce: the communicator was aborted");
+    MBPO__CU(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    if (cudaEventRecord(ev, mbpo__cuda_stream(be)) != cudaSuccess || cudaStreamWaitEvent(n->st, ev, 0) != cudaSuccess) {
+        (void)cudaEventDestroy(ev); (void)cudaGetLastError();
+        return mbpo__fail("reduce: cannot order the NCCL stream after the backward's");
+    }
+    (void)cudaEventDestroy(ev);   /* (released once recorded) */
+    MBPO__NC(ncclGroupStart(), "reduce");
+    for (r = 0; r < c->world; r++) {
+        int64_t a = off[r] > lo ? off[r] : lo, b = off[r + 1] < hi ? off[r + 1] : hi;
+        if (a < b) MBPO__NC(ncclReduce(full + a, full + a, (size_t)(b - a), ncclFloat, ncclSum, r, n->comm, n->st), "reduce");
+    }
+    MBPO__NC(ncclGroupEnd(), "reduce");
+    return 1;
+}
+static int mbpo__nccl_finish(mbpo_comm *c) { return mbpo__nccl_wait(c, "reduce"); }
 static void mbpo__nccl_abort(mbpo_comm *c) {
     struct mbpo__nccl *n = c->impl ? MBPO__NCCL(c) : NULL;
     if (n && !n->aborted) { (void)ncclCommAbort(n->comm); n->aborted = 1; }

@@ -34,6 +34,7 @@ LDLIBS  ?= -lstb -lm
 THREADS ?= 2
 
 NVCC    := $(shell command -v nvcc 2>/dev/null)
+MPICC   := $(shell command -v mpicc 2>/dev/null)
 PYTHON  ?= python3
 VENV    ?= build/venv
 PIP_PINS = torch==2.15.0 torchvision==0.29.2 transformers==4.57.6 safetensors==0.8.0 pillow==13.0.0 numpy==2.4.6
@@ -156,6 +157,10 @@ else
 	@printf '#define MBPO_DEMO_IMPLEMENTATION\n#include "../demo/mbpo_demo.h"\nint main(){return mbpo_failure_reason()[0];}\n' > build/check_nvcc_demo.cu
 	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -c -o build/check_nvcc_demo.o build/check_nvcc_demo.cu
 	$(MAKE) --no-print-directory cuda build/cuda/test_cuda build/cuda/test_cuda_fp32 build/nccl/mbpo-train
+ifneq ($(MPICC),)
+	$(NVCC) -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -DMBPO_CUDA -DMBPO_NCCL -DMBPO_MPI $(shell $(MPICC) --showme:compile) \
+	  -c -o build/check_nvcc_nccl_mpi.o build/check_nvcc.cu
+endif
 	@echo "check-nvcc: ok (mbpo.h as CUDA C++; build/cuda/: the drivers and test_cuda with the CUDA table, bf16 and fp32, linked; build/nccl/mbpo-train with NCCL). No GPU code is run here."
 endif
 
@@ -212,7 +217,6 @@ test-cuda: build/cuda/test_cuda build/cuda/test_cuda_fp32 $(CUDA_DRIVERS) $(CUDA
 # make mpi builds mbpo-train and mbpo-mine with MBPO_MPI (Debian: apt-get install -y libopenmpi-dev
 # openmpi-bin) into build/mpi/; make test-mpi runs them at 1, 2 and 4 ranks (tests/mpi/run.sh):
 # the same bits at every world size, a resume at another one, a killed and a hung rank.
-MPICC := $(shell command -v mpicc 2>/dev/null)
 MPI_DRIVERS = $(addprefix build/mpi/mbpo-,train mine)
 
 mpi: $(MPI_DRIVERS)

@@ -9096,6 +9096,29 @@ static int mbpo__mpi_wait(mbpo_comm *c, mbpo__mpi_reqs *q, const char *what) {
     memset(q, 0, sizeof *q);
     return ok;
 }
+#if defined(MBPO_NCCL)
+/* After an NCCL wait timed out: the ranks that are still alive meet in a barrier over MPI (a
+   minute at most); who does not come is named in who ("rank 3", "rank 3, 5"). */
+static int mbpo__mpi_missing(mbpo_comm *c, char *who, size_t size) {
+    mbpo__mpi_reqs q;
+    unsigned char *b = (unsigned char *)mbpo__calloc((size_t)c->world, 1);
+    double keep = c->timeout_s;
+    int p, ok = 1;
+    size_t at = 0;
+    if (!b) return 0;
+    memset(&q, 0, sizeof q);
+    for (p = 0; p < c->world && ok; p++)
+        if (p != c->rank) ok = mbpo__mpi_post(&q, 1, b + c->rank, 1, p, 14) && mbpo__mpi_post(&q, 0, b + p, 1, p, 14);
+    c->timeout_s = 60;
+    if (ok && !mbpo__mpi_wait(c, &q, "who is missing")) {
+        const char *r = strstr(mbpo_failure_reason(), "for rank "), *e = r ? strstr(r, " (") : NULL;
+        if (r && e && e > r + 9) at = (size_t)snprintf(who, size, "rank %.*s", (int)(e - r - 9), r + 9);
+    }
+    c->timeout_s = keep;
+    mbpo_free(b);
+    return at > 0;
+}
+#endif
 #endif /* MBPO_MPI */
 
 #if defined(MBPO_NCCL) && !defined(MBPO_MPI)

@@ -2338,6 +2338,9 @@ static const mbpo_ops mbpo__cuda_ops = {
    world sizes (docs/DESIGN.md 8). STATUS: compiles; not run (no GPU has been lent). */
 #ifdef MBPO_NCCL
 struct mbpo__nccl { ncclComm_t comm; cudaStream_t st; void *stage; size_t stage_bytes; int aborted; };
+#ifdef MBPO_MPI
+static int mbpo__mpi_missing(mbpo_comm *c, char *who, size_t size);   /* (mbpo.h: the ranks that do not answer over MPI) */
+#endif
 #define MBPO__NCCL(c) ((struct mbpo__nccl *)(c)->impl)
 #define MBPO__NC(call, what)                                                                    \
     do {                                                                                        \
@@ -2385,9 +2388,14 @@ static int mbpo__nccl_wait(mbpo_comm *c, const char *what) {
             return mbpo__fail("%s: rank %d: NCCL: %s (a rank died?)", what, c->rank, ncclGetErrorString(ae));
         }
         if (mbpo_now() - t0 > c->timeout_s) {
+            char who[256];
+            snprintf(who, sizeof who, "the other ranks (NCCL does not say which)");
+#ifdef MBPO_MPI
+            (void)mbpo__mpi_missing(c, who, sizeof who);   /* the ranks still waiting meet over MPI; the missing do not */
+#endif
             (void)ncclCommAbort(n->comm); n->aborted = 1;
-            return mbpo__fail("%s: rank %d waited %.0f s for the other ranks (NCCL does not say which; dead, hung, or that "
-                              "far behind; --comm-timeout sets the wait)", what, c->rank, c->timeout_s);
+            return mbpo__fail("%s: rank %d waited %.0f s for %s (dead, hung, or that far behind; --comm-timeout sets the wait)",
+                              what, c->rank, c->timeout_s, who);
         }
         {
             struct timespec ts;

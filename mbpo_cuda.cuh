@@ -19,8 +19,9 @@
    Memory: everything an op needs beyond its arguments is allocated in create: a 32 MiB
    workspace shared, in stream order, by cuBLASLt, the column-sum partials of the norms and
    of dbias (at most 2 x 128 x C floats: C <= 32768), the fp32 staging of x_upload /
-   x_download, the per-block partial sums of sumsq (1025 doubles) and sample's tokens,
-   draws and live flags (13 bytes a row). Ops allocate nothing; a new GEMM shape costs one
+   x_download, the per-block partial sums of sumsq (1025 doubles) and sample's row
+   probabilities at T > 0 (V floats per block, section 13). Ops allocate nothing (the NCCL
+   collectives of section 17 keep their own staging buffer); a new GEMM shape costs one
    host-side heuristic query.
 
    Sections: 1 common, 2 memory, 3 matmul, 4 norms, 5 elementwise, 6 rotary, 7 embedding,

@@ -1126,6 +1126,7 @@ MBPODEF uint64_t mbpo_seed_derive(uint64_t seed, int64_t index, uint64_t purpose
 #define MBPO__THREAD_LOCAL __thread
 #else
 #define MBPO__THREAD_LOCAL
+#define MBPO__NO_TLS
 #endif
 
 /* ------------------------------------------------------------------ 1. base: failures */
@@ -5962,62 +5963,308 @@ MBPODEF int mbpo_model_save(const mbpo_model *m, const char *dir, mbpo_dtype dty
        out (M, N) (+)= A . B^T  (+ bias (N))
    A is (M, K) row-major, or stored transposed as (K, M) when a_t;
    B is (N, K) row-major (a Linear weight, "out x in"), or stored as (K, N) when b_t.
-   Method: for each block of 16 output columns, copy a K-chunk of B into a small (chunk, 16)
-   panel, then for 4 rows of A at a time accumulate out[r][0..16] += A[r][k] * panel[k][0..16]:
-   a broadcast-multiply-add over 16 contiguous floats that the compiler turns into SIMD without
-   -ffast-math. Each output is summed over k in increasing order, whatever the blocking or
-   the thread count, so results are reproducible. Parallel over column blocks. */
-#define MBPO__GEMM_NB 32    /* output columns per panel */
-#define MBPO__GEMM_KB 128   /* k per panel: 16 KB, stays in L1 */
-/* c_r[0..NB) += a_r[k * as] * panel[k][0..NB) for 4 rows r, k < nk: the inner kernel.
-   Four separate NB-float accumulators the compiler keeps in vector registers. */
-static void mbpo__gemm_4x16(float *c0, float *c1, float *c2, float *c3, const float *a0, const float *a1,
-                            const float *a2, const float *a3, int64_t as, const float *panel, int64_t nk) {
-    float x0[MBPO__GEMM_NB], x1[MBPO__GEMM_NB], x2[MBPO__GEMM_NB], x3[MBPO__GEMM_NB];
-    int64_t k;
-    int j;
-    for (j = 0; j < MBPO__GEMM_NB; j++) { x0[j] = c0[j]; x1[j] = c1[j]; x2[j] = c2[j]; x3[j] = c3[j]; }
-    for (k = 0; k < nk; k++) {
-        const float *p = panel + k * MBPO__GEMM_NB;
-        float v0 = a0[k * as], v1 = a1[k * as], v2 = a2[k * as], v3 = a3[k * as];
-        for (j = 0; j < MBPO__GEMM_NB; j++) {
-            x0[j] += v0 * p[j]; x1[j] += v1 * p[j]; x2[j] += v2 * p[j]; x3[j] += v3 * p[j];
+   The three uses: forward out = inp . W^T (a_t 0, b_t 0); dinp += dout . W (b_t 1);
+   dW += dout^T . inp (a_t 1, b_t 1). No operand is ever transposed whole: the packing below
+   reads each layout where it lies.
+
+   Method (the classic blocked GEMM): the output is cut into tiles of MC rows x NC columns, each
+   tile is one unit of work. For each K-block of KC, the tile's piece of A is copied into
+   MR-row strips laid out k-major ((KC, MR) each) and B's into NR-column strips ((KC, NR)
+   each), zero padded at the edges; then a register-blocked micro-kernel keeps an MR x NR block
+   of the output in vector registers while it runs over k: per k one broadcast of each of A's MR
+   values times NR/VL vector loads of B, MR * NR / VL fused multiply-adds. Sizes: an (KC, NR)
+   strip of B (32 KB with AVX-512) stays in L1 while every strip of A passes it; the tile's
+   packed A and B (192 + 256 KB) live in L2.
+
+   Reproducible: every output is one fused multiply-add chain over k in increasing order,
+   started from 0 (or from out when accumulating), the bias added last. Blocking, packing and
+   the thread that computes a tile change none of that, so the bits depend on neither the
+   thread count nor the schedule - only on the build (with FMA or without). Tiles are handed
+   out dynamically, so a thread the OS deschedules costs its share, not a wait at every op. */
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+#include <immintrin.h>
+#define MBPO__GEMM_ISA "avx512"
+#define MBPO__GEMM_VL 16                 /* floats per vector register */
+#define MBPO__GEMM_MR 12                 /* 12 x 2 accumulators + 2 of B: 26 of 32 registers */
+typedef __m512 mbpo__vf;
+#define MBPO__VLOAD(p) _mm512_load_ps(p)
+#define MBPO__VLOADU(p) _mm512_loadu_ps(p)
+#define MBPO__VSTOREU(p, v) _mm512_storeu_ps(p, v)
+#define MBPO__VSET1(x) _mm512_set1_ps(x)
+#define MBPO__VZERO() _mm512_setzero_ps()
+#define MBPO__VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define MBPO__VADD(a, b) _mm512_add_ps(a, b)
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
+#include <immintrin.h>
+#define MBPO__GEMM_ISA "avx2+fma"
+#define MBPO__GEMM_VL 8
+#define MBPO__GEMM_MR 6                  /* 6 x 2 accumulators + 2 of B + 1 broadcast: 15 of 16 */
+typedef __m256 mbpo__vf;
+#define MBPO__VLOAD(p) _mm256_load_ps(p)
+#define MBPO__VLOADU(p) _mm256_loadu_ps(p)
+#define MBPO__VSTOREU(p, v) _mm256_storeu_ps(p, v)
+#define MBPO__VSET1(x) _mm256_set1_ps(x)
+#define MBPO__VZERO() _mm256_setzero_ps()
+#define MBPO__VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define MBPO__VADD(a, b) _mm256_add_ps(a, b)
+#else
+#define MBPO__GEMM_ISA "portable"
+#define MBPO__GEMM_MR 4                  /* plain C the compiler vectorizes */
+#endif
+#ifdef MBPO__GEMM_VL
+#define MBPO__GEMM_NR (2 * MBPO__GEMM_VL)   /* two vectors of output columns per row */
+#else
+#define MBPO__GEMM_NR 16
+#endif
+#ifndef MBPO__GEMM_KC
+#define MBPO__GEMM_KC 256
+#endif
+#define MBPO__GEMM_MC 192                /* a multiple of 12, 6 and 4 */
+#ifndef MBPO__GEMM_NC
+#define MBPO__GEMM_NC 512
+#endif
+
+#ifdef MBPO__GEMM_VL
+/* Transpose a VL x VL block in registers: src row i at src + i * ld (VL floats, rows >= nrow
+   read as zero); dst row q (= column q of src) at dst + q * dld, the first nst floats of it
+   stored (nst == VL: whole vectors). Only moves: no arithmetic touches the values. */
+#if MBPO__GEMM_VL == 16
+static void mbpo__gemm_transpose(const float *src, int64_t ld, int nrow, float *dst, int64_t dld, int nst) {
+    __m512 r[16], t[16], u[16];
+    __mmask16 mask = (__mmask16)((1u << nst) - 1u);
+    int i, c;
+    for (i = 0; i < 16; i++) r[i] = i < nrow ? _mm512_loadu_ps(src + i * ld) : _mm512_setzero_ps();
+    for (i = 0; i < 8; i++) {                 /* pairs of rows interleaved within each 128-bit lane */
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 4; i++) {                 /* 4 rows x (column c of each lane) */
+        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (c = 0; c < 4; c++) {                 /* gather the four row groups' lanes: column 4L + c */
+        __m512 x01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), y01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        __m512 x23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), y23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        __m512 col[4];
+        col[0] = _mm512_shuffle_f32x4(x01, x23, 0x88);
+        col[1] = _mm512_shuffle_f32x4(y01, y23, 0x88);
+        col[2] = _mm512_shuffle_f32x4(x01, x23, 0xDD);
+        col[3] = _mm512_shuffle_f32x4(y01, y23, 0xDD);
+        for (i = 0; i < 4; i++) {
+            if (nst == 16) _mm512_storeu_ps(dst + (4 * i + c) * dld, col[i]);
+            else _mm512_mask_storeu_ps(dst + (4 * i + c) * dld, mask, col[i]);
         }
     }
-    for (j = 0; j < MBPO__GEMM_NB; j++) { c0[j] = x0[j]; c1[j] = x1[j]; c2[j] = x2[j]; c3[j] = x3[j]; }
+}
+#else
+static void mbpo__gemm_transpose(const float *src, int64_t ld, int nrow, float *dst, int64_t dld, int nst) {
+    __m256 r[8], t[8], u[8];
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(nst), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    int i, c;
+    for (i = 0; i < 8; i++) r[i] = i < nrow ? _mm256_loadu_ps(src + i * ld) : _mm256_setzero_ps();
+    for (i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 2; i++) {
+        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (c = 0; c < 4; c++) {                 /* low lanes: column c; high lanes: column 4 + c */
+        __m256 lo = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20), hi = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+        if (nst == 8) { _mm256_storeu_ps(dst + c * dld, lo); _mm256_storeu_ps(dst + (4 + c) * dld, hi); }
+        else { _mm256_maskstore_ps(dst + c * dld, mask, lo); _mm256_maskstore_ps(dst + (4 + c) * dld, mask, hi); }
+    }
+}
+#endif
+#endif
+/* Copy A[i0 .. i0+mc) x [k0 .. k0+kc) into MR-row strips: ap[strip][k][r], rows past mc zero. */
+static void mbpo__gemm_pack_a(float *ap, const float *A, int a_t, int64_t M, int64_t K, int64_t i0, int64_t mc,
+                              int64_t k0, int64_t kc) {
+    int64_t s, k, r;
+    for (s = 0; s < mc; s += MBPO__GEMM_MR, ap += kc * MBPO__GEMM_MR) {
+        int64_t nr = mc - s < MBPO__GEMM_MR ? mc - s : MBPO__GEMM_MR;
+        if (a_t) {                               /* A stored (K, M): a row of k is contiguous in i */
+            for (k = 0; k < kc; k++) {
+                const float *src = A + (k0 + k) * M + i0 + s;
+                if (nr == MBPO__GEMM_MR) for (r = 0; r < MBPO__GEMM_MR; r++) ap[k * MBPO__GEMM_MR + r] = src[r];
+                else for (r = 0; r < MBPO__GEMM_MR; r++) ap[k * MBPO__GEMM_MR + r] = r < nr ? src[r] : 0.0f;
+            }
+        } else {                                 /* A stored (M, K): a transpose, VL x VL blocks at a time */
+            const float *src = A + (i0 + s) * K + k0;
+            k = 0;
+#ifdef MBPO__GEMM_VL
+            for (; k + MBPO__GEMM_VL <= kc; k += MBPO__GEMM_VL)
+                mbpo__gemm_transpose(src + k, K, (int)nr, ap + k * MBPO__GEMM_MR, MBPO__GEMM_MR, MBPO__GEMM_MR);
+#endif
+            for (; k < kc; k++)
+                for (r = 0; r < MBPO__GEMM_MR; r++) ap[k * MBPO__GEMM_MR + r] = r < nr ? src[r * K + k] : 0.0f;
+        }
+    }
+}
+/* Copy B^T[k0 .. k0+kc) x [j0 .. j0+nc) into NR-column strips: bp[strip][k][c], columns past nc zero. */
+static void mbpo__gemm_pack_b(float *bp, const float *B, int b_t, int64_t N, int64_t K, int64_t j0, int64_t nc,
+                              int64_t k0, int64_t kc) {
+    int64_t s, k, c;
+    for (s = 0; s < nc; s += MBPO__GEMM_NR, bp += kc * MBPO__GEMM_NR) {
+        int64_t ncol = nc - s < MBPO__GEMM_NR ? nc - s : MBPO__GEMM_NR;
+        if (b_t) {                               /* B stored (K, N): contiguous in j */
+            for (k = 0; k < kc; k++) {
+                const float *src = B + (k0 + k) * N + j0 + s;
+                if (ncol == MBPO__GEMM_NR) for (c = 0; c < MBPO__GEMM_NR; c++) bp[k * MBPO__GEMM_NR + c] = src[c];
+                else for (c = 0; c < MBPO__GEMM_NR; c++) bp[k * MBPO__GEMM_NR + c] = c < ncol ? src[c] : 0.0f;
+            }
+        } else {                                 /* B stored (N, K) (a weight): a transpose */
+            const float *src = B + (j0 + s) * K + k0;
+            k = 0;
+#ifdef MBPO__GEMM_VL
+            for (; k + MBPO__GEMM_VL <= kc; k += MBPO__GEMM_VL)
+                for (c = 0; c < MBPO__GEMM_NR; c += MBPO__GEMM_VL) {
+                    int64_t rows = ncol - c < MBPO__GEMM_VL ? ncol - c : MBPO__GEMM_VL;
+                    mbpo__gemm_transpose(src + c * K + k, K, rows > 0 ? (int)rows : 0, bp + k * MBPO__GEMM_NR + c,
+                                         MBPO__GEMM_NR, MBPO__GEMM_VL);
+                }
+#endif
+            for (; k < kc; k++)
+                for (c = 0; c < MBPO__GEMM_NR; c++) bp[k * MBPO__GEMM_NR + c] = c < ncol ? src[c * K + k] : 0.0f;
+        }
+    }
+}
+/* The micro-kernel: c (MR, NR) at row stride ldc; c = (load ? c : 0) + sum_k ap[k][r] * bp[k][j]
+   over k < kc in order, then + bias[j] when bias is not NULL. ap, bp 64-byte aligned. */
+static void mbpo__gemm_micro(float *c, int64_t ldc, const float *ap, const float *bp, int64_t kc, int load,
+                             const float *bias) {
+#ifdef MBPO__GEMM_VL
+    mbpo__vf x[MBPO__GEMM_MR][2];
+    int64_t k;
+    int r;
+    for (r = 0; r < MBPO__GEMM_MR; r++) {
+        x[r][0] = load ? MBPO__VLOADU(c + r * ldc) : MBPO__VZERO();
+        x[r][1] = load ? MBPO__VLOADU(c + r * ldc + MBPO__GEMM_VL) : MBPO__VZERO();
+    }
+    for (k = 0; k < kc; k++, ap += MBPO__GEMM_MR, bp += MBPO__GEMM_NR) {
+        mbpo__vf b0 = MBPO__VLOAD(bp), b1 = MBPO__VLOAD(bp + MBPO__GEMM_VL);
+        for (r = 0; r < MBPO__GEMM_MR; r++) {
+            mbpo__vf a = MBPO__VSET1(ap[r]);
+            x[r][0] = MBPO__VFMA(a, b0, x[r][0]);
+            x[r][1] = MBPO__VFMA(a, b1, x[r][1]);
+        }
+    }
+    if (bias) {
+        mbpo__vf b0 = MBPO__VLOADU(bias), b1 = MBPO__VLOADU(bias + MBPO__GEMM_VL);
+        for (r = 0; r < MBPO__GEMM_MR; r++) { x[r][0] = MBPO__VADD(x[r][0], b0); x[r][1] = MBPO__VADD(x[r][1], b1); }
+    }
+    for (r = 0; r < MBPO__GEMM_MR; r++) {
+        MBPO__VSTOREU(c + r * ldc, x[r][0]);
+        MBPO__VSTOREU(c + r * ldc + MBPO__GEMM_VL, x[r][1]);
+    }
+#else
+    float x[MBPO__GEMM_MR][MBPO__GEMM_NR];
+    int64_t k;
+    int r, j;
+    for (r = 0; r < MBPO__GEMM_MR; r++)
+        for (j = 0; j < MBPO__GEMM_NR; j++) x[r][j] = load ? c[r * ldc + j] : 0.0f;
+    for (k = 0; k < kc; k++, ap += MBPO__GEMM_MR, bp += MBPO__GEMM_NR)
+        for (r = 0; r < MBPO__GEMM_MR; r++)
+            for (j = 0; j < MBPO__GEMM_NR; j++) x[r][j] += ap[r] * bp[j];
+    for (r = 0; r < MBPO__GEMM_MR; r++)
+        for (j = 0; j < MBPO__GEMM_NR; j++) c[r * ldc + j] = bias ? x[r][j] + bias[j] : x[r][j];
+#endif
+}
+/* One tile: out[i0 .. i0+mc) x [j0 .. j0+nc), all of K. ap, bp: the thread's packing buffers. */
+static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
+                            int64_t M, int64_t K, int64_t N, int accumulate, int64_t i0, int64_t mc, int64_t j0,
+                            int64_t nc, float *ap, float *bp) {
+    float edge[MBPO__GEMM_MR * MBPO__GEMM_NR];
+    int64_t k0, jr, ir, r, j;
+    for (k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += MBPO__GEMM_KC) {
+        int64_t kc = K - k0 < MBPO__GEMM_KC ? K - k0 : MBPO__GEMM_KC;
+        int load = k0 > 0 || accumulate, last = k0 + kc >= K;
+        mbpo__gemm_pack_a(ap, A, a_t, M, K, i0, mc, k0, kc);
+        mbpo__gemm_pack_b(bp, B, b_t, N, K, j0, nc, k0, kc);
+        for (jr = 0; jr < nc; jr += MBPO__GEMM_NR) {
+            int64_t nn = nc - jr < MBPO__GEMM_NR ? nc - jr : MBPO__GEMM_NR;
+            const float *bs = bp + jr * kc, *bb = last && bias ? bias + j0 + jr : NULL;
+            for (ir = 0; ir < mc; ir += MBPO__GEMM_MR) {
+                int64_t nm = mc - ir < MBPO__GEMM_MR ? mc - ir : MBPO__GEMM_MR;
+                float *c = out + (i0 + ir) * N + j0 + jr;
+                const float *as = ap + ir * kc;
+#ifdef MBPO__GEMM_VL
+                if (ir + MBPO__GEMM_MR < mc)     /* the next block's rows of out: misses hidden behind this one */
+                    for (r = 0; r < MBPO__GEMM_MR; r++) {
+                        _mm_prefetch((const char *)(c + (MBPO__GEMM_MR + r) * N), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(c + (MBPO__GEMM_MR + r) * N + MBPO__GEMM_NR - 1), _MM_HINT_T0);
+                    }
+#endif
+                if (nm == MBPO__GEMM_MR && nn == MBPO__GEMM_NR) {
+                    mbpo__gemm_micro(c, N, as, bs, kc, load, bb);
+                } else {                 /* an edge block: through a full-size copy */
+                    float bias_pad[MBPO__GEMM_NR];
+                    for (r = 0; r < MBPO__GEMM_MR; r++)
+                        for (j = 0; j < MBPO__GEMM_NR; j++)
+                            edge[r * MBPO__GEMM_NR + j] = load && r < nm && j < nn ? c[r * N + j] : 0.0f;
+                    for (j = 0; j < MBPO__GEMM_NR; j++) bias_pad[j] = bb && j < nn ? bb[j] : 0.0f;
+                    mbpo__gemm_micro(edge, MBPO__GEMM_NR, as, bs, kc, 1, bb ? bias_pad : NULL);
+                    for (r = 0; r < nm; r++)
+                        for (j = 0; j < nn; j++) c[r * N + j] = edge[r * MBPO__GEMM_NR + j];
+                }
+            }
+        }
+        if (K == 0) break;
+    }
+}
+/* This thread's packing buffers (at most (MC + NC + MR + NR) * KC floats, 0.8 MB), kept from
+   call to call: a fresh allocation per product would fault in new pages every time. 64-byte
+   aligned; NULL when memory is short (the caller then takes the unpacked path). */
+static MBPO__THREAD_LOCAL char *mbpo__gemm_ws;
+static MBPO__THREAD_LOCAL size_t mbpo__gemm_ws_n;
+static float *mbpo__gemm_buffers(size_t floats) {
+    size_t bytes = floats * sizeof(float) + 64;
+#ifdef MBPO__NO_TLS
+    (void)bytes; return NULL;            /* no thread-local storage: one shared buffer would race */
+#else
+    if (bytes > mbpo__gemm_ws_n) {
+        free(mbpo__gemm_ws);
+        mbpo__gemm_ws = (char *)malloc(bytes);
+        mbpo__gemm_ws_n = mbpo__gemm_ws ? bytes : 0;
+    }
+    return mbpo__gemm_ws ? (float *)(((uintptr_t)mbpo__gemm_ws + 63) & ~(uintptr_t)63) : NULL;
+#endif
 }
 static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
                        int64_t M, int64_t K, int64_t N, int accumulate) {
-    int64_t nblocks = (N + MBPO__GEMM_NB - 1) / MBPO__GEMM_NB, jb;
-    MBPO__OMP("omp parallel for schedule(static)")
-    for (jb = 0; jb < nblocks; jb++) {
-        float panel[MBPO__GEMM_KB * MBPO__GEMM_NB], acc[4][MBPO__GEMM_NB];
-        int64_t j0 = jb * MBPO__GEMM_NB, nj = N - j0 < MBPO__GEMM_NB ? N - j0 : MBPO__GEMM_NB, k0, m0, k, j;
-        int r;
-        for (k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += MBPO__GEMM_KB) {
-            int64_t nk = K - k0 < MBPO__GEMM_KB ? K - k0 : MBPO__GEMM_KB;
-            int first = k0 == 0 && !accumulate;
-            for (k = 0; k < nk; k++)          /* panel[k][j] = B^T[k0+k][j0+j], zero padded */
-                for (j = 0; j < MBPO__GEMM_NB; j++)
-                    panel[k * MBPO__GEMM_NB + j] = j >= nj ? 0.0f
-                        : b_t ? B[(k0 + k) * N + j0 + j] : B[(j0 + j) * K + k0 + k];
-            for (m0 = 0; m0 < M; m0 += 4) {
-                const float *a[4];
-                for (r = 0; r < 4; r++) {
-                    int64_t row = m0 + r < M ? m0 + r : M - 1;   /* extra rows: computed, not stored */
-                    a[r] = a_t ? A + k0 * M + row : A + row * K + k0;
-                    for (j = 0; j < MBPO__GEMM_NB; j++)
-                        acc[r][j] = first || j >= nj ? 0.0f : out[row * N + j0 + j];
-                }
-                mbpo__gemm_4x16(acc[0], acc[1], acc[2], acc[3], a[0], a[1], a[2], a[3], a_t ? M : 1, panel, nk);
-                for (r = 0; r < 4 && m0 + r < M; r++)
-                    for (j = 0; j < nj; j++) out[(m0 + r) * N + j0 + j] = acc[r][j];
+    int64_t mt = (M + MBPO__GEMM_MC - 1) / MBPO__GEMM_MC, nt = (N + MBPO__GEMM_NC - 1) / MBPO__GEMM_NC;
+    /* buffers sized to the problem, so small products stay small allocations */
+    int64_t mcap = (M < MBPO__GEMM_MC ? M : MBPO__GEMM_MC) + MBPO__GEMM_MR;
+    int64_t ncap = (N < MBPO__GEMM_NC ? N : MBPO__GEMM_NC) + MBPO__GEMM_NR;
+    int64_t kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC;
+    if (M <= 0 || N <= 0) return;
+    MBPO__OMP("omp parallel")
+    {
+        float *ap = mbpo__gemm_buffers((size_t)(((mcap * kcap + 15) & ~(int64_t)15) + ncap * kcap));
+        float *bp = ap ? ap + ((mcap * kcap + 15) & ~(int64_t)15) : NULL;
+        int64_t t;
+        MBPO__OMP("omp for schedule(dynamic, 1)")
+        for (t = 0; t < mt * nt; t++) {
+            int64_t ib = t % mt, jb = t / mt, i0 = ib * MBPO__GEMM_MC, j0 = jb * MBPO__GEMM_NC;
+            int64_t mc = M - i0 < MBPO__GEMM_MC ? M - i0 : MBPO__GEMM_MC, nc = N - j0 < MBPO__GEMM_NC ? N - j0 : MBPO__GEMM_NC;
+            if (ap) {
+                mbpo__gemm_tile(out, A, a_t, B, b_t, bias, M, K, N, accumulate, i0, mc, j0, nc, ap, bp);
+            } else {             /* no memory for packing: the same sums, one output at a time */
+                int64_t i, j, k;
+                for (i = i0; i < i0 + mc; i++)
+                    for (j = j0; j < j0 + nc; j++) {
+                        float s = accumulate ? out[i * N + j] : 0.0f;
+                        for (k = 0; k < K; k++)
+                            s += (a_t ? A[k * M + i] : A[i * K + k]) * (b_t ? B[k * N + j] : B[j * K + k]);
+                        out[i * N + j] = bias ? s + bias[j] : s;
+                    }
             }
-            if (K == 0) break;
         }
-        if (bias)
-            for (m0 = 0; m0 < M; m0++)
-                for (j = 0; j < nj; j++) out[m0 * N + j0 + j] += bias[j0 + j];
     }
 }
 /* out (N,OC) = inp (N,C) . w (OC,C)^T + bias (OC); bias may be NULL. */

@@ -6217,6 +6217,13 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
         if (K == 0) break;
     }
 }
+static int mbpo__max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
 /* This thread's packing buffers (at most (MC + NC + MR + NR) * KC floats, 0.8 MB), kept from
    call to call: a fresh allocation per product would fault in new pages every time. 64-byte
    aligned; NULL when memory is short (the caller then takes the unpacked path). */
@@ -6237,12 +6244,17 @@ static float *mbpo__gemm_buffers(size_t floats) {
 }
 static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
                        int64_t M, int64_t K, int64_t N, int accumulate) {
-    int64_t mt = (M + MBPO__GEMM_MC - 1) / MBPO__GEMM_MC, nt = (N + MBPO__GEMM_NC - 1) / MBPO__GEMM_NC;
-    /* buffers sized to the problem, so small products stay small allocations */
-    int64_t mcap = (M < MBPO__GEMM_MC ? M : MBPO__GEMM_MC) + MBPO__GEMM_MR;
-    int64_t ncap = (N < MBPO__GEMM_NC ? N : MBPO__GEMM_NC) + MBPO__GEMM_NR;
-    int64_t kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC;
+    /* Tile size: the cache blocks, made smaller (columns first) until there are at least 4 tiles
+       a thread, so a small product still spreads over every thread and a slow thread's share
+       can move to the others. The sums do not depend on it. */
+    int64_t MC = MBPO__GEMM_MC, NC = MBPO__GEMM_NC, want = 4 * (int64_t)mbpo__max_threads(), mt, nt;
+    int64_t mcap, ncap, kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC;
     if (M <= 0 || N <= 0) return;
+    while (want > 4 && NC > 2 * MBPO__GEMM_NR && ((M + MC - 1) / MC) * ((N + NC - 1) / NC) < want) NC /= 2;
+    while (want > 4 && MC > 2 * MBPO__GEMM_MR && ((M + MC - 1) / MC) * ((N + NC - 1) / NC) < want) MC /= 2;
+    mt = (M + MC - 1) / MC; nt = (N + NC - 1) / NC;
+    mcap = (M < MC ? M : MC) + MBPO__GEMM_MR;   /* buffers sized to the problem */
+    ncap = (N < NC ? N : NC) + MBPO__GEMM_NR;
     MBPO__OMP("omp parallel")
     {
         float *ap = mbpo__gemm_buffers((size_t)(((mcap * kcap + 15) & ~(int64_t)15) + ncap * kcap));
@@ -6250,8 +6262,8 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
         int64_t t;
         MBPO__OMP("omp for schedule(dynamic, 1)")
         for (t = 0; t < mt * nt; t++) {
-            int64_t ib = t % mt, jb = t / mt, i0 = ib * MBPO__GEMM_MC, j0 = jb * MBPO__GEMM_NC;
-            int64_t mc = M - i0 < MBPO__GEMM_MC ? M - i0 : MBPO__GEMM_MC, nc = N - j0 < MBPO__GEMM_NC ? N - j0 : MBPO__GEMM_NC;
+            int64_t ib = t % mt, jb = t / mt, i0 = ib * MC, j0 = jb * NC;
+            int64_t mc = M - i0 < MC ? M - i0 : MC, nc = N - j0 < NC ? N - j0 : NC;
             if (ap) {
                 mbpo__gemm_tile(out, A, a_t, B, b_t, bias, M, K, N, accumulate, i0, mc, j0, nc, ap, bp);
             } else {             /* no memory for packing: the same sums, one output at a time */
@@ -6462,82 +6474,229 @@ static float mbpo__dot(const float *a, const float *b, int64_t n) {
     s = (p[0] + p[2]) + (p[1] + p[3]);
     return s;
 }
+/* mbpo__dot(q, key jj) for the 16 keys of one block at once: s[jj] for jj < 16, from kt (HS, 16),
+   the block's keys transposed. mbpo__dot's partial sum l (of the elements d = l mod 16) becomes
+   vector l, one lane per key: the same products added in the same order, so the same bits,
+   but 16 keys per instruction instead of a horizontal sum per key. kt 64-byte aligned. */
+static void mbpo__dot16(float *s, const float *q, const float *kt, int64_t HS) {
+    int64_t d;
+    int l;
+#if defined(MBPO__GEMM_VL) && MBPO__GEMM_VL == 16
+    __m512 p[16];
+    for (l = 0; l < 16; l++) p[l] = _mm512_setzero_ps();
+    for (d = 0; d + 16 <= HS; d += 16)
+        for (l = 0; l < 16; l++) p[l] = _mm512_fmadd_ps(_mm512_set1_ps(q[d + l]), _mm512_load_ps(kt + (d + l) * 16), p[l]);
+    for (l = 0; d < HS; d++, l++) p[l] = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_load_ps(kt + d * 16), p[l]);
+    for (l = 0; l < 8; l++) p[l] = _mm512_add_ps(p[l], p[l + 8]);
+    for (l = 0; l < 4; l++) p[l] = _mm512_add_ps(p[l], p[l + 4]);
+    _mm512_storeu_ps(s, _mm512_add_ps(_mm512_add_ps(p[0], p[2]), _mm512_add_ps(p[1], p[3])));
+#else
+    float p[16][16];
+    int jj;
+    for (l = 0; l < 16; l++)
+        for (jj = 0; jj < 16; jj++) p[l][jj] = 0.0f;
+    for (d = 0; d < HS; d++)
+        for (jj = 0; jj < 16; jj++) p[d & 15][jj] += q[d] * kt[d * 16 + jj];
+    for (l = 0; l < 8; l++)
+        for (jj = 0; jj < 16; jj++) p[l][jj] += p[l + 8][jj];
+    for (l = 0; l < 4; l++)
+        for (jj = 0; jj < 16; jj++) p[l][jj] += p[l + 4][jj];
+    for (jj = 0; jj < 16; jj++) s[jj] = (p[0][jj] + p[2][jj]) + (p[1][jj] + p[3][jj]);
+#endif
+}
+/* Rows [from, to) of one kv head's keys (or values) x (L, NKV, HS) at stride xs, transposed
+   into blocks of 16: xt[j / 16][d][j % 16]; rows past `to` in the last block zero. */
+static void mbpo__att_transpose(float *xt, const float *x, int64_t xs, int64_t HS, int64_t from, int64_t to) {
+    int64_t j, d, end = (to + 15) & ~(int64_t)15;
+    for (j = from; j < end; j++) {
+        float *dst = xt + (j >> 4) * HS * 16 + (j & 15);
+        if (j < to) for (d = 0; d < HS; d++) dst[d * 16] = x[j * xs + d];
+        else for (d = 0; d < HS; d++) dst[d * 16] = 0.0f;
+    }
+}
+/* dots[j] = mbpo__dot(qi, key j) for j < n, keys from their transpose xt. */
+static void mbpo__att_dots(float *dots, const float *qi, const float *xt, int64_t HS, int64_t n) {
+    float blk[16];
+    int64_t j0, j;
+    for (j0 = 0; j0 < n; j0 += 16) {
+        mbpo__dot16(blk, qi, xt + j0 * HS, HS);
+        for (j = 0; j < 16 && j0 + j < n; j++) dots[j0 + j] = blk[j];
+    }
+}
+/* o (HS) (+)= sum_{j < n} w[j] x_j with x_j at x + j * xs, each o[d] one multiply-add chain in
+   increasing j (four rows per pass over o, so o is loaded and stored a quarter as often). */
+static void mbpo__att_axpy_rows(float *o, const float *w, const float *x, int64_t xs, int64_t HS, int64_t n, float div,
+                                int divide) {
+    int64_t j = 0, d;
+    for (; j + 4 <= n; j += 4) {
+        const float *x0 = x + j * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        float p0 = divide ? w[j] / div : w[j] * div, p1 = divide ? w[j + 1] / div : w[j + 1] * div;
+        float p2 = divide ? w[j + 2] / div : w[j + 2] * div, p3 = divide ? w[j + 3] / div : w[j + 3] * div;
+        for (d = 0; d < HS; d++) {
+            float acc = o[d];
+            acc += p0 * x0[d]; acc += p1 * x1[d]; acc += p2 * x2[d]; acc += p3 * x3[d];
+            o[d] = acc;
+        }
+    }
+    for (; j < n; j++) {
+        const float *xj = x + j * xs;
+        float p = divide ? w[j] / div : w[j] * div;
+        for (d = 0; d < HS; d++) o[d] += p * xj[d];
+    }
+}
+/* This thread's attention buffers (a second slot, like the GEMM's packing buffers): a kv head's
+   keys and values transposed, and score rows. NULL when memory is short. */
+static MBPO__THREAD_LOCAL char *mbpo__att_ws;
+static MBPO__THREAD_LOCAL size_t mbpo__att_ws_n;
+static float *mbpo__att_buffers(size_t floats) {
+    size_t bytes = floats * sizeof(float) + 64;
+#ifdef MBPO__NO_TLS
+    (void)bytes; return NULL;
+#else
+    if (bytes > mbpo__att_ws_n) {
+        free(mbpo__att_ws);
+        mbpo__att_ws = (char *)malloc(bytes);
+        mbpo__att_ws_n = mbpo__att_ws ? bytes : 0;
+    }
+    return mbpo__att_ws ? (float *)(((uintptr_t)mbpo__att_ws + 63) & ~(uintptr_t)63) : NULL;
+#endif
+}
+#define MBPO__ATT_IB 32   /* queries per forward job */
 
 /* Attention over one segment of L tokens. q (L, NH, HS) at stride qs floats per token,
    k, v (L, NKV, HS) at stride kvs; out (L, NH, HS) at stride os; lse (NH, L) the log-sum-exp
    of each score row, saved so backward can rebuild the probabilities without storing
-   them (O(L) memory instead of O(L^2)). causal: key j <= query i. Scores in fp32. */
+   them (O(L) memory instead of O(L^2)). causal: key j <= query i. Scores in fp32.
+   Jobs: (head, block of 32 queries), handed out dynamically; a job transposes the keys it needs
+   (once per kv head per thread) so the scores of 16 keys come from one pass (mbpo__dot16). */
 static void mbpo__attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                                     int64_t L, int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs,
                                     int64_t os, int64_t lse_stride, int causal, float *scratch /* (threads, 2L) */) {
-    int64_t job, group = NH / NKV;
+    int64_t job, group = NH / NKV, nib = (L + MBPO__ATT_IB - 1) / MBPO__ATT_IB, Lp = (L + 15) & ~(int64_t)15;
     float scale = 1.0f / sqrtf((float)HS);
-    MBPO__OMP("omp parallel for schedule(static)")
-    for (job = 0; job < NH * L; job++) {
-        int64_t h = job / L, i = job % L, kvh = h / group, j, d, jmax = causal ? i + 1 : L;
+    MBPO__OMP("omp parallel")
+    {
 #ifdef _OPENMP
         float *s = scratch + (int64_t)omp_get_thread_num() * 2 * L;
 #else
         float *s = scratch;
 #endif
-        const float *qi = q + i * qs + h * HS;
-        float *o = out + i * os + h * HS, mx = -INFINITY, sum = 0.0f;
-        for (j = 0; j < jmax; j++) {
-            s[j] = mbpo__dot(qi, k + j * kvs + kvh * HS, HS) * scale;
-            if (s[j] > mx) mx = s[j];
+        float *kt = mbpo__att_buffers((size_t)(HS * Lp));
+        int64_t have_kvh = -1, have = 0;     /* keys of head have_kvh transposed: rows [0, have) */
+        MBPO__OMP("omp for schedule(dynamic, 1)")
+        for (job = 0; job < NH * nib; job++) {
+            int64_t h = job / nib, i0 = (job % nib) * MBPO__ATT_IB, kvh = h / group, i, j, d;
+            int64_t i1 = i0 + MBPO__ATT_IB < L ? i0 + MBPO__ATT_IB : L, need = causal ? i1 : L;
+            if (kt) {
+                if (have_kvh != kvh) { have_kvh = kvh; have = 0; }
+                if (have < need) {
+                    mbpo__att_transpose(kt, k + kvh * HS, kvs, HS, have & ~(int64_t)15, need);
+                    have = need;
+                }
+            }
+            for (i = i0; i < i1; i++) {
+                int64_t jmax = causal ? i + 1 : L;
+                const float *qi = q + i * qs + h * HS;
+                float *o = out + i * os + h * HS, mx = -INFINITY, sum = 0.0f;
+                if (kt) mbpo__att_dots(s, qi, kt, HS, jmax);
+                else for (j = 0; j < jmax; j++) s[j] = mbpo__dot(qi, k + j * kvs + kvh * HS, HS);
+                for (j = 0; j < jmax; j++) {
+                    s[j] = s[j] * scale;
+                    if (s[j] > mx) mx = s[j];
+                }
+                for (j = 0; j < jmax; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+                for (d = 0; d < HS; d++) o[d] = 0.0f;
+                mbpo__att_axpy_rows(o, s, v + kvh * HS, kvs, HS, jmax, sum, 1);
+                lse[h * lse_stride + i] = mx + logf(sum);
+            }
         }
-        for (j = 0; j < jmax; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
-        for (d = 0; d < HS; d++) o[d] = 0.0f;
-        for (j = 0; j < jmax; j++) {
-            const float *vj = v + j * kvs + kvh * HS;
-            float p = s[j] / sum;
-            for (d = 0; d < HS; d++) o[d] += p * vj[d];
-        }
-        lse[h * lse_stride + i] = mx + logf(sum);
     }
 }
 /* Backward of one segment: dq (L,NH,HS) written (stride qs, as q); dk, dv (L,NKV,HS) written
    (stride kvs), each summed over the query heads of its group (GQA); dout, out at stride os.
    P is rebuilt from q, k and lse:
    dV = P^T dO;  dP = dO V^T;  dS = P (dP - rowsum(dO * O));  dQ = scale dS K;  dK = scale dS^T Q.
-   Parallel over kv heads so that no two threads write the same dk/dv row. */
+   Parallel over kv heads so that no two threads write the same dk/dv row, and every dk/dv
+   element is one multiply-add chain over (head, query) in order. Per kv head the keys and
+   values are transposed once (the dots of 16 keys at a time), and queries go four at a time:
+   their P and dS rows first, then each dk/dv row takes the four updates in one pass. */
 static void mbpo__attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
                                      const float *lse, const float *q, const float *k, const float *v,
                                      int64_t L, int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs,
                                      int64_t os, int64_t lse_stride, int causal, float *scratch /* (threads, 2L) */) {
-    int64_t kvh, group = NH / NKV;
+    int64_t kvh, group = NH / NKV, Lp = (L + 15) & ~(int64_t)15;
     float scale = 1.0f / sqrtf((float)HS);
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP("omp parallel for schedule(dynamic, 1)")
     for (kvh = 0; kvh < NKV; kvh++) {
-#ifdef _OPENMP
-        float *p = scratch + (int64_t)omp_get_thread_num() * 2 * L;
-#else
-        float *p = scratch;
-#endif
-        float *dp = p + L;
-        int64_t h, i, j, d;
+        float *ws = mbpo__att_buffers((size_t)(2 * HS * Lp + 8 * Lp)), *kt = ws, *vt = ws ? ws + HS * Lp : NULL;
+        float *P = ws ? vt + HS * Lp : NULL, *DS = P ? P + 4 * Lp : NULL;    /* 4 rows each */
+        int64_t h, i, j, d, r;
         for (j = 0; j < L; j++)
             for (d = 0; d < HS; d++) { dk[j * kvs + kvh * HS + d] = 0.0f; dv[j * kvs + kvh * HS + d] = 0.0f; }
-        for (h = kvh * group; h < (kvh + 1) * group; h++)
-            for (i = 0; i < L; i++) {
-                const float *qi = q + i * qs + h * HS, *doi = dout + i * os + h * HS, *oi = out + i * os + h * HS;
-                float *dqi = dq + i * qs + h * HS, rs = 0.0f, l = lse[h * lse_stride + i];
-                int64_t jmax = causal ? i + 1 : L;
-                rs = mbpo__dot(doi, oi, HS);
-                for (j = 0; j < jmax; j++) {
-                    float dot = mbpo__dot(qi, k + j * kvs + kvh * HS, HS), dpv = mbpo__dot(doi, v + j * kvs + kvh * HS, HS);
-                    p[j] = expf(dot * scale - l);
-                    dp[j] = p[j] * (dpv - rs);                  /* dS */
+        if (!ws) {            /* no memory for the transposes: one query and one key at a time */
+#ifdef _OPENMP
+            float *p = scratch + (int64_t)omp_get_thread_num() * 2 * L;
+#else
+            float *p = scratch;
+#endif
+            float *dp = p + L;
+            for (h = kvh * group; h < (kvh + 1) * group; h++)
+                for (i = 0; i < L; i++) {
+                    const float *qi = q + i * qs + h * HS, *doi = dout + i * os + h * HS, *oi = out + i * os + h * HS;
+                    float *dqi = dq + i * qs + h * HS, rs, l = lse[h * lse_stride + i];
+                    int64_t jmax = causal ? i + 1 : L;
+                    rs = mbpo__dot(doi, oi, HS);
+                    for (j = 0; j < jmax; j++) {
+                        float dot = mbpo__dot(qi, k + j * kvs + kvh * HS, HS), dpv = mbpo__dot(doi, v + j * kvs + kvh * HS, HS);
+                        p[j] = expf(dot * scale - l);
+                        dp[j] = p[j] * (dpv - rs);                  /* dS */
+                    }
+                    for (d = 0; d < HS; d++) dqi[d] = 0.0f;
+                    for (j = 0; j < jmax; j++) {
+                        const float *kj = k + j * kvs + kvh * HS;
+                        float *dkj = dk + j * kvs + kvh * HS, *dvj = dv + j * kvs + kvh * HS;
+                        float ds = dp[j] * scale;
+                        for (d = 0; d < HS; d++) {
+                            dqi[d] += ds * kj[d];
+                            dkj[d] += ds * qi[d];
+                            dvj[d] += p[j] * doi[d];
+                        }
+                    }
                 }
-                for (d = 0; d < HS; d++) dqi[d] = 0.0f;
-                for (j = 0; j < jmax; j++) {
-                    const float *kj = k + j * kvs + kvh * HS;
+            continue;
+        }
+        mbpo__att_transpose(kt, k + kvh * HS, kvs, HS, 0, L);
+        mbpo__att_transpose(vt, v + kvh * HS, kvs, HS, 0, L);
+        for (h = kvh * group; h < (kvh + 1) * group; h++)
+            for (i = 0; i < L; i += 4) {
+                int64_t nr = L - i < 4 ? L - i : 4, jlast = 0;
+                for (r = 0; r < nr; r++) {           /* P and dS rows of queries i .. i + nr */
+                    const float *qi = q + (i + r) * qs + h * HS, *doi = dout + (i + r) * os + h * HS;
+                    const float *oi = out + (i + r) * os + h * HS;
+                    float *p = P + r * Lp, *dp = DS + r * Lp, rs = mbpo__dot(doi, oi, HS), l = lse[h * lse_stride + i + r];
+                    float *dqi = dq + (i + r) * qs + h * HS;
+                    int64_t jmax = causal ? i + r + 1 : L;
+                    mbpo__att_dots(p, qi, kt, HS, jmax);
+                    mbpo__att_dots(dp, doi, vt, HS, jmax);
+                    for (j = 0; j < jmax; j++) {
+                        float dot = p[j], dpv = dp[j];
+                        p[j] = expf(dot * scale - l);
+                        dp[j] = p[j] * (dpv - rs);                  /* dS */
+                    }
+                    for (d = 0; d < HS; d++) dqi[d] = 0.0f;
+                    mbpo__att_axpy_rows(dqi, dp, k + kvh * HS, kvs, HS, jmax, scale, 0);
+                    jlast = jmax;
+                }
+                for (j = 0; j < jlast; j++) {        /* dk_j, dv_j: the rows' updates in query order */
                     float *dkj = dk + j * kvs + kvh * HS, *dvj = dv + j * kvs + kvh * HS;
-                    float ds = dp[j] * scale;
-                    for (d = 0; d < HS; d++) {
-                        dqi[d] += ds * kj[d];
-                        dkj[d] += ds * qi[d];
-                        dvj[d] += p[j] * doi[d];
+                    int64_t r0 = causal && j > i ? j - i : 0;   /* rows r < r0 do not see key j */
+                    for (r = r0; r < nr; r++) {
+                        const float *qi = q + (i + r) * qs + h * HS, *doi = dout + (i + r) * os + h * HS;
+                        float ds = DS[r * Lp + j] * scale, pj = P[r * Lp + j];
+                        for (d = 0; d < HS; d++) {
+                            dkj[d] += ds * qi[d];
+                            dvj[d] += pj * doi[d];
+                        }
                     }
                 }
             }
@@ -6578,13 +6737,6 @@ static void mbpo__logsoftmax_gather_backward(float *z, const float *dlogp, const
 static float mbpo__inv_freq(double theta, int64_t j, int64_t dim) {
     float e = (float)(2 * j) / (float)dim;
     return 1.0f / powf((float)theta, e);
-}
-static int mbpo__max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
 }
 
 /* ------------------------------------------------------------------ 3. model: the op table

@@ -257,6 +257,19 @@ MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis,
    "<prog>: <mbpo_build_info()>" to stdout; a bad flag prints "<prog>: <reason> (see --help)" to
    stderr. Returns 1 when the driver should go on, else 0 with *exit_code 0 (help, version)
    or 2 (a usage error). */
+/* Threads that share the cores with another job. GCC's OpenMP runtime, unless told otherwise,
+   spins for a long while (about 300,000 turns) when a thread waits at the end of a parallel
+   loop: the fastest choice when the cores are mbpo's alone, and a collapse when another job
+   runs beside it (the waiting thread burns the time slice its descheduled partner needs:
+   mbpo-score 15x slower beside a 2-thread job). When neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT
+   is set, this sets GOMP_SPINCOUNT=MBPO_SPINCOUNT and runs the program again from the start
+   (libgomp reads its settings once, at load), Linux only; any value the user sets is kept.
+   mbpo_flags_handle calls it first, so every driver does; call it at the top of main (argv as
+   main got it) in a program of your own. */
+#ifndef MBPO_SPINCOUNT
+#define MBPO_SPINCOUNT "10000"
+#endif
+MBPODEF void mbpo_threads_setup(char **argv);
 MBPODEF int  mbpo_flags_handle(const char *prog, const char *synopsis, const mbpo_flag *flags, int n_flags,
                                int argc, char **argv, int *exit_code);
 
@@ -1117,6 +1130,12 @@ MBPODEF uint64_t mbpo_seed_derive(uint64_t seed, int64_t index, uint64_t purpose
 #else
 #define MBPO__OMP(x)
 #endif
+/* The model's loops hand out fixed chunks dynamically: a thread the OS has descheduled (another
+   job on the cores) holds up one chunk, not a static share of every op. Each iteration writes
+   its own outputs and sums in a fixed order, so the bits do not depend on the schedule. */
+#define MBPO__SCHED_ROWS "omp parallel for schedule(dynamic, 4)"      /* a row of C or V floats each */
+#define MBPO__SCHED_COLS "omp parallel for schedule(dynamic, 16)"     /* a column summed over N rows */
+#define MBPO__SCHED_ELEMS "omp parallel for schedule(dynamic, 8192)"  /* one element each */
 
 #if defined(__cplusplus)
 #define MBPO__THREAD_LOCAL thread_local
@@ -2456,9 +2475,21 @@ MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis,
             "  -h, --help", "print this text, then exit");
 }
 
+MBPODEF void mbpo_threads_setup(char **argv) {
+#if defined(_OPENMP) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+    if (!argv || !argv[0] || getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", MBPO_SPINCOUNT, 0) != 0) return;
+    fflush(NULL);
+    execv("/proc/self/exe", argv);       /* returns only when it failed: then go on as we are */
+#else
+    (void)argv;
+#endif
+}
 MBPODEF int mbpo_flags_handle(const char *prog, const char *synopsis, const mbpo_flag *flags, int n_flags,
                               int argc, char **argv, int *exit_code) {
-    int r = mbpo_flags_parse(flags, n_flags, argc, argv);
+    int r;
+    mbpo_threads_setup(argv);
+    r = mbpo_flags_parse(flags, n_flags, argc, argv);
     *exit_code = 0;
     if (r == MBPO_FLAGS_OK) return 1;
     if (r == MBPO_FLAGS_HELP) mbpo_flags_usage(stdout, prog, synopsis, flags, n_flags);
@@ -6292,7 +6323,7 @@ static void mbpo__matmul_backward(float *dinp, float *dw, float *dbias, const fl
     if (dinp) mbpo__gemm(dinp, dout, 0, w, 1, NULL, N, OC, C, 1);
     if (dw) mbpo__gemm(dw, dout, 1, inp, 1, NULL, OC, N, C, 1);
     if (dbias) {
-        MBPO__OMP("omp parallel for schedule(static)")
+        MBPO__OMP(MBPO__SCHED_COLS)
         for (o = 0; o < OC; o++) {
             float s = 0.0f;
             int64_t nn;
@@ -6306,7 +6337,7 @@ static void mbpo__matmul_backward(float *dinp, float *dw, float *dbias, const fl
 static void mbpo__layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                                    const float *w, const float *b, int64_t N, int64_t C, float eps) {
     int64_t n;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ROWS)
     for (n = 0; n < N; n++) {
         const float *x = inp + n * C;
         float *y = out + n * C, m = 0.0f, v = 0.0f, r;
@@ -6324,7 +6355,7 @@ static void mbpo__layernorm_forward(float *out, float *mean, float *rstd, const 
 static void mbpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                     const float *w, const float *mean, const float *rstd, int64_t N, int64_t C) {
     int64_t n, i;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ROWS)
     for (n = 0; n < N; n++) {
         const float *dy = dout + n * C, *x = inp + n * C;
         float *dx = dinp + n * C, m = mean[n], r = rstd[n], mg = 0.0f, mgx = 0.0f;
@@ -6340,7 +6371,7 @@ static void mbpo__layernorm_backward(float *dinp, float *dw, float *db, const fl
         }
     }
     if (!dw) return;   /* activation gradient only (e.g. PGD wants the image gradient) */
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_COLS)
     for (i = 0; i < C; i++) {
         float sw = 0.0f, sb = 0.0f;
         int64_t nn;
@@ -6357,7 +6388,7 @@ static void mbpo__layernorm_backward(float *dinp, float *dw, float *db, const fl
 static void mbpo__rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                                  int64_t N, int64_t C, float eps) {
     int64_t n;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ROWS)
     for (n = 0; n < N; n++) {
         const float *x = inp + n * C;
         float *y = out + n * C, ss = 0.0f, r;
@@ -6373,7 +6404,7 @@ static void mbpo__rmsnorm_forward(float *out, float *rstd, const float *inp, con
 static void mbpo__rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                                   const float *w, const float *rstd, int64_t N, int64_t C) {
     int64_t n, i;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ROWS)
     for (n = 0; n < N; n++) {
         const float *dy = dout + n * C, *x = inp + n * C;
         float *dx = dinp + n * C, r = rstd[n], s = 0.0f;
@@ -6383,7 +6414,7 @@ static void mbpo__rmsnorm_backward(float *dinp, float *dw, const float *dout, co
         for (j = 0; j < C; j++) dx[j] += r * dy[j] * w[j] - x[j] * s;
     }
     if (!dw) return;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_COLS)
     for (i = 0; i < C; i++) {
         float sw = 0.0f;
         int64_t nn;
@@ -6397,12 +6428,12 @@ static float mbpo__sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* QuickGELU (vision blocks): x * sigmoid(1.702 x) */
 static void mbpo__quick_gelu_forward(float *out, const float *inp, int64_t n) {
     int64_t i;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ELEMS)
     for (i = 0; i < n; i++) out[i] = inp[i] * mbpo__sigmoid(1.702f * inp[i]);
 }
 static void mbpo__quick_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
     int64_t i;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ELEMS)
     for (i = 0; i < n; i++) {
         float s = mbpo__sigmoid(1.702f * inp[i]);
         dinp[i] = dout[i] * (s + 1.702f * inp[i] * s * (1.0f - s));
@@ -6411,12 +6442,12 @@ static void mbpo__quick_gelu_backward(float *dinp, const float *dout, const floa
 /* exact GELU (merger): 0.5 x (1 + erf(x / sqrt 2)) */
 static void mbpo__gelu_forward(float *out, const float *inp, int64_t n) {
     int64_t i;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ELEMS)
     for (i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * 0.70710678118654752f));
 }
 static void mbpo__gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
     int64_t i;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ELEMS)
     for (i = 0; i < n; i++) {
         float x = inp[i], cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
         float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;
@@ -6426,13 +6457,13 @@ static void mbpo__gelu_backward(float *dinp, const float *dout, const float *inp
 /* SwiGLU (LM MLP): out = silu(gate) * up, all (n) */
 static void mbpo__swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
     int64_t i;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ELEMS)
     for (i = 0; i < n; i++) out[i] = gate[i] * mbpo__sigmoid(gate[i]) * up[i];
 }
 static void mbpo__swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                                   const float *up, int64_t n) {
     int64_t i;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ELEMS)
     for (i = 0; i < n; i++) {
         float s = mbpo__sigmoid(gate[i]);
         dgate[i] = dout[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
@@ -6446,7 +6477,7 @@ static void mbpo__swiglu_backward(float *dgate, float *dup, const float *dout, c
 static void mbpo__rope_apply(float *x, const float *cosv, const float *sinv, int64_t N, int64_t nh,
                              int64_t HS, int64_t stride, float sign) {
     int64_t n, half = HS / 2;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ROWS)
     for (n = 0; n < N; n++) {
         int64_t h, i;
         for (h = 0; h < nh; h++) {
@@ -6708,7 +6739,7 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
 static void mbpo__logsoftmax_gather_forward(float *logp, float *lse, const float *z, const int32_t *y,
                                             int64_t n, int64_t V) {
     int64_t r;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ROWS)
     for (r = 0; r < n; r++) {
         const float *zr = z + r * V;
         float mx = -INFINITY, sum = 0.0f;
@@ -6723,7 +6754,7 @@ static void mbpo__logsoftmax_gather_forward(float *logp, float *lse, const float
 static void mbpo__logsoftmax_gather_backward(float *z, const float *dlogp, const float *lse, const int32_t *y,
                                              int64_t n, int64_t V) {
     int64_t r;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ROWS)
     for (r = 0; r < n; r++) {
         float *zr = z + r * V, d = dlogp[r], l = lse[r];
         int64_t j;
@@ -7090,7 +7121,7 @@ static int mbpo__cpu_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_
     float scale = 1.0f / sqrtf((float)HS);
     (void)be;
     if (*tp < 0 || *tp >= max_len) return mbpo__fail("attention_decode: position %lld outside the cache of %lld", (long long)*tp, (long long)max_len);
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ROWS)
     for (job = 0; job < G * NH; job++) {
         int64_t gg = job / NH, h = job % NH, kvh = h / (NH / NKV), i, d2;
         const float *qh = MBPO__CF(q) + gg * QD + h * HS;
@@ -7142,7 +7173,7 @@ static int mbpo__cpu_embed_backward(mbpo_backend *be, float *dembed, mbpo_x *dfe
                                     const int64_t *feat_row, int64_t pad_id, int64_t T, int64_t H) {
     int64_t j0;
     (void)be;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_COLS)
     for (j0 = 0; j0 < H; j0 += 16) {
         int64_t t, j, j1 = j0 + 16 < H ? j0 + 16 : H;
         for (t = 0; t < T; t++) {
@@ -7253,7 +7284,7 @@ static int mbpo__cpu_pixels(mbpo_backend *be, mbpo_x *pv, const float *x, const 
     float *out = (float *)(void *)pv, k = kms[0];
     int64_t j;
     (void)be;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ELEMS)
     for (j = 0; j < n_pv; j++) {
         float v = x[map[j]];
         int64_t c = map[j] % 3;
@@ -7268,7 +7299,7 @@ static int mbpo__cpu_pixels_backward(mbpo_backend *be, float *dx, const mbpo_x *
     float k = kms[0];
     int64_t i;
     (void)be;
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ELEMS)
     for (i = 0; i < n; i++) {
         float sum = 0.0f;
         int64_t tau;
@@ -7303,7 +7334,7 @@ static int mbpo__cpu_adamw(mbpo_backend *be, float *master, mbpo_x *px, float *m
                            const mbpo__adamw_k *k) {
     int64_t i;
     (void)be; (void)px;   /* px is master */
-    MBPO__OMP("omp parallel for schedule(static)")
+    MBPO__OMP(MBPO__SCHED_ELEMS)
     for (i = 0; i < n; i++) {
         double gi = g[i] * k->scale;
         double mi = k->beta1 * m[i] + (1 - k->beta1) * gi;

@@ -6060,29 +6060,36 @@ typedef __m256 mbpo__vf;
    read as zero); dst row q (= column q of src) at dst + q * dld, the first nst floats of it
    stored (nst == VL: whole vectors). Only moves: no arithmetic touches the values. */
 #if MBPO__GEMM_VL == 16
+/* The masked forms with every lane selected: the same instructions, but GCC 12's unmasked
+   intrinsics pass an "undefined" operand that g++ -Wall (nvcc's host pass) reports as uninitialized. */
+#define MBPO__UNPLO(a, b) _mm512_mask_unpacklo_ps(a, (__mmask16)0xFFFF, a, b)
+#define MBPO__UNPHI(a, b) _mm512_mask_unpackhi_ps(a, (__mmask16)0xFFFF, a, b)
+#define MBPO__SHUF(a, b, m) _mm512_mask_shuffle_ps(a, (__mmask16)0xFFFF, a, b, m)
+#define MBPO__SHUF4(a, b, m) _mm512_mask_shuffle_f32x4(a, (__mmask16)0xFFFF, a, b, m)
 static void mbpo__gemm_transpose(const float *src, int64_t ld, int nrow, float *dst, int64_t dld, int nst) {
     __m512 r[16], t[16], u[16];
     __mmask16 mask = (__mmask16)((1u << nst) - 1u);
     int i, c;
-    for (i = 0; i < 16; i++) r[i] = i < nrow ? _mm512_loadu_ps(src + i * ld) : _mm512_setzero_ps();
+    for (i = 0; i < 16; i++) r[i] = _mm512_setzero_ps();
+    for (i = 0; i < nrow; i++) r[i] = _mm512_loadu_ps(src + i * ld);
     for (i = 0; i < 8; i++) {                 /* pairs of rows interleaved within each 128-bit lane */
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i] = MBPO__UNPLO(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = MBPO__UNPHI(r[2 * i], r[2 * i + 1]);
     }
     for (i = 0; i < 4; i++) {                 /* 4 rows x (column c of each lane) */
-        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+        u[4 * i + 0] = MBPO__SHUF(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = MBPO__SHUF(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = MBPO__SHUF(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = MBPO__SHUF(t[4 * i + 1], t[4 * i + 3], 0xEE);
     }
     for (c = 0; c < 4; c++) {                 /* gather the four row groups' lanes: column 4L + c */
-        __m512 x01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), y01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
-        __m512 x23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), y23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        __m512 x01 = MBPO__SHUF4(u[c], u[4 + c], 0x88), y01 = MBPO__SHUF4(u[c], u[4 + c], 0xDD);
+        __m512 x23 = MBPO__SHUF4(u[8 + c], u[12 + c], 0x88), y23 = MBPO__SHUF4(u[8 + c], u[12 + c], 0xDD);
         __m512 col[4];
-        col[0] = _mm512_shuffle_f32x4(x01, x23, 0x88);
-        col[1] = _mm512_shuffle_f32x4(y01, y23, 0x88);
-        col[2] = _mm512_shuffle_f32x4(x01, x23, 0xDD);
-        col[3] = _mm512_shuffle_f32x4(y01, y23, 0xDD);
+        col[0] = MBPO__SHUF4(x01, x23, 0x88);
+        col[1] = MBPO__SHUF4(y01, y23, 0x88);
+        col[2] = MBPO__SHUF4(x01, x23, 0xDD);
+        col[3] = MBPO__SHUF4(y01, y23, 0xDD);
         for (i = 0; i < 4; i++) {
             if (nst == 16) _mm512_storeu_ps(dst + (4 * i + c) * dld, col[i]);
             else _mm512_mask_storeu_ps(dst + (4 * i + c) * dld, mask, col[i]);
@@ -6094,7 +6101,8 @@ static void mbpo__gemm_transpose(const float *src, int64_t ld, int nrow, float *
     __m256 r[8], t[8], u[8];
     __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(nst), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     int i, c;
-    for (i = 0; i < 8; i++) r[i] = i < nrow ? _mm256_loadu_ps(src + i * ld) : _mm256_setzero_ps();
+    for (i = 0; i < 8; i++) r[i] = _mm256_setzero_ps();
+    for (i = 0; i < nrow; i++) r[i] = _mm256_loadu_ps(src + i * ld);
     for (i = 0; i < 4; i++) {
         t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);

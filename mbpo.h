@@ -6042,6 +6042,13 @@ typedef __m256 mbpo__vf;
 #define MBPO__GEMM_ISA "portable"
 #define MBPO__GEMM_MR 4                  /* plain C the compiler vectorizes */
 #endif
+/* One step of an output's chain: fused where the machine has a fused multiply-add (as the
+   vector kernels always are), so the compiler's contraction choices never enter the result. */
+#ifdef __FP_FAST_FMAF
+#define MBPO__MADD(a, b, c) fmaf(a, b, c)
+#else
+#define MBPO__MADD(a, b, c) ((a) * (b) + (c))
+#endif
 #ifdef MBPO__GEMM_VL
 #define MBPO__GEMM_NR (2 * MBPO__GEMM_VL)   /* two vectors of output columns per row */
 #else
@@ -6209,7 +6216,7 @@ static void mbpo__gemm_micro(float *c, int64_t ldc, const float *ap, const float
         for (j = 0; j < MBPO__GEMM_NR; j++) x[r][j] = load ? c[r * ldc + j] : 0.0f;
     for (k = 0; k < kc; k++, ap += MBPO__GEMM_MR, bp += MBPO__GEMM_NR)
         for (r = 0; r < MBPO__GEMM_MR; r++)
-            for (j = 0; j < MBPO__GEMM_NR; j++) x[r][j] += ap[r] * bp[j];
+            for (j = 0; j < MBPO__GEMM_NR; j++) x[r][j] = MBPO__MADD(ap[r], bp[j], x[r][j]);
     for (r = 0; r < MBPO__GEMM_MR; r++)
         for (j = 0; j < MBPO__GEMM_NR; j++) c[r * ldc + j] = bias ? x[r][j] + bias[j] : x[r][j];
 #endif
@@ -6266,6 +6273,8 @@ static int mbpo__max_threads(void) {
 /* This thread's packing buffers (at most (MC + NC + MR + NR) * KC floats, 0.8 MB), kept from
    call to call: a fresh allocation per product would fault in new pages every time. 64-byte
    aligned; NULL when memory is short (the caller then takes the unpacked path). */
+/* Tests set this to take the plain paths (no packing, no transposes) the fast ones must equal bit for bit. */
+static int mbpo__kernels_plain;
 static MBPO__THREAD_LOCAL char *mbpo__gemm_ws;
 static MBPO__THREAD_LOCAL size_t mbpo__gemm_ws_n;
 static float *mbpo__gemm_buffers(size_t floats) {
@@ -6296,7 +6305,7 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
     ncap = (N < NC ? N : NC) + MBPO__GEMM_NR;
     MBPO__OMP("omp parallel")
     {
-        float *ap = mbpo__gemm_buffers((size_t)(((mcap * kcap + 15) & ~(int64_t)15) + ncap * kcap));
+        float *ap = mbpo__kernels_plain ? NULL : mbpo__gemm_buffers((size_t)(((mcap * kcap + 15) & ~(int64_t)15) + ncap * kcap));
         float *bp = ap ? ap + ((mcap * kcap + 15) & ~(int64_t)15) : NULL;
         int64_t t;
         MBPO__OMP("omp for schedule(dynamic, 1)")
@@ -6311,7 +6320,7 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
                     for (j = j0; j < j0 + nc; j++) {
                         float s = accumulate ? out[i * N + j] : 0.0f;
                         for (k = 0; k < K; k++)
-                            s += (a_t ? A[k * M + i] : A[i * K + k]) * (b_t ? B[k * N + j] : B[j * K + k]);
+                            s = MBPO__MADD(a_t ? A[k * M + i] : A[i * K + k], b_t ? B[k * N + j] : B[j * K + k], s);
                         out[i * N + j] = bias ? s + bias[j] : s;
                     }
             }
@@ -6506,8 +6515,8 @@ static float mbpo__dot(const float *a, const float *b, int64_t n) {
     int64_t d = 0;
     int l;
     for (; d + 16 <= n; d += 16)
-        for (l = 0; l < 16; l++) p[l] += a[d + l] * b[d + l];
-    for (l = 0; d < n; d++, l++) p[l] += a[d] * b[d];
+        for (l = 0; l < 16; l++) p[l] = MBPO__MADD(a[d + l], b[d + l], p[l]);
+    for (l = 0; d < n; d++, l++) p[l] = MBPO__MADD(a[d], b[d], p[l]);
     for (l = 0; l < 8; l++) p[l] += p[l + 8];
     for (l = 0; l < 4; l++) p[l] += p[l + 4];
     s = (p[0] + p[2]) + (p[1] + p[3]);
@@ -6535,7 +6544,7 @@ static void mbpo__dot16(float *s, const float *q, const float *kt, int64_t HS) {
     for (l = 0; l < 16; l++)
         for (jj = 0; jj < 16; jj++) p[l][jj] = 0.0f;
     for (d = 0; d < HS; d++)
-        for (jj = 0; jj < 16; jj++) p[d & 15][jj] += q[d] * kt[d * 16 + jj];
+        for (jj = 0; jj < 16; jj++) p[d & 15][jj] = MBPO__MADD(q[d], kt[d * 16 + jj], p[d & 15][jj]);
     for (l = 0; l < 8; l++)
         for (jj = 0; jj < 16; jj++) p[l][jj] += p[l + 8][jj];
     for (l = 0; l < 4; l++)
@@ -6573,14 +6582,15 @@ static void mbpo__att_axpy_rows(float *o, const float *w, const float *x, int64_
         float p2 = divide ? w[j + 2] / div : w[j + 2] * div, p3 = divide ? w[j + 3] / div : w[j + 3] * div;
         for (d = 0; d < HS; d++) {
             float acc = o[d];
-            acc += p0 * x0[d]; acc += p1 * x1[d]; acc += p2 * x2[d]; acc += p3 * x3[d];
+            acc = MBPO__MADD(p0, x0[d], acc); acc = MBPO__MADD(p1, x1[d], acc);
+            acc = MBPO__MADD(p2, x2[d], acc); acc = MBPO__MADD(p3, x3[d], acc);
             o[d] = acc;
         }
     }
     for (; j < n; j++) {
         const float *xj = x + j * xs;
         float p = divide ? w[j] / div : w[j] * div;
-        for (d = 0; d < HS; d++) o[d] += p * xj[d];
+        for (d = 0; d < HS; d++) o[d] = MBPO__MADD(p, xj[d], o[d]);
     }
 }
 /* This thread's attention buffers (a second slot, like the GEMM's packing buffers): a kv head's
@@ -6620,7 +6630,7 @@ static void mbpo__attention_forward(float *out, float *lse, const float *q, cons
 #else
         float *s = scratch;
 #endif
-        float *kt = mbpo__att_buffers((size_t)(HS * Lp));
+        float *kt = mbpo__kernels_plain ? NULL : mbpo__att_buffers((size_t)(HS * Lp));
         int64_t have_kvh = -1, have = 0;     /* keys of head have_kvh transposed: rows [0, have) */
         MBPO__OMP("omp for schedule(dynamic, 1)")
         for (job = 0; job < NH * nib; job++) {
@@ -6667,7 +6677,8 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
     float scale = 1.0f / sqrtf((float)HS);
     MBPO__OMP("omp parallel for schedule(dynamic, 1)")
     for (kvh = 0; kvh < NKV; kvh++) {
-        float *ws = mbpo__att_buffers((size_t)(2 * HS * Lp + 8 * Lp)), *kt = ws, *vt = ws ? ws + HS * Lp : NULL;
+        float *ws = mbpo__kernels_plain ? NULL : mbpo__att_buffers((size_t)(2 * HS * Lp + 8 * Lp));
+        float *kt = ws, *vt = ws ? ws + HS * Lp : NULL;
         float *P = ws ? vt + HS * Lp : NULL, *DS = P ? P + 4 * Lp : NULL;    /* 4 rows each */
         int64_t h, i, j, d, r;
         for (j = 0; j < L; j++)
@@ -6687,7 +6698,7 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                     rs = mbpo__dot(doi, oi, HS);
                     for (j = 0; j < jmax; j++) {
                         float dot = mbpo__dot(qi, k + j * kvs + kvh * HS, HS), dpv = mbpo__dot(doi, v + j * kvs + kvh * HS, HS);
-                        p[j] = expf(dot * scale - l);
+                        p[j] = expf(MBPO__MADD(dot, scale, -l));
                         dp[j] = p[j] * (dpv - rs);                  /* dS */
                     }
                     for (d = 0; d < HS; d++) dqi[d] = 0.0f;
@@ -6696,9 +6707,9 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                         float *dkj = dk + j * kvs + kvh * HS, *dvj = dv + j * kvs + kvh * HS;
                         float ds = dp[j] * scale;
                         for (d = 0; d < HS; d++) {
-                            dqi[d] += ds * kj[d];
-                            dkj[d] += ds * qi[d];
-                            dvj[d] += p[j] * doi[d];
+                            dqi[d] = MBPO__MADD(ds, kj[d], dqi[d]);
+                            dkj[d] = MBPO__MADD(ds, qi[d], dkj[d]);
+                            dvj[d] = MBPO__MADD(p[j], doi[d], dvj[d]);
                         }
                     }
                 }
@@ -6719,7 +6730,7 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                     mbpo__att_dots(dp, doi, vt, HS, jmax);
                     for (j = 0; j < jmax; j++) {
                         float dot = p[j], dpv = dp[j];
-                        p[j] = expf(dot * scale - l);
+                        p[j] = expf(MBPO__MADD(dot, scale, -l));
                         dp[j] = p[j] * (dpv - rs);                  /* dS */
                     }
                     for (d = 0; d < HS; d++) dqi[d] = 0.0f;
@@ -6733,8 +6744,8 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                         const float *qi = q + (i + r) * qs + h * HS, *doi = dout + (i + r) * os + h * HS;
                         float ds = DS[r * Lp + j] * scale, pj = P[r * Lp + j];
                         for (d = 0; d < HS; d++) {
-                            dkj[d] += ds * qi[d];
-                            dvj[d] += pj * doi[d];
+                            dkj[d] = MBPO__MADD(ds, qi[d], dkj[d]);
+                            dvj[d] = MBPO__MADD(pj, doi[d], dvj[d]);
                         }
                     }
                 }

@@ -646,6 +646,108 @@ static void ref_logsoftmax_gather(double *out, const double *in, const void *vct
     }
 }
 
+/* The CPU kernels against their definitions, bit for bit: mbpo__gemm is "each output one
+   multiply-add chain over k in increasing order, then + bias", written here as the plain triple
+   loop (compiled with the same flags, so the compiler fuses the same multiply-adds); its
+   packed/transposed/blocked path, its unpacked fallback and any thread count must all give
+   those bits. The attention's transposed-key path must equal its one-key-at-a-time path. */
+static void test_kernels(void) {
+    mbpo_rng rng;
+    int t, bad_ref = 0, bad_plain = 0, bad_thr = 0, n = 0;
+    double worst = 0;
+    if (!run_test("kernels")) return;
+    mbpo_rng_seed(&rng, 17);
+    for (t = 0; t < 160; t++) {
+        int64_t M = 1 + (t * 37) % 211, K = t % 13 == 0 ? 0 : 1 + (t * 53) % 530, N = 1 + (t * 71) % 420, i, j, k;
+        int a_t = t & 1, b_t = (t >> 1) & 1, acc = (t >> 2) & 1, has_bias = (t >> 3) & 1;
+        float *A, *B, *bias, *C0, *C1, *C2, *C3;
+        if (t % 5 == 0) { M = 188; K = 300; N = 96; }            /* more than one K block, an edge row strip */
+        if (t % 7 == 0) { M = 1 + t % 3; }                        /* decode: a few rows */
+        A = falloc(M * K + 1); B = falloc(K * N + 1); bias = falloc(N);
+        C0 = falloc(M * N); C1 = falloc(M * N); C2 = falloc(M * N); C3 = falloc(M * N);
+        fill_normal(A, M * K, &rng, 1); fill_normal(B, K * N, &rng, 1); fill_normal(bias, N, &rng, 1);
+        fill_normal(C0, M * N, &rng, 1);
+        memcpy(C1, C0, (size_t)(M * N) * sizeof(float)); memcpy(C2, C0, (size_t)(M * N) * sizeof(float));
+        memcpy(C3, C0, (size_t)(M * N) * sizeof(float));
+        for (i = 0; i < M; i++)                                    /* the definition */
+            for (j = 0; j < N; j++) {
+                float s = acc ? C0[i * N + j] : 0.0f;
+                double ref = s, mag = fabs(s), err;
+                for (k = 0; k < K; k++) {
+                    float a = a_t ? A[k * M + i] : A[i * K + k], b = b_t ? B[k * N + j] : B[j * K + k];
+#ifdef __FP_FAST_FMAF
+                    s = fmaf(a, b, s);                             /* fused where the machine has it */
+#else
+                    s = a * b + s;
+#endif
+                    ref += (double)a * b; mag += fabs((double)a * b);
+                }
+                C0[i * N + j] = has_bias ? s + bias[j] : s;
+                ref += has_bias ? bias[j] : 0; mag += has_bias ? fabs(bias[j]) : 0;
+                /* the classic bound of a float sum of K + 2 terms: |err| <= (K + 2) u sum |terms|, u = 2^-24 */
+                err = fabs(C0[i * N + j] - ref) / ((double)(K + 2) * ldexp(1.0, -24) * (mag > 0 ? mag : 1));
+                if (err > worst) worst = err;
+            }
+        mbpo__gemm(C1, A, a_t, B, b_t, has_bias ? bias : NULL, M, K, N, acc);
+        mbpo__kernels_plain = 1;
+        mbpo__gemm(C2, A, a_t, B, b_t, has_bias ? bias : NULL, M, K, N, acc);
+        mbpo__kernels_plain = 0;
+#ifdef _OPENMP
+        { int th = omp_get_max_threads(); omp_set_num_threads(3); mbpo__gemm(C3, A, a_t, B, b_t, has_bias ? bias : NULL, M, K, N, acc); omp_set_num_threads(th); }
+#else
+        mbpo__gemm(C3, A, a_t, B, b_t, has_bias ? bias : NULL, M, K, N, acc);
+#endif
+        n++;
+        bad_ref += memcmp(C0, C1, (size_t)(M * N) * sizeof(float)) != 0;
+        bad_plain += memcmp(C0, C2, (size_t)(M * N) * sizeof(float)) != 0;
+        bad_thr += memcmp(C0, C3, (size_t)(M * N) * sizeof(float)) != 0;
+        free(A); free(B); free(bias); free(C0); free(C1); free(C2); free(C3);
+    }
+    CHECK(bad_ref == 0, "gemm (%s): %d of %d shapes differ from the multiply-add chain in k order", MBPO__GEMM_ISA, bad_ref, n);
+    CHECK(bad_plain == 0, "gemm: the unpacked fallback differs in %d of %d shapes", bad_plain, n);
+    CHECK(bad_thr == 0, "gemm: 3 threads differ in %d of %d shapes", bad_thr, n);
+    CHECK(worst <= 1.0, "gemm vs double: worst error %.3g of the (K + 2) u sum|terms| bound", worst);
+    {   /* attention: GQA, causal and not, head sizes with and without a tail of 16 */
+        static const int64_t hs[6] = { 4, 16, 20, 64, 80, 19 };
+        int bad = 0, bad3 = 0, cases = 0;
+        for (t = 0; t < 24; t++) {
+            int64_t L = 1 + (t * 29) % 90, HS = hs[t % 6], NKV = 1 + t % 2, NH = NKV * (1 + (t / 2) % 3);
+            int causal = (t / 3) & 1, r, th = 1;
+            int64_t qs = NH * HS + 3, kvs = NKV * HS + 5, os = NH * HS + 1, nq = L * qs, nk = L * kvs, no = L * os;
+            float *q = falloc(nq), *kk = falloc(nk), *v = falloc(nk), *dO = falloc(no), *sc;
+            float *o[3], *lse[3], *dq[3], *dk[3], *dv[3];
+#ifdef _OPENMP
+            th = omp_get_max_threads();
+#endif
+            sc = falloc(2 * L * (th > 3 ? th : 3));
+            fill_normal(q, nq, &rng, 1); fill_normal(kk, nk, &rng, 1); fill_normal(v, nk, &rng, 1); fill_normal(dO, no, &rng, 1);
+            for (r = 0; r < 3; r++) {       /* 0: fast, 1: plain, 2: fast on 3 threads */
+                o[r] = falloc(no); lse[r] = falloc(NH * L); dq[r] = falloc(nq); dk[r] = falloc(nk); dv[r] = falloc(nk);
+                mbpo__kernels_plain = r == 1;
+#ifdef _OPENMP
+                omp_set_num_threads(r == 2 ? 3 : th);
+#endif
+                mbpo__attention_forward(o[r], lse[r], q, kk, v, L, NH, NKV, HS, qs, kvs, os, L, causal, sc);
+                mbpo__attention_backward(dq[r], dk[r], dv[r], dO, o[0], lse[0], q, kk, v, L, NH, NKV, HS, qs, kvs, os, L, causal, sc);
+            }
+            mbpo__kernels_plain = 0;
+#ifdef _OPENMP
+            omp_set_num_threads(th);
+#endif
+            for (r = 1; r < 3; r++) {
+                int d = memcmp(o[0], o[r], (size_t)no * 4) || memcmp(lse[0], lse[r], (size_t)(NH * L) * 4) ||
+                        memcmp(dq[0], dq[r], (size_t)nq * 4) || memcmp(dk[0], dk[r], (size_t)nk * 4) || memcmp(dv[0], dv[r], (size_t)nk * 4);
+                if (r == 1) bad += d; else bad3 += d;
+            }
+            cases++;
+            for (r = 0; r < 3; r++) { free(o[r]); free(lse[r]); free(dq[r]); free(dk[r]); free(dv[r]); }
+            free(q); free(kk); free(v); free(dO); free(sc);
+        }
+        CHECK(bad == 0, "attention: the transposed-key path differs from one key at a time in %d of %d cases", bad, cases);
+        CHECK(bad3 == 0, "attention: 3 threads differ in %d of %d cases", bad3, cases);
+    }
+}
+
 static void test_ops_fd(void) {
     mbpo_rng rng;
     if (!run_test("ops_fd")) return;
@@ -1530,6 +1632,7 @@ int main(int argc, char **argv) {
     test_safetensors();
     test_config();
     test_config25();
+    test_kernels();
     test_ops_fd();
     test_parity();
     test_packed();

@@ -13,7 +13,9 @@
 #                   resume, compare with uninterrupted runs; full and read-only disks (tmpfs, as root)
 #   make fuzz       libFuzzer (clang) + ASan + UBSan on every parser, FUZZ_SECONDS each (default 60)
 #   make fixtures   regenerate tests/fixtures with transformers (needs Python + PyPI; see below)
-#   make bench      mbpo vs PyTorch forward/backward speed on this CPU, side by side
+#   make bench      mbpo vs PyTorch forward/backward speed on this CPU, side by side (tiny, mid, Qwen2-VL-2B),
+#                   a GEMM micro-benchmark against the FMA peak, contention; the table in build/bench_table.md
+#   make bench-contention  mbpo's slowdown while another 2-thread job runs on the same cores
 #   make bench-tokenizer  mbpo vs HF tokenizers encoding speed, one thread each
 #   make unicode    regenerate mbpo.h's Unicode tables from the UCD (Debian unicode-data)
 #   make roundtrip  mine -> train -> load the checkpoint in transformers, compare logits
@@ -44,7 +46,7 @@ DEMO_H  = demo/mbpo_demo.h
 
 
 .PHONY: all stb test asan checks check-c99 check-cxx check-nvcc check-link check-static fixtures venv cuda test-cuda fullsize \
-        bench bench-tokenizer roundtrip interop unicode demo demo-ablation tiny-model fuzz crash valgrind clean mpi test-mpi
+        bench bench-contention bench-tokenizer roundtrip interop unicode demo demo-ablation tiny-model fuzz crash valgrind clean mpi test-mpi
 
 all: build/test_mbpo build/mbpo-bench build/mbpo-mine build/mbpo-train build/mbpo-score build/mbpo-export build/mbpo-synth build/mbpo-demo
 
@@ -264,21 +266,73 @@ fixtures: venv
 
 # ---------------------------------------------------------------- speed, side by side with PyTorch
 
+# make bench, in one run (about 10 min on 2 cores; the 2B model is made once before that, under a minute):
+#  1. the GEMM micro-benchmark: this CPU's FMA peak on every thread, then mbpo__gemm and
+#     torch.matmul (fp32, same threads) on Qwen2-VL-2B's Linear shapes in the three layouts;
+#  2. each of BENCH_SIZES (tiny_a, mid, 2b = the hub Qwen2-VL-2B config with random weights, made
+#     once into BENCH_2B_DIR: bf16 shards, 4.4 GB): the same folder and input on both sides, mbpo
+#     then PyTorch, never at once, each in one process (forward, then forward + backward), with
+#     its peak RSS and CPU % from /usr/bin/time (2b: mbpo 18.8 GiB, torch 19.1 GiB);
+#  3. the contention benchmark (bench-contention; BENCH_CONTENTION=0 leaves it out);
+#  4. the table: ms/iter, torch / mbpo, GFLOP/s (the FLOP convention: bench_torch.py's docstring),
+#     losses, peak RSS; also in build/bench_table.md. Fails when a side fails or the two sides'
+#     losses differ by more than 1e-3 relative.
+BENCH_SIZES         ?= tiny_a mid 2b
+BENCH_ITERS         ?= 10
+BENCH_WARMUP        ?= 2
+BENCH_BWD_ITERS     ?= 5
+BENCH_BWD_WARMUP    ?= 2
+BENCH_2B_ITERS      ?= 2
+BENCH_2B_WARMUP     ?= 1
+BENCH_2B_BWD_ITERS  ?= 1
+BENCH_2B_BWD_WARMUP ?= 1
+BENCH_2B_DIR        ?= build/bench_2b
+# glibc's malloc, left to itself, keeps the heap it grew for torch's 2B activations (its mmap
+# threshold rises to 32 MB after the first big free, so later tensors come from a fragmented heap):
+# torch's fwd+bwd then peaks at 22.8-23.7 GiB, an OOM kill on a 24 GB machine, against 19.1 GiB
+# with a fixed threshold. Given to both sides at 2b (mbpo's few big buffers are mmapped anyway).
+BENCH_2B_ENV        ?= MALLOC_MMAP_THRESHOLD_=1048576
+BENCH_GEMM_TIME     ?= 0.3
+BENCH_CONTENTION    ?= 1
+BENCH_PY = $(VENV)/bin/python tests/reference/bench_torch.py
+
+bench: SHELL := /bin/bash
 bench: build/mbpo-bench venv
-	@for cfg in tiny_a mid; do \
-	  $(VENV)/bin/python tests/reference/bench_torch.py --config $$cfg --threads $(THREADS) --iters 10 \
-	    --model-out build/bench_$$cfg | tee build/bench_torch_$$cfg.txt; \
-	  $(VENV)/bin/python tests/reference/bench_torch.py --config $$cfg --threads $(THREADS) --iters 5 --backward \
-	    --model-out build/bench_$$cfg | grep "fwd+bwd" | tee -a build/bench_torch_$$cfg.txt; \
-	  OMP_NUM_THREADS=$(THREADS) ./build/mbpo-bench --model build/bench_$$cfg --iters 10 | tee build/bench_mbpo_$$cfg.txt; \
-	  OMP_NUM_THREADS=$(THREADS) ./build/mbpo-bench --model build/bench_$$cfg --iters 5 --backward | grep "fwd+bwd" \
-	    | tee -a build/bench_mbpo_$$cfg.txt; \
-	  for kind in forward fwd+bwd; do \
-	    t=$$(grep "torch $$kind" build/bench_torch_$$cfg.txt | sed 's/.*, \([0-9.]*\) ms\/iter.*/\1/'); \
-	    m=$$(grep "mbpo $$kind" build/bench_mbpo_$$cfg.txt | sed 's/.*, \([0-9.]*\) ms\/iter.*/\1/'); \
-	    echo "$$cfg $$kind: mbpo $$m ms, torch $$t ms, mbpo speed / torch speed = $$(echo "$$t $$m" | awk '{printf "%.2f", $$1/$$2}')"; \
-	  done; \
-	done
+	@set -eo pipefail; \
+	rss() { f=$$1; shift; if [ -x /usr/bin/time ]; then /usr/bin/time -f "%M %P" -o "$$f" "$$@"; else rm -f "$$f"; "$$@"; fi; }; \
+	echo "== GEMM micro-benchmark, $(THREADS) threads"; \
+	rss build/bench_rss_gemm_mbpo.txt env OMP_NUM_THREADS=$(THREADS) ./build/mbpo-bench --gemm-bench --gemm-time $(BENCH_GEMM_TIME) \
+	  | tee build/bench_gemm_mbpo.txt; \
+	rss build/bench_rss_gemm_torch.txt $(BENCH_PY) --gemm-bench --threads $(THREADS) --gemm-time $(BENCH_GEMM_TIME) \
+	  | tee build/bench_gemm_torch.txt; \
+	for cfg in $(BENCH_SIZES); do \
+	  dir=build/bench_$$cfg; it=$(BENCH_ITERS); wu=$(BENCH_WARMUP); bit=$(BENCH_BWD_ITERS); bwu=$(BENCH_BWD_WARMUP); envx=; \
+	  if [ $$cfg = 2b ]; then \
+	    dir=$(BENCH_2B_DIR); it=$(BENCH_2B_ITERS); wu=$(BENCH_2B_WARMUP); bit=$(BENCH_2B_BWD_ITERS); bwu=$(BENCH_2B_BWD_WARMUP); \
+	    envx="$(BENCH_2B_ENV)"; \
+	  fi; \
+	  echo "== $$cfg: the model folder"; \
+	  $(BENCH_PY) --config $$cfg --model-out $$dir --make-only --threads $(THREADS); \
+	  echo "== $$cfg: mbpo$${envx:+ ($$envx)}"; \
+	  rss build/bench_rss_mbpo_$$cfg.txt env $$envx OMP_NUM_THREADS=$(THREADS) ./build/mbpo-bench --model $$dir --both \
+	    --iters $$it --warmup $$wu --bwd-iters $$bit --bwd-warmup $$bwu | tee build/bench_mbpo_$$cfg.txt; \
+	  echo "== $$cfg: torch$${envx:+ ($$envx)}"; \
+	  rss build/bench_rss_torch_$$cfg.txt env $$envx $(BENCH_PY) --config $$cfg --model-out $$dir --threads $(THREADS) \
+	    --iters $$it --warmup $$wu --backward --bwd-iters $$bit --bwd-warmup $$bwu | tee build/bench_torch_$$cfg.txt; \
+	done; \
+	rm -f build/bench_contention.txt; \
+	if [ "$(BENCH_CONTENTION)" = 1 ]; then \
+	  echo "== contention"; $(BENCH_PY) --config mid --model-out build/bench_mid --make-only --threads $(THREADS); \
+	  THREADS=$(THREADS) bash tests/bench/contention.sh build/bench_mid; \
+	fi; \
+	$(BENCH_PY) --report --sizes "$(BENCH_SIZES)" --build build --table build/bench_table.md
+
+# mbpo-bench on the mid model, forward and forward + backward, alone and then while a competing
+# 2-thread process runs (tests/bench/contention.sh: a busy FMA loop, then a second mbpo-bench);
+# prints the slowdown of each (issue 17's target: <= 2.5x). About 1 min on 2 cores.
+bench-contention: build/mbpo-bench venv
+	$(BENCH_PY) --config mid --model-out build/bench_mid --make-only --threads $(THREADS)
+	THREADS=$(THREADS) bash tests/bench/contention.sh build/bench_mid
 
 # Tokenizer encoding speed vs HF tokenizers (Rust), one thread each, same text, same ids
 # (the checksums printed by both sides must agree).

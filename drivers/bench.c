@@ -2,7 +2,10 @@
    tokenizer on a text file. The input files are what tests/reference/bench_torch.py and
    bench_tokenizer.py write, so both sides run the same weights, tokens, pixels and text.
    --gpu-bench: the model benchmark on a GPU (Qwen2-VL-2B from --config, random weights, a
-   packed batch), whose transformers side is tests/reference/bench_hf.py. */
+   packed batch), whose transformers side is tests/reference/bench_hf.py.
+   --gemm-bench: mbpo__gemm alone on a Linear's shapes against the FMA peak of this CPU
+   (tests/reference/bench_torch.py --gemm-bench times torch.matmul on the same shapes).
+   --burn: a competing CPU load for tests/bench/contention.sh (make bench-contention). */
 #define MBPO_IMPLEMENTATION
 #include "../mbpo.h"
 
@@ -513,6 +516,252 @@ static int gpu_bench(const char *config_path, mbpo_device dev, int n_seqs, int g
     return 0;
 }
 
+/* ---- the GEMM micro-benchmark (--gemm-bench) and the FMA ceiling it is measured against
+
+   The ceiling: every OpenMP thread runs FMA_CHAINS independent multiply-add chains on
+   registers only (no loads or stores), in the widest vector this build has; enough chains
+   to cover the FMA latency times the FMA ports of a core, so the loop is bound by FMA
+   throughput alone. peak = all threads' FLOP (2 per lane per FMA) / the wall time. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define FMA_ISA "AVX-512F"
+#define FMA_WIDTH 16
+typedef __m512 fma_vec;
+#define FMA_SET1(x) _mm512_set1_ps(x)
+#define FMA_MADD(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define FMA_STORE(p, v) _mm512_storeu_ps(p, v)   /* not _mm512_reduce_add_ps: g++ 12 warns inside it */
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define FMA_ISA "AVX2+FMA"
+#define FMA_WIDTH 8
+typedef __m256 fma_vec;
+#define FMA_SET1(x) _mm256_set1_ps(x)
+#define FMA_MADD(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define FMA_STORE(p, v) _mm256_storeu_ps(p, v)
+#else
+#define FMA_ISA "scalar"
+#define FMA_WIDTH 1
+typedef float fma_vec;
+#define FMA_SET1(x) (x)
+#define FMA_MADD(a, b, c) ((a) * (b) + (c))   /* one FMA with -ffp-contract=fast where the CPU has it */
+#define FMA_STORE(p, v) (*(p) = (v))
+#endif
+static float fma_hsum(fma_vec v) {
+    float t[FMA_WIDTH], s = 0;
+    int i;
+    FMA_STORE(t, v);
+    for (i = 0; i < FMA_WIDTH; i++) s += t[i];
+    return s;
+}
+#define FMA_CHAINS 12   /* >= 4 cycles latency x 2 ports on current x86 cores, and fits 16 AVX2 registers */
+#define FMA_MAXT 1024
+
+/* n rounds of FMA_CHAINS dependent-per-chain FMAs: acc = acc * b + c converges to c / (1 - b),
+   so nothing overflows or goes subnormal however long it runs. Returns the sum of the chains
+   so the compiler must compute them. */
+static float fma_chains(int64_t n, float seed) {
+    const fma_vec b = FMA_SET1(0.9999f), c = FMA_SET1(1e-4f);
+    fma_vec a0 = FMA_SET1(seed), a1 = FMA_SET1(seed + 1), a2 = FMA_SET1(seed + 2), a3 = FMA_SET1(seed + 3);
+    fma_vec a4 = FMA_SET1(seed + 4), a5 = FMA_SET1(seed + 5), a6 = FMA_SET1(seed + 6), a7 = FMA_SET1(seed + 7);
+    fma_vec a8 = FMA_SET1(seed + 8), a9 = FMA_SET1(seed + 9), a10 = FMA_SET1(seed + 10), a11 = FMA_SET1(seed + 11);
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        a0 = FMA_MADD(a0, b, c); a1 = FMA_MADD(a1, b, c); a2 = FMA_MADD(a2, b, c); a3 = FMA_MADD(a3, b, c);
+        a4 = FMA_MADD(a4, b, c); a5 = FMA_MADD(a5, b, c); a6 = FMA_MADD(a6, b, c); a7 = FMA_MADD(a7, b, c);
+        a8 = FMA_MADD(a8, b, c); a9 = FMA_MADD(a9, b, c); a10 = FMA_MADD(a10, b, c); a11 = FMA_MADD(a11, b, c);
+    }
+    return fma_hsum(a0) + fma_hsum(a1) + fma_hsum(a2) + fma_hsum(a3) + fma_hsum(a4) + fma_hsum(a5) +
+           fma_hsum(a6) + fma_hsum(a7) + fma_hsum(a8) + fma_hsum(a9) + fma_hsum(a10) + fma_hsum(a11);
+}
+static int n_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+static volatile float fma_sink;   /* keeps the chains' results alive */
+/* CPU seconds of the calling thread: unlike the wall clock it stops while another process
+   has the core, so a busy machine does not lower the peak measured */
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return mbpo_now();
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+/* n rounds on every thread at once: the wall seconds; best[t] = the highest FLOP per CPU
+   second thread t has reached so far */
+static double fma_run(int64_t n, double *best) {
+    double t0 = mbpo_now(), flop = 2.0 * FMA_WIDTH * FMA_CHAINS * (double)n;
+    float total = 0;
+    MBPO__OMP("omp parallel reduction(+:total)")
+    {
+        double c0 = thread_cpu_s(), r;
+#ifdef _OPENMP
+        int t = omp_get_thread_num();
+#else
+        int t = 0;
+#endif
+        total += fma_chains(n, 1.0f + 0.01f * (float)t);
+        r = flop / (thread_cpu_s() - c0);
+        if (t < FMA_MAXT && r > best[t]) best[t] = r;
+    }
+    fma_sink = total;
+    return mbpo_now() - t0;
+}
+/* The FMA peak of all threads: the sum over the threads of the best FLOP per CPU second each
+   reached in 12 runs of about 0.05 s (what the cores do when they are ours: short runs and CPU
+   time keep another job on the machine out of it, mostly). *wall: the best FLOP per wall
+   second of all threads together, which such a job does lower. */
+static double fma_peak(double *wall) {
+    int64_t n = 1 << 12;
+    double dt, best[FMA_MAXT], flop, sum = 0;
+    int r, t, nt = n_threads() < FMA_MAXT ? n_threads() : FMA_MAXT;
+    *wall = 0;
+    for (t = 0; t < FMA_MAXT; t++) best[t] = 0;
+    for (;;) {   /* calibrate on this thread's CPU time: wall time here would be the scheduler's */
+        double c0 = thread_cpu_s();
+        fma_sink = fma_chains(n, 1.0f);
+        if ((dt = thread_cpu_s() - c0) >= 0.01) break;
+        n *= 4;
+    }
+    n = (int64_t)((double)n * 0.05 / dt) + 1;
+    flop = 2.0 * FMA_WIDTH * FMA_CHAINS * (double)n * (double)n_threads();
+    for (t = 0; t < FMA_MAXT; t++) best[t] = 0;
+    for (r = 0; r < 12; r++) {
+        dt = fma_run(n, best);
+        if (flop / dt > *wall) *wall = flop / dt;
+    }
+    for (t = 0; t < nt; t++) sum += best[t];
+    return sum * (double)n_threads() / (double)nt;   /* past FMA_MAXT threads: their mean rate */
+}
+/* --burn S: the FMA loop on every thread for S seconds (0: until killed): a competing CPU
+   load for tests/bench/contention.sh that never sleeps and touches no memory. */
+static int burn(double seconds) {
+    double end = mbpo_now() + seconds;
+    fprintf(stderr, "mbpo-bench: --burn: %d threads of %s FMA chains for %s\n", n_threads(), FMA_ISA,
+            seconds > 0 ? "the given seconds" : "ever (until killed)");
+    MBPO__OMP("omp parallel")
+    {
+        float s = 0;
+        while (seconds <= 0 || mbpo_now() < end) s += fma_chains(1 << 20, 1.0f);
+        fma_sink = s;
+    }
+    return 0;
+}
+
+/* One Linear's three products, as mbpo__matmul_forward / _backward call mbpo__gemm:
+     forward  out (M,N)  = inp (M,K) . W (N,K)^T        a_t 0, b_t 0
+     dinp     dinp (M,K) += dout (M,N) . W (N,K)        a_t 0, b_t 1 (B = W read as (K', N') = (N, K))
+     dweight  dW (N,K)   += dout^T (N,M) . inp (M,K)    a_t 1, b_t 1
+   each 2 M K N FLOP. M = tokens (rows), K = in features, N = out features. */
+typedef struct { char name[64]; int64_t M, K, N; } gemm_shape;
+#define GEMM_DEFAULT_SHAPES "text.q_o:188,1536,1536;text.k_v:188,1536,256;text.gate_up:188,1536,8960;text.down:188,8960,1536;" \
+                            "vision.qkv:616,1280,3840;vision.proj:616,1280,1280;vision.fc1:616,1280,5120;vision.fc2:616,5120,1280"
+#define GEMM_MAX_SHAPES 64
+#define GEMM_MAX_REPS 64
+static int parse_shapes(const char *s, gemm_shape *out, int *n) {
+    *n = 0;
+    while (*s) {
+        const char *colon = strchr(s, ':'), *semi = strchr(s, ';'), *p = s;
+        long long v[3];
+        char *e;
+        int k;
+        if (!semi) semi = s + strlen(s);
+        if (*n == GEMM_MAX_SHAPES) return mbpo__fail("--shapes: more than %d shapes", GEMM_MAX_SHAPES);
+        if (colon && colon < semi) {
+            snprintf(out[*n].name, sizeof out[*n].name, "%.*s", (int)(colon - s), s);
+            p = colon + 1;
+        } else snprintf(out[*n].name, sizeof out[*n].name, "shape%d", *n + 1);
+        for (k = 0; k < 3; k++) {
+            v[k] = strtoll(p, &e, 10);
+            if (e == p || v[k] < 1 || v[k] > 1000000 || (k < 2 && *e != ',') || (k == 2 && e != semi))
+                return mbpo__fail("--shapes: '%.*s': want [NAME:]M,K,N (each in [1, 1e6]), ';' between shapes",
+                                  (int)(semi - s), s);
+            p = e + 1;
+        }
+        out[*n].M = v[0]; out[*n].K = v[1]; out[*n].N = v[2];
+        (*n)++;
+        s = *semi ? semi + 1 : semi;
+    }
+    return *n > 0 || mbpo__fail("--shapes: no shape given");
+}
+/* out[i * os0 + j * os1] against the double sum over k of A(i, k) B(k, j) for a few (i, j):
+   A(i, k) = a[i * as0 + k * as1], B(k, j) = b[k * bs0 + j * bs1]. */
+static int gemm_check(const float *out, int64_t os0, const float *a, int64_t as0, int64_t as1, const float *b,
+                      int64_t bs0, int64_t bs1, int64_t rows, int64_t inner, int64_t cols, const char *what) {
+    mbpo_rng rng;
+    int t;
+    mbpo_rng_seed(&rng, 77);
+    for (t = 0; t < 24; t++) {
+        int64_t i = (int64_t)(mbpo_rng_uniform(&rng) * (double)rows), j = (int64_t)(mbpo_rng_uniform(&rng) * (double)cols), k;
+        double ref = 0, mag = 0, got;
+        if (i >= rows) i = rows - 1;
+        if (j >= cols) j = cols - 1;
+        if (t == 0) { i = rows - 1; j = cols - 1; }   /* the last row and column: the edge blocks */
+        for (k = 0; k < inner; k++) {
+            double x = (double)a[i * as0 + k * as1] * (double)b[k * bs0 + j * bs1];
+            ref += x; mag += fabs(x);
+        }
+        got = out[i * os0 + j];
+        if (!(fabs(got - ref) <= 1e-4 * mag + 1e-6))
+            return mbpo__fail("--gemm-bench: %s: element (%lld, %lld) is %.6g, the double sum %.6g", what, (long long)i,
+                              (long long)j, got, ref);
+    }
+    return 1;
+}
+static int gemm_bench(const char *shapes, double min_time) {
+    static const char *const layout[3] = { "forward", "dinp", "dweight" };
+    gemm_shape sh[GEMM_MAX_SHAPES];
+    int n_sh = 0, si, l;
+    double peak, wall;
+    if (!parse_shapes(shapes, sh, &n_sh)) { fprintf(stderr, "mbpo-bench: %s\n", mbpo_failure_reason()); return 2; }
+    peak = fma_peak(&wall);
+    printf("mbpo fma peak: %s, %d floats a vector, %d chains, %d threads: %.1f GFLOP/s (%.1f per thread per CPU second; "
+           "%.1f GFLOP/s of wall time now)\n", FMA_ISA, FMA_WIDTH, FMA_CHAINS, n_threads(), peak / 1e9, peak / 1e9 / n_threads(),
+           wall / 1e9);
+    fflush(stdout);
+    for (si = 0; si < n_sh; si++) {
+        int64_t M = sh[si].M, K = sh[si].K, N = sh[si].N, i;
+        float *inp = (float *)malloc((size_t)(M * K) * 4), *w = (float *)malloc((size_t)(N * K) * 4);
+        float *dout = (float *)malloc((size_t)(M * N) * 4), *out = (float *)malloc((size_t)(M * N) * 4);
+        float *dinp = (float *)calloc((size_t)(M * K), 4), *dw = (float *)calloc((size_t)(N * K), 4);
+        mbpo_rng rng;
+        if (!inp || !w || !dout || !out || !dinp || !dw) { fprintf(stderr, "mbpo-bench: --gemm-bench: out of memory\n"); return 1; }
+        mbpo_rng_seed(&rng, 1000 + (uint64_t)si);
+        for (i = 0; i < M * K; i++) inp[i] = (float)(mbpo_rng_uniform(&rng) * 2 - 1);
+        for (i = 0; i < N * K; i++) w[i] = (float)(mbpo_rng_uniform(&rng) * 2 - 1);
+        for (i = 0; i < M * N; i++) dout[i] = (float)(mbpo_rng_uniform(&rng) * 2 - 1);
+        for (l = 0; l < 3; l++) {
+            double t[GEMM_MAX_REPS], total = 0, dt, flop = 2.0 * (double)M * (double)K * (double)N;
+            int reps = 0, ok;
+            char what[128];
+            snprintf(what, sizeof what, "%.63s %s", sh[si].name, layout[l]);
+            for (i = -1; reps < GEMM_MAX_REPS && (reps < 3 || total < min_time); i++) {   /* i == -1: warm-up, checked */
+                double t0 = mbpo_now();
+                if (l == 0) mbpo__gemm(out, inp, 0, w, 0, NULL, M, K, N, 0);
+                else if (l == 1) mbpo__gemm(dinp, dout, 0, w, 1, NULL, M, N, K, 1);
+                else mbpo__gemm(dw, dout, 1, inp, 1, NULL, N, M, K, 1);
+                dt = mbpo_now() - t0;
+                if (i < 0) {   /* the accumulating layouts started from zeros: one call is the plain product */
+                    ok = l == 0 ? gemm_check(out, N, inp, K, 1, w, 1, K, M, K, N, what)
+                       : l == 1 ? gemm_check(dinp, K, dout, N, 1, w, K, 1, M, N, K, what)
+                                : gemm_check(dw, K, dout, 1, N, inp, K, 1, N, M, K, what);
+                    if (!ok) { fprintf(stderr, "mbpo-bench: %s\n", mbpo_failure_reason()); return 1; }
+                    continue;
+                }
+                t[reps++] = dt;
+                total += dt;
+            }
+            dt = median(t, reps);
+            printf("mbpo gemm %s %s %lldx%lldx%lld: %.3f ms, %.1f GFLOP/s, %.1f%% of peak\n", sh[si].name, layout[l],
+                   (long long)M, (long long)K, (long long)N, dt * 1e3, flop / dt / 1e9, 100.0 * flop / dt / peak);
+            fflush(stdout);
+        }
+        free(inp); free(w); free(dout); free(out); free(dinp); free(dw);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *input = NULL, *tok_path = NULL, *text_path = NULL, *dump = NULL, *encode = NULL;
     const char *device_name = NULL, *config_path = "tests/reference/configs/qwen2vl_2b.json";
@@ -523,7 +772,9 @@ int main(int argc, char **argv) {
     int64_t gb_gemm = 8192;
     mbpo_device dev = MBPO_DEVICE_CPU;
     char input_buf[4096];
-    int iters = 10, warmup = 2, backward = 0, i, rc;
+    int iters = 10, warmup = 2, backward = 0, both = 0, bwd_iters = -1, bwd_warmup = -1, gemm_mode = 0, i, rc, pass;
+    const char *shapes = GEMM_DEFAULT_SHAPES;
+    double gemm_time = 0.3, burn_s = -1, t_load;
     mbpo_model m;
     mbpo_st st;
     const mbpo_st_tensor *t_ids, *t_lab, *t_pv, *t_grid;
@@ -541,6 +792,19 @@ int main(int argc, char **argv) {
             { "--iters", "N", MBPO_FLAG_INT, &iters, ">= 1", "timed iterations" },
             { "--warmup", "N", MBPO_FLAG_INT, &warmup, ">= 0", "untimed iterations first" },
             { "--backward", NULL, MBPO_FLAG_SWITCH, &backward, NULL, "time forward + backward of the mean target NLL instead" },
+            { "--both", NULL, MBPO_FLAG_SWITCH, &both, NULL,
+              "time the forward, then forward + backward, in one run (one load of the model)" },
+            { "--bwd-iters", "N", MBPO_FLAG_INT, &bwd_iters, ">= 1", "with --both: timed forward + backward iterations (default --iters)" },
+            { "--bwd-warmup", "N", MBPO_FLAG_INT, &bwd_warmup, ">= 0", "with --both: untimed forward + backward iterations (default --warmup)" },
+            { "--gemm-bench", NULL, MBPO_FLAG_SWITCH, &gemm_mode, NULL,
+              "the GEMM micro-benchmark: the FMA peak of this CPU on every thread, then mbpo's GEMM on --shapes\n"
+              "in the three layouts of a Linear (forward, dinp, dweight): GFLOP/s and % of the peak" },
+            { "--shapes", "LIST", MBPO_FLAG_STRING, &shapes, NULL,
+              "--gemm-bench: [NAME:]M,K,N;... (M rows, K in, N out features; default: Qwen2-VL-2B's text\n"
+              "Linears at 188 tokens and vision Linears at 616 patches)" },
+            { "--gemm-time", "S", MBPO_FLAG_DOUBLE, &gemm_time, "[0, 60]", "--gemm-bench: seconds each product is repeated for (at least 3 times)" },
+            { "--burn", "S", MBPO_FLAG_DOUBLE, &burn_s, ">= 0",
+              "no benchmark: keep every OpenMP thread busy with FMA chains for S seconds (0: until killed)" },
             { "--dump-logits", "F", MBPO_FLAG_STRING, &dump, NULL,
               "after the timing, write the logits (T, V) of every position to F (safetensors)" },
             { "--tokenizer", "F", MBPO_FLAG_STRING, &tok_path, NULL, "time encoding FILE (--text) with tokenizer.json F, one thread" },
@@ -569,7 +833,9 @@ int main(int argc, char **argv) {
             { "--world", "LIST", MBPO_FLAG_STRING, &mem_world, NULL,
               "--memory: world sizes (comma-separated; default 1): one GPU's share of data-parallel MBPO over NCCL" },
         };
-        if (!mbpo_flags_handle("mbpo-bench", "--model DIR [--input FILE] [--iters 10] [--warmup 2] [--backward]\n"
+        if (!mbpo_flags_handle("mbpo-bench", "--model DIR [--input FILE] [--iters 10] [--warmup 2] [--backward | --both]\n"
+                               "       mbpo-bench --gemm-bench [--shapes M,K,N;...] [--gemm-time 0.3]\n"
+                               "       mbpo-bench --burn SECONDS\n"
                                "       mbpo-bench --tokenizer FILE --text FILE [--lines] [--iters 10] [--warmup 2]\n"
                                "       mbpo-bench --tokenizer FILE --encode FILE\n"
                                "       mbpo-bench --gpu-bench [--device cuda] [--config F] [--seqs 8] [--grid 32] [--text-tokens 200]",
@@ -577,6 +843,8 @@ int main(int argc, char **argv) {
             return rc;
     }
     if (mem_list) return memory_table(mem_list, mem_world, mem_batch, gb_G, mem_new, 448, 64);
+    if (burn_s >= 0) return burn(burn_s);
+    if (gemm_mode) return gemm_bench(shapes, gemm_time);
     if (device_name && !mbpo_device_parse(device_name, &dev)) { fprintf(stderr, "mbpo-bench: --device: %s\n", mbpo_failure_reason()); return 2; }
     if (gpu_mode) {
         if (gb_grid % 2) { fprintf(stderr, "mbpo-bench: --grid must be even (2x2 patches merge into one token)\n"); return 2; }
@@ -593,7 +861,12 @@ int main(int argc, char **argv) {
     }
     if (!model_dir) { fprintf(stderr, "mbpo-bench: --model (or --tokenizer with --text) is required (see --help)\n"); return 2; }
     if (!input) { snprintf(input_buf, sizeof input_buf, "%s/bench_input.safetensors", model_dir); input = input_buf; }
+    if (both && backward) { fprintf(stderr, "mbpo-bench: --both already times forward + backward; drop --backward\n"); return 2; }
+    if (bwd_iters < 0) bwd_iters = iters;
+    if (bwd_warmup < 0) bwd_warmup = warmup;
+    t_load = mbpo_now();
     TRY(mbpo_model_load(&m, model_dir));
+    t_load = mbpo_now() - t_load;
     TRY(mbpo_st_open(&st, input));
     t_ids = mbpo_st_find(&st, "input_ids"); t_lab = mbpo_st_find(&st, "labels");
     t_pv = mbpo_st_find(&st, "pixel_values"); t_grid = mbpo_st_find(&st, "image_grid_thw");
@@ -615,29 +888,32 @@ int main(int argc, char **argv) {
     memset(&b, 0, sizeof b);
     b.n_seqs = 1; b.ids = ids; b.seq_offsets = seq_off; b.target = target;
     b.n_images = P ? 1 : 0; b.grid_thw = grid; b.pixel_values = pv; b.image_refs = refs; b.image_ref_offsets = ref_off;
-    TRY(mbpo_model_plan_on(&m, dev, S, P, N, backward));
     logp = (float *)calloc((size_t)N + 1, sizeof(float)); dlogp = (float *)calloc((size_t)N + 1, sizeof(float));
     for (s = 0; s < N; s++) dlogp[s] = -1.0f / (float)N;
-    printf("mbpo-bench: %s on %s, %lld parameters, %lld tokens, %lld patches, %lld targets, %d threads, "
-           "activations %.1f MB\n", model_dir, mbpo_device_name(dev), (long long)m.table.n_params, (long long)S, (long long)P, (long long)N,
-#ifdef _OPENMP
-           omp_get_max_threads(),
-#else
-           1,
-#endif
-           (double)mbpo_model_plan_bytes(&m) / 1e6);
-    for (i = 0; i < warmup + iters; i++) {
-        if (i == warmup) t0 = mbpo_now();
-        TRY(mbpo_model_forward(&m, &b, logp) == N);
-        if (backward) { mbpo_model_zero_grad(&m); TRY(mbpo_model_backward(&m, &b, dlogp, NULL)); }
-        dev_sync();   /* a GPU backward returns before the device is done */
-    }
-    dt = (mbpo_now() - t0) / iters;
-    {
-        double loss = 0;
-        for (s = 0; s < N; s++) loss -= logp[s];
-        printf("mbpo %s: %lld tokens, %lld patches, %.3f ms/iter, %.1f tokens/s (loss %.6f)\n",
-               backward ? "fwd+bwd" : "forward", (long long)S, (long long)P, dt * 1e3, (double)S / dt, loss / (double)N);
+    /* pass 0 is the forward (planned without gradients), pass 1 forward + backward; --both runs
+       both, in that order, re-planning in between so the forward never holds gradients */
+    for (pass = both || !backward ? 0 : 1; pass <= (both || backward ? 1 : 0); pass++) {
+        int n_it = pass && both ? bwd_iters : iters, n_wu = pass && both ? bwd_warmup : warmup;
+        TRY(mbpo_model_plan_on(&m, dev, S, P, N, pass));
+        if (pass == 0 || !both)
+            printf("mbpo-bench: %s on %s, %lld parameters, %lld tokens, %lld patches, %lld targets, %d threads, "
+                   "activations %.1f MB, loaded in %.1f s\n", model_dir, mbpo_device_name(dev), (long long)m.table.n_params,
+                   (long long)S, (long long)P, (long long)N, n_threads(), (double)mbpo_model_plan_bytes(&m) / 1e6, t_load);
+        fflush(stdout);
+        for (i = 0; i < n_wu + n_it; i++) {
+            if (i == n_wu) t0 = mbpo_now();
+            TRY(mbpo_model_forward(&m, &b, logp) == N);
+            if (pass) { mbpo_model_zero_grad(&m); TRY(mbpo_model_backward(&m, &b, dlogp, NULL)); }
+            dev_sync();   /* a GPU backward returns before the device is done */
+        }
+        dt = (mbpo_now() - t0) / n_it;
+        {
+            double loss = 0;
+            for (s = 0; s < N; s++) loss -= logp[s];
+            printf("mbpo %s: %lld tokens, %lld patches, %.3f ms/iter, %.1f tokens/s (loss %.6f)\n",
+                   pass ? "fwd+bwd" : "forward", (long long)S, (long long)P, dt * 1e3, (double)S / dt, loss / (double)N);
+            fflush(stdout);
+        }
     }
     if (dump) {   /* every position's logits, for comparisons outside (tests/reference/roundtrip.py) */
         int64_t V = m.cfg.vocab_size;

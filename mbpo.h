@@ -6292,14 +6292,18 @@ static float *mbpo__gemm_buffers(size_t floats) {
 }
 static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
                        int64_t M, int64_t K, int64_t N, int accumulate) {
-    /* Tile size: the cache blocks, made smaller (columns first) until there are at least 4 tiles
-       a thread, so a small product still spreads over every thread and a slow thread's share
-       can move to the others. The sums do not depend on it. */
-    int64_t MC = MBPO__GEMM_MC, NC = MBPO__GEMM_NC, want = 4 * (int64_t)mbpo__max_threads(), mt, nt;
+    /* Tile size: the cache blocks, halved (the wider side first) until there are at least 2
+       tiles a thread, so a small product still spreads over every thread and a slow thread's
+       share can move to the others. The sums do not depend on it. */
+    int64_t MC = MBPO__GEMM_MC, NC = MBPO__GEMM_NC, want = 2 * (int64_t)mbpo__max_threads(), mt, nt;
     int64_t mcap, ncap, kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC;
     if (M <= 0 || N <= 0) return;
-    while (want > 4 && NC > 2 * MBPO__GEMM_NR && ((M + MC - 1) / MC) * ((N + NC - 1) / NC) < want) NC /= 2;
-    while (want > 4 && MC > 2 * MBPO__GEMM_MR && ((M + MC - 1) / MC) * ((N + NC - 1) / NC) < want) MC /= 2;
+    while (want > 2 && ((M + MC - 1) / MC) * ((N + NC - 1) / NC) < want) {
+        /* halve the side whose halving costs less repacking: the wider one, about 2 : 1 */
+        if (NC > 2 * MBPO__GEMM_NR && (NC > 2 * MC || MC <= 2 * MBPO__GEMM_MR || M <= MC / 2)) NC /= 2;
+        else if (MC > 2 * MBPO__GEMM_MR) MC /= 2;
+        else break;
+    }
     mt = (M + MC - 1) / MC; nt = (N + NC - 1) / NC;
     mcap = (M < MC ? M : MC) + MBPO__GEMM_MR;   /* buffers sized to the problem */
     ncap = (N < NC ? N : NC) + MBPO__GEMM_NR;

@@ -6270,24 +6270,28 @@ static int mbpo__max_threads(void) {
     return 1;
 #endif
 }
-/* This thread's packing buffers (at most (MC + NC + MR + NR) * KC floats, 0.8 MB), kept from
-   call to call: a fresh allocation per product would fault in new pages every time. 64-byte
-   aligned; NULL when memory is short (the caller then takes the unpacked path). */
 /* Tests set this to take the plain paths (no packing, no transposes) the fast ones must equal bit for bit. */
 static int mbpo__kernels_plain;
-static MBPO__THREAD_LOCAL char *mbpo__gemm_ws;
-static MBPO__THREAD_LOCAL size_t mbpo__gemm_ws_n;
-static float *mbpo__gemm_buffers(size_t floats) {
+/* This thread's work buffer of one kernel: MBPO__BUF_GEMM, the packing buffers (at most
+   (MC + NC + MR + NR) * KC floats, 0.8 MB); MBPO__BUF_ATT, a kv head's keys and values transposed
+   and a few score rows. Kept from call to call (a fresh allocation per product would fault in
+   new pages every time), 64-byte aligned; NULL when memory is short (the caller then takes its
+   plain path, with the same bits) or when the compiler has no thread-local storage. */
+#define MBPO__BUF_GEMM 0
+#define MBPO__BUF_ATT 1
+static MBPO__THREAD_LOCAL char *mbpo__tbuf[2];
+static MBPO__THREAD_LOCAL size_t mbpo__tbuf_n[2];
+static float *mbpo__thread_buffer(int slot, size_t floats) {
     size_t bytes = floats * sizeof(float) + 64;
 #ifdef MBPO__NO_TLS
-    (void)bytes; return NULL;            /* no thread-local storage: one shared buffer would race */
+    (void)slot; (void)bytes; return NULL;     /* one shared buffer would race */
 #else
-    if (bytes > mbpo__gemm_ws_n) {
-        free(mbpo__gemm_ws);
-        mbpo__gemm_ws = (char *)malloc(bytes);
-        mbpo__gemm_ws_n = mbpo__gemm_ws ? bytes : 0;
+    if (bytes > mbpo__tbuf_n[slot]) {
+        free(mbpo__tbuf[slot]);
+        mbpo__tbuf[slot] = (char *)malloc(bytes);
+        mbpo__tbuf_n[slot] = mbpo__tbuf[slot] ? bytes : 0;
     }
-    return mbpo__gemm_ws ? (float *)(((uintptr_t)mbpo__gemm_ws + 63) & ~(uintptr_t)63) : NULL;
+    return mbpo__tbuf[slot] ? (float *)(((uintptr_t)mbpo__tbuf[slot] + 63) & ~(uintptr_t)63) : NULL;
 #endif
 }
 static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
@@ -6309,7 +6313,8 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
     ncap = (N < NC ? N : NC) + MBPO__GEMM_NR;
     MBPO__OMP("omp parallel")
     {
-        float *ap = mbpo__kernels_plain ? NULL : mbpo__gemm_buffers((size_t)(((mcap * kcap + 15) & ~(int64_t)15) + ncap * kcap));
+        size_t need = (size_t)(((mcap * kcap + 15) & ~(int64_t)15) + ncap * kcap);
+        float *ap = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_GEMM, need);
         float *bp = ap ? ap + ((mcap * kcap + 15) & ~(int64_t)15) : NULL;
         int64_t t;
         MBPO__OMP("omp for schedule(dynamic, 1)")
@@ -6597,23 +6602,6 @@ static void mbpo__att_axpy_rows(float *o, const float *w, const float *x, int64_
         for (d = 0; d < HS; d++) o[d] = MBPO__MADD(p, xj[d], o[d]);
     }
 }
-/* This thread's attention buffers (a second slot, like the GEMM's packing buffers): a kv head's
-   keys and values transposed, and score rows. NULL when memory is short. */
-static MBPO__THREAD_LOCAL char *mbpo__att_ws;
-static MBPO__THREAD_LOCAL size_t mbpo__att_ws_n;
-static float *mbpo__att_buffers(size_t floats) {
-    size_t bytes = floats * sizeof(float) + 64;
-#ifdef MBPO__NO_TLS
-    (void)bytes; return NULL;
-#else
-    if (bytes > mbpo__att_ws_n) {
-        free(mbpo__att_ws);
-        mbpo__att_ws = (char *)malloc(bytes);
-        mbpo__att_ws_n = mbpo__att_ws ? bytes : 0;
-    }
-    return mbpo__att_ws ? (float *)(((uintptr_t)mbpo__att_ws + 63) & ~(uintptr_t)63) : NULL;
-#endif
-}
 #define MBPO__ATT_IB 32   /* queries per forward job */
 
 /* Attention over one segment of L tokens. q (L, NH, HS) at stride qs floats per token,
@@ -6634,7 +6622,7 @@ static void mbpo__attention_forward(float *out, float *lse, const float *q, cons
 #else
         float *s = scratch;
 #endif
-        float *kt = mbpo__kernels_plain ? NULL : mbpo__att_buffers((size_t)(HS * Lp));
+        float *kt = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_ATT, (size_t)(HS * Lp));
         int64_t have_kvh = -1, have = 0;     /* keys of head have_kvh transposed: rows [0, have) */
         MBPO__OMP("omp for schedule(dynamic, 1)")
         for (job = 0; job < NH * nib; job++) {
@@ -6681,7 +6669,7 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
     float scale = 1.0f / sqrtf((float)HS);
     MBPO__OMP("omp parallel for schedule(dynamic, 1)")
     for (kvh = 0; kvh < NKV; kvh++) {
-        float *ws = mbpo__kernels_plain ? NULL : mbpo__att_buffers((size_t)(2 * HS * Lp + 8 * Lp));
+        float *ws = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_ATT, (size_t)(2 * HS * Lp + 8 * Lp));
         float *kt = ws, *vt = ws ? ws + HS * Lp : NULL;
         float *P = ws ? vt + HS * Lp : NULL, *DS = P ? P + 4 * Lp : NULL;    /* 4 rows each */
         int64_t h, i, j, d, r;

@@ -263,13 +263,16 @@ MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis,
    runs beside it (the waiting thread burns the time slice its descheduled partner needs:
    mbpo-score 15x slower beside a 2-thread job). When neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT
    is set, this sets GOMP_SPINCOUNT=MBPO_SPINCOUNT and runs the program again from the start
-   (libgomp reads its settings once, at load), Linux only; any value the user sets is kept.
-   mbpo_flags_handle calls it first, so every driver does; call it at the top of main (argv as
-   main got it) in a program of your own. */
+   (libgomp reads its settings once, at load), Linux and GCC's runtime only; any value the
+   user sets is kept. It runs again only a program whose argc/argv are exactly its own command
+   line (/proc/self/cmdline: not a subcommand's argv, not a program started through ld.so or an
+   interpreter) and not under valgrind; MBPO_NO_REEXEC compiles it out. mbpo_flags_handle calls
+   it first, so every driver does; in a program of your own call it at the very top of main,
+   with main's argc and argv, before reading input or opening files. */
 #ifndef MBPO_SPINCOUNT
 #define MBPO_SPINCOUNT "10000"
 #endif
-MBPODEF void mbpo_threads_setup(char **argv);
+MBPODEF void mbpo_threads_setup(int argc, char **argv);
 MBPODEF int  mbpo_flags_handle(const char *prog, const char *synopsis, const mbpo_flag *flags, int n_flags,
                                int argc, char **argv, int *exit_code);
 
@@ -1072,6 +1075,9 @@ MBPODEF uint64_t mbpo_seed_derive(uint64_t seed, int64_t index, uint64_t purpose
 #endif
 #ifdef _OPENMP
 #include <omp.h>
+#ifndef _WIN32
+#include <pthread.h>     /* the kernels' per-thread buffers, freed when a thread ends */
+#endif
 #endif
 #ifdef MBPO_MPI
 #define OMPI_SKIP_MPICXX 1   /* the C API only, also when nvcc compiles this as C++ */
@@ -2475,20 +2481,51 @@ MBPODEF void mbpo_flags_usage(FILE *out, const char *prog, const char *synopsis,
             "  -h, --help", "print this text, then exit");
 }
 
-MBPODEF void mbpo_threads_setup(char **argv) {
-#if defined(_OPENMP) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-    if (!argv || !argv[0] || getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    if (setenv("GOMP_SPINCOUNT", MBPO_SPINCOUNT, 0) != 0) return;
-    fflush(NULL);
-    execv("/proc/self/exe", argv);       /* returns only when it failed: then go on as we are */
+#if defined(_OPENMP) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && !defined(MBPO_NO_REEXEC)
+/* 1 when argv[0 .. argc) is exactly this process's command line. */
+static int mbpo__is_own_cmdline(int argc, char **argv) {
+    char buf[65536];
+    size_t n = 0, at = 0;
+    int i, ok = 1;
+    FILE *f = fopen("/proc/self/cmdline", "rb");
+    if (!f) return 0;
+    n = fread(buf, 1, sizeof buf, f);
+    if (!feof(f)) ok = 0;                    /* longer than the buffer: do not guess */
+    fclose(f);
+    for (i = 0; ok && i < argc; i++) {
+        size_t len = argv[i] ? strlen(argv[i]) : (size_t)-1;
+        if (len == (size_t)-1 || at + len + 1 > n || memcmp(buf + at, argv[i], len + 1) != 0) ok = 0;
+        else at += len + 1;
+    }
+    return ok && at == n;
+}
+#endif
+MBPODEF void mbpo_threads_setup(int argc, char **argv) {
+#if defined(_OPENMP) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && !defined(MBPO_NO_REEXEC)
+    const char *pre = getenv("LD_PRELOAD");
+    char **av;
+    int i;
+    if (argc < 1 || !argv || getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (pre && strstr(pre, "vgpreload")) return;                    /* valgrind: /proc/self/exe is the tool */
+    if (!mbpo__is_own_cmdline(argc, argv)) return;
+    av = (char **)malloc(((size_t)argc + 1) * sizeof *av);           /* argv[0 .. argc) and a NULL */
+    if (!av) return;
+    for (i = 0; i < argc; i++) av[i] = argv[i];
+    av[argc] = NULL;
+    if (setenv("GOMP_SPINCOUNT", MBPO_SPINCOUNT, 0) == 0) {
+        fflush(NULL);
+        execv("/proc/self/exe", av);     /* returns only when it failed: then go on as we are */
+        unsetenv("GOMP_SPINCOUNT");
+    }
+    free(av);
 #else
-    (void)argv;
+    (void)argc; (void)argv;
 #endif
 }
 MBPODEF int mbpo_flags_handle(const char *prog, const char *synopsis, const mbpo_flag *flags, int n_flags,
                               int argc, char **argv, int *exit_code) {
     int r;
-    mbpo_threads_setup(argv);
+    mbpo_threads_setup(argc, argv);
     r = mbpo_flags_parse(flags, n_flags, argc, argv);
     *exit_code = 0;
     if (r == MBPO_FLAGS_OK) return 1;
@@ -6044,7 +6081,7 @@ typedef __m256 mbpo__vf;
 #endif
 /* One step of an output's chain: fused where the machine has a fused multiply-add (as the
    vector kernels always are), so the compiler's contraction choices never enter the result. */
-#ifdef __FP_FAST_FMAF
+#if defined(__FP_FAST_FMAF) || defined(__FMA__) || defined(__ARM_FEATURE_FMA)
 #define MBPO__MADD(a, b, c) fmaf(a, b, c)
 #else
 #define MBPO__MADD(a, b, c) ((a) * (b) + (c))
@@ -6241,7 +6278,7 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
                 const float *as = ap + ir * kc;
 #ifdef MBPO__GEMM_VL
                 if (ir + MBPO__GEMM_MR < mc)     /* the next block's rows of out: misses hidden behind this one */
-                    for (r = 0; r < MBPO__GEMM_MR; r++) {
+                    for (r = 0; r < MBPO__GEMM_MR && ir + MBPO__GEMM_MR + r < mc; r++) {
                         _mm_prefetch((const char *)(c + (MBPO__GEMM_MR + r) * N), _MM_HINT_T0);
                         _mm_prefetch((const char *)(c + (MBPO__GEMM_MR + r) * N + MBPO__GEMM_NR - 1), _MM_HINT_T0);
                     }
@@ -6276,23 +6313,47 @@ static int mbpo__kernels_plain;
    (MC + NC + MR + NR) * KC floats, 0.8 MB); MBPO__BUF_ATT, a kv head's keys and values transposed
    and a few score rows. Kept from call to call (a fresh allocation per product would fault in
    new pages every time), 64-byte aligned; NULL when memory is short (the caller then takes its
-   plain path, with the same bits) or when the compiler has no thread-local storage. */
+   plain path, with the same bits). With OpenMP they hang off a pthread key whose destructor
+   frees them when the thread ends (the runtime ends threads when the thread count drops);
+   without it there is one thread of mbpo's own, and thread-local storage suffices. */
 #define MBPO__BUF_GEMM 0
 #define MBPO__BUF_ATT 1
-static MBPO__THREAD_LOCAL char *mbpo__tbuf[2];
-static MBPO__THREAD_LOCAL size_t mbpo__tbuf_n[2];
-static float *mbpo__thread_buffer(int slot, size_t floats) {
-    size_t bytes = floats * sizeof(float) + 64;
-#ifdef MBPO__NO_TLS
-    (void)slot; (void)bytes; return NULL;     /* one shared buffer would race */
-#else
-    if (bytes > mbpo__tbuf_n[slot]) {
-        free(mbpo__tbuf[slot]);
-        mbpo__tbuf[slot] = (char *)malloc(bytes);
-        mbpo__tbuf_n[slot] = mbpo__tbuf[slot] ? bytes : 0;
+struct mbpo__tbufs { char *p[2]; size_t n[2]; };
+#if defined(_OPENMP) && !defined(_WIN32)
+static pthread_key_t mbpo__tbuf_key;
+static pthread_once_t mbpo__tbuf_once = PTHREAD_ONCE_INIT;
+static int mbpo__tbuf_key_ok;
+static void mbpo__tbuf_free(void *v) {
+    struct mbpo__tbufs *t = (struct mbpo__tbufs *)v;
+    if (t) { free(t->p[0]); free(t->p[1]); free(t); }
+}
+static void mbpo__tbuf_init(void) { mbpo__tbuf_key_ok = pthread_key_create(&mbpo__tbuf_key, mbpo__tbuf_free) == 0; }
+static struct mbpo__tbufs *mbpo__tbufs(void) {
+    struct mbpo__tbufs *t;
+    if (pthread_once(&mbpo__tbuf_once, mbpo__tbuf_init) != 0 || !mbpo__tbuf_key_ok) return NULL;
+    t = (struct mbpo__tbufs *)pthread_getspecific(mbpo__tbuf_key);
+    if (!t) {
+        t = (struct mbpo__tbufs *)calloc(1, sizeof *t);
+        if (t && pthread_setspecific(mbpo__tbuf_key, t) != 0) { free(t); t = NULL; }
     }
-    return mbpo__tbuf[slot] ? (float *)(((uintptr_t)mbpo__tbuf[slot] + 63) & ~(uintptr_t)63) : NULL;
+    return t;
+}
+#elif !defined(MBPO__NO_TLS)
+static MBPO__THREAD_LOCAL struct mbpo__tbufs mbpo__tbuf_tls;
+static struct mbpo__tbufs *mbpo__tbufs(void) { return &mbpo__tbuf_tls; }
+#else
+static struct mbpo__tbufs *mbpo__tbufs(void) { return NULL; }   /* one shared buffer would race */
 #endif
+static float *mbpo__thread_buffer(int slot, size_t floats) {
+    struct mbpo__tbufs *t = mbpo__tbufs();
+    size_t bytes = floats * sizeof(float) + 64;
+    if (!t) return NULL;
+    if (bytes > t->n[slot]) {
+        free(t->p[slot]);
+        t->p[slot] = (char *)malloc(bytes);
+        t->n[slot] = t->p[slot] ? bytes : 0;
+    }
+    return t->p[slot] ? (float *)(((uintptr_t)t->p[slot] + 63) & ~(uintptr_t)63) : NULL;
 }
 static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
                        int64_t M, int64_t K, int64_t N, int accumulate) {
@@ -6304,8 +6365,9 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
     if (M <= 0 || N <= 0) return;
     while (want > 2 && ((M + MC - 1) / MC) * ((N + NC - 1) / NC) < want) {
         /* halve the side whose halving costs less repacking: the wider one, about 2 : 1 */
-        if (NC > 2 * MBPO__GEMM_NR && (NC > 2 * MC || MC <= 2 * MBPO__GEMM_MR || M <= MC / 2)) NC /= 2;
-        else if (MC > 2 * MBPO__GEMM_MR) MC /= 2;
+        if (NC > 2 * MBPO__GEMM_NR && (NC > 2 * MC || MC <= 2 * MBPO__GEMM_MR || (MC / 2) % MBPO__GEMM_MR != 0 ||
+                                        M <= MC / 2)) NC /= 2;
+        else if (MC > 2 * MBPO__GEMM_MR && (MC / 2) % MBPO__GEMM_MR == 0) MC /= 2;
         else break;
     }
     mt = (M + MC - 1) / MC; nt = (N + NC - 1) / NC;

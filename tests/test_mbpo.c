@@ -675,7 +675,7 @@ static void test_kernels(void) {
                 double ref = s, mag = fabs(s), err;
                 for (k = 0; k < K; k++) {
                     float a = a_t ? A[k * M + i] : A[i * K + k], b = b_t ? B[k * N + j] : B[j * K + k];
-#ifdef __FP_FAST_FMAF
+#if defined(__FP_FAST_FMAF) || defined(__FMA__) || defined(__ARM_FEATURE_FMA)
                     s = fmaf(a, b, s);                             /* fused where the machine has it */
 #else
                     s = a * b + s;

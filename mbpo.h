@@ -12534,8 +12534,11 @@ MBPODEF int mbpo_export(const char *mined_dir, const char *image_root, const cha
     char *p_off = mbpo__path_join(mined_dir, "offline.jsonl"), *p_on = mbpo__path_join(mined_dir, "online.jsonl");
     char *dir = out_dir ? mbpo__strdup(out_dir) : mbpo__path_join(mined_dir, "export");
     mbpo__sb dpo = { NULL, 0, 0, 0 }, lf = { NULL, 0, 0, 0 }, grpo = { NULL, 0, 0, 0 }, r1 = { NULL, 0, 0, 0 }, info = { NULL, 0, 0, 0 };
+    static const char *const export_files[] = { "trl_dpo.jsonl", "llamafactory_dpo.jsonl", "dataset_info.json", "trl_grpo.jsonl",
+                                                "easyr1.jsonl", NULL };
     int ok = 0;
     if (!p_off || !p_on || !dir || !mbpo__mkdir(dir)) goto end;
+    mbpo__clean_stale(dir, export_files, 0);   /* a killed export's temporary files */
     if (!mbpo__read_set(p_off, 0, image_root, &items, &n, &cap)) goto end;
     if (!mbpo__read_set(p_on, 1, image_root, &items, &n, &cap)) goto end;
     for (i = 0; i < n; i++) {

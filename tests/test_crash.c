@@ -175,7 +175,7 @@ static void mine_cmd(char *cmd, size_t n, const char *out) {
              world, world, out, MINE_ARGS);
 }
 /* The state a killed mining run left: returns 1 if it obeys every rule. *phase: where the kill
-   landed (0 before any output, 1 in IIG, 2 in PGD / rejected sampling). */
+   landed (0 before any output, 1 in IIG, 2 in PGD / rejected sampling, 3 in the export). */
 static int check_mine_state(const char *out, int *torn_seen, int *tmp_seen, int *phase) {
     static const char *jsonl[3] = { "iig.jsonl", "offline.jsonl", "skipped.jsonl" };
     int64_t lines[3];
@@ -213,8 +213,12 @@ static int check_mine_state(const char *out, int *torn_seen, int *tmp_seen, int 
         }
         mbpo_free(text);
     }
-    *tmp_seen += count_tmp(out) + count_tmp(adv) > 0;
-    *phase = !exists(out, "iig.jsonl") ? 0 : !exists(out, "offline.jsonl") ? 1 : 2;
+    {
+        char exp[300];
+        snprintf(exp, sizeof exp, "%s/export", out);
+        *tmp_seen += count_tmp(out) + count_tmp(adv) + count_tmp(exp) > 0;
+        *phase = !exists(out, "iig.jsonl") ? 0 : !exists(out, "offline.jsonl") ? 1 : !exists(exp, "dataset_info.json") ? 2 : 3;
+    }
     return ok;
 }
 /* A finished run: the same files as the uninterrupted run, byte for byte, and no temporary file. */
@@ -292,7 +296,7 @@ static crash_result crash_loop(const crash_target *t, const char *name, const ch
 
 /* ---------------------------------------------------------------- mining */
 
-static int mine_torn, mine_tmp, mine_phase[3];
+static int mine_torn, mine_tmp, mine_phase[4];
 static int mine_killed_ok(const char *out) {
     int phase = 0, ok = check_mine_state(out, &mine_torn, &mine_tmp, &phase);
     mine_phase[phase]++;
@@ -306,10 +310,29 @@ static void crash_mine(int kills, mbpo_rng *rng) {
     snprintf(mine_ref, sizeof mine_ref, "%s/mine_ref", root);
     r = crash_loop(&t, "mine", mine_ref, kills, rng);
     printf("  %s  mbpo-mine (%.2f s uninterrupted): %d SIGKILLs at random moments in [0, %.2f s] over %d runs to the end "
-           "(%d before any output, %d in IIG, %d in PGD/sampling; %d left a temporary file, %d a torn line); %d killed "
-           "states broke a rule; %d/%d finished runs byte-identical to the uninterrupted one\n",
+           "(%d before any output, %d in IIG, %d in PGD/sampling, %d in the export; %d left a temporary file, %d a torn line); "
+           "%d killed states broke a rule; %d/%d finished runs byte-identical to the uninterrupted one\n",
            r.bad_states == 0 && r.finished_same == r.finished ? "ok" : "!!", r.T, r.kills, 0.7 * r.T, r.finished, mine_phase[0],
-           mine_phase[1], mine_phase[2], mine_tmp, mine_torn, r.bad_states, r.finished_same, r.finished);
+           mine_phase[1], mine_phase[2], mine_phase[3], mine_tmp, mine_torn, r.bad_states, r.finished_same, r.finished);
+}
+/* A random kill lands in the export (a few ms at the end) only now and then, so its leftovers are
+   also planted: the temporary files a killed run leaves in the output, in adv/ and in export/
+   (named for a process that has exited) must be gone after the rerun, which ends identical. */
+static void mine_stale_leftovers(void) {
+    static const char *planted[4] = { "offline.jsonl", "adv/0.png", "export/dataset_info.json", "export/trl_dpo.jsonl" };
+    char out[300], cmd[4096], err[300];
+    pid_t dead = fork();
+    int k, ok;
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    snprintf(out, sizeof out, "%s/mine_stale", root);
+    snprintf(err, sizeof err, "%s/err.txt", root);
+    sh("cp -r %s %s", mine_ref, out);
+    for (k = 0; k < 4; k++) sh("echo partial > %s/%s.tmp.%ld", out, planted[k], (long)dead);
+    mine_cmd(cmd, sizeof cmd, out);
+    ok = run(cmd, err) == 0 && same_tree(out, mine_ref, "", NULL);
+    CHECK(ok, "mine: a rerun removes the temporary files a killed run left in the output, adv/ and export/");
+    if (ok) printf("  ok  mbpo-mine rerun over a killed run's temporary files (in the output, adv/, export/): removed, the rest identical\n");
 }
 
 /* ---------------------------------------------------------------- training */
@@ -497,6 +520,7 @@ int main(int argc, char **argv) {
     mbpo_rng_seed(&rng, seed);
     printf("== crash: %d kills per executable, seed %llu, in %s\n", kills, (unsigned long long)seed, root);
     crash_mine(kills, &rng);
+    mine_stale_leftovers();
     crash_train(kills, &rng);
     disk_full();
     if (n_failed == 0) sh("rm -rf %s", root);

@@ -6040,9 +6040,10 @@ MBPODEF int mbpo_model_save(const mbpo_model *m, const char *dir, mbpo_dtype dty
    MR-row strips laid out k-major ((KC, MR) each) and B's into NR-column strips ((KC, NR)
    each), zero padded at the edges; then a register-blocked micro-kernel keeps an MR x NR block
    of the output in vector registers while it runs over k: per k one broadcast of each of A's MR
-   values times NR/VL vector loads of B, MR * NR / VL fused multiply-adds. Sizes: an (KC, NR)
-   strip of B (32 KB with AVX-512) stays in L1 while every strip of A passes it; the tile's
-   packed A and B (192 + 256 KB) live in L2.
+   values times NR/VL vector loads of B, MR * NR / VL fused multiply-adds. Sizes: a strip of B
+   (KC, NR) (32 KB with AVX-512) is packed just before the strips of A pass it, so it is in L1;
+   the tile's packed A (at most 768 x 256 floats a K-block) lives in L2, and a thread keeps the
+   whole panel for its next tile of the same rows.
 
    Reproducible: every output is one fused multiply-add chain over k in increasing order,
    started from 0 (or from out when accumulating), the bias added last. Blocking, packing and
@@ -6094,7 +6095,12 @@ typedef __m256 mbpo__vf;
 #ifndef MBPO__GEMM_KC
 #define MBPO__GEMM_KC 256
 #endif
-#define MBPO__GEMM_MC 192                /* a multiple of 12, 6 and 4 */
+#ifndef MBPO__GEMM_MC
+#define MBPO__GEMM_MC 768                /* rows of A in a tile, at most: a multiple of 12, 6 and 4 */
+#endif
+#ifndef MBPO__GEMM_APANEL
+#define MBPO__GEMM_APANEL (4 << 20)      /* floats of A a thread keeps packed across tiles */
+#endif
 #ifndef MBPO__GEMM_NC
 #define MBPO__GEMM_NC 512
 #endif
@@ -6140,6 +6146,30 @@ static void mbpo__gemm_transpose(const float *src, int64_t ld, int nrow, float *
         }
     }
 }
+/* The same for a whole VL x VL block, with half the shuffles: the first stage is done by the
+   loads (each register gathers one 128-bit lane from 4 rows: lane c of x[a][d] is row 4c + d,
+   columns 4a .. 4a+3), leaving a 4 x 4 transpose inside every lane, whose results are whole
+   columns: lane c of column 4a + b holds rows 4c .. 4c+3. */
+#define MBPO__INS4(a, p, i) _mm512_mask_insertf32x4(a, (__mmask16)0xFFFF, a, _mm_loadu_ps(p), i)
+static void mbpo__gemm_transpose_full(const float *src, int64_t ld, float *dst, int64_t dld) {
+    int a, d;
+    for (a = 0; a < 4; a++) {
+        __m512 x[4], t[4];
+        for (d = 0; d < 4; d++) {
+            const float *p = src + d * ld + 4 * a;
+            x[d] = _mm512_zextps128_ps512(_mm_loadu_ps(p));
+            x[d] = MBPO__INS4(x[d], p + 4 * ld, 1);
+            x[d] = MBPO__INS4(x[d], p + 8 * ld, 2);
+            x[d] = MBPO__INS4(x[d], p + 12 * ld, 3);
+        }
+        t[0] = MBPO__UNPLO(x[0], x[1]); t[1] = MBPO__UNPHI(x[0], x[1]);
+        t[2] = MBPO__UNPLO(x[2], x[3]); t[3] = MBPO__UNPHI(x[2], x[3]);
+        _mm512_storeu_ps(dst + (4 * a + 0) * dld, MBPO__SHUF(t[0], t[2], 0x44));
+        _mm512_storeu_ps(dst + (4 * a + 1) * dld, MBPO__SHUF(t[0], t[2], 0xEE));
+        _mm512_storeu_ps(dst + (4 * a + 2) * dld, MBPO__SHUF(t[1], t[3], 0x44));
+        _mm512_storeu_ps(dst + (4 * a + 3) * dld, MBPO__SHUF(t[1], t[3], 0xEE));
+    }
+}
 #else
 static void mbpo__gemm_transpose(const float *src, int64_t ld, int nrow, float *dst, int64_t dld, int nst) {
     __m256 r[8], t[8], u[8];
@@ -6161,6 +6191,24 @@ static void mbpo__gemm_transpose(const float *src, int64_t ld, int nrow, float *
         __m256 lo = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20), hi = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
         if (nst == 8) { _mm256_storeu_ps(dst + c * dld, lo); _mm256_storeu_ps(dst + (4 + c) * dld, hi); }
         else { _mm256_maskstore_ps(dst + c * dld, mask, lo); _mm256_maskstore_ps(dst + (4 + c) * dld, mask, hi); }
+    }
+}
+/* A whole 8 x 8 block, the first stage done by the loads: lane c of x[a][d] is row 4c + d,
+   columns 4a .. 4a+3 (as in the AVX-512 form). */
+static void mbpo__gemm_transpose_full(const float *src, int64_t ld, float *dst, int64_t dld) {
+    int a, d;
+    for (a = 0; a < 2; a++) {
+        __m256 x[4], t[4];
+        for (d = 0; d < 4; d++) {
+            const float *p = src + d * ld + 4 * a;
+            x[d] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(p + 4 * ld), 1);
+        }
+        t[0] = _mm256_unpacklo_ps(x[0], x[1]); t[1] = _mm256_unpackhi_ps(x[0], x[1]);
+        t[2] = _mm256_unpacklo_ps(x[2], x[3]); t[3] = _mm256_unpackhi_ps(x[2], x[3]);
+        _mm256_storeu_ps(dst + (4 * a + 0) * dld, _mm256_shuffle_ps(t[0], t[2], 0x44));
+        _mm256_storeu_ps(dst + (4 * a + 1) * dld, _mm256_shuffle_ps(t[0], t[2], 0xEE));
+        _mm256_storeu_ps(dst + (4 * a + 2) * dld, _mm256_shuffle_ps(t[1], t[3], 0x44));
+        _mm256_storeu_ps(dst + (4 * a + 3) * dld, _mm256_shuffle_ps(t[1], t[3], 0xEE));
     }
 }
 #endif
@@ -6208,8 +6256,11 @@ static void mbpo__gemm_pack_b(float *bp, const float *B, int b_t, int64_t N, int
             for (; k + MBPO__GEMM_VL <= kc; k += MBPO__GEMM_VL)
                 for (c = 0; c < MBPO__GEMM_NR; c += MBPO__GEMM_VL) {
                     int64_t rows = ncol - c < MBPO__GEMM_VL ? ncol - c : MBPO__GEMM_VL;
-                    mbpo__gemm_transpose(src + c * K + k, K, rows > 0 ? (int)rows : 0, bp + k * MBPO__GEMM_NR + c,
-                                         MBPO__GEMM_NR, MBPO__GEMM_VL);
+                    if (rows == MBPO__GEMM_VL)
+                        mbpo__gemm_transpose_full(src + c * K + k, K, bp + k * MBPO__GEMM_NR + c, MBPO__GEMM_NR);
+                    else
+                        mbpo__gemm_transpose(src + c * K + k, K, rows > 0 ? (int)rows : 0, bp + k * MBPO__GEMM_NR + c,
+                                             MBPO__GEMM_NR, MBPO__GEMM_VL);
                 }
 #endif
             for (; k < kc; k++)
@@ -6258,25 +6309,61 @@ static void mbpo__gemm_micro(float *c, int64_t ldc, const float *ap, const float
         for (j = 0; j < MBPO__GEMM_NR; j++) c[r * ldc + j] = bias ? x[r][j] + bias[j] : x[r][j];
 #endif
 }
-/* One tile: out[i0 .. i0+mc) x [j0 .. j0+nc), all of K. ap, bp: the thread's packing buffers. */
+#ifdef MBPO__GEMM_VL
+/* Ask for part `part` of `parts` of the cache lines of B's strip at columns [j, j+ncol) x
+   k in [k0, k0+kc) to be brought into L2: the strip packed next is read from memory while this
+   one is computed (a weight larger than the caches would otherwise stall every pack). */
+static void mbpo__gemm_prefetch_b(const float *B, int b_t, int64_t N, int64_t K, int64_t j, int64_t ncol, int64_t k0,
+                                  int64_t kc, int64_t part, int64_t parts) {
+    int64_t n = b_t ? kc : ncol, lo = n * part / parts, hi = n * (part + 1) / parts, q, k;
+    for (q = lo; q < hi; q++) {
+        if (b_t) {                               /* row k0 + q: ncol contiguous floats */
+            const float *row = B + (k0 + q) * N + j;
+            _mm_prefetch((const char *)row, _MM_HINT_T1);
+            _mm_prefetch((const char *)(row + ncol - 1), _MM_HINT_T1);
+        } else {                                 /* row j + q of the weight: kc contiguous floats */
+            const float *row = B + (j + q) * K + k0;
+            for (k = 0; k < kc; k += 64 / (int64_t)sizeof(float)) _mm_prefetch((const char *)(row + k), _MM_HINT_T1);
+            _mm_prefetch((const char *)(row + kc - 1), _MM_HINT_T1);
+        }
+    }
+}
+#endif
+/* One tile: out[i0 .. i0+mc) x [j0 .. j0+nc), all of K. ap: the thread's packed A, either one
+   k block (a_stride 0: packed anew for each) or the whole panel of rows i0 .. i0+mc, the block
+   at k0 at ap + k0 * a_stride, kept for the thread's next tile of the same rows (*a_rows says
+   which rows it holds: i0 + 1, or 0 for none). bp: one packed strip of B (kc, NR), packed just
+   before its pass over A, so it is in L1 when the micro-kernels read it, while the next
+   strip's source is prefetched. */
 static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
                             int64_t M, int64_t K, int64_t N, int accumulate, int64_t i0, int64_t mc, int64_t j0,
-                            int64_t nc, float *ap, float *bp) {
+                            int64_t nc, float *ap_base, int64_t a_stride, int64_t *a_rows, float *bp) {
     float edge[MBPO__GEMM_MR * MBPO__GEMM_NR];
     int64_t k0, jr, ir, r, j;
+#ifdef MBPO__GEMM_VL
+    int64_t nq = (mc + MBPO__GEMM_MR - 1) / MBPO__GEMM_MR;   /* passes over A a strip of B takes */
+#endif
+    int have_a = a_stride > 0 && *a_rows == i0 + 1;
     for (k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += MBPO__GEMM_KC) {
         int64_t kc = K - k0 < MBPO__GEMM_KC ? K - k0 : MBPO__GEMM_KC;
         int load = k0 > 0 || accumulate, last = k0 + kc >= K;
-        mbpo__gemm_pack_a(ap, A, a_t, M, K, i0, mc, k0, kc);
-        mbpo__gemm_pack_b(bp, B, b_t, N, K, j0, nc, k0, kc);
+        float *ap = ap_base + k0 * a_stride;
+        if (!have_a) mbpo__gemm_pack_a(ap, A, a_t, M, K, i0, mc, k0, kc);
         for (jr = 0; jr < nc; jr += MBPO__GEMM_NR) {
             int64_t nn = nc - jr < MBPO__GEMM_NR ? nc - jr : MBPO__GEMM_NR;
-            const float *bs = bp + jr * kc, *bb = last && bias ? bias + j0 + jr : NULL;
+            const float *bb = last && bias ? bias + j0 + jr : NULL;
+#ifdef MBPO__GEMM_VL
+            /* the strip after this one: the next columns, or the first of the next k block */
+            int64_t pj = jr + MBPO__GEMM_NR < nc ? jr + MBPO__GEMM_NR : 0, pk = pj ? k0 : k0 + MBPO__GEMM_KC;
+            int64_t pn = nc - pj < MBPO__GEMM_NR ? nc - pj : MBPO__GEMM_NR, pkc = K - pk < MBPO__GEMM_KC ? K - pk : MBPO__GEMM_KC;
+#endif
+            mbpo__gemm_pack_b(bp, B, b_t, N, K, j0 + jr, nn, k0, kc);
             for (ir = 0; ir < mc; ir += MBPO__GEMM_MR) {
                 int64_t nm = mc - ir < MBPO__GEMM_MR ? mc - ir : MBPO__GEMM_MR;
                 float *c = out + (i0 + ir) * N + j0 + jr;
                 const float *as = ap + ir * kc;
 #ifdef MBPO__GEMM_VL
+                if (pk < K) mbpo__gemm_prefetch_b(B, b_t, N, K, j0 + pj, pn, pk, pkc, ir / MBPO__GEMM_MR, nq);
                 if (ir + MBPO__GEMM_MR < mc)     /* the next block's rows of out: misses hidden behind this one */
                     for (r = 0; r < MBPO__GEMM_MR && ir + MBPO__GEMM_MR + r < mc; r++) {
                         _mm_prefetch((const char *)(c + (MBPO__GEMM_MR + r) * N), _MM_HINT_T0);
@@ -6284,14 +6371,14 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
                     }
 #endif
                 if (nm == MBPO__GEMM_MR && nn == MBPO__GEMM_NR) {
-                    mbpo__gemm_micro(c, N, as, bs, kc, load, bb);
+                    mbpo__gemm_micro(c, N, as, bp, kc, load, bb);
                 } else {                 /* an edge block: through a full-size copy */
                     float bias_pad[MBPO__GEMM_NR];
                     for (r = 0; r < MBPO__GEMM_MR; r++)
                         for (j = 0; j < MBPO__GEMM_NR; j++)
                             edge[r * MBPO__GEMM_NR + j] = load && r < nm && j < nn ? c[r * N + j] : 0.0f;
                     for (j = 0; j < MBPO__GEMM_NR; j++) bias_pad[j] = bb && j < nn ? bb[j] : 0.0f;
-                    mbpo__gemm_micro(edge, MBPO__GEMM_NR, as, bs, kc, 1, bb ? bias_pad : NULL);
+                    mbpo__gemm_micro(edge, MBPO__GEMM_NR, as, bp, kc, 1, bb ? bias_pad : NULL);
                     for (r = 0; r < nm; r++)
                         for (j = 0; j < nn; j++) c[r * N + j] = edge[r * MBPO__GEMM_NR + j];
                 }
@@ -6299,6 +6386,7 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
         }
         if (K == 0) break;
     }
+    if (a_stride > 0) *a_rows = i0 + 1;
 }
 static int mbpo__max_threads(void) {
 #ifdef _OPENMP
@@ -6309,8 +6397,8 @@ static int mbpo__max_threads(void) {
 }
 /* Tests set this to take the plain paths (no packing, no transposes) the fast ones must equal bit for bit. */
 static int mbpo__kernels_plain;
-/* This thread's work buffer of one kernel: MBPO__BUF_GEMM, the packing buffers (at most
-   (MC + NC + MR + NR) * KC floats, 0.8 MB); MBPO__BUF_ATT, a kv head's keys and values transposed
+/* This thread's work buffer of one kernel: MBPO__BUF_GEMM, the packing buffers (A's panel, at
+   most MBPO__GEMM_APANEL floats, and one strip of B, NR * KC); MBPO__BUF_ATT, a kv head's keys and values transposed
    and a few score rows. Kept from call to call (a fresh allocation per product would fault in
    new pages every time), 64-byte aligned; NULL when memory is short (the caller then takes its
    plain path, with the same bits). With OpenMP they hang off a pthread key whose destructor
@@ -6357,34 +6445,42 @@ static float *mbpo__thread_buffer(int slot, size_t floats) {
 }
 static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
                        int64_t M, int64_t K, int64_t N, int accumulate) {
-    /* Tile size: the cache blocks, halved (the wider side first) until there are at least 2
-       tiles a thread, so a small product still spreads over every thread and a slow thread's
-       share can move to the others. The sums do not depend on it. */
-    int64_t MC = MBPO__GEMM_MC, NC = MBPO__GEMM_NC, want = 2 * (int64_t)mbpo__max_threads(), mt, nt;
-    int64_t mcap, ncap, kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC;
+    /* Tile size: rows split evenly into mt tiles of at most MC (M = 1000 is two tiles of 504,
+       not 768 and a thin 232: each strip of B is packed once per row tile, so the fewer the
+       better); then the tiles are made narrower, and only then fewer rows, until there are at
+       least 4 a thread, so a small product still spreads over every thread, the threads end
+       together, and a slow thread's share can move to the others. The sums do not depend on it. */
+    int64_t MC = MBPO__GEMM_MC, NC = MBPO__GEMM_NC, want = 4 * (int64_t)mbpo__max_threads(), mt, nt;
+    int64_t mcap, ncap, kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC, a_stride, a_floats;
     if (M <= 0 || N <= 0) return;
-    while (want > 2 && ((M + MC - 1) / MC) * ((N + NC - 1) / NC) < want) {
-        /* halve the side whose halving costs less repacking: the wider one, about 2 : 1 */
-        if (NC > 2 * MBPO__GEMM_NR && (NC > 2 * MC || MC <= 2 * MBPO__GEMM_MR || (MC / 2) % MBPO__GEMM_MR != 0 ||
-                                        M <= MC / 2)) NC /= 2;
-        else if (MC > 2 * MBPO__GEMM_MR && (MC / 2) % MBPO__GEMM_MR == 0) MC /= 2;
+    mt = (M + MC - 1) / MC;
+    while (want > 4 && mt * ((N + NC - 1) / NC) < want) {
+        if (NC > 4 * MBPO__GEMM_NR) NC /= 2;
+        else if (2 * mt * MBPO__GEMM_MR <= M) mt *= 2;
+        else if (NC > MBPO__GEMM_NR) NC /= 2;
         else break;
     }
+    MC = ((M + mt - 1) / mt + MBPO__GEMM_MR - 1) / MBPO__GEMM_MR * MBPO__GEMM_MR;
     mt = (M + MC - 1) / MC; nt = (N + NC - 1) / NC;
     mcap = (M < MC ? M : MC) + MBPO__GEMM_MR;   /* buffers sized to the problem */
-    ncap = (N < NC ? N : NC) + MBPO__GEMM_NR;
+    ncap = MBPO__GEMM_NR;                       /* one strip of B at a time */
+    /* A's whole panel (mcap, K) is kept for the thread's next tile of the same rows when it fits
+       MBPO__GEMM_APANEL floats (16 MB): tiles run along N first, so a panel is packed once per
+       thread, not once per tile; otherwise one k block at a time. */
+    a_stride = mcap * (K > 0 ? K : 1) <= MBPO__GEMM_APANEL ? mcap : 0;
+    a_floats = a_stride ? mcap * (K > 0 ? K : 1) : mcap * kcap;
     MBPO__OMP("omp parallel")
     {
-        size_t need = (size_t)(((mcap * kcap + 15) & ~(int64_t)15) + ncap * kcap);
+        size_t need = (size_t)(((a_floats + 15) & ~(int64_t)15) + ncap * kcap);
         float *ap = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_GEMM, need);
-        float *bp = ap ? ap + ((mcap * kcap + 15) & ~(int64_t)15) : NULL;
-        int64_t t;
+        float *bp = ap ? ap + ((a_floats + 15) & ~(int64_t)15) : NULL;
+        int64_t t, a_rows = 0;
         MBPO__OMP("omp for schedule(dynamic, 1)")
         for (t = 0; t < mt * nt; t++) {
-            int64_t ib = t % mt, jb = t / mt, i0 = ib * MC, j0 = jb * NC;
+            int64_t ib = t / nt, jb = t % nt, i0 = ib * MC, j0 = jb * NC;
             int64_t mc = M - i0 < MC ? M - i0 : MC, nc = N - j0 < NC ? N - j0 : NC;
             if (ap) {
-                mbpo__gemm_tile(out, A, a_t, B, b_t, bias, M, K, N, accumulate, i0, mc, j0, nc, ap, bp);
+                mbpo__gemm_tile(out, A, a_t, B, b_t, bias, M, K, N, accumulate, i0, mc, j0, nc, ap, a_stride, &a_rows, bp);
             } else {             /* no memory for packing: the same sums, one output at a time */
                 int64_t i, j, k;
                 for (i = i0; i < i0 + mc; i++)
@@ -6664,6 +6760,76 @@ static void mbpo__att_axpy_rows(float *o, const float *w, const float *x, int64_
         for (d = 0; d < HS; d++) o[d] = MBPO__MADD(p, xj[d], o[d]);
     }
 }
+#if defined(MBPO__GEMM_VL) && MBPO__GEMM_VL == 16
+/* o_r (HS) = sum_{j < n[r]} p_r[j] x_j for four queries r at once (p_r the probabilities,
+   already divided by their sum; x_j at x + j * xs; n[0] <= n[1] <= n[2] <= n[3]). Two vectors of
+   the head times four queries are eight independent chains in registers, each output one fused
+   multiply-add chain in increasing j from 0, as mbpo__att_axpy_rows computes it: the same bits,
+   without loading and storing o for every few keys. */
+static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t *n, const float *x, int64_t xs, int64_t HS) {
+    int64_t d0, j;
+    int r, c;
+    for (d0 = 0; d0 < HS; d0 += 32) {
+        int nv = HS - d0 > 16 ? 2 : 1;
+        __mmask16 m[2];
+        __m512 acc[4][2];
+        m[0] = (__mmask16)(HS - d0 >= 16 ? 0xFFFF : (1u << (HS - d0)) - 1u);
+        m[1] = (__mmask16)(HS - d0 >= 32 ? 0xFFFF : HS - d0 > 16 ? (1u << (HS - d0 - 16)) - 1u : 0);
+        for (r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        for (j = 0; j < n[0]; j++) {        /* keys every query sees */
+            const float *xj = x + j * xs + d0;
+            __m512 x0 = _mm512_maskz_loadu_ps(m[0], xj), x1 = _mm512_maskz_loadu_ps(m[1], xj + 16);
+            for (r = 0; r < 4; r++) {
+                __m512 pr = _mm512_set1_ps(p[r][j]);
+                acc[r][0] = _mm512_fmadd_ps(pr, x0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(pr, x1, acc[r][1]);
+            }
+        }
+        for (r = 1; r < 4; r++)               /* causal: the later queries' last keys */
+            for (j = n[0]; j < n[r]; j++) {
+                const float *xj = x + j * xs + d0;
+                __m512 pr = _mm512_set1_ps(p[r][j]);
+                acc[r][0] = _mm512_fmadd_ps(pr, _mm512_maskz_loadu_ps(m[0], xj), acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(pr, _mm512_maskz_loadu_ps(m[1], xj + 16), acc[r][1]);
+            }
+        for (r = 0; r < 4; r++)
+            for (c = 0; c < nv; c++) _mm512_mask_storeu_ps(o[r] + d0 + 16 * c, m[c], acc[r][c]);
+    }
+}
+#elif defined(MBPO__GEMM_VL) && MBPO__GEMM_VL == 8
+/* The same with AVX2: two vectors of 8 times four queries. */
+static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t *n, const float *x, int64_t xs, int64_t HS) {
+    int64_t d0, j;
+    int r, c;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (d0 = 0; d0 < HS; d0 += 16) {
+        int nv = HS - d0 > 8 ? 2 : 1;
+        __m256i m[2];
+        __m256 acc[4][2];
+        m[0] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(HS - d0)), lane);
+        m[1] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(HS - d0 - 8)), lane);
+        for (r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (j = 0; j < n[0]; j++) {
+            const float *xj = x + j * xs + d0;
+            __m256 x0 = _mm256_maskload_ps(xj, m[0]), x1 = _mm256_maskload_ps(xj + 8, m[1]);
+            for (r = 0; r < 4; r++) {
+                __m256 pr = _mm256_set1_ps(p[r][j]);
+                acc[r][0] = _mm256_fmadd_ps(pr, x0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(pr, x1, acc[r][1]);
+            }
+        }
+        for (r = 1; r < 4; r++)
+            for (j = n[0]; j < n[r]; j++) {
+                const float *xj = x + j * xs + d0;
+                __m256 pr = _mm256_set1_ps(p[r][j]);
+                acc[r][0] = _mm256_fmadd_ps(pr, _mm256_maskload_ps(xj, m[0]), acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(pr, _mm256_maskload_ps(xj + 8, m[1]), acc[r][1]);
+            }
+        for (r = 0; r < 4; r++)
+            for (c = 0; c < nv; c++) _mm256_maskstore_ps(o[r] + d0 + 8 * c, m[c], acc[r][c]);
+    }
+}
+#endif
 #define MBPO__ATT_IB 32   /* queries per forward job */
 
 /* Attention over one segment of L tokens. q (L, NH, HS) at stride qs floats per token,
@@ -6671,7 +6837,8 @@ static void mbpo__att_axpy_rows(float *o, const float *w, const float *x, int64_
    of each score row, saved so backward can rebuild the probabilities without storing
    them (O(L) memory instead of O(L^2)). causal: key j <= query i. Scores in fp32.
    Jobs: (head, block of 32 queries), handed out dynamically; a job transposes the keys it needs
-   (once per kv head per thread) so the scores of 16 keys come from one pass (mbpo__dot16). */
+   (once per kv head per thread) so the scores of 16 keys come from one pass (mbpo__dot16), and
+   takes its queries four at a time so that P V keeps the four output rows in registers. */
 static void mbpo__attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                                     int64_t L, int64_t NH, int64_t NKV, int64_t HS, int64_t qs, int64_t kvs,
                                     int64_t os, int64_t lse_stride, int causal, float *scratch /* (threads, 2L) */) {
@@ -6684,7 +6851,7 @@ static void mbpo__attention_forward(float *out, float *lse, const float *q, cons
 #else
         float *s = scratch;
 #endif
-        float *kt = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_ATT, (size_t)(HS * Lp));
+        float *kt = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_ATT, (size_t)(HS * Lp + 4 * Lp + HS + 16));
         int64_t have_kvh = -1, have = 0;     /* keys of head have_kvh transposed: rows [0, have) */
         MBPO__OMP("omp for schedule(dynamic, 1)")
         for (job = 0; job < NH * nib; job++) {
@@ -6697,6 +6864,37 @@ static void mbpo__attention_forward(float *out, float *lse, const float *q, cons
                     have = need;
                 }
             }
+#ifdef MBPO__GEMM_VL
+            if (kt) {                        /* four queries at a time: their rows, then P V together */
+                float *pv = kt + HS * Lp;    /* four probability rows, then a spare output row */
+                for (i = i0; i < i1; i += 4) {
+                    float *orow[4], *prow[4];
+                    int64_t nk[4];
+                    int r;
+                    for (r = 0; r < 4; r++) {
+                        int64_t ii = i + r;
+                        float *sr = pv + r * Lp, mx = -INFINITY, sum = 0.0f;
+                        if (ii >= i1) {              /* past the block: the last row again, into a spare */
+                            prow[r] = prow[r - 1]; nk[r] = nk[r - 1]; orow[r] = pv + 4 * Lp;
+                            continue;
+                        }
+                        nk[r] = causal ? ii + 1 : L;
+                        orow[r] = out + ii * os + h * HS;
+                        prow[r] = sr;
+                        mbpo__att_dots(sr, q + ii * qs + h * HS, kt, HS, nk[r]);
+                        for (j = 0; j < nk[r]; j++) {
+                            sr[j] = sr[j] * scale;
+                            if (sr[j] > mx) mx = sr[j];
+                        }
+                        for (j = 0; j < nk[r]; j++) { sr[j] = expf(sr[j] - mx); sum += sr[j]; }
+                        for (j = 0; j < nk[r]; j++) sr[j] = sr[j] / sum;
+                        lse[h * lse_stride + ii] = mx + logf(sum);
+                    }
+                    mbpo__att_pv4(orow, (const float *const *)prow, nk, v + kvh * HS, kvs, HS);
+                }
+                continue;
+            }
+#endif
             for (i = i0; i < i1; i++) {
                 int64_t jmax = causal ? i + 1 : L;
                 const float *qi = q + i * qs + h * HS;

@@ -6830,6 +6830,21 @@ static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t 
     }
 }
 #endif
+#ifdef MBPO__GEMM_VL
+/* max_j x[j] (-inf for n = 0) in 16 lanes, which the compiler vectorizes: a maximum does not
+   depend on the order it is taken in, so this equals the one-at-a-time loop (NaN aside). */
+static float mbpo__max16(const float *x, int64_t n) {
+    float m[16], mx = -INFINITY;
+    int64_t j = 0;
+    int l;
+    for (l = 0; l < 16; l++) m[l] = -INFINITY;
+    for (; j + 16 <= n; j += 16)
+        for (l = 0; l < 16; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
+    for (; j < n; j++) if (x[j] > mx) mx = x[j];
+    for (l = 0; l < 16; l++) if (m[l] > mx) mx = m[l];
+    return mx;
+}
+#endif
 #define MBPO__ATT_IB 32   /* queries per forward job */
 
 /* Attention over one segment of L tokens. q (L, NH, HS) at stride qs floats per token,
@@ -6882,10 +6897,8 @@ static void mbpo__attention_forward(float *out, float *lse, const float *q, cons
                         orow[r] = out + ii * os + h * HS;
                         prow[r] = sr;
                         mbpo__att_dots(sr, q + ii * qs + h * HS, kt, HS, nk[r]);
-                        for (j = 0; j < nk[r]; j++) {
-                            sr[j] = sr[j] * scale;
-                            if (sr[j] > mx) mx = sr[j];
-                        }
+                        for (j = 0; j < nk[r]; j++) sr[j] = sr[j] * scale;
+                        mx = mbpo__max16(sr, nk[r]);
                         for (j = 0; j < nk[r]; j++) { sr[j] = expf(sr[j] - mx); sum += sr[j]; }
                         for (j = 0; j < nk[r]; j++) sr[j] = sr[j] / sum;
                         lse[h * lse_stride + ii] = mx + logf(sum);

@@ -6157,7 +6157,7 @@ static void mbpo__gemm_transpose_full(const float *src, int64_t ld, float *dst, 
         __m512 x[4], t[4];
         for (d = 0; d < 4; d++) {
             const float *p = src + d * ld + 4 * a;
-            x[d] = _mm512_zextps128_ps512(_mm_loadu_ps(p));
+            x[d] = MBPO__INS4(_mm512_setzero_ps(), p, 0);
             x[d] = MBPO__INS4(x[d], p + 4 * ld, 1);
             x[d] = MBPO__INS4(x[d], p + 8 * ld, 2);
             x[d] = MBPO__INS4(x[d], p + 12 * ld, 3);
@@ -6771,6 +6771,7 @@ static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t 
     int r, c;
     for (d0 = 0; d0 < HS; d0 += 32) {
         int nv = HS - d0 > 16 ? 2 : 1;
+        int64_t o1 = nv > 1 ? 16 : 0;         /* the second vector's offset (0: none, masked off) */
         __mmask16 m[2];
         __m512 acc[4][2];
         m[0] = (__mmask16)(HS - d0 >= 16 ? 0xFFFF : (1u << (HS - d0)) - 1u);
@@ -6778,7 +6779,7 @@ static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t 
         for (r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
         for (j = 0; j < n[0]; j++) {        /* keys every query sees */
             const float *xj = x + j * xs + d0;
-            __m512 x0 = _mm512_maskz_loadu_ps(m[0], xj), x1 = _mm512_maskz_loadu_ps(m[1], xj + 16);
+            __m512 x0 = _mm512_maskz_loadu_ps(m[0], xj), x1 = _mm512_maskz_loadu_ps(m[1], xj + o1);
             for (r = 0; r < 4; r++) {
                 __m512 pr = _mm512_set1_ps(p[r][j]);
                 acc[r][0] = _mm512_fmadd_ps(pr, x0, acc[r][0]);
@@ -6790,7 +6791,7 @@ static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t 
                 const float *xj = x + j * xs + d0;
                 __m512 pr = _mm512_set1_ps(p[r][j]);
                 acc[r][0] = _mm512_fmadd_ps(pr, _mm512_maskz_loadu_ps(m[0], xj), acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(pr, _mm512_maskz_loadu_ps(m[1], xj + 16), acc[r][1]);
+                acc[r][1] = _mm512_fmadd_ps(pr, _mm512_maskz_loadu_ps(m[1], xj + o1), acc[r][1]);
             }
         for (r = 0; r < 4; r++)
             for (c = 0; c < nv; c++) _mm512_mask_storeu_ps(o[r] + d0 + 16 * c, m[c], acc[r][c]);
@@ -6804,6 +6805,7 @@ static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t 
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (d0 = 0; d0 < HS; d0 += 16) {
         int nv = HS - d0 > 8 ? 2 : 1;
+        int64_t o1 = nv > 1 ? 8 : 0;
         __m256i m[2];
         __m256 acc[4][2];
         m[0] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(HS - d0)), lane);
@@ -6811,7 +6813,7 @@ static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t 
         for (r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
         for (j = 0; j < n[0]; j++) {
             const float *xj = x + j * xs + d0;
-            __m256 x0 = _mm256_maskload_ps(xj, m[0]), x1 = _mm256_maskload_ps(xj + 8, m[1]);
+            __m256 x0 = _mm256_maskload_ps(xj, m[0]), x1 = _mm256_maskload_ps(xj + o1, m[1]);
             for (r = 0; r < 4; r++) {
                 __m256 pr = _mm256_set1_ps(p[r][j]);
                 acc[r][0] = _mm256_fmadd_ps(pr, x0, acc[r][0]);
@@ -6823,7 +6825,7 @@ static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t 
                 const float *xj = x + j * xs + d0;
                 __m256 pr = _mm256_set1_ps(p[r][j]);
                 acc[r][0] = _mm256_fmadd_ps(pr, _mm256_maskload_ps(xj, m[0]), acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(pr, _mm256_maskload_ps(xj + 8, m[1]), acc[r][1]);
+                acc[r][1] = _mm256_fmadd_ps(pr, _mm256_maskload_ps(xj + o1, m[1]), acc[r][1]);
             }
         for (r = 0; r < 4; r++)
             for (c = 0; c < nv; c++) _mm256_maskstore_ps(o[r] + d0 + 8 * c, m[c], acc[r][c]);

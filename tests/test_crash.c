@@ -217,7 +217,7 @@ static int check_mine_state(const char *out, int *torn_seen, int *tmp_seen, int 
         char exp[300];
         snprintf(exp, sizeof exp, "%s/export", out);
         *tmp_seen += count_tmp(out) + count_tmp(adv) + count_tmp(exp) > 0;
-        *phase = !exists(out, "iig.jsonl") ? 0 : !exists(out, "offline.jsonl") ? 1 : !exists(exp, "dataset_info.json") ? 2 : 3;
+        *phase = !exists(out, "iig.jsonl") ? 0 : !exists(out, "offline.jsonl") ? 1 : !exists(out, "export") ? 2 : 3;
     }
     return ok;
 }

@@ -6063,6 +6063,10 @@ typedef __m512 mbpo__vf;
 #define MBPO__VZERO() _mm512_setzero_ps()
 #define MBPO__VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define MBPO__VADD(a, b) _mm512_add_ps(a, b)
+typedef __mmask16 mbpo__vmask;           /* lanes < n of a vector (0 <= n) */
+#define MBPO__VMASK(n) ((__mmask16)((n) >= 16 ? 0xFFFFu : (1u << (n)) - 1u))
+#define MBPO__VLOADM(p, m) _mm512_maskz_loadu_ps(m, p)
+#define MBPO__VSTOREM(p, m, v) _mm512_mask_storeu_ps(p, m, v)
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
 #include <immintrin.h>
 #define MBPO__GEMM_ISA "avx2+fma"
@@ -6076,6 +6080,10 @@ typedef __m256 mbpo__vf;
 #define MBPO__VZERO() _mm256_setzero_ps()
 #define MBPO__VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define MBPO__VADD(a, b) _mm256_add_ps(a, b)
+typedef __m256i mbpo__vmask;
+#define MBPO__VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define MBPO__VLOADM(p, m) _mm256_maskload_ps(p, m)
+#define MBPO__VSTOREM(p, m, v) _mm256_maskstore_ps(p, m, v)
 #else
 #define MBPO__GEMM_ISA "portable"
 #define MBPO__GEMM_MR 4                  /* plain C the compiler vectorizes */
@@ -6309,40 +6317,16 @@ static void mbpo__gemm_micro(float *c, int64_t ldc, const float *ap, const float
         for (j = 0; j < MBPO__GEMM_NR; j++) c[r * ldc + j] = bias ? x[r][j] + bias[j] : x[r][j];
 #endif
 }
-#ifdef MBPO__GEMM_VL
-/* Ask for part `part` of `parts` of the cache lines of B's strip at columns [j, j+ncol) x
-   k in [k0, k0+kc) to be brought into L2: the strip packed next is read from memory while this
-   one is computed (a weight larger than the caches would otherwise stall every pack). */
-static void mbpo__gemm_prefetch_b(const float *B, int b_t, int64_t N, int64_t K, int64_t j, int64_t ncol, int64_t k0,
-                                  int64_t kc, int64_t part, int64_t parts) {
-    int64_t n = b_t ? kc : ncol, lo = n * part / parts, hi = n * (part + 1) / parts, q, k;
-    for (q = lo; q < hi; q++) {
-        if (b_t) {                               /* row k0 + q: ncol contiguous floats */
-            const float *row = B + (k0 + q) * N + j;
-            _mm_prefetch((const char *)row, _MM_HINT_T1);
-            _mm_prefetch((const char *)(row + ncol - 1), _MM_HINT_T1);
-        } else {                                 /* row j + q of the weight: kc contiguous floats */
-            const float *row = B + (j + q) * K + k0;
-            for (k = 0; k < kc; k += 64 / (int64_t)sizeof(float)) _mm_prefetch((const char *)(row + k), _MM_HINT_T1);
-            _mm_prefetch((const char *)(row + kc - 1), _MM_HINT_T1);
-        }
-    }
-}
-#endif
 /* One tile: out[i0 .. i0+mc) x [j0 .. j0+nc), all of K. ap: the thread's packed A, either one
    k block (a_stride 0: packed anew for each) or the whole panel of rows i0 .. i0+mc, the block
    at k0 at ap + k0 * a_stride, kept for the thread's next tile of the same rows (*a_rows says
    which rows it holds: i0 + 1, or 0 for none). bp: one packed strip of B (kc, NR), packed just
-   before its pass over A, so it is in L1 when the micro-kernels read it, while the next
-   strip's source is prefetched. */
+   before its pass over A, so it is in L1 when the micro-kernels read it. */
 static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
                             int64_t M, int64_t K, int64_t N, int accumulate, int64_t i0, int64_t mc, int64_t j0,
                             int64_t nc, float *ap_base, int64_t a_stride, int64_t *a_rows, float *bp) {
     float edge[MBPO__GEMM_MR * MBPO__GEMM_NR];
     int64_t k0, jr, ir, r, j;
-#ifdef MBPO__GEMM_VL
-    int64_t nq = (mc + MBPO__GEMM_MR - 1) / MBPO__GEMM_MR;   /* passes over A a strip of B takes */
-#endif
     int have_a = a_stride > 0 && *a_rows == i0 + 1;
     for (k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += MBPO__GEMM_KC) {
         int64_t kc = K - k0 < MBPO__GEMM_KC ? K - k0 : MBPO__GEMM_KC;
@@ -6352,18 +6336,12 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
         for (jr = 0; jr < nc; jr += MBPO__GEMM_NR) {
             int64_t nn = nc - jr < MBPO__GEMM_NR ? nc - jr : MBPO__GEMM_NR;
             const float *bb = last && bias ? bias + j0 + jr : NULL;
-#ifdef MBPO__GEMM_VL
-            /* the strip after this one: the next columns, or the first of the next k block */
-            int64_t pj = jr + MBPO__GEMM_NR < nc ? jr + MBPO__GEMM_NR : 0, pk = pj ? k0 : k0 + MBPO__GEMM_KC;
-            int64_t pn = nc - pj < MBPO__GEMM_NR ? nc - pj : MBPO__GEMM_NR, pkc = K - pk < MBPO__GEMM_KC ? K - pk : MBPO__GEMM_KC;
-#endif
             mbpo__gemm_pack_b(bp, B, b_t, N, K, j0 + jr, nn, k0, kc);
             for (ir = 0; ir < mc; ir += MBPO__GEMM_MR) {
                 int64_t nm = mc - ir < MBPO__GEMM_MR ? mc - ir : MBPO__GEMM_MR;
                 float *c = out + (i0 + ir) * N + j0 + jr;
                 const float *as = ap + ir * kc;
 #ifdef MBPO__GEMM_VL
-                if (pk < K) mbpo__gemm_prefetch_b(B, b_t, N, K, j0 + pj, pn, pk, pkc, ir / MBPO__GEMM_MR, nq);
                 if (ir + MBPO__GEMM_MR < mc)     /* the next block's rows of out: misses hidden behind this one */
                     for (r = 0; r < MBPO__GEMM_MR && ir + MBPO__GEMM_MR + r < mc; r++) {
                         _mm_prefetch((const char *)(c + (MBPO__GEMM_MR + r) * N), _MM_HINT_T0);
@@ -6760,7 +6738,7 @@ static void mbpo__att_axpy_rows(float *o, const float *w, const float *x, int64_
         for (d = 0; d < HS; d++) o[d] = MBPO__MADD(p, xj[d], o[d]);
     }
 }
-#if defined(MBPO__GEMM_VL) && MBPO__GEMM_VL == 16
+#ifdef MBPO__GEMM_VL
 /* o_r (HS) = sum_{j < n[r]} p_r[j] x_j for four queries r at once (p_r the probabilities,
    already divided by their sum; x_j at x + j * xs; n[0] <= n[1] <= n[2] <= n[3]). Two vectors of
    the head times four queries are eight independent chains in registers, each output one fused
@@ -6769,66 +6747,32 @@ static void mbpo__att_axpy_rows(float *o, const float *w, const float *x, int64_
 static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t *n, const float *x, int64_t xs, int64_t HS) {
     int64_t d0, j;
     int r, c;
-    for (d0 = 0; d0 < HS; d0 += 32) {
-        int nv = HS - d0 > 16 ? 2 : 1;
-        int64_t o1 = nv > 1 ? 16 : 0;         /* the second vector's offset (0: none, masked off) */
-        __mmask16 m[2];
-        __m512 acc[4][2];
-        m[0] = (__mmask16)(HS - d0 >= 16 ? 0xFFFF : (1u << (HS - d0)) - 1u);
-        m[1] = (__mmask16)(HS - d0 >= 32 ? 0xFFFF : HS - d0 > 16 ? (1u << (HS - d0 - 16)) - 1u : 0);
-        for (r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (d0 = 0; d0 < HS; d0 += 2 * MBPO__GEMM_VL) {
+        int nv = HS - d0 > MBPO__GEMM_VL ? 2 : 1;
+        int64_t o1 = nv > 1 ? MBPO__GEMM_VL : 0;   /* the second vector's offset (0: none, masked off) */
+        mbpo__vmask m[2];
+        mbpo__vf acc[4][2];
+        m[0] = MBPO__VMASK(HS - d0);
+        m[1] = MBPO__VMASK(nv > 1 ? HS - d0 - MBPO__GEMM_VL : 0);
+        for (r = 0; r < 4; r++) acc[r][0] = acc[r][1] = MBPO__VZERO();
         for (j = 0; j < n[0]; j++) {        /* keys every query sees */
             const float *xj = x + j * xs + d0;
-            __m512 x0 = _mm512_maskz_loadu_ps(m[0], xj), x1 = _mm512_maskz_loadu_ps(m[1], xj + o1);
+            mbpo__vf x0 = MBPO__VLOADM(xj, m[0]), x1 = MBPO__VLOADM(xj + o1, m[1]);
             for (r = 0; r < 4; r++) {
-                __m512 pr = _mm512_set1_ps(p[r][j]);
-                acc[r][0] = _mm512_fmadd_ps(pr, x0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(pr, x1, acc[r][1]);
+                mbpo__vf pr = MBPO__VSET1(p[r][j]);
+                acc[r][0] = MBPO__VFMA(pr, x0, acc[r][0]);
+                acc[r][1] = MBPO__VFMA(pr, x1, acc[r][1]);
             }
         }
         for (r = 1; r < 4; r++)               /* causal: the later queries' last keys */
             for (j = n[0]; j < n[r]; j++) {
                 const float *xj = x + j * xs + d0;
-                __m512 pr = _mm512_set1_ps(p[r][j]);
-                acc[r][0] = _mm512_fmadd_ps(pr, _mm512_maskz_loadu_ps(m[0], xj), acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(pr, _mm512_maskz_loadu_ps(m[1], xj + o1), acc[r][1]);
+                mbpo__vf pr = MBPO__VSET1(p[r][j]);
+                acc[r][0] = MBPO__VFMA(pr, MBPO__VLOADM(xj, m[0]), acc[r][0]);
+                acc[r][1] = MBPO__VFMA(pr, MBPO__VLOADM(xj + o1, m[1]), acc[r][1]);
             }
         for (r = 0; r < 4; r++)
-            for (c = 0; c < nv; c++) _mm512_mask_storeu_ps(o[r] + d0 + 16 * c, m[c], acc[r][c]);
-    }
-}
-#elif defined(MBPO__GEMM_VL) && MBPO__GEMM_VL == 8
-/* The same with AVX2: two vectors of 8 times four queries. */
-static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t *n, const float *x, int64_t xs, int64_t HS) {
-    int64_t d0, j;
-    int r, c;
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (d0 = 0; d0 < HS; d0 += 16) {
-        int nv = HS - d0 > 8 ? 2 : 1;
-        int64_t o1 = nv > 1 ? 8 : 0;
-        __m256i m[2];
-        __m256 acc[4][2];
-        m[0] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(HS - d0)), lane);
-        m[1] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(HS - d0 - 8)), lane);
-        for (r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-        for (j = 0; j < n[0]; j++) {
-            const float *xj = x + j * xs + d0;
-            __m256 x0 = _mm256_maskload_ps(xj, m[0]), x1 = _mm256_maskload_ps(xj + o1, m[1]);
-            for (r = 0; r < 4; r++) {
-                __m256 pr = _mm256_set1_ps(p[r][j]);
-                acc[r][0] = _mm256_fmadd_ps(pr, x0, acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(pr, x1, acc[r][1]);
-            }
-        }
-        for (r = 1; r < 4; r++)
-            for (j = n[0]; j < n[r]; j++) {
-                const float *xj = x + j * xs + d0;
-                __m256 pr = _mm256_set1_ps(p[r][j]);
-                acc[r][0] = _mm256_fmadd_ps(pr, _mm256_maskload_ps(xj, m[0]), acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(pr, _mm256_maskload_ps(xj + o1, m[1]), acc[r][1]);
-            }
-        for (r = 0; r < 4; r++)
-            for (c = 0; c < nv; c++) _mm256_maskstore_ps(o[r] + d0 + 8 * c, m[c], acc[r][c]);
+            for (c = 0; c < nv; c++) MBPO__VSTOREM(o[r] + d0 + MBPO__GEMM_VL * c, m[c], acc[r][c]);
     }
 }
 #endif

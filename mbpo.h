@@ -1214,10 +1214,10 @@ static int mbpo__mul_size(size_t a, size_t b, size_t *out) {
 /* 256-byte aligned allocation on top of MBPO_MALLOC: the original pointer is kept just
    below the aligned block. On Linux a block of 8 MB or more (weights, gradients, optimizer
    state, activations) is aligned to 2 MB and advised to be backed by transparent huge pages
-   (where the system leaves THP to madvise, as most do): the GEMM packs walk a weight's rows
-   hundreds at a time, 4 KB pages apart, and with small pages every row is a TLB miss (the
-   down projection at 2B, K = 8960: 14 % faster measured). Advice only: where the kernel says no,
-   nothing changes. MBPO_NO_HUGEPAGES turns it off. */
+   (for systems that leave THP to madvise, as the development machine does): the GEMM packs
+   walk hundreds of a weight's rows at a time, each on its own 4 KB page, so small pages cost
+   TLB misses (the 2B down projection, K = 8960: 14 % faster measured; other shapes 1-2 %).
+   Advice only: where the kernel says no, nothing changes. MBPO_NO_HUGEPAGES turns it off. */
 #if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(MBPO_NO_HUGEPAGES)
 #define MBPO__HUGEPAGE ((size_t)2 << 20)
 #endif
@@ -6346,10 +6346,10 @@ static inline void mbpo__gemm_micro(float *c, int64_t ldc, const float *ap, cons
         for (j = 0; j < MBPO__GEMM_NR; j++) c[r * ldc + j] = bias ? x[r][j] + bias[j] : x[r][j];
 #endif
 }
-/* A strip of nm < MR rows at the bottom edge, full width: rows rounded up to a third of MR
-   (AVX-512: 4, 8; AVX2: 2, 4), the zero rows computed and not stored. */
+/* A full-width strip of nm <= MR rows: a strip at the bottom edge (nm < MR) computes its rows
+   rounded up to a third of MR (AVX-512: 4, 8; AVX2: 2, 4; portable: 1, 2), the zero rows not stored. */
 #define MBPO__GEMM_MQ (MBPO__GEMM_MR / 3 > 0 ? MBPO__GEMM_MR / 3 : 1)
-static void mbpo__gemm_micro_edge(float *c, int64_t ldc, const float *ap, const float *bp, int64_t kc, int load,
+static void mbpo__gemm_micro_rows(float *c, int64_t ldc, const float *ap, const float *bp, int64_t kc, int load,
                                   const float *bias, int nm) {
     if (nm <= MBPO__GEMM_MQ) mbpo__gemm_micro(c, ldc, ap, bp, kc, load, bias, MBPO__GEMM_MQ, nm);
     else if (nm <= 2 * MBPO__GEMM_MQ) mbpo__gemm_micro(c, ldc, ap, bp, kc, load, bias, 2 * MBPO__GEMM_MQ, nm);
@@ -6386,10 +6386,8 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
                         _mm_prefetch((const char *)(c + (MBPO__GEMM_MR + r) * N + MBPO__GEMM_NR - 1), _MM_HINT_T0);
                     }
 #endif
-                if (nm == MBPO__GEMM_MR && nn == MBPO__GEMM_NR) {
-                    mbpo__gemm_micro(c, N, as, bp, kc, load, bb, MBPO__GEMM_MR, MBPO__GEMM_MR);
-                } else if (nn == MBPO__GEMM_NR) {
-                    mbpo__gemm_micro_edge(c, N, as, bp, kc, load, bb, (int)nm);
+                if (nn == MBPO__GEMM_NR) {
+                    mbpo__gemm_micro_rows(c, N, as, bp, kc, load, bb, (int)nm);
                 } else {                 /* a block at the right edge: through a full-size copy */
                     float bias_pad[MBPO__GEMM_NR];
                     for (r = 0; r < MBPO__GEMM_MR; r++)

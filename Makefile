@@ -269,6 +269,7 @@ fixtures: venv
 # make bench, in one run (about 10 min on 2 cores; the 2B model is made once before that, under a minute):
 #  1. the GEMM micro-benchmark: this CPU's FMA peak on every thread, then mbpo__gemm and
 #     torch.matmul (fp32, same threads) on Qwen2-VL-2B's Linear shapes in the three layouts;
+#     then the same on one thread (BENCH_GEMM_1T);
 #  2. each of BENCH_SIZES (tiny_a, mid, 2b = the hub Qwen2-VL-2B config with random weights, made
 #     once into BENCH_2B_DIR: bf16 shards, 4.4 GB): the same folder and input on both sides, mbpo
 #     then PyTorch, never at once, each in one process (forward, then forward + backward), with
@@ -282,6 +283,12 @@ BENCH_ITERS         ?= 10
 BENCH_WARMUP        ?= 2
 BENCH_BWD_ITERS     ?= 5
 BENCH_BWD_WARMUP    ?= 2
+# tiny_a: a forward is under a millisecond, so 10 timed iterations are one descheduling away from
+# a different number (mean of 5 fwd+bwd here: 0.7 to 6.6 ms from run to run); both sides run more
+BENCH_TINY_ITERS    ?= 200
+BENCH_TINY_WARMUP   ?= 10
+BENCH_TINY_BWD_ITERS  ?= 100
+BENCH_TINY_BWD_WARMUP ?= 10
 BENCH_2B_ITERS      ?= 2
 BENCH_2B_WARMUP     ?= 1
 BENCH_2B_BWD_ITERS  ?= 1
@@ -293,6 +300,9 @@ BENCH_2B_DIR        ?= build/bench_2b
 # with a fixed threshold. Given to both sides at 2b (mbpo's few big buffers are mmapped anyway).
 BENCH_2B_ENV        ?= MALLOC_MMAP_THRESHOLD_=1048576
 BENCH_GEMM_TIME     ?= 0.3
+# the GEMM micro-benchmark once more on one thread (of the one-thread peak): the kernel without
+# the second core's traffic; BENCH_GEMM_1T=0 leaves it out
+BENCH_GEMM_1T       ?= 1
 BENCH_CONTENTION    ?= 1
 BENCH_PY = $(VENV)/bin/python tests/reference/bench_torch.py
 
@@ -305,8 +315,17 @@ bench: build/mbpo-bench venv
 	  | tee build/bench_gemm_mbpo.txt; \
 	rss build/bench_rss_gemm_torch.txt $(BENCH_PY) --gemm-bench --threads $(THREADS) --gemm-time $(BENCH_GEMM_TIME) \
 	  | tee build/bench_gemm_torch.txt; \
+	rm -f build/bench_gemm_mbpo_1t.txt build/bench_gemm_torch_1t.txt; \
+	if [ "$(BENCH_GEMM_1T)" = 1 ]; then \
+	  echo "== GEMM micro-benchmark, 1 thread"; \
+	  OMP_NUM_THREADS=1 ./build/mbpo-bench --gemm-bench --gemm-time $(BENCH_GEMM_TIME) | tee build/bench_gemm_mbpo_1t.txt; \
+	  $(BENCH_PY) --gemm-bench --threads 1 --gemm-time $(BENCH_GEMM_TIME) | tee build/bench_gemm_torch_1t.txt; \
+	fi; \
 	for cfg in $(BENCH_SIZES); do \
 	  dir=build/bench_$$cfg; it=$(BENCH_ITERS); wu=$(BENCH_WARMUP); bit=$(BENCH_BWD_ITERS); bwu=$(BENCH_BWD_WARMUP); envx=; \
+	  if [ $$cfg = tiny_a ]; then \
+	    it=$(BENCH_TINY_ITERS); wu=$(BENCH_TINY_WARMUP); bit=$(BENCH_TINY_BWD_ITERS); bwu=$(BENCH_TINY_BWD_WARMUP); \
+	  fi; \
 	  if [ $$cfg = 2b ]; then \
 	    dir=$(BENCH_2B_DIR); it=$(BENCH_2B_ITERS); wu=$(BENCH_2B_WARMUP); bit=$(BENCH_2B_BWD_ITERS); bwu=$(BENCH_2B_BWD_WARMUP); \
 	    envx="$(BENCH_2B_ENV)"; \

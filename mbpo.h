@@ -1160,6 +1160,40 @@ MBPODEF uint64_t mbpo_seed_derive(uint64_t seed, int64_t index, uint64_t purpose
 #define MBPO__NO_TLS
 #endif
 
+/* The same loops for small ops. An op of less than MBPO_PAR_MIN units of work (about floats
+   touched times passes over them; a transcendental counts 8, a GEMM's multiply-add 1/8) runs on
+   the calling thread alone: meeting the team at the closing barrier costs, when another job
+   shares the cores, the rest of the descheduled thread's time slice (a RoPE of 41 us took 450 us
+   beside a 2-thread job), more than a small op's whole work. But a team left idle for longer
+   than its spin (GOMP_SPINCOUNT 10000: about 200-300 us here) goes to sleep, and waking it costs
+   100-200 us on a VM: so once this thread has run small ops alone for MBPO_SERIAL_US, the next
+   small op goes to the team anyway, which keeps it spinning (the tiny model's forward, nearly all
+   small ops, was 0.3 -> 0.5 ms without this). Which thread runs an iteration changes no bits. */
+#ifndef MBPO_PAR_MIN
+#define MBPO_PAR_MIN 262144
+#endif
+#ifndef MBPO_SERIAL_US
+#define MBPO_SERIAL_US 100
+#endif
+#ifdef _OPENMP
+static int64_t mbpo__par_min = MBPO_PAR_MIN;     /* tests set 0: every op on the team, to compare bits */
+static MBPO__THREAD_LOCAL double mbpo__alone_t0; /* when this thread's run of ops alone began; 0: none */
+static int mbpo__team(int64_t work) {
+    double t;
+    if (work >= mbpo__par_min) { mbpo__alone_t0 = 0; return 1; }
+    t = mbpo_now();
+    if (mbpo__alone_t0 == 0) mbpo__alone_t0 = t;
+    else if (t - mbpo__alone_t0 > MBPO_SERIAL_US * 1e-6) { mbpo__alone_t0 = 0; return 1; }
+    return 0;
+}
+#endif
+#define MBPO__STR(x) #x
+#define MBPO__XSTR(x) MBPO__STR(x)
+#define MBPO__ROWS_IF(work) MBPO__OMP(MBPO__XSTR(omp parallel for schedule(dynamic, 4) if(mbpo__team(work))))
+#define MBPO__COLS_IF(work) MBPO__OMP(MBPO__XSTR(omp parallel for schedule(dynamic, 16) if(mbpo__team(work))))
+#define MBPO__ELEMS_IF(work) MBPO__OMP(MBPO__XSTR(omp parallel for schedule(dynamic, 8192) if(mbpo__team(work))))
+#define MBPO__PARALLEL_IF(work) MBPO__OMP(MBPO__XSTR(omp parallel if(mbpo__team(work))))
+
 /* ------------------------------------------------------------------ 1. base: failures */
 
 static MBPO__THREAD_LOCAL char mbpo__reason[1024];
@@ -6485,7 +6519,7 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
        thread, not once per tile; otherwise one k block at a time. */
     a_stride = mcap * (K > 0 ? K : 1) <= MBPO__GEMM_APANEL ? mcap : 0;
     a_floats = a_stride ? mcap * (K > 0 ? K : 1) : mcap * kcap;
-    MBPO__OMP("omp parallel")
+    MBPO__PARALLEL_IF(M * N * (K > 0 ? K : 1) / 8)
     {
         size_t need = (size_t)(((a_floats + 15) & ~(int64_t)15) + ncap * kcap);
         float *ap = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_GEMM, need);
@@ -6523,7 +6557,7 @@ static void mbpo__matmul_backward(float *dinp, float *dw, float *dbias, const fl
     if (dinp) mbpo__gemm(dinp, dout, 0, w, 1, NULL, N, OC, C, 1);
     if (dw) mbpo__gemm(dw, dout, 1, inp, 1, NULL, OC, N, C, 1);
     if (dbias) {
-        MBPO__OMP(MBPO__SCHED_COLS)
+        MBPO__COLS_IF(N * OC)
         for (o = 0; o < OC; o++) {
             float s = 0.0f;
             int64_t nn;
@@ -6537,7 +6571,7 @@ static void mbpo__matmul_backward(float *dinp, float *dw, float *dbias, const fl
 static void mbpo__layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                                    const float *w, const float *b, int64_t N, int64_t C, float eps) {
     int64_t n;
-    MBPO__OMP(MBPO__SCHED_ROWS)
+    MBPO__ROWS_IF(3 * N * C)
     for (n = 0; n < N; n++) {
         const float *x = inp + n * C;
         float *y = out + n * C, m = 0.0f, v = 0.0f, r;
@@ -6555,7 +6589,7 @@ static void mbpo__layernorm_forward(float *out, float *mean, float *rstd, const 
 static void mbpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                     const float *w, const float *mean, const float *rstd, int64_t N, int64_t C) {
     int64_t n, i;
-    MBPO__OMP(MBPO__SCHED_ROWS)
+    MBPO__ROWS_IF(3 * N * C)
     for (n = 0; n < N; n++) {
         const float *dy = dout + n * C, *x = inp + n * C;
         float *dx = dinp + n * C, m = mean[n], r = rstd[n], mg = 0.0f, mgx = 0.0f;
@@ -6571,7 +6605,7 @@ static void mbpo__layernorm_backward(float *dinp, float *dw, float *db, const fl
         }
     }
     if (!dw) return;   /* activation gradient only (e.g. PGD wants the image gradient) */
-    MBPO__OMP(MBPO__SCHED_COLS)
+    MBPO__COLS_IF(3 * N * C)
     for (i = 0; i < C; i++) {
         float sw = 0.0f, sb = 0.0f;
         int64_t nn;
@@ -6588,7 +6622,7 @@ static void mbpo__layernorm_backward(float *dinp, float *dw, float *db, const fl
 static void mbpo__rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                                  int64_t N, int64_t C, float eps) {
     int64_t n;
-    MBPO__OMP(MBPO__SCHED_ROWS)
+    MBPO__ROWS_IF(2 * N * C)
     for (n = 0; n < N; n++) {
         const float *x = inp + n * C;
         float *y = out + n * C, ss = 0.0f, r;
@@ -6604,7 +6638,7 @@ static void mbpo__rmsnorm_forward(float *out, float *rstd, const float *inp, con
 static void mbpo__rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                                   const float *w, const float *rstd, int64_t N, int64_t C) {
     int64_t n, i;
-    MBPO__OMP(MBPO__SCHED_ROWS)
+    MBPO__ROWS_IF(2 * N * C)
     for (n = 0; n < N; n++) {
         const float *dy = dout + n * C, *x = inp + n * C;
         float *dx = dinp + n * C, r = rstd[n], s = 0.0f;
@@ -6614,7 +6648,7 @@ static void mbpo__rmsnorm_backward(float *dinp, float *dw, const float *dout, co
         for (j = 0; j < C; j++) dx[j] += r * dy[j] * w[j] - x[j] * s;
     }
     if (!dw) return;
-    MBPO__OMP(MBPO__SCHED_COLS)
+    MBPO__COLS_IF(2 * N * C)
     for (i = 0; i < C; i++) {
         float sw = 0.0f;
         int64_t nn;
@@ -6628,12 +6662,12 @@ static float mbpo__sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* QuickGELU (vision blocks): x * sigmoid(1.702 x) */
 static void mbpo__quick_gelu_forward(float *out, const float *inp, int64_t n) {
     int64_t i;
-    MBPO__OMP(MBPO__SCHED_ELEMS)
+    MBPO__ELEMS_IF(8 * n)
     for (i = 0; i < n; i++) out[i] = inp[i] * mbpo__sigmoid(1.702f * inp[i]);
 }
 static void mbpo__quick_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
     int64_t i;
-    MBPO__OMP(MBPO__SCHED_ELEMS)
+    MBPO__ELEMS_IF(8 * n)
     for (i = 0; i < n; i++) {
         float s = mbpo__sigmoid(1.702f * inp[i]);
         dinp[i] = dout[i] * (s + 1.702f * inp[i] * s * (1.0f - s));
@@ -6642,12 +6676,12 @@ static void mbpo__quick_gelu_backward(float *dinp, const float *dout, const floa
 /* exact GELU (merger): 0.5 x (1 + erf(x / sqrt 2)) */
 static void mbpo__gelu_forward(float *out, const float *inp, int64_t n) {
     int64_t i;
-    MBPO__OMP(MBPO__SCHED_ELEMS)
+    MBPO__ELEMS_IF(8 * n)
     for (i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * 0.70710678118654752f));
 }
 static void mbpo__gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
     int64_t i;
-    MBPO__OMP(MBPO__SCHED_ELEMS)
+    MBPO__ELEMS_IF(8 * n)
     for (i = 0; i < n; i++) {
         float x = inp[i], cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
         float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;
@@ -6657,13 +6691,13 @@ static void mbpo__gelu_backward(float *dinp, const float *dout, const float *inp
 /* SwiGLU (LM MLP): out = silu(gate) * up, all (n) */
 static void mbpo__swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
     int64_t i;
-    MBPO__OMP(MBPO__SCHED_ELEMS)
+    MBPO__ELEMS_IF(8 * n)
     for (i = 0; i < n; i++) out[i] = gate[i] * mbpo__sigmoid(gate[i]) * up[i];
 }
 static void mbpo__swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                                   const float *up, int64_t n) {
     int64_t i;
-    MBPO__OMP(MBPO__SCHED_ELEMS)
+    MBPO__ELEMS_IF(8 * n)
     for (i = 0; i < n; i++) {
         float s = mbpo__sigmoid(gate[i]);
         dgate[i] = dout[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
@@ -6677,7 +6711,7 @@ static void mbpo__swiglu_backward(float *dgate, float *dup, const float *dout, c
 static void mbpo__rope_apply(float *x, const float *cosv, const float *sinv, int64_t N, int64_t nh,
                              int64_t HS, int64_t stride, float sign) {
     int64_t n, half = HS / 2;
-    MBPO__OMP(MBPO__SCHED_ROWS)
+    MBPO__ROWS_IF(N * nh * HS)
     for (n = 0; n < N; n++) {
         int64_t h, i;
         for (h = 0; h < nh; h++) {
@@ -6843,7 +6877,7 @@ static void mbpo__attention_forward(float *out, float *lse, const float *q, cons
                                     int64_t os, int64_t lse_stride, int causal, float *scratch /* (threads, 2L) */) {
     int64_t job, group = NH / NKV, nib = (L + MBPO__ATT_IB - 1) / MBPO__ATT_IB, Lp = (L + 15) & ~(int64_t)15;
     float scale = 1.0f / sqrtf((float)HS);
-    MBPO__OMP("omp parallel")
+    MBPO__PARALLEL_IF(NH * L * L * HS / 8)
     {
 #ifdef _OPENMP
         float *s = scratch + (int64_t)omp_get_thread_num() * 2 * L;
@@ -6924,7 +6958,7 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                                      int64_t os, int64_t lse_stride, int causal, float *scratch /* (threads, 2L) */) {
     int64_t kvh, group = NH / NKV, Lp = (L + 15) & ~(int64_t)15;
     float scale = 1.0f / sqrtf((float)HS);
-    MBPO__OMP("omp parallel for schedule(dynamic, 1)")
+    MBPO__OMP(MBPO__XSTR(omp parallel for schedule(dynamic, 1) if(mbpo__team(NH * L * L * HS / 4))))
     for (kvh = 0; kvh < NKV; kvh++) {
         float *ws = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_ATT, (size_t)(2 * HS * Lp + 8 * Lp));
         float *kt = ws, *vt = ws ? ws + HS * Lp : NULL;
@@ -7389,7 +7423,7 @@ static int mbpo__cpu_attention_decode(mbpo_backend *be, mbpo_x *out, const mbpo_
     float scale = 1.0f / sqrtf((float)HS);
     (void)be;
     if (*tp < 0 || *tp >= max_len) return mbpo__fail("attention_decode: position %lld outside the cache of %lld", (long long)*tp, (long long)max_len);
-    MBPO__OMP(MBPO__SCHED_ROWS)
+    MBPO__ROWS_IF(G * NH * len * HS / 4)
     for (job = 0; job < G * NH; job++) {
         int64_t gg = job / NH, h = job % NH, kvh = h / (NH / NKV), i, d2;
         const float *qh = MBPO__CF(q) + gg * QD + h * HS;
@@ -7552,7 +7586,7 @@ static int mbpo__cpu_pixels(mbpo_backend *be, mbpo_x *pv, const float *x, const 
     float *out = (float *)(void *)pv, k = kms[0];
     int64_t j;
     (void)be;
-    MBPO__OMP(MBPO__SCHED_ELEMS)
+    MBPO__ELEMS_IF(2 * n_pv)
     for (j = 0; j < n_pv; j++) {
         float v = x[map[j]];
         int64_t c = map[j] % 3;
@@ -7567,7 +7601,7 @@ static int mbpo__cpu_pixels_backward(mbpo_backend *be, float *dx, const mbpo_x *
     float k = kms[0];
     int64_t i;
     (void)be;
-    MBPO__OMP(MBPO__SCHED_ELEMS)
+    MBPO__ELEMS_IF(n * (T + 1))
     for (i = 0; i < n; i++) {
         float sum = 0.0f;
         int64_t tau;

@@ -693,7 +693,12 @@ static void test_kernels(void) {
         mbpo__gemm(C2, A, a_t, B, b_t, has_bias ? bias : NULL, M, K, N, acc);
         mbpo__kernels_plain = 0;
 #ifdef _OPENMP
-        { int th = omp_get_max_threads(); omp_set_num_threads(3); mbpo__gemm(C3, A, a_t, B, b_t, has_bias ? bias : NULL, M, K, N, acc); omp_set_num_threads(th); }
+        {   /* 3 threads, every product on the team (mbpo__par_min 0), against C1: one thread below the threshold */
+            int th = omp_get_max_threads();
+            omp_set_num_threads(3); mbpo__par_min = 0;
+            mbpo__gemm(C3, A, a_t, B, b_t, has_bias ? bias : NULL, M, K, N, acc);
+            mbpo__par_min = MBPO_PAR_MIN; omp_set_num_threads(th);
+        }
 #else
         mbpo__gemm(C3, A, a_t, B, b_t, has_bias ? bias : NULL, M, K, N, acc);
 #endif
@@ -726,6 +731,7 @@ static void test_kernels(void) {
                 mbpo__kernels_plain = r == 1;
 #ifdef _OPENMP
                 omp_set_num_threads(r == 2 ? 3 : th);
+                mbpo__par_min = r == 2 ? 0 : MBPO_PAR_MIN;   /* r 2: on the team even when small */
 #endif
                 mbpo__attention_forward(o[r], lse[r], q, kk, v, L, NH, NKV, HS, qs, kvs, os, L, causal, sc);
                 mbpo__attention_backward(dq[r], dk[r], dv[r], dO, o[0], lse[0], q, kk, v, L, NH, NKV, HS, qs, kvs, os, L, causal, sc);
@@ -733,6 +739,7 @@ static void test_kernels(void) {
             mbpo__kernels_plain = 0;
 #ifdef _OPENMP
             omp_set_num_threads(th);
+            mbpo__par_min = MBPO_PAR_MIN;
 #endif
             for (r = 1; r < 3; r++) {
                 int d = memcmp(o[0], o[r], (size_t)no * 4) || memcmp(lse[0], lse[r], (size_t)(NH * L) * 4) ||
@@ -1253,6 +1260,57 @@ static void test_packed(void) {
    the model's own forward along random directions (fp32 forward, so the step is large and
    the tolerance set by the fp32 noise of the loss: |L| ~ 100, eps_f32 ~ 6e-8 -> noise in
    the difference quotient ~ 1e-5 / h). */
+/* Small ops run on one thread (below MBPO_PAR_MIN, the tiny model's whole pass); the same pass
+   with every op on a 3-thread team must give the same bits: logp, the parameter gradients and
+   the pixel gradient (both Qwen2-VL and Qwen2.5-VL towers). */
+static void test_team(void) {
+#ifdef _OPENMP
+    static const char *variants[2] = { "tiny_a", "tiny25_a" };
+    int v;
+    if (!run_test("team")) return;
+    for (v = 0; v < 2; v++) {
+        char dir[128], path[128];
+        mbpo_model m;
+        fixture_case fc;
+        mbpo_batch b;
+        float *logp[2], *grads, *dpix[2], *dl;
+        int64_t N = 0, n_pix, i, bad_lp = 0, bad_g = 0, bad_px = 0;
+        int r, th = omp_get_max_threads();
+        snprintf(dir, sizeof dir, "tests/fixtures/%s/model", variants[v]);
+        snprintf(path, sizeof path, "tests/fixtures/%s/case_two_images.safetensors", variants[v]);
+        REQUIRE(mbpo_model_load(&m, dir), "load %s", dir);
+        REQUIRE(load_case(&fc, path), "load %s", path);
+        b = case_batch(&fc);
+        n_pix = fc.P * mbpo_config_pix(&m.cfg);
+        dl = falloc(fc.n_targets); grads = falloc(m.table.n_params);
+        for (r = 0; r < 2; r++) {            /* 0: as shipped (small ops alone), 1: all on 3 threads */
+            logp[r] = falloc(fc.n_targets); dpix[r] = falloc(n_pix);
+            omp_set_num_threads(r ? 3 : th); mbpo__par_min = r ? 0 : MBPO_PAR_MIN;
+            REQUIRE(mbpo_model_plan(&m, fc.S, fc.P, fc.n_targets, 1), "plan");   /* scratch for this many threads */
+            N = mbpo_model_forward(&m, &b, logp[r]);
+            REQUIRE(N == fc.n_targets, "forward: %s", mbpo_failure_reason());
+            for (i = 0; i < N; i++) dl[i] = -1.0f / (float)N;
+            mbpo_model_zero_grad(&m);
+            REQUIRE(mbpo_model_backward(&m, &b, dl, dpix[r]), "backward");
+            if (r == 0) memcpy(grads, m.grads, (size_t)m.table.n_params * sizeof(float));
+            else for (i = 0; i < m.table.n_params; i++) bad_g += memcmp(&grads[i], &m.grads[i], 4) != 0;
+        }
+        omp_set_num_threads(th); mbpo__par_min = MBPO_PAR_MIN;
+        for (i = 0; i < N; i++) bad_lp += memcmp(&logp[0][i], &logp[1][i], 4) != 0;
+        for (i = 0; i < n_pix; i++) bad_px += memcmp(&dpix[0][i], &dpix[1][i], 4) != 0;
+        CHECK(N == fc.n_targets && bad_lp == 0 && bad_g == 0 && bad_px == 0,
+              "%s: ops on one thread vs a 3-thread team: %lld of %lld logp, %lld of %lld gradients, %lld of %lld pixel gradients differ",
+              variants[v], (long long)bad_lp, (long long)N, (long long)bad_g, (long long)m.table.n_params, (long long)bad_px,
+              (long long)n_pix);
+        if (!quiet && bad_lp + bad_g + bad_px == 0)
+            printf("  ok  %-46s the same bits on one thread and on 3\n", variants[v]);
+        for (r = 0; r < 2; r++) { free(logp[r]); free(dpix[r]); }
+        free(dl); free(grads);
+        free_case(&fc);
+        mbpo_model_free(&m);
+    }
+#endif
+}
 static void test_pixel_fd(void) {
     mbpo_model m;
     fixture_case fc;
@@ -1636,6 +1694,7 @@ int main(int argc, char **argv) {
     test_ops_fd();
     test_parity();
     test_packed();
+    test_team();
     test_pixel_fd();
     test_parity25();
     test_fd25();

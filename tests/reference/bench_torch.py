@@ -382,11 +382,19 @@ def time_v(path):
 
 
 def cpu_model():
+    name, ids = None, {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                    name = line.split(":", 1)[1].strip()
+                elif line.split(":")[0].strip() in ("cpu family", "model") and ":" in line:
+                    ids[line.split(":")[0].strip()] = line.split(":", 1)[1].strip()
+                elif not line.strip() and name:
+                    break
+            if name:
+                # a VM's name may say only the vendor and line ("AMD EPYC"): family and model say which
+                return name + (f", family {ids['cpu family']} model {ids['model']}" if len(ids) == 2 else "")
     except OSError:
         pass
     return "unknown CPU"
@@ -413,13 +421,25 @@ def report(args):
         peak, isa, threads = float(pm.group(3)), pm.group(1).split(",")[0], pm.group(2)
         _, gcpu_m = time_v(os.path.join(b, "bench_rss_gemm_mbpo.txt"))
         _, gcpu_t = time_v(os.path.join(b, "bench_rss_gemm_torch.txt"))
+        # the same shapes on one thread, of the one-thread peak (make bench BENCH_GEMM_1T=1), when run
+        gm1 = gt1 = None
+        p1m, p1t = os.path.join(b, "bench_gemm_mbpo_1t.txt"), os.path.join(b, "bench_gemm_torch_1t.txt")
+        if os.path.isfile(p1m) and os.path.isfile(p1t):
+            gm1, gt1 = read(p1m), read(p1t)
+            peak1 = float(grab(r"^mbpo fma peak: .*, 1 threads: " + num + " GFLOP/s", gm1, "1-thread FMA peak line").group(1))
         for m in re.finditer(r"^mbpo gemm (\S+) (\S+) (\S+): " + num + " ms, " + num + " GFLOP/s", gm, re.M):
             name, layout, dims, g_m = m.group(1), m.group(2), m.group(3), float(m.group(5))
             t = grab(rf"^torch gemm {re.escape(name)} {layout} {dims}: {num} ms, {num} GFLOP/s", gt,
                      f"torch gemm line for {name} {layout}")
             g_t = float(t.group(2))
-            gemm_rows.append([name, dims.replace("x", " x "), layout, f"{g_m:.1f}", f"{100 * g_m / peak:.0f}%",
-                              f"{g_t:.1f}", f"{100 * g_t / peak:.0f}%", f"{g_m / g_t:.2f}"])
+            row = [name, dims.replace("x", " x "), layout, f"{g_m:.1f}", f"{100 * g_m / peak:.0f}%",
+                   f"{g_t:.1f}", f"{100 * g_t / peak:.0f}%", f"{g_m / g_t:.2f}"]
+            if gm1 is not None:
+                one = [float(grab(rf"^{side} gemm {re.escape(name)} {layout} {dims}: {num} ms, {num} GFLOP/s", text,
+                                  f"1-thread {side} gemm line for {name} {layout}").group(2))
+                       for side, text in (("mbpo", gm1), ("torch", gt1))]
+                row.append(f"{100 * one[0] / peak1:.0f}% / {100 * one[1] / peak1:.0f}%")
+            gemm_rows.append(row)
         if not gemm_rows:
             raise Missing("no mbpo gemm lines")
     except Missing as e:
@@ -493,11 +513,15 @@ def report(args):
     if gemm_rows:
         lines.append("")
         lines += md_table(["GEMM", "M x K x N", "layout", "mbpo GFLOP/s", "mbpo % peak", "torch GFLOP/s",
-                           "torch % peak", "mbpo / torch"], gemm_rows)
+                           "torch % peak", "mbpo / torch"]
+                          + (["1 thread: % of its peak (mbpo / torch)"] if len(gemm_rows[0]) > 8 else []), gemm_rows)
         lines.append("")
         lines.append("Layouts of a Linear (M rows, K in, N out): forward out = inp . W^T; dinp += dout . W; "
                      "dweight += dout^T . inp (mbpo-bench --gemm-bench: mbpo__gemm; bench_torch.py --gemm-bench: "
                      "torch.mm / addmm_, fp32). Median of the timed calls." +
+                     (f" The last column: the same products on one thread (mbpo-bench and bench_torch.py, "
+                      f"OMP_NUM_THREADS=1 / --threads 1), of the one-thread FMA peak, {peak1:.1f} GFLOP/s."
+                      if len(gemm_rows[0]) > 8 else "") +
                      (f" CPU % of the two runs (mbpo / torch): {gcpu_m} / {gcpu_t}." if gcpu_m is not None and gcpu_t is not None
                       else ""))
     if cont_rows:

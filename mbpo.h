@@ -1166,7 +1166,7 @@ MBPODEF uint64_t mbpo_seed_derive(uint64_t seed, int64_t index, uint64_t purpose
    shares the cores, the rest of the descheduled thread's time slice (a RoPE of 41 us took 450 us
    beside a 2-thread job), more than a small op's whole work. But a team left idle for longer
    than its spin (GOMP_SPINCOUNT 10000: about 200-300 us here) goes to sleep, and waking it costs
-   100-200 us on a VM: so once this thread has run small ops alone for MBPO_SERIAL_US, the next
+   0.1-0.6 ms on a VM: so once this thread has run small ops alone for MBPO_SERIAL_US, the next
    small op goes to the team anyway, which keeps it spinning (the tiny model's forward, nearly all
    small ops, was 0.3 -> 0.5 ms without this). Which thread runs an iteration changes no bits. */
 #ifndef MBPO_PAR_MIN

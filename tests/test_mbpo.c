@@ -1254,17 +1254,23 @@ static void test_packed(void) {
     mbpo_model_free(&m);
 }
 
-/* ============================================================== model: image gradient by FD
-
-   d(sum of target logp)/d(pixel_values) of the whole model against central differences of
-   the model's own forward along random directions (fp32 forward, so the step is large and
-   the tolerance set by the fp32 noise of the loss: |L| ~ 100, eps_f32 ~ 6e-8 -> noise in
-   the difference quotient ~ 1e-5 / h). */
-/* Small ops run on one thread (below MBPO_PAR_MIN, the tiny model's whole pass); the same pass
-   with every op on a 3-thread team must give the same bits: logp, the parameter gradients and
-   the pixel gradient (both Qwen2-VL and Qwen2.5-VL towers). */
-static void test_team(void) {
 #ifdef _OPENMP
+/* Small ops run on the calling thread alone (below MBPO_PAR_MIN: most of the tiny model's pass);
+   the same pass with every op on a 3-thread team must give the same bits as on one thread:
+   logp, the parameter gradients and the pixel gradient (the Qwen2-VL and Qwen2.5-VL towers). */
+static int team_pass(mbpo_model *m, const fixture_case *fc, const mbpo_batch *b, int threads, int64_t par_min,
+                     float *logp, float *dl, float *dpix) {
+    int th = omp_get_max_threads(), ok;
+    int64_t N = 0, i;
+    omp_set_num_threads(threads); mbpo__par_min = par_min;
+    ok = mbpo_model_plan(m, fc->S, fc->P, fc->n_targets, 1);       /* scratch for this many threads */
+    if (ok) ok = (N = mbpo_model_forward(m, b, logp)) == fc->n_targets;
+    for (i = 0; ok && i < N; i++) dl[i] = -1.0f / (float)N;
+    if (ok) { mbpo_model_zero_grad(m); ok = mbpo_model_backward(m, b, dl, dpix); }
+    omp_set_num_threads(th); mbpo__par_min = MBPO_PAR_MIN;          /* restored whatever happened */
+    return ok;
+}
+static void test_team(void) {
     static const char *variants[2] = { "tiny_a", "tiny25_a" };
     int v;
     if (!run_test("team")) return;
@@ -1273,44 +1279,45 @@ static void test_team(void) {
         mbpo_model m;
         fixture_case fc;
         mbpo_batch b;
-        float *logp[2], *grads, *dpix[2], *dl;
-        int64_t N = 0, n_pix, i, bad_lp = 0, bad_g = 0, bad_px = 0;
-        int r, th = omp_get_max_threads();
+        float *logp[2], *dpix[2], *dl, *grads;
+        int64_t n_pix, i, bad_lp = 0, bad_g = 0, bad_px = 0;
+        int ok;
         snprintf(dir, sizeof dir, "tests/fixtures/%s/model", variants[v]);
         snprintf(path, sizeof path, "tests/fixtures/%s/case_two_images.safetensors", variants[v]);
         REQUIRE(mbpo_model_load(&m, dir), "load %s", dir);
         REQUIRE(load_case(&fc, path), "load %s", path);
         b = case_batch(&fc);
         n_pix = fc.P * mbpo_config_pix(&m.cfg);
-        dl = falloc(fc.n_targets); grads = falloc(m.table.n_params);
-        for (r = 0; r < 2; r++) {            /* 0: as shipped (small ops alone), 1: all on 3 threads */
-            logp[r] = falloc(fc.n_targets); dpix[r] = falloc(n_pix);
-            omp_set_num_threads(r ? 3 : th); mbpo__par_min = r ? 0 : MBPO_PAR_MIN;
-            REQUIRE(mbpo_model_plan(&m, fc.S, fc.P, fc.n_targets, 1), "plan");   /* scratch for this many threads */
-            N = mbpo_model_forward(&m, &b, logp[r]);
-            REQUIRE(N == fc.n_targets, "forward: %s", mbpo_failure_reason());
-            for (i = 0; i < N; i++) dl[i] = -1.0f / (float)N;
-            mbpo_model_zero_grad(&m);
-            REQUIRE(mbpo_model_backward(&m, &b, dl, dpix[r]), "backward");
-            if (r == 0) memcpy(grads, m.grads, (size_t)m.table.n_params * sizeof(float));
-            else for (i = 0; i < m.table.n_params; i++) bad_g += memcmp(&grads[i], &m.grads[i], 4) != 0;
+        logp[0] = falloc(fc.n_targets); logp[1] = falloc(fc.n_targets); dl = falloc(fc.n_targets);
+        dpix[0] = falloc(n_pix); dpix[1] = falloc(n_pix); grads = falloc(m.table.n_params);
+        ok = team_pass(&m, &fc, &b, 1, MBPO_PAR_MIN, logp[0], dl, dpix[0]);              /* every op alone */
+        if (ok) memcpy(grads, m.grads, (size_t)m.table.n_params * sizeof(float));
+        ok = ok && team_pass(&m, &fc, &b, 3, 0, logp[1], dl, dpix[1]);                  /* every op on 3 threads */
+        CHECK(ok, "%s: a pass failed: %s", variants[v], mbpo_failure_reason());
+        for (i = 0; ok && i < fc.n_targets; i++) bad_lp += memcmp(&logp[0][i], &logp[1][i], 4) != 0;
+        for (i = 0; ok && i < m.table.n_params; i++) bad_g += memcmp(&grads[i], &m.grads[i], 4) != 0;
+        for (i = 0; ok && i < n_pix; i++) bad_px += memcmp(&dpix[0][i], &dpix[1][i], 4) != 0;
+        if (ok) {
+            CHECK(bad_lp == 0 && bad_g == 0 && bad_px == 0,
+                  "%s: one thread vs every op on 3: %lld of %lld logp, %lld of %lld gradients, %lld of %lld pixel gradients differ",
+                  variants[v], (long long)bad_lp, (long long)fc.n_targets, (long long)bad_g, (long long)m.table.n_params,
+                  (long long)bad_px, (long long)n_pix);
+            if (!quiet && bad_lp + bad_g + bad_px == 0)
+                printf("  ok  %-46s the same bits on one thread and on 3\n", variants[v]);
         }
-        omp_set_num_threads(th); mbpo__par_min = MBPO_PAR_MIN;
-        for (i = 0; i < N; i++) bad_lp += memcmp(&logp[0][i], &logp[1][i], 4) != 0;
-        for (i = 0; i < n_pix; i++) bad_px += memcmp(&dpix[0][i], &dpix[1][i], 4) != 0;
-        CHECK(N == fc.n_targets && bad_lp == 0 && bad_g == 0 && bad_px == 0,
-              "%s: ops on one thread vs a 3-thread team: %lld of %lld logp, %lld of %lld gradients, %lld of %lld pixel gradients differ",
-              variants[v], (long long)bad_lp, (long long)N, (long long)bad_g, (long long)m.table.n_params, (long long)bad_px,
-              (long long)n_pix);
-        if (!quiet && bad_lp + bad_g + bad_px == 0)
-            printf("  ok  %-46s the same bits on one thread and on 3\n", variants[v]);
-        for (r = 0; r < 2; r++) { free(logp[r]); free(dpix[r]); }
-        free(dl); free(grads);
+        free(logp[0]); free(logp[1]); free(dl); free(dpix[0]); free(dpix[1]); free(grads);
         free_case(&fc);
         mbpo_model_free(&m);
     }
-#endif
 }
+#endif
+
+/* ============================================================== model: image gradient by FD
+
+   d(sum of target logp)/d(pixel_values) of the whole model against central differences of
+   the model's own forward along random directions (fp32 forward, so the step is large and
+   the tolerance set by the fp32 noise of the loss: |L| ~ 100, eps_f32 ~ 6e-8 -> noise in
+   the difference quotient ~ 1e-5 / h). */
 static void test_pixel_fd(void) {
     mbpo_model m;
     fixture_case fc;
@@ -1694,7 +1701,9 @@ int main(int argc, char **argv) {
     test_ops_fd();
     test_parity();
     test_packed();
+#ifdef _OPENMP
     test_team();
+#endif
     test_pixel_fd();
     test_parity25();
     test_fd25();

@@ -86,6 +86,7 @@ for load in $LOADS; do
     kill -0 "$comp_pid" 2>/dev/null || fail "the $load competitor did not start"
     measure
     with_f+=("$m_fwd"); with_b+=("$m_bwd"); descs+=("$desc")
+    echo "contention with $load: forward $m_fwd ms/iter, fwd+bwd $m_bwd ms/iter" | tee -a "$OUT"
     kill -0 "$comp_pid" 2>/dev/null || fail "the $load competitor ended before the measurement did"
     stop comp_pid
 done

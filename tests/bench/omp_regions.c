@@ -2,6 +2,9 @@
    LD_PRELOAD wrapper of libgomp's GOMP_parallel that times each call and, at exit, prints each
    region's total, calls and time per call, with the offset of its outlined function in the
    binary (name it with addr2line). For where a pass's time goes alone and beside another job.
+   GCC's libgomp only: GCC 12 opens every region of mbpo.h through GOMP_parallel (a dynamic
+   loop's chunks then come from GOMP_loop_*); clang's libomp, or another compiler's lowering
+   of a region, is not seen.
 
      cc -O2 -shared -fPIC -o build/omp_regions.so tests/bench/omp_regions.c -ldl
      LD_PRELOAD=build/omp_regions.so OMP_NUM_THREADS=2 build/mbpo-bench --model build/bench_mid --iters 20

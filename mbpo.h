@@ -1145,9 +1145,15 @@ MBPODEF uint64_t mbpo_seed_derive(uint64_t seed, int64_t index, uint64_t purpose
 /* The model's loops hand out fixed chunks dynamically: a thread the OS has descheduled (another
    job on the cores) holds up one chunk, not a static share of every op. Each iteration writes
    its own outputs and sums in a fixed order, so the bits do not depend on the schedule. */
-#define MBPO__SCHED_ROWS "omp parallel for schedule(dynamic, 4)"      /* a row of C or V floats each */
-#define MBPO__SCHED_COLS "omp parallel for schedule(dynamic, 16)"     /* a column summed over N rows */
-#define MBPO__SCHED_ELEMS "omp parallel for schedule(dynamic, 8192)"  /* one element each */
+#define MBPO__CHUNK_ROWS 4      /* a row of C or V floats each */
+#define MBPO__CHUNK_COLS 16     /* a column summed over N rows */
+#define MBPO__CHUNK_ELEMS 8192  /* one element each */
+#define MBPO__STR(x) #x
+#define MBPO__XSTR(x) MBPO__STR(x)   /* a pragma's text from tokens, macros in it expanded */
+#define MBPO__SCHED(chunk) MBPO__XSTR(omp parallel for schedule(dynamic, chunk))
+#define MBPO__SCHED_ROWS MBPO__SCHED(MBPO__CHUNK_ROWS)
+#define MBPO__SCHED_COLS MBPO__SCHED(MBPO__CHUNK_COLS)
+#define MBPO__SCHED_ELEMS MBPO__SCHED(MBPO__CHUNK_ELEMS)
 
 #if defined(__cplusplus)
 #define MBPO__THREAD_LOCAL thread_local
@@ -1187,11 +1193,10 @@ static int mbpo__team(int64_t work) {
     return 0;
 }
 #endif
-#define MBPO__STR(x) #x
-#define MBPO__XSTR(x) MBPO__STR(x)
-#define MBPO__ROWS_IF(work) MBPO__OMP(MBPO__XSTR(omp parallel for schedule(dynamic, 4) if(mbpo__team(work))))
-#define MBPO__COLS_IF(work) MBPO__OMP(MBPO__XSTR(omp parallel for schedule(dynamic, 16) if(mbpo__team(work))))
-#define MBPO__ELEMS_IF(work) MBPO__OMP(MBPO__XSTR(omp parallel for schedule(dynamic, 8192) if(mbpo__team(work))))
+#define MBPO__FOR_IF(chunk, work) MBPO__OMP(MBPO__XSTR(omp parallel for schedule(dynamic, chunk) if(mbpo__team(work))))
+#define MBPO__ROWS_IF(work) MBPO__FOR_IF(MBPO__CHUNK_ROWS, work)
+#define MBPO__COLS_IF(work) MBPO__FOR_IF(MBPO__CHUNK_COLS, work)
+#define MBPO__ELEMS_IF(work) MBPO__FOR_IF(MBPO__CHUNK_ELEMS, work)
 #define MBPO__PARALLEL_IF(work) MBPO__OMP(MBPO__XSTR(omp parallel if(mbpo__team(work))))
 
 /* ------------------------------------------------------------------ 1. base: failures */
@@ -6958,7 +6963,7 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                                      int64_t os, int64_t lse_stride, int causal, float *scratch /* (threads, 2L) */) {
     int64_t kvh, group = NH / NKV, Lp = (L + 15) & ~(int64_t)15;
     float scale = 1.0f / sqrtf((float)HS);
-    MBPO__OMP(MBPO__XSTR(omp parallel for schedule(dynamic, 1) if(mbpo__team(NH * L * L * HS / 4))))
+    MBPO__FOR_IF(1, NH * L * L * HS / 4)
     for (kvh = 0; kvh < NKV; kvh++) {
         float *ws = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_ATT, (size_t)(2 * HS * Lp + 8 * Lp));
         float *kt = ws, *vt = ws ? ws + HS * Lp : NULL;

@@ -406,6 +406,13 @@ def md_table(header, rows):
     return out
 
 
+def gemm_gflops(side, text, name, layout, dims, what):
+    """GFLOP/s of one product in a --gemm-bench output (mbpo-bench's or this script's)."""
+    m = grab(rf"^{side} gemm {re.escape(name)} {layout} {dims}: ([0-9.]+) ms, ([0-9.]+) GFLOP/s", text,
+             f"{what} for {name} {layout}")
+    return float(m.group(2))
+
+
 def report(args):
     errors, lines = [], []
     b = args.build
@@ -434,15 +441,12 @@ def report(args):
                 gm1 = gt1 = None
         for m in re.finditer(r"^mbpo gemm (\S+) (\S+) (\S+): " + num + " ms, " + num + " GFLOP/s", gm, re.M):
             name, layout, dims, g_m = m.group(1), m.group(2), m.group(3), float(m.group(5))
-            t = grab(rf"^torch gemm {re.escape(name)} {layout} {dims}: {num} ms, {num} GFLOP/s", gt,
-                     f"torch gemm line for {name} {layout}")
-            g_t = float(t.group(2))
+            g_t = gemm_gflops("torch", gt, name, layout, dims, "torch gemm line")
             row = [name, dims.replace("x", " x "), layout, f"{g_m:.1f}", f"{100 * g_m / peak:.0f}%",
                    f"{g_t:.1f}", f"{100 * g_t / peak:.0f}%", f"{g_m / g_t:.2f}"]
             if gm1 is not None:
                 try:
-                    one = [float(grab(rf"^{side} gemm {re.escape(name)} {layout} {dims}: {num} ms, {num} GFLOP/s", text,
-                                      f"1-thread {side} gemm line for {name} {layout}").group(2))
+                    one = [gemm_gflops(side, text, name, layout, dims, f"1-thread {side} gemm line")
                            for side, text in (("mbpo", gm1), ("torch", gt1))]
                     row.append(f"{100 * one[0] / peak1:.0f}% / {100 * one[1] / peak1:.0f}%")
                 except Missing as e:   # the 1-thread column goes, the 2-thread table stays

@@ -6288,11 +6288,12 @@ static void mbpo__gemm_pack_a(float *ap, const float *A, int a_t, int64_t M, int
     for (s = 0; s < mc; s += MBPO__GEMM_MR, ap += kc * MBPO__GEMM_MR) {
         int64_t nr = mc - s < MBPO__GEMM_MR ? mc - s : MBPO__GEMM_MR;
         if (a_t) {                               /* A stored (K, M): a row of k is contiguous in i */
-            for (k = 0; k < kc; k++) {
-                const float *src = A + (k0 + k) * M + i0 + s;
-                if (nr == MBPO__GEMM_MR) for (r = 0; r < MBPO__GEMM_MR; r++) ap[k * MBPO__GEMM_MR + r] = src[r];
-                else for (r = 0; r < MBPO__GEMM_MR; r++) ap[k * MBPO__GEMM_MR + r] = r < nr ? src[r] : 0.0f;
-            }
+            const float *src = A + k0 * M + i0 + s;
+            if (nr == MBPO__GEMM_MR)             /* memcpy: a copy the compiler makes whole vector moves */
+                for (k = 0; k < kc; k++) memcpy(ap + k * MBPO__GEMM_MR, src + k * M, MBPO__GEMM_MR * sizeof(float));
+            else
+                for (k = 0; k < kc; k++)
+                    for (r = 0; r < MBPO__GEMM_MR; r++) ap[k * MBPO__GEMM_MR + r] = r < nr ? src[k * M + r] : 0.0f;
         } else {                                 /* A stored (M, K): a transpose, VL x VL blocks at a time */
             const float *src = A + (i0 + s) * K + k0;
             k = 0;
@@ -6308,32 +6309,35 @@ static void mbpo__gemm_pack_a(float *ap, const float *A, int a_t, int64_t M, int
 /* Copy B^T[k0 .. k0+kc) x [j0 .. j0+nc) into NR-column strips: bp[strip][k][c], columns past nc zero. */
 static void mbpo__gemm_pack_b(float *bp, const float *B, int b_t, int64_t N, int64_t K, int64_t j0, int64_t nc,
                               int64_t k0, int64_t kc) {
-    int64_t s, k, c;
-    for (s = 0; s < nc; s += MBPO__GEMM_NR, bp += kc * MBPO__GEMM_NR) {
-        int64_t ncol = nc - s < MBPO__GEMM_NR ? nc - s : MBPO__GEMM_NR;
-        if (b_t) {                               /* B stored (K, N): contiguous in j */
-            for (k = 0; k < kc; k++) {
-                const float *src = B + (k0 + k) * N + j0 + s;
-                if (ncol == MBPO__GEMM_NR) for (c = 0; c < MBPO__GEMM_NR; c++) bp[k * MBPO__GEMM_NR + c] = src[c];
-                else for (c = 0; c < MBPO__GEMM_NR; c++) bp[k * MBPO__GEMM_NR + c] = c < ncol ? src[c] : 0.0f;
-            }
-        } else {                                 /* B stored (N, K) (a weight): a transpose */
-            const float *src = B + (j0 + s) * K + k0;
-            k = 0;
-#ifdef MBPO__GEMM_VL
-            for (; k + MBPO__GEMM_VL <= kc; k += MBPO__GEMM_VL)
-                for (c = 0; c < MBPO__GEMM_NR; c += MBPO__GEMM_VL) {
-                    int64_t rows = ncol - c < MBPO__GEMM_VL ? ncol - c : MBPO__GEMM_VL;
-                    if (rows == MBPO__GEMM_VL)
-                        mbpo__gemm_transpose_full(src + c * K + k, K, bp + k * MBPO__GEMM_NR + c, MBPO__GEMM_NR);
-                    else
-                        mbpo__gemm_transpose(src + c * K + k, K, rows > 0 ? (int)rows : 0, bp + k * MBPO__GEMM_NR + c,
-                                             MBPO__GEMM_NR, MBPO__GEMM_VL);
-                }
-#endif
-            for (; k < kc; k++)
-                for (c = 0; c < MBPO__GEMM_NR; c++) bp[k * MBPO__GEMM_NR + c] = c < ncol ? src[c * K + k] : 0.0f;
+    int64_t s, k, c, full = nc / MBPO__GEMM_NR * MBPO__GEMM_NR;
+    if (b_t) {          /* B stored (K, N): row k of the panel is contiguous, read whole (a stream the
+                           hardware prefetches; a strip at a time would be one line every N floats) */
+        for (k = 0; k < kc; k++) {
+            const float *src = B + (k0 + k) * N + j0;
+            for (s = 0; s < full; s += MBPO__GEMM_NR)
+                memcpy(bp + s * kc + k * MBPO__GEMM_NR, src + s, MBPO__GEMM_NR * sizeof(float));
+            if (full < nc)
+                for (c = 0; c < MBPO__GEMM_NR; c++) bp[full * kc + k * MBPO__GEMM_NR + c] = full + c < nc ? src[full + c] : 0.0f;
         }
+        return;
+    }
+    for (s = 0; s < nc; s += MBPO__GEMM_NR, bp += kc * MBPO__GEMM_NR) {   /* B stored (N, K) (a weight): a transpose */
+        int64_t ncol = nc - s < MBPO__GEMM_NR ? nc - s : MBPO__GEMM_NR;
+        const float *src = B + (j0 + s) * K + k0;
+        k = 0;
+#ifdef MBPO__GEMM_VL
+        for (; k + MBPO__GEMM_VL <= kc; k += MBPO__GEMM_VL)
+            for (c = 0; c < MBPO__GEMM_NR; c += MBPO__GEMM_VL) {
+                int64_t rows = ncol - c < MBPO__GEMM_VL ? ncol - c : MBPO__GEMM_VL;
+                if (rows == MBPO__GEMM_VL)
+                    mbpo__gemm_transpose_full(src + c * K + k, K, bp + k * MBPO__GEMM_NR + c, MBPO__GEMM_NR);
+                else
+                    mbpo__gemm_transpose(src + c * K + k, K, rows > 0 ? (int)rows : 0, bp + k * MBPO__GEMM_NR + c,
+                                         MBPO__GEMM_NR, MBPO__GEMM_VL);
+            }
+#endif
+        for (; k < kc; k++)
+            for (c = 0; c < MBPO__GEMM_NR; c++) bp[k * MBPO__GEMM_NR + c] = c < ncol ? src[c * K + k] : 0.0f;
     }
 }
 /* The micro-kernel: c (nst, NR) at row stride ldc; c = (load ? c : 0) + sum_k ap[k][r] * bp[k][j]
@@ -6410,10 +6414,11 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
         int load = k0 > 0 || accumulate, last = k0 + kc >= K;
         float *ap = ap_base + k0 * a_stride;
         if (!have_a) mbpo__gemm_pack_a(ap, A, a_t, M, K, i0, mc, k0, kc);
+        mbpo__gemm_pack_b(bp, B, b_t, N, K, j0, nc, k0, kc);
         for (jr = 0; jr < nc; jr += MBPO__GEMM_NR) {
             int64_t nn = nc - jr < MBPO__GEMM_NR ? nc - jr : MBPO__GEMM_NR;
             const float *bb = last && bias ? bias + j0 + jr : NULL;
-            mbpo__gemm_pack_b(bp, B, b_t, N, K, j0 + jr, nn, k0, kc);
+            const float *bs = bp + jr * kc;      /* this strip of the packed panel */
             for (ir = 0; ir < mc; ir += MBPO__GEMM_MR) {
                 int64_t nm = mc - ir < MBPO__GEMM_MR ? mc - ir : MBPO__GEMM_MR;
                 float *c = out + (i0 + ir) * N + j0 + jr;
@@ -6426,14 +6431,14 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
                     }
 #endif
                 if (nn == MBPO__GEMM_NR) {
-                    mbpo__gemm_micro_rows(c, N, as, bp, kc, load, bb, (int)nm);
+                    mbpo__gemm_micro_rows(c, N, as, bs, kc, load, bb, (int)nm);
                 } else {                 /* a block at the right edge: through a full-size copy */
                     float bias_pad[MBPO__GEMM_NR];
                     for (r = 0; r < MBPO__GEMM_MR; r++)
                         for (j = 0; j < MBPO__GEMM_NR; j++)
                             edge[r * MBPO__GEMM_NR + j] = load && r < nm && j < nn ? c[r * N + j] : 0.0f;
                     for (j = 0; j < MBPO__GEMM_NR; j++) bias_pad[j] = bb && j < nn ? bb[j] : 0.0f;
-                    mbpo__gemm_micro(edge, MBPO__GEMM_NR, as, bp, kc, 1, bb ? bias_pad : NULL, MBPO__GEMM_MR, MBPO__GEMM_MR);
+                    mbpo__gemm_micro(edge, MBPO__GEMM_NR, as, bs, kc, 1, bb ? bias_pad : NULL, MBPO__GEMM_MR, MBPO__GEMM_MR);
                     for (r = 0; r < nm; r++)
                         for (j = 0; j < nn; j++) c[r * N + j] = edge[r * MBPO__GEMM_NR + j];
                 }
@@ -6518,7 +6523,7 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
     MC = ((M + mt - 1) / mt + MBPO__GEMM_MR - 1) / MBPO__GEMM_MR * MBPO__GEMM_MR;
     mt = (M + MC - 1) / MC; nt = (N + NC - 1) / NC;
     mcap = (M < MC ? M : MC) + MBPO__GEMM_MR;   /* buffers sized to the problem */
-    ncap = MBPO__GEMM_NR;                       /* one strip of B at a time */
+    ncap = (N < NC ? N : NC) + MBPO__GEMM_NR;   /* a tile's panel of B, one k block */
     /* A's whole panel (mcap, K) is kept for the thread's next tile of the same rows when it fits
        MBPO__GEMM_APANEL floats (16 MB): tiles run along N first, so a panel is packed once per
        thread, not once per tile; otherwise one k block at a time. */
@@ -6760,6 +6765,31 @@ static void mbpo__dot16(float *s, const float *q, const float *kt, int64_t HS) {
     for (l = 0; l < 8; l++) p[l] = _mm512_add_ps(p[l], p[l + 8]);
     for (l = 0; l < 4; l++) p[l] = _mm512_add_ps(p[l], p[l + 4]);
     _mm512_storeu_ps(s, _mm512_add_ps(_mm512_add_ps(p[0], p[2]), _mm512_add_ps(p[1], p[3])));
+#elif defined(MBPO__GEMM_VL) && MBPO__GEMM_VL == 8
+    /* AVX2: the 16 partial sums of 16 keys are 32 vectors, twice the register file. So 8 keys
+       (a half h) and 8 sums at a time: first the sums l = 8 .. 15 (kept aside), then l = 0 .. 7,
+       each still the chain over d = l, l + 16, ... in increasing d. */
+    int h, g;
+    for (h = 0; h < 2; h++) {
+        __m256 p[8], hi[8];
+        for (g = 1; g >= 0; g--) {
+            int64_t d0;
+            for (l = 0; l < 8; l++) p[l] = _mm256_setzero_ps();
+            for (d0 = 0; d0 + 16 <= HS; d0 += 16)
+                for (l = 0; l < 8; l++) {
+                    d = d0 + 8 * g + l;
+                    p[l] = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), _mm256_load_ps(kt + d * 16 + 8 * h), p[l]);
+                }
+            for (l = 0; l < 8 && d0 + 8 * g + l < HS; l++) {
+                d = d0 + 8 * g + l;
+                p[l] = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), _mm256_load_ps(kt + d * 16 + 8 * h), p[l]);
+            }
+            if (g) for (l = 0; l < 8; l++) hi[l] = p[l];
+        }
+        for (l = 0; l < 8; l++) p[l] = _mm256_add_ps(p[l], hi[l]);
+        for (l = 0; l < 4; l++) p[l] = _mm256_add_ps(p[l], p[l + 4]);
+        _mm256_storeu_ps(s + 8 * h, _mm256_add_ps(_mm256_add_ps(p[0], p[2]), _mm256_add_ps(p[1], p[3])));
+    }
 #else
     float p[16][16];
     int jj;

@@ -6100,10 +6100,12 @@ MBPODEF int mbpo_model_save(const mbpo_model *m, const char *dir, mbpo_dtype dty
    MR-row strips laid out k-major ((KC, MR) each) and B's into NR-column strips ((KC, NR)
    each), zero padded at the edges; then a register-blocked micro-kernel keeps an MR x NR block
    of the output in vector registers while it runs over k: per k one broadcast of each of A's MR
-   values times NR/VL vector loads of B, MR * NR / VL fused multiply-adds. Sizes: a strip of B
-   (KC, NR) (32 KB with AVX-512) is packed just before the strips of A pass it, so it is in L1;
-   the tile's packed A (at most 768 x 256 floats a K-block) lives in L2, and a thread keeps the
-   whole panel for its next tile of the same rows.
+   values times NR/VL vector loads of B, MR * NR / VL fused multiply-adds. Sizes: the tile's
+   B (KC, NC) is packed once a K-block, every strip of it then read by the micro-kernels of all
+   the tile's rows (one strip, 16 KB with AVX2 and 32 with AVX-512, stays in L1 over them); the
+   tile's packed A (at most 768 x 256 floats a K-block) streams from L2, and a thread keeps the
+   whole panel for its next tile of the same rows. B stored (K, N) is read a whole panel row at
+   a time (a strip at a time would be one cache line every N floats: 4x slower on a Zen 3).
 
    Reproducible: every output is one fused multiply-add chain over k in increasing order,
    started from 0 (or from out when accumulating), the bias added last. Blocking, packing and
@@ -6401,8 +6403,8 @@ static void mbpo__gemm_micro_rows(float *c, int64_t ldc, const float *ap, const 
 /* One tile: out[i0 .. i0+mc) x [j0 .. j0+nc), all of K. ap: the thread's packed A, either one
    k block (a_stride 0: packed anew for each) or the whole panel of rows i0 .. i0+mc, the block
    at k0 at ap + k0 * a_stride, kept for the thread's next tile of the same rows (*a_rows says
-   which rows it holds: i0 + 1, or 0 for none). bp: one packed strip of B (kc, NR), packed just
-   before its pass over A, so it is in L1 when the micro-kernels read it. */
+   which rows it holds: i0 + 1, or 0 for none). bp: the tile's B (kc, nc) packed in NR-column
+   strips, anew for each k block. */
 static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
                             int64_t M, int64_t K, int64_t N, int accumulate, int64_t i0, int64_t mc, int64_t j0,
                             int64_t nc, float *ap_base, int64_t a_stride, int64_t *a_rows, float *bp) {
@@ -6458,8 +6460,8 @@ static int mbpo__max_threads(void) {
 /* Tests set this to take the plain paths (no packing, no transposes) the fast ones must equal bit for bit. */
 static int mbpo__kernels_plain;
 /* This thread's work buffer of one kernel: MBPO__BUF_GEMM, the packing buffers (A's panel, at
-   most MBPO__GEMM_APANEL floats, and one strip of B, NR * KC); MBPO__BUF_ATT, a kv head's keys and values transposed
-   and a few score rows. Kept from call to call (a fresh allocation per product would fault in
+   most MBPO__GEMM_APANEL floats, and the tile's panel of B, NC x KC); MBPO__BUF_ATT, a kv
+   head's keys and values transposed and a few score rows. Kept from call to call (a fresh allocation per product would fault in
    new pages every time), 64-byte aligned; NULL when memory is short (the caller then takes its
    plain path, with the same bits). With OpenMP they hang off a pthread key whose destructor
    frees them when the thread ends (the runtime ends threads when the thread count drops);

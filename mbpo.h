@@ -6886,6 +6886,32 @@ static void mbpo__att_pv4(float *const *o, const float *const *p, const int64_t 
 }
 #endif
 #ifdef MBPO__GEMM_VL
+/* The attention backward's dK, dV update of one key j from rows r0 .. nr of a block of four
+   queries: dk_j (HS) += ds[r] q_r, dv_j (HS) += p[r] do_r, r in increasing order, each element
+   the same chain of fused multiply-adds as the one-row-at-a-time loop, but dk_j and dv_j stay in
+   registers over the rows instead of being loaded and stored for each. */
+static void mbpo__att_kv_rows(float *dkj, float *dvj, const float *const *qr, const float *const *dor,
+                              const float *ds, const float *p, int r0, int nr, int64_t HS) {
+    int64_t d0 = 0;
+    int r;
+    for (; d0 + MBPO__GEMM_VL <= HS; d0 += MBPO__GEMM_VL) {
+        mbpo__vf ak = MBPO__VLOADU(dkj + d0), av = MBPO__VLOADU(dvj + d0);
+        for (r = r0; r < nr; r++) {
+            ak = MBPO__VFMA(MBPO__VSET1(ds[r]), MBPO__VLOADU(qr[r] + d0), ak);
+            av = MBPO__VFMA(MBPO__VSET1(p[r]), MBPO__VLOADU(dor[r] + d0), av);
+        }
+        MBPO__VSTOREU(dkj + d0, ak); MBPO__VSTOREU(dvj + d0, av);
+    }
+    if (d0 < HS) {                            /* the head's last HS mod VL elements */
+        mbpo__vmask m = MBPO__VMASK(HS - d0);
+        mbpo__vf ak = MBPO__VLOADM(dkj + d0, m), av = MBPO__VLOADM(dvj + d0, m);
+        for (r = r0; r < nr; r++) {
+            ak = MBPO__VFMA(MBPO__VSET1(ds[r]), MBPO__VLOADM(qr[r] + d0, m), ak);
+            av = MBPO__VFMA(MBPO__VSET1(p[r]), MBPO__VLOADM(dor[r] + d0, m), av);
+        }
+        MBPO__VSTOREM(dkj + d0, m, ak); MBPO__VSTOREM(dvj + d0, m, av);
+    }
+}
 /* max_j x[j] (-inf for n = 0) in 16 lanes, which the compiler vectorizes: a maximum does not
    depend on the order it is taken in, so this equals the one-at-a-time loop (NaN aside). */
 static float mbpo__max16(const float *x, int64_t n) {
@@ -7060,6 +7086,16 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                 for (j = 0; j < jlast; j++) {        /* dk_j, dv_j: the rows' updates in query order */
                     float *dkj = dk + j * kvs + kvh * HS, *dvj = dv + j * kvs + kvh * HS;
                     int64_t r0 = causal && j > i ? j - i : 0;   /* rows r < r0 do not see key j */
+#ifdef MBPO__GEMM_VL
+                    const float *qr[4], *dor[4];
+                    float dsr[4], pr[4];
+                    for (r = r0; r < nr; r++) {
+                        qr[r] = q + (i + r) * qs + h * HS; dor[r] = dout + (i + r) * os + h * HS;
+                        dsr[r] = DS[r * Lp + j] * scale; pr[r] = P[r * Lp + j];
+                    }
+                    mbpo__att_kv_rows(dkj, dvj, qr, dor, dsr, pr, (int)r0, (int)nr, HS);
+                    continue;
+#endif
                     for (r = r0; r < nr; r++) {
                         const float *qi = q + (i + r) * qs + h * HS, *doi = dout + (i + r) * os + h * HS;
                         float ds = DS[r * Lp + j] * scale, pj = P[r * Lp + j];

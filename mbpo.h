@@ -6568,13 +6568,18 @@ static void mbpo__matmul_backward(float *dinp, float *dw, float *dbias, const fl
     int64_t o;
     if (dinp) mbpo__gemm(dinp, dout, 0, w, 1, NULL, N, OC, C, 1);
     if (dw) mbpo__gemm(dw, dout, 1, inp, 1, NULL, OC, N, C, 1);
-    if (dbias) {
-        MBPO__COLS_IF(N * OC)
-        for (o = 0; o < OC; o++) {
-            float s = 0.0f;
-            int64_t nn;
-            for (nn = 0; nn < N; nn++) s += dout[nn * OC + o];
-            dbias[o] += s;
+    if (dbias) {   /* 16 columns at a time, read along the rows: each sum still a chain over nn from 0 */
+        MBPO__FOR_IF(1, N * OC)
+        for (o = 0; o < OC; o += MBPO__CHUNK_COLS) {
+            float s[MBPO__CHUNK_COLS] = { 0 };
+            int64_t nn, l, nb = OC - o < MBPO__CHUNK_COLS ? OC - o : MBPO__CHUNK_COLS;
+            if (nb == MBPO__CHUNK_COLS)
+                for (nn = 0; nn < N; nn++)
+                    for (l = 0; l < MBPO__CHUNK_COLS; l++) s[l] += dout[nn * OC + o + l];
+            else
+                for (nn = 0; nn < N; nn++)
+                    for (l = 0; l < nb; l++) s[l] += dout[nn * OC + o + l];
+            for (l = 0; l < nb; l++) dbias[o + l] += s[l];
         }
     }
 }
@@ -7023,9 +7028,12 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
     float scale = 1.0f / sqrtf((float)HS);
     MBPO__FOR_IF(1, NH * L * L * HS / 4)
     for (kvh = 0; kvh < NKV; kvh++) {
-        float *ws = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_ATT, (size_t)(2 * HS * Lp + 8 * Lp));
+        float *ws = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_ATT, (size_t)(2 * HS * Lp + 12 * Lp));
         float *kt = ws, *vt = ws ? ws + HS * Lp : NULL;
         float *P = ws ? vt + HS * Lp : NULL, *DS = P ? P + 4 * Lp : NULL;    /* 4 rows each */
+#ifdef MBPO__GEMM_VL
+        float *DSS = DS ? DS + 4 * Lp : NULL;                                 /* dS * scale, 4 rows */
+#endif
         int64_t h, i, j, d, r;
         for (j = 0; j < L; j++)
             for (d = 0; d < HS; d++) { dk[j * kvs + kvh * HS + d] = 0.0f; dv[j * kvs + kvh * HS + d] = 0.0f; }
@@ -7066,6 +7074,10 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
         for (h = kvh * group; h < (kvh + 1) * group; h++)
             for (i = 0; i < L; i += 4) {
                 int64_t nr = L - i < 4 ? L - i : 4, jlast = 0;
+#ifdef MBPO__GEMM_VL
+                int64_t nk[4];
+                int dq4 = nr == 4;                   /* dQ of the four rows together (mbpo__att_pv4) */
+#endif
                 for (r = 0; r < nr; r++) {           /* P and dS rows of queries i .. i + nr */
                     const float *qi = q + (i + r) * qs + h * HS, *doi = dout + (i + r) * os + h * HS;
                     const float *oi = out + (i + r) * os + h * HS;
@@ -7079,10 +7091,25 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                         p[j] = expf(MBPO__MADD(dot, scale, -l));
                         dp[j] = p[j] * (dpv - rs);                  /* dS */
                     }
+                    jlast = jmax;
+#ifdef MBPO__GEMM_VL
+                    if (dq4) {
+                        nk[r] = jmax;
+                        for (j = 0; j < jmax; j++) DSS[r * Lp + j] = dp[j] * scale;
+                        continue;
+                    }
+#endif
                     for (d = 0; d < HS; d++) dqi[d] = 0.0f;
                     mbpo__att_axpy_rows(dqi, dp, k + kvh * HS, kvs, HS, jmax, scale, 0);
-                    jlast = jmax;
                 }
+#ifdef MBPO__GEMM_VL
+                if (dq4) {   /* dq_r = sum_j (dS_rj scale) k_j: the chain att_axpy_rows makes, four rows at once */
+                    float *dqr[4];
+                    const float *dsr[4];
+                    for (r = 0; r < 4; r++) { dqr[r] = dq + (i + r) * qs + h * HS; dsr[r] = DSS + r * Lp; }
+                    mbpo__att_pv4(dqr, dsr, nk, k + kvh * HS, kvs, HS);
+                }
+#endif
                 for (j = 0; j < jlast; j++) {        /* dk_j, dv_j: the rows' updates in query order */
                     float *dkj = dk + j * kvs + kvh * HS, *dvj = dv + j * kvs + kvh * HS;
                     int64_t r0 = causal && j > i ? j - i : 0;   /* rows r < r0 do not see key j */

@@ -7121,8 +7121,7 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                         dsr[r] = DS[r * Lp + j] * scale; pr[r] = P[r * Lp + j];
                     }
                     mbpo__att_kv_rows(dkj, dvj, qr, dor, dsr, pr, (int)r0, (int)nr, HS);
-                    continue;
-#endif
+#else
                     for (r = r0; r < nr; r++) {
                         const float *qi = q + (i + r) * qs + h * HS, *doi = dout + (i + r) * os + h * HS;
                         float ds = DS[r * Lp + j] * scale, pj = P[r * Lp + j];
@@ -7131,6 +7130,7 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                             dvj[d] = MBPO__MADD(pj, doi[d], dvj[d]);
                         }
                     }
+#endif
                 }
             }
     }

@@ -6573,7 +6573,7 @@ static void mbpo__matmul_backward(float *dinp, float *dw, float *dbias, const fl
         for (o = 0; o < OC; o += MBPO__CHUNK_COLS) {
             float s[MBPO__CHUNK_COLS] = { 0 };
             int64_t nn, l, nb = OC - o < MBPO__CHUNK_COLS ? OC - o : MBPO__CHUNK_COLS;
-            if (nb == MBPO__CHUNK_COLS)
+            if (nb == MBPO__CHUNK_COLS)          /* a constant count: the compiler makes it whole vectors */
                 for (nn = 0; nn < N; nn++)
                     for (l = 0; l < MBPO__CHUNK_COLS; l++) s[l] += dout[nn * OC + o + l];
             else
@@ -7093,11 +7093,9 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                     }
                     jlast = jmax;
 #ifdef MBPO__GEMM_VL
-                    if (dq4) {
-                        nk[r] = jmax;
-                        for (j = 0; j < jmax; j++) DSS[r * Lp + j] = dp[j] * scale;
-                        continue;
-                    }
+                    for (j = 0; j < jmax; j++) DSS[r * Lp + j] = dp[j] * scale;   /* for dQ and dK */
+                    nk[r] = jmax;
+                    if (dq4) continue;
 #endif
                     for (d = 0; d < HS; d++) dqi[d] = 0.0f;
                     mbpo__att_axpy_rows(dqi, dp, k + kvh * HS, kvs, HS, jmax, scale, 0);
@@ -7110,16 +7108,16 @@ static void mbpo__attention_backward(float *dq, float *dk, float *dv, const floa
                     mbpo__att_pv4(dqr, dsr, nk, k + kvh * HS, kvs, HS);
                 }
 #endif
+#ifdef MBPO__GEMM_VL
+                const float *qr[4], *dor[4];         /* the block's rows of q and dout */
+                for (r = 0; r < nr; r++) { qr[r] = q + (i + r) * qs + h * HS; dor[r] = dout + (i + r) * os + h * HS; }
+#endif
                 for (j = 0; j < jlast; j++) {        /* dk_j, dv_j: the rows' updates in query order */
                     float *dkj = dk + j * kvs + kvh * HS, *dvj = dv + j * kvs + kvh * HS;
                     int64_t r0 = causal && j > i ? j - i : 0;   /* rows r < r0 do not see key j */
 #ifdef MBPO__GEMM_VL
-                    const float *qr[4], *dor[4];
                     float dsr[4], pr[4];
-                    for (r = r0; r < nr; r++) {
-                        qr[r] = q + (i + r) * qs + h * HS; dor[r] = dout + (i + r) * os + h * HS;
-                        dsr[r] = DS[r * Lp + j] * scale; pr[r] = P[r * Lp + j];
-                    }
+                    for (r = r0; r < nr; r++) { dsr[r] = DSS[r * Lp + j]; pr[r] = P[r * Lp + j]; }
                     mbpo__att_kv_rows(dkj, dvj, qr, dor, dsr, pr, (int)r0, (int)nr, HS);
 #else
                     for (r = r0; r < nr; r++) {

@@ -722,9 +722,10 @@ static int gemm_bench(const char *shapes, double min_time) {
     fflush(stdout);
     for (si = 0; si < n_sh; si++) {
         int64_t M = sh[si].M, K = sh[si].K, N = sh[si].N, i;
-        float *inp = (float *)malloc((size_t)(M * K) * 4), *w = (float *)malloc((size_t)(N * K) * 4);
-        float *dout = (float *)malloc((size_t)(M * N) * 4), *out = (float *)malloc((size_t)(M * N) * 4);
-        float *dinp = (float *)calloc((size_t)(M * K), 4), *dw = (float *)calloc((size_t)(N * K), 4);
+        /* mbpo's allocator, as the model's weights and activations have it (huge pages for big blocks) */
+        float *inp = (float *)mbpo__alloc((size_t)(M * K) * 4), *w = (float *)mbpo__alloc((size_t)(N * K) * 4);
+        float *dout = (float *)mbpo__alloc((size_t)(M * N) * 4), *out = (float *)mbpo__alloc((size_t)(M * N) * 4);
+        float *dinp = (float *)mbpo__calloc((size_t)(M * K), 4), *dw = (float *)mbpo__calloc((size_t)(N * K), 4);
         mbpo_rng rng;
         if (!inp || !w || !dout || !out || !dinp || !dw) { fprintf(stderr, "mbpo-bench: --gemm-bench: out of memory\n"); return 1; }
         mbpo_rng_seed(&rng, 1000 + (uint64_t)si);
@@ -757,7 +758,7 @@ static int gemm_bench(const char *shapes, double min_time) {
                    (long long)M, (long long)K, (long long)N, dt * 1e3, flop / dt / 1e9, 100.0 * flop / dt / peak);
             fflush(stdout);
         }
-        free(inp); free(w); free(dout); free(out); free(dinp); free(dw);
+        mbpo_free(inp); mbpo_free(w); mbpo_free(dout); mbpo_free(out); mbpo_free(dinp); mbpo_free(dw);
     }
     return 0;
 }

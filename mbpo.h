@@ -6171,6 +6171,9 @@ typedef __m256i mbpo__vmask;
 #ifndef MBPO__GEMM_APANEL
 #define MBPO__GEMM_APANEL (4 << 20)      /* floats of A a thread keeps packed across tiles */
 #endif
+#ifndef MBPO__GEMM_ASHARED
+#define MBPO__GEMM_ASHARED (8 << 20)     /* floats of A packed once for the whole team, at most */
+#endif
 #ifndef MBPO__GEMM_NC
 #define MBPO__GEMM_NC 512
 #endif
@@ -6461,21 +6464,23 @@ static int mbpo__max_threads(void) {
 static int mbpo__kernels_plain;
 /* This thread's work buffer of one kernel: MBPO__BUF_GEMM, the packing buffers (A's panel, at
    most MBPO__GEMM_APANEL floats, and the tile's panel of B, NC x KC); MBPO__BUF_ATT, a kv
-   head's keys and values transposed and a few score rows. Kept from call to call (a fresh allocation per product would fault in
+   head's keys and values transposed and a few score rows; MBPO__BUF_GEMM_A, the calling
+   thread's buffer for all of A packed once, which the whole team then reads. Kept from call to call (a fresh allocation per product would fault in
    new pages every time), 64-byte aligned; NULL when memory is short (the caller then takes its
    plain path, with the same bits). With OpenMP they hang off a pthread key whose destructor
    frees them when the thread ends (the runtime ends threads when the thread count drops);
    without it there is one thread of mbpo's own, and thread-local storage suffices. */
 #define MBPO__BUF_GEMM 0
 #define MBPO__BUF_ATT 1
-struct mbpo__tbufs { char *p[2]; size_t n[2]; };
+#define MBPO__BUF_GEMM_A 2
+struct mbpo__tbufs { char *p[3]; size_t n[3]; };
 #if defined(_OPENMP) && !defined(_WIN32)
 static pthread_key_t mbpo__tbuf_key;
 static pthread_once_t mbpo__tbuf_once = PTHREAD_ONCE_INIT;
 static int mbpo__tbuf_key_ok;
 static void mbpo__tbuf_free(void *v) {
     struct mbpo__tbufs *t = (struct mbpo__tbufs *)v;
-    if (t) { free(t->p[0]); free(t->p[1]); free(t); }
+    if (t) { free(t->p[0]); free(t->p[1]); free(t->p[2]); free(t); }
 }
 static void mbpo__tbuf_init(void) { mbpo__tbuf_key_ok = pthread_key_create(&mbpo__tbuf_key, mbpo__tbuf_free) == 0; }
 static struct mbpo__tbufs *mbpo__tbufs(void) {
@@ -6513,7 +6518,8 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
        least 4 a thread, so a small product still spreads over every thread, the threads end
        together, and a slow thread's share can move to the others. The sums do not depend on it. */
     int64_t MC = MBPO__GEMM_MC, NC = MBPO__GEMM_NC, want = 4 * (int64_t)mbpo__max_threads(), mt, nt;
-    int64_t mcap, ncap, kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC, a_stride, a_floats;
+    int64_t mcap, ncap, kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC, a_stride, a_floats, a_all;
+    float *a_shared;
     if (M <= 0 || N <= 0) return;
     mt = (M + MC - 1) / MC;
     while (want > 4 && mt * ((N + NC - 1) / NC) < want) {
@@ -6531,17 +6537,38 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
        thread, not once per tile; otherwise one k block at a time. */
     a_stride = mcap * (K > 0 ? K : 1) <= MBPO__GEMM_APANEL ? mcap : 0;
     a_floats = a_stride ? mcap * (K > 0 ? K : 1) : mcap * kcap;
+    /* All of A packed once, by the team, before the tiles, when it fits MBPO__GEMM_ASHARED floats
+       (32 MB): else each thread packs the panel of every row tile it works on, so each row of A is
+       packed once per thread - with one row tile (M <= 768, every product of a 2B forward) all of A
+       by every thread, a cost that grows with the thread count while the thread's share of the
+       product shrinks (the text down projection, 188 x 8960 x 1536: 5 % of the time on 2 threads). */
+    a_all = mt * mcap * (K > 0 ? K : 1);
+    a_shared = a_stride && mt * nt > 1 && a_all <= MBPO__GEMM_ASHARED && !mbpo__kernels_plain
+               ? mbpo__thread_buffer(MBPO__BUF_GEMM_A, (size_t)a_all) : NULL;
+    if (a_shared) a_floats = 0;
     MBPO__PARALLEL_IF(M * N * (K > 0 ? K : 1) / 8)
     {
         size_t need = (size_t)(((a_floats + 15) & ~(int64_t)15) + ncap * kcap);
         float *ap = mbpo__kernels_plain ? NULL : mbpo__thread_buffer(MBPO__BUF_GEMM, need);
         float *bp = ap ? ap + ((a_floats + 15) & ~(int64_t)15) : NULL;
-        int64_t t, a_rows = 0;
+        int64_t t, a_rows = 0, nkb = K > 0 ? (K + MBPO__GEMM_KC - 1) / MBPO__GEMM_KC : 0;
+        if (a_shared) {          /* one k block of one row tile at a time; the loop's barrier ends it */
+            MBPO__OMP("omp for schedule(dynamic, 1)")
+            for (t = 0; t < mt * nkb; t++) {
+                int64_t ib = t / nkb, i0 = ib * MC, k0 = t % nkb * MBPO__GEMM_KC;
+                mbpo__gemm_pack_a(a_shared + ib * mcap * K + k0 * mcap, A, a_t, M, K, i0, M - i0 < MC ? M - i0 : MC, k0,
+                                  K - k0 < MBPO__GEMM_KC ? K - k0 : MBPO__GEMM_KC);
+            }
+        }
         MBPO__OMP("omp for schedule(dynamic, 1)")
         for (t = 0; t < mt * nt; t++) {
             int64_t ib = t / nt, jb = t % nt, i0 = ib * MC, j0 = jb * NC;
             int64_t mc = M - i0 < MC ? M - i0 : MC, nc = N - j0 < NC ? N - j0 : NC;
-            if (ap) {
+            if (ap && a_shared) {
+                a_rows = i0 + 1;     /* the tile's rows are packed already */
+                mbpo__gemm_tile(out, A, a_t, B, b_t, bias, M, K, N, accumulate, i0, mc, j0, nc,
+                                a_shared + ib * mcap * (K > 0 ? K : 1), a_stride, &a_rows, bp);
+            } else if (ap) {
                 mbpo__gemm_tile(out, A, a_t, B, b_t, bias, M, K, N, accumulate, i0, mc, j0, nc, ap, a_stride, &a_rows, bp);
             } else {             /* no memory for packing: the same sums, one output at a time */
                 int64_t i, j, k;

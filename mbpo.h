@@ -6510,6 +6510,41 @@ static float *mbpo__thread_buffer(int slot, size_t floats) {
     }
     return t->p[slot] ? (float *)(((uintptr_t)t->p[slot] + 63) & ~(uintptr_t)63) : NULL;
 }
+#ifdef MBPO__GEMM_VL
+/* A product of few rows (M <= VL: a decode step's G continuations) with B a weight stored (N, K).
+   Packing B would transpose the whole weight to use it for a handful of rows: at M = 8 the
+   transposes are most of the work, and they run at a third of the speed memory streams the weight
+   in. Here one vector holds the M rows of one output column instead: A is packed once, k-major
+   (at: (K, VL), lanes past M zero), and 8 columns go together, per k one vector of A times a
+   broadcast of each column's weight, 8 chains in registers; the weight is read row by row as it
+   lies. Each output is still one multiply-add chain over k in order, from 0 (or from out), the bias
+   added last: the same bits as the blocked path. */
+#define MBPO__GEMM_FEW_J 8
+static void mbpo__gemm_few(float *out, const float *at, const float *B, const float *bias, int64_t M, int64_t K,
+                           int64_t N, int accumulate) {
+    int64_t nb = (N + MBPO__GEMM_FEW_J - 1) / MBPO__GEMM_FEW_J, jb;
+    MBPO__FOR_IF(4, M * N * K / 8)
+    for (jb = 0; jb < nb; jb++) {
+        int64_t j0 = jb * MBPO__GEMM_FEW_J, nj = N - j0 < MBPO__GEMM_FEW_J ? N - j0 : MBPO__GEMM_FEW_J, k, i;
+        float col[MBPO__GEMM_FEW_J][MBPO__GEMM_VL];
+        const float *w[MBPO__GEMM_FEW_J];
+        mbpo__vf x[MBPO__GEMM_FEW_J];
+        int jj;
+        for (jj = 0; jj < MBPO__GEMM_FEW_J; jj++) {    /* columns past N repeat column j0, not stored */
+            w[jj] = B + (j0 + (jj < nj ? jj : 0)) * K;
+            for (i = 0; i < MBPO__GEMM_VL; i++) col[jj][i] = accumulate && i < M && jj < nj ? out[i * N + j0 + jj] : 0.0f;
+            x[jj] = MBPO__VLOADU(col[jj]);
+        }
+        for (k = 0; k < K; k++) {
+            mbpo__vf a = MBPO__VLOAD(at + k * MBPO__GEMM_VL);
+            for (jj = 0; jj < MBPO__GEMM_FEW_J; jj++) x[jj] = MBPO__VFMA(MBPO__VSET1(w[jj][k]), a, x[jj]);
+        }
+        for (jj = 0; jj < MBPO__GEMM_FEW_J; jj++) MBPO__VSTOREU(col[jj], x[jj]);
+        for (jj = 0; jj < nj; jj++)
+            for (i = 0; i < M; i++) out[i * N + j0 + jj] = bias ? col[jj][i] + bias[j0 + jj] : col[jj][i];
+    }
+}
+#endif
 static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int b_t, const float *bias,
                        int64_t M, int64_t K, int64_t N, int accumulate) {
     /* Tile size: rows split evenly into mt tiles of at most MC (M = 1000 is two tiles of 504,
@@ -6521,6 +6556,18 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
     int64_t mcap, ncap, kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC, a_stride, a_floats, a_all;
     float *a_shared;
     if (M <= 0 || N <= 0) return;
+#ifdef MBPO__GEMM_VL
+    if (!b_t && M <= MBPO__GEMM_VL && K > 0 && !mbpo__kernels_plain) {
+        float *at = mbpo__thread_buffer(MBPO__BUF_GEMM_A, (size_t)(K * MBPO__GEMM_VL));
+        if (at) {
+            int64_t i, k;
+            for (k = 0; k < K; k++)
+                for (i = 0; i < MBPO__GEMM_VL; i++) at[k * MBPO__GEMM_VL + i] = i < M ? (a_t ? A[k * M + i] : A[i * K + k]) : 0.0f;
+            mbpo__gemm_few(out, at, B, bias, M, K, N, accumulate);
+            return;
+        }
+    }
+#endif
     mt = (M + MC - 1) / MC;
     while (want > 4 && mt * ((N + NC - 1) / NC) < want) {
         if (NC > 4 * MBPO__GEMM_NR) NC /= 2;

@@ -6603,7 +6603,7 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
             MBPO__OMP("omp for schedule(dynamic, 1)")
             for (t = 0; t < mt * nkb; t++) {
                 int64_t ib = t / nkb, i0 = ib * MC, k0 = t % nkb * MBPO__GEMM_KC;
-                mbpo__gemm_pack_a(a_shared + ib * mcap * K + k0 * mcap, A, a_t, M, K, i0, M - i0 < MC ? M - i0 : MC, k0,
+                mbpo__gemm_pack_a(a_shared + ib * mcap * (K > 0 ? K : 1) + k0 * mcap, A, a_t, M, K, i0, M - i0 < MC ? M - i0 : MC, k0,
                                   K - k0 < MBPO__GEMM_KC ? K - k0 : MBPO__GEMM_KC);
             }
         }
@@ -6611,12 +6611,10 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
         for (t = 0; t < mt * nt; t++) {
             int64_t ib = t / nt, jb = t % nt, i0 = ib * MC, j0 = jb * NC;
             int64_t mc = M - i0 < MC ? M - i0 : MC, nc = N - j0 < NC ? N - j0 : NC;
-            if (ap && a_shared) {
-                a_rows = i0 + 1;     /* the tile's rows are packed already */
+            if (ap) {
+                if (a_shared) a_rows = i0 + 1;   /* the tile's rows are packed already */
                 mbpo__gemm_tile(out, A, a_t, B, b_t, bias, M, K, N, accumulate, i0, mc, j0, nc,
-                                a_shared + ib * mcap * (K > 0 ? K : 1), a_stride, &a_rows, bp);
-            } else if (ap) {
-                mbpo__gemm_tile(out, A, a_t, B, b_t, bias, M, K, N, accumulate, i0, mc, j0, nc, ap, a_stride, &a_rows, bp);
+                                a_shared ? a_shared + ib * mcap * (K > 0 ? K : 1) : ap, a_stride, &a_rows, bp);
             } else {             /* no memory for packing: the same sums, one output at a time */
                 int64_t i, j, k;
                 for (i = i0; i < i0 + mc; i++)

@@ -6158,14 +6158,15 @@ typedef __m256i mbpo__vmask;
 #define MBPO__MADD(a, b, c) ((a) * (b) + (c))
 #endif
 /* e^x in fp32, for softmax, sigmoid and the attention's probabilities: n = round(x / ln 2),
-   r = x - n ln 2 in two steps (ln 2 split so that n * the high part is exact), e^r by its Taylor
-   polynomial with minimax-adjusted coefficients (Cephes' expf), then times 2^n as two powers of two
-   (2^n alone is not a normal float below n = -126: the second product rounds into the subnormals
+   r = x - n ln 2 in two steps (ln 2 split so that n * the high part is exact), e^r by a degree-7
+   polynomial (Cephes' expf coefficients, Horner form), then times 2^n as two powers of two (2^n
+   alone is not a normal float below n = -126: the second product rounds into the subnormals
    once). At most 0.86 ulp from e^x over the normal range (every 97th float checked against double
-   exp; docs/DESIGN.md). Only multiply-adds, products, a clamp and integer bits: a loop of it
-   vectorizes, and a vector lane computes what the scalar call computes, so the fast and plain
-   kernels agree bit for bit (libm's expf is a call per value, a third of the attention's time).
-   -inf gives 0, +inf and x > 88.73 inf, NaN NaN. */
+   exp), 1.1 without a fused multiply-add (test expf; docs/DESIGN.md 9). Only multiply-adds,
+   products, a clamp and integer bits: a loop of it vectorizes, and a vector lane computes what the
+   scalar call computes, so the fast and plain kernels agree bit for bit (libm's expf is a call per
+   value: a quarter of the attention's time in a mid step, perf). -inf gives 0, +inf and
+   x > 88.73 inf, NaN NaN. */
 static inline float mbpo__expf(float x) {
     float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
     float t = MBPO__MADD(xc, 1.44269504088896341f, 12582912.0f), n = t - 12582912.0f;  /* 1.5 * 2^23: rounds */
@@ -6442,41 +6443,51 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
                             int64_t M, int64_t K, int64_t N, int accumulate, int64_t i0, int64_t mc, int64_t j0,
                             int64_t nc, float *ap_base, int64_t a_stride, int64_t *a_rows, float *bp) {
     float edge[MBPO__GEMM_MR * MBPO__GEMM_NR];
-    int64_t k0, jr, ir, r, j;
+    int64_t k0, blk, r, j, nbi = (mc + MBPO__GEMM_MR - 1) / MBPO__GEMM_MR, nbj = (nc + MBPO__GEMM_NR - 1) / MBPO__GEMM_NR;
     int have_a = a_stride > 0 && *a_rows == i0 + 1;
+    /* The order of the tile's MR x NR blocks. Rows outer (a strip of A, 12 KB, stays in L1 while
+       the tile's strips of B stream from L2, and the output is walked along its rows) when the tile
+       has 8 strips of B or more: one core, every 2B product 75 -> 80 % of the peak on the average,
+       the d(weight) products (the output loaded and stored every K-block: most of their traffic)
+       70-73 -> 80-85 % (Intel machine). Columns outer (a strip of B, 32 KB, stays in L1 over the
+       tile's rows) for narrower tiles, whose strip of A would serve only a few strips of B: with
+       4 strips rows outer lost 3-4 points. The same blocks either way: the same bits. */
+    int rows_outer = nbj >= 8;
     for (k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += MBPO__GEMM_KC) {
         int64_t kc = K - k0 < MBPO__GEMM_KC ? K - k0 : MBPO__GEMM_KC;
         int load = k0 > 0 || accumulate, last = k0 + kc >= K;
         float *ap = ap_base + k0 * a_stride;
         if (!have_a) mbpo__gemm_pack_a(ap, A, a_t, M, K, i0, mc, k0, kc);
         mbpo__gemm_pack_b(bp, B, b_t, N, K, j0, nc, k0, kc);
-        for (jr = 0; jr < nc; jr += MBPO__GEMM_NR) {
-            int64_t nn = nc - jr < MBPO__GEMM_NR ? nc - jr : MBPO__GEMM_NR;
+        for (blk = 0; blk < nbi * nbj; blk++) {
+            int64_t ir = (rows_outer ? blk / nbj : blk % nbi) * MBPO__GEMM_MR, jr = (rows_outer ? blk % nbj : blk / nbi) * MBPO__GEMM_NR;
+            int64_t nn = nc - jr < MBPO__GEMM_NR ? nc - jr : MBPO__GEMM_NR, nm = mc - ir < MBPO__GEMM_MR ? mc - ir : MBPO__GEMM_MR;
             const float *bb = last && bias ? bias + j0 + jr : NULL;
             const float *bs = bp + jr * kc;      /* this strip of the packed panel */
-            for (ir = 0; ir < mc; ir += MBPO__GEMM_MR) {
-                int64_t nm = mc - ir < MBPO__GEMM_MR ? mc - ir : MBPO__GEMM_MR;
-                float *c = out + (i0 + ir) * N + j0 + jr;
-                const float *as = ap + ir * kc;
+            float *c = out + (i0 + ir) * N + j0 + jr;
+            const float *as = ap + ir * kc;
 #ifdef MBPO__GEMM_VL
-                if (ir + MBPO__GEMM_MR < mc)     /* the next block's rows of out: misses hidden behind this one */
-                    for (r = 0; r < MBPO__GEMM_MR && ir + MBPO__GEMM_MR + r < mc; r++) {
-                        _mm_prefetch((const char *)(c + (MBPO__GEMM_MR + r) * N), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(c + (MBPO__GEMM_MR + r) * N + MBPO__GEMM_NR - 1), _MM_HINT_T0);
-                    }
-#endif
-                if (nn == MBPO__GEMM_NR) {
-                    mbpo__gemm_micro_rows(c, N, as, bs, kc, load, bb, (int)nm);
-                } else {                 /* a block at the right edge: through a full-size copy */
-                    float bias_pad[MBPO__GEMM_NR];
-                    for (r = 0; r < MBPO__GEMM_MR; r++)
-                        for (j = 0; j < MBPO__GEMM_NR; j++)
-                            edge[r * MBPO__GEMM_NR + j] = load && r < nm && j < nn ? c[r * N + j] : 0.0f;
-                    for (j = 0; j < MBPO__GEMM_NR; j++) bias_pad[j] = bb && j < nn ? bb[j] : 0.0f;
-                    mbpo__gemm_micro(edge, MBPO__GEMM_NR, as, bs, kc, 1, bb ? bias_pad : NULL, MBPO__GEMM_MR, MBPO__GEMM_MR);
-                    for (r = 0; r < nm; r++)
-                        for (j = 0; j < nn; j++) c[r * N + j] = edge[r * MBPO__GEMM_NR + j];
+            if (blk + 1 < nbi * nbj) {           /* the next block's rows of out: misses hidden behind this one */
+                int64_t irn = (rows_outer ? (blk + 1) / nbj : (blk + 1) % nbi) * MBPO__GEMM_MR;
+                int64_t jrn = (rows_outer ? (blk + 1) % nbj : (blk + 1) / nbi) * MBPO__GEMM_NR;
+                const float *cn = out + (i0 + irn) * N + j0 + jrn;
+                for (r = 0; r < MBPO__GEMM_MR && irn + r < mc; r++) {
+                    _mm_prefetch((const char *)(cn + r * N), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(cn + r * N + MBPO__GEMM_NR - 1), _MM_HINT_T0);
                 }
+            }
+#endif
+            if (nn == MBPO__GEMM_NR) {
+                mbpo__gemm_micro_rows(c, N, as, bs, kc, load, bb, (int)nm);
+            } else {                     /* a block at the right edge: through a full-size copy */
+                float bias_pad[MBPO__GEMM_NR];
+                for (r = 0; r < MBPO__GEMM_MR; r++)
+                    for (j = 0; j < MBPO__GEMM_NR; j++)
+                        edge[r * MBPO__GEMM_NR + j] = load && r < nm && j < nn ? c[r * N + j] : 0.0f;
+                for (j = 0; j < MBPO__GEMM_NR; j++) bias_pad[j] = bb && j < nn ? bb[j] : 0.0f;
+                mbpo__gemm_micro(edge, MBPO__GEMM_NR, as, bs, kc, 1, bb ? bias_pad : NULL, MBPO__GEMM_MR, MBPO__GEMM_MR);
+                for (r = 0; r < nm; r++)
+                    for (j = 0; j < nn; j++) c[r * N + j] = edge[r * MBPO__GEMM_NR + j];
             }
         }
         if (K == 0) break;

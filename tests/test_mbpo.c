@@ -651,6 +651,50 @@ static void ref_logsoftmax_gather(double *out, const double *in, const void *vct
    loop (compiled with the same flags, so the compiler fuses the same multiply-adds); its
    packed/transposed/blocked path, its unpacked fallback and any thread count must all give
    those bits. The attention's transposed-key path must equal its one-key-at-a-time path. */
+/* mbpo__expf against double exp: within 1 ulp over every 997th float of (-110, 88.72) (the results
+   below FLT_MIN against the subnormal spacing; 1.5 ulp where the machine has no fused multiply-add),
+   the special values, and a loop the compiler vectorises giving the bits of the scalar call. */
+static void test_expf(void) {
+    float (*volatile scalar)(float) = mbpo__expf;   /* an out-of-line copy: never vectorised */
+    static float xs[4096], ys[4096];
+    double worst = 0, wx = 0, bound;
+    long cnt = 0, i, diff = 0;
+    uint64_t u;
+    if (!run_test("expf")) return;
+    for (u = 0; u < 0x100000000ull; u += 997) {
+        uint32_t b = (uint32_t)u;
+        float x, y;
+        double r, ulp, e;
+        int ex;
+        memcpy(&x, &b, sizeof x);
+        if (!(x > -110.0f && x < 88.72f)) continue;
+        y = mbpo__expf(x); r = exp((double)x);
+        (void)frexp(r, &ex);
+        ulp = ldexp(1.0, ex - 24 < -149 ? -149 : ex - 24);
+        e = fabs((double)y - r) / ulp;
+        if (e > worst) { worst = e; wx = x; }
+        cnt++;
+    }
+    CHECK(cnt > 2000000, "expf: %ld values checked", cnt);
+#if defined(__FP_FAST_FMAF) || defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+    bound = 1.0;                                     /* every step one rounding */
+#else
+    bound = 1.5;                                     /* a product and a sum, two roundings, each step */
+#endif
+    CHECK(worst <= bound, "expf: %.3f ulp from exp at %.9g (bound %.1f)", worst, wx, bound);
+    CHECK(mbpo__expf(0.0f) == 1.0f && mbpo__expf(-INFINITY) == 0.0f && mbpo__expf(-200.0f) == 0.0f,
+          "expf: e^0 %g, e^-inf %g, e^-200 %g", mbpo__expf(0.0f), mbpo__expf(-INFINITY), mbpo__expf(-200.0f));
+    CHECK(isinf(mbpo__expf(89.0f)) && isinf(mbpo__expf(INFINITY)) && isnan(mbpo__expf(NAN)),
+          "expf: e^89 %g, e^inf %g, e^nan %g", mbpo__expf(89.0f), mbpo__expf(INFINITY), mbpo__expf(NAN));
+    for (i = 0; i < 4096; i++) xs[i] = -105.0f + 195.0f * (float)i / 4096.0f;
+    for (i = 0; i < 4096; i++) ys[i] = mbpo__expf(xs[i]);
+    for (i = 0; i < 4096; i++) {
+        float y = scalar(xs[i]);
+        diff += memcmp(&y, &ys[i], sizeof y) != 0;
+    }
+    CHECK(diff == 0, "expf: a loop differs from the scalar call in %ld of 4096 values", diff);
+}
+
 static void test_kernels(void) {
     mbpo_rng rng;
     int t, bad_ref = 0, bad_plain = 0, bad_thr = 0, n = 0;
@@ -1698,6 +1742,7 @@ int main(int argc, char **argv) {
     test_config();
     test_config25();
     test_kernels();
+    test_expf();
     test_ops_fd();
     test_parity();
     test_packed();

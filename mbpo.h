@@ -6622,6 +6622,12 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
         else if (NC > MBPO__GEMM_NR) NC /= 2;
         else break;
     }
+    /* Narrowed but one row tile: the fewest strips that still make `want` tiles, not the power of
+       two below (N = 1536 on 2 threads: 8 tiles of 192 columns, not 12 of 128; 1-3 points). */
+    if (want > 4 && mt == 1 && NC < MBPO__GEMM_NC) {
+        int64_t fit = ((N + want - 1) / want + MBPO__GEMM_NR - 1) / MBPO__GEMM_NR * MBPO__GEMM_NR;
+        if (fit > NC) NC = fit;
+    }
     MC = ((M + mt - 1) / mt + MBPO__GEMM_MR - 1) / MBPO__GEMM_MR * MBPO__GEMM_MR;
     mt = (M + MC - 1) / MC; nt = (N + NC - 1) / NC;
     mcap = (M < MC ? M : MC) + MBPO__GEMM_MR;   /* buffers sized to the problem */

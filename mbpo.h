@@ -6434,6 +6434,13 @@ static void mbpo__gemm_micro_rows(float *c, int64_t ldc, const float *ap, const 
     else if (nm <= 2 * MBPO__GEMM_MQ) mbpo__gemm_micro(c, ldc, ap, bp, kc, load, bias, 2 * MBPO__GEMM_MQ, nm);
     else mbpo__gemm_micro(c, ldc, ap, bp, kc, load, bias, MBPO__GEMM_MR, nm);
 }
+/* Block blk of a tile of nbi x nbj MR x NR blocks, in the tile's order: its first row and column. */
+static inline int64_t mbpo__gemm_block_row(int64_t blk, int rows_outer, int64_t nbi, int64_t nbj) {
+    return (rows_outer ? blk / nbj : blk % nbi) * MBPO__GEMM_MR;
+}
+static inline int64_t mbpo__gemm_block_col(int64_t blk, int rows_outer, int64_t nbi, int64_t nbj) {
+    return (rows_outer ? blk % nbj : blk / nbi) * MBPO__GEMM_NR;
+}
 /* One tile: out[i0 .. i0+mc) x [j0 .. j0+nc), all of K. ap: the thread's packed A, either one
    k block (a_stride 0: packed anew for each) or the whole panel of rows i0 .. i0+mc, the block
    at k0 at ap + k0 * a_stride, kept for the thread's next tile of the same rows (*a_rows says
@@ -6460,7 +6467,7 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
         if (!have_a) mbpo__gemm_pack_a(ap, A, a_t, M, K, i0, mc, k0, kc);
         mbpo__gemm_pack_b(bp, B, b_t, N, K, j0, nc, k0, kc);
         for (blk = 0; blk < nbi * nbj; blk++) {
-            int64_t ir = (rows_outer ? blk / nbj : blk % nbi) * MBPO__GEMM_MR, jr = (rows_outer ? blk % nbj : blk / nbi) * MBPO__GEMM_NR;
+            int64_t ir = mbpo__gemm_block_row(blk, rows_outer, nbi, nbj), jr = mbpo__gemm_block_col(blk, rows_outer, nbi, nbj);
             int64_t nn = nc - jr < MBPO__GEMM_NR ? nc - jr : MBPO__GEMM_NR, nm = mc - ir < MBPO__GEMM_MR ? mc - ir : MBPO__GEMM_MR;
             const float *bb = last && bias ? bias + j0 + jr : NULL;
             const float *bs = bp + jr * kc;      /* this strip of the packed panel */
@@ -6468,8 +6475,8 @@ static void mbpo__gemm_tile(float *out, const float *A, int a_t, const float *B,
             const float *as = ap + ir * kc;
 #ifdef MBPO__GEMM_VL
             if (blk + 1 < nbi * nbj) {           /* the next block's rows of out: misses hidden behind this one */
-                int64_t irn = (rows_outer ? (blk + 1) / nbj : (blk + 1) % nbi) * MBPO__GEMM_MR;
-                int64_t jrn = (rows_outer ? (blk + 1) % nbj : (blk + 1) / nbi) * MBPO__GEMM_NR;
+                int64_t irn = mbpo__gemm_block_row(blk + 1, rows_outer, nbi, nbj);
+                int64_t jrn = mbpo__gemm_block_col(blk + 1, rows_outer, nbi, nbj);
                 const float *cn = out + (i0 + irn) * N + j0 + jrn;
                 for (r = 0; r < MBPO__GEMM_MR && irn + r < mc; r++) {
                     _mm_prefetch((const char *)(cn + r * N), _MM_HINT_T0);

@@ -646,11 +646,6 @@ static void ref_logsoftmax_gather(double *out, const double *in, const void *vct
     }
 }
 
-/* The CPU kernels against their definitions, bit for bit: mbpo__gemm is "each output one
-   multiply-add chain over k in increasing order, then + bias", written here as the plain triple
-   loop (compiled with the same flags, so the compiler fuses the same multiply-adds); its
-   packed/transposed/blocked path, its unpacked fallback and any thread count must all give
-   those bits. The attention's transposed-key path must equal its one-key-at-a-time path. */
 /* mbpo__expf against double exp: within 1 ulp over every 997th float of (-110, 88.72) (the results
    below FLT_MIN against the subnormal spacing; 1.5 ulp where the machine has no fused multiply-add),
    the special values, and a loop the compiler vectorises giving the bits of the scalar call. */
@@ -695,6 +690,11 @@ static void test_expf(void) {
     CHECK(diff == 0, "expf: a loop differs from the scalar call in %ld of 4096 values", diff);
 }
 
+/* The CPU kernels against their definitions, bit for bit: mbpo__gemm is "each output one
+   multiply-add chain over k in increasing order, then + bias", written here as the plain triple
+   loop (compiled with the same flags, so the compiler fuses the same multiply-adds); its
+   packed/transposed/blocked path, its unpacked fallback and any thread count must all give
+   those bits. The attention's transposed-key path must equal its one-key-at-a-time path. */
 static void test_kernels(void) {
     mbpo_rng rng;
     int t, bad_ref = 0, bad_plain = 0, bad_thr = 0, n = 0;

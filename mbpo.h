@@ -6208,6 +6208,12 @@ static inline float mbpo__expf(float x) {
 #ifndef MBPO__GEMM_NC
 #define MBPO__GEMM_NC 512
 #endif
+#ifndef MBPO__GEMM_WIDE
+#define MBPO__GEMM_WIDE 1024             /* a team's tiles of MBPO__GEMM_WIDE_ROWS rows or more: columns, at most */
+#endif
+#ifndef MBPO__GEMM_WIDE_ROWS
+#define MBPO__GEMM_WIDE_ROWS 384
+#endif
 
 #ifdef MBPO__GEMM_VL
 /* Transpose a VL x VL block in registers: src row i at src + i * ld (VL floats, rows >= nrow
@@ -6600,7 +6606,7 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
        better); then the tiles are made narrower, and only then fewer rows, until there are at
        least 4 a thread, so a small product still spreads over every thread, the threads end
        together, and a slow thread's share can move to the others. The sums do not depend on it. */
-    int64_t MC = MBPO__GEMM_MC, NC = MBPO__GEMM_NC, want = 4 * (int64_t)mbpo__max_threads(), mt, nt;
+    int64_t th = mbpo__max_threads(), MC = MBPO__GEMM_MC, NC = MBPO__GEMM_NC, want = 4 * th, mt, nt;
     int64_t mcap, ncap, kcap = K < MBPO__GEMM_KC ? (K > 0 ? K : 1) : MBPO__GEMM_KC, a_stride, a_floats, a_all, ncmin;
     float *a_shared;
     if (M <= 0 || N <= 0) return;
@@ -6638,9 +6644,16 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
     /* One row tile for a team: tiles of equal width, so the threads' shares are equal (3840
        columns on 2 threads: 8 tiles of 480, not 7 of 512 and one of 256, of which one thread
        would do 4 of the 7.5 shares: 78 -> 82 % of the peak). Not with several row tiles: there
-       the d(weight) products' tiles of 448 columns lost 1-2 points against 512 and 256. */
+       the d(weight) products' tiles of 448 columns lost 1-2 points against 512 and 256. Where
+       the tiles were narrowed and there are MBPO__GEMM_WIDE_ROWS rows or more, fewer and wider
+       tiles instead: a multiple of the thread count, each at most MBPO__GEMM_WIDE columns (2B
+       vision, 616 rows, N = 1280 on 2 threads: 2 tiles of 640, not 8 of 160: 71-73 -> 75-77 % of
+       the peak). The 188-row text products lost 3 points that way, tiles not narrowed (N = 5120)
+       1; beside a competing job the wide tiles were no slower. */
     if (want > 4 && mt == 1) {
         int64_t ns = (N + MBPO__GEMM_NR - 1) / MBPO__GEMM_NR, n = (N + NC - 1) / NC;
+        if (M >= MBPO__GEMM_WIDE_ROWS && NC < MBPO__GEMM_NC)
+            n = th * ((N + th * MBPO__GEMM_WIDE - 1) / (th * MBPO__GEMM_WIDE));
         NC = (ns + n - 1) / n * MBPO__GEMM_NR;
     }
     MC = ((M + mt - 1) / mt + MBPO__GEMM_MR - 1) / MBPO__GEMM_MR * MBPO__GEMM_MR;

@@ -707,6 +707,7 @@ static void test_kernels(void) {
         float *A, *B, *bias, *C0, *C1, *C2, *C3;
         if (t % 5 == 0) { M = 188; K = 300; N = 96; }            /* more than one K block, an edge row strip */
         if (t % 7 == 0) { M = 1 + t % 3; }                        /* decode: a few rows */
+        if (t % 11 == 1) { M = 390 + t % 29; K = 1 + t % 70; }   /* a team's few wide tiles (MBPO__GEMM_WIDE_ROWS) */
         A = falloc(M * K + 1); B = falloc(K * N + 1); bias = falloc(N);
         C0 = falloc(M * N); C1 = falloc(M * N); C2 = falloc(M * N); C3 = falloc(M * N);
         fill_normal(A, M * K, &rng, 1); fill_normal(B, K * N, &rng, 1); fill_normal(bias, N, &rng, 1);

@@ -6645,14 +6645,17 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
        columns on 2 threads: 8 tiles of 480, not 7 of 512 and one of 256, of which one thread
        would do 4 of the 7.5 shares: 78 -> 82 % of the peak). Not with several row tiles: there
        the d(weight) products' tiles of 448 columns lost 1-2 points against 512 and 256. Where
-       the tiles were narrowed and there are MBPO__GEMM_WIDE_ROWS rows or more, fewer and wider
-       tiles instead: a multiple of the thread count, each at most MBPO__GEMM_WIDE columns (2B
-       vision, 616 rows, N = 1280 on 2 threads: 2 tiles of 640, not 8 of 160: 71-73 -> 75-77 % of
-       the peak). The 188-row text products lost 3 points that way, tiles not narrowed (N = 5120)
-       1; beside a competing job the wide tiles were no slower. */
+       the tiles were narrowed, fewer and wider tiles instead when there are MBPO__GEMM_WIDE_ROWS
+       rows or more or B is stored (K, N) (its panel is copied row by row: a wider tile's rows are
+       longer streams): a multiple of the thread count, each at most MBPO__GEMM_WIDE columns (2
+       threads: the 2B vision products with N = 1280, 616 rows, 2 tiles of 640, not 8 of 160, 71-73
+       -> 75-77 % of the peak; the text d(input) products with N = 1536, 188 rows, 2 tiles of 768,
+       72 -> 74-75 %). The text forward products (188 rows, B a weight (N, K), transposed) lost 3
+       points that way, products not narrowed (N = 5120) 1; beside a competing job the wide tiles
+       were no slower. */
     if (want > 4 && mt == 1) {
         int64_t ns = (N + MBPO__GEMM_NR - 1) / MBPO__GEMM_NR, n = (N + NC - 1) / NC;
-        if (M >= MBPO__GEMM_WIDE_ROWS && NC < MBPO__GEMM_NC)
+        if ((M >= MBPO__GEMM_WIDE_ROWS || b_t) && NC < MBPO__GEMM_NC)
             n = th * ((N + th * MBPO__GEMM_WIDE - 1) / (th * MBPO__GEMM_WIDE));
         NC = (ns + n - 1) / n * MBPO__GEMM_NR;
     }

@@ -6209,10 +6209,10 @@ static inline float mbpo__expf(float x) {
 #define MBPO__GEMM_NC 512
 #endif
 #ifndef MBPO__GEMM_WIDE
-#define MBPO__GEMM_WIDE 1024             /* a team's tiles of MBPO__GEMM_WIDE_ROWS rows or more: columns, at most */
+#define MBPO__GEMM_WIDE 1024             /* a team's few wide tiles (mbpo__gemm): columns, at most */
 #endif
 #ifndef MBPO__GEMM_WIDE_ROWS
-#define MBPO__GEMM_WIDE_ROWS 384
+#define MBPO__GEMM_WIDE_ROWS 384         /* ... taken from this many rows, or when B is stored (K, N) */
 #endif
 
 #ifdef MBPO__GEMM_VL

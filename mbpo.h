@@ -6635,28 +6635,31 @@ static void mbpo__gemm(float *out, const float *A, int a_t, const float *B, int 
         else if (NC > MBPO__GEMM_NR) NC /= 2;
         else break;
     }
-    /* Narrowed but one row tile: the fewest strips that still make `want` tiles, not the power of
-       two below (N = 1536 on 2 threads: 8 tiles of 192 columns, not 12 of 128; 1-3 points). */
-    if (want > 4 && mt == 1 && NC < MBPO__GEMM_NC) {
-        int64_t fit = ((N + want - 1) / want + MBPO__GEMM_NR - 1) / MBPO__GEMM_NR * MBPO__GEMM_NR;
-        if (fit > NC) NC = fit;
-    }
-    /* One row tile for a team: tiles of equal width, so the threads' shares are equal (3840
-       columns on 2 threads: 8 tiles of 480, not 7 of 512 and one of 256, of which one thread
-       would do 4 of the 7.5 shares: 78 -> 82 % of the peak). Not with several row tiles: there
-       the d(weight) products' tiles of 448 columns lost 1-2 points against 512 and 256. Where
-       the tiles were narrowed, fewer and wider tiles instead when there are MBPO__GEMM_WIDE_ROWS
-       rows or more or B is stored (K, N) (its panel is copied row by row: a wider tile's rows are
-       longer streams): a multiple of the thread count, each at most MBPO__GEMM_WIDE columns (2
-       threads: the 2B vision products with N = 1280, 616 rows, 2 tiles of 640, not 8 of 160, 71-73
-       -> 75-77 % of the peak; the text d(input) products with N = 1536, 188 rows, 2 tiles of 768,
-       72 -> 74-75 %). The text forward products (188 rows, B a weight (N, K), transposed) lost 3
-       points that way, products not narrowed (N = 5120) 1; beside a competing job the wide tiles
-       were no slower. */
+    /* A team's single row tile: its number of tiles n, then n tiles of equal width.
+       - Narrowed, with MBPO__GEMM_WIDE_ROWS rows or more or B stored (K, N) (its panel is copied
+         row by row: a wider tile's rows are longer streams): a few wide tiles, a multiple of the
+         thread count, each at most MBPO__GEMM_WIDE columns (2 threads: the 2B vision products with
+         N = 1280, 616 rows, 2 tiles of 640, not 8 of 160, 71-73 -> 75-77 % of the peak; the text
+         d(input) products with N = 1536, 188 rows, 2 tiles of 768, 72 -> 74-75 %). The text forward
+         products (188 rows, B a weight (N, K), transposed) lost 3 points that way, products not
+         narrowed (N = 5120) 1; beside a competing job the wide tiles were no slower.
+       - Else narrowed: the fewest strips that still make `want` tiles, not the power of two below
+         (N = 1536 on 2 threads: 8 tiles of 192 columns, not 12 of 128; 1-3 points).
+       - Equal widths so that the threads' shares are equal (3840 columns on 2 threads: 8 tiles of
+         480, not 7 of 512 and one of 256, of which one thread would do 4 of the 7.5 shares: 78 ->
+         82 % of the peak). Not with several row tiles: there the d(weight) products' tiles of 448
+         columns lost 1-2 points against 512 and 256. */
     if (want > 4 && mt == 1) {
-        int64_t ns = (N + MBPO__GEMM_NR - 1) / MBPO__GEMM_NR, n = (N + NC - 1) / NC;
-        if ((M >= MBPO__GEMM_WIDE_ROWS || b_t) && NC < MBPO__GEMM_NC)
+        int64_t ns = (N + MBPO__GEMM_NR - 1) / MBPO__GEMM_NR, n;
+        if (NC < MBPO__GEMM_NC && (M >= MBPO__GEMM_WIDE_ROWS || b_t)) {
             n = th * ((N + th * MBPO__GEMM_WIDE - 1) / (th * MBPO__GEMM_WIDE));
+        } else {
+            if (NC < MBPO__GEMM_NC) {
+                int64_t fit = ((N + want - 1) / want + MBPO__GEMM_NR - 1) / MBPO__GEMM_NR * MBPO__GEMM_NR;
+                if (fit > NC) NC = fit;
+            }
+            n = (N + NC - 1) / NC;
+        }
         NC = (ns + n - 1) / n * MBPO__GEMM_NR;
     }
     MC = ((M + mt - 1) / mt + MBPO__GEMM_MR - 1) / MBPO__GEMM_MR * MBPO__GEMM_MR;
